@@ -1,0 +1,143 @@
+//! The Tencent Cloud Chat REST API as msgext uses it: regions and their
+//! domains, the wire types of `get_key_values`, UserSig signing (`sign`) and a
+//! single HTTP call (`client`). Nothing here retries, sleeps or decides policy.
+
+pub mod client;
+pub mod sign;
+pub mod wire;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// The path of the call, relative to the region's domain or `--endpoint`.
+pub const GET_KEY_VALUES_PATH: &str = "/v4/openim_msg_ext_http_svc/get_key_values";
+
+/// At most this many pairs come back in one page.
+pub const PAGE_SIZE: usize = 200;
+
+/// Error codes the client and the simulator both name.
+pub mod codes {
+    pub const OK: i64 = 0;
+    pub const INTERNAL: i64 = 10002;
+    pub const INVALID_PARAM: i64 = 10004;
+    pub const FREQ_LIMIT_10006: i64 = 10006;
+    pub const NOT_PREMIUM: i64 = 10008;
+    pub const NOT_FOUND: i64 = 23004;
+    pub const BAD_URL: i64 = 60002;
+    pub const BAD_JSON: i64 = 60004;
+    pub const FREQ_LIMIT: i64 = 60007;
+    /// The simulator's answer to a non-admin identifier (the real code is not documented).
+    pub const ADMIN_REQUIRED: i64 = 60016;
+    pub const SIG_EXPIRED: i64 = 70001;
+    pub const SIG_EMPTY: i64 = 70002;
+    pub const SIG_INVALID: i64 = 70003;
+    pub const SIG_IDENTIFIER_MISMATCH: i64 = 70013;
+    pub const SIG_SDKAPPID_MISMATCH: i64 = 70014;
+    pub const SDKAPPID_NOT_FOUND: i64 = 70020;
+}
+
+/// A data center, as named on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Region {
+    China,
+    Singapore,
+    Seoul,
+    Tokyo,
+    Frankfurt,
+    SiliconValley,
+    Jakarta,
+}
+
+impl Region {
+    pub const ALL: [Region; 7] = [
+        Region::China,
+        Region::Singapore,
+        Region::Seoul,
+        Region::Tokyo,
+        Region::Frankfurt,
+        Region::SiliconValley,
+        Region::Jakarta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Region::China => "china",
+            Region::Singapore => "singapore",
+            Region::Seoul => "seoul",
+            Region::Tokyo => "tokyo",
+            Region::Frankfurt => "frankfurt",
+            Region::SiliconValley => "silicon-valley",
+            Region::Jakarta => "jakarta",
+        }
+    }
+
+    pub fn domain(self) -> &'static str {
+        match self {
+            Region::China => "console.tim.qq.com",
+            Region::Singapore => "adminapisgp.im.qcloud.com",
+            Region::Seoul => "adminapikr.im.qcloud.com",
+            Region::Tokyo => "adminapijpn.im.qcloud.com",
+            Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::SiliconValley => "adminapiusa.im.qcloud.com",
+            Region::Jakarta => "adminapiidn.im.qcloud.com",
+        }
+    }
+
+    /// `https://{domain}`, the base the call path is appended to.
+    pub fn base_url(self) -> String {
+        format!("https://{}", self.domain())
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Region {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Region::ALL
+            .into_iter()
+            .find(|r| r.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<_> = Region::ALL.iter().map(|r| r.name()).collect();
+                format!("unknown region {s:?}; one of: {}", names.join(", "))
+            })
+    }
+}
+
+/// The full URL of `get_key_values` below a base (`https://domain` or an `--endpoint`).
+pub fn call_url(base: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), GET_KEY_VALUES_PATH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regions_map_to_the_documented_domains() {
+        let table = [
+            ("china", "console.tim.qq.com"),
+            ("singapore", "adminapisgp.im.qcloud.com"),
+            ("seoul", "adminapikr.im.qcloud.com"),
+            ("tokyo", "adminapijpn.im.qcloud.com"),
+            ("frankfurt", "adminapiger.im.qcloud.com"),
+            ("silicon-valley", "adminapiusa.im.qcloud.com"),
+            ("jakarta", "adminapiidn.im.qcloud.com"),
+        ];
+        for (name, domain) in table {
+            let r: Region = name.parse().unwrap();
+            assert_eq!(r.domain(), domain);
+            assert_eq!(r.name(), name);
+        }
+        assert!("mars".parse::<Region>().is_err());
+        assert_eq!(
+            call_url("http://127.0.0.1:9/"),
+            "http://127.0.0.1:9/v4/openim_msg_ext_http_svc/get_key_values"
+        );
+    }
+}

@@ -1,0 +1,122 @@
+//! Wire types of `get_key_values`: the request body the client sends and the
+//! response both the client decodes and the simulator encodes.
+
+use serde::{Deserialize, Serialize};
+
+/// The JSON body of a call. `From_Account` and `StartSeq` are optional.
+#[derive(Debug, Serialize)]
+pub struct GetKeyValuesRequest<'a> {
+    #[serde(rename = "From_Account", skip_serializing_if = "Option::is_none")]
+    pub from_account: Option<&'a str>,
+    #[serde(rename = "To_Account")]
+    pub to_account: &'a str,
+    #[serde(rename = "MsgKey")]
+    pub msg_key: &'a str,
+    #[serde(rename = "StartSeq", skip_serializing_if = "Option::is_none")]
+    pub start_seq: Option<i64>,
+}
+
+/// One pair in `ExtensionList`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WirePair {
+    #[serde(rename = "Key")]
+    pub key: String,
+    #[serde(rename = "Value", default)]
+    pub value: String,
+    #[serde(rename = "Seq")]
+    pub seq: i64,
+}
+
+/// A response. `ErrorCode` is required (a body without it is unparseable);
+/// everything else may be missing, `ActionStatus` included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GetKeyValuesResponse {
+    #[serde(
+        rename = "ActionStatus",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub action_status: Option<String>,
+    #[serde(rename = "ErrorCode")]
+    pub error_code: i64,
+    #[serde(rename = "ErrorInfo", default)]
+    pub error_info: String,
+    #[serde(
+        rename = "CompleteFlag",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub complete_flag: Option<i64>,
+    #[serde(rename = "LatestSeq", default, skip_serializing_if = "Option::is_none")]
+    pub latest_seq: Option<i64>,
+    #[serde(rename = "ClearSeq", default, skip_serializing_if = "Option::is_none")]
+    pub clear_seq: Option<i64>,
+    #[serde(
+        rename = "ExtensionList",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub extension_list: Vec<WirePair>,
+}
+
+impl GetKeyValuesResponse {
+    /// An error answer as the service gives it.
+    pub fn error(code: i64, info: impl Into<String>) -> Self {
+        GetKeyValuesResponse {
+            action_status: Some("FAIL".into()),
+            error_code: code,
+            error_info: info.into(),
+            complete_flag: None,
+            latest_seq: None,
+            clear_seq: None,
+            extension_list: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_the_documented_example_and_a_response_without_action_status() {
+        let doc = r#"{"ErrorCode": 0,"ErrorInfo": "","ActionStatus": "OK","CompleteFlag": 1,"LatestSeq": 2,"ClearSeq": 0,"ExtensionList": [{"Key": "k1","Value": "v1","Seq": 1},{"Key": "k2","Value": "v2","Seq": 1},{"Key": "k3","Value": "v3","Seq": 2}]}"#;
+        let r: GetKeyValuesResponse = serde_json::from_str(doc).unwrap();
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.complete_flag, Some(1));
+        assert_eq!(r.latest_seq, Some(2));
+        assert_eq!(r.extension_list.len(), 3);
+        assert_eq!(r.extension_list[2].key, "k3");
+
+        let bare: GetKeyValuesResponse =
+            serde_json::from_str(r#"{"ErrorCode":23004,"ErrorInfo":"no such message"}"#).unwrap();
+        assert_eq!(bare.action_status, None);
+        assert_eq!(bare.error_code, 23004);
+
+        assert!(serde_json::from_str::<GetKeyValuesResponse>(r#"{"ActionStatus":"OK"}"#).is_err());
+        assert!(serde_json::from_str::<GetKeyValuesResponse>("<html>502</html>").is_err());
+    }
+
+    #[test]
+    fn request_omits_optional_fields() {
+        let body = GetKeyValuesRequest {
+            from_account: None,
+            to_account: "116400",
+            msg_key: "44739199_12_1665388280",
+            start_seq: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"To_Account":"116400","MsgKey":"44739199_12_1665388280"}"#
+        );
+        let body = GetKeyValuesRequest {
+            from_account: Some("62768"),
+            start_seq: Some(2),
+            ..body
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"From_Account":"62768","To_Account":"116400","MsgKey":"44739199_12_1665388280","StartSeq":2}"#
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The glue between the command line and the library: reads the job file, the
+//! environment and the secret key file, runs the subcommand on a Tokio
+//! runtime, handles Ctrl-C / SIGTERM, prints, and maps results to exit codes.
+
+use crate::cli::{Cli, Command, DemoArgs, ExportArgs, MockArgs, ValidateArgs};
+use crate::export::{self, Tuning, Ui};
+use crate::fetch::{StopReason, StopSignal};
+use crate::job::{self, Env, JobFile};
+use crate::mock::{Faults, MockConfig, MockServer};
+use clap::Parser;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("msgext: error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let code = match cli.command {
+        Command::Export(a) => rt.block_on(export_cmd(a)),
+        Command::Validate(a) => validate_cmd(&a),
+        Command::Mock(a) => rt.block_on(mock_cmd(a)),
+        Command::Demo(a) => rt.block_on(demo_cmd(a)),
+    };
+    rt.shutdown_background();
+    ExitCode::from(code)
+}
+
+fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {
+    eprintln!("msgext: error: {msg}");
+    code
+}
+
+/// First Ctrl-C or SIGTERM: stop taking new messages and finish cleanly.
+/// Second: exit at once with 130.
+fn watch_signals(stop: StopSignal, quiet: bool) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            #[cfg(unix)]
+            {
+                let term_recv = async {
+                    match term.as_mut() {
+                        Some(t) => {
+                            t.recv().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term_recv => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+            if n > 0 {
+                eprintln!("msgext: interrupted again: exiting now");
+                std::process::exit(130);
+            }
+            if !quiet {
+                eprintln!(
+                    "msgext: interrupted: finishing what is in flight (Ctrl-C again to exit at once)"
+                );
+            }
+            stop.trigger(StopReason::Interrupted);
+        }
+    });
+}
+
+async fn export_cmd(args: ExportArgs) -> u8 {
+    let job = match &args.job {
+        None => JobFile::default(),
+        Some(path) => match std::fs::read_to_string(path) {
+            Err(e) => return fail(2, format!("{}: {e}", path.display())),
+            Ok(text) => match JobFile::parse(path, &text) {
+                Ok(j) => j,
+                Err(e) => return fail(2, e),
+            },
+        },
+    };
+    let secret_key_file = match job::secret_key_file(&args, &job) {
+        None => None,
+        Some(p) => match std::fs::read_to_string(&p) {
+            Ok(k) => Some(k),
+            Err(e) => return fail(2, format!("{}: {e}", p.display())),
+        },
+    };
+    let env = Env {
+        secret_key: std::env::var("MSGEXT_SECRET_KEY")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        usersig: std::env::var("MSGEXT_USERSIG")
+            .ok()
+            .filter(|s| !s.is_empty()),
+        secret_key_file,
+    };
+    let plan = match job::plan(&args, &job, &env) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let quiet = plan.quiet;
+    let ui = Ui {
+        progress: !quiet && std::io::stderr().is_terminal(),
+    };
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), quiet);
+    match export::run(plan, ui, Tuning::default(), stop).await {
+        Ok(summary) => {
+            if !quiet {
+                print!("{}", summary.human());
+            } else if let Some(reason) = &summary.stop_reason {
+                eprintln!("msgext: {reason}");
+            }
+            if summary.status == crate::report::RunStatus::Failed {
+                if let Some(reason) = &summary.stop_reason {
+                    if !quiet {
+                        eprintln!("msgext: error: {reason}");
+                    }
+                }
+            }
+            summary.status.exit_code()
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+fn validate_cmd(args: &ValidateArgs) -> u8 {
+    let reader = match crate::input::InputReader::open(&args.input) {
+        Ok(r) => r,
+        Err(e) => return fail(2, e),
+    };
+    match crate::input::validate(reader) {
+        Err(e) => fail(2, e),
+        Ok(c) => {
+            println!(
+                "{}: {} rows, {} distinct messages, {} duplicates, {} invalid{}",
+                args.input.display(),
+                c.rows,
+                c.distinct,
+                c.duplicates,
+                c.invalid.len(),
+                if c.skipped > 0 {
+                    format!(", {} earlier invalid rows skipped", c.skipped)
+                } else {
+                    String::new()
+                }
+            );
+            for r in &c.invalid {
+                println!("{}: line {}: {}", args.input.display(), r.line, r.reason);
+            }
+            if c.invalid.is_empty() { 0 } else { 3 }
+        }
+    }
+}
+
+async fn mock_cmd(args: MockArgs) -> u8 {
+    let store = match &args.store {
+        Some(path) => match crate::mock::store::Store::load(path) {
+            Ok(s) => s,
+            Err(e) => return fail(2, e),
+        },
+        None => crate::demo::demo_store(),
+    };
+    let secret_key = std::env::var("MSGEXT_SECRET_KEY")
+        .ok()
+        .filter(|s| !s.is_empty());
+    let using_demo_key = secret_key.is_none();
+    let config = MockConfig {
+        sdkappid: args.sdkappid,
+        secret_key: secret_key.unwrap_or_else(|| crate::mock::DEMO_SECRET_KEY.to_owned()),
+        admins: if args.admins.is_empty() {
+            vec![job::DEFAULT_IDENTIFIER.to_owned()]
+        } else {
+            args.admins.clone()
+        },
+        faults: Faults {
+            p_10002: args.fault_10002,
+            p_5xx: args.fault_5xx,
+            p_drop: args.fault_drop,
+            p_slow: args.fault_slow,
+            slow_ms: args.slow_ms,
+            latency_ms: args.latency_ms,
+            quota: args.quota,
+        },
+        seed: args.seed,
+        page_size: crate::api::PAGE_SIZE,
+    };
+    let n = store.messages.len();
+    let server = match MockServer::start(store, config, (args.bind, args.port).into()).await {
+        Ok(s) => s,
+        Err(e) => {
+            return fail(
+                1,
+                format!("cannot listen on {}:{}: {e}", args.bind, args.port),
+            );
+        }
+    };
+    println!("{}", server.url());
+    eprintln!(
+        "msgext mock: {n} messages, SDKAppID {}, secret key {}; Ctrl-C to stop",
+        args.sdkappid,
+        if using_demo_key {
+            format!(
+                "{:?} (the demo key; set MSGEXT_SECRET_KEY for another)",
+                crate::mock::DEMO_SECRET_KEY
+            )
+        } else {
+            "from MSGEXT_SECRET_KEY".to_owned()
+        }
+    );
+    tokio::select! {
+        _ = server.serve_forever() => 1,
+        _ = tokio::signal::ctrl_c() => 0,
+    }
+}
+
+async fn demo_cmd(args: DemoArgs) -> u8 {
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), false);
+    let ui = Ui {
+        progress: std::io::stderr().is_terminal(),
+    };
+    eprintln!(
+        "msgext demo: starting the simulator and exporting sample-input/messages.csv into {}/",
+        args.out.display()
+    );
+    match crate::demo::run(&args, ui, stop).await {
+        Ok((summary, url)) => {
+            println!("(simulator at {url}, answering 5% of calls with error 10002)");
+            print!("{}", summary.human());
+            print!("{}", crate::demo::duckdb_hint(&args.out, args.format));
+            summary.status.exit_code()
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}

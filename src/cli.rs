@@ -1,0 +1,169 @@
+//! The command line (DESIGN §1) as clap derive structs. Parsing only: no files
+//! or sockets are opened here.
+
+use crate::api::Region;
+use crate::write::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "msgext",
+    version,
+    about = "Export Tencent Cloud Chat message extensions (get_key_values) into a Parquet/CSV data-lake folder",
+    after_help = "Exit codes: 0 everything exported or confirmed not found · 3 finished, but some messages failed \
+                  or input rows were invalid (see errors.csv) · 1 the run failed (auth, region, plan, I/O) · \
+                  2 usage or config error · 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Export every key-value pair of every message listed in a CSV.
+    Export(ExportArgs),
+    /// Check an input CSV without touching the network: counts, duplicates, bad lines.
+    Validate(ValidateArgs),
+    /// Serve the simulated get_key_values API and print its URL.
+    Mock(MockArgs),
+    /// Run a real export of sample-input/ against an embedded simulator; no account needed.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ExportArgs {
+    /// A job file (TOML) holding these settings; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<PathBuf>,
+    /// CSV of messages: From_Account, To_Account, MsgKey.
+    #[arg(long, value_name = "FILE.csv")]
+    pub input: Option<PathBuf>,
+    /// The data-lake folder to write into.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// The data center of the SDKAppID.
+    #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]
+    pub region: Option<Region>,
+    /// A base URL instead of a region (e.g. a simulator: http://127.0.0.1:PORT).
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub sdkappid: Option<u64>,
+    /// An App admin account [default: administrator].
+    #[arg(long, value_name = "ADMIN")]
+    pub identifier: Option<String>,
+    /// Calls per second for the whole run; 0 turns the limit off [default: 200].
+    #[arg(long, value_name = "REQ_PER_S")]
+    pub rate: Option<u32>,
+    /// Messages fetched at once [default: 64].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Attempts per call before a message is given up [default: 8].
+    #[arg(long, value_name = "N")]
+    pub max_attempts: Option<u32>,
+    /// Names this run's files and its _runs/ folder [default: start time, UTC].
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Print nothing but errors.
+    #[arg(long)]
+    pub quiet: bool,
+    /// A file holding the secret key (else env MSGEXT_SECRET_KEY, or a ready MSGEXT_USERSIG).
+    #[arg(long, value_name = "PATH")]
+    pub secret_key_file: Option<PathBuf>,
+    /// Start a new part file past this size [default: 128].
+    #[arg(long, value_name = "MB")]
+    pub max_file_mb: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ValidateArgs {
+    #[arg(long, value_name = "FILE.csv")]
+    pub input: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MockArgs {
+    /// Port to listen on; 0 picks a free one.
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// A JSON store of messages; default: data matching sample-input/.
+    #[arg(long, value_name = "FILE")]
+    pub store: Option<PathBuf>,
+    /// The SDKAppID the simulator answers for (its secret: env MSGEXT_SECRET_KEY, else the demo key).
+    #[arg(long, default_value_t = crate::mock::DEMO_SDKAPPID)]
+    pub sdkappid: u64,
+    /// App admin identifiers accepted (repeatable) [default: administrator].
+    #[arg(long = "admin", value_name = "ID")]
+    pub admins: Vec<String>,
+    /// Share of calls answered ErrorCode 10002.
+    #[arg(long = "fault-10002", default_value_t = 0.0, value_name = "P")]
+    pub fault_10002: f64,
+    /// Share of calls answered HTTP 502.
+    #[arg(long = "fault-5xx", default_value_t = 0.0, value_name = "P")]
+    pub fault_5xx: f64,
+    /// Share of calls whose connection is closed without an answer.
+    #[arg(long = "fault-drop", default_value_t = 0.0, value_name = "P")]
+    pub fault_drop: f64,
+    /// Share of calls answered --slow-ms late.
+    #[arg(long = "fault-slow", default_value_t = 0.0, value_name = "P")]
+    pub fault_slow: f64,
+    #[arg(long, default_value_t = 2500, value_name = "MS")]
+    pub slow_ms: u64,
+    /// Latency added to every call.
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub latency_ms: u64,
+    /// Calls per second above which the quota error is answered.
+    #[arg(long, value_name = "N")]
+    pub quota: Option<u32>,
+    /// Seed of the random faults (and of the default data).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the demo writes its data-lake folder.
+    #[arg(long, default_value = "demo-lake", value_name = "DIR")]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Parquet)]
+    pub format: Format,
+}
+
+fn parse_region(s: &str) -> Result<Region, String> {
+    s.parse()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn region_and_endpoint_exclude_each_other() {
+        let r = Cli::try_parse_from([
+            "msgext",
+            "export",
+            "--region",
+            "singapore",
+            "--endpoint",
+            "http://x",
+        ]);
+        assert!(r.is_err());
+        let ok = Cli::try_parse_from(["msgext", "export", "--region", "silicon-valley"]).unwrap();
+        let Command::Export(a) = ok.command else {
+            panic!()
+        };
+        assert_eq!(a.region, Some(Region::SiliconValley));
+    }
+}

@@ -1,0 +1,122 @@
+//! `msgext demo`: a real export with no account. Starts the simulator on a free
+//! port with data matching `sample-input/messages.csv` (embedded in the
+//! binary), answering 5% of calls with 10002 so that retries show, exports
+//! into a folder, and prints the summary and a DuckDB query to look at it.
+
+use crate::cli::DemoArgs;
+use crate::export::{self, Tuning, Ui};
+use crate::fetch::StopSignal;
+use crate::input::{InputItem, InputReader};
+use crate::job::{ExportPlan, Secret};
+use crate::mock::store::Store;
+use crate::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use crate::model::MessageRef;
+use crate::report::Summary;
+use crate::write::WriteOptions;
+use std::path::Path;
+
+/// The demo's input, as shipped in `sample-input/`.
+pub const SAMPLE_INPUT: &str = include_str!("../sample-input/messages.csv");
+
+/// The seed of the demo data: the same data on every machine.
+pub const DEMO_SEED: u64 = 2026;
+
+/// The simulator's store for the sample input: about one message in 30 does
+/// not exist (23004), the rest carry 0 to 300 pairs.
+pub fn demo_store() -> Store {
+    let msgs: Vec<MessageRef> = InputReader::new(
+        Path::new("sample-input/messages.csv"),
+        SAMPLE_INPUT.as_bytes(),
+    )
+    .map(|r| {
+        r.filter_map(|item| match item {
+            Ok(InputItem::Message(m)) => Some(m.msg),
+            _ => None,
+        })
+        .collect()
+    })
+    .unwrap_or_default();
+    Store::generate(&msgs, DEMO_SEED, 30)
+}
+
+pub fn demo_mock_config() -> MockConfig {
+    MockConfig {
+        faults: Faults {
+            p_10002: 0.05,
+            ..Faults::default()
+        },
+        seed: DEMO_SEED,
+        ..MockConfig::default()
+    }
+}
+
+/// Run the demo; returns the summary of its export.
+pub async fn run(
+    args: &DemoArgs,
+    ui: Ui,
+    stop: StopSignal,
+) -> Result<(Summary, String), export::ExportError> {
+    let server = MockServer::start(demo_store(), demo_mock_config(), ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| export::ExportError::Output(format!("cannot start the simulator: {e}")))?;
+    let input_dir = args.out.join("_demo");
+    std::fs::create_dir_all(&input_dir)
+        .map_err(|e| export::ExportError::Output(format!("{}: {e}", input_dir.display())))?;
+    let input = input_dir.join("messages.csv");
+    std::fs::write(&input, SAMPLE_INPUT)
+        .map_err(|e| export::ExportError::Output(format!("{}: {e}", input.display())))?;
+    let plan = ExportPlan {
+        input,
+        out: args.out.clone(),
+        format: args.format,
+        base_url: server.url(),
+        sdkappid: DEMO_SDKAPPID,
+        identifier: "administrator".into(),
+        rate: crate::job::DEFAULT_RATE,
+        concurrency: crate::job::DEFAULT_CONCURRENCY,
+        max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
+        run_id: None,
+        quiet: false,
+        secret: Secret::Key(DEMO_SECRET_KEY.into()),
+        write: WriteOptions::default(),
+    };
+    let url = server.url();
+    let summary = export::run(plan, ui, Tuning::default(), stop).await?;
+    Ok((summary, url))
+}
+
+/// What to type to look at the demo's result.
+pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
+    let ext = format.extension();
+    let reader = match format {
+        crate::write::Format::Parquet => "read_parquet",
+        crate::write::Format::Csv => "read_csv",
+    };
+    let out = out.display();
+    format!(
+        "Look at it with DuckDB:\n  duckdb -c \"SELECT msg_key, count(*) AS pairs, max(latest_seq) AS latest_seq \
+         FROM {reader}('{out}/key_values/**/*.{ext}', hive_partitioning=true) GROUP BY msg_key ORDER BY pairs DESC LIMIT 10\"\n  \
+         duckdb -c \"SELECT status, count(*) FROM {reader}('{out}/messages/**/*.{ext}', hive_partitioning=true) GROUP BY status\"\n"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_data_matches_the_sample_input() {
+        let store = demo_store();
+        let distinct = SAMPLE_INPUT.lines().count() - 1;
+        assert!(
+            store.messages.len() > 500,
+            "{} of {distinct}",
+            store.messages.len()
+        );
+        assert!(
+            store.messages.len() < distinct,
+            "some messages are not found"
+        );
+        assert!(store.messages.iter().any(|m| m.pairs.len() > 200));
+    }
+}

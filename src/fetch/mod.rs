@@ -1,0 +1,337 @@
+//! Fetching: every page of one message with retries, under one rate limiter
+//! shared by all workers, giving a `FetchOutcome`. A message that cannot be
+//! exported is data (`Failed`, `NotFound`), not an error; `Fatal` means the
+//! whole run must stop. Writes no files.
+
+pub mod pager;
+pub mod retry;
+
+use crate::api::client::{ApiClient, CallError, Credentials};
+use crate::api::wire::{GetKeyValuesRequest, GetKeyValuesResponse};
+use crate::model::MessageRef;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use pager::{PagedMessage, Pager, Step};
+use retry::{Action, Observed, RetryPolicy, classify};
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What became of one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchOutcome {
+    Exported {
+        paged: PagedMessage,
+        attempts: u32,
+    },
+    /// 23004: the message does not exist.
+    NotFound {
+        attempts: u32,
+        pages: u32,
+        info: String,
+    },
+    /// Given up on; the run goes on.
+    Failed {
+        code: String,
+        info: String,
+        attempts: u32,
+        pages: u32,
+    },
+    /// An answer that means every later call fails too: the run stops.
+    Fatal {
+        code: String,
+        info: String,
+        attempts: u32,
+    },
+    /// The run was stopping before this message could finish.
+    Cancelled {
+        attempts: u32,
+        pages: u32,
+    },
+}
+
+/// Why the run is stopping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Fatal,
+    Interrupted,
+}
+
+/// A one-way switch every worker watches: set once, wakes all waiters.
+#[derive(Debug, Clone)]
+pub struct StopSignal {
+    tx: Arc<tokio::sync::watch::Sender<Option<StopReason>>>,
+}
+
+impl Default for StopSignal {
+    fn default() -> Self {
+        StopSignal {
+            tx: Arc::new(tokio::sync::watch::channel(None).0),
+        }
+    }
+}
+
+impl StopSignal {
+    /// The first reason given wins.
+    pub fn trigger(&self, reason: StopReason) {
+        self.tx.send_if_modified(|r| {
+            if r.is_none() {
+                *r = Some(reason);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.tx.borrow()
+    }
+
+    pub async fn stopped(&self) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|r| r.is_some()).await;
+    }
+}
+
+/// Counters shared by all workers.
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub rate_limited: AtomicU64,
+}
+
+impl FetchStats {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// The client-side limit: `rate` calls per second with a small burst, or none.
+pub fn rate_limiter(rate: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
+    let rate = NonZeroU32::new(rate)?;
+    let burst = NonZeroU32::new((rate.get() / 50).max(1)).unwrap_or(NonZeroU32::MIN);
+    Some(Arc::new(RateLimiter::direct(
+        Quota::per_second(rate).allow_burst(burst),
+    )))
+}
+
+/// Fetches messages; cheap to clone, one per worker.
+#[derive(Clone)]
+pub struct Fetcher {
+    pub client: ApiClient,
+    pub credentials: Arc<Credentials>,
+    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub policy: RetryPolicy,
+    pub stats: Arc<FetchStats>,
+    pub stop: StopSignal,
+    pub sdkappid: u64,
+}
+
+fn now_us() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+enum Attempt {
+    Page(GetKeyValuesResponse),
+    End(FetchOutcome),
+}
+
+impl Fetcher {
+    /// Drain every page of `msg`.
+    pub async fn fetch(&self, msg: &MessageRef) -> FetchOutcome {
+        let mut pager = Pager::new();
+        let mut attempts = 0u32;
+        loop {
+            let page = match self.fetch_page(msg, &pager, &mut attempts).await {
+                Attempt::Page(p) => p,
+                Attempt::End(outcome) => return outcome,
+            };
+            match pager.accept(page, now_us()) {
+                Step::Next(_) => continue,
+                Step::Done => {
+                    return FetchOutcome::Exported {
+                        paged: pager.finish(),
+                        attempts,
+                    };
+                }
+                Step::Stuck => {
+                    return FetchOutcome::Failed {
+                        code: "paging_stuck".into(),
+                        info: format!(
+                            "the API kept answering StartSeq {:?} without progress; pairs could be missed",
+                            pager.start_seq()
+                        ),
+                        attempts,
+                        pages: pager.pages(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// One page, retried per policy.
+    async fn fetch_page(&self, msg: &MessageRef, pager: &Pager, attempts: &mut u32) -> Attempt {
+        let mut tries = 0u32;
+        let mut renewed = false;
+        let pages = pager.pages();
+        let body = GetKeyValuesRequest {
+            from_account: msg.from.as_deref(),
+            to_account: &msg.to,
+            msg_key: &msg.msg_key,
+            start_seq: pager.start_seq(),
+        };
+        loop {
+            if self.stop.reason().is_some() {
+                return Attempt::End(FetchOutcome::Cancelled {
+                    attempts: *attempts,
+                    pages,
+                });
+            }
+            if let Some(limiter) = &self.limiter {
+                tokio::select! {
+                    _ = limiter.until_ready() => {}
+                    _ = self.stop.stopped() => {
+                        return Attempt::End(FetchOutcome::Cancelled { attempts: *attempts, pages });
+                    }
+                }
+            }
+            tries += 1;
+            *attempts += 1;
+            self.stats.requests.fetch_add(1, Ordering::Relaxed);
+            let sig = self.credentials.usersig(chrono::Utc::now().timestamp());
+            let (action, code, info, retry_after) =
+                match self.client.get_key_values(&sig, &body).await {
+                    Ok(r) => match classify(Observed::Api(r.error_code)) {
+                        Action::Success => return Attempt::Page(r),
+                        action => (action, r.error_code.to_string(), r.error_info, None),
+                    },
+                    Err(e) => {
+                        let retry_after = match &e {
+                            CallError::Http { retry_after, .. } => *retry_after,
+                            _ => None,
+                        };
+                        (
+                            classify(Observed::Call(&e)),
+                            e.code(),
+                            e.to_string(),
+                            retry_after,
+                        )
+                    }
+                };
+            let backoff = match action {
+                Action::NotFound => {
+                    return Attempt::End(FetchOutcome::NotFound {
+                        attempts: *attempts,
+                        pages,
+                        info,
+                    });
+                }
+                Action::FailMessage => {
+                    return Attempt::End(FetchOutcome::Failed {
+                        code,
+                        info,
+                        attempts: *attempts,
+                        pages,
+                    });
+                }
+                Action::FailRun => {
+                    let info = explain_fatal(&code, &info, self.sdkappid);
+                    return Attempt::End(FetchOutcome::Fatal {
+                        code,
+                        info,
+                        attempts: *attempts,
+                    });
+                }
+                Action::RenewSignature if self.credentials.can_renew() && !renewed => {
+                    self.credentials.renew();
+                    renewed = true;
+                    continue;
+                }
+                Action::RenewSignature => {
+                    return Attempt::End(FetchOutcome::Fatal {
+                        code,
+                        info: explain_fatal("70001", &info, self.sdkappid),
+                        attempts: *attempts,
+                    });
+                }
+                Action::Retry | Action::Success => self.policy.transient,
+                Action::RateLimited => {
+                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    self.policy.rate_limited
+                }
+            };
+            if tries >= self.policy.max_attempts {
+                return Attempt::End(FetchOutcome::Failed {
+                    code,
+                    info: format!("{info} (gave up after {tries} attempts)"),
+                    attempts: *attempts,
+                    pages,
+                });
+            }
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            let delay = backoff
+                .delay(tries, rand::random::<f64>())
+                .max(retry_after.unwrap_or(Duration::ZERO));
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = self.stop.stopped() => {}
+            }
+        }
+    }
+}
+
+/// What a user should do about an answer that stops the run.
+pub fn explain_fatal(code: &str, info: &str, sdkappid: u64) -> String {
+    let hint = match code {
+        "70001" => "the UserSig has expired and cannot be renewed: give the secret key (MSGEXT_SECRET_KEY or --secret-key-file) or a fresh MSGEXT_USERSIG".to_owned(),
+        "70002" | "70003" | "70005" | "70009" | "70010" => {
+            "the UserSig was refused: check that the secret key belongs to this SDKAppID".to_owned()
+        }
+        "70013" => "the UserSig was made for another identifier: check --identifier".to_owned(),
+        "70014" => "the UserSig was made for another SDKAppID: check --sdkappid".to_owned(),
+        "70016" | "70020" => format!(
+            "SDKAppID {sdkappid} is not known in this data center: check --sdkappid, or try another --region"
+        ),
+        "10008" => "this app's plan has no message extensions (a Premium edition feature)".to_owned(),
+        c if c.starts_with("http_") => {
+            "the endpoint did not answer like the Chat REST API: check --region / --endpoint".to_owned()
+        }
+        _ => "every later call would fail the same way".to_owned(),
+    };
+    format!("error {code}: {info} — {hint}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fatal_explanations_say_what_to_fix() {
+        assert!(explain_fatal("70020", "x", 1400000123).contains("SDKAppID 1400000123"));
+        assert!(explain_fatal("70020", "x", 1).contains("--region"));
+        assert!(explain_fatal("70003", "bad sig", 1).contains("secret key"));
+        assert!(explain_fatal("10008", "", 1).contains("plan"));
+    }
+
+    #[tokio::test]
+    async fn stop_signal_keeps_the_first_reason_and_wakes_waiters() {
+        let s = StopSignal::default();
+        let waiter = tokio::spawn({
+            let s = s.clone();
+            async move { s.stopped().await }
+        });
+        assert_eq!(s.reason(), None);
+        s.trigger(StopReason::Interrupted);
+        s.trigger(StopReason::Fatal);
+        waiter.await.unwrap();
+        assert_eq!(s.reason(), Some(StopReason::Interrupted));
+    }
+
+    #[test]
+    fn rate_zero_means_no_limiter() {
+        assert!(rate_limiter(0).is_none());
+        assert!(rate_limiter(200).is_some());
+    }
+}

@@ -1,0 +1,343 @@
+//! Paging one message, as a pure state machine: feed it each page's answer, it
+//! says which `StartSeq` to ask for next, or that the message is complete.
+//!
+//! Pages hold at most 200 pairs and may end inside a run of pairs sharing one
+//! Seq, so the next page starts at the *last* Seq seen (not last + 1) and keys
+//! already held are dropped. Every step must make progress: a page that adds
+//! no new key moves `StartSeq` past its last Seq, unless that would skip pairs
+//! (a whole page of one Seq), in which case the message is reported stuck
+//! rather than silently cut short.
+
+use crate::api::wire::{GetKeyValuesResponse, WirePair};
+use crate::model::{FetchedPair, KeyValue};
+use std::collections::HashMap;
+
+/// Hard limit on pages per message; the API's 300 keys need at most a few.
+pub const MAX_PAGES: u32 = 10_000;
+
+/// The result of draining a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PagedMessage {
+    /// Live pairs (Seq > ClearSeq), one per key, in Seq order.
+    pub pairs: Vec<FetchedPair>,
+    pub latest_seq: i64,
+    pub clear_seq: i64,
+    pub pages: u32,
+}
+
+/// What to do after a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Ask again with this `StartSeq`.
+    Next(i64),
+    /// Everything has been returned.
+    Done,
+    /// The API cannot page past this point without dropping pairs.
+    Stuck,
+}
+
+#[derive(Debug, Default)]
+pub struct Pager {
+    start_seq: Option<i64>,
+    index: HashMap<String, usize>,
+    pairs: Vec<FetchedPair>,
+    latest_seq: i64,
+    clear_seq: i64,
+    pages: u32,
+}
+
+impl Pager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The `StartSeq` of the next request (`None` for the first).
+    pub fn start_seq(&self) -> Option<i64> {
+        self.start_seq
+    }
+
+    pub fn pages(&self) -> u32 {
+        self.pages
+    }
+
+    /// Take in a successful page (ErrorCode 0).
+    pub fn accept(&mut self, page: GetKeyValuesResponse, fetched_at_us: i64) -> Step {
+        self.pages += 1;
+        if let Some(l) = page.latest_seq {
+            self.latest_seq = l;
+        }
+        if let Some(c) = page.clear_seq {
+            self.clear_seq = c;
+        }
+        let list = page.extension_list;
+        let full = list.len() >= crate::api::PAGE_SIZE;
+        let (first_seq, last_seq) = match (list.first(), list.last()) {
+            (Some(f), Some(l)) => (f.seq, l.seq),
+            _ => {
+                // An empty page ends the message, whatever CompleteFlag says:
+                // asking again from the same StartSeq would get the same answer.
+                // Only a first page that is empty yet "incomplete" is an error.
+                let nothing_at_all = page.complete_flag == Some(0) && self.start_seq.is_none();
+                return if nothing_at_all {
+                    Step::Stuck
+                } else {
+                    Step::Done
+                };
+            }
+        };
+        let mut added = 0usize;
+        for p in list {
+            added += usize::from(self.insert(p, fetched_at_us));
+        }
+        // CompleteFlag 1 ends the message. A missing flag is treated as "maybe
+        // more": the progress rule below then ends it after at most two calls.
+        if page.complete_flag == Some(1) {
+            return Step::Done;
+        }
+        if self.pages >= MAX_PAGES {
+            return Step::Stuck;
+        }
+        let prev = self.start_seq.unwrap_or(i64::MIN);
+        let next = if added > 0 {
+            last_seq
+        } else if full && first_seq == last_seq {
+            // 200 pairs of one Seq, all known: more of that Seq may exist, and
+            // no StartSeq can reach them.
+            return Step::Stuck;
+        } else {
+            last_seq.saturating_add(1)
+        };
+        if next < prev || (next == prev && added == 0) {
+            return Step::Stuck;
+        }
+        self.start_seq = Some(next);
+        Step::Next(next)
+    }
+
+    /// Keep one pair per key: the one with the highest Seq. Returns whether it changed anything.
+    fn insert(&mut self, p: WirePair, fetched_at_us: i64) -> bool {
+        match self.index.get(&p.key) {
+            Some(&i) if self.pairs[i].kv.seq >= p.seq => false,
+            Some(&i) => {
+                self.pairs[i] = FetchedPair {
+                    kv: KeyValue {
+                        key: p.key,
+                        value: p.value,
+                        seq: p.seq,
+                    },
+                    fetched_at_us,
+                };
+                true
+            }
+            None => {
+                self.index.insert(p.key.clone(), self.pairs.len());
+                self.pairs.push(FetchedPair {
+                    kv: KeyValue {
+                        key: p.key,
+                        value: p.value,
+                        seq: p.seq,
+                    },
+                    fetched_at_us,
+                });
+                true
+            }
+        }
+    }
+
+    /// The live pairs: those with Seq <= ClearSeq are dead and dropped.
+    pub fn finish(self) -> PagedMessage {
+        let clear = self.clear_seq;
+        let mut pairs: Vec<FetchedPair> = self
+            .pairs
+            .into_iter()
+            .filter(|p| p.kv.seq > clear)
+            .collect();
+        pairs.sort_by_key(|p| p.kv.seq);
+        PagedMessage {
+            pairs,
+            latest_seq: self.latest_seq,
+            clear_seq: clear,
+            pages: self.pages,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mock::store::{StoredMessage, StoredPair};
+
+    /// A message of `n` pairs whose Seq runs are 20 long after a first run of
+    /// 7, so that every multiple of 200 falls inside a run.
+    fn straddling(n: usize) -> StoredMessage {
+        let pairs = (0..n)
+            .map(|i| StoredPair {
+                key: format!("key-{i:04}"),
+                value: format!("value {i}"),
+                seq: if i < 7 { 1 } else { 2 + ((i - 7) / 20) as i64 },
+            })
+            .collect();
+        StoredMessage::new(Some("a"), "b", "1_2_3", 0, pairs)
+    }
+
+    /// Drain a stored message through the simulator's own paging rule.
+    fn drain(m: &StoredMessage) -> (PagedMessage, Vec<Option<i64>>) {
+        let mut pager = Pager::new();
+        let mut asked = Vec::new();
+        loop {
+            asked.push(pager.start_seq());
+            let page = m.page(pager.start_seq(), crate::api::PAGE_SIZE);
+            match pager.accept(page, 1) {
+                Step::Next(_) => assert!(asked.len() < 100, "no progress: {asked:?}"),
+                Step::Done => break,
+                Step::Stuck => panic!("stuck after {asked:?}"),
+            }
+        }
+        (pager.finish(), asked)
+    }
+
+    #[test]
+    fn pages_across_equal_seq_boundaries_lose_nothing() {
+        for n in [0usize, 1, 199, 200, 201, 400, 401, 1000] {
+            let m = straddling(n);
+            for boundary in (200..n).step_by(200) {
+                assert_eq!(
+                    m.pairs[boundary - 1].seq,
+                    m.pairs[boundary].seq,
+                    "fixture: boundary {boundary} of {n} must fall inside a run"
+                );
+            }
+            let (got, asked) = drain(&m);
+            let want: Vec<_> = m.live_pairs().into_iter().map(|p| p.key).collect();
+            let keys: Vec<_> = got.pairs.iter().map(|p| p.kv.key.clone()).collect();
+            assert_eq!(keys, want, "n={n}");
+            assert_eq!(got.pages as usize, asked.len());
+            assert!(asked.len() <= n / 180 + 1, "n={n}: {} pages", asked.len());
+        }
+    }
+
+    #[test]
+    fn naive_last_plus_one_would_drop_pairs() {
+        // The fixture really exercises the rule: StartSeq = last + 1 loses keys.
+        let m = straddling(401);
+        let first = m.page(None, 200);
+        let last = first.extension_list.last().unwrap().seq;
+        let second = m.page(Some(last + 1), 200);
+        let seen = first.extension_list.len() + second.extension_list.len();
+        let third_start = second.extension_list.last().unwrap().seq + 1;
+        let rest = m.page(Some(third_start), 200).extension_list.len();
+        assert!(seen + rest < 401);
+    }
+
+    #[test]
+    fn dead_pairs_are_dropped_and_seqs_carried() {
+        let pairs = vec![
+            StoredPair {
+                key: "old".into(),
+                value: "x".into(),
+                seq: 1,
+            },
+            StoredPair {
+                key: "k1".into(),
+                value: "v1".into(),
+                seq: 3,
+            },
+            StoredPair {
+                key: "k2".into(),
+                value: "".into(),
+                seq: 4,
+            },
+        ];
+        let m = StoredMessage::new(None, "b", "k", 2, pairs);
+        let (got, _) = drain(&m);
+        let keys: Vec<_> = got.pairs.iter().map(|p| p.kv.key.as_str()).collect();
+        assert_eq!(keys, ["k1", "k2"]);
+        assert_eq!((got.latest_seq, got.clear_seq), (4, 2));
+    }
+
+    fn page(list: &[(&str, i64)], complete: Option<i64>) -> GetKeyValuesResponse {
+        GetKeyValuesResponse {
+            action_status: None,
+            error_code: 0,
+            error_info: String::new(),
+            complete_flag: complete,
+            latest_seq: list.last().map(|p| p.1),
+            clear_seq: Some(0),
+            extension_list: list
+                .iter()
+                .map(|(k, s)| WirePair {
+                    key: k.to_string(),
+                    value: "v".into(),
+                    seq: *s,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn every_answer_makes_progress_or_ends() {
+        // (pages fed in order, expected steps)
+        let run_of_200: Vec<(String, i64)> = (0..200).map(|i| (format!("k{i}"), 5)).collect();
+        let run: Vec<(&str, i64)> = run_of_200.iter().map(|(k, s)| (k.as_str(), *s)).collect();
+        let cases: Vec<(Vec<GetKeyValuesResponse>, Vec<Step>)> = vec![
+            (vec![page(&[], Some(1))], vec![Step::Done]),
+            (vec![page(&[], None)], vec![Step::Done]),
+            (vec![page(&[], Some(0))], vec![Step::Stuck]),
+            (
+                vec![
+                    page(&[("a", 1), ("b", 2)], Some(0)),
+                    page(&[("b", 2), ("c", 3)], Some(1)),
+                ],
+                vec![Step::Next(2), Step::Done],
+            ),
+            // Missing CompleteFlag: continue until a page adds nothing, then past it, then end.
+            (
+                vec![
+                    page(&[("a", 1), ("b", 2)], None),
+                    page(&[("b", 2)], None),
+                    page(&[], None),
+                ],
+                vec![Step::Next(2), Step::Next(3), Step::Done],
+            ),
+            // A server that repeats itself with CompleteFlag 0 cannot trap the pager.
+            (
+                vec![
+                    page(&[("a", 1), ("b", 2)], Some(0)),
+                    page(&[("b", 2)], Some(0)),
+                    page(&[("b", 2)], Some(0)),
+                ],
+                vec![Step::Next(2), Step::Next(3), Step::Stuck],
+            ),
+            // 200 pairs of one Seq, then the same again: cannot go further without loss.
+            (
+                vec![page(&run, Some(0)), page(&run, Some(0))],
+                vec![Step::Next(5), Step::Stuck],
+            ),
+        ];
+        for (i, (pages, steps)) in cases.into_iter().enumerate() {
+            let mut pager = Pager::new();
+            let got: Vec<Step> = pages.into_iter().map(|p| pager.accept(p, 0)).collect();
+            assert_eq!(got, steps, "case {i}");
+        }
+    }
+
+    #[test]
+    fn a_key_seen_again_with_a_higher_seq_replaces_the_old_pair() {
+        let mut pager = Pager::new();
+        assert_eq!(
+            pager.accept(page(&[("a", 1), ("b", 2)], Some(0)), 0),
+            Step::Next(2)
+        );
+        assert_eq!(
+            pager.accept(page(&[("b", 2), ("a", 3)], Some(1)), 0),
+            Step::Done
+        );
+        let got = pager.finish();
+        let pairs: Vec<_> = got
+            .pairs
+            .iter()
+            .map(|p| (p.kv.key.as_str(), p.kv.seq))
+            .collect();
+        assert_eq!(pairs, [("b", 2), ("a", 3)]);
+    }
+}

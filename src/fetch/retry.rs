@@ -1,0 +1,210 @@
+//! Retry policy as pure functions: `classify` turns what one attempt produced
+//! (an API `ErrorCode` or a transport failure) into an `Action`, and `Backoff`
+//! computes capped exponential delays with full jitter.
+
+use crate::api::client::CallError;
+use std::time::Duration;
+
+/// What one attempt produced, as far as policy is concerned.
+#[derive(Debug, Clone, Copy)]
+pub enum Observed<'a> {
+    /// A decoded answer with this `ErrorCode`.
+    Api(i64),
+    /// No usable answer.
+    Call(&'a CallError),
+}
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The answer carries data.
+    Success,
+    /// Transient: try again after a backoff.
+    Retry,
+    /// Over the quota: try again after a longer wait, and slow the whole run down.
+    RateLimited,
+    /// UserSig expired: sign anew (if the secret is known) and try again.
+    RenewSignature,
+    /// The message does not exist (23004): recorded as `not_found`, not retried.
+    NotFound,
+    /// This message cannot be exported; the run goes on.
+    FailMessage,
+    /// Every later call would fail too: stop the run.
+    FailRun,
+}
+
+/// The one place that maps every code of the API notes' table to an action.
+pub fn classify(o: Observed<'_>) -> Action {
+    match o {
+        Observed::Api(code) => classify_code(code),
+        Observed::Call(e) => match e {
+            CallError::Timeout
+            | CallError::Connect(_)
+            | CallError::Network(_)
+            | CallError::Decode(_) => Action::Retry,
+            CallError::Http { status: 429, .. } => Action::RateLimited,
+            CallError::Http { status, .. } if *status == 408 || (500..600).contains(status) => {
+                Action::Retry
+            }
+            // The API answers 200 for every outcome: any other status means the
+            // endpoint is not the API (wrong --endpoint, a proxy refusing us).
+            CallError::Http { .. } => Action::FailRun,
+        },
+    }
+}
+
+fn classify_code(code: i64) -> Action {
+    match code {
+        0 => Action::Success,
+        10002 | 60008 | 60013 | 60014 => Action::Retry,
+        60007 | 60011 | 60018 | 60019 | 10006 => Action::RateLimited,
+        70001 => Action::RenewSignature,
+        23004 => Action::NotFound,
+        10004 => Action::FailMessage,
+        10008 => Action::FailRun,
+        60002..=60006 | 60009 | 60010 | 60012 | 60015..=60017 | 60020 | 60021 => Action::FailRun,
+        70002..=70020 | 70050 | 70051 => Action::FailRun,
+        // A code the notes do not list: fail this message (it lands in
+        // errors.csv with its code) rather than retry blindly or stop the run.
+        _ => Action::FailMessage,
+    }
+}
+
+/// Capped exponential backoff with full jitter: the n-th retry waits a uniform
+/// random time in `[0, min(cap, base * 2^(n-1)))`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// `retry` counts from 1; `unit` is a uniform random number in `[0, 1)`.
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        let exp = retry.saturating_sub(1).min(30);
+        let ceiling = self.base.saturating_mul(1u32 << exp).min(self.cap);
+        ceiling.mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// The largest delay the n-th retry can get.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        self.delay(retry, 1.0)
+    }
+}
+
+/// How hard to try one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per call, the first included.
+    pub max_attempts: u32,
+    pub transient: Backoff,
+    pub rate_limited: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            transient: Backoff {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(10),
+            },
+            rate_limited: Backoff {
+                base: Duration::from_millis(500),
+                cap: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_of_the_api_table_is_classified() {
+        use Action::*;
+        let mut table: Vec<(i64, Action)> = vec![
+            (0, Success),
+            (10002, Retry),
+            (60008, Retry),
+            (60013, Retry),
+            (60014, Retry),
+            (60007, RateLimited),
+            (60011, RateLimited),
+            (60018, RateLimited),
+            (60019, RateLimited),
+            (10006, RateLimited),
+            (70001, RenewSignature),
+            (10004, FailMessage),
+            (23004, NotFound),
+            (10008, FailRun),
+            (60009, FailRun),
+            (60010, FailRun),
+            (60012, FailRun),
+            (60020, FailRun),
+            (60021, FailRun),
+            (70050, FailRun),
+            (70051, FailRun),
+            (12345, FailMessage),
+        ];
+        table.extend((60002..=60006).map(|c| (c, FailRun)));
+        table.extend((60015..=60017).map(|c| (c, FailRun)));
+        table.extend((70002..=70020).map(|c| (c, FailRun)));
+        for (code, want) in table {
+            assert_eq!(classify(Observed::Api(code)), want, "code {code}");
+        }
+    }
+
+    #[test]
+    fn transport_failures_are_classified() {
+        use Action::*;
+        let http = |status| CallError::Http {
+            status,
+            retry_after: None,
+        };
+        let table = [
+            (CallError::Timeout, Retry),
+            (CallError::Connect("refused".into()), Retry),
+            (CallError::Network("reset by peer".into()), Retry),
+            (CallError::Decode("<html>".into()), Retry),
+            (http(500), Retry),
+            (http(502), Retry),
+            (http(503), Retry),
+            (http(504), Retry),
+            (http(408), Retry),
+            (http(429), RateLimited),
+            (http(404), FailRun),
+            (http(403), FailRun),
+        ];
+        for (e, want) in table {
+            assert_eq!(classify(Observed::Call(&e)), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_exponential_with_full_jitter() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+        };
+        let table = [
+            (1, 100),
+            (2, 200),
+            (3, 400),
+            (4, 800),
+            (5, 1600),
+            (6, 2000),
+            (40, 2000),
+        ];
+        for (retry, ceiling_ms) in table {
+            assert_eq!(
+                b.ceiling(retry),
+                Duration::from_millis(ceiling_ms),
+                "retry {retry}"
+            );
+            assert_eq!(b.delay(retry, 0.0), Duration::ZERO);
+            assert_eq!(b.delay(retry, 0.5), Duration::from_millis(ceiling_ms / 2));
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! The input CSV: a header naming `From_Account`, `To_Account` and `MsgKey`
+//! (any case, any order, extra columns ignored, UTF-8 BOM and CRLF accepted),
+//! then one message per row. Rows stream out one at a time as `InputItem`s:
+//! messages, duplicates (exported once, tracked by a 128-bit fingerprint so a
+//! huge input is never held in memory) and invalid rows with their line number.
+//! Knows nothing about HTTP.
+
+use crate::model::{InputMessage, MessageRef};
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The value `errors.csv` puts in `error_code` for an invalid input row.
+pub const INVALID_INPUT: &str = "invalid_input";
+
+/// A row that cannot be exported, with what could be read of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidRow {
+    pub line: u64,
+    pub from: String,
+    pub to: String,
+    pub msg_key: String,
+    pub reason: String,
+}
+
+/// One row's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InputItem {
+    /// A message seen for the first time.
+    Message(InputMessage),
+    /// The same (From, To, MsgKey) as an earlier row.
+    Duplicate { line: u64 },
+    /// Cannot be exported (reported in errors.csv).
+    Invalid(InvalidRow),
+    /// A row of a re-fed errors.csv that was an invalid input row then: skipped, not reported again.
+    Skipped { line: u64 },
+}
+
+/// Why the input cannot be read at all (a usage error, exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: no header row (expected From_Account,To_Account,MsgKey)")]
+    NoHeader { path: PathBuf },
+    #[error("{path}: line 1: the header has no {column} column (found: {found})")]
+    MissingColumn {
+        path: PathBuf,
+        column: &'static str,
+        found: String,
+    },
+    #[error("{path}: line {line}: cannot read: {message}")]
+    Read {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Columns {
+    from: Option<usize>,
+    to: usize,
+    msg_key: usize,
+    error_code: Option<usize>,
+    width: usize,
+}
+
+/// Passes bytes through and remembers where a `\n` follows a `\r`. The csv
+/// parser ends a record at the `\r` of a CRLF and reports the next record as
+/// starting at the `\n`, one line early: these offsets correct that.
+struct CrlfTracker<R> {
+    inner: R,
+    offset: u64,
+    prev_cr: bool,
+    lf_after_cr: Arc<Mutex<VecDeque<u64>>>,
+}
+
+impl<R: Read> Read for CrlfTracker<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut found = self.lf_after_cr.lock().unwrap_or_else(|p| p.into_inner());
+        for (i, &b) in buf[..n].iter().enumerate() {
+            if b == b'\n' && self.prev_cr {
+                found.push_back(self.offset + i as u64);
+            }
+            self.prev_cr = b == b'\r';
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams `InputItem`s from a CSV source.
+pub struct InputReader<R: Read> {
+    path: PathBuf,
+    rdr: csv::Reader<CrlfTracker<R>>,
+    lf_after_cr: Arc<Mutex<VecDeque<u64>>>,
+    cols: Columns,
+    record: csv::ByteRecord,
+    seen: HashSet<u128>,
+}
+
+impl InputReader<std::fs::File> {
+    pub fn open(path: &Path) -> Result<Self, InputError> {
+        let file = std::fs::File::open(path).map_err(|source| InputError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        InputReader::new(path, file)
+    }
+}
+
+fn csv_reader<R: Read>(src: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(src)
+}
+
+impl<R: Read> InputReader<R> {
+    /// `path` names the source in messages.
+    pub fn new(path: &Path, src: R) -> Result<Self, InputError> {
+        let lf_after_cr = Arc::new(Mutex::new(VecDeque::new()));
+        let mut rdr = csv_reader(CrlfTracker {
+            inner: src,
+            offset: 0,
+            prev_cr: false,
+            lf_after_cr: lf_after_cr.clone(),
+        });
+        let mut header = csv::ByteRecord::new();
+        let read = rdr
+            .read_byte_record(&mut header)
+            .map_err(|e| InputError::Read {
+                path: path.to_owned(),
+                line: 1,
+                message: e.to_string(),
+            })?;
+        if !read {
+            return Err(InputError::NoHeader {
+                path: path.to_owned(),
+            });
+        }
+        let names: Vec<String> = header
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let f = if i == 0 {
+                    f.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(f)
+                } else {
+                    f
+                };
+                String::from_utf8_lossy(f).trim().to_ascii_lowercase()
+            })
+            .collect();
+        let find = |name: &str| names.iter().position(|n| n == name);
+        let need = |name: &'static str| {
+            find(&name.to_ascii_lowercase()).ok_or_else(|| InputError::MissingColumn {
+                path: path.to_owned(),
+                column: name,
+                found: names.join(","),
+            })
+        };
+        let cols = Columns {
+            from: find("from_account"),
+            to: need("To_Account")?,
+            msg_key: need("MsgKey")?,
+            error_code: find("error_code"),
+            width: names.len(),
+        };
+        Ok(InputReader {
+            path: path.to_owned(),
+            rdr,
+            lf_after_cr,
+            cols,
+            record: csv::ByteRecord::new(),
+            seen: HashSet::new(),
+        })
+    }
+
+    /// How many distinct messages have been seen so far.
+    pub fn distinct(&self) -> usize {
+        self.seen.len()
+    }
+
+    fn classify(&mut self, line: u64) -> InputItem {
+        let rec = &self.record;
+        let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or(b"");
+        let lossy = |i: Option<usize>| String::from_utf8_lossy(field(i)).into_owned();
+        let invalid = |reason: String| {
+            InputItem::Invalid(InvalidRow {
+                line,
+                from: lossy(self.cols.from),
+                to: lossy(Some(self.cols.to)),
+                msg_key: lossy(Some(self.cols.msg_key)),
+                reason,
+            })
+        };
+        if let Some(code) = self.cols.error_code {
+            if field(Some(code)) == INVALID_INPUT.as_bytes() {
+                return InputItem::Skipped { line };
+            }
+        }
+        if rec.len() != self.cols.width {
+            return invalid(format!(
+                "{} fields where the header has {}",
+                rec.len(),
+                self.cols.width
+            ));
+        }
+        let text = |name: &str, i: Option<usize>| {
+            std::str::from_utf8(field(i)).map_err(|_| format!("{name} is not valid UTF-8"))
+        };
+        let parsed = (|| {
+            let from = text("From_Account", self.cols.from)?;
+            let to = text("To_Account", Some(self.cols.to))?;
+            let msg_key = text("MsgKey", Some(self.cols.msg_key))?;
+            if to.is_empty() {
+                return Err("To_Account is empty".to_owned());
+            }
+            if msg_key.is_empty() {
+                return Err("MsgKey is empty".to_owned());
+            }
+            Ok(MessageRef::new(Some(from), to, msg_key))
+        })();
+        match parsed {
+            Err(reason) => invalid(reason),
+            Ok(msg) => {
+                if self.seen.insert(msg.fingerprint()) {
+                    InputItem::Message(InputMessage { msg, line })
+                } else {
+                    InputItem::Duplicate { line }
+                }
+            }
+        }
+    }
+}
+
+impl<R: Read> Iterator for InputReader<R> {
+    type Item = Result<InputItem, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut record = std::mem::take(&mut self.record);
+        let result = self.rdr.read_byte_record(&mut record);
+        self.record = record;
+        match result {
+            Ok(false) => None,
+            Ok(true) => {
+                let (byte, line) = self
+                    .record
+                    .position()
+                    .map_or((0, 0), |p| (p.byte(), p.line()));
+                let starts_at_lf = {
+                    let mut q = self.lf_after_cr.lock().unwrap_or_else(|p| p.into_inner());
+                    while q.front().is_some_and(|&o| o < byte) {
+                        q.pop_front();
+                    }
+                    q.front() == Some(&byte)
+                };
+                Some(Ok(self.classify(line + u64::from(starts_at_lf))))
+            }
+            Err(e) => Some(Err(InputError::Read {
+                path: self.path.clone(),
+                line: e.position().map_or(0, |p| p.line()),
+                message: e.to_string(),
+            })),
+        }
+    }
+}
+
+/// Counts of a whole input, as `msgext validate` reports them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputCounts {
+    pub rows: u64,
+    pub distinct: u64,
+    pub duplicates: u64,
+    pub skipped: u64,
+    pub invalid: Vec<InvalidRow>,
+}
+
+/// Read a whole input without keeping its messages: counts and invalid rows.
+pub fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputError> {
+    let mut c = InputCounts::default();
+    for item in reader {
+        c.rows += 1;
+        match item? {
+            InputItem::Message(_) => c.distinct += 1,
+            InputItem::Duplicate { .. } => c.duplicates += 1,
+            InputItem::Skipped { .. } => c.skipped += 1,
+            InputItem::Invalid(row) => c.invalid.push(row),
+        }
+    }
+    Ok(c)
+}
+
+/// Data rows in a file (for the progress bar's total); cheap, no validation.
+pub fn count_rows(path: &Path) -> Result<u64, InputError> {
+    let file = std::fs::File::open(path).map_err(|source| InputError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut rdr = csv_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut rec = csv::ByteRecord::new();
+    let mut n = 0u64;
+    while rdr.read_byte_record(&mut rec).unwrap_or(false) {
+        n += 1;
+    }
+    Ok(n.saturating_sub(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(bytes: &[u8]) -> Result<Vec<InputItem>, InputError> {
+        InputReader::new(Path::new("in.csv"), bytes)?.collect()
+    }
+
+    fn msg(from: Option<&str>, to: &str, key: &str, line: u64) -> InputItem {
+        InputItem::Message(InputMessage {
+            msg: MessageRef::new(from, to, key),
+            line,
+        })
+    }
+
+    fn invalid_line(item: &InputItem) -> Option<(u64, &str)> {
+        match item {
+            InputItem::Invalid(r) => Some((r.line, r.reason.as_str())),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn accepts_bom_crlf_quotes_any_case_and_extra_columns() {
+        let input = "\u{feff}msgkey,Note,TO_ACCOUNT,from_account\r\n\
+                     \"1_2_3\",\"a, note\",\"bob\",\"al\"\"ice\"\r\n\
+                     \"4_5_6\",x,\"multi\nline\",\r\n";
+        let items = read(input.as_bytes()).unwrap();
+        assert_eq!(
+            items,
+            vec![
+                msg(Some("al\"ice"), "bob", "1_2_3", 2),
+                msg(None, "multi\nline", "4_5_6", 3)
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_sender_column_or_value_means_no_sender() {
+        let items = read(b"To_Account,MsgKey\nbob,1\n").unwrap();
+        assert_eq!(items, vec![msg(None, "bob", "1", 2)]);
+    }
+
+    #[test]
+    fn invalid_rows_carry_their_line_and_do_not_stop_the_read() {
+        let input = b"From_Account,To_Account,MsgKey\n\
+                      a,b,1\n\
+                      a,,2\n\
+                      a,b,\n\
+                      a,b\n\
+                      a,b,3,extra\n\
+                      a,\xff\xfe,4\n\
+                      a,b,5\n";
+        let items = read(input).unwrap();
+        let invalid: Vec<_> = items.iter().filter_map(invalid_line).collect();
+        assert_eq!(
+            invalid,
+            vec![
+                (3, "To_Account is empty"),
+                (4, "MsgKey is empty"),
+                (5, "2 fields where the header has 3"),
+                (6, "4 fields where the header has 3"),
+                (7, "To_Account is not valid UTF-8"),
+            ]
+        );
+        assert_eq!(items.first(), Some(&msg(Some("a"), "b", "1", 2)));
+        assert_eq!(items.last(), Some(&msg(Some("a"), "b", "5", 8)));
+    }
+
+    #[test]
+    fn duplicates_are_reported_once_seen() {
+        let input =
+            b"From_Account,To_Account,MsgKey\na,b,1\n,b,1\na,b,1\n\"a\",\"b\",\"1\"\n,b,1\n";
+        let items = read(input).unwrap();
+        assert_eq!(
+            items,
+            vec![
+                msg(Some("a"), "b", "1", 2),
+                msg(None, "b", "1", 3),
+                InputItem::Duplicate { line: 4 },
+                InputItem::Duplicate { line: 5 },
+                InputItem::Duplicate { line: 6 },
+            ]
+        );
+    }
+
+    #[test]
+    fn header_only_empty_and_headerless_inputs() {
+        assert_eq!(read(b"From_Account,To_Account,MsgKey\r\n").unwrap(), vec![]);
+        assert!(matches!(read(b""), Err(InputError::NoHeader { .. })));
+        let e = read(b"alice,bob,1_2_3\n").err().unwrap();
+        assert!(
+            matches!(
+                e,
+                InputError::MissingColumn {
+                    column: "To_Account",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("in.csv: line 1:"), "{e}");
+    }
+
+    #[test]
+    fn refed_errors_csv_skips_invalid_rows() {
+        let input = b"From_Account,To_Account,MsgKey,error_code,error_info,attempts,line\n\
+                      a,b,1,10002,internal,8,2\n\
+                      a,,2,invalid_input,To_Account is empty,0,3\n";
+        let items = read(input).unwrap();
+        assert_eq!(
+            items,
+            vec![msg(Some("a"), "b", "1", 2), InputItem::Skipped { line: 3 }]
+        );
+    }
+
+    #[test]
+    fn validate_counts_everything() {
+        let input = b"From_Account,To_Account,MsgKey\na,b,1\na,b,1\na,,2\nc,d,3\n";
+        let c = validate(InputReader::new(Path::new("x"), &input[..]).unwrap()).unwrap();
+        assert_eq!(
+            (c.rows, c.distinct, c.duplicates, c.invalid.len()),
+            (4, 2, 1, 1)
+        );
+        assert_eq!(c.invalid[0].line, 4);
+    }
+}

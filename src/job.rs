@@ -1,0 +1,384 @@
+//! Job file (TOML, unknown keys rejected) + command-line flags + environment
+//! → one validated `ExportPlan`. Flags override the job file. Relative paths
+//! in a job file are relative to the job file's folder, so a cron entry works
+//! from any working directory. No I/O here beyond what the caller read.
+
+use crate::api::Region;
+use crate::cli::ExportArgs;
+use crate::write::{Format, WriteOptions};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_RATE: u32 = 200;
+pub const DEFAULT_CONCURRENCY: usize = 64;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub const DEFAULT_IDENTIFIER: &str = "administrator";
+
+/// The settings a job file may hold: the flags of `msgext export`, never secrets.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    pub input: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub format: Option<Format>,
+    pub region: Option<Region>,
+    pub endpoint: Option<String>,
+    pub sdkappid: Option<u64>,
+    pub identifier: Option<String>,
+    pub rate: Option<u32>,
+    pub concurrency: Option<usize>,
+    pub max_attempts: Option<u32>,
+    pub quiet: Option<bool>,
+    pub secret_key_file: Option<PathBuf>,
+    pub max_file_mb: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl JobFile {
+    /// Parse a job file's text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<JobFile, JobError> {
+        let mut job: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        for p in [&mut job.input, &mut job.out, &mut job.secret_key_file]
+            .into_iter()
+            .flatten()
+        {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(job)
+    }
+}
+
+/// Where the UserSig comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Key(String),
+    UserSig(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Key(_) => "Secret::Key(<redacted>)",
+            Secret::UserSig(_) => "Secret::UserSig(<redacted>)",
+        })
+    }
+}
+
+/// What the environment supplies (read by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    pub secret_key: Option<String>,
+    pub usersig: Option<String>,
+    /// The contents of `--secret-key-file`, if one was named and read.
+    pub secret_key_file: Option<String>,
+}
+
+/// A validated export.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub input: PathBuf,
+    pub out: PathBuf,
+    pub format: Format,
+    /// `https://{domain}` of the region, or the `--endpoint`.
+    pub base_url: String,
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub rate: u32,
+    pub concurrency: usize,
+    pub max_attempts: u32,
+    pub run_id: Option<String>,
+    pub quiet: bool,
+    pub secret: Secret,
+    pub write: WriteOptions,
+}
+
+/// The secret key file named by flags or job file, for the caller to read.
+pub fn secret_key_file(args: &ExportArgs, job: &JobFile) -> Option<PathBuf> {
+    args.secret_key_file
+        .clone()
+        .or_else(|| job.secret_key_file.clone())
+}
+
+/// Merge flags over the job file and check everything a run needs.
+pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
+    let missing = |what: &str| {
+        JobError::Invalid(format!("{what} is required (as a flag or in the job file)"))
+    };
+    let input = args
+        .input
+        .clone()
+        .or_else(|| job.input.clone())
+        .ok_or_else(|| missing("--input"))?;
+    let out = args
+        .out
+        .clone()
+        .or_else(|| job.out.clone())
+        .ok_or_else(|| missing("--out"))?;
+    let sdkappid = args
+        .sdkappid
+        .or(job.sdkappid)
+        .ok_or_else(|| missing("--sdkappid"))?;
+    // A region given by flag overrides an endpoint from the job file and vice versa.
+    let base_url = match (&args.region, &args.endpoint) {
+        (Some(r), _) => r.base_url(),
+        (None, Some(e)) => e.clone(),
+        (None, None) => match (&job.region, &job.endpoint) {
+            (Some(_), Some(_)) => {
+                return Err(JobError::Invalid(
+                    "the job file gives both region and endpoint; keep one".into(),
+                ));
+            }
+            (Some(r), None) => r.base_url(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => return Err(missing("--region (or --endpoint)")),
+        },
+    };
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        return Err(JobError::Invalid(format!(
+            "--endpoint must be an http(s) URL, not {base_url:?}"
+        )));
+    }
+    let identifier = args
+        .identifier
+        .clone()
+        .or_else(|| job.identifier.clone())
+        .unwrap_or_else(|| DEFAULT_IDENTIFIER.to_owned());
+    if identifier.is_empty() {
+        return Err(JobError::Invalid("--identifier must not be empty".into()));
+    }
+    let concurrency = args
+        .concurrency
+        .or(job.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY);
+    if concurrency == 0 || concurrency > 4096 {
+        return Err(JobError::Invalid(format!(
+            "--concurrency must be 1 to 4096, not {concurrency}"
+        )));
+    }
+    let max_attempts = args
+        .max_attempts
+        .or(job.max_attempts)
+        .unwrap_or(DEFAULT_MAX_ATTEMPTS);
+    if max_attempts == 0 {
+        return Err(JobError::Invalid(
+            "--max-attempts must be at least 1".into(),
+        ));
+    }
+    let mut write = WriteOptions::default();
+    if let Some(mb) = args.max_file_mb.or(job.max_file_mb) {
+        if mb == 0 {
+            return Err(JobError::Invalid("--max-file-mb must be at least 1".into()));
+        }
+        write.max_file_bytes = mb.saturating_mul(1024 * 1024);
+    }
+    if let Some(id) = &args.run_id {
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || id.starts_with('.')
+        {
+            return Err(JobError::Invalid(format!(
+                "--run-id {id:?}: use letters, digits, '-', '_' and '.' only (it names folders)"
+            )));
+        }
+    }
+    let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
+        (Some(k), _, _) => Secret::Key(k.trim().to_owned()),
+        (None, Some(k), _) => Secret::Key(k.trim().to_owned()),
+        (None, None, Some(s)) => Secret::UserSig(s.trim().to_owned()),
+        (None, None, None) => {
+            return Err(JobError::Invalid(
+                "no credentials: set MSGEXT_SECRET_KEY, give --secret-key-file, or set a ready MSGEXT_USERSIG".into(),
+            ));
+        }
+    };
+    if matches!(&secret, Secret::Key(k) | Secret::UserSig(k) if k.is_empty()) {
+        return Err(JobError::Invalid(
+            "the secret key (or UserSig) given is empty".into(),
+        ));
+    }
+    Ok(ExportPlan {
+        input,
+        out,
+        format: args.format.or(job.format).unwrap_or(Format::Parquet),
+        base_url,
+        sdkappid,
+        identifier,
+        rate: args.rate.or(job.rate).unwrap_or(DEFAULT_RATE),
+        concurrency,
+        max_attempts,
+        run_id: args.run_id.clone(),
+        quiet: args.quiet || job.quiet.unwrap_or(false),
+        secret,
+        write,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env {
+        Env {
+            secret_key: Some("k".into()),
+            ..Env::default()
+        }
+    }
+
+    #[test]
+    fn every_example_job_file_loads_and_plans() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let job = JobFile::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
+            plan(&ExportArgs::default(), &job, &env())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 2, "jobs/ holds example job files");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_the_file_name() {
+        let e = JobFile::parse(
+            Path::new("jobs/x.toml"),
+            "sdkappid = 1\nrgion = \"china\"\n",
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("jobs/x.toml:") && msg.contains("rgion"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_job_file_and_paths_follow_the_job_file() {
+        let job = JobFile::parse(
+            Path::new("/etc/msgext/nightly.toml"),
+            "input = \"in.csv\"\nout = \"/lake\"\nsdkappid = 1\nregion = \"singapore\"\nrate = 50\nformat = \"csv\"\n",
+        )
+        .unwrap();
+        assert_eq!(job.input, Some(PathBuf::from("/etc/msgext/in.csv")));
+        let args = ExportArgs {
+            rate: Some(10),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            ..ExportArgs::default()
+        };
+        let p = plan(&args, &job, &env()).unwrap();
+        assert_eq!(p.rate, 10);
+        assert_eq!(p.base_url, "http://127.0.0.1:1");
+        assert_eq!(p.format, Format::Csv);
+        assert_eq!(p.out, PathBuf::from("/lake"));
+        assert_eq!(p.identifier, "administrator");
+        let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
+        assert_eq!(p.base_url, "https://adminapisgp.im.qcloud.com");
+        assert_eq!((p.rate, p.concurrency, p.max_attempts), (50, 64, 8));
+    }
+
+    #[test]
+    fn what_is_missing_or_wrong_is_named() {
+        let base = ExportArgs {
+            input: Some("in.csv".into()),
+            out: Some("out".into()),
+            sdkappid: Some(1),
+            region: Some(Region::China),
+            ..ExportArgs::default()
+        };
+        let cases: Vec<(ExportArgs, Env, &str)> = vec![
+            (
+                ExportArgs {
+                    input: None,
+                    ..base.clone()
+                },
+                env(),
+                "--input",
+            ),
+            (
+                ExportArgs {
+                    sdkappid: None,
+                    ..base.clone()
+                },
+                env(),
+                "--sdkappid",
+            ),
+            (
+                ExportArgs {
+                    region: None,
+                    ..base.clone()
+                },
+                env(),
+                "--region",
+            ),
+            (
+                ExportArgs {
+                    concurrency: Some(0),
+                    ..base.clone()
+                },
+                env(),
+                "--concurrency",
+            ),
+            (
+                ExportArgs {
+                    max_attempts: Some(0),
+                    ..base.clone()
+                },
+                env(),
+                "--max-attempts",
+            ),
+            (
+                ExportArgs {
+                    run_id: Some("../x".into()),
+                    ..base.clone()
+                },
+                env(),
+                "--run-id",
+            ),
+            (
+                ExportArgs {
+                    region: None,
+                    endpoint: Some("ftp://x".into()),
+                    ..base.clone()
+                },
+                env(),
+                "http",
+            ),
+            (base.clone(), Env::default(), "MSGEXT_SECRET_KEY"),
+        ];
+        for (args, env, want) in cases {
+            let e = plan(&args, &JobFile::default(), &env)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e:?} should name {want}");
+        }
+        let usersig_only = Env {
+            usersig: Some("sig".into()),
+            ..Env::default()
+        };
+        assert_eq!(
+            plan(&base, &JobFile::default(), &usersig_only)
+                .unwrap()
+                .secret,
+            Secret::UserSig("sig".into())
+        );
+    }
+}

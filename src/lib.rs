@@ -1,0 +1,19 @@
+//! msgext exports the key-value extensions of Tencent Cloud Chat one-to-one
+//! messages (`get_key_values`) into a Parquet or CSV data-lake folder.
+//!
+//! Pipeline: [`input`] → [`fetch`] (with [`api`]) → [`write`] + [`report`],
+//! put together by [`export`]. [`mock`] is the simulated API used by the demo
+//! and the tests. [`cli`], [`job`] and [`app`] are the command line.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod demo;
+pub mod export;
+pub mod fetch;
+pub mod input;
+pub mod job;
+pub mod mock;
+pub mod model;
+pub mod report;
+pub mod write;

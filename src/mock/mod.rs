@@ -1,0 +1,525 @@
+//! The simulated `get_key_values` service, as strict as the real one: POST
+//! only, every query parameter checked, the UserSig verified (wrong signature
+//! → 70003, expired → 70001), pages of at most 200 cut inside runs of equal
+//! Seq, 23004 for unknown messages, 10004 for bad bodies, and faults, both
+//! random (seeded per call, so reproducible) and scripted per message.
+//! Served by `msgext mock`, used by `msgext demo` and by the tests.
+
+pub mod store;
+
+use crate::api::codes;
+use crate::api::sign::{self, SigClaims, SigError};
+use crate::api::wire::GetKeyValuesResponse;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use store::{SplitMix64, Store, StoreIndex};
+
+/// The SDKAppID and secret key the demo and `msgext mock` use by default.
+pub const DEMO_SDKAPPID: u64 = 1_400_000_000;
+pub const DEMO_SECRET_KEY: &str = "msgext-demo-secret-key-not-for-production";
+
+/// Random faults, drawn independently for every call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Faults {
+    /// Share of calls answered `ErrorCode 10002`.
+    pub p_10002: f64,
+    /// Share of calls answered HTTP 502 by the "gateway".
+    pub p_5xx: f64,
+    /// Share of calls whose connection is closed without an answer.
+    pub p_drop: f64,
+    /// Share of calls answered after `slow_ms` more.
+    pub p_slow: f64,
+    pub slow_ms: u64,
+    /// Added to every call.
+    pub latency_ms: u64,
+    /// Calls per second above which the quota code is answered.
+    pub quota: Option<u32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    pub sdkappid: u64,
+    pub secret_key: String,
+    /// Identifiers accepted as App admins.
+    pub admins: Vec<String>,
+    pub faults: Faults,
+    pub seed: u64,
+    pub page_size: usize,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        MockConfig {
+            sdkappid: DEMO_SDKAPPID,
+            secret_key: DEMO_SECRET_KEY.to_owned(),
+            admins: vec!["administrator".to_owned()],
+            faults: Faults::default(),
+            seed: 1,
+            page_size: crate::api::PAGE_SIZE,
+        }
+    }
+}
+
+/// What the simulator saw: calls, answers by label, calls per stored message.
+#[derive(Debug, Default)]
+pub struct MockStats {
+    calls: AtomicU64,
+    answers: Mutex<BTreeMap<String, u64>>,
+    per_message: Vec<AtomicU32>,
+}
+
+impl MockStats {
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// How many calls got this answer: `"ok"`, an API code such as `"10002"`,
+    /// `"http_502"` or `"drop"`.
+    pub fn answered(&self, label: &str) -> u64 {
+        self.answers().get(label).copied().unwrap_or(0)
+    }
+
+    pub fn answers(&self) -> BTreeMap<String, u64> {
+        self.answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Calls that reached stored message `i` (after auth).
+    pub fn calls_for(&self, i: usize) -> u32 {
+        self.per_message
+            .get(i)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn count(&self, label: &str) {
+        let mut a = self.answers.lock().unwrap_or_else(|p| p.into_inner());
+        *a.entry(label.to_owned()).or_default() += 1;
+    }
+}
+
+/// What the handler decided to do with one call.
+#[derive(Debug, Clone, PartialEq)]
+enum Reply {
+    Json(GetKeyValuesResponse),
+    Status(StatusCode),
+    Drop,
+}
+
+struct State {
+    store: Store,
+    index: StoreIndex,
+    config: MockConfig,
+    stats: Arc<MockStats>,
+    verified: Mutex<HashMap<String, SigClaims>>,
+    started: Instant,
+    window: Mutex<(u64, u32)>,
+}
+
+/// A running simulator.
+pub struct MockServer {
+    addr: SocketAddr,
+    stats: Arc<MockStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockServer {
+    /// Bind `addr` (use port 0 for a free port) and serve until dropped or stopped.
+    pub async fn start(
+        store: Store,
+        config: MockConfig,
+        addr: SocketAddr,
+    ) -> std::io::Result<MockServer> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(MockStats {
+            per_message: (0..store.messages.len())
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            ..MockStats::default()
+        });
+        let state = Arc::new(State {
+            index: store.index(),
+            store,
+            config,
+            stats: stats.clone(),
+            verified: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            window: Mutex::new((0, 0)),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| handle(state.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(MockServer { addr, stats, task })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The base URL to give msgext as `--endpoint`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn stats(&self) -> &MockStats {
+        &self.stats
+    }
+
+    pub fn stats_handle(&self) -> Arc<MockStats> {
+        self.stats.clone()
+    }
+
+    /// Run until the task is aborted (for `msgext mock`).
+    pub async fn serve_forever(self) {
+        let _ = (&mut { self }.task).await;
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped by fault injection")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let call_no = state.stats.calls.fetch_add(1, Ordering::Relaxed);
+    let faults = &state.config.faults;
+    if faults.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
+    }
+    let mut rng = SplitMix64::new(state.config.seed ^ call_no.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let (drop_it, gateway, slow) = (
+        rng.unit() < faults.p_drop,
+        rng.unit() < faults.p_5xx,
+        rng.unit() < faults.p_slow,
+    );
+    let internal = rng.unit() < faults.p_10002;
+    if slow {
+        tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
+    }
+    let reply = if drop_it {
+        Reply::Drop
+    } else if gateway {
+        Reply::Status(StatusCode::BAD_GATEWAY)
+    } else {
+        let (parts, body) = req.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return Err(Dropped),
+        };
+        let now = chrono::Utc::now().timestamp();
+        answer(
+            &state,
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+            &body,
+            now,
+            internal,
+        )
+    };
+    let label = match &reply {
+        Reply::Json(r) if r.error_code == 0 => "ok".to_owned(),
+        Reply::Json(r) => r.error_code.to_string(),
+        Reply::Status(s) => format!("http_{}", s.as_u16()),
+        Reply::Drop => "drop".to_owned(),
+    };
+    state.stats.count(&label);
+    match reply {
+        Reply::Drop => Err(Dropped),
+        Reply::Status(s) => Ok(Response::builder()
+            .status(s)
+            .header("content-type", "text/html")
+            .body(Full::new(Bytes::from_static(
+                b"<html><body>502 Bad Gateway</body></html>",
+            )))
+            .unwrap_or_default()),
+        Reply::Json(mut r) => {
+            // The real service sometimes leaves ActionStatus out: so do we.
+            if r.error_code == 0 && call_no % 5 == 4 {
+                r.action_status = None;
+            }
+            let json = serde_json::to_vec(&r).unwrap_or_default();
+            Ok(Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(json)))
+                .unwrap_or_default())
+        }
+    }
+}
+
+fn fail(code: i64, info: impl Into<String>) -> Reply {
+    Reply::Json(GetKeyValuesResponse::error(code, info))
+}
+
+/// Everything after transport faults: URL, query, UserSig, quota, body, data.
+fn answer(
+    state: &State,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+    now: i64,
+    internal: bool,
+) -> Reply {
+    if path != crate::api::GET_KEY_VALUES_PATH {
+        return Reply::Status(StatusCode::NOT_FOUND);
+    }
+    if method != Method::POST {
+        return fail(codes::BAD_URL, "only POST is supported");
+    }
+    let params: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    for name in ["sdkappid", "identifier", "usersig", "random", "contenttype"] {
+        if !params.contains_key(name) {
+            return fail(codes::BAD_URL, format!("missing URL parameter {name}"));
+        }
+    }
+    if params["contenttype"] != "json" {
+        return fail(codes::BAD_URL, "contenttype must be json");
+    }
+    if params["random"].parse::<u32>().is_err() {
+        return fail(codes::BAD_URL, "random must be a 32-bit unsigned integer");
+    }
+    let Ok(sdkappid) = params["sdkappid"].parse::<u64>() else {
+        return fail(codes::BAD_URL, "sdkappid must be a number");
+    };
+    if sdkappid != state.config.sdkappid {
+        return fail(
+            codes::SDKAPPID_NOT_FOUND,
+            format!("SDKAppID {sdkappid} not found in this data center"),
+        );
+    }
+    let identifier = &params["identifier"];
+    if let Err(r) = check_sig(state, &params["usersig"], identifier, sdkappid, now) {
+        return r;
+    }
+    if !state.config.admins.iter().any(|a| a == identifier) {
+        return fail(
+            codes::ADMIN_REQUIRED,
+            format!("{identifier} is not an App admin"),
+        );
+    }
+    if over_quota(state) {
+        return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
+    }
+    let req = match parse_body(body) {
+        Ok(r) => r,
+        Err(e) => return fail(codes::INVALID_PARAM, e),
+    };
+    if internal {
+        return fail(codes::INTERNAL, "internal server error, try again");
+    }
+    let Some(i) = state
+        .index
+        .lookup(&state.store, req.from.as_deref(), &req.to, &req.msg_key)
+    else {
+        return fail(codes::NOT_FOUND, "the one-to-one message does not exist");
+    };
+    let n = state.stats.per_message[i].fetch_add(1, Ordering::Relaxed) as usize;
+    let m = &state.store.messages[i];
+    if let Some(r) = m
+        .script
+        .get(n)
+        .or(m.always.as_ref())
+        .and_then(|s| scripted(s))
+    {
+        return r;
+    }
+    Reply::Json(m.page(req.start_seq, state.config.page_size))
+}
+
+/// A scripted answer: `"http_503"`, `"drop"`, an API code, or `"ok"` (none).
+fn scripted(s: &str) -> Option<Reply> {
+    if s == "drop" {
+        return Some(Reply::Drop);
+    }
+    if let Some(status) = s.strip_prefix("http_") {
+        let code = status.parse::<u16>().ok()?;
+        return StatusCode::from_u16(code).ok().map(Reply::Status);
+    }
+    match s.parse::<i64>() {
+        Ok(0) | Err(_) => None,
+        Ok(code) => Some(fail(code, format!("scripted error {code}"))),
+    }
+}
+
+fn check_sig(
+    state: &State,
+    usersig: &str,
+    identifier: &str,
+    sdkappid: u64,
+    now: i64,
+) -> Result<(), Reply> {
+    let cached = state
+        .verified
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(usersig)
+        .cloned();
+    let claims = match cached {
+        Some(c) if c.expires_at() >= now => c,
+        _ => {
+            let c = sign::verify(usersig, &state.config.secret_key, now).map_err(|e| match e {
+                SigError::Empty => fail(codes::SIG_EMPTY, "UserSig is empty"),
+                SigError::Expired(_) => fail(codes::SIG_EXPIRED, "UserSig expired"),
+                SigError::BadSignature | SigError::Malformed(_) => fail(
+                    codes::SIG_INVALID,
+                    format!("UserSig verification failed: {e}"),
+                ),
+            })?;
+            let mut v = state.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if v.len() > 10_000 {
+                v.clear();
+            }
+            v.insert(usersig.to_owned(), c.clone());
+            c
+        }
+    };
+    if claims.sdkappid != sdkappid {
+        return Err(fail(
+            codes::SIG_SDKAPPID_MISMATCH,
+            "UserSig was made for another SDKAppID",
+        ));
+    }
+    if claims.identifier != identifier {
+        return Err(fail(
+            codes::SIG_IDENTIFIER_MISMATCH,
+            "UserSig was made for another identifier",
+        ));
+    }
+    Ok(())
+}
+
+fn over_quota(state: &State) -> bool {
+    let Some(limit) = state.config.faults.quota else {
+        return false;
+    };
+    let second = state.started.elapsed().as_secs();
+    let mut w = state.window.lock().unwrap_or_else(|p| p.into_inner());
+    if w.0 != second {
+        *w = (second, 0);
+    }
+    w.1 += 1;
+    w.1 > limit
+}
+
+#[derive(Debug)]
+struct ParsedBody {
+    from: Option<String>,
+    to: String,
+    msg_key: String,
+    start_seq: Option<i64>,
+}
+
+fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
+    if body.is_empty() {
+        return Err("request body is empty".into());
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+    let obj = v.as_object().ok_or("body is not a JSON object")?;
+    let string = |name: &str, required: bool| -> Result<Option<String>, String> {
+        match obj.get(name) {
+            None if required => Err(format!("{name} is required")),
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if s.is_empty() && required => {
+                Err(format!("{name} is empty"))
+            }
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{name} must be a string")),
+        }
+    };
+    let start_seq = match obj.get("StartSeq") {
+        None => None,
+        Some(s) => Some(
+            s.as_i64()
+                .filter(|s| *s >= 0)
+                .ok_or("StartSeq must be a non-negative integer")?,
+        ),
+    };
+    Ok(ParsedBody {
+        from: string("From_Account", false)?.filter(|s| !s.is_empty()),
+        to: string("To_Account", true)?.unwrap_or_default(),
+        msg_key: string("MsgKey", true)?.unwrap_or_default(),
+        start_seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_bodies_are_refused() {
+        let table: [(&[u8], bool); 9] = [
+            (br#"{"To_Account":"b","MsgKey":"k"}"#, true),
+            (
+                br#"{"From_Account":"","To_Account":"b","MsgKey":"k","StartSeq":3}"#,
+                true,
+            ),
+            (b"", false),
+            (b"not json", false),
+            (b"[1]", false),
+            (br#"{"MsgKey":"k"}"#, false),
+            (br#"{"To_Account":"","MsgKey":"k"}"#, false),
+            (br#"{"To_Account":1,"MsgKey":"k"}"#, false),
+            (br#"{"To_Account":"b","MsgKey":"k","StartSeq":"x"}"#, false),
+        ];
+        for (body, ok) in table {
+            assert_eq!(
+                parse_body(body).is_ok(),
+                ok,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn scripted_answers() {
+        assert_eq!(scripted("drop"), Some(Reply::Drop));
+        assert_eq!(
+            scripted("http_503"),
+            Some(Reply::Status(StatusCode::SERVICE_UNAVAILABLE))
+        );
+        assert!(matches!(scripted("10002"), Some(Reply::Json(r)) if r.error_code == 10002));
+        assert_eq!(scripted("ok"), None);
+    }
+}

@@ -1,0 +1,361 @@
+//! What a run tells its user and its scheduler: `errors.csv` (every message
+//! not exported and every invalid input row, re-feedable as `--input`),
+//! `summary.json`, the human summary, and the progress bar. Counts only: the
+//! decisions are made elsewhere.
+
+use crate::input::{INVALID_INPUT, InvalidRow};
+use crate::model::MessageRef;
+use crate::write::FileInfo;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The columns of errors.csv: the first three make it a valid `--input`.
+pub const ERRORS_HEADER: [&str; 7] = [
+    "From_Account",
+    "To_Account",
+    "MsgKey",
+    "error_code",
+    "error_info",
+    "attempts",
+    "line",
+];
+
+/// `OUT/_runs/<run_id>/errors.csv`, written as the run goes.
+pub struct ErrorsCsv {
+    path: PathBuf,
+    w: csv::Writer<BufWriter<File>>,
+    rows: u64,
+}
+
+impl ErrorsCsv {
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        let file = File::create(path)?;
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(BufWriter::new(file));
+        w.write_record(ERRORS_HEADER)
+            .map_err(std::io::Error::other)?;
+        Ok(ErrorsCsv {
+            path: path.to_owned(),
+            w,
+            rows: 0,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn invalid_row(&mut self, r: &InvalidRow) -> std::io::Result<()> {
+        self.record(
+            &r.from,
+            &r.to,
+            &r.msg_key,
+            INVALID_INPUT,
+            &r.reason,
+            0,
+            r.line,
+        )
+    }
+
+    pub fn message(
+        &mut self,
+        m: &MessageRef,
+        code: &str,
+        info: &str,
+        attempts: u32,
+        line: u64,
+    ) -> std::io::Result<()> {
+        self.record(
+            m.from.as_deref().unwrap_or(""),
+            &m.to,
+            &m.msg_key,
+            code,
+            info,
+            attempts,
+            line,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &mut self,
+        from: &str,
+        to: &str,
+        key: &str,
+        code: &str,
+        info: &str,
+        attempts: u32,
+        line: u64,
+    ) -> std::io::Result<()> {
+        let attempts = attempts.to_string();
+        let line = line.to_string();
+        self.w
+            .write_record([from, to, key, code, info, &attempts, &line])
+            .map_err(std::io::Error::other)?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    pub fn finish(self) -> std::io::Result<()> {
+        let file = self
+            .w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    /// Every valid message exported or confirmed not found.
+    Complete,
+    /// Finished, but some messages failed or some input rows were invalid.
+    Partial,
+    /// Stopped by an error that every call would hit (auth, region, plan) or by I/O.
+    Failed,
+    /// Stopped by Ctrl-C / SIGTERM.
+    Interrupted,
+}
+
+impl RunStatus {
+    /// The process exit code (DESIGN §4).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Complete => 0,
+            RunStatus::Partial => 3,
+            RunStatus::Failed => 1,
+            RunStatus::Interrupted => 130,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InputSummary {
+    pub rows: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+    /// Invalid-row lines of a re-fed errors.csv, skipped.
+    pub skipped: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MessageSummary {
+    pub ok: u64,
+    pub not_found: u64,
+    pub failed: u64,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub run_id: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub finished_at: String,
+    pub elapsed_secs: f64,
+    pub input_file: String,
+    pub out: String,
+    pub format: String,
+    pub input: InputSummary,
+    pub messages: MessageSummary,
+    pub kv_rows: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+    /// Why the run stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
+    pub errors_csv: String,
+    pub files: Vec<FileInfo>,
+}
+
+impl Summary {
+    /// The human summary printed at the end of a run.
+    pub fn human(&self) -> String {
+        let secs = self.elapsed_secs.max(1e-9);
+        let mut s = format!(
+            "msgext run {} {}\n\
+             messages   {} ok, {} not found, {} failed\n\
+             input      {} rows, {} invalid, {} duplicates{}\n\
+             rows       {} key-value rows\n\
+             requests   {} ({} retries, {} rate-limited), {:.1} calls/s\n\
+             time       {:.1} s\n\
+             output     {}/key_values/ and {}/messages/ ({}, {} files)\n\
+             errors     {}\n",
+            self.run_id,
+            match self.status {
+                RunStatus::Complete => "complete",
+                RunStatus::Partial => "finished with errors",
+                RunStatus::Failed => "FAILED",
+                RunStatus::Interrupted => "interrupted",
+            },
+            self.messages.ok,
+            self.messages.not_found,
+            self.messages.failed,
+            self.input.rows,
+            self.input.invalid,
+            self.input.duplicates,
+            if self.input.skipped > 0 {
+                format!(", {} earlier invalid rows skipped", self.input.skipped)
+            } else {
+                String::new()
+            },
+            self.kv_rows,
+            self.requests,
+            self.retries,
+            self.rate_limited,
+            self.requests as f64 / secs,
+            self.elapsed_secs,
+            self.out,
+            self.out,
+            self.format,
+            self.files.len(),
+            self.errors_csv,
+        );
+        if let Some(r) = &self.stop_reason {
+            s.push_str(&format!("stopped    {r}\n"));
+        }
+        s
+    }
+}
+
+/// Write `summary.json` atomically (temporary name, fsync, rename).
+pub fn write_summary(dir: &Path, summary: &Summary) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
+    write_atomically(&dir.join("summary.json"), &json)
+}
+
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(crate::write::staging_name(&name));
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// The progress bar: messages done of total, rows, calls/s, errors, ETA.
+/// Hidden when stderr is not a terminal or the run is quiet.
+pub struct Progress {
+    bar: ProgressBar,
+    started: Instant,
+    last_message: Instant,
+}
+
+impl Progress {
+    pub fn new(total: u64, visible: bool) -> Self {
+        let bar = if visible {
+            let bar =
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+            let style = ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} msgs  {msg}  ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        } else {
+            ProgressBar::hidden()
+        };
+        let now = Instant::now();
+        Progress {
+            bar,
+            started: now,
+            last_message: now,
+        }
+    }
+
+    pub fn is_visible(&self) -> bool {
+        !self.bar.is_hidden()
+    }
+
+    /// One more input row is settled.
+    pub fn row_done(&mut self, rows: u64, requests: u64, errors: u64) {
+        self.bar.inc(1);
+        if self.last_message.elapsed() >= Duration::from_millis(100) {
+            self.last_message = Instant::now();
+            let rate = requests as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+            self.bar
+                .set_message(format!("{rows} rows  {rate:.0} calls/s  {errors} errors"));
+        }
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_design() {
+        let table = [
+            (RunStatus::Complete, 0),
+            (RunStatus::Partial, 3),
+            (RunStatus::Failed, 1),
+            (RunStatus::Interrupted, 130),
+        ];
+        for (s, code) in table {
+            assert_eq!(s.exit_code(), code);
+        }
+    }
+
+    #[test]
+    fn errors_csv_is_refeedable_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("errors.csv");
+        let mut e = ErrorsCsv::create(&path).unwrap();
+        e.message(
+            &MessageRef::new(None, "b,c", "k\"1"),
+            "10002",
+            "internal, try again",
+            8,
+            7,
+        )
+        .unwrap();
+        e.invalid_row(&InvalidRow {
+            line: 9,
+            from: "a".into(),
+            to: "".into(),
+            msg_key: "k".into(),
+            reason: "To_Account is empty".into(),
+        })
+        .unwrap();
+        e.finish().unwrap();
+        let items: Vec<_> = crate::input::InputReader::open(&path)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            items,
+            vec![
+                crate::input::InputItem::Message(crate::model::InputMessage {
+                    msg: MessageRef::new(None, "b,c", "k\"1"),
+                    line: 2
+                }),
+                crate::input::InputItem::Skipped { line: 3 },
+            ]
+        );
+    }
+}
