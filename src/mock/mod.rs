@@ -327,8 +327,8 @@ fn answer(
         );
     }
     let identifier = &params["identifier"];
-    if let Err(r) = check_sig(state, &params["usersig"], identifier, sdkappid, now) {
-        return r;
+    if let Err((code, info)) = check_sig(state, &params["usersig"], identifier, sdkappid, now) {
+        return fail(code, info);
     }
     if !state.config.admins.iter().any(|a| a == identifier) {
         return fail(
@@ -380,13 +380,18 @@ fn scripted(s: &str) -> Option<Reply> {
     }
 }
 
+fn refusal(code: i64, info: impl Into<String>) -> (i64, String) {
+    (code, info.into())
+}
+
+/// Verify the UserSig (cached once verified); `Err` holds the code and info to answer.
 fn check_sig(
     state: &State,
     usersig: &str,
     identifier: &str,
     sdkappid: u64,
     now: i64,
-) -> Result<(), Reply> {
+) -> Result<(), (i64, String)> {
     let cached = state
         .verified
         .lock()
@@ -397,9 +402,9 @@ fn check_sig(
         Some(c) if c.expires_at() >= now => c,
         _ => {
             let c = sign::verify(usersig, &state.config.secret_key, now).map_err(|e| match e {
-                SigError::Empty => fail(codes::SIG_EMPTY, "UserSig is empty"),
-                SigError::Expired(_) => fail(codes::SIG_EXPIRED, "UserSig expired"),
-                SigError::BadSignature | SigError::Malformed(_) => fail(
+                SigError::Empty => refusal(codes::SIG_EMPTY, "UserSig is empty"),
+                SigError::Expired(_) => refusal(codes::SIG_EXPIRED, "UserSig expired"),
+                SigError::BadSignature | SigError::Malformed(_) => refusal(
                     codes::SIG_INVALID,
                     format!("UserSig verification failed: {e}"),
                 ),
@@ -413,13 +418,13 @@ fn check_sig(
         }
     };
     if claims.sdkappid != sdkappid {
-        return Err(fail(
+        return Err(refusal(
             codes::SIG_SDKAPPID_MISMATCH,
             "UserSig was made for another SDKAppID",
         ));
     }
     if claims.identifier != identifier {
-        return Err(fail(
+        return Err(refusal(
             codes::SIG_IDENTIFIER_MISMATCH,
             "UserSig was made for another identifier",
         ));

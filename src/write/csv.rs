@@ -59,6 +59,8 @@ impl RecordWriter for CsvWriter {
             }
             self.inner.write_record(None::<&[u8]>)?;
         }
+        // Hand the batch to the file so that bytes_written() sees it.
+        self.inner.flush()?;
         Ok(())
     }
 

@@ -1,0 +1,224 @@
+//! Helpers shared by the integration tests: read a lake folder back with the
+//! arrow/parquet and csv readers, independently of msgext's writers.
+#![allow(dead_code)]
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{Int64Type, TimestampMicrosecondType};
+use arrow_array::{Array, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One key_values row, partition columns aside.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KvRow {
+    pub from: Option<String>,
+    pub to: String,
+    pub msg_key: String,
+    pub key: String,
+    pub value: String,
+    pub seq: i64,
+    pub latest_seq: i64,
+    pub clear_seq: i64,
+}
+
+/// One messages row.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct MsgRow {
+    pub from: Option<String>,
+    pub to: String,
+    pub msg_key: String,
+    pub status: String,
+    pub kv_count: i64,
+    pub error_code: Option<String>,
+}
+
+/// Every data file below `dir` with this extension, skipping hidden staging files.
+pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p, ext));
+        } else if p.extension().and_then(|e| e.to_str()) == Some(ext)
+            && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn parquet_batches(path: &Path) -> Vec<RecordBatch> {
+    let f = std::fs::File::open(path).unwrap();
+    ParquetRecordBatchReaderBuilder::try_new(f)
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+fn opt_str(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    let c = b.column_by_name(name).unwrap();
+    (!c.is_null(i)).then(|| c.as_string::<i32>().value(i).to_owned())
+}
+
+fn int(b: &RecordBatch, name: &str, i: usize) -> i64 {
+    b.column_by_name(name)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .value(i)
+}
+
+pub fn kv_from_parquet(out: &Path) -> Vec<KvRow> {
+    let mut rows = Vec::new();
+    for f in files(&out.join("key_values"), "parquet") {
+        for b in parquet_batches(&f) {
+            let ts = b
+                .column_by_name("fetched_at")
+                .unwrap()
+                .as_primitive::<TimestampMicrosecondType>();
+            for i in 0..b.num_rows() {
+                assert!(
+                    ts.value(i) > 1_600_000_000_000_000,
+                    "fetched_at is µs since the epoch"
+                );
+                rows.push(KvRow {
+                    from: opt_str(&b, "from_account", i),
+                    to: opt_str(&b, "to_account", i).unwrap(),
+                    msg_key: opt_str(&b, "msg_key", i).unwrap(),
+                    key: opt_str(&b, "key", i).unwrap(),
+                    value: opt_str(&b, "value", i).unwrap(),
+                    seq: int(&b, "seq", i),
+                    latest_seq: int(&b, "latest_seq", i),
+                    clear_seq: int(&b, "clear_seq", i),
+                });
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+pub fn messages_from_parquet(out: &Path) -> Vec<MsgRow> {
+    let mut rows = Vec::new();
+    for f in files(&out.join("messages"), "parquet") {
+        for b in parquet_batches(&f) {
+            for i in 0..b.num_rows() {
+                rows.push(MsgRow {
+                    from: opt_str(&b, "from_account", i),
+                    to: opt_str(&b, "to_account", i).unwrap(),
+                    msg_key: opt_str(&b, "msg_key", i).unwrap(),
+                    status: opt_str(&b, "status", i).unwrap(),
+                    kv_count: int(&b, "kv_count", i),
+                    error_code: opt_str(&b, "error_code", i),
+                });
+            }
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// CSV files as maps from header to value, read with the csv crate.
+pub fn csv_records(out: &Path, table: &str) -> Vec<BTreeMap<String, String>> {
+    let mut rows = Vec::new();
+    for f in files(&out.join(table), "csv") {
+        let mut r = csv::Reader::from_path(&f).unwrap();
+        let headers = r.headers().unwrap().clone();
+        for rec in r.records() {
+            let rec = rec.unwrap();
+            assert_eq!(rec.len(), headers.len(), "{}", f.display());
+            rows.push(
+                headers
+                    .iter()
+                    .map(str::to_owned)
+                    .zip(rec.iter().map(str::to_owned))
+                    .collect(),
+            );
+        }
+    }
+    rows
+}
+
+fn none_if_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+pub fn kv_from_csv(out: &Path) -> Vec<KvRow> {
+    let mut rows: Vec<KvRow> = csv_records(out, "key_values")
+        .into_iter()
+        .map(|r| {
+            assert!(
+                r["fetched_at"].ends_with('Z') && r["fetched_at"].contains('T'),
+                "{}",
+                r["fetched_at"]
+            );
+            KvRow {
+                from: none_if_empty(&r["from_account"]),
+                to: r["to_account"].clone(),
+                msg_key: r["msg_key"].clone(),
+                key: r["key"].clone(),
+                value: r["value"].clone(),
+                seq: r["seq"].parse().unwrap(),
+                latest_seq: r["latest_seq"].parse().unwrap(),
+                clear_seq: r["clear_seq"].parse().unwrap(),
+            }
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+pub fn messages_from_csv(out: &Path) -> Vec<MsgRow> {
+    let mut rows: Vec<MsgRow> = csv_records(out, "messages")
+        .into_iter()
+        .map(|r| MsgRow {
+            from: none_if_empty(&r["from_account"]),
+            to: r["to_account"].clone(),
+            msg_key: r["msg_key"].clone(),
+            status: r["status"].clone(),
+            kv_count: r["kv_count"].parse().unwrap(),
+            error_code: none_if_empty(&r["error_code"]),
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// errors.csv of a run as (To_Account, MsgKey, error_code, line) tuples, sorted.
+pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
+    let path = out.join("_runs").join(run_id).join("errors.csv");
+    let mut r = csv::Reader::from_path(&path).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "From_Account",
+            "To_Account",
+            "MsgKey",
+            "error_code",
+            "error_info",
+            "attempts",
+            "line"
+        ]
+    );
+    let mut rows: Vec<_> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[1].to_owned(),
+                rec[2].to_owned(),
+                rec[3].to_owned(),
+                rec[6].parse().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}

@@ -1,0 +1,431 @@
+//! End to end: the real `msgext` binary against the simulator on port 0 with
+//! random 10002 answers. What lands in the lake, read back with the
+//! arrow/parquet and csv readers, must be exactly the simulator's pairs;
+//! errors.csv must list exactly the messages not exported and the invalid
+//! rows; the exit code must say so.
+
+mod common;
+
+use common::{KvRow, MsgRow};
+use msgext::mock::store::{Store, StoredMessage, StoredPair};
+use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::model::MessageRef;
+use std::path::Path;
+use std::process::Output;
+
+/// The store, the input CSV, and the lines at which each invalid row sits.
+struct Fixture {
+    store: Store,
+    input: String,
+    /// Messages of the input the store does not hold: (To, MsgKey, line).
+    missing: Vec<(String, String, u64)>,
+    /// Invalid rows: (To, MsgKey, line).
+    invalid: Vec<(String, String, u64)>,
+    distinct: usize,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+fn fixture(with_trouble: bool) -> Fixture {
+    let refs: Vec<MessageRef> = (0..240)
+        .map(|i| {
+            let from = format!("sender_{}", i % 13);
+            MessageRef::new(
+                if i % 7 == 0 { None } else { Some(&from) },
+                &format!("receiver, {i}"),
+                &format!("{}_{}_1765000000", 100 + i, 7 * i),
+            )
+        })
+        .collect();
+    let mut store = Store::generate(&refs, 42, 0);
+    // A message of 1000 pairs whose Seq runs straddle every 200 boundary.
+    let big: Vec<StoredPair> = (0..1000)
+        .map(|i| StoredPair {
+            key: format!("big-{i:04}"),
+            value: format!("v{i}"),
+            seq: if i < 7 { 1 } else { 2 + (i as i64 - 7) / 20 },
+        })
+        .collect();
+    store
+        .messages
+        .push(StoredMessage::new(Some("alice"), "bob", "big_1_1", 0, big));
+    // 10002 three times, then fine.
+    let mut flaky = StoredMessage::new(
+        Some("alice"),
+        "bob",
+        "flaky_1_1",
+        0,
+        vec![StoredPair {
+            key: "k".into(),
+            value: "v".into(),
+            seq: 1,
+        }],
+    );
+    flaky.script = vec!["10002".into(), "10002".into(), "10002".into()];
+    store.messages.push(flaky);
+    let mut all: Vec<MessageRef> = store.messages.iter().map(|m| m.message_ref()).collect();
+    if with_trouble {
+        let mut bad = StoredMessage::new(Some("alice"), "bob", "bad_1_1", 0, vec![]);
+        bad.always = Some("10004".into());
+        all.push(bad.message_ref());
+        store.messages.push(bad);
+    }
+    let store = Store::new(store.messages);
+
+    let mut input = String::from("From_Account,To_Account,MsgKey\n");
+    let mut line = 1u64;
+    let mut missing = Vec::new();
+    let mut invalid = Vec::new();
+    let push = |input: &mut String, text: String, line: &mut u64| {
+        *line += 1;
+        input.push_str(&text);
+        input.push('\n');
+    };
+    for (i, m) in all.iter().enumerate() {
+        let row = format!(
+            "{},{},{}",
+            csv_field(m.from.as_deref().unwrap_or("")),
+            csv_field(&m.to),
+            csv_field(&m.msg_key)
+        );
+        push(&mut input, row.clone(), &mut line);
+        if i % 50 == 3 {
+            push(&mut input, row, &mut line); // duplicate
+        }
+        if i % 40 == 5 {
+            let (to, key) = (format!("ghost {i}"), format!("{i}_0_0"));
+            push(&mut input, format!("x,{to},{key}"), &mut line);
+            missing.push((to, key, line));
+        }
+        if with_trouble && i % 60 == 7 {
+            push(&mut input, format!("x,,{i}_9_9"), &mut line);
+            invalid.push((String::new(), format!("{i}_9_9"), line));
+            push(&mut input, "x,only-two-fields".to_owned(), &mut line);
+            invalid.push(("only-two-fields".to_owned(), String::new(), line));
+        }
+    }
+    let distinct = all.len() + missing.len();
+    Fixture {
+        store,
+        input,
+        missing,
+        invalid,
+        distinct,
+    }
+}
+
+fn expected_rows(store: &Store) -> Vec<KvRow> {
+    let mut rows = Vec::new();
+    for m in &store.messages {
+        if m.always.is_some() {
+            continue;
+        }
+        for p in m.live_pairs() {
+            rows.push(KvRow {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                msg_key: m.msg_key.clone(),
+                key: p.key,
+                value: p.value,
+                seq: p.seq,
+                latest_seq: m.latest_seq(),
+                clear_seq: m.clear_seq,
+            });
+        }
+    }
+    rows.sort();
+    rows
+}
+
+async fn start(store: Store, faults: Faults) -> MockServer {
+    let config = MockConfig {
+        faults,
+        seed: 7,
+        ..MockConfig::default()
+    };
+    MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+}
+
+async fn msgext(args: Vec<String>, secret: &str) -> Output {
+    let secret = secret.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_msgext"))
+            .args(&args)
+            .env("MSGEXT_SECRET_KEY", secret)
+            .env_remove("MSGEXT_USERSIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+fn export_args(
+    server: &MockServer,
+    input: &Path,
+    out: &Path,
+    format: &str,
+    run_id: &str,
+) -> Vec<String> {
+    [
+        "export",
+        "--input",
+        &input.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--format",
+        format,
+        "--endpoint",
+        &server.url(),
+        "--sdkappid",
+        &DEMO_SDKAPPID.to_string(),
+        "--rate",
+        "0",
+        "--concurrency",
+        "16",
+        "--run-id",
+        run_id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_with_faults_gives_exactly_the_simulators_data_in_both_formats() {
+    let fx = fixture(true);
+    let server = start(
+        fx.store.clone(),
+        Faults {
+            p_10002: 0.1,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("messages.csv");
+    std::fs::write(&input, &fx.input).unwrap();
+    let want = expected_rows(&fx.store);
+    assert!(
+        want.len() > 5_000,
+        "a realistic amount of data: {}",
+        want.len()
+    );
+
+    let mut errors_want: Vec<(String, String, String, u64)> =
+        fx.missing
+            .iter()
+            .map(|(to, key, line)| (to.clone(), key.clone(), "23004".to_owned(), *line))
+            .chain(fx.invalid.iter().map(|(to, key, line)| {
+                (to.clone(), key.clone(), "invalid_input".to_owned(), *line)
+            }))
+            .collect();
+    let bad_line = fx
+        .input
+        .lines()
+        .position(|l| l.ends_with(",bad_1_1"))
+        .unwrap() as u64
+        + 1;
+    errors_want.push(("bob".into(), "bad_1_1".into(), "10004".into(), bad_line));
+    errors_want.sort();
+
+    for format in ["parquet", "csv"] {
+        let out = dir.path().join(format!("lake-{format}"));
+        let calls_before = server.stats().calls();
+        let o = msgext(
+            export_args(&server, &input, &out, format, "run1"),
+            DEMO_SECRET_KEY,
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+        let (rows, msgs): (Vec<KvRow>, Vec<MsgRow>) = match format {
+            "parquet" => (
+                common::kv_from_parquet(&out),
+                common::messages_from_parquet(&out),
+            ),
+            _ => (common::kv_from_csv(&out), common::messages_from_csv(&out)),
+        };
+        assert_eq!(rows.len(), want.len(), "{format}");
+        assert!(
+            rows == want,
+            "{format}: the lake differs from the simulator's data"
+        );
+        assert_eq!(common::errors(&out, "run1"), errors_want, "{format}");
+
+        assert_eq!(
+            msgs.len(),
+            fx.distinct,
+            "{format}: one messages row per distinct message"
+        );
+        let count = |s: &str| msgs.iter().filter(|m| m.status == s).count();
+        assert_eq!(count("not_found"), fx.missing.len());
+        assert_eq!(count("failed"), 1);
+        assert_eq!(count("ok"), fx.store.messages.len() - 1);
+        let big = msgs.iter().find(|m| m.msg_key == "big_1_1").unwrap();
+        assert_eq!(big.kv_count, 1000);
+
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("_runs/run1/summary.json")).unwrap())
+                .unwrap();
+        assert_eq!(summary["status"], "partial");
+        assert_eq!(summary["kv_rows"], want.len() as u64);
+        assert_eq!(summary["messages"]["not_found"], fx.missing.len() as u64);
+        assert_eq!(summary["input"]["invalid"], fx.invalid.len() as u64);
+        assert!(
+            summary["retries"].as_u64().unwrap() > 0,
+            "10002 answers were retried"
+        );
+        let calls = server.stats().calls() - calls_before;
+        assert_eq!(
+            summary["requests"], calls,
+            "every request reached the simulator"
+        );
+        assert!(out.join("_runs/run1/_SUCCESS").exists());
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            stdout.contains("not found") && stdout.contains("errors.csv"),
+            "{stdout}"
+        );
+    }
+    assert!(server.stats().answered("10002") > 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_export_exits_zero_even_with_messages_not_found() {
+    let fx = fixture(false);
+    let server = start(fx.store.clone(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, &fx.input).unwrap();
+    let out = dir.path().join("lake");
+    let o = msgext(
+        export_args(&server, &input, &out, "parquet", "clean"),
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(common::kv_from_parquet(&out), expected_rows(&fx.store));
+    assert_eq!(common::errors(&out, "clean").len(), fx.missing.len());
+    // The flaky message needed its three 10002 answers retried.
+    let flaky = fx
+        .store
+        .messages
+        .iter()
+        .position(|m| m.msg_key == "flaky_1_1")
+        .unwrap();
+    assert_eq!(server.stats().calls_for(flaky), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_fails_the_run_with_exit_1_and_says_what_to_fix() {
+    let fx = fixture(false);
+    let server = start(fx.store.clone(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, &fx.input).unwrap();
+    let out = dir.path().join("lake");
+    let o = msgext(
+        export_args(&server, &input, &out, "parquet", "r"),
+        "not-the-secret",
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("70003") && stderr.contains("secret key"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-the-secret"),
+        "the secret is never printed"
+    );
+    assert_eq!(server.stats().answered("ok"), 0);
+    assert!(
+        server.stats().calls() <= 16,
+        "stops early: {} calls",
+        server.stats().calls()
+    );
+    assert!(!out.join("_runs/r/_SUCCESS").exists());
+    let summary = std::fs::read_to_string(out.join("_runs/r/summary.json")).unwrap();
+    assert!(summary.contains("\"status\": \"failed\""), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_errors_exit_2_and_name_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.csv");
+    let server = start(Store::default(), Faults::default()).await;
+    let o = msgext(
+        export_args(&server, &missing, &dir.path().join("o"), "csv", "x"),
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nope.csv"));
+
+    let headerless = dir.path().join("h.csv");
+    std::fs::write(&headerless, "a,b,c\n").unwrap();
+    let o = msgext(
+        export_args(&server, &headerless, &dir.path().join("o"), "csv", "x"),
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("To_Account"));
+
+    let o = msgext(
+        vec!["export".into(), "--input".into(), "x.csv".into()],
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert_eq!(server.stats().calls(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_counts_without_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(
+        &input,
+        b"From_Account,To_Account,MsgKey\r\na,b,1\r\na,b,1\r\na,,2\r\nc,\xff,3\r\nd,e,4\r\n",
+    )
+    .unwrap();
+    let o = msgext(
+        vec![
+            "validate".into(),
+            "--input".into(),
+            input.to_string_lossy().into(),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("5 rows, 2 distinct messages, 1 duplicates, 2 invalid"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("line 4: To_Account is empty"), "{stdout}");
+    assert!(
+        stdout.contains("line 5: To_Account is not valid UTF-8"),
+        "{stdout}"
+    );
+}
