@@ -77,6 +77,9 @@ pub struct ExportArgs {
     /// Start a new part file past this size [default: 128].
     #[arg(long, value_name = "MB")]
     pub max_file_mb: Option<u64>,
+    /// Stop cleanly when no call has succeeded for this many minutes [default: 10].
+    #[arg(long, value_name = "MINUTES")]
+    pub give_up_after: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -79,6 +79,7 @@ pub async fn run(
         quiet: false,
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
+        give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),
     };
     let url = server.url();
     let summary = export::run(plan, ui, Tuning::default(), stop).await?;

@@ -4,8 +4,9 @@
 
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
+use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
-use crate::fetch::{FetchOutcome, FetchStats, Fetcher, StopReason, StopSignal, rate_limiter};
+use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, StopSignal};
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
 use crate::job::{ExportPlan, Secret};
 use crate::model::InputMessage;
@@ -129,10 +130,12 @@ pub async fn run(
         Secret::UserSig(s) => Credentials::ready(s),
     });
     let stats = Arc::new(FetchStats::default());
+    let limiter = Limiter::new(plan.rate).map(Arc::new);
     let fetcher = Fetcher {
         client,
         credentials,
-        limiter: rate_limiter(plan.rate),
+        limiter: limiter.clone(),
+        gate: Arc::new(ProbeGate::default()),
         policy: RetryPolicy {
             max_attempts: plan.max_attempts,
             ..tuning.retry
@@ -175,6 +178,28 @@ pub async fn run(
     }
     drop(ev_tx);
 
+    // The circuit breaker: stop when no call has had a definitive answer for
+    // `give_up_after` while calls were being made.
+    let breaker = {
+        let stats = stats.clone();
+        let stop = stop.clone();
+        let give_up_after = plan.give_up_after;
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(std::time::Duration::from_millis(200).min(give_up_after));
+            loop {
+                tick.tick().await;
+                if stop.reason().is_some() {
+                    return;
+                }
+                if stats.since_progress() >= give_up_after && FetchStats::get(&stats.requests) > 0 {
+                    stop.trigger(StopReason::GaveUp);
+                    return;
+                }
+            }
+        })
+    };
+
     // Stage 3: the writer, on a blocking thread (encoding and file I/O).
     let out = plan.out.clone();
     let dt = started.format("%Y-%m-%d").to_string();
@@ -197,6 +222,7 @@ pub async fn run(
     for w in workers {
         let _ = w.await;
     }
+    breaker.abort();
     let _ = input_thread.join();
     let tally = written?;
 
@@ -204,9 +230,16 @@ pub async fn run(
         (_, Some(_)) | (Some(StopReason::Fatal), _) => RunStatus::Failed,
         (Some(StopReason::Interrupted), _) => RunStatus::Interrupted,
         (None, None) if tally.input_error.is_some() => RunStatus::Failed,
+        (Some(StopReason::GaveUp), None) => RunStatus::Partial,
         (None, None) if tally.messages.failed > 0 || tally.input.invalid > 0 => RunStatus::Partial,
         (None, None) => RunStatus::Complete,
     };
+    let gave_up = (stop.reason() == Some(StopReason::GaveUp)).then(|| {
+        format!(
+            "gave up: no call succeeded for {:.1} min; unfinished messages are in errors.csv as 'aborted'",
+            plan.give_up_after.as_secs_f64() / 60.0
+        )
+    });
     let summary = Summary {
         run_id: run_id.clone(),
         status,
@@ -222,7 +255,8 @@ pub async fn run(
         requests: FetchStats::get(&stats.requests),
         retries: FetchStats::get(&stats.retries),
         rate_limited: FetchStats::get(&stats.rate_limited),
-        stop_reason: tally.fatal.or(tally.input_error).or_else(|| {
+        rate_limit: limiter.as_ref().map(|l| l.rate()),
+        stop_reason: tally.fatal.or(tally.input_error).or(gave_up).or_else(|| {
             (status == RunStatus::Interrupted).then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
         }),
         errors_csv: errors_path.display().to_string(),
@@ -243,10 +277,21 @@ fn read_input<R: std::io::Read>(
     stop: StopSignal,
 ) {
     for item in reader {
-        if stop.reason().is_some() {
-            return;
-        }
+        let draining = match stop.reason() {
+            None => false,
+            // Every remaining message goes to errors.csv as 'aborted', so
+            // that errors.csv fed back as --input finishes the job.
+            Some(StopReason::GaveUp) => true,
+            Some(_) => return,
+        };
         let sent = match item {
+            Ok(InputItem::Message(m)) if draining => {
+                let aborted = FetchOutcome::Cancelled {
+                    attempts: 0,
+                    pages: 0,
+                };
+                ev_tx.blocking_send(Event::Done(m, aborted)).is_ok()
+            }
             Ok(InputItem::Message(m)) => work_tx.blocking_send(m).is_ok(),
             Ok(InputItem::Duplicate { .. }) => ev_tx.blocking_send(Event::Duplicate).is_ok(),
             Ok(InputItem::Skipped { .. }) => ev_tx.blocking_send(Event::Skipped).is_ok(),

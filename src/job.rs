@@ -13,6 +13,7 @@ pub const DEFAULT_RATE: u32 = 200;
 pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
+pub const DEFAULT_GIVE_UP_MIN: f64 = 10.0;
 
 /// The settings a job file may hold: the flags of `msgext export`, never secrets.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -31,6 +32,7 @@ pub struct JobFile {
     pub quiet: Option<bool>,
     pub secret_key_file: Option<PathBuf>,
     pub max_file_mb: Option<u64>,
+    pub give_up_after: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -103,6 +105,8 @@ pub struct ExportPlan {
     pub quiet: bool,
     pub secret: Secret,
     pub write: WriteOptions,
+    /// The circuit breaker: stop when no call succeeds for this long.
+    pub give_up_after: std::time::Duration,
 }
 
 /// The secret key file named by flags or job file, for the caller to read.
@@ -196,6 +200,15 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
             )));
         }
     }
+    let give_up_min = args
+        .give_up_after
+        .or(job.give_up_after)
+        .unwrap_or(DEFAULT_GIVE_UP_MIN);
+    if !(give_up_min > 0.0 && give_up_min <= 7.0 * 24.0 * 60.0) {
+        return Err(JobError::Invalid(format!(
+            "--give-up-after must be more than 0 minutes, not {give_up_min}"
+        )));
+    }
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
         (Some(k), _, _) => Secret::Key(k.trim().to_owned()),
         (None, Some(k), _) => Secret::Key(k.trim().to_owned()),
@@ -225,6 +238,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         quiet: args.quiet || job.quiet.unwrap_or(false),
         secret,
         write,
+        give_up_after: std::time::Duration::from_secs_f64(give_up_min * 60.0),
     })
 }
 

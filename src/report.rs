@@ -173,6 +173,8 @@ pub struct Summary {
     pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// The client-side limit in force at the end (calls/s; adapted to quota answers), null when off.
+    pub rate_limit: Option<f64>,
     /// Why the run stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
@@ -189,7 +191,7 @@ impl Summary {
              messages   {} ok, {} not found, {} failed\n\
              input      {} rows, {} invalid, {} duplicates{}\n\
              rows       {} key-value rows\n\
-             requests   {} ({} retries, {} rate-limited), {:.1} calls/s\n\
+             requests   {} ({} retries, {} rate-limited), {:.1} calls/s{}\n\
              time       {:.1} s\n\
              output     {}/key_values/ and {}/messages/ ({}, {} files)\n\
              errors     {}\n",
@@ -216,6 +218,10 @@ impl Summary {
             self.retries,
             self.rate_limited,
             self.requests as f64 / secs,
+            match self.rate_limit {
+                Some(r) => format!(", limit {r:.0}/s"),
+                None => String::new(),
+            },
             self.elapsed_secs,
             self.out,
             self.out,

@@ -3,16 +3,16 @@
 //! exported is data (`Failed`, `NotFound`), not an error; `Fatal` means the
 //! whole run must stop. Writes no files.
 
+pub mod limiter;
 pub mod pager;
 pub mod retry;
 
 use crate::api::client::{ApiClient, CallError, Credentials};
 use crate::api::wire::{GetKeyValuesRequest, GetKeyValuesResponse};
 use crate::model::MessageRef;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
 use retry::{Action, Observed, RetryPolicy, classify};
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -53,8 +53,12 @@ pub enum FetchOutcome {
 /// Why the run is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
+    /// An answer that every call would get (auth, region, plan), or unreadable input.
     Fatal,
+    /// Ctrl-C / SIGTERM.
     Interrupted,
+    /// Nothing succeeded for `--give-up-after`: the circuit breaker opened.
+    GaveUp,
 }
 
 /// A one-way switch every worker watches: set once, wakes all waiters.
@@ -95,26 +99,85 @@ impl StopSignal {
 }
 
 /// Counters shared by all workers.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct FetchStats {
     pub requests: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limited: AtomicU64,
+    /// When the API last gave a definitive answer (data, not found, a
+    /// message-level error), in ms since `epoch`: what the circuit breaker watches.
+    last_progress_ms: AtomicU64,
+    epoch: std::time::Instant,
+}
+
+impl Default for FetchStats {
+    fn default() -> Self {
+        FetchStats {
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            last_progress_ms: AtomicU64::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
 }
 
 impl FetchStats {
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Ordering::Relaxed)
     }
+
+    fn progressed(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_progress_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// How long since the API last gave a definitive answer (or since the start).
+    pub fn since_progress(&self) -> Duration {
+        let last = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last)
+    }
 }
 
-/// The client-side limit: `rate` calls per second with a small burst, or none.
-pub fn rate_limiter(rate: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
-    let rate = NonZeroU32::new(rate)?;
-    let burst = NonZeroU32::new((rate.get() / 50).max(1)).unwrap_or(NonZeroU32::MIN);
-    Some(Arc::new(RateLimiter::direct(
-        Quota::per_second(rate).allow_burst(burst),
-    )))
+/// Until one call has had a definitive answer from the API, calls go one at a
+/// time: a wrong secret, SDKAppID, region or plan then costs one call, not
+/// one per worker. Once open, the gate costs an atomic load per call.
+#[derive(Debug)]
+pub struct ProbeGate {
+    open: tokio::sync::watch::Sender<bool>,
+    one: tokio::sync::Semaphore,
+}
+
+impl Default for ProbeGate {
+    fn default() -> Self {
+        ProbeGate {
+            open: tokio::sync::watch::channel(false).0,
+            one: tokio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl ProbeGate {
+    /// Wait for the right to call: `Some(permit)` for the one probing call,
+    /// `None` once the gate is open.
+    pub async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        if *self.open.borrow() {
+            return None;
+        }
+        let mut rx = self.open.subscribe();
+        tokio::select! {
+            permit = self.one.acquire() => permit.ok().filter(|_| !*self.open.borrow()),
+            _ = rx.wait_for(|open| *open) => None,
+        }
+    }
+
+    pub fn open(&self) {
+        self.open.send_replace(true);
+    }
+
+    pub fn is_open(&self) -> bool {
+        *self.open.borrow()
+    }
 }
 
 /// Fetches messages; cheap to clone, one per worker.
@@ -122,7 +185,8 @@ pub fn rate_limiter(rate: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
 pub struct Fetcher {
     pub client: ApiClient,
     pub credentials: Arc<Credentials>,
-    pub limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    pub limiter: Option<Arc<Limiter>>,
+    pub gate: Arc<ProbeGate>,
     pub policy: RetryPolicy,
     pub stats: Arc<FetchStats>,
     pub stop: StopSignal,
@@ -189,9 +253,15 @@ impl Fetcher {
                     pages,
                 });
             }
+            let probe = tokio::select! {
+                p = self.gate.enter() => p,
+                _ = self.stop.stopped() => {
+                    return Attempt::End(FetchOutcome::Cancelled { attempts: *attempts, pages });
+                }
+            };
             if let Some(limiter) = &self.limiter {
                 tokio::select! {
-                    _ = limiter.until_ready() => {}
+                    _ = limiter.acquire() => {}
                     _ = self.stop.stopped() => {
                         return Attempt::End(FetchOutcome::Cancelled { attempts: *attempts, pages });
                     }
@@ -201,25 +271,29 @@ impl Fetcher {
             *attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sig = self.credentials.usersig(chrono::Utc::now().timestamp());
-            let (action, code, info, retry_after) =
-                match self.client.get_key_values(&sig, &body).await {
-                    Ok(r) => match classify(Observed::Api(r.error_code)) {
-                        Action::Success => return Attempt::Page(r),
-                        action => (action, r.error_code.to_string(), r.error_info, None),
-                    },
-                    Err(e) => {
-                        let retry_after = match &e {
-                            CallError::Http { retry_after, .. } => *retry_after,
-                            _ => None,
-                        };
-                        (
-                            classify(Observed::Call(&e)),
-                            e.code(),
-                            e.to_string(),
-                            retry_after,
-                        )
-                    }
-                };
+            let answer = self.client.get_key_values(&sig, &body).await;
+            if let Ok(r) = &answer {
+                self.observe(classify(Observed::Api(r.error_code)));
+            }
+            drop(probe);
+            let (action, code, info, retry_after) = match answer {
+                Ok(r) => match classify(Observed::Api(r.error_code)) {
+                    Action::Success => return Attempt::Page(r),
+                    action => (action, r.error_code.to_string(), r.error_info, None),
+                },
+                Err(e) => {
+                    let retry_after = match &e {
+                        CallError::Http { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    (
+                        classify(Observed::Call(&e)),
+                        e.code(),
+                        e.to_string(),
+                        retry_after,
+                    )
+                }
+            };
             let backoff = match action {
                 Action::NotFound => {
                     return Attempt::End(FetchOutcome::NotFound {
@@ -257,10 +331,7 @@ impl Fetcher {
                     });
                 }
                 Action::Retry | Action::Success => self.policy.transient,
-                Action::RateLimited => {
-                    self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    self.policy.rate_limited
-                }
+                Action::RateLimited => self.policy.rate_limited,
             };
             if tries >= self.policy.max_attempts {
                 return Attempt::End(FetchOutcome::Failed {
@@ -277,6 +348,34 @@ impl Fetcher {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.stopped() => {}
+            }
+        }
+    }
+}
+
+impl Fetcher {
+    /// Feed a decoded API answer to the limiter, the probe gate and the circuit breaker.
+    fn observe(&self, action: Action) {
+        match action {
+            Action::RateLimited => {
+                self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if let Some(l) = &self.limiter {
+                    l.on_quota();
+                }
+                self.gate.open();
+            }
+            Action::FailRun => {}
+            Action::Retry | Action::RenewSignature => {
+                if let Some(l) = &self.limiter {
+                    l.on_accepted();
+                }
+            }
+            Action::Success | Action::NotFound | Action::FailMessage => {
+                if let Some(l) = &self.limiter {
+                    l.on_accepted();
+                }
+                self.gate.open();
+                self.stats.progressed();
             }
         }
     }
@@ -329,9 +428,28 @@ mod tests {
         assert_eq!(s.reason(), Some(StopReason::Interrupted));
     }
 
-    #[test]
-    fn rate_zero_means_no_limiter() {
-        assert!(rate_limiter(0).is_none());
-        assert!(rate_limiter(200).is_some());
+    #[tokio::test]
+    async fn the_probe_gate_lets_one_call_through_until_it_opens() {
+        let gate = Arc::new(ProbeGate::default());
+        let first = gate.enter().await;
+        assert!(first.is_some(), "the first caller probes");
+        let second = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.enter().await.is_none() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!second.is_finished(), "others wait while the probe is out");
+        gate.open();
+        drop(first);
+        assert!(second.await.unwrap(), "once open, nobody needs a permit");
+        assert!(gate.enter().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_probe_without_a_definitive_answer_passes_the_turn() {
+        let gate = ProbeGate::default();
+        drop(gate.enter().await);
+        assert!(gate.enter().await.is_some(), "the next caller probes again");
+        assert!(!gate.is_open());
     }
 }

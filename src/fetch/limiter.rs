@@ -1,0 +1,254 @@
+//! The one rate limiter all workers share, adaptive (AIMD): it hands out call
+//! slots at `rate` per second, first come first served (each caller reserves
+//! the next free slot and sleeps until it; nothing polls). When the API
+//! answers with a quota code it cuts the rate to what the API accepted over
+//! the last second, holds every call back briefly, and re-schedules slots
+//! already handed out; while no quota code comes back it climbs by a small
+//! step each second up to the configured `--rate`. So a `--rate` above the
+//! real quota costs a few quota errors at the start, not a share of all calls.
+//!
+//! `RateState` is the pure decision part (times are durations since the
+//! limiter's start); `Limiter` adds the clock (`tokio::time`, so tests can
+//! pause it) and the lock.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// After a quota answer, no call starts for this long.
+pub const HOLD_AFTER_QUOTA: Duration = Duration::from_millis(100);
+/// Quota answers closer together than this count as one event (one cut).
+pub const CUT_SPACING: Duration = Duration::from_millis(250);
+/// The window over which accepted calls are counted.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// The limiter's state, without a clock.
+#[derive(Debug, Clone)]
+pub struct RateState {
+    ceiling: f64,
+    floor: f64,
+    rate: f64,
+    next: Duration,
+    hold_until: Duration,
+    last_cut: Option<Duration>,
+    last_change: Duration,
+    generation: u64,
+    accepted: VecDeque<Duration>,
+}
+
+impl RateState {
+    pub fn new(ceiling: u32) -> Self {
+        let ceiling = f64::from(ceiling.max(1));
+        RateState {
+            ceiling,
+            floor: (ceiling / 100.0).max(1.0),
+            rate: ceiling,
+            next: Duration::ZERO,
+            hold_until: Duration::ZERO,
+            last_cut: None,
+            last_change: Duration::ZERO,
+            generation: 0,
+            accepted: VecDeque::new(),
+        }
+    }
+
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Reserve the next slot at or after `now`; returns when it starts and
+    /// the generation it belongs to (a cut invalidates older slots).
+    pub fn reserve(&mut self, now: Duration) -> (Duration, u64) {
+        let slot = self.next.max(now).max(self.hold_until);
+        self.next = slot + Duration::from_secs_f64(1.0 / self.rate);
+        (slot, self.generation)
+    }
+
+    /// The API accepted a call (any answer but a quota code).
+    pub fn on_accepted(&mut self, now: Duration) {
+        self.accepted.push_back(now);
+        self.forget_before(now);
+        if self.rate < self.ceiling && now.saturating_sub(self.last_change) >= WINDOW {
+            self.rate = (self.rate + (self.ceiling / 50.0).max(1.0)).min(self.ceiling);
+            self.last_change = now;
+        }
+    }
+
+    /// The API answered with a quota code.
+    pub fn on_quota(&mut self, now: Duration) {
+        self.forget_before(now);
+        self.hold_until = self.hold_until.max(now + HOLD_AFTER_QUOTA);
+        self.next = self.hold_until;
+        self.generation += 1;
+        if self
+            .last_cut
+            .is_some_and(|t| now.saturating_sub(t) < CUT_SPACING)
+        {
+            return;
+        }
+        let accepted_per_s = self.accepted.len() as f64;
+        let target = accepted_per_s.min(self.rate) * 0.97;
+        self.rate = target.max(self.rate * 0.5).max(self.floor);
+        self.last_cut = Some(now);
+        self.last_change = now;
+    }
+
+    fn forget_before(&mut self, now: Duration) {
+        while self
+            .accepted
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) > WINDOW)
+        {
+            self.accepted.pop_front();
+        }
+    }
+}
+
+/// The shared, adaptive limiter.
+#[derive(Debug)]
+pub struct Limiter {
+    epoch: Instant,
+    state: Mutex<RateState>,
+}
+
+impl Limiter {
+    /// `None` when `rate` is 0 (no limit).
+    pub fn new(rate: u32) -> Option<Self> {
+        (rate > 0).then(|| Limiter {
+            epoch: Instant::now(),
+            state: Mutex::new(RateState::new(rate)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RateState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait for a slot. Slots reserved before a cut are re-reserved.
+    pub async fn acquire(&self) {
+        loop {
+            let (slot, generation) = self.lock().reserve(self.epoch.elapsed());
+            tokio::time::sleep_until(self.epoch + slot).await;
+            if self.lock().generation() == generation {
+                return;
+            }
+        }
+    }
+
+    pub fn on_accepted(&self) {
+        let now = self.epoch.elapsed();
+        self.lock().on_accepted(now);
+    }
+
+    pub fn on_quota(&self) {
+        let now = self.epoch.elapsed();
+        self.lock().on_quota(now);
+    }
+
+    /// The rate in force, calls per second.
+    pub fn rate(&self) -> f64 {
+        self.lock().rate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn slots_are_evenly_spaced_and_first_come_first_served() {
+        let mut s = RateState::new(200);
+        let slots: Vec<_> = (0..5).map(|_| s.reserve(Duration::ZERO).0).collect();
+        assert_eq!(slots, [ms(0), ms(5), ms(10), ms(15), ms(20)]);
+        // A caller arriving after a quiet spell gets a slot at once, with no saved-up burst.
+        assert_eq!(s.reserve(ms(1000)).0, ms(1000));
+        assert_eq!(s.reserve(ms(1000)).0, ms(1005));
+    }
+
+    #[test]
+    fn a_quota_answer_cuts_to_what_the_api_accepted_and_holds_calls() {
+        let mut s = RateState::new(300);
+        // 150 calls accepted in the first half second, then a quota answer.
+        for i in 0..150 {
+            s.on_accepted(ms(i * 500 / 150));
+        }
+        let g = s.generation();
+        s.on_quota(ms(500));
+        assert!(
+            (s.rate() - 150.0).abs() < 1e-9,
+            "cut to max(half, 0.97 x accepted): {}",
+            s.rate()
+        );
+        assert_eq!(
+            s.generation(),
+            g + 1,
+            "slots reserved before the cut are void"
+        );
+        assert_eq!(s.reserve(ms(500)).0, ms(600), "calls are held back");
+        // More quota answers right after the cut: held longer, not cut again.
+        s.on_quota(ms(550));
+        assert!((s.rate() - 150.0).abs() < 1e-9);
+        // A quota answer later, with 150 accepted in the last second, cuts to 0.97 x 150.
+        for i in 0..150 {
+            s.on_accepted(ms(700 + i * 6));
+        }
+        s.on_quota(ms(1600));
+        assert!((s.rate() - 145.5).abs() < 1e-9, "{}", s.rate());
+    }
+
+    #[test]
+    fn the_rate_climbs_back_slowly_and_never_passes_the_ceiling() {
+        let mut s = RateState::new(200);
+        s.on_quota(ms(0));
+        let cut = s.rate();
+        assert_eq!(cut, 100.0, "no accepted calls yet: halved");
+        let mut rates = Vec::new();
+        for sec in 1..=60 {
+            s.on_accepted(Duration::from_secs(sec));
+            rates.push(s.rate());
+        }
+        assert_eq!(rates[0], 104.0, "+ceiling/50 a second");
+        assert!(rates.windows(2).all(|w| w[1] >= w[0]));
+        assert_eq!(*rates.last().unwrap(), 200.0);
+    }
+
+    #[test]
+    fn the_rate_never_falls_below_the_floor() {
+        let mut s = RateState::new(100);
+        for i in 0..50 {
+            s.on_quota(Duration::from_secs(i));
+        }
+        assert_eq!(s.rate(), 1.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn acquire_waits_on_tokio_time_and_paces_calls() {
+        let l = std::sync::Arc::new(Limiter::new(100).unwrap());
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..10 {
+            let l = l.clone();
+            tasks.push(tokio::spawn(async move {
+                l.acquire().await;
+                Instant::now()
+            }));
+        }
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap() - start);
+        }
+        times.sort();
+        assert_eq!(times.first(), Some(&ms(0)));
+        assert_eq!(times.last(), Some(&ms(90)));
+        assert!(Limiter::new(0).is_none());
+    }
+}
