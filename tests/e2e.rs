@@ -121,26 +121,7 @@ fn fixture(with_trouble: bool) -> Fixture {
 }
 
 fn expected_rows(store: &Store) -> Vec<KvRow> {
-    let mut rows = Vec::new();
-    for m in &store.messages {
-        if m.always.is_some() {
-            continue;
-        }
-        for p in m.live_pairs() {
-            rows.push(KvRow {
-                from: m.from.clone(),
-                to: m.to.clone(),
-                msg_key: m.msg_key.clone(),
-                key: p.key,
-                value: p.value,
-                seq: p.seq,
-                latest_seq: m.latest_seq(),
-                clear_seq: m.clear_seq,
-            });
-        }
-    }
-    rows.sort();
-    rows
+    common::expected_rows(store.messages.iter().filter(|m| m.always.is_none()))
 }
 
 async fn start(store: Store, faults: Faults) -> MockServer {
@@ -428,4 +409,80 @@ async fn validate_counts_without_the_network() {
         stdout.contains("line 5: To_Account is not valid UTF-8"),
         "{stdout}"
     );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
+    let refs: Vec<MessageRef> = (0..300)
+        .map(|i| MessageRef::new(Some("a"), &format!("r{i}"), &format!("{i}_0_0")))
+        .collect();
+    let store = Store::generate(&refs, 3, 0);
+    let server = start(
+        store.clone(),
+        Faults {
+            latency_ms: 20,
+            ..Faults::default()
+        },
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, common::input_csv(&refs)).unwrap();
+    let out = dir.path().join("lake");
+    let mut args = export_args(&server, &input, &out, "parquet", "int");
+    let c = args.iter().position(|a| a == "--concurrency").unwrap();
+    args[c + 1] = "4".to_owned();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_msgext"))
+        .args(&args)
+        .env("MSGEXT_SECRET_KEY", DEMO_SECRET_KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Guarded: if the child died early, fail instead of waiting forever.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        server.stats().wait_for_answers(40),
+    )
+    .await
+    .expect("the export never got 40 answers");
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_runs/int/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["status"], "interrupted");
+    assert!(!out.join("_runs/int/_SUCCESS").exists());
+    let msgs = common::messages_from_parquet(&out);
+    let ok: Vec<&MsgRow> = msgs.iter().filter(|m| m.status == "ok").collect();
+    assert!(
+        !ok.is_empty() && msgs.len() < 300,
+        "stopped midway: {} of 300",
+        msgs.len()
+    );
+    // What was exported is exactly the simulator's data for those messages.
+    let exported: Vec<&StoredMessage> = store
+        .messages
+        .iter()
+        .filter(|m| ok.iter().any(|o| o.to == m.to && o.msg_key == m.msg_key))
+        .collect();
+    assert_eq!(
+        common::kv_from_parquet(&out),
+        common::expected_rows(exported)
+    );
+    // errors.csv lists exactly the messages that were started and not finished.
+    let errors = common::errors(&out, "int");
+    let failed: Vec<&MsgRow> = msgs.iter().filter(|m| m.status != "ok").collect();
+    assert_eq!(errors.len(), failed.len());
+    assert!(errors.iter().all(|e| e.2 == "interrupted"), "{errors:?}");
+    assert_eq!(summary["messages"]["ok"], ok.len() as u64);
 }

@@ -267,6 +267,12 @@ impl Fetcher {
                     }
                 }
             }
+            if self.stop.reason().is_some() {
+                return Attempt::End(FetchOutcome::Cancelled {
+                    attempts: *attempts,
+                    pages,
+                });
+            }
             tries += 1;
             *attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -275,7 +281,6 @@ impl Fetcher {
             if let Ok(r) = &answer {
                 self.observe(classify(Observed::Api(r.error_code)));
             }
-            drop(probe);
             let (action, code, info, retry_after) = match answer {
                 Ok(r) => match classify(Observed::Api(r.error_code)) {
                     Action::Success => return Attempt::Page(r),
@@ -324,6 +329,7 @@ impl Fetcher {
                     continue;
                 }
                 Action::RenewSignature => {
+                    self.stop.trigger(StopReason::Fatal);
                     return Attempt::End(FetchOutcome::Fatal {
                         code,
                         info: explain_fatal("70001", &info, self.sdkappid),
@@ -342,9 +348,8 @@ impl Fetcher {
                 });
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
-            let delay = backoff
-                .delay(tries, rand::random::<f64>())
-                .max(retry_after.unwrap_or(Duration::ZERO));
+            drop(probe);
+            let delay = retry::retry_delay(&backoff, tries, rand::random::<f64>(), retry_after);
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.stopped() => {}
@@ -364,7 +369,8 @@ impl Fetcher {
                 }
                 self.gate.open();
             }
-            Action::FailRun => {}
+            // Stop before the probe permit is released, so no other call starts.
+            Action::FailRun => self.stop.trigger(StopReason::Fatal),
             Action::Retry | Action::RenewSignature => {
                 if let Some(l) = &self.limiter {
                     l.on_accepted();

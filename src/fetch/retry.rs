@@ -92,6 +92,19 @@ impl Backoff {
     }
 }
 
+/// The wait before the n-th retry: the backoff's jittered delay, but never
+/// less than what the server asked for in `Retry-After`.
+pub fn retry_delay(
+    backoff: &Backoff,
+    retry: u32,
+    unit: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    backoff
+        .delay(retry, unit)
+        .max(retry_after.unwrap_or(Duration::ZERO))
+}
+
 /// How hard to try one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -179,6 +192,28 @@ mod tests {
         ];
         for (e, want) in table {
             assert_eq!(classify(Observed::Call(&e)), want, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_under_the_jittered_backoff() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(10),
+        };
+        let s = Duration::from_secs;
+        let table = [
+            (1, 0.5, None, Duration::from_millis(50)),
+            (1, 0.5, Some(s(3)), s(3)),
+            (8, 0.99, Some(s(1)), Duration::from_millis(9900)),
+            (2, 0.0, Some(Duration::ZERO), Duration::ZERO),
+        ];
+        for (retry, unit, after, want) in table {
+            assert_eq!(
+                retry_delay(&b, retry, unit, after),
+                want,
+                "{retry} {unit} {after:?}"
+            );
         }
     }
 

@@ -71,6 +71,7 @@ impl Default for MockConfig {
 #[derive(Debug, Default)]
 pub struct MockStats {
     calls: AtomicU64,
+    answered_total: tokio::sync::watch::Sender<u64>,
     answers: Mutex<BTreeMap<String, u64>>,
     per_message: Vec<AtomicU32>,
 }
@@ -103,6 +104,14 @@ impl MockStats {
     fn count(&self, label: &str) {
         let mut a = self.answers.lock().unwrap_or_else(|p| p.into_inner());
         *a.entry(label.to_owned()).or_default() += 1;
+        drop(a);
+        self.answered_total.send_modify(|n| *n += 1);
+    }
+
+    /// Wait until at least `n` calls have been answered (for tests that act mid-run).
+    pub async fn wait_for_answers(&self, n: u64) {
+        let mut rx = self.answered_total.subscribe();
+        let _ = rx.wait_for(|&got| got >= n).await;
     }
 }
 
@@ -262,13 +271,16 @@ async fn handle(
     state.stats.count(&label);
     match reply {
         Reply::Drop => Err(Dropped),
-        Reply::Status(s) => Ok(Response::builder()
-            .status(s)
-            .header("content-type", "text/html")
-            .body(Full::new(Bytes::from_static(
-                b"<html><body>502 Bad Gateway</body></html>",
-            )))
-            .unwrap_or_default()),
+        Reply::Status(s) => {
+            let mut r = Response::builder()
+                .status(s)
+                .header("content-type", "text/html");
+            if s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::SERVICE_UNAVAILABLE {
+                r = r.header("retry-after", "1");
+            }
+            let body = format!("<html><body>{s}</body></html>");
+            Ok(r.body(Full::new(Bytes::from(body))).unwrap_or_default())
+        }
         Reply::Json(mut r) => {
             // The real service sometimes leaves ActionStatus out: so do we.
             if r.error_code == 0 && call_no % 5 == 4 {

@@ -30,6 +30,7 @@ pub struct MsgRow {
     pub msg_key: String,
     pub status: String,
     pub kv_count: i64,
+    pub attempts: i64,
     pub error_code: Option<String>,
 }
 
@@ -116,6 +117,7 @@ pub fn messages_from_parquet(out: &Path) -> Vec<MsgRow> {
                     msg_key: opt_str(&b, "msg_key", i).unwrap(),
                     status: opt_str(&b, "status", i).unwrap(),
                     kv_count: int(&b, "kv_count", i),
+                    attempts: int(&b, "attempts", i),
                     error_code: opt_str(&b, "error_code", i),
                 });
             }
@@ -184,6 +186,7 @@ pub fn messages_from_csv(out: &Path) -> Vec<MsgRow> {
             msg_key: r["msg_key"].clone(),
             status: r["status"].clone(),
             kv_count: r["kv_count"].parse().unwrap(),
+            attempts: r["attempts"].parse().unwrap(),
             error_code: none_if_empty(&r["error_code"]),
         })
         .collect();
@@ -221,4 +224,48 @@ pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
         .collect();
     rows.sort();
     rows
+}
+
+/// The rows a correct export of these stored messages holds.
+pub fn expected_rows<'a>(
+    messages: impl IntoIterator<Item = &'a msgext::mock::store::StoredMessage>,
+) -> Vec<KvRow> {
+    let mut rows = Vec::new();
+    for m in messages {
+        for p in m.live_pairs() {
+            rows.push(KvRow {
+                from: m.from.clone(),
+                to: m.to.clone(),
+                msg_key: m.msg_key.clone(),
+                key: p.key,
+                value: p.value,
+                seq: p.seq,
+                latest_seq: m.latest_seq(),
+                clear_seq: m.clear_seq,
+            });
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// An input CSV listing these messages, one per line from line 2.
+pub fn input_csv(messages: &[msgext::model::MessageRef]) -> String {
+    let field = |s: &str| {
+        if s.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", s.replace('"', "\"\""))
+        } else {
+            s.to_owned()
+        }
+    };
+    let mut out = String::from("From_Account,To_Account,MsgKey\n");
+    for m in messages {
+        out.push_str(&format!(
+            "{},{},{}\n",
+            field(m.from.as_deref().unwrap_or("")),
+            field(&m.to),
+            field(&m.msg_key)
+        ));
+    }
+    out
 }
