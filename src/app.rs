@@ -7,6 +7,7 @@ use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
 use crate::job::{self, Env, JobFile};
 use crate::mock::{Faults, MockConfig, MockServer};
+use crate::report::ProgressMode;
 use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -110,7 +111,13 @@ async fn export_cmd(args: ExportArgs) -> u8 {
     };
     let quiet = plan.quiet;
     let ui = Ui {
-        progress: !quiet && std::io::stderr().is_terminal(),
+        progress: if quiet {
+            ProgressMode::Off
+        } else if std::io::stderr().is_terminal() {
+            ProgressMode::Bar
+        } else {
+            ProgressMode::JsonLines
+        },
     };
     let stop = StopSignal::default();
     watch_signals(stop.clone(), quiet);
@@ -228,7 +235,11 @@ async fn demo_cmd(args: DemoArgs) -> u8 {
     let stop = StopSignal::default();
     watch_signals(stop.clone(), false);
     let ui = Ui {
-        progress: std::io::stderr().is_terminal(),
+        progress: if std::io::stderr().is_terminal() {
+            ProgressMode::Bar
+        } else {
+            ProgressMode::Off
+        },
     };
     eprintln!(
         "msgext demo: starting the simulator and exporting sample-input/messages.csv into {}/",

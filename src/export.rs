@@ -10,11 +10,15 @@ use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, Sto
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
 use crate::job::{ExportPlan, Secret};
 use crate::model::InputMessage;
-use crate::report::{ErrorsCsv, InputSummary, MessageSummary, Progress, RunStatus, Summary};
+use crate::report::{
+    ErrorsCsv, InputSummary, LiveCounts, MessageSummary, Progress, ProgressMode, ProgressView,
+    RunStatus, Summary,
+};
 use crate::write::schema::MessageRow;
 use crate::write::{Lake, WriteError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
 
@@ -43,10 +47,10 @@ impl ExportError {
     }
 }
 
-/// How a run is shown: the bar on a terminal, nothing when quiet.
+/// How a run is shown: the bar on a terminal, JSON lines off one, nothing when quiet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ui {
-    pub progress: bool,
+    pub progress: ProgressMode,
 }
 
 /// Tuning that is not on the command line (tests shorten the backoff).
@@ -107,7 +111,7 @@ pub async fn run(
     std::fs::create_dir_all(&run_dir).map_err(|e| io_err(&run_dir, e))?;
     let errors_path = run_dir.join("errors.csv");
     let errors = ErrorsCsv::create(&errors_path).map_err(|e| io_err(&errors_path, e))?;
-    let total = if ui.progress {
+    let total = if ui.progress != ProgressMode::Off {
         crate::input::count_rows(&plan.input)?
     } else {
         0
@@ -203,22 +207,52 @@ pub async fn run(
     // Stage 3: the writer, on a blocking thread (encoding and file I/O).
     let out = plan.out.clone();
     let dt = started.format("%Y-%m-%d").to_string();
+    let live = Arc::new(LiveCounts::default());
     let writer = {
         let run_id = run_id.clone();
-        let stats = stats.clone();
         let stop = stop.clone();
-        let progress = Progress::new(total, ui.progress);
+        let live = live.clone();
         let format = plan.format;
         let opts = plan.write;
         tokio::task::spawn_blocking(move || {
             let lake = Lake::new(&out, &dt, &run_id, format, opts);
-            write_all(ev_rx, lake, errors, progress, &stats, &stop)
+            write_all(ev_rx, lake, errors, &live, &stop)
         })
     };
 
-    let written = writer
-        .await
-        .map_err(|e| ExportError::Output(format!("writer task: {e}")))?;
+    // Progress: a bar or JSON lines, from the live counts, a few times a second.
+    let view = {
+        let (live, stats, limiter) = (live.clone(), stats.clone(), limiter.clone());
+        move || ProgressView {
+            settled: FetchStats::get(&live.settled),
+            total,
+            kv_rows: FetchStats::get(&live.kv_rows),
+            requests: FetchStats::get(&stats.requests),
+            errors: FetchStats::get(&live.errors),
+            rate_limit: limiter.as_ref().map(|l| l.rate()),
+            elapsed: clock.elapsed(),
+        }
+    };
+    let (writer_done, mut writer_done_rx) = tokio::sync::oneshot::channel::<()>();
+    let reporter = {
+        let view = view.clone();
+        let mut progress = Progress::new(total, ui.progress);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => progress.tick(&view()),
+                    _ = &mut writer_done_rx => break,
+                }
+            }
+            progress.finish(&view());
+        })
+    };
+
+    let written = writer.await;
+    let _ = writer_done.send(());
+    let _ = reporter.await;
+    let written = written.map_err(|e| ExportError::Output(format!("writer task: {e}")))?;
     for w in workers {
         let _ = w.await;
     }
@@ -322,8 +356,7 @@ fn write_all(
     mut ev_rx: mpsc::Receiver<Event>,
     mut lake: Lake,
     mut errors: ErrorsCsv,
-    mut progress: Progress,
-    stats: &FetchStats,
+    live: &LiveCounts,
     stop: &StopSignal,
 ) -> Result<Tally, ExportError> {
     let mut t = Tally {
@@ -359,13 +392,10 @@ fn write_all(
                 })?;
             }
         }
-        progress.row_done(
-            lake.kv_rows(),
-            FetchStats::get(&stats.requests),
-            errors.rows(),
-        );
+        live.settled.store(t.input.rows, Ordering::Relaxed);
+        live.kv_rows.store(lake.kv_rows(), Ordering::Relaxed);
+        live.errors.store(errors.rows(), Ordering::Relaxed);
     }
-    progress.finish();
     t.kv_rows = lake.kv_rows();
     t.files = lake.finish().map_err(out_err)?;
     errors.finish().map_err(err_io)?;

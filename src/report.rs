@@ -11,6 +11,7 @@ use serde::Serialize;
 use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 /// The columns of errors.csv: the first three make it a valid `--input`.
@@ -259,60 +260,166 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The progress bar: messages done of total, rows, calls/s, errors, ETA.
-/// Hidden when stderr is not a terminal or the run is quiet.
+/// Counts the writer updates as it goes, read by the progress reporter.
+#[derive(Debug, Default)]
+pub struct LiveCounts {
+    /// Input rows settled: exported, not found, failed, duplicate or invalid.
+    pub settled: AtomicU64,
+    pub kv_rows: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// An indicatif bar on stderr (a terminal).
+    Bar,
+    /// One JSON line on stderr every `JSON_EVERY` and one at the end (schedulers, log files).
+    JsonLines,
+    /// Nothing (`--quiet`, tests).
+    Off,
+}
+
+/// How often a JSON progress line is written.
+pub const JSON_EVERY: Duration = Duration::from_secs(10);
+
+/// One look at a run in progress.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProgressView {
+    pub settled: u64,
+    pub total: u64,
+    pub kv_rows: u64,
+    pub requests: u64,
+    pub errors: u64,
+    pub rate_limit: Option<f64>,
+    pub elapsed: Duration,
+}
+
+impl ProgressView {
+    pub fn calls_per_s(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-3)
+    }
+
+    /// Seconds left at the pace so far; `None` before anything settled.
+    pub fn eta_secs(&self) -> Option<f64> {
+        (self.settled > 0).then(|| {
+            let per_row = self.elapsed.as_secs_f64() / self.settled as f64;
+            per_row * self.total.saturating_sub(self.settled) as f64
+        })
+    }
+
+    /// The JSON progress line (`event` is `progress` or `done`).
+    pub fn json(&self, event: &str) -> String {
+        serde_json::json!({
+            "event": event,
+            "rows_settled": self.settled,
+            "rows_total": self.total,
+            "kv_rows": self.kv_rows,
+            "requests": self.requests,
+            "calls_per_s": (self.calls_per_s() * 10.0).round() / 10.0,
+            "rate_limit": self.rate_limit.map(|r| r.round()),
+            "errors": self.errors,
+            "elapsed_secs": (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
+            "eta_secs": self.eta_secs().map(f64::round),
+        })
+        .to_string()
+    }
+
+    fn bar_message(&self) -> String {
+        let limit = match self.rate_limit {
+            Some(r) => format!(" (limit {r:.0})"),
+            None => String::new(),
+        };
+        format!(
+            "{} rows  {:.0} calls/s{limit}  {} errors",
+            self.kv_rows,
+            self.calls_per_s(),
+            self.errors
+        )
+    }
+}
+
+/// Shows progress: a bar on a terminal, JSON lines elsewhere, or nothing.
 pub struct Progress {
-    bar: ProgressBar,
-    started: Instant,
-    last_message: Instant,
+    mode: ProgressMode,
+    bar: Option<ProgressBar>,
+    last_json: Instant,
 }
 
 impl Progress {
-    pub fn new(total: u64, visible: bool) -> Self {
-        let bar = if visible {
+    pub fn new(total: u64, mode: ProgressMode) -> Self {
+        let bar = (mode == ProgressMode::Bar).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} msgs  {msg}  ETA {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows  {msg}  ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
-            bar.enable_steady_tick(Duration::from_millis(200));
             bar
-        } else {
-            ProgressBar::hidden()
-        };
-        let now = Instant::now();
+        });
         Progress {
+            mode,
             bar,
-            started: now,
-            last_message: now,
+            last_json: Instant::now(),
         }
     }
 
-    pub fn is_visible(&self) -> bool {
-        !self.bar.is_hidden()
-    }
-
-    /// One more input row is settled.
-    pub fn row_done(&mut self, rows: u64, requests: u64, errors: u64) {
-        self.bar.inc(1);
-        if self.last_message.elapsed() >= Duration::from_millis(100) {
-            self.last_message = Instant::now();
-            let rate = requests as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
-            self.bar
-                .set_message(format!("{rows} rows  {rate:.0} calls/s  {errors} errors"));
+    /// Called a few times a second.
+    pub fn tick(&mut self, v: &ProgressView) {
+        match self.mode {
+            ProgressMode::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(v.settled);
+                    bar.set_message(v.bar_message());
+                }
+            }
+            ProgressMode::JsonLines if self.last_json.elapsed() >= JSON_EVERY => {
+                self.last_json = Instant::now();
+                eprintln!("{}", v.json("progress"));
+            }
+            ProgressMode::JsonLines | ProgressMode::Off => {}
         }
     }
 
-    pub fn finish(&self) {
-        self.bar.finish_and_clear();
+    pub fn finish(&mut self, v: &ProgressView) {
+        match self.mode {
+            ProgressMode::Bar => {
+                if let Some(bar) = &self.bar {
+                    bar.finish_and_clear();
+                }
+            }
+            ProgressMode::JsonLines => eprintln!("{}", v.json("done")),
+            ProgressMode::Off => {}
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn progress_lines_carry_counts_rate_and_eta() {
+        let v = ProgressView {
+            settled: 250,
+            total: 1000,
+            kv_rows: 12_345,
+            requests: 300,
+            errors: 2,
+            rate_limit: Some(187.6),
+            elapsed: Duration::from_secs(2),
+        };
+        let j: serde_json::Value = serde_json::from_str(&v.json("progress")).unwrap();
+        assert_eq!(j["event"], "progress");
+        assert_eq!(j["rows_settled"], 250);
+        assert_eq!(j["calls_per_s"], 150.0);
+        assert_eq!(j["rate_limit"], 188.0);
+        assert_eq!(j["eta_secs"], 6.0);
+        let start = ProgressView { settled: 0, ..v };
+        assert!(start.eta_secs().is_none());
+        assert!(v.bar_message().contains("limit 188"));
+    }
 
     #[test]
     fn exit_codes_follow_the_design() {

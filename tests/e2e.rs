@@ -24,14 +24,6 @@ struct Fixture {
     distinct: usize,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 fn fixture(with_trouble: bool) -> Fixture {
     let refs: Vec<MessageRef> = (0..240)
         .map(|i| {
@@ -90,9 +82,9 @@ fn fixture(with_trouble: bool) -> Fixture {
     for (i, m) in all.iter().enumerate() {
         let row = format!(
             "{},{},{}",
-            csv_field(m.from.as_deref().unwrap_or("")),
-            csv_field(&m.to),
-            csv_field(&m.msg_key)
+            common::csv_field(m.from.as_deref().unwrap_or("")),
+            common::csv_field(&m.to),
+            common::csv_field(&m.msg_key)
         );
         push(&mut input, row.clone(), &mut line);
         if i % 50 == 3 {
@@ -122,6 +114,24 @@ fn fixture(with_trouble: bool) -> Fixture {
 
 fn expected_rows(store: &Store) -> Vec<KvRow> {
     common::expected_rows(store.messages.iter().filter(|m| m.always.is_none()))
+}
+
+/// A simulator serving the fixture, its input written to a folder, and where the lake goes.
+async fn setup(
+    fx: &Fixture,
+    faults: Faults,
+) -> (
+    MockServer,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    let server = start(fx.store.clone(), faults).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, &fx.input).unwrap();
+    let out = dir.path().join("lake");
+    (server, dir, input, out)
 }
 
 async fn start(store: Store, faults: Faults) -> MockServer {
@@ -291,11 +301,7 @@ async fn export_with_faults_gives_exactly_the_simulators_data_in_both_formats() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     let fx = fixture(false);
-    let server = start(fx.store.clone(), Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, &fx.input).unwrap();
-    let out = dir.path().join("lake");
+    let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
     let o = msgext(
         export_args(&server, &input, &out, "parquet", "clean"),
         DEMO_SECRET_KEY,
@@ -317,11 +323,7 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_fails_the_run_with_exit_1_and_says_what_to_fix() {
     let fx = fixture(false);
-    let server = start(fx.store.clone(), Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, &fx.input).unwrap();
-    let out = dir.path().join("lake");
+    let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
     let o = msgext(
         export_args(&server, &input, &out, "parquet", "r"),
         "not-the-secret",

@@ -76,9 +76,16 @@ fn fast() -> Tuning {
 }
 
 async fn run(plan: ExportPlan, tuning: Tuning) -> Summary {
-    export::run(plan, Ui { progress: false }, tuning, StopSignal::default())
-        .await
-        .unwrap()
+    export::run(
+        plan,
+        Ui {
+            progress: msgext::report::ProgressMode::Off,
+        },
+        tuning,
+        StopSignal::default(),
+    )
+    .await
+    .unwrap()
 }
 
 fn one_pair(m: &MessageRef, script: &[&str]) -> StoredMessage {

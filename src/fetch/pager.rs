@@ -116,32 +116,26 @@ impl Pager {
 
     /// Keep one pair per key: the one with the highest Seq. Returns whether it changed anything.
     fn insert(&mut self, p: WirePair, fetched_at_us: i64) -> bool {
-        match self.index.get(&p.key) {
-            Some(&i) if self.pairs[i].kv.seq >= p.seq => false,
-            Some(&i) => {
-                self.pairs[i] = FetchedPair {
-                    kv: KeyValue {
-                        key: p.key,
-                        value: p.value,
-                        seq: p.seq,
-                    },
-                    fetched_at_us,
-                };
-                true
-            }
+        let existing = self.index.get(&p.key).copied();
+        if existing.is_some_and(|i| self.pairs[i].kv.seq >= p.seq) {
+            return false;
+        }
+        let pair = FetchedPair {
+            kv: KeyValue {
+                key: p.key,
+                value: p.value,
+                seq: p.seq,
+            },
+            fetched_at_us,
+        };
+        match existing {
+            Some(i) => self.pairs[i] = pair,
             None => {
-                self.index.insert(p.key.clone(), self.pairs.len());
-                self.pairs.push(FetchedPair {
-                    kv: KeyValue {
-                        key: p.key,
-                        value: p.value,
-                        seq: p.seq,
-                    },
-                    fetched_at_us,
-                });
-                true
+                self.index.insert(pair.kv.key.clone(), self.pairs.len());
+                self.pairs.push(pair);
             }
         }
+        true
     }
 
     /// The live pairs: those with Seq <= ClearSeq are dead and dropped.

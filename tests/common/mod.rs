@@ -249,15 +249,18 @@ pub fn expected_rows<'a>(
     rows
 }
 
+/// A CSV field, quoted when it must be (written independently of msgext's writer).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
 /// An input CSV listing these messages, one per line from line 2.
 pub fn input_csv(messages: &[msgext::model::MessageRef]) -> String {
-    let field = |s: &str| {
-        if s.contains([',', '"', '\n', '\r']) {
-            format!("\"{}\"", s.replace('"', "\"\""))
-        } else {
-            s.to_owned()
-        }
-    };
+    let field = |s: &str| csv_field(s);
     let mut out = String::from("From_Account,To_Account,MsgKey\n");
     for m in messages {
         out.push_str(&format!(
