@@ -331,7 +331,7 @@ impl ProgressView {
             None => String::new(),
         };
         format!(
-            "{} rows  {:.0} calls/s{limit}  {} errors",
+            "{} pairs  {:.0} calls/s{limit}  {} errors",
             self.kv_rows,
             self.calls_per_s(),
             self.errors
@@ -352,7 +352,7 @@ impl Progress {
             let bar =
                 ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
             let style = ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} rows  {msg}  ETA {eta}",
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} msgs  {msg}  ETA {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar());
             bar.set_style(style);
