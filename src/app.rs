@@ -128,12 +128,11 @@ async fn export_cmd(args: ExportArgs) -> u8 {
             } else if let Some(reason) = &summary.stop_reason {
                 eprintln!("msgext: {reason}");
             }
-            if summary.status == crate::report::RunStatus::Failed {
-                if let Some(reason) = &summary.stop_reason {
-                    if !quiet {
-                        eprintln!("msgext: error: {reason}");
-                    }
-                }
+            if summary.status == crate::report::RunStatus::Failed
+                && !quiet
+                && let Some(reason) = &summary.stop_reason
+            {
+                eprintln!("msgext: error: {reason}");
             }
             summary.status.exit_code()
         }

@@ -200,10 +200,10 @@ impl<R: Read> InputReader<R> {
                 reason,
             })
         };
-        if let Some(code) = self.cols.error_code {
-            if field(Some(code)) == INVALID_INPUT.as_bytes() {
-                return InputItem::Skipped { line };
-            }
+        if let Some(code) = self.cols.error_code
+            && field(Some(code)) == INVALID_INPUT.as_bytes()
+        {
+            return InputItem::Skipped { line };
         }
         if rec.len() != self.cols.width {
             return invalid(format!(

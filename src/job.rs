@@ -188,17 +188,16 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         }
         write.max_file_bytes = mb.saturating_mul(1024 * 1024);
     }
-    if let Some(id) = &args.run_id {
-        if id.is_empty()
+    if let Some(id) = &args.run_id
+        && (id.is_empty()
             || !id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || id.starts_with('.')
-        {
-            return Err(JobError::Invalid(format!(
-                "--run-id {id:?}: use letters, digits, '-', '_' and '.' only (it names folders)"
-            )));
-        }
+            || id.starts_with('.'))
+    {
+        return Err(JobError::Invalid(format!(
+            "--run-id {id:?}: use letters, digits, '-', '_' and '.' only (it names folders)"
+        )));
     }
     let give_up_min = args
         .give_up_after

@@ -86,6 +86,28 @@ impl ErrorsCsv {
         )
     }
 
+    pub fn row(&mut self, r: &crate::ledger::ErrorRow) -> std::io::Result<()> {
+        self.record(
+            &r.from, &r.to, &r.msg_key, &r.code, &r.info, r.attempts, r.line,
+        )
+    }
+
+    /// Copy the data rows of another errors file (written by `ErrorsCsv`).
+    pub fn append_file(&mut self, path: &Path) -> std::io::Result<()> {
+        let mut r = csv::Reader::from_path(path).map_err(std::io::Error::other)?;
+        let mut rec = csv::ByteRecord::new();
+        while r
+            .read_byte_record(&mut rec)
+            .map_err(std::io::Error::other)?
+        {
+            self.w
+                .write_byte_record(&rec)
+                .map_err(std::io::Error::other)?;
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
@@ -155,6 +177,12 @@ pub struct MessageSummary {
     pub ok: u64,
     pub not_found: u64,
     pub failed: u64,
+    /// Not finished because the run stopped early (in errors.csv as
+    /// `interrupted` or `aborted`, or with the code that stopped the run);
+    /// the same command with the same --run-id fetches them.
+    pub unfinished: u64,
+    /// Settled by an earlier attempt of this run (skipped on resume).
+    pub resumed: u64,
 }
 
 /// `summary.json`.
@@ -189,7 +217,7 @@ impl Summary {
         let secs = self.elapsed_secs.max(1e-9);
         let mut s = format!(
             "msgext run {} {}\n\
-             messages   {} ok, {} not found, {} failed\n\
+             messages   {} ok, {} not found, {} failed{}\n\
              input      {} rows, {} invalid, {} duplicates{}\n\
              rows       {} key-value rows\n\
              requests   {} ({} retries, {} rate-limited), {:.1} calls/s{}\n\
@@ -206,6 +234,19 @@ impl Summary {
             self.messages.ok,
             self.messages.not_found,
             self.messages.failed,
+            {
+                let mut extra = String::new();
+                if self.messages.unfinished > 0 {
+                    extra.push_str(&format!(", {} unfinished", self.messages.unfinished));
+                }
+                if self.messages.resumed > 0 {
+                    extra.push_str(&format!(
+                        " ({} from an earlier attempt)",
+                        self.messages.resumed
+                    ));
+                }
+                extra
+            },
             self.input.rows,
             self.input.invalid,
             self.input.duplicates,
@@ -235,6 +276,16 @@ impl Summary {
         }
         s
     }
+}
+
+/// Write `manifest.json`: every file of the run with rows, bytes and sha256.
+pub fn write_manifest(dir: &Path, summary: &Summary) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(&serde_json::json!({
+        "run_id": summary.run_id,
+        "files": summary.files,
+    }))
+    .map_err(std::io::Error::other)?;
+    write_atomically(&dir.join("manifest.json"), &json)
 }
 
 /// Write `summary.json` atomically (temporary name, fsync, rename).

@@ -6,7 +6,17 @@ mod common;
 use common::KvRow;
 use msgext::model::{FetchedPair, KeyValue, MessageRef};
 use msgext::write::schema::MessageRow;
-use msgext::write::{Format, Lake, WriteOptions};
+use msgext::write::{FileInfo, Format, Lake, LocalDir, Sealed, WriteOptions};
+
+fn publish(dir: &LocalDir, sealed: Vec<Sealed>) -> Vec<FileInfo> {
+    sealed
+        .into_iter()
+        .map(|s| {
+            dir.publish(&s).unwrap();
+            s.info
+        })
+        .collect()
+}
 
 fn tricky() -> Vec<String> {
     vec![
@@ -35,7 +45,9 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         MessageRef::new(None, "to, \"quoted\"", "1_2_3"),
         MessageRef::new(Some("中文 sender"), "b", "k\n2"),
     ];
-    let mut lake = Lake::new(out, "2026-11-26", "r1", format, opts);
+    let mut lake = Lake::new(out, "2026-11-26", "r1", format, opts, 0);
+    let dir = LocalDir::new(out);
+    let mut files = Vec::new();
     let mut want = Vec::new();
     for (mi, msg) in msgs.iter().enumerate() {
         let pairs: Vec<FetchedPair> = values
@@ -66,6 +78,10 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
             error_info: None,
         })
         .unwrap();
+        // As the export's writer does: a full part is sealed and published.
+        if lake.part_full() {
+            files.extend(publish(&dir, lake.seal([false, false]).unwrap()));
+        }
         for p in &pairs {
             want.push(KvRow {
                 from: msg.from.clone(),
@@ -79,7 +95,7 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
             });
         }
     }
-    let files = lake.finish().unwrap();
+    files.extend(publish(&dir, lake.seal([true, true]).unwrap()));
     assert_eq!(
         files.iter().map(|f| f.rows).sum::<u64>(),
         want.len() as u64 + 2
@@ -177,14 +193,15 @@ fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
 #[test]
 fn an_empty_table_still_gets_a_readable_file() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::new(
+    let mut lake = Lake::new(
         dir.path(),
         "2026-11-26",
         "r0",
         Format::Parquet,
         WriteOptions::default(),
+        0,
     );
-    let files = lake.finish().unwrap();
+    let files = publish(&LocalDir::new(dir.path()), lake.seal([true, true]).unwrap());
     assert_eq!(files.len(), 2);
     assert!(files.iter().all(|f| f.rows == 0 && f.sha256.len() == 64));
     assert!(common::kv_from_parquet(dir.path()).is_empty());

@@ -76,7 +76,7 @@ impl Default for WriteOptions {
 }
 
 /// A committed file, as listed in summary.json.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileInfo {
     /// Relative to the output folder, with `/` separators.
     pub path: String,
@@ -211,28 +211,54 @@ impl LocalDir {
         ))
     }
 
-    /// Make a staged file durable and visible at its final name.
-    pub fn commit(
-        &self,
-        staged: Staged,
-        file: HashingFile,
-        rows: u64,
-    ) -> Result<FileInfo, WriteError> {
+    /// Make a staged file durable under its temporary name; not yet visible.
+    pub fn seal(&self, staged: Staged, file: HashingFile, rows: u64) -> Result<Sealed, WriteError> {
         let (bytes, sha256) = file.sync()?;
-        std::fs::rename(&staged.tmp, &staged.final_path).map_err(|source| WriteError::Path {
-            path: staged.final_path.clone(),
-            source,
-        })?;
-        if let Some(dir) = staged.final_path.parent() {
-            sync_dir(dir)?;
-        }
-        Ok(FileInfo {
-            path: staged.rel,
+        let info = FileInfo {
+            path: staged.rel.clone(),
             rows,
             bytes,
             sha256,
-        })
+        };
+        Ok(Sealed { staged, info })
     }
+
+    /// Put a sealed file at its final name (rename, then fsync the folder).
+    pub fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
+        publish_staged(&sealed.staged.tmp, &sealed.staged.final_path)
+    }
+
+    /// Where the file for `rel` is staged while it is written.
+    pub fn staging_path(&self, rel: &str) -> PathBuf {
+        let final_path = self.root.join(rel);
+        let name = final_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        final_path.with_file_name(staging_name(&name))
+    }
+
+    pub fn final_path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+/// Rename a staged file to its final name and fsync the folder.
+pub fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
+    std::fs::rename(tmp, final_path).map_err(|source| WriteError::Path {
+        path: final_path.to_owned(),
+        source,
+    })?;
+    if let Some(dir) = final_path.parent() {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// A complete, fsynced file under its temporary name, waiting to be published.
+pub struct Sealed {
+    staged: Staged,
+    pub info: FileInfo,
 }
 
 /// fsync a folder so that a rename in it survives a crash.
@@ -256,7 +282,7 @@ struct OpenFile {
     rows: u64,
 }
 
-/// One table of one run: part files under `TABLE/dt=…/run_id=…/`, rolled by size.
+/// One table of one run: part files under `TABLE/dt=…/run_id=…/`.
 pub struct TableSink {
     dir: LocalDir,
     rel_dir: String,
@@ -266,10 +292,10 @@ pub struct TableSink {
     opts: WriteOptions,
     next_part: u32,
     open: Option<OpenFile>,
-    files: Vec<FileInfo>,
 }
 
 impl TableSink {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: LocalDir,
         table: &str,
@@ -278,6 +304,7 @@ impl TableSink {
         format: Format,
         schema: SchemaRef,
         opts: WriteOptions,
+        first_part: u32,
     ) -> Self {
         TableSink {
             dir,
@@ -286,9 +313,8 @@ impl TableSink {
             format,
             schema,
             opts,
-            next_part: 0,
+            next_part: first_part,
             open: None,
-            files: Vec::new(),
         }
     }
 
@@ -299,25 +325,20 @@ impl TableSink {
         if self.open.is_none() {
             self.open = Some(self.begin()?);
         }
-        let Some(open) = self.open.as_mut() else {
-            return Ok(());
-        };
-        open.writer.write(batch)?;
-        open.rows += batch.num_rows() as u64;
-        if open.writer.bytes_written() >= self.opts.max_file_bytes {
-            self.close_file()?;
+        if let Some(open) = self.open.as_mut() {
+            open.writer.write(batch)?;
+            open.rows += batch.num_rows() as u64;
         }
         Ok(())
     }
 
+    /// Bytes in the open part file so far.
+    pub fn open_bytes(&self) -> u64 {
+        self.open.as_ref().map_or(0, |o| o.writer.bytes_written())
+    }
+
     fn begin(&mut self) -> Result<OpenFile, WriteError> {
-        let rel = format!(
-            "{}/part-{:05}-{}.{}",
-            self.rel_dir,
-            self.next_part,
-            self.run_id,
-            self.format.extension()
-        );
+        let rel = part_path(&self.rel_dir, self.next_part, &self.run_id, self.format);
         self.next_part += 1;
         let (staged, file) = self.dir.stage(&rel)?;
         let writer = new_writer(self.format, file, self.schema.clone(), &self.opts)?;
@@ -328,25 +349,30 @@ impl TableSink {
         })
     }
 
-    /// Complete and commit the open part file, if any.
-    pub fn close_file(&mut self) -> Result<(), WriteError> {
-        if let Some(open) = self.open.take() {
-            let file = open.writer.finish()?;
-            let info = self.dir.commit(open.staged, file, open.rows)?;
-            self.files.push(info);
-        }
-        Ok(())
-    }
-
-    /// Commit what is open. A table that got no rows at all still gets one
-    /// empty file, so that readers find its columns.
-    pub fn finish(mut self) -> Result<Vec<FileInfo>, WriteError> {
-        if self.open.is_none() && self.files.is_empty() {
+    /// Complete the open part file (or, with `even_if_empty`, an empty one)
+    /// and make it durable under its temporary name.
+    pub fn seal(&mut self, even_if_empty: bool) -> Result<Option<Sealed>, WriteError> {
+        if self.open.is_none() && even_if_empty {
             self.open = Some(self.begin()?);
         }
-        self.close_file()?;
-        Ok(self.files)
+        match self.open.take() {
+            None => Ok(None),
+            Some(open) => {
+                let file = open.writer.finish()?;
+                Ok(Some(self.dir.seal(open.staged, file, open.rows)?))
+            }
+        }
     }
+}
+
+/// `TABLE/dt=…/run_id=…/part-00007-RUN.parquet`
+pub fn part_path(rel_dir: &str, part: u32, run_id: &str, format: Format) -> String {
+    format!("{rel_dir}/part-{part:05}-{run_id}.{}", format.extension())
+}
+
+/// The part number of a file name made by `part_path`.
+pub fn part_number(file_name: &str) -> Option<u32> {
+    file_name.strip_prefix("part-")?.get(..5)?.parse().ok()
 }
 
 /// The two tables of a run and their row buffers: what the writer task owns.
@@ -356,37 +382,44 @@ pub struct Lake {
     kv_rows: KvRows,
     msg_rows: MessageRows,
     batch_rows: usize,
-    kv_written: u64,
+    max_file_bytes: u64,
 }
 
+/// The tables of the lake.
+pub const TABLES: [&str; 2] = ["key_values", "messages"];
+
 impl Lake {
-    /// Tables go below `out`, in partition `dt=<dt>/run_id=<run_id>`.
-    pub fn new(out: &Path, dt: &str, run_id: &str, format: Format, opts: WriteOptions) -> Self {
+    /// Tables go below `out`, in partition `dt=<dt>/run_id=<run_id>`; part
+    /// numbers start at `first_part` (after those of an earlier attempt).
+    pub fn new(
+        out: &Path,
+        dt: &str,
+        run_id: &str,
+        format: Format,
+        opts: WriteOptions,
+        first_part: u32,
+    ) -> Self {
         let partition = partition_dir(dt, run_id);
         let dir = LocalDir::new(out);
-        Lake {
-            kv: TableSink::new(
+        let sink = |table: &str, schema| {
+            TableSink::new(
                 dir.clone(),
-                "key_values",
+                table,
                 &partition,
                 run_id,
                 format,
-                schema::key_values_schema(),
+                schema,
                 opts,
-            ),
-            messages: TableSink::new(
-                dir,
-                "messages",
-                &partition,
-                run_id,
-                format,
-                schema::messages_schema(),
-                opts,
-            ),
+                first_part,
+            )
+        };
+        Lake {
+            kv: sink(TABLES[0], schema::key_values_schema()),
+            messages: sink(TABLES[1], schema::messages_schema()),
             kv_rows: KvRows::new(),
             msg_rows: MessageRows::new(),
             batch_rows: opts.batch_rows.max(1),
-            kv_written: 0,
+            max_file_bytes: opts.max_file_bytes,
         }
     }
 
@@ -418,26 +451,28 @@ impl Lake {
     fn flush_kv(&mut self) -> Result<(), WriteError> {
         if !self.kv_rows.is_empty() {
             let batch = self.kv_rows.take();
-            self.kv_written += batch.num_rows() as u64;
             self.kv.write(&batch)?;
         }
         Ok(())
     }
 
-    /// key_values rows handed to the writer so far.
-    pub fn kv_rows(&self) -> u64 {
-        self.kv_written + self.kv_rows.len() as u64
+    /// Whether the open key_values part has reached the file size limit.
+    pub fn part_full(&self) -> bool {
+        self.kv.open_bytes() >= self.max_file_bytes
     }
 
-    /// Write what is buffered and commit every open file.
-    pub fn finish(mut self) -> Result<Vec<FileInfo>, WriteError> {
+    /// Write what is buffered and seal the open part of each table. With
+    /// `ensure_files`, a table without any part gets an empty one, so that
+    /// readers find its columns.
+    pub fn seal(&mut self, ensure_files: [bool; 2]) -> Result<Vec<Sealed>, WriteError> {
         self.flush_kv()?;
         if !self.msg_rows.is_empty() {
             let batch = self.msg_rows.take();
             self.messages.write(&batch)?;
         }
-        let mut files = self.kv.finish()?;
-        files.extend(self.messages.finish()?);
-        Ok(files)
+        let mut out = Vec::new();
+        out.extend(self.kv.seal(ensure_files[0])?);
+        out.extend(self.messages.seal(ensure_files[1])?);
+        Ok(out)
     }
 }

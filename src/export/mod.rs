@@ -1,6 +1,10 @@
 //! One export run, end to end: input reader thread → bounded channel → N fetch
 //! workers sharing one rate limiter → bounded channel → one writer that owns
-//! the lake files and the report. Memory stays flat however long the input.
+//! the lake files, the WAL and the ledger (`writer`). Memory stays flat however
+//! long the input. A run holds the folder lock throughout; run again with the
+//! same `--run-id`, it resumes from what the earlier attempt committed.
+
+mod writer;
 
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
@@ -11,14 +15,11 @@ use crate::input::{InputError, InputItem, InputReader, InvalidRow};
 use crate::job::{ExportPlan, Secret};
 use crate::model::InputMessage;
 use crate::report::{
-    ErrorsCsv, InputSummary, LiveCounts, MessageSummary, Progress, ProgressMode, ProgressView,
-    RunStatus, Summary,
+    ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
 };
-use crate::write::schema::MessageRow;
-use crate::write::{Lake, WriteError};
-use std::path::{Path, PathBuf};
+use crate::write::{Lake, LocalDir};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
 
@@ -33,12 +34,19 @@ pub enum ExportError {
     /// I/O on the output folder: exit 1.
     #[error("{0}")]
     Output(String),
+    /// Another run holds the folder: exit 1.
+    #[error(transparent)]
+    Busy(#[from] crate::ledger::LockError),
+    /// The run already completed: exit 2.
+    #[error("run {run_id} already completed ({path} exists); give a new --run-id to export again")]
+    AlreadyComplete { run_id: String, path: String },
 }
 
 impl ExportError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ExportError::Usage(_)
+            | ExportError::AlreadyComplete { .. }
             | ExportError::Input(InputError::Open { .. })
             | ExportError::Input(InputError::NoHeader { .. })
             | ExportError::Input(InputError::MissingColumn { .. }) => 2,
@@ -74,6 +82,8 @@ enum Event {
     Invalid(InvalidRow),
     Duplicate,
     Skipped,
+    /// Settled by an earlier attempt of this run.
+    Resumed,
     InputFailed(InputError),
 }
 
@@ -101,16 +111,50 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| default_run_id(started));
     let run_dir = plan.out.join("_runs").join(&run_id);
-    if run_dir.exists() {
-        return Err(ExportError::Usage(format!(
-            "{}: run {run_id} already exists in this folder; give another --run-id",
-            run_dir.display()
-        )));
-    }
     let reader = InputReader::open(&plan.input)?;
-    std::fs::create_dir_all(&run_dir).map_err(|e| io_err(&run_dir, e))?;
+    let started_at = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let _lock = crate::ledger::RunLock::acquire(
+        &plan.out,
+        &crate::ledger::Holder {
+            run_id: run_id.clone(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+        },
+    )?;
+    let success = run_dir.join("_SUCCESS");
+    if success.exists() {
+        return Err(ExportError::AlreadyComplete {
+            run_id,
+            path: success.display().to_string(),
+        });
+    }
+    let ledger_err = |e: crate::ledger::LedgerError| ExportError::Output(e.to_string());
+    let meta = match crate::ledger::RunMeta::load(&run_dir).map_err(ledger_err)? {
+        Some(meta) if meta.format != plan.format.extension() => {
+            return Err(ExportError::Usage(format!(
+                "run {run_id} was started with --format {}; resume it with the same format or give a new --run-id",
+                meta.format
+            )));
+        }
+        Some(meta) => meta,
+        None => {
+            std::fs::create_dir_all(&run_dir).map_err(|e| io_err(&run_dir, e))?;
+            let meta = crate::ledger::RunMeta {
+                run_id: run_id.clone(),
+                started_at: started_at.clone(),
+                dt: started.format("%Y-%m-%d").to_string(),
+                format: plan.format.extension().to_owned(),
+                input: plan.input.display().to_string(),
+            };
+            meta.save(&run_dir).map_err(ledger_err)?;
+            meta
+        }
+    };
+    let (run_files, recovered) =
+        crate::ledger::RunFiles::open(&plan.out, &run_dir).map_err(ledger_err)?;
     let errors_path = run_dir.join("errors.csv");
-    let errors = ErrorsCsv::create(&errors_path).map_err(|e| io_err(&errors_path, e))?;
+    let spool_path = writer::spool_path(&run_dir);
+    let spool = ErrorsCsv::create(&spool_path).map_err(|e| io_err(&spool_path, e))?;
     let total = if ui.progress != ProgressMode::Off {
         crate::input::count_rows(&plan.input)?
     } else {
@@ -156,7 +200,8 @@ pub async fn run(
     let input_thread = {
         let ev_tx = ev_tx.clone();
         let stop = stop.clone();
-        std::thread::spawn(move || read_input(reader, work_tx, ev_tx, stop))
+        let settled = recovered.settled.clone();
+        std::thread::spawn(move || read_input(reader, &settled, work_tx, ev_tx, stop))
     };
 
     // Stage 2: the fetch workers.
@@ -205,19 +250,25 @@ pub async fn run(
     };
 
     // Stage 3: the writer, on a blocking thread (encoding and file I/O).
-    let out = plan.out.clone();
-    let dt = started.format("%Y-%m-%d").to_string();
     let live = Arc::new(LiveCounts::default());
     let writer = {
-        let run_id = run_id.clone();
-        let stop = stop.clone();
-        let live = live.clone();
-        let format = plan.format;
-        let opts = plan.write;
-        tokio::task::spawn_blocking(move || {
-            let lake = Lake::new(&out, &dt, &run_id, format, opts);
-            write_all(ev_rx, lake, errors, &live, &stop)
-        })
+        let w = writer::Writer {
+            lake: Lake::new(
+                &plan.out,
+                &meta.dt,
+                &run_id,
+                plan.format,
+                plan.write,
+                recovered.next_part,
+            ),
+            dir: LocalDir::new(&plan.out),
+            run_files,
+            recovered,
+            spool: Some(spool),
+            errors_path: errors_path.clone(),
+        };
+        let (stop, live, stats) = (stop.clone(), live.clone(), stats.clone());
+        tokio::task::spawn_blocking(move || writer::write_all(w, ev_rx, &stats, &live, &stop))
     };
 
     // Progress: a bar or JSON lines, from the live counts, a few times a second.
@@ -252,7 +303,9 @@ pub async fn run(
     let written = writer.await;
     let _ = writer_done.send(());
     let _ = reporter.await;
-    let written = written.map_err(|e| ExportError::Output(format!("writer task: {e}")))?;
+    let written = written
+        .map_err(|e| ExportError::Output(format!("writer task: {e}")))?
+        .map_err(ExportError::Output);
     for w in workers {
         let _ = w.await;
     }
@@ -268,6 +321,9 @@ pub async fn run(
         (None, None) if tally.messages.failed > 0 || tally.input.invalid > 0 => RunStatus::Partial,
         (None, None) => RunStatus::Complete,
     };
+    // _SUCCESS means every input row is settled: not after an early stop.
+    let finished =
+        stop.reason().is_none() && matches!(status, RunStatus::Complete | RunStatus::Partial);
     let gave_up = (stop.reason() == Some(StopReason::GaveUp)).then(|| {
         format!(
             "gave up: no call succeeded for {:.1} min; unfinished messages are in errors.csv as 'aborted'",
@@ -277,7 +333,7 @@ pub async fn run(
     let summary = Summary {
         run_id: run_id.clone(),
         status,
-        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        started_at: meta.started_at.clone(),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         elapsed_secs: clock.elapsed().as_secs_f64(),
         input_file: plan.input.display().to_string(),
@@ -285,10 +341,10 @@ pub async fn run(
         format: plan.format.extension().to_owned(),
         input: tally.input,
         messages: tally.messages,
-        kv_rows: tally.kv_rows,
-        requests: FetchStats::get(&stats.requests),
-        retries: FetchStats::get(&stats.retries),
-        rate_limited: FetchStats::get(&stats.rate_limited),
+        kv_rows: tally.totals.kv_rows,
+        requests: tally.totals.requests,
+        retries: tally.totals.retries,
+        rate_limited: tally.totals.rate_limited,
         rate_limit: limiter.as_ref().map(|l| l.rate()),
         stop_reason: tally.fatal.or(tally.input_error).or(gave_up).or_else(|| {
             (status == RunStatus::Interrupted).then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
@@ -297,8 +353,9 @@ pub async fn run(
         files: tally.files,
     };
     crate::report::write_summary(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
-    if matches!(status, RunStatus::Complete | RunStatus::Partial) {
-        let success = run_dir.join("_SUCCESS");
+    crate::report::write_manifest(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
+    if finished {
+        crate::failpoint::hit("before_success");
         crate::report::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
     }
     Ok(summary)
@@ -306,6 +363,7 @@ pub async fn run(
 
 fn read_input<R: std::io::Read>(
     reader: InputReader<R>,
+    settled: &std::collections::HashSet<u128>,
     work_tx: mpsc::Sender<InputMessage>,
     ev_tx: mpsc::Sender<Event>,
     stop: StopSignal,
@@ -326,6 +384,9 @@ fn read_input<R: std::io::Read>(
                 };
                 ev_tx.blocking_send(Event::Done(m, aborted)).is_ok()
             }
+            Ok(InputItem::Message(m)) if settled.contains(&m.msg.fingerprint()) => {
+                ev_tx.blocking_send(Event::Resumed).is_ok()
+            }
             Ok(InputItem::Message(m)) => work_tx.blocking_send(m).is_ok(),
             Ok(InputItem::Duplicate { .. }) => ev_tx.blocking_send(Event::Duplicate).is_ok(),
             Ok(InputItem::Skipped { .. }) => ev_tx.blocking_send(Event::Skipped).is_ok(),
@@ -340,152 +401,4 @@ fn read_input<R: std::io::Read>(
             return;
         }
     }
-}
-
-/// What the writer counted.
-struct Tally {
-    input: InputSummary,
-    messages: MessageSummary,
-    kv_rows: u64,
-    files: Vec<crate::write::FileInfo>,
-    fatal: Option<String>,
-    input_error: Option<String>,
-}
-
-fn write_all(
-    mut ev_rx: mpsc::Receiver<Event>,
-    mut lake: Lake,
-    mut errors: ErrorsCsv,
-    live: &LiveCounts,
-    stop: &StopSignal,
-) -> Result<Tally, ExportError> {
-    let mut t = Tally {
-        input: InputSummary::default(),
-        messages: MessageSummary::default(),
-        kv_rows: 0,
-        files: Vec::new(),
-        fatal: None,
-        input_error: None,
-    };
-    let errors_path: PathBuf = errors.path().to_owned();
-    let err_io = |e: std::io::Error| io_err(&errors_path, e);
-    let out_err = |e: WriteError| ExportError::Output(e.to_string());
-    while let Some(ev) = ev_rx.blocking_recv() {
-        t.input.rows += 1;
-        match ev {
-            Event::Duplicate => t.input.duplicates += 1,
-            Event::Skipped => t.input.skipped += 1,
-            Event::Invalid(r) => {
-                t.input.invalid += 1;
-                errors.invalid_row(&r).map_err(err_io)?;
-            }
-            Event::InputFailed(e) => {
-                t.input.rows -= 1;
-                t.input_error = Some(e.to_string());
-            }
-            Event::Done(m, outcome) => {
-                record_outcome(&mut t, &mut lake, &mut errors, &m, outcome, stop).map_err(|e| {
-                    match e {
-                        Recorded::Io(e) => err_io(e),
-                        Recorded::Write(e) => out_err(e),
-                    }
-                })?;
-            }
-        }
-        live.settled.store(t.input.rows, Ordering::Relaxed);
-        live.kv_rows.store(lake.kv_rows(), Ordering::Relaxed);
-        live.errors.store(errors.rows(), Ordering::Relaxed);
-    }
-    t.kv_rows = lake.kv_rows();
-    t.files = lake.finish().map_err(out_err)?;
-    errors.finish().map_err(err_io)?;
-    Ok(t)
-}
-
-enum Recorded {
-    Io(std::io::Error),
-    Write(WriteError),
-}
-
-fn record_outcome(
-    t: &mut Tally,
-    lake: &mut Lake,
-    errors: &mut ErrorsCsv,
-    m: &InputMessage,
-    outcome: FetchOutcome,
-    stop: &StopSignal,
-) -> Result<(), Recorded> {
-    let (status, attempts, pages, code, info) = match &outcome {
-        FetchOutcome::Exported { paged, attempts } => {
-            lake.add_pairs(&m.msg, &paged.pairs, paged.latest_seq, paged.clear_seq)
-                .map_err(Recorded::Write)?;
-            t.messages.ok += 1;
-            lake.add_message(&MessageRow {
-                msg: &m.msg,
-                status: "ok",
-                kv_count: paged.pairs.len() as i64,
-                pages: i64::from(paged.pages),
-                attempts: i64::from(*attempts),
-                latest_seq: Some(paged.latest_seq),
-                clear_seq: Some(paged.clear_seq),
-                error_code: None,
-                error_info: None,
-            })
-            .map_err(Recorded::Write)?;
-            return Ok(());
-        }
-        FetchOutcome::NotFound {
-            attempts,
-            pages,
-            info,
-        } => {
-            t.messages.not_found += 1;
-            ("not_found", *attempts, *pages, "23004", info.as_str())
-        }
-        FetchOutcome::Failed {
-            code,
-            info,
-            attempts,
-            pages,
-        } => {
-            t.messages.failed += 1;
-            ("failed", *attempts, *pages, code.as_str(), info.as_str())
-        }
-        FetchOutcome::Fatal {
-            code,
-            info,
-            attempts,
-        } => {
-            t.messages.failed += 1;
-            t.fatal.get_or_insert_with(|| info.clone());
-            ("failed", *attempts, 0, code.as_str(), info.as_str())
-        }
-        FetchOutcome::Cancelled { attempts, pages } => {
-            t.messages.failed += 1;
-            let (code, info) = match stop.reason() {
-                Some(StopReason::Interrupted) => (
-                    "interrupted",
-                    "the run was interrupted before this message finished",
-                ),
-                _ => ("aborted", "the run stopped before this message finished"),
-            };
-            ("failed", *attempts, *pages, code, info)
-        }
-    };
-    lake.add_message(&MessageRow {
-        msg: &m.msg,
-        status,
-        kv_count: 0,
-        pages: i64::from(pages),
-        attempts: i64::from(attempts),
-        latest_seq: None,
-        clear_seq: None,
-        error_code: Some(code),
-        error_info: Some(info),
-    })
-    .map_err(Recorded::Write)?;
-    errors
-        .message(&m.msg, code, info, attempts, m.line)
-        .map_err(Recorded::Io)?;
-    Ok(())
 }

@@ -1,0 +1,416 @@
+//! The writer stage: one thread that owns the lake files, the run's WAL and
+//! ledger, and the error spool. Each settled message is logged to the WAL
+//! (fsynced per batch of events), then its rows go to the open part files;
+//! when the key_values part is full, and at the end, a checkpoint seals the
+//! parts, commits them in the ledger and publishes them (see `ledger`).
+
+use super::Event;
+use crate::failpoint;
+use crate::fetch::{FetchOutcome, FetchStats, StopReason, StopSignal};
+use crate::ledger::{
+    Checkpoint, Counts, ErrorRow, Recovered, RunFiles, WalRecord, WalStatus, encode_fingerprint,
+};
+use crate::model::InputMessage;
+use crate::report::{ErrorsCsv, InputSummary, LiveCounts, MessageSummary};
+use crate::write::schema::MessageRow;
+use crate::write::{FileInfo, Lake, LocalDir};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+
+/// What the writer leaves for the summary.
+pub struct Tally {
+    pub input: InputSummary,
+    pub messages: MessageSummary,
+    pub totals: Counts,
+    pub files: Vec<FileInfo>,
+    /// The answer that stopped the run, explained.
+    pub fatal: Option<String>,
+    pub input_error: Option<String>,
+}
+
+/// Everything the writer thread owns.
+pub struct Writer {
+    pub lake: Lake,
+    pub dir: LocalDir,
+    pub run_files: RunFiles,
+    pub recovered: Recovered,
+    /// Invalid input rows and unfinished messages of this attempt.
+    pub spool: Option<ErrorsCsv>,
+    pub errors_path: PathBuf,
+}
+
+/// The checkpoint being gathered.
+#[derive(Default)]
+struct Pending {
+    messages: Vec<String>,
+    errors: Vec<ErrorRow>,
+    counts: Counts,
+}
+
+struct State<'a> {
+    w: Writer,
+    t: Tally,
+    pending: Pending,
+    seq: u32,
+    has_files: [bool; 2],
+    stats: &'a FetchStats,
+    stats_at_last_checkpoint: (u64, u64, u64),
+    live: &'a LiveCounts,
+    stop: &'a StopSignal,
+}
+
+fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// The writer loop: until every sender is gone; then a last checkpoint and errors.csv.
+pub fn write_all(
+    mut w: Writer,
+    mut rx: mpsc::Receiver<Event>,
+    stats: &FetchStats,
+    live: &LiveCounts,
+    stop: &StopSignal,
+) -> Result<Tally, String> {
+    let replay = std::mem::take(&mut w.recovered.replay);
+    let mut st = State {
+        t: Tally {
+            input: InputSummary::default(),
+            messages: MessageSummary {
+                resumed: w.recovered.settled.len() as u64 - replay.len() as u64,
+                ..MessageSummary::default()
+            },
+            totals: w.recovered.counts,
+            files: std::mem::take(&mut w.recovered.files),
+            fatal: None,
+            input_error: None,
+        },
+        seq: w.recovered.checkpoints,
+        has_files: w.recovered.has_files,
+        w,
+        pending: Pending::default(),
+        stats,
+        stats_at_last_checkpoint: (0, 0, 0),
+        live,
+        stop,
+    };
+    // Messages settled before a crash but not yet committed: write them again.
+    for r in &replay {
+        st.write_rows(r)?;
+    }
+    drop(replay);
+    while let Some(ev) = rx.blocking_recv() {
+        st.handle(ev)?;
+        // Take whatever else is ready, then make it durable in one fsync.
+        for _ in 0..4096 {
+            match rx.try_recv() {
+                Ok(ev) => st.handle(ev)?,
+                Err(_) => break,
+            }
+        }
+        st.w.run_files.sync().map_err(failed("WAL"))?;
+        failpoint::hit("settled");
+        if st.w.lake.part_full() {
+            st.checkpoint(false)?;
+        }
+        st.live.kv_rows.store(
+            st.t.totals.kv_rows + st.pending.counts.kv_rows,
+            Ordering::Relaxed,
+        );
+        let spooled = st.w.spool.as_ref().map_or(0, |s| s.rows());
+        let settled_errors =
+            st.t.totals.not_found + st.t.totals.failed + st.pending.errors.len() as u64;
+        st.live
+            .errors
+            .store(spooled + settled_errors, Ordering::Relaxed);
+    }
+    st.checkpoint(true)?;
+    st.finish_errors_csv()?;
+    let mut t = st.t;
+    t.messages.ok = t.totals.ok;
+    t.messages.not_found = t.totals.not_found;
+    t.messages.failed = t.totals.failed;
+    Ok(t)
+}
+
+impl State<'_> {
+    fn spool(&mut self) -> Result<&mut ErrorsCsv, String> {
+        self.w
+            .spool
+            .as_mut()
+            .ok_or_else(|| "errors spool already closed".to_owned())
+    }
+
+    fn handle(&mut self, ev: Event) -> Result<(), String> {
+        self.t.input.rows += 1;
+        match ev {
+            Event::Duplicate => self.t.input.duplicates += 1,
+            Event::Skipped => self.t.input.skipped += 1,
+            Event::Resumed => {}
+            Event::Invalid(r) => {
+                self.t.input.invalid += 1;
+                self.spool()?
+                    .invalid_row(&r)
+                    .map_err(failed("errors spool"))?;
+            }
+            Event::InputFailed(e) => {
+                self.t.input.rows -= 1;
+                self.t.input_error = Some(e.to_string());
+            }
+            Event::Done(m, outcome) => self.settle(m, outcome)?,
+        }
+        self.live
+            .settled
+            .store(self.t.input.rows, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Record a message's outcome: settled ones go to the WAL and the lake;
+    /// unfinished ones only to errors.csv (a resume fetches them).
+    fn settle(&mut self, m: InputMessage, outcome: FetchOutcome) -> Result<(), String> {
+        let msg = &m.msg;
+        let record = |status, attempts, pages| WalRecord {
+            from: msg.from.clone(),
+            to: msg.to.clone(),
+            msg_key: msg.msg_key.clone(),
+            line: m.line,
+            status,
+            attempts,
+            pages,
+        };
+        let r = match outcome {
+            FetchOutcome::Exported { paged, attempts } => record(
+                WalStatus::Ok {
+                    latest_seq: paged.latest_seq,
+                    clear_seq: paged.clear_seq,
+                    pairs: paged
+                        .pairs
+                        .into_iter()
+                        .map(|p| (p.kv.key, p.kv.value, p.kv.seq, p.fetched_at_us))
+                        .collect(),
+                },
+                attempts,
+                paged.pages,
+            ),
+            FetchOutcome::NotFound {
+                attempts,
+                pages,
+                info,
+            } => record(WalStatus::NotFound { info }, attempts, pages),
+            FetchOutcome::Failed {
+                code,
+                info,
+                attempts,
+                pages,
+            } => record(WalStatus::Failed { code, info }, attempts, pages),
+            FetchOutcome::Fatal {
+                code,
+                info,
+                attempts,
+            } => {
+                self.t.messages.unfinished += 1;
+                self.t.fatal.get_or_insert_with(|| info.clone());
+                return self
+                    .spool()?
+                    .message(msg, &code, &info, attempts, m.line)
+                    .map_err(failed("errors spool"));
+            }
+            FetchOutcome::Cancelled { attempts, .. } => {
+                self.t.messages.unfinished += 1;
+                let (code, info) = match self.stop.reason() {
+                    Some(StopReason::Interrupted) => (
+                        "interrupted",
+                        "the run was interrupted before this message finished",
+                    ),
+                    Some(StopReason::GaveUp) => (
+                        "aborted",
+                        "the run gave up: no call succeeded for a long stretch",
+                    ),
+                    _ => ("aborted", "the run stopped before this message finished"),
+                };
+                return self
+                    .spool()?
+                    .message(msg, code, info, attempts, m.line)
+                    .map_err(failed("errors spool"));
+            }
+        };
+        self.w.run_files.append(&r).map_err(failed("WAL"))?;
+        self.write_rows(&r)
+    }
+
+    /// Rows of a settled message into the open part files and the pending checkpoint.
+    fn write_rows(&mut self, r: &WalRecord) -> Result<(), String> {
+        let msg = r.message();
+        let c = &mut self.pending.counts;
+        let (status, kv_count, latest, clear, code, info): (
+            &str,
+            usize,
+            _,
+            _,
+            Option<&str>,
+            Option<&str>,
+        ) = match &r.status {
+            WalStatus::Ok {
+                latest_seq,
+                clear_seq,
+                pairs,
+            } => {
+                c.ok += 1;
+                c.kv_rows += pairs.len() as u64;
+                (
+                    "ok",
+                    pairs.len(),
+                    Some(*latest_seq),
+                    Some(*clear_seq),
+                    None,
+                    None,
+                )
+            }
+            WalStatus::NotFound { info } => {
+                c.not_found += 1;
+                (
+                    "not_found",
+                    0,
+                    None,
+                    None,
+                    Some("23004"),
+                    Some(info.as_str()),
+                )
+            }
+            WalStatus::Failed { code, info } => {
+                c.failed += 1;
+                (
+                    "failed",
+                    0,
+                    None,
+                    None,
+                    Some(code.as_str()),
+                    Some(info.as_str()),
+                )
+            }
+        };
+        if let (Some(latest), Some(clear)) = (latest, clear) {
+            self.w
+                .lake
+                .add_pairs(&msg, &r.pairs(), latest, clear)
+                .map_err(failed("writing key_values"))?;
+        }
+        self.w
+            .lake
+            .add_message(&MessageRow {
+                msg: &msg,
+                status,
+                kv_count: kv_count as i64,
+                pages: i64::from(r.pages),
+                attempts: i64::from(r.attempts),
+                latest_seq: latest,
+                clear_seq: clear,
+                error_code: code,
+                error_info: info,
+            })
+            .map_err(failed("writing messages"))?;
+        if let (Some(code), Some(info)) = (code, info) {
+            self.pending.errors.push(ErrorRow {
+                from: msg.from.clone().unwrap_or_default(),
+                to: msg.to.clone(),
+                msg_key: msg.msg_key.clone(),
+                code: code.to_owned(),
+                info: info.to_owned(),
+                attempts: r.attempts,
+                line: r.line,
+            });
+        }
+        self.pending
+            .messages
+            .push(encode_fingerprint(msg.fingerprint()));
+        Ok(())
+    }
+
+    /// Seal the open parts, commit them in the ledger, publish them.
+    fn checkpoint(&mut self, last: bool) -> Result<(), String> {
+        let ensure = if last {
+            [!self.has_files[0], !self.has_files[1]]
+        } else {
+            [false, false]
+        };
+        let sealed = self
+            .w
+            .lake
+            .seal(ensure)
+            .map_err(failed("sealing part files"))?;
+        if sealed.is_empty() && self.pending.messages.is_empty() {
+            return Ok(());
+        }
+        failpoint::hit("sealed");
+        self.w.run_files.sync().map_err(failed("WAL"))?;
+        let now = (
+            FetchStats::get(&self.stats.requests),
+            FetchStats::get(&self.stats.retries),
+            FetchStats::get(&self.stats.rate_limited),
+        );
+        let mut counts = std::mem::take(&mut self.pending.counts);
+        counts.requests = now.0 - self.stats_at_last_checkpoint.0;
+        counts.retries = now.1 - self.stats_at_last_checkpoint.1;
+        counts.rate_limited = now.2 - self.stats_at_last_checkpoint.2;
+        let cp = Checkpoint {
+            seq: self.seq,
+            files: sealed.iter().map(|s| s.info.clone()).collect(),
+            messages: std::mem::take(&mut self.pending.messages),
+            errors: std::mem::take(&mut self.pending.errors),
+            counts,
+        };
+        self.w.run_files.commit(&cp).map_err(failed("ledger"))?;
+        failpoint::hit("committed");
+        for s in &sealed {
+            self.w
+                .dir
+                .publish(s)
+                .map_err(failed("publishing part files"))?;
+            for (i, table) in crate::write::TABLES.iter().enumerate() {
+                if s.info.path.starts_with(&format!("{table}/")) {
+                    self.has_files[i] = true;
+                }
+            }
+        }
+        failpoint::hit("published");
+        self.w.run_files.next_segment().map_err(failed("WAL"))?;
+        self.stats_at_last_checkpoint = now;
+        self.seq += 1;
+        self.t.totals.add(&cp.counts);
+        self.t.files.extend(cp.files);
+        Ok(())
+    }
+
+    /// errors.csv: the committed message errors of every attempt, then this
+    /// attempt's invalid rows and unfinished messages; written atomically.
+    fn finish_errors_csv(&mut self) -> Result<(), String> {
+        let Some(spool) = self.w.spool.take() else {
+            return Ok(());
+        };
+        let spool_path = spool.path().to_owned();
+        spool.finish().map_err(failed("errors spool"))?;
+        let tmp = self
+            .w
+            .errors_path
+            .with_file_name(crate::write::staging_name("errors.csv"));
+        let mut out = ErrorsCsv::create(&tmp).map_err(failed("errors.csv"))?;
+        for r in self
+            .w
+            .run_files
+            .committed_errors()
+            .map_err(failed("ledger"))?
+        {
+            out.row(&r).map_err(failed("errors.csv"))?;
+        }
+        out.append_file(&spool_path).map_err(failed("errors.csv"))?;
+        out.finish().map_err(failed("errors.csv"))?;
+        crate::write::publish_staged(&tmp, &self.w.errors_path).map_err(failed("errors.csv"))?;
+        let _ = std::fs::remove_file(&spool_path);
+        Ok(())
+    }
+}
+
+/// The spool of this attempt's invalid rows and unfinished messages.
+pub fn spool_path(run_dir: &Path) -> PathBuf {
+    run_dir.join(".errors-spool.csv")
+}

@@ -1,0 +1,49 @@
+//! Crash points for the crash-recovery tests: when `MSGEXT_FAILPOINT` is
+//! `NAME` or `NAME:N`, the process aborts (no destructors, no flushing, as
+//! `kill -9` would leave it) the N-th time (default first) it passes `NAME`.
+//! Unset, a check is one atomic load.
+
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+static PASSED: AtomicU64 = AtomicU64::new(0);
+
+/// Parse `NAME` or `NAME:N`.
+pub fn parse(spec: &str) -> Option<(String, u64)> {
+    let spec = spec.trim();
+    if spec.is_empty() {
+        return None;
+    }
+    match spec.rsplit_once(':') {
+        Some((name, n)) => n.parse().ok().map(|n: u64| (name.to_owned(), n.max(1))),
+        None => Some((spec.to_owned(), 1)),
+    }
+}
+
+/// Abort here if this is the configured crash point.
+pub fn hit(name: &str) {
+    let target = TARGET.get_or_init(|| {
+        std::env::var("MSGEXT_FAILPOINT")
+            .ok()
+            .and_then(|s| parse(&s))
+    });
+    if let Some((want, n)) = target
+        && want == name
+        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("msgext: failpoint {name}:{n}: aborting");
+        std::process::abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn specs() {
+        assert_eq!(super::parse("sealed"), Some(("sealed".into(), 1)));
+        assert_eq!(super::parse("settled:7"), Some(("settled".into(), 7)));
+        assert_eq!(super::parse("settled:x"), None);
+        assert_eq!(super::parse(""), None);
+    }
+}

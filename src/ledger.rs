@@ -1,0 +1,660 @@
+//! What makes a run safe to kill: the folder lock, the run's identity
+//! (`run.json`), the write-ahead log of settled messages, and the ledger of
+//! committed checkpoints, all under `OUT/_runs/<run_id>/`.
+//!
+//! A message is *settled* (exported, not found or failed) when its record is
+//! in the WAL and the WAL is fsynced; from then on a crash does not make it
+//! fetched again. A *checkpoint* seals the open part files under their hidden
+//! temporary names, appends one ledger line naming them and the messages they
+//! hold (the commit point), then renames them into place. Recovery rolls
+//! committed checkpoints forward, deletes every other temporary file, and
+//! replays the WAL of the checkpoint that did not commit: nothing is lost,
+//! nothing is written twice, and only messages that were in flight are
+//! fetched again.
+
+use crate::model::{FetchedPair, KeyValue, MessageRef};
+use crate::write::{FileInfo, LocalDir, TABLES, publish_staged, staging_name, sync_dir};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Who holds an output folder (the lock file's contents).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    pub run_id: String,
+    pub pid: u32,
+    pub started_at: String,
+}
+
+/// One run at a time per output folder: an OS lock on `OUT/_runs/.lock`,
+/// released by the OS when the holder dies however it dies.
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "{out}: in use by run {} (pid {}, started {}); one run at a time per folder",
+        .holder.run_id, .holder.pid, .holder.started_at
+    )]
+    Held { out: String, holder: Holder },
+    #[error("{out}: in use by another msgext run")]
+    HeldUnknown { out: String },
+    #[error(transparent)]
+    Io(#[from] LedgerError),
+}
+
+impl RunLock {
+    pub fn acquire(out: &Path, me: &Holder) -> Result<RunLock, LockError> {
+        let runs = out.join("_runs");
+        std::fs::create_dir_all(&runs).map_err(io(&runs))?;
+        let path = runs.join(".lock");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let out = out.display().to_string();
+                return Err(match serde_json::from_str::<Holder>(&text) {
+                    Ok(holder) => LockError::Held { out, holder },
+                    Err(_) => LockError::HeldUnknown { out },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e).into()),
+        }
+        let json = serde_json::to_vec(me).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        file.set_len(0).map_err(io(&path))?;
+        file.write_all(&json).map_err(io(&path))?;
+        file.flush().map_err(io(&path))?;
+        Ok(RunLock { _file: file })
+    }
+}
+
+/// What stays fixed for a run across attempts (`run.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMeta {
+    pub run_id: String,
+    pub started_at: String,
+    /// The `dt` partition, from the first attempt's start.
+    pub dt: String,
+    pub format: String,
+    pub input: String,
+}
+
+impl RunMeta {
+    pub fn load(run_dir: &Path) -> Result<Option<RunMeta>, LedgerError> {
+        let path = run_dir.join("run.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io(&path)(e)),
+        }
+    }
+
+    pub fn save(&self, run_dir: &Path) -> Result<(), LedgerError> {
+        let json =
+            serde_json::to_vec_pretty(self).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let path = run_dir.join("run.json");
+        crate::report::write_atomically(&path, &json).map_err(io(&path))
+    }
+}
+
+/// A settled message as the WAL keeps it: enough to write its rows again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalRecord {
+    pub from: Option<String>,
+    pub to: String,
+    pub msg_key: String,
+    pub line: u64,
+    pub status: WalStatus,
+    pub attempts: u32,
+    pub pages: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum WalStatus {
+    Ok {
+        latest_seq: i64,
+        clear_seq: i64,
+        /// (key, value, seq, fetched_at µs)
+        pairs: Vec<(String, String, i64, i64)>,
+    },
+    NotFound {
+        info: String,
+    },
+    Failed {
+        code: String,
+        info: String,
+    },
+}
+
+impl WalRecord {
+    pub fn message(&self) -> MessageRef {
+        MessageRef {
+            from: self.from.clone(),
+            to: self.to.clone(),
+            msg_key: self.msg_key.clone(),
+        }
+    }
+
+    pub fn pairs(&self) -> Vec<FetchedPair> {
+        match &self.status {
+            WalStatus::Ok { pairs, .. } => pairs
+                .iter()
+                .map(|(key, value, seq, at)| FetchedPair {
+                    kv: KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                        seq: *seq,
+                    },
+                    fetched_at_us: *at,
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// A row of errors.csv kept in the ledger (messages only; invalid input rows
+/// are found again whenever the input is read).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRow {
+    pub from: String,
+    pub to: String,
+    pub msg_key: String,
+    pub code: String,
+    pub info: String,
+    pub attempts: u32,
+    pub line: u64,
+}
+
+/// Counts of one checkpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub ok: u64,
+    pub not_found: u64,
+    pub failed: u64,
+    pub kv_rows: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub rate_limited: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, o: &Counts) {
+        self.ok += o.ok;
+        self.not_found += o.not_found;
+        self.failed += o.failed;
+        self.kv_rows += o.kv_rows;
+        self.requests += o.requests;
+        self.retries += o.retries;
+        self.rate_limited += o.rate_limited;
+    }
+}
+
+/// One committed checkpoint: a ledger line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u32,
+    pub files: Vec<FileInfo>,
+    /// Fingerprints of the messages settled in it (base64, no padding).
+    pub messages: Vec<String>,
+    pub errors: Vec<ErrorRow>,
+    pub counts: Counts,
+}
+
+pub fn encode_fingerprint(fp: u128) -> String {
+    STANDARD_NO_PAD.encode(fp.to_le_bytes())
+}
+
+pub fn decode_fingerprint(s: &str) -> Option<u128> {
+    let bytes = STANDARD_NO_PAD.decode(s).ok()?;
+    Some(u128::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// Parse ledger text: complete lines are checkpoints; a torn last line (a
+/// crash while appending) is not, and its byte offset is returned so the
+/// file can be cut back to the last complete line.
+pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
+    let mut out = Vec::new();
+    let mut good = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            break;
+        }
+        match serde_json::from_str::<Checkpoint>(line) {
+            Ok(c) => out.push(c),
+            Err(e) => return Err(format!("ledger line {}: {e}", i + 1)),
+        }
+        good += line.len();
+    }
+    Ok((out, good))
+}
+
+/// The append-only files of a run: `ledger.jsonl` and `wal-<k>.jsonl`.
+pub struct RunFiles {
+    dir: PathBuf,
+    ledger: File,
+    wal: BufWriter<File>,
+    wal_seq: u32,
+    wal_dirty: bool,
+}
+
+/// What an earlier attempt left, once recovered.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Messages settled in committed checkpoints or in the WAL.
+    pub settled: HashSet<u128>,
+    pub counts: Counts,
+    pub files: Vec<FileInfo>,
+    /// Settled messages of the checkpoint that did not commit: to write again.
+    pub replay: Vec<WalRecord>,
+    /// Checkpoints committed so far.
+    pub checkpoints: u32,
+    /// The next free part number.
+    pub next_part: u32,
+    /// Whether each table already has a committed file.
+    pub has_files: [bool; 2],
+}
+
+fn wal_path(dir: &Path, seq: u32) -> PathBuf {
+    dir.join(format!("wal-{seq:06}.jsonl"))
+}
+
+impl RunFiles {
+    /// Open the run's files, recovering whatever an earlier attempt left in
+    /// `run_dir` and in the lake below `out`.
+    pub fn open(out: &Path, run_dir: &Path) -> Result<(RunFiles, Recovered), LedgerError> {
+        std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
+        let ledger_path = run_dir.join("ledger.jsonl");
+        let text = match std::fs::read(&ledger_path) {
+            Ok(b) => String::from_utf8(b).map_err(|_| {
+                LedgerError::Corrupt(format!("{}: not UTF-8", ledger_path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(io(&ledger_path)(e)),
+        };
+        let (checkpoints, good) = parse_ledger(&text)
+            .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", ledger_path.display())))?;
+        let ledger = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&ledger_path)
+            .map_err(io(&ledger_path))?;
+        if good < text.len() {
+            ledger.set_len(good as u64).map_err(io(&ledger_path))?;
+            ledger.sync_all().map_err(io(&ledger_path))?;
+        }
+
+        let lake = LocalDir::new(out);
+        let mut rec = Recovered {
+            checkpoints: checkpoints.len() as u32,
+            ..Recovered::default()
+        };
+        let mut committed: HashSet<String> = HashSet::new();
+        for c in &checkpoints {
+            for f in &c.files {
+                roll_forward(&lake, &f.path)?;
+                if let Some(i) = TABLES
+                    .iter()
+                    .position(|t| f.path.starts_with(&format!("{t}/")))
+                {
+                    rec.has_files[i] = true;
+                }
+                let name = f.path.rsplit('/').next().unwrap_or("");
+                if let Some(n) = crate::write::part_number(name) {
+                    rec.next_part = rec.next_part.max(n + 1);
+                }
+                committed.insert(f.path.clone());
+            }
+            for m in &c.messages {
+                let fp = decode_fingerprint(m).ok_or_else(|| {
+                    LedgerError::Corrupt(format!("ledger: bad fingerprint {m:?}"))
+                })?;
+                rec.settled.insert(fp);
+            }
+            rec.counts.add(&c.counts);
+            rec.files.extend(c.files.iter().cloned());
+        }
+
+        // WAL segments: those of committed checkpoints are done; the others
+        // hold messages settled after the last commit.
+        let mut segments: Vec<(u32, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(run_dir).map_err(io(run_dir))? {
+            let path = entry.map_err(io(run_dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if let Some(n) = name
+                .strip_prefix("wal-")
+                .and_then(|r| r.strip_suffix(".jsonl"))
+                && let Ok(n) = n.parse::<u32>()
+            {
+                segments.push((n, path));
+            }
+        }
+        segments.sort();
+        for (n, path) in &segments {
+            if *n < rec.checkpoints {
+                std::fs::remove_file(path).map_err(io(path))?;
+                continue;
+            }
+            let file = File::open(path).map_err(io(path))?;
+            for line in BufReader::new(file).split(b'\n') {
+                let line = line.map_err(io(path))?;
+                // A torn last record (crash mid-append) was never fsynced as settled.
+                let Ok(r) = serde_json::from_slice::<WalRecord>(&line) else {
+                    break;
+                };
+                if rec.settled.insert(r.message().fingerprint()) {
+                    rec.replay.push(r);
+                }
+            }
+        }
+        remove_stray_staging(out, run_dir, &committed)?;
+
+        let wal_seq = rec.checkpoints;
+        let wal = open_wal(run_dir, wal_seq)?;
+        let mut files = RunFiles {
+            dir: run_dir.to_owned(),
+            ledger,
+            wal,
+            wal_seq,
+            wal_dirty: false,
+        };
+        // The replayed records go into the fresh WAL before the old segments go.
+        for r in &rec.replay {
+            files.append(r)?;
+        }
+        files.sync()?;
+        for (n, path) in &segments {
+            if *n >= rec.checkpoints && *n != wal_seq {
+                std::fs::remove_file(path).map_err(io(path))?;
+            }
+        }
+        Ok((files, rec))
+    }
+
+    /// Append a settled message (buffered; durable after `sync`).
+    pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
+        let path = wal_path(&self.dir, self.wal_seq);
+        serde_json::to_writer(&mut self.wal, r).map_err(|e| io(&path)(e.into()))?;
+        self.wal.write_all(b"\n").map_err(io(&path))?;
+        self.wal_dirty = true;
+        Ok(())
+    }
+
+    /// Make every appended record durable.
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        if !self.wal_dirty {
+            return Ok(());
+        }
+        let path = wal_path(&self.dir, self.wal_seq);
+        self.wal.flush().map_err(io(&path))?;
+        self.wal.get_ref().sync_data().map_err(io(&path))?;
+        self.wal_dirty = false;
+        Ok(())
+    }
+
+    /// The commit point of a checkpoint whose files are sealed: append its
+    /// ledger line and fsync it. The caller then publishes the files and
+    /// calls `next_segment`.
+    pub fn commit(&mut self, c: &Checkpoint) -> Result<(), LedgerError> {
+        let path = self.dir.join("ledger.jsonl");
+        let mut line = serde_json::to_vec(c).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        line.push(b'\n');
+        self.ledger.write_all(&line).map_err(io(&path))?;
+        self.ledger.sync_data().map_err(io(&path))?;
+        Ok(())
+    }
+
+    /// Start the WAL of the next checkpoint and drop the committed one.
+    pub fn next_segment(&mut self) -> Result<(), LedgerError> {
+        let old = wal_path(&self.dir, self.wal_seq);
+        self.wal_seq += 1;
+        self.wal = open_wal(&self.dir, self.wal_seq)?;
+        self.wal_dirty = false;
+        std::fs::remove_file(&old).map_err(io(&old))?;
+        sync_dir(&self.dir).map_err(|e| LedgerError::Corrupt(e.to_string()))
+    }
+
+    /// Every error row of the committed checkpoints, in order.
+    pub fn committed_errors(&self) -> Result<Vec<ErrorRow>, LedgerError> {
+        let path = self.dir.join("ledger.jsonl");
+        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
+        let (checkpoints, _) = parse_ledger(&text).map_err(LedgerError::Corrupt)?;
+        Ok(checkpoints.into_iter().flat_map(|c| c.errors).collect())
+    }
+}
+
+fn open_wal(dir: &Path, seq: u32) -> Result<BufWriter<File>, LedgerError> {
+    let path = wal_path(dir, seq);
+    let f = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io(&path))?;
+    sync_dir(dir).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+    Ok(BufWriter::with_capacity(1 << 20, f))
+}
+
+/// A committed file must be at its final name: rename it there if the crash
+/// came between the ledger line and the rename.
+fn roll_forward(lake: &LocalDir, rel: &str) -> Result<(), LedgerError> {
+    let final_path = lake.final_path(rel);
+    if final_path.exists() {
+        return Ok(());
+    }
+    let tmp = lake.staging_path(rel);
+    if tmp.exists() {
+        return publish_staged(&tmp, &final_path).map_err(|e| LedgerError::Corrupt(e.to_string()));
+    }
+    Err(LedgerError::Corrupt(format!(
+        "{}: committed by the ledger but missing; the folder was changed by hand?",
+        final_path.display()
+    )))
+}
+
+/// Delete the temporary files of this run that no committed checkpoint names.
+fn remove_stray_staging(
+    out: &Path,
+    run_dir: &Path,
+    committed: &HashSet<String>,
+) -> Result<(), LedgerError> {
+    let run_id = run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    for table in TABLES {
+        let tdir = out.join(table);
+        let Ok(days) = std::fs::read_dir(&tdir) else {
+            continue;
+        };
+        for day in days.flatten() {
+            let pdir = day.path().join(format!("run_id={run_id}"));
+            let Ok(entries) = std::fs::read_dir(&pdir) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !(name.starts_with('.') && name.ends_with(".inprogress")) {
+                    continue;
+                }
+                let final_name = &name[1..name.len() - ".inprogress".len()];
+                let day_name = day.file_name().to_string_lossy().into_owned();
+                let rel = format!("{table}/{day_name}/run_id={run_id}/{final_name}");
+                debug_assert_eq!(staging_name(final_name), name);
+                if !committed.contains(&rel) {
+                    let p = e.path();
+                    std::fs::remove_file(&p).map_err(io(&p))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_round_trip() {
+        for fp in [
+            0u128,
+            1,
+            u128::MAX,
+            0x0123_4567_89ab_cdef_0011_2233_4455_6677,
+        ] {
+            let s = encode_fingerprint(fp);
+            assert_eq!(s.len(), 22);
+            assert_eq!(decode_fingerprint(&s), Some(fp));
+        }
+        assert_eq!(decode_fingerprint("nope"), None);
+    }
+
+    fn cp(seq: u32) -> Checkpoint {
+        Checkpoint {
+            seq,
+            files: vec![],
+            messages: vec![encode_fingerprint(seq as u128)],
+            errors: vec![],
+            counts: Counts {
+                ok: 1,
+                ..Counts::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_torn_last_ledger_line_is_not_a_checkpoint() {
+        let a = serde_json::to_string(&cp(0)).unwrap() + "\n";
+        let b = serde_json::to_string(&cp(1)).unwrap() + "\n";
+        let table: Vec<(String, usize, usize)> = vec![
+            (String::new(), 0, 0),
+            (a.clone(), 1, a.len()),
+            (a.clone() + &b, 2, a.len() + b.len()),
+            (a.clone() + &b[..b.len() / 2], 1, a.len()),
+            (a.clone() + &b[..b.len() - 1], 1, a.len()),
+        ];
+        for (text, n, good) in table {
+            let (cps, g) = parse_ledger(&text).unwrap();
+            assert_eq!((cps.len(), g), (n, good), "{text:?}");
+        }
+        assert!(
+            parse_ledger("garbage\n").is_err(),
+            "a complete bad line is corruption, not a tear"
+        );
+    }
+
+    #[test]
+    fn the_lock_refuses_a_second_holder_and_names_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = Holder {
+            run_id: "r1".into(),
+            pid: 42,
+            started_at: "2026-11-26T00:00:00Z".into(),
+        };
+        let held = RunLock::acquire(dir.path(), &me).unwrap();
+        let other = Holder {
+            run_id: "r2".into(),
+            ..me.clone()
+        };
+        let e = RunLock::acquire(dir.path(), &other)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("run r1") && e.contains("pid 42"), "{e}");
+        drop(held);
+        RunLock::acquire(dir.path(), &other).unwrap();
+    }
+
+    #[test]
+    fn wal_records_survive_a_reopen_and_committed_segments_are_dropped() {
+        let out = tempfile::tempdir().unwrap();
+        let run_dir = out.path().join("_runs/r");
+        let rec = |i: u64| WalRecord {
+            from: None,
+            to: format!("t{i}"),
+            msg_key: "k".into(),
+            line: i + 2,
+            status: WalStatus::Ok {
+                latest_seq: 3,
+                clear_seq: 0,
+                pairs: vec![("k".into(), "v,\"\n".into(), 3, 7)],
+            },
+            attempts: 1,
+            pages: 1,
+        };
+        {
+            let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+            assert!(r.settled.is_empty() && r.replay.is_empty());
+            f.append(&rec(0)).unwrap();
+            f.append(&rec(1)).unwrap();
+            f.sync().unwrap();
+            f.append(&rec(2)).unwrap(); // never synced: lost like a crash would lose it
+            std::mem::forget(f);
+        }
+        // Simulate the torn tail of the unsynced record.
+        let seg = wal_path(&run_dir, 0);
+        let mut text = std::fs::read_to_string(&seg).unwrap();
+        text.push_str("{\"from\":null,\"to\":\"t9");
+        std::fs::write(&seg, text).unwrap();
+        let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        let replayed: Vec<_> = r.replay.iter().map(|r| r.to.as_str()).collect();
+        assert_eq!(replayed, ["t0", "t1"]);
+        assert_eq!(r.replay[0].pairs()[0].kv.value, "v,\"\n");
+        f.commit(&Checkpoint {
+            seq: 0,
+            files: vec![],
+            messages: r
+                .replay
+                .iter()
+                .map(|m| encode_fingerprint(m.message().fingerprint()))
+                .collect(),
+            errors: vec![],
+            counts: Counts::default(),
+        })
+        .unwrap();
+        f.next_segment().unwrap();
+        drop(f);
+        let (_f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        assert!(r.replay.is_empty(), "committed: nothing to replay");
+        assert_eq!(r.settled.len(), 2);
+        assert!(!seg.exists());
+    }
+}
