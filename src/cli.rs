@@ -76,7 +76,7 @@ pub struct ExportArgs {
     pub secret_key_file: Option<PathBuf>,
     /// Start a new part file past this size [default: 128].
     #[arg(long, value_name = "MB")]
-    pub max_file_mb: Option<u64>,
+    pub max_file_mb: Option<f64>,
     /// Stop cleanly when no call has succeeded for this many minutes [default: 10].
     #[arg(long, value_name = "MINUTES")]
     pub give_up_after: Option<f64>,

@@ -31,7 +31,7 @@ pub struct JobFile {
     pub max_attempts: Option<u32>,
     pub quiet: Option<bool>,
     pub secret_key_file: Option<PathBuf>,
-    pub max_file_mb: Option<u64>,
+    pub max_file_mb: Option<f64>,
     pub give_up_after: Option<f64>,
 }
 
@@ -183,10 +183,12 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
     }
     let mut write = WriteOptions::default();
     if let Some(mb) = args.max_file_mb.or(job.max_file_mb) {
-        if mb == 0 {
-            return Err(JobError::Invalid("--max-file-mb must be at least 1".into()));
+        if !(mb > 0.0 && mb <= 1_048_576.0) {
+            return Err(JobError::Invalid(format!(
+                "--max-file-mb must be more than 0, not {mb}"
+            )));
         }
-        write.max_file_bytes = mb.saturating_mul(1024 * 1024);
+        write.max_file_bytes = (mb * 1024.0 * 1024.0) as u64;
     }
     if let Some(id) = &args.run_id
         && (id.is_empty()

@@ -8,7 +8,7 @@ mod common;
 
 use common::{KvRow, MsgRow};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
-use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
 use msgext::model::MessageRef;
 use std::path::Path;
 use std::process::Output;
@@ -146,17 +146,7 @@ async fn start(store: Store, faults: Faults) -> MockServer {
 }
 
 async fn msgext(args: Vec<String>, secret: &str) -> Output {
-    let secret = secret.to_owned();
-    tokio::task::spawn_blocking(move || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_msgext"))
-            .args(&args)
-            .env("MSGEXT_SECRET_KEY", secret)
-            .env_remove("MSGEXT_USERSIG")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap()
+    common::run_msgext(args, secret, &[]).await
 }
 
 fn export_args(
@@ -166,37 +156,11 @@ fn export_args(
     format: &str,
     run_id: &str,
 ) -> Vec<String> {
-    [
-        "export",
-        "--input",
-        &input.to_string_lossy(),
-        "--out",
-        &out.to_string_lossy(),
-        "--format",
-        format,
-        "--endpoint",
-        &server.url(),
-        "--sdkappid",
-        &DEMO_SDKAPPID.to_string(),
-        "--rate",
-        "0",
-        "--concurrency",
-        "16",
-        "--run-id",
-        run_id,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    common::export_args(&server.url(), input, out, format, run_id, 16)
 }
 
 fn show(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::show(o)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,6 +274,12 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(common::kv_from_parquet(&out), expected_rows(&fx.store));
     assert_eq!(common::errors(&out, "clean").len(), fx.missing.len());
+    // Off a terminal, progress is JSON lines on stderr, the last one at the end.
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "done");
+    assert_eq!(last["kv_rows"], expected_rows(&fx.store).len() as u64);
+    assert_eq!(last["rows_settled"], last["rows_total"]);
     // The flaky message needed its three 10002 answers retried.
     let flaky = fx
         .store
@@ -318,6 +288,12 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
         .position(|m| m.msg_key == "flaky_1_1")
         .unwrap();
     assert_eq!(server.stats().calls_for(flaky), 4);
+    // --quiet: nothing at all when all is well.
+    let mut args = export_args(&server, &input, &out, "parquet", "quiet");
+    args.push("--quiet".into());
+    let o = msgext(args, DEMO_SECRET_KEY).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", show(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

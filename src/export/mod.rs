@@ -194,7 +194,9 @@ pub async fn run(
     };
 
     let (work_tx, work_rx) = mpsc::channel::<InputMessage>(plan.concurrency * 2);
-    let (ev_tx, ev_rx) = mpsc::channel::<Event>(plan.concurrency * 4 + 64);
+    // Small on purpose: what sits here is fetched but not yet in the WAL,
+    // and would be fetched again after a crash.
+    let (ev_tx, ev_rx) = mpsc::channel::<Event>(plan.concurrency + 16);
 
     // Stage 1: the input, on a thread of its own (blocking file reads).
     let input_thread = {

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 
+/// Events settled per WAL fsync at most.
+pub const GROUP_COMMIT: usize = 32;
+
 /// What the writer leaves for the summary.
 pub struct Tally {
     pub input: InputSummary,
@@ -101,18 +104,15 @@ pub fn write_all(
     drop(replay);
     while let Some(ev) = rx.blocking_recv() {
         st.handle(ev)?;
-        // Take whatever else is ready, then make it durable in one fsync.
-        for _ in 0..4096 {
+        // Take a little more of what is ready, then make it durable in one
+        // fsync (group commit). Until then these messages count as in flight.
+        for _ in 0..GROUP_COMMIT {
             match rx.try_recv() {
                 Ok(ev) => st.handle(ev)?,
                 Err(_) => break,
             }
         }
         st.w.run_files.sync().map_err(failed("WAL"))?;
-        failpoint::hit("settled");
-        if st.w.lake.part_full() {
-            st.checkpoint(false)?;
-        }
         st.live.kv_rows.store(
             st.t.totals.kv_rows + st.pending.counts.kv_rows,
             Ordering::Relaxed,
@@ -157,7 +157,12 @@ impl State<'_> {
                 self.t.input.rows -= 1;
                 self.t.input_error = Some(e.to_string());
             }
-            Event::Done(m, outcome) => self.settle(m, outcome)?,
+            Event::Done(m, outcome) => {
+                self.settle(m, outcome)?;
+                if self.w.lake.part_full() {
+                    self.checkpoint(false)?;
+                }
+            }
         }
         self.live
             .settled
@@ -235,6 +240,7 @@ impl State<'_> {
             }
         };
         self.w.run_files.append(&r).map_err(failed("WAL"))?;
+        failpoint::hit("settled");
         self.write_rows(&r)
     }
 

@@ -382,6 +382,7 @@ pub struct Lake {
     kv_rows: KvRows,
     msg_rows: MessageRows,
     batch_rows: usize,
+    batch_bytes: usize,
     max_file_bytes: u64,
 }
 
@@ -419,6 +420,8 @@ impl Lake {
             kv_rows: KvRows::new(),
             msg_rows: MessageRows::new(),
             batch_rows: opts.batch_rows.max(1),
+            // Hand rows to the file often enough that its size is known.
+            batch_bytes: (opts.max_file_bytes / 8).clamp(1, 4 << 20) as usize,
             max_file_bytes: opts.max_file_bytes,
         }
     }
@@ -432,7 +435,7 @@ impl Lake {
     ) -> Result<(), WriteError> {
         for p in pairs {
             self.kv_rows.append(msg, p, latest_seq, clear_seq);
-            if self.kv_rows.len() >= self.batch_rows {
+            if self.kv_rows.len() >= self.batch_rows || self.kv_rows.bytes() >= self.batch_bytes {
                 self.flush_kv()?;
             }
         }

@@ -65,6 +65,7 @@ pub struct KvRows {
     clear_seq: Int64Builder,
     fetched_at: TimestampMicrosecondBuilder,
     len: usize,
+    bytes: usize,
 }
 
 impl Default for KvRows {
@@ -87,6 +88,7 @@ impl KvRows {
             clear_seq: Int64Builder::new(),
             fetched_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
             len: 0,
+            bytes: 0,
         }
     }
 
@@ -109,6 +111,17 @@ impl KvRows {
         self.clear_seq.append_value(clear_seq);
         self.fetched_at.append_value(p.fetched_at_us);
         self.len += 1;
+        self.bytes += msg.from.as_ref().map_or(0, String::len)
+            + msg.to.len()
+            + msg.msg_key.len()
+            + p.kv.key.len()
+            + p.kv.value.len()
+            + 32;
+    }
+
+    /// Raw bytes gathered (strings plus fixed-width columns).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The gathered rows as a batch; the builders start empty again.
@@ -125,6 +138,7 @@ impl KvRows {
             Arc::new(self.fetched_at.finish()),
         ];
         self.len = 0;
+        self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), cols).expect("builders match the schema")
     }
 }

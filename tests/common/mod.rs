@@ -272,3 +272,87 @@ pub fn input_csv(messages: &[msgext::model::MessageRef]) -> String {
     }
     out
 }
+
+/// The arguments of `msgext export` against a simulator.
+pub fn export_args(
+    url: &str,
+    input: &Path,
+    out: &Path,
+    format: &str,
+    run_id: &str,
+    concurrency: usize,
+) -> Vec<String> {
+    [
+        "export",
+        "--input",
+        &input.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--format",
+        format,
+        "--endpoint",
+        url,
+        "--sdkappid",
+        &msgext::mock::DEMO_SDKAPPID.to_string(),
+        "--rate",
+        "0",
+        "--concurrency",
+        &concurrency.to_string(),
+        "--run-id",
+        run_id,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The real binary with these arguments, the secret key, and extra environment.
+pub fn msgext_command(
+    args: &[String],
+    secret: &str,
+    env: &[(&str, &str)],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_msgext"));
+    c.args(args)
+        .env("MSGEXT_SECRET_KEY", secret)
+        .env_remove("MSGEXT_USERSIG")
+        .env_remove("MSGEXT_FAILPOINT");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+/// Run the binary to the end (off the async runtime, which serves the simulator).
+pub async fn run_msgext(
+    args: Vec<String>,
+    secret: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let mut c = msgext_command(&args, secret, env);
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+pub fn show(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Every final-named data file below `out` opens and reads to the end.
+pub fn assert_all_files_readable(out: &Path) {
+    for f in files(&out.join("key_values"), "parquet")
+        .into_iter()
+        .chain(files(&out.join("messages"), "parquet"))
+    {
+        parquet_batches(&f);
+    }
+    for table in ["key_values", "messages"] {
+        csv_records(out, table);
+    }
+}

@@ -1,0 +1,437 @@
+//! Cron-grade runs: killed at any point (a failpoint aborts the process the
+//! way `kill -9` would, or a real SIGKILL), the same command again ends with
+//! exactly the simulator's data, no duplicate row, every file readable at
+//! every moment, and only in-flight messages fetched twice. One run at a time
+//! per folder. errors.csv fed back exports just the failed messages.
+
+mod common;
+
+use common::{export_args, run_msgext, show};
+use msgext::mock::store::Store;
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::model::MessageRef;
+use std::path::{Path, PathBuf};
+
+const CONCURRENCY: usize = 8;
+/// What can be fetched but not yet durable when the process dies: the
+/// messages being fetched, the writer's queue (concurrency + 16) and one
+/// group commit of the WAL (32).
+const IN_FLIGHT: usize = CONCURRENCY + (CONCURRENCY + 16) + 32;
+
+fn refs(n: usize, tag: &str) -> Vec<MessageRef> {
+    (0..n)
+        .map(|i| {
+            MessageRef::new(
+                if i % 9 == 0 { None } else { Some("snd") },
+                &format!("{tag}{i}"),
+                &format!("{i}_7_7"),
+            )
+        })
+        .collect()
+}
+
+async fn serve(store: Store, latency_ms: u64) -> MockServer {
+    let config = MockConfig {
+        faults: Faults {
+            latency_ms,
+            ..Faults::default()
+        },
+        ..MockConfig::default()
+    };
+    MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+}
+
+struct Setup {
+    store: Store,
+    server: MockServer,
+    _dir: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+}
+
+async fn setup(n: usize, latency_ms: u64) -> Setup {
+    let msgs = refs(n, "to");
+    let store = Store::generate(&msgs, 11, 0);
+    let server = serve(store.clone(), latency_ms).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    let out = dir.path().join("lake");
+    Setup {
+        store,
+        server,
+        _dir: dir,
+        input,
+        out,
+    }
+}
+
+fn args(s: &Setup, format: &str) -> Vec<String> {
+    let mut a = export_args(
+        &s.server.url(),
+        &s.input,
+        &s.out,
+        format,
+        "nightly",
+        CONCURRENCY,
+    );
+    // Small parts, so that a run has many files and many checkpoints.
+    a.extend(["--max-file-mb".into(), "0.03".into()]);
+    a
+}
+
+/// Messages the simulator answered more often than one fetch needs.
+fn fetched_twice(s: &Setup, out: &Path) -> usize {
+    let msgs = common::messages_from_parquet(out);
+    s.store
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| {
+            let row = msgs.iter().find(|r| r.to == m.to).unwrap();
+            s.server.stats().calls_for(*i) as i64 > row.attempts
+        })
+        .count()
+}
+
+/// After the crash and the resume: the whole truth, checked against the simulator.
+fn assert_exact(s: &Setup, out: &Path) {
+    common::assert_all_files_readable(out);
+    let rows = common::kv_from_parquet(out);
+    let mut dedup = rows.clone();
+    dedup.dedup();
+    assert_eq!(dedup.len(), rows.len(), "no duplicate row");
+    assert_eq!(
+        rows,
+        common::expected_rows(&s.store.messages),
+        "exactly the simulator's data"
+    );
+    let msgs = common::messages_from_parquet(out);
+    assert_eq!(
+        msgs.len(),
+        s.store.messages.len(),
+        "one messages row per message"
+    );
+    assert!(msgs.iter().all(|m| m.status == "ok"));
+    assert!(out.join("_runs/nightly/_SUCCESS").exists());
+    assert_summary_matches_files(out, "nightly");
+}
+
+/// summary.json and manifest.json list exactly the files on disk, with their rows, bytes and sha256.
+fn assert_summary_matches_files(out: &Path, run_id: &str) {
+    use sha2::Digest;
+    let run = out.join("_runs").join(run_id);
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(summary["files"], manifest["files"]);
+    let listed: Vec<String> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_owned())
+        .collect();
+    let mut on_disk: Vec<String> = ["key_values", "messages"]
+        .iter()
+        .flat_map(|t| common::files(&out.join(t), "parquet"))
+        .map(|p| p.strip_prefix(out).unwrap().to_string_lossy().into_owned())
+        .collect();
+    on_disk.sort();
+    let mut sorted = listed.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted, on_disk,
+        "the manifest lists every file and only them"
+    );
+    let mut kv_rows = 0;
+    for f in manifest["files"].as_array().unwrap() {
+        let path = out.join(f["path"].as_str().unwrap());
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(f["bytes"], bytes.len() as u64, "{}", path.display());
+        let sha: String = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(f["sha256"], sha, "{}", path.display());
+        let rows: usize = common::parquet_batches(&path)
+            .iter()
+            .map(|b| b.num_rows())
+            .sum();
+        assert_eq!(f["rows"], rows as u64, "{}", path.display());
+        if f["path"].as_str().unwrap().starts_with("key_values/") {
+            kv_rows += rows as u64;
+        }
+    }
+    assert_eq!(summary["kv_rows"], kv_rows);
+    assert_eq!(
+        summary["messages"]["ok"].as_u64().unwrap()
+            + summary["messages"]["not_found"].as_u64().unwrap()
+            + summary["messages"]["failed"].as_u64().unwrap(),
+        common::messages_from_parquet(out).len() as u64
+    );
+}
+
+async fn crash_then_resume(failpoint: &str) {
+    let s = setup(240, 0).await;
+    let o = run_msgext(
+        args(&s, "parquet"),
+        DEMO_SECRET_KEY,
+        &[("MSGEXT_FAILPOINT", failpoint)],
+    )
+    .await;
+    assert_eq!(
+        o.status.code(),
+        None,
+        "{failpoint}: killed by the failpoint: {}",
+        show(&o)
+    );
+    // Every file at a final name is complete, even now.
+    common::assert_all_files_readable(&s.out);
+    let before = common::kv_from_parquet(&s.out).len();
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{failpoint}: resumed: {}",
+        show(&o)
+    );
+    assert_exact(&s, &s.out);
+    let twice = fetched_twice(&s, &s.out);
+    eprintln!("{failpoint}: {twice} of 240 messages fetched twice");
+    assert!(
+        twice <= IN_FLIGHT,
+        "{failpoint}: {twice} messages fetched twice (rows before: {before})"
+    );
+    let summary = std::fs::read_to_string(s.out.join("_runs/nightly/summary.json")).unwrap();
+    assert!(summary.contains("\"resumed\""), "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_before_the_first_file() {
+    crash_then_resume("settled:1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_file() {
+    crash_then_resume("settled:25").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_sealing_before_the_ledger() {
+    crash_then_resume("sealed:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_ledger_and_the_rename() {
+    crash_then_resume("committed:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_files() {
+    crash_then_resume("published:3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_the_final_commit() {
+    crash_then_resume("before_success").await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_kill_9_midway_then_the_same_command() {
+    let s = setup(240, 10).await;
+    let mut child = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.server.stats().wait_for_answers(120),
+    )
+    .await
+    .expect("the export never got 120 answers");
+    std::process::Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), None, "killed");
+    common::assert_all_files_readable(&s.out);
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_exact(&s, &s.out);
+    assert!(fetched_twice(&s, &s.out) <= IN_FLIGHT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn csv_output_resumes_the_same_way() {
+    let s = setup(120, 0).await;
+    let o = run_msgext(
+        args(&s, "csv"),
+        DEMO_SECRET_KEY,
+        &[("MSGEXT_FAILPOINT", "committed:2")],
+    )
+    .await;
+    assert_eq!(o.status.code(), None, "{}", show(&o));
+    let o = run_msgext(args(&s, "csv"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(
+        common::kv_from_csv(&s.out),
+        common::expected_rows(&s.store.messages)
+    );
+    assert_eq!(common::messages_from_csv(&s.out).len(), 120);
+    // Resuming with another format would mix formats in one run: refused.
+    let o = run_msgext(
+        export_args(
+            &s.server.url(),
+            &s.input,
+            &s.out,
+            "parquet",
+            "other",
+            CONCURRENCY,
+        ),
+        DEMO_SECRET_KEY,
+        &[("MSGEXT_FAILPOINT", "settled:1")],
+    )
+    .await;
+    assert_eq!(o.status.code(), None);
+    let o = run_msgext(
+        export_args(
+            &s.server.url(),
+            &s.input,
+            &s.out,
+            "csv",
+            "other",
+            CONCURRENCY,
+        ),
+        DEMO_SECRET_KEY,
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--format parquet"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_run_on_the_same_folder_is_refused_and_disturbs_nothing() {
+    let s = setup(200, 10).await;
+    let first = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        s.server.stats().wait_for_answers(20),
+    )
+    .await
+    .expect("the first run never got going");
+    let mut second = export_args(
+        &s.server.url(),
+        &s.input,
+        &s.out,
+        "parquet",
+        "intruder",
+        CONCURRENCY,
+    );
+    second.extend(["--quiet".into()]);
+    let o = run_msgext(second, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("in use by run nightly"), "{stderr}");
+    assert!(
+        !s.out.join("_runs/intruder").exists(),
+        "the second run touched nothing"
+    );
+    let o = tokio::task::spawn_blocking(move || first.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_exact(&s, &s.out);
+    assert_eq!(fetched_twice(&s, &s.out), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
+    let msgs = refs(60, "re");
+    let mut store = Store::generate(&msgs, 3, 0);
+    // Ten messages fail the first run (8 attempts of 10002), then work.
+    for m in store.messages.iter_mut().take(10) {
+        m.script = vec!["10002".into(); 8];
+    }
+    let server = serve(store.clone(), 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let mut csv = common::input_csv(&msgs);
+    csv.push_str("x,,broken\n");
+    std::fs::write(&input, csv).unwrap();
+    let out = dir.path().join("lake");
+    let o = run_msgext(
+        export_args(&server.url(), &input, &out, "parquet", "first", CONCURRENCY),
+        DEMO_SECRET_KEY,
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let errors = common::errors(&out, "first");
+    assert_eq!(errors.len(), 11, "10 failed + 1 invalid: {errors:?}");
+
+    let refeed = out.join("_runs/first/errors.csv");
+    let o = run_msgext(
+        export_args(
+            &server.url(),
+            &refeed,
+            &out,
+            "parquet",
+            "second",
+            CONCURRENCY,
+        ),
+        DEMO_SECRET_KEY,
+        &[],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("1 earlier invalid rows skipped"),
+        "{stdout}"
+    );
+    // The second run's partition holds exactly the ten messages' data.
+    let second: Vec<_> = common::kv_from_parquet(&out)
+        .into_iter()
+        .filter(|r| store.messages[..10].iter().any(|m| m.to == r.to))
+        .collect();
+    assert_eq!(
+        second,
+        common::expected_rows(&store.messages[..10]),
+        "the failed ten, once"
+    );
+    let second_part = common::files(&out.join("key_values"), "parquet")
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains("run_id=second"))
+        .flat_map(|p| common::parquet_batches(&p))
+        .map(|b| b.num_rows())
+        .sum::<usize>();
+    assert_eq!(
+        second_part,
+        second.len(),
+        "the second run wrote just those rows"
+    );
+    let all = common::kv_from_parquet(&out);
+    assert_eq!(
+        all,
+        common::expected_rows(&store.messages),
+        "both runs together: everything once"
+    );
+    let second_msgs = common::messages_from_parquet(&out)
+        .into_iter()
+        .filter(|m| m.status == "ok")
+        .count();
+    assert_eq!(second_msgs, 60);
+}
