@@ -170,13 +170,19 @@ fn validate_cmd(args: &ValidateArgs) -> u8 {
 }
 
 async fn mock_cmd(args: MockArgs) -> u8 {
-    let store = match &args.store {
-        Some(path) => match crate::mock::store::Store::load(path) {
+    let store = match (&args.store, args.synthetic) {
+        (Some(path), _) => match crate::mock::store::Store::load(path) {
             Ok(s) => s,
             Err(e) => return fail(2, e),
         },
-        None => crate::demo::demo_store(),
+        (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
+        (None, None) => crate::demo::demo_store(),
     };
+    if let Some(path) = &args.write_input
+        && let Err(e) = std::fs::write(path, store.input_csv())
+    {
+        return fail(1, format!("{}: {e}", path.display()));
+    }
     let secret_key = std::env::var("MSGEXT_SECRET_KEY")
         .ok()
         .filter(|s| !s.is_empty());

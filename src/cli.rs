@@ -59,7 +59,7 @@ pub struct ExportArgs {
     /// Calls per second for the whole run; 0 turns the limit off [default: 200].
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<u32>,
-    /// Messages fetched at once [default: 64].
+    /// Messages fetched at once [default: follows rate × latency, up to 512; 64 with --rate 0].
     #[arg(long, value_name = "N")]
     pub concurrency: Option<usize>,
     /// Attempts per call before a message is given up [default: 8].
@@ -127,6 +127,15 @@ pub struct MockArgs {
     /// Seed of the random faults (and of the default data).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Serve N synthetic messages instead of a store (for load tests).
+    #[arg(long, value_name = "N", conflicts_with = "store")]
+    pub synthetic: Option<usize>,
+    /// Pairs per synthetic message.
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub pairs: usize,
+    /// Write the list of the served messages as an input CSV here.
+    #[arg(long, value_name = "FILE")]
+    pub write_input: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]

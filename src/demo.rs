@@ -73,7 +73,7 @@ pub async fn run(
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),
         rate: crate::job::DEFAULT_RATE,
-        concurrency: crate::job::DEFAULT_CONCURRENCY,
+        concurrency: None,
         max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
         run_id: None,
         quiet: false,

@@ -99,7 +99,8 @@ pub struct ExportPlan {
     pub sdkappid: u64,
     pub identifier: String,
     pub rate: u32,
-    pub concurrency: usize,
+    /// Messages fetched at once; `None`: follow rate × latency (see `fetch::concurrency`).
+    pub concurrency: Option<usize>,
     pub max_attempts: u32,
     pub run_id: Option<String>,
     pub quiet: bool,
@@ -163,13 +164,12 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
     if identifier.is_empty() {
         return Err(JobError::Invalid("--identifier must not be empty".into()));
     }
-    let concurrency = args
-        .concurrency
-        .or(job.concurrency)
-        .unwrap_or(DEFAULT_CONCURRENCY);
-    if concurrency == 0 || concurrency > 4096 {
+    let concurrency = args.concurrency.or(job.concurrency);
+    if let Some(c) = concurrency
+        && (c == 0 || c > 4096)
+    {
         return Err(JobError::Invalid(format!(
-            "--concurrency must be 1 to 4096, not {concurrency}"
+            "--concurrency must be 1 to 4096, not {c}"
         )));
     }
     let max_attempts = args
@@ -307,7 +307,7 @@ mod tests {
         assert_eq!(p.identifier, "administrator");
         let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
         assert_eq!(p.base_url, "https://adminapisgp.im.qcloud.com");
-        assert_eq!((p.rate, p.concurrency, p.max_attempts), (50, 64, 8));
+        assert_eq!((p.rate, p.concurrency, p.max_attempts), (50, None, 8));
     }
 
     #[test]

@@ -50,7 +50,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),
         rate,
-        concurrency: 32,
+        concurrency: Some(32),
         max_attempts: 8,
         run_id: Some("t".into()),
         quiet: true,
@@ -255,7 +255,7 @@ async fn a_wrong_sdkappid_stops_after_one_call_and_names_the_region() {
     let dir = tempfile::tempdir().unwrap();
     let mut p = plan(&server, dir.path(), &refs, 0);
     p.sdkappid = 1400000999;
-    p.concurrency = 256;
+    p.concurrency = Some(256);
     let s = run(p, fast()).await;
     assert_eq!(s.status, RunStatus::Failed);
     assert_eq!(server.stats().calls(), 1, "{:?}", server.stats().answers());

@@ -8,6 +8,7 @@ mod writer;
 
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
+use crate::fetch::concurrency::{Concurrency, MAX_AUTO, MIN_AUTO, target_in_flight};
 use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
 use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, StopSignal};
@@ -193,10 +194,16 @@ pub async fn run(
         sdkappid: plan.sdkappid,
     };
 
-    let (work_tx, work_rx) = mpsc::channel::<InputMessage>(plan.concurrency * 2);
+    let slots = Arc::new(match plan.concurrency {
+        Some(n) => Concurrency::fixed(n),
+        None if plan.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
+        None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
+    });
+    let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
+    let (work_tx, work_rx) = mpsc::channel::<InputMessage>(queue * 2);
     // Small on purpose: what sits here is fetched but not yet in the WAL,
     // and would be fetched again after a crash.
-    let (ev_tx, ev_rx) = mpsc::channel::<Event>(plan.concurrency + 16);
+    let (ev_tx, ev_rx) = mpsc::channel::<Event>(queue + 16);
 
     // Stage 1: the input, on a thread of its own (blocking file reads).
     let input_thread = {
@@ -208,16 +215,21 @@ pub async fn run(
 
     // Stage 2: the fetch workers.
     let work_rx = Arc::new(Mutex::new(work_rx));
-    let mut workers = Vec::with_capacity(plan.concurrency);
-    for _ in 0..plan.concurrency {
+    let mut workers = Vec::with_capacity(slots.max());
+    for _ in 0..slots.max() {
         let work_rx = work_rx.clone();
         let ev_tx = ev_tx.clone();
         let fetcher = fetcher.clone();
+        let slots = slots.clone();
         workers.push(tokio::spawn(async move {
             loop {
+                let Some(slot) = slots.acquire().await else {
+                    break;
+                };
                 let next = work_rx.lock().await.recv().await;
                 let Some(m) = next else { break };
                 let outcome = fetcher.fetch(&m.msg).await;
+                slots.release(slot);
                 if matches!(outcome, FetchOutcome::Fatal { .. }) {
                     fetcher.stop.trigger(StopReason::Fatal);
                 }
@@ -228,6 +240,21 @@ pub async fn run(
         }));
     }
     drop(ev_tx);
+
+    // Messages in flight follow rate × latency, unless --concurrency was given.
+    let tuner = slots.is_adaptive().then(|| {
+        let (slots, stats, limiter) = (slots.clone(), stats.clone(), limiter.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let rate = limiter.as_ref().map_or(f64::INFINITY, |l| l.rate());
+                if stats.latency() > std::time::Duration::ZERO {
+                    slots.set_target(target_in_flight(rate, stats.latency(), slots.max()));
+                }
+            }
+        })
+    });
 
     // The circuit breaker: stop when no call has had a definitive answer for
     // `give_up_after` while calls were being made.
@@ -312,6 +339,9 @@ pub async fn run(
         let _ = w.await;
     }
     breaker.abort();
+    if let Some(t) = tuner {
+        t.abort();
+    }
     let _ = input_thread.join();
     let tally = written?;
 

@@ -3,6 +3,7 @@
 //! exported is data (`Failed`, `NotFound`), not an error; `Fatal` means the
 //! whole run must stop. Writes no files.
 
+pub mod concurrency;
 pub mod limiter;
 pub mod pager;
 pub mod retry;
@@ -107,6 +108,8 @@ pub struct FetchStats {
     /// When the API last gave a definitive answer (data, not found, a
     /// message-level error), in ms since `epoch`: what the circuit breaker watches.
     last_progress_ms: AtomicU64,
+    /// Moving average of call latency, µs.
+    latency_us: AtomicU64,
     epoch: std::time::Instant,
 }
 
@@ -117,6 +120,7 @@ impl Default for FetchStats {
             retries: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             last_progress_ms: AtomicU64::new(0),
+            latency_us: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
         }
     }
@@ -130,6 +134,22 @@ impl FetchStats {
     fn progressed(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_progress_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// Fold one call's latency into the moving average (weight 1/8).
+    pub fn record_latency(&self, d: Duration) {
+        let sample = d.as_micros().min(u128::from(u32::MAX)) as u64;
+        let old = self.latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            sample
+        } else {
+            old - old / 8 + sample / 8
+        };
+        self.latency_us.store(new, Ordering::Relaxed);
+    }
+
+    pub fn latency(&self) -> Duration {
+        Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
     }
 
     /// How long since the API last gave a definitive answer (or since the start).
@@ -277,7 +297,9 @@ impl Fetcher {
             *attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sig = self.credentials.usersig(chrono::Utc::now().timestamp());
+            let sent = std::time::Instant::now();
             let answer = self.client.get_key_values(&sig, &body).await;
+            self.stats.record_latency(sent.elapsed());
             if let Ok(r) = &answer {
                 self.observe(classify(Observed::Api(r.error_code)));
             }

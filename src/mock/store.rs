@@ -198,6 +198,50 @@ impl Store {
     }
 }
 
+impl Store {
+    /// `n` messages of `pairs` pairs each (values of `value_len` bytes, Seq
+    /// runs of 20): uniform data for benchmarks.
+    pub fn synthetic(n: usize, pairs: usize, value_len: usize) -> Store {
+        let value: String = "v".repeat(value_len);
+        let messages = (0..n)
+            .map(|i| {
+                let from = format!("bench_from_{}", i % 100);
+                let ps = (0..pairs)
+                    .map(|j| StoredPair {
+                        key: format!("k{j:03}"),
+                        value: value.clone(),
+                        seq: 1 + (j / 20) as i64,
+                    })
+                    .collect();
+                StoredMessage::new(
+                    Some(&from),
+                    &format!("bench_to_{i}"),
+                    &format!("{i}_1_1700000000"),
+                    0,
+                    ps,
+                )
+            })
+            .collect();
+        Store { messages }
+    }
+
+    /// The input CSV listing every message of the store.
+    pub fn input_csv(&self) -> String {
+        let mut out = b"From_Account,To_Account,MsgKey\n".to_vec();
+        for m in &self.messages {
+            if let Some(f) = &m.from {
+                crate::write::csv::push_text(&mut out, f);
+            }
+            out.push(b',');
+            crate::write::csv::push_text(&mut out, &m.to);
+            out.push(b',');
+            crate::write::csv::push_text(&mut out, &m.msg_key);
+            out.push(b'\n');
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
 /// Values that break naive writers, mixed into generated data.
 pub const TRICKY_VALUES: [&str; 10] = [
     "",
