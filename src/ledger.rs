@@ -12,7 +12,7 @@
 //! nothing is written twice, and only messages that were in flight are
 //! fetched again.
 
-use crate::model::{FetchedPair, KeyValue, MessageRef};
+use crate::model::{MessageRef, PairRef};
 use crate::write::{FileInfo, LocalDir, TABLES, publish_staged, staging_name, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -170,21 +170,18 @@ impl WalRecord {
         }
     }
 
-    pub fn pairs(&self) -> Vec<FetchedPair> {
-        match &self.status {
-            WalStatus::Ok { pairs, .. } => pairs
-                .iter()
-                .map(|(key, value, seq, at)| FetchedPair {
-                    kv: KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                        seq: *seq,
-                    },
-                    fetched_at_us: *at,
-                })
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// The pairs of an exported message, borrowed.
+    pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
+        let pairs: &[(String, String, i64, i64)] = match &self.status {
+            WalStatus::Ok { pairs, .. } => pairs,
+            _ => &[],
+        };
+        pairs.iter().map(|(key, value, seq, at)| PairRef {
+            key,
+            value,
+            seq: *seq,
+            fetched_at_us: *at,
+        })
     }
 }
 
@@ -637,7 +634,7 @@ mod tests {
         let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
         let replayed: Vec<_> = r.replay.iter().map(|r| r.to.as_str()).collect();
         assert_eq!(replayed, ["t0", "t1"]);
-        assert_eq!(r.replay[0].pairs()[0].kv.value, "v,\"\n");
+        assert_eq!(r.replay[0].pairs().next().unwrap().value, "v,\"\n");
         f.commit(&Checkpoint {
             seq: 0,
             files: vec![],

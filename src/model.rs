@@ -83,6 +83,26 @@ pub struct FetchedPair {
     pub fetched_at_us: i64,
 }
 
+/// A pair borrowed for writing: what a row of `key_values` is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PairRef<'a> {
+    pub key: &'a str,
+    pub value: &'a str,
+    pub seq: i64,
+    pub fetched_at_us: i64,
+}
+
+impl FetchedPair {
+    pub fn as_ref(&self) -> PairRef<'_> {
+        PairRef {
+            key: &self.kv.key,
+            value: &self.kv.value,
+            seq: self.kv.seq,
+            fetched_at_us: self.fetched_at_us,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 
 const CONCURRENCY: usize = 8;
 /// What can be fetched but not yet durable when the process dies: the
-/// messages being fetched, the writer's queue (concurrency + 16) and one
-/// group commit of the WAL (32).
-const IN_FLIGHT: usize = CONCURRENCY + (CONCURRENCY + 16) + 32;
+/// messages being fetched, the writer's queue and one group commit of the WAL.
+const IN_FLIGHT: usize = CONCURRENCY + msgext::export::EVENT_QUEUE + msgext::export::GROUP_COMMIT;
 
 fn refs(n: usize, tag: &str) -> Vec<MessageRef> {
     (0..n)

@@ -65,7 +65,8 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
                 fetched_at_us: 1_764_115_200_123_456,
             })
             .collect();
-        lake.add_pairs(msg, &pairs, 99, 0).unwrap();
+        lake.add_pairs(msg, pairs.iter().map(FetchedPair::as_ref), 99, 0)
+            .unwrap();
         lake.add_message(&MessageRow {
             msg,
             status: "ok",

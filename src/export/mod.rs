@@ -6,6 +6,8 @@
 
 mod writer;
 
+pub use writer::GROUP_COMMIT;
+
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::fetch::concurrency::{Concurrency, MAX_AUTO, MIN_AUTO, target_in_flight};
@@ -87,6 +89,10 @@ enum Event {
     Resumed,
     InputFailed(InputError),
 }
+
+/// Outcomes waiting for the writer. Small on purpose: they are fetched but not
+/// yet in the WAL (fetched again after a crash) and they hold their pairs.
+pub const EVENT_QUEUE: usize = 48;
 
 /// The run id derived from its start time: sortable, UTC.
 pub fn default_run_id(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -201,9 +207,7 @@ pub async fn run(
     });
     let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
     let (work_tx, work_rx) = mpsc::channel::<InputMessage>(queue * 2);
-    // Small on purpose: what sits here is fetched but not yet in the WAL,
-    // and would be fetched again after a crash.
-    let (ev_tx, ev_rx) = mpsc::channel::<Event>(queue + 16);
+    let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
 
     // Stage 1: the input, on a thread of its own (blocking file reads).
     let input_thread = {

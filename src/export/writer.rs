@@ -298,7 +298,7 @@ impl State<'_> {
         if let (Some(latest), Some(clear)) = (latest, clear) {
             self.w
                 .lake
-                .add_pairs(&msg, &r.pairs(), latest, clear)
+                .add_pairs(&msg, r.pairs(), latest, clear)
                 .map_err(failed("writing key_values"))?;
         }
         self.w

@@ -39,7 +39,9 @@ pub enum Step {
 #[derive(Debug, Default)]
 pub struct Pager {
     start_seq: Option<i64>,
-    index: HashMap<String, usize>,
+    /// Key → position in `pairs`; built only when a second page comes (most
+    /// messages fit one page, and the index costs a key copy per pair).
+    index: Option<HashMap<String, usize>>,
     pairs: Vec<FetchedPair>,
     latest_seq: i64,
     clear_seq: i64,
@@ -86,8 +88,21 @@ impl Pager {
             }
         };
         let mut added = 0usize;
-        for p in list {
-            added += usize::from(self.insert(p, fetched_at_us));
+        if self.pages == 1 {
+            added = list.len();
+            self.pairs.extend(list.into_iter().map(|p| FetchedPair {
+                kv: KeyValue {
+                    key: p.key,
+                    value: p.value,
+                    seq: p.seq,
+                },
+                fetched_at_us,
+            }));
+        } else {
+            self.build_index();
+            for p in list {
+                added += usize::from(self.insert(p, fetched_at_us));
+            }
         }
         // CompleteFlag 1 ends the message. A missing flag is treated as "maybe
         // more": the progress rule below then ends it after at most two calls.
@@ -114,9 +129,31 @@ impl Pager {
         Step::Next(next)
     }
 
+    /// Index the pairs held so far, keeping one per key (the highest Seq).
+    fn build_index(&mut self) {
+        if self.index.is_some() {
+            return;
+        }
+        let mut index: HashMap<String, usize> = HashMap::with_capacity(self.pairs.len() * 2);
+        let mut kept: Vec<FetchedPair> = Vec::with_capacity(self.pairs.len());
+        for p in std::mem::take(&mut self.pairs) {
+            match index.get(&p.kv.key) {
+                Some(&i) if kept[i].kv.seq >= p.kv.seq => {}
+                Some(&i) => kept[i] = p,
+                None => {
+                    index.insert(p.kv.key.clone(), kept.len());
+                    kept.push(p);
+                }
+            }
+        }
+        self.pairs = kept;
+        self.index = Some(index);
+    }
+
     /// Keep one pair per key: the one with the highest Seq. Returns whether it changed anything.
     fn insert(&mut self, p: WirePair, fetched_at_us: i64) -> bool {
-        let existing = self.index.get(&p.key).copied();
+        let index = self.index.get_or_insert_with(HashMap::new);
+        let existing = index.get(&p.key).copied();
         if existing.is_some_and(|i| self.pairs[i].kv.seq >= p.seq) {
             return false;
         }
@@ -131,7 +168,7 @@ impl Pager {
         match existing {
             Some(i) => self.pairs[i] = pair,
             None => {
-                self.index.insert(pair.kv.key.clone(), self.pairs.len());
+                index.insert(pair.kv.key.clone(), self.pairs.len());
                 self.pairs.push(pair);
             }
         }
@@ -139,7 +176,11 @@ impl Pager {
     }
 
     /// The live pairs: those with Seq <= ClearSeq are dead and dropped.
-    pub fn finish(self) -> PagedMessage {
+    pub fn finish(mut self) -> PagedMessage {
+        if self.index.is_none() && has_duplicate_keys(&self.pairs) {
+            // One page that repeats a key: keep one pair per key all the same.
+            self.build_index();
+        }
         let clear = self.clear_seq;
         let mut pairs: Vec<FetchedPair> = self
             .pairs
@@ -154,6 +195,12 @@ impl Pager {
             pages: self.pages,
         }
     }
+}
+
+fn has_duplicate_keys(pairs: &[FetchedPair]) -> bool {
+    let mut keys: Vec<&str> = pairs.iter().map(|p| p.kv.key.as_str()).collect();
+    keys.sort_unstable();
+    keys.windows(2).any(|w| w[0] == w[1])
 }
 
 #[cfg(test)]
@@ -313,6 +360,22 @@ mod tests {
             let got: Vec<Step> = pages.into_iter().map(|p| pager.accept(p, 0)).collect();
             assert_eq!(got, steps, "case {i}");
         }
+    }
+
+    #[test]
+    fn a_single_page_repeating_a_key_still_gives_one_pair_per_key() {
+        let mut pager = Pager::new();
+        assert_eq!(
+            pager.accept(page(&[("a", 1), ("b", 2), ("a", 3)], Some(1)), 0),
+            Step::Done
+        );
+        let got = pager.finish();
+        let pairs: Vec<_> = got
+            .pairs
+            .iter()
+            .map(|p| (p.kv.key.as_str(), p.kv.seq))
+            .collect();
+        assert_eq!(pairs, [("b", 2), ("a", 3)]);
     }
 
     #[test]

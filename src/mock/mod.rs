@@ -119,9 +119,14 @@ impl MockStats {
 #[derive(Debug, Clone, PartialEq)]
 enum Reply {
     Json(GetKeyValuesResponse),
+    /// A page of stored message `.0` from StartSeq `.1`, rendered once and cached.
+    Page(usize, Option<i64>),
     Status(StatusCode),
     Drop,
 }
+
+/// A rendered page: (stored message, StartSeq, ActionStatus left out).
+type PageKey = (usize, Option<i64>, bool);
 
 struct State {
     store: Store,
@@ -129,6 +134,7 @@ struct State {
     config: MockConfig,
     stats: Arc<MockStats>,
     verified: Mutex<HashMap<String, SigClaims>>,
+    pages: std::sync::RwLock<HashMap<PageKey, Bytes>>,
     started: Instant,
     window: Mutex<(u64, u32)>,
 }
@@ -161,6 +167,7 @@ impl MockServer {
             config,
             stats: stats.clone(),
             verified: Mutex::new(HashMap::new()),
+            pages: std::sync::RwLock::new(HashMap::new()),
             started: Instant::now(),
             window: Mutex::new((0, 0)),
         });
@@ -263,6 +270,7 @@ async fn handle(
         )
     };
     let label = match &reply {
+        Reply::Page(..) => "ok".to_owned(),
         Reply::Json(r) if r.error_code == 0 => "ok".to_owned(),
         Reply::Json(r) => r.error_code.to_string(),
         Reply::Status(s) => format!("http_{}", s.as_u16()),
@@ -281,17 +289,47 @@ async fn handle(
             let body = format!("<html><body>{s}</body></html>");
             Ok(r.body(Full::new(Bytes::from(body))).unwrap_or_default())
         }
-        Reply::Json(mut r) => {
+        Reply::Json(r) => Ok(json_response(Bytes::from(
+            serde_json::to_vec(&r).unwrap_or_default(),
+        ))),
+        Reply::Page(i, start_seq) => {
             // The real service sometimes leaves ActionStatus out: so do we.
-            if r.error_code == 0 && call_no % 5 == 4 {
-                r.action_status = None;
-            }
-            let json = serde_json::to_vec(&r).unwrap_or_default();
-            Ok(Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(json)))
-                .unwrap_or_default())
+            let bare = call_no % 5 == 4;
+            Ok(json_response(state.rendered_page(i, start_seq, bare)))
         }
+    }
+}
+
+fn json_response(body: Bytes) -> Response<Full<Bytes>> {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap_or_default()
+}
+
+impl State {
+    /// The JSON of a page, rendered once: so that the simulator is not what
+    /// limits a benchmark of the client.
+    fn rendered_page(&self, i: usize, start_seq: Option<i64>, bare: bool) -> Bytes {
+        let key = (i, start_seq, bare);
+        if let Some(b) = self
+            .pages
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return b.clone();
+        }
+        let mut r = self.store.messages[i].page(start_seq, self.config.page_size);
+        if bare {
+            r.action_status = None;
+        }
+        let body = Bytes::from(serde_json::to_vec(&r).unwrap_or_default());
+        self.pages
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, body.clone());
+        body
     }
 }
 
@@ -374,7 +412,7 @@ fn answer(
     {
         return r;
     }
-    Reply::Json(m.page(req.start_seq, state.config.page_size))
+    Reply::Page(i, req.start_seq)
 }
 
 /// A scripted answer: `"http_503"`, `"drop"`, an API code, or `"ok"` (none).

@@ -202,14 +202,19 @@ impl Store {
     /// `n` messages of `pairs` pairs each (values of `value_len` bytes, Seq
     /// runs of 20): uniform data for benchmarks.
     pub fn synthetic(n: usize, pairs: usize, value_len: usize) -> Store {
-        let value: String = "v".repeat(value_len);
+        const ALPHABET: &[u8] =
+            b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-";
         let messages = (0..n)
             .map(|i| {
                 let from = format!("bench_from_{}", i % 100);
+                let mut rng = SplitMix64::new(i as u64);
                 let ps = (0..pairs)
                     .map(|j| StoredPair {
                         key: format!("k{j:03}"),
-                        value: value.clone(),
+                        // Varied text, so that compression is not flattered.
+                        value: (0..value_len)
+                            .map(|_| ALPHABET[rng.below(ALPHABET.len() as u64) as usize] as char)
+                            .collect(),
                         seq: 1 + (j / 20) as i64,
                     })
                     .collect();

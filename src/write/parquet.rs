@@ -8,6 +8,7 @@ use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
 
 pub struct ParquetWriter {
     inner: ArrowWriter<HashingFile>,
@@ -27,6 +28,9 @@ impl ParquetWriter {
             .set_max_row_group_bytes(Some(opts.row_group_bytes.max(1)))
             .set_max_row_group_row_count(Some(1 << 20))
             .set_created_by(concat!("msgext ", env!("CARGO_PKG_VERSION")).to_owned())
+            // Values are mostly distinct: a dictionary costs CPU and memory and
+            // then falls back to plain anyway.
+            .set_column_dictionary_enabled(ColumnPath::from("value"), false)
             .build();
         let inner = ArrowWriter::try_new(file, schema, Some(props))?;
         Ok(ParquetWriter { inner })

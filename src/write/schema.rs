@@ -2,7 +2,7 @@
 //! are appended to. Both output formats are written from these batches, so
 //! Parquet and CSV always hold the same values.
 
-use crate::model::{FetchedPair, MessageRef};
+use crate::model::{MessageRef, PairRef};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -100,13 +100,13 @@ impl KvRows {
         self.len == 0
     }
 
-    pub fn append(&mut self, msg: &MessageRef, p: &FetchedPair, latest_seq: i64, clear_seq: i64) {
+    pub fn append(&mut self, msg: &MessageRef, p: PairRef<'_>, latest_seq: i64, clear_seq: i64) {
         self.from.append_option(msg.from.as_deref());
         self.to.append_value(&msg.to);
         self.msg_key.append_value(&msg.msg_key);
-        self.key.append_value(&p.kv.key);
-        self.value.append_value(&p.kv.value);
-        self.seq.append_value(p.kv.seq);
+        self.key.append_value(p.key);
+        self.value.append_value(p.value);
+        self.seq.append_value(p.seq);
         self.latest_seq.append_value(latest_seq);
         self.clear_seq.append_value(clear_seq);
         self.fetched_at.append_value(p.fetched_at_us);
@@ -114,8 +114,8 @@ impl KvRows {
         self.bytes += msg.from.as_ref().map_or(0, String::len)
             + msg.to.len()
             + msg.msg_key.len()
-            + p.kv.key.len()
-            + p.kv.value.len()
+            + p.key.len()
+            + p.value.len()
             + 32;
     }
 

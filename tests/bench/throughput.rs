@@ -1,0 +1,215 @@
+//! The throughput benchmark: `cargo bench --bench throughput`.
+//!
+//! Starts `msgext mock` as a process of its own (so that the simulator's CPU
+//! is not counted as the client's), runs `msgext export` against it, and
+//! reports from the client's own summary and from wait4's rusage:
+//! - the share of a 200 calls/s quota used at 150 ms latency with default
+//!   flags, and the share of calls answered with a quota code;
+//! - pages/s with the limit off, and client CPU seconds per 1,000 pages;
+//! - peak RSS at ~50k and ~1.25M exported rows.
+//!
+//! Nothing here asserts: it prints the numbers for the README.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_msgext");
+const KEY: &str = "msgext-demo-secret-key-not-for-production";
+
+struct Usage {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: i64,
+    ok: bool,
+}
+
+/// Wait for a child and return its resource usage (wait4).
+fn wait_usage(child: Child, started: Instant) -> Usage {
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid value; wait4 writes it for our own child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = started.elapsed();
+    assert_eq!(r, pid, "wait4");
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    Usage {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_kb: ru.ru_maxrss,
+        ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+    }
+}
+
+struct Mock {
+    child: Child,
+    url: String,
+}
+
+fn mock(dir: &Path, args: &[&str]) -> Mock {
+    let input = dir.join("in.csv");
+    let mut child = Command::new(BIN)
+        .arg("mock")
+        .args(args)
+        .arg("--write-input")
+        .arg(&input)
+        .env("MSGEXT_SECRET_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start msgext mock");
+    let mut url = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut url)
+        .expect("the mock prints its URL");
+    Mock {
+        child,
+        url: url.trim().to_owned(),
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn export(dir: &Path, mock: &Mock, extra: &[&str]) -> (Usage, serde_json::Value) {
+    let out = dir.join("lake");
+    let _ = std::fs::remove_dir_all(&out);
+    let started = Instant::now();
+    let child = Command::new(BIN)
+        .args([
+            "export",
+            "--quiet",
+            "--sdkappid",
+            "1400000000",
+            "--run-id",
+            "bench",
+            "--endpoint",
+            &mock.url,
+        ])
+        .arg("--input")
+        .arg(dir.join("in.csv"))
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .env("MSGEXT_SECRET_KEY", KEY)
+        .spawn()
+        .expect("start msgext export");
+    let usage = wait_usage(child, started);
+    let summary = std::fs::read(out.join("_runs/bench/summary.json")).expect("summary.json");
+    (
+        usage,
+        serde_json::from_slice(&summary).expect("summary is JSON"),
+    )
+}
+
+fn n(v: &serde_json::Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` lists benchmarks; there is nothing to list.
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("machine: {cores} cores, {cpu}");
+    let mut rows = Vec::new();
+
+    // 1. Default flags against a 200 calls/s quota at 150 ms latency.
+    {
+        let m = mock(
+            dir.path(),
+            &[
+                "--synthetic",
+                "4000",
+                "--pairs",
+                "20",
+                "--latency-ms",
+                "150",
+                "--quota",
+                "200",
+            ],
+        );
+        let (u, s) = export(dir.path(), &m, &[]);
+        let calls = n(&s["requests"]);
+        let per_s = calls / n(&s["elapsed_secs"]);
+        rows.push((
+            "quota used, 200/s quota, 150 ms latency, default flags".to_owned(),
+            format!(
+                "{:.1}% ({per_s:.1} calls/s over {calls} calls, ok={})",
+                per_s / 2.0,
+                u.ok
+            ),
+        ));
+        rows.push((
+            "calls answered with a quota code".to_owned(),
+            format!(
+                "{:.2}% ({} of {calls})",
+                100.0 * n(&s["rate_limited"]) / calls,
+                s["rate_limited"]
+            ),
+        ));
+    }
+    // 2. The limit off: 6,250 pages of 200 pairs = 1.25M rows.
+    {
+        let m = mock(dir.path(), &["--synthetic", "6250", "--pairs", "200"]);
+        // Warm the simulator's page cache so that it is not the bottleneck.
+        let _ = export(dir.path(), &m, &["--rate", "0"]);
+        let (u, s) = export(dir.path(), &m, &["--rate", "0"]);
+        let pages = n(&s["requests"]);
+        rows.push((
+            "pages/s, limit off (200 pairs a page)".to_owned(),
+            format!(
+                "{:.0} ({pages} pages in {:.2} s, ok={})",
+                pages / u.wall.as_secs_f64(),
+                u.wall.as_secs_f64(),
+                u.ok
+            ),
+        ));
+        rows.push((
+            "client CPU per 1,000 pages".to_owned(),
+            format!(
+                "{:.3} s ({:.3} ms a page)",
+                u.cpu.as_secs_f64() * 1000.0 / pages,
+                u.cpu.as_secs_f64() * 1000.0 / pages
+            ),
+        ));
+        rows.push((
+            format!("peak RSS at {} rows", s["kv_rows"]),
+            format!("{:.1} MB", u.max_rss_kb as f64 / 1024.0),
+        ));
+        let big = u.max_rss_kb;
+        drop(m);
+        // 3. The same at ~50k rows.
+        let m = mock(dir.path(), &["--synthetic", "250", "--pairs", "200"]);
+        let (u, s) = export(dir.path(), &m, &["--rate", "0"]);
+        rows.push((
+            format!("peak RSS at {} rows", s["kv_rows"]),
+            format!(
+                "{:.1} MB (1.25M rows use {:.2}x)",
+                u.max_rss_kb as f64 / 1024.0,
+                big as f64 / u.max_rss_kb as f64
+            ),
+        ));
+    }
+    println!("\n| measure | result |\n|---|---|");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
+}
