@@ -242,24 +242,8 @@ async fn killed_during_the_final_commit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_kill_9_midway_then_the_same_command() {
     let s = setup(240, 10).await;
-    let mut child = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        s.server.stats().wait_for_answers(120),
-    )
-    .await
-    .expect("the export never got 120 answers");
-    std::process::Command::new("kill")
-        .args(["-KILL", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let cmd = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[]);
+    let status = common::signal_midway(cmd, s.server.stats(), 120, "-KILL").await;
     assert_eq!(status.code(), None, "killed");
     common::assert_all_files_readable(&s.out);
     let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;

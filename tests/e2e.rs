@@ -411,28 +411,8 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
     let mut args = export_args(&server, &input, &out, "parquet", "int");
     let c = args.iter().position(|a| a == "--concurrency").unwrap();
     args[c + 1] = "4".to_owned();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_msgext"))
-        .args(&args)
-        .env("MSGEXT_SECRET_KEY", DEMO_SECRET_KEY)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Guarded: if the child died early, fail instead of waiting forever.
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        server.stats().wait_for_answers(40),
-    )
-    .await
-    .expect("the export never got 40 answers");
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    let cmd = common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
+    let status = common::signal_midway(cmd, server.stats(), 40, "-INT").await;
     assert_eq!(status.code(), Some(130));
 
     let summary: serde_json::Value =

@@ -362,6 +362,13 @@ mod tests {
         }
     }
 
+    fn keys_and_seqs(m: &PagedMessage) -> Vec<(&str, i64)> {
+        m.pairs
+            .iter()
+            .map(|p| (p.kv.key.as_str(), p.kv.seq))
+            .collect()
+    }
+
     #[test]
     fn a_single_page_repeating_a_key_still_gives_one_pair_per_key() {
         let mut pager = Pager::new();
@@ -369,13 +376,7 @@ mod tests {
             pager.accept(page(&[("a", 1), ("b", 2), ("a", 3)], Some(1)), 0),
             Step::Done
         );
-        let got = pager.finish();
-        let pairs: Vec<_> = got
-            .pairs
-            .iter()
-            .map(|p| (p.kv.key.as_str(), p.kv.seq))
-            .collect();
-        assert_eq!(pairs, [("b", 2), ("a", 3)]);
+        assert_eq!(keys_and_seqs(&pager.finish()), [("b", 2), ("a", 3)]);
     }
 
     #[test]
@@ -389,12 +390,6 @@ mod tests {
             pager.accept(page(&[("b", 2), ("a", 3)], Some(1)), 0),
             Step::Done
         );
-        let got = pager.finish();
-        let pairs: Vec<_> = got
-            .pairs
-            .iter()
-            .map(|p| (p.kv.key.as_str(), p.kv.seq))
-            .collect();
-        assert_eq!(pairs, [("b", 2), ("a", 3)]);
+        assert_eq!(keys_and_seqs(&pager.finish()), [("b", 2), ("a", 3)]);
     }
 }

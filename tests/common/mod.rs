@@ -356,3 +356,33 @@ pub fn assert_all_files_readable(out: &Path) {
         csv_records(out, table);
     }
 }
+
+/// Start the binary, wait until the simulator has answered `answers` calls,
+/// send `signal` (e.g. "-INT", "-KILL"), and return how the process ended.
+pub async fn signal_midway(
+    mut cmd: std::process::Command,
+    stats: &msgext::mock::MockStats,
+    answers: u64,
+    signal: &str,
+) -> std::process::ExitStatus {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Guarded: if the child died early, fail instead of waiting forever.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stats.wait_for_answers(answers),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the export never got {answers} answers"));
+    let sent = std::process::Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
