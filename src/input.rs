@@ -182,11 +182,6 @@ impl<R: Read> InputReader<R> {
         })
     }
 
-    /// How many distinct messages have been seen so far.
-    pub fn distinct(&self) -> usize {
-        self.seen.len()
-    }
-
     fn classify(&mut self, line: u64) -> InputItem {
         let rec = &self.record;
         let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or(b"");

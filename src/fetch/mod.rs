@@ -300,14 +300,15 @@ impl Fetcher {
             let sent = std::time::Instant::now();
             let answer = self.client.get_key_values(&sig, &body).await;
             self.stats.record_latency(sent.elapsed());
-            if let Ok(r) = &answer {
-                self.observe(classify(Observed::Api(r.error_code)));
-            }
             let (action, code, info, retry_after) = match answer {
-                Ok(r) => match classify(Observed::Api(r.error_code)) {
-                    Action::Success => return Attempt::Page(r),
-                    action => (action, r.error_code.to_string(), r.error_info, None),
-                },
+                Ok(r) => {
+                    let action = classify(Observed::Api(r.error_code));
+                    self.observe(action);
+                    if action == Action::Success {
+                        return Attempt::Page(r);
+                    }
+                    (action, r.error_code.to_string(), r.error_info, None)
+                }
                 Err(e) => {
                     let retry_after = match &e {
                         CallError::Http { retry_after, .. } => *retry_after,

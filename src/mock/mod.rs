@@ -189,10 +189,6 @@ impl MockServer {
         Ok(MockServer { addr, stats, task })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// The base URL to give msgext as `--endpoint`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
@@ -200,10 +196,6 @@ impl MockServer {
 
     pub fn stats(&self) -> &MockStats {
         &self.stats
-    }
-
-    pub fn stats_handle(&self) -> Arc<MockStats> {
-        self.stats.clone()
     }
 
     /// Run until the task is aborted (for `msgext mock`).

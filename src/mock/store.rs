@@ -139,10 +139,6 @@ impl Store {
         StoreIndex { by_key }
     }
 
-    pub fn find(&self, msg: &MessageRef) -> Option<&StoredMessage> {
-        self.messages.iter().find(|m| m.message_ref() == *msg)
-    }
-
     /// A deterministic store for `messages`: most exist with 0 to 300 pairs
     /// (some spanning pages, some with a ClearSeq and dead pairs), about one
     /// in `missing_one_in` does not exist (answers 23004).

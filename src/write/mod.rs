@@ -182,10 +182,6 @@ impl LocalDir {
         }
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Begin the file that will be at `rel` (a `/`-separated path below the root).
     pub fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
         let final_path = self.root.join(rel);
