@@ -273,6 +273,8 @@ pub struct RunFiles {
 /// What an earlier attempt left, once recovered.
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Messages settled in committed checkpoints (counted before `settled` is handed on).
+    pub committed_messages: u64,
     /// Messages settled in committed checkpoints or in the WAL.
     pub settled: HashSet<u128>,
     pub counts: Counts,
@@ -285,6 +287,13 @@ pub struct Recovered {
     pub next_part: u32,
     /// Whether each table already has a committed file.
     pub has_files: [bool; 2],
+}
+
+impl Recovered {
+    /// Messages an earlier attempt settled: skipped or written again, never fetched.
+    pub fn resumed(&self) -> u64 {
+        self.committed_messages + self.replay.len() as u64
+    }
 }
 
 fn wal_path(dir: &Path, seq: u32) -> PathBuf {
@@ -344,6 +353,7 @@ impl RunFiles {
                 rec.settled.insert(fp);
             }
             rec.counts.add(&c.counts);
+            rec.committed_messages += c.messages.len() as u64;
             rec.files.extend(c.files.iter().cloned());
         }
 

@@ -190,6 +190,9 @@ async fn crash_then_resume(failpoint: &str) {
     // Every file at a final name is complete, even now.
     common::assert_all_files_readable(&s.out);
     let before = common::kv_from_parquet(&s.out).len();
+    let calls_before: Vec<u32> = (0..s.store.messages.len())
+        .map(|i| s.server.stats().calls_for(i))
+        .collect();
     let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(
         o.status.code(),
@@ -205,7 +208,18 @@ async fn crash_then_resume(failpoint: &str) {
         "{failpoint}: {twice} messages fetched twice (rows before: {before})"
     );
     let summary = std::fs::read_to_string(s.out.join("_runs/nightly/summary.json")).unwrap();
-    assert!(summary.contains("\"resumed\""), "{summary}");
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    // The summary's "resumed" is exactly the messages the second attempt did not fetch.
+    let fetched_by_resume = calls_before
+        .iter()
+        .enumerate()
+        .filter(|(i, before)| s.server.stats().calls_for(*i) > **before)
+        .count() as u64;
+    assert_eq!(
+        summary["messages"]["resumed"].as_u64().unwrap(),
+        240 - fetched_by_resume,
+        "{failpoint}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

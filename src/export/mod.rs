@@ -157,7 +157,7 @@ pub async fn run(
             meta
         }
     };
-    let (run_files, recovered) =
+    let (run_files, mut recovered) =
         crate::ledger::RunFiles::open(&plan.out, &run_dir).map_err(ledger_err)?;
     let errors_path = run_dir.join("errors.csv");
     let spool_path = writer::spool_path(&run_dir);
@@ -213,7 +213,7 @@ pub async fn run(
     let input_thread = {
         let ev_tx = ev_tx.clone();
         let stop = stop.clone();
-        let settled = recovered.settled.clone();
+        let settled = std::mem::take(&mut recovered.settled);
         std::thread::spawn(move || read_input(reader, &settled, work_tx, ev_tx, stop))
     };
 

@@ -75,12 +75,13 @@ pub fn write_all(
     live: &LiveCounts,
     stop: &StopSignal,
 ) -> Result<Tally, String> {
+    let resumed = w.recovered.resumed();
     let replay = std::mem::take(&mut w.recovered.replay);
     let mut st = State {
         t: Tally {
             input: InputSummary::default(),
             messages: MessageSummary {
-                resumed: w.recovered.settled.len() as u64 - replay.len() as u64,
+                resumed,
                 ..MessageSummary::default()
             },
             totals: w.recovered.counts,
