@@ -84,6 +84,14 @@ impl Region {
         }
     }
 
+    /// The region whose domain a base URL names, if any.
+    pub fn from_base_url(base: &str) -> Option<Region> {
+        let host = base.split("://").nth(1)?.split(['/', ':']).next()?;
+        Region::ALL
+            .into_iter()
+            .find(|r| r.domain().eq_ignore_ascii_case(host))
+    }
+
     /// `https://{domain}`, the base the call path is appended to.
     pub fn base_url(self) -> String {
         format!("https://{}", self.domain())
@@ -135,6 +143,10 @@ mod tests {
             assert_eq!(r.name(), name);
         }
         assert!("mars".parse::<Region>().is_err());
+        for r in Region::ALL {
+            assert_eq!(Region::from_base_url(&r.base_url()), Some(r));
+        }
+        assert_eq!(Region::from_base_url("http://127.0.0.1:8080"), None);
         assert_eq!(
             call_url("http://127.0.0.1:9/"),
             "http://127.0.0.1:9/v4/openim_msg_ext_http_svc/get_key_values"

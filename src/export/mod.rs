@@ -197,7 +197,10 @@ pub async fn run(
         },
         stats: stats.clone(),
         stop: stop.clone(),
-        sdkappid: plan.sdkappid,
+        target: crate::fetch::Target {
+            sdkappid: plan.sdkappid,
+            region: crate::api::Region::from_base_url(&plan.base_url),
+        },
     };
 
     let slots = Arc::new(match plan.concurrency {

@@ -210,7 +210,7 @@ pub struct Fetcher {
     pub policy: RetryPolicy,
     pub stats: Arc<FetchStats>,
     pub stop: StopSignal,
-    pub sdkappid: u64,
+    pub target: Target,
 }
 
 fn now_us() -> i64 {
@@ -339,7 +339,7 @@ impl Fetcher {
                     });
                 }
                 Action::FailRun => {
-                    let info = explain_fatal(&code, &info, self.sdkappid);
+                    let info = explain_fatal(&code, &info, &self.target);
                     return Attempt::End(FetchOutcome::Fatal {
                         code,
                         info,
@@ -355,7 +355,7 @@ impl Fetcher {
                     self.stop.trigger(StopReason::Fatal);
                     return Attempt::End(FetchOutcome::Fatal {
                         code,
-                        info: explain_fatal("70001", &info, self.sdkappid),
+                        info: explain_fatal("70001", &info, &self.target),
                         attempts: *attempts,
                     });
                 }
@@ -410,8 +410,21 @@ impl Fetcher {
     }
 }
 
+/// The app a run calls, as named in messages that stop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub sdkappid: u64,
+    /// The data center, when the endpoint is one of Tencent's.
+    pub region: Option<crate::api::Region>,
+}
+
 /// What a user should do about an answer that stops the run.
-pub fn explain_fatal(code: &str, info: &str, sdkappid: u64) -> String {
+pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
+    let sdkappid = target.sdkappid;
+    let center = match target.region {
+        Some(r) => format!("the {r} data center"),
+        None => "this endpoint's data center".to_owned(),
+    };
     let hint = match code {
         "70001" => "the UserSig has expired and cannot be renewed: give the secret key (MSGEXT_SECRET_KEY or --secret-key-file) or a fresh MSGEXT_USERSIG".to_owned(),
         "70002" | "70003" | "70005" | "70009" | "70010" => {
@@ -420,7 +433,7 @@ pub fn explain_fatal(code: &str, info: &str, sdkappid: u64) -> String {
         "70013" => "the UserSig was made for another identifier: check --identifier".to_owned(),
         "70014" => "the UserSig was made for another SDKAppID: check --sdkappid".to_owned(),
         "70016" | "70020" => format!(
-            "SDKAppID {sdkappid} is not known in this data center: check --sdkappid, or try another --region"
+            "SDKAppID {sdkappid} is not in {center}: check --sdkappid, or try another --region"
         ),
         "10008" => "this app's plan has no message extensions (a Premium edition feature)".to_owned(),
         c if c.starts_with("http_") => {
@@ -437,10 +450,23 @@ mod tests {
 
     #[test]
     fn fatal_explanations_say_what_to_fix() {
-        assert!(explain_fatal("70020", "x", 1400000123).contains("SDKAppID 1400000123"));
-        assert!(explain_fatal("70020", "x", 1).contains("--region"));
-        assert!(explain_fatal("70003", "bad sig", 1).contains("secret key"));
-        assert!(explain_fatal("10008", "", 1).contains("plan"));
+        let sgp = Target {
+            sdkappid: 1400000123,
+            region: Some(crate::api::Region::Singapore),
+        };
+        let e = explain_fatal("70020", "x", &sgp);
+        assert!(
+            e.contains("SDKAppID 1400000123 is not in the singapore data center"),
+            "{e}"
+        );
+        assert!(e.contains("--region"));
+        let local = Target {
+            sdkappid: 1,
+            region: None,
+        };
+        assert!(explain_fatal("70016", "x", &local).contains("this endpoint"));
+        assert!(explain_fatal("70003", "bad sig", &local).contains("secret key"));
+        assert!(explain_fatal("10008", "", &local).contains("plan"));
     }
 
     #[tokio::test]
