@@ -5,8 +5,8 @@
 //! huge input is never held in memory) and invalid rows with their line number.
 //! Knows nothing about HTTP.
 
-use crate::model::{InputMessage, MessageRef};
-use std::collections::{HashSet, VecDeque};
+use crate::model::{FingerprintSet, InputMessage, MessageRef};
+use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,7 @@ pub struct InputReader<R: Read> {
     lf_after_cr: Arc<Mutex<VecDeque<u64>>>,
     cols: Columns,
     record: csv::ByteRecord,
-    seen: HashSet<u128>,
+    seen: FingerprintSet,
 }
 
 impl InputReader<std::fs::File> {
@@ -178,7 +178,7 @@ impl<R: Read> InputReader<R> {
             lf_after_cr,
             cols,
             record: csv::ByteRecord::new(),
-            seen: HashSet::new(),
+            seen: FingerprintSet::default(),
         })
     }
 

@@ -276,7 +276,7 @@ pub struct Recovered {
     /// Messages settled in committed checkpoints (counted before `settled` is handed on).
     pub committed_messages: u64,
     /// Messages settled in committed checkpoints or in the WAL.
-    pub settled: HashSet<u128>,
+    pub settled: crate::model::FingerprintSet,
     pub counts: Counts,
     pub files: Vec<FileInfo>,
     /// Settled messages of the checkpoint that did not commit: to write again.

@@ -402,7 +402,7 @@ pub async fn run(
 
 fn read_input<R: std::io::Read>(
     reader: InputReader<R>,
-    settled: &std::collections::HashSet<u128>,
+    settled: &crate::model::FingerprintSet,
     work_tx: mpsc::Sender<InputMessage>,
     ev_tx: mpsc::Sender<Event>,
     stop: StopSignal,
@@ -423,7 +423,7 @@ fn read_input<R: std::io::Read>(
                 };
                 ev_tx.blocking_send(Event::Done(m, aborted)).is_ok()
             }
-            Ok(InputItem::Message(m)) if settled.contains(&m.msg.fingerprint()) => {
+            Ok(InputItem::Message(m)) if settled.contains(m.msg.fingerprint()) => {
                 ev_tx.blocking_send(Event::Resumed).is_ok()
             }
             Ok(InputItem::Message(m)) => work_tx.blocking_send(m).is_ok(),
