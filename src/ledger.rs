@@ -459,6 +459,18 @@ impl RunFiles {
         sync_dir(&self.dir).map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 
+    /// After the last checkpoint: the WAL is empty, remove it.
+    pub fn close(self) -> Result<(), LedgerError> {
+        if self.wal_dirty {
+            return Err(LedgerError::Corrupt(
+                "WAL closed with unsynced records".into(),
+            ));
+        }
+        let path = wal_path(&self.dir, self.wal_seq);
+        drop(self.wal);
+        std::fs::remove_file(&path).map_err(io(&path))
+    }
+
     /// Every error row of the committed checkpoints, in order.
     pub fn committed_errors(&self) -> Result<Vec<ErrorRow>, LedgerError> {
         let path = self.dir.join("ledger.jsonl");

@@ -127,6 +127,7 @@ pub fn write_all(
     }
     st.checkpoint(true)?;
     st.finish_errors_csv()?;
+    st.w.run_files.close().map_err(failed("WAL"))?;
     let mut t = st.t;
     t.messages.ok = t.totals.ok;
     t.messages.not_found = t.totals.not_found;
