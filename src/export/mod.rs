@@ -119,46 +119,9 @@ pub async fn run(
         .unwrap_or_else(|| default_run_id(started));
     let run_dir = plan.out.join("_runs").join(&run_id);
     let reader = InputReader::open(&plan.input)?;
-    let started_at = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let _lock = crate::ledger::RunLock::acquire(
-        &plan.out,
-        &crate::ledger::Holder {
-            run_id: run_id.clone(),
-            pid: std::process::id(),
-            started_at: started_at.clone(),
-        },
-    )?;
-    let success = run_dir.join("_SUCCESS");
-    if success.exists() {
-        return Err(ExportError::AlreadyComplete {
-            run_id,
-            path: success.display().to_string(),
-        });
-    }
-    let ledger_err = |e: crate::ledger::LedgerError| ExportError::Output(e.to_string());
-    let meta = match crate::ledger::RunMeta::load(&run_dir).map_err(ledger_err)? {
-        Some(meta) if meta.format != plan.format.extension() => {
-            return Err(ExportError::Usage(format!(
-                "run {run_id} was started with --format {}; resume it with the same format or give a new --run-id",
-                meta.format
-            )));
-        }
-        Some(meta) => meta,
-        None => {
-            std::fs::create_dir_all(&run_dir).map_err(|e| io_err(&run_dir, e))?;
-            let meta = crate::ledger::RunMeta {
-                run_id: run_id.clone(),
-                started_at: started_at.clone(),
-                dt: started.format("%Y-%m-%d").to_string(),
-                format: plan.format.extension().to_owned(),
-                input: plan.input.display().to_string(),
-            };
-            meta.save(&run_dir).map_err(ledger_err)?;
-            meta
-        }
-    };
-    let (run_files, mut recovered) =
-        crate::ledger::RunFiles::open(&plan.out, &run_dir).map_err(ledger_err)?;
+    let opened = open_run(&plan, &run_id, &run_dir, started)?;
+    let (_lock, meta, run_files, mut recovered) =
+        (opened.lock, opened.meta, opened.files, opened.recovered);
     let errors_path = run_dir.join("errors.csv");
     let spool_path = writer::spool_path(&run_dir);
     let spool = ErrorsCsv::create(&spool_path).map_err(|e| io_err(&spool_path, e))?;
@@ -395,9 +358,75 @@ pub async fn run(
     crate::report::write_manifest(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
     if finished {
         crate::failpoint::hit("before_success");
+        let success = run_dir.join("_SUCCESS");
         crate::report::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
     }
     Ok(summary)
+}
+
+/// What `open_run` hands back: the folder lock (held until the run ends), the
+/// run's fixed identity, and what an earlier attempt left.
+struct OpenedRun {
+    lock: crate::ledger::RunLock,
+    meta: crate::ledger::RunMeta,
+    files: crate::ledger::RunFiles,
+    recovered: crate::ledger::Recovered,
+}
+
+/// Take the folder lock, refuse a completed run, load or create `run.json`,
+/// and recover what an earlier attempt of this run left.
+fn open_run(
+    plan: &ExportPlan,
+    run_id: &str,
+    run_dir: &Path,
+    started: chrono::DateTime<chrono::Utc>,
+) -> Result<OpenedRun, ExportError> {
+    let started_at = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let lock = crate::ledger::RunLock::acquire(
+        &plan.out,
+        &crate::ledger::Holder {
+            run_id: run_id.to_owned(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+        },
+    )?;
+    let success = run_dir.join("_SUCCESS");
+    if success.exists() {
+        return Err(ExportError::AlreadyComplete {
+            run_id: run_id.to_owned(),
+            path: success.display().to_string(),
+        });
+    }
+    let ledger_err = |e: crate::ledger::LedgerError| ExportError::Output(e.to_string());
+    let meta = match crate::ledger::RunMeta::load(run_dir).map_err(ledger_err)? {
+        Some(meta) if meta.format != plan.format.extension() => {
+            return Err(ExportError::Usage(format!(
+                "run {run_id} was started with --format {}; resume it with the same format or give a new --run-id",
+                meta.format
+            )));
+        }
+        Some(meta) => meta,
+        None => {
+            std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
+            let meta = crate::ledger::RunMeta {
+                run_id: run_id.to_owned(),
+                started_at,
+                dt: started.format("%Y-%m-%d").to_string(),
+                format: plan.format.extension().to_owned(),
+                input: plan.input.display().to_string(),
+            };
+            meta.save(run_dir).map_err(ledger_err)?;
+            meta
+        }
+    };
+    let (files, recovered) =
+        crate::ledger::RunFiles::open(&plan.out, run_dir).map_err(ledger_err)?;
+    Ok(OpenedRun {
+        lock,
+        meta,
+        files,
+        recovered,
+    })
 }
 
 fn read_input<R: std::io::Read>(
