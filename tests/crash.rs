@@ -8,7 +8,7 @@ mod common;
 
 use common::{export_args, run_msgext, show};
 use msgext::mock::store::Store;
-use msgext::mock::{DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
 use std::path::{Path, PathBuf};
 
@@ -30,16 +30,11 @@ fn refs(n: usize, tag: &str) -> Vec<MessageRef> {
 }
 
 async fn serve(store: Store, latency_ms: u64) -> MockServer {
-    let config = MockConfig {
-        faults: Faults {
-            latency_ms,
-            ..Faults::default()
-        },
-        ..MockConfig::default()
+    let faults = Faults {
+        latency_ms,
+        ..Faults::default()
     };
-    MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
+    common::start_mock(store, faults, 1).await
 }
 
 struct Setup {

@@ -8,7 +8,7 @@ mod common;
 
 use common::{KvRow, MsgRow};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
-use msgext::mock::{DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
 use std::path::Path;
 use std::process::Output;
@@ -135,14 +135,7 @@ async fn setup(
 }
 
 async fn start(store: Store, faults: Faults) -> MockServer {
-    let config = MockConfig {
-        faults,
-        seed: 7,
-        ..MockConfig::default()
-    };
-    MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
+    common::start_mock(store, faults, 7).await
 }
 
 async fn msgext(args: Vec<String>, secret: &str) -> Output {

@@ -9,7 +9,7 @@ use msgext::fetch::StopSignal;
 use msgext::fetch::retry::{Backoff, RetryPolicy};
 use msgext::job::{ExportPlan, Secret};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
-use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
+use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
 use msgext::report::{RunStatus, Summary};
 use msgext::write::{Format, WriteOptions};
@@ -29,14 +29,7 @@ fn messages(n: usize, tag: &str) -> Vec<MessageRef> {
 }
 
 async fn serve(store: Store, faults: Faults) -> MockServer {
-    let config = MockConfig {
-        faults,
-        seed: 99,
-        ..MockConfig::default()
-    };
-    MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
-        .await
-        .unwrap()
+    common::start_mock(store, faults, 99).await
 }
 
 fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> ExportPlan {

@@ -386,3 +386,19 @@ pub async fn signal_midway(
         .await
         .unwrap()
 }
+
+/// The simulator on a free port of 127.0.0.1, with these faults (seeded).
+pub async fn start_mock(
+    store: msgext::mock::store::Store,
+    faults: msgext::mock::Faults,
+    seed: u64,
+) -> msgext::mock::MockServer {
+    let config = msgext::mock::MockConfig {
+        faults,
+        seed,
+        ..msgext::mock::MockConfig::default()
+    };
+    msgext::mock::MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
+        .await
+        .unwrap()
+}
