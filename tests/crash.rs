@@ -250,7 +250,7 @@ async fn killed_during_the_final_commit() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_kill_9_midway_then_the_same_command() {
-    let s = setup(240, 10).await;
+    let s = setup(240, 40).await;
     let cmd = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[]);
     let status = common::signal_midway(cmd, s.server.stats(), 120, "-KILL").await;
     assert_eq!(status.code(), None, "killed");
@@ -312,7 +312,7 @@ async fn csv_output_resumes_the_same_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_run_on_the_same_folder_is_refused_and_disturbs_nothing() {
-    let s = setup(200, 10).await;
+    let s = setup(200, 50).await;
     let first = common::msgext_command(&args(&s, "parquet"), DEMO_SECRET_KEY, &[])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
