@@ -13,7 +13,7 @@
 //! fetched again.
 
 use crate::model::{MessageRef, PairRef};
-use crate::write::{FileInfo, LocalDir, TABLES, publish_staged, staging_name, sync_dir};
+use crate::write::{FileInfo, LocalDir, TABLES, publish_staged, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -127,16 +127,16 @@ impl RunMeta {
         let json =
             serde_json::to_vec_pretty(self).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
         let path = run_dir.join("run.json");
-        crate::report::write_atomically(&path, &json).map_err(io(&path))
+        crate::write::write_atomically(&path, &json)
+            .map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 }
 
 /// A settled message as the WAL keeps it: enough to write its rows again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalRecord {
-    pub from: Option<String>,
-    pub to: String,
-    pub msg_key: String,
+    #[serde(flatten)]
+    pub msg: MessageRef,
     pub line: u64,
     pub status: WalStatus,
     pub attempts: u32,
@@ -162,14 +162,6 @@ pub enum WalStatus {
 }
 
 impl WalRecord {
-    pub fn message(&self) -> MessageRef {
-        MessageRef {
-            from: self.from.clone(),
-            to: self.to.clone(),
-            msg_key: self.msg_key.clone(),
-        }
-    }
-
     /// The pairs of an exported message, borrowed.
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
         let pairs: &[(String, String, i64, i64)] = match &self.status {
@@ -334,10 +326,7 @@ impl RunFiles {
         for c in &checkpoints {
             for f in &c.files {
                 roll_forward(&lake, &f.path)?;
-                if let Some(i) = TABLES
-                    .iter()
-                    .position(|t| f.path.starts_with(&format!("{t}/")))
-                {
+                if let Some(i) = crate::write::table_of(&f.path) {
                     rec.has_files[i] = true;
                 }
                 let name = f.path.rsplit('/').next().unwrap_or("");
@@ -387,7 +376,7 @@ impl RunFiles {
                 let Ok(r) = serde_json::from_slice::<WalRecord>(&line) else {
                     break;
                 };
-                if rec.settled.insert(r.message().fingerprint()) {
+                if rec.settled.insert(r.msg.fingerprint()) {
                     rec.replay.push(r);
                 }
             }
@@ -531,13 +520,11 @@ fn remove_stray_staging(
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !(name.starts_with('.') && name.ends_with(".inprogress")) {
+                let Some(final_name) = crate::write::final_name(&name) else {
                     continue;
-                }
-                let final_name = &name[1..name.len() - ".inprogress".len()];
+                };
                 let day_name = day.file_name().to_string_lossy().into_owned();
                 let rel = format!("{table}/{day_name}/run_id={run_id}/{final_name}");
-                debug_assert_eq!(staging_name(final_name), name);
                 if !committed.contains(&rel) {
                     let p = e.path();
                     std::fs::remove_file(&p).map_err(io(&p))?;
@@ -627,9 +614,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let run_dir = out.path().join("_runs/r");
         let rec = |i: u64| WalRecord {
-            from: None,
-            to: format!("t{i}"),
-            msg_key: "k".into(),
+            msg: MessageRef::new(None, &format!("t{i}"), "k"),
             line: i + 2,
             status: WalStatus::Ok {
                 latest_seq: 3,
@@ -650,11 +635,16 @@ mod tests {
         }
         // Simulate the torn tail of the unsynced record.
         let seg = wal_path(&run_dir, 0);
+        let first = std::fs::read_to_string(&seg).unwrap();
+        assert!(
+            first.starts_with("{\"from\":null,\"to\":\"t0\",\"msg_key\":\"k\",\"line\":2,"),
+            "the WAL keeps the message's fields at the top level: {first}"
+        );
         let mut text = std::fs::read_to_string(&seg).unwrap();
         text.push_str("{\"from\":null,\"to\":\"t9");
         std::fs::write(&seg, text).unwrap();
         let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
-        let replayed: Vec<_> = r.replay.iter().map(|r| r.to.as_str()).collect();
+        let replayed: Vec<_> = r.replay.iter().map(|r| r.msg.to.as_str()).collect();
         assert_eq!(replayed, ["t0", "t1"]);
         assert_eq!(r.replay[0].pairs().next().unwrap().value, "v,\"\n");
         f.commit(&Checkpoint {
@@ -663,7 +653,7 @@ mod tests {
             messages: r
                 .replay
                 .iter()
-                .map(|m| encode_fingerprint(m.message().fingerprint()))
+                .map(|m| encode_fingerprint(m.msg.fingerprint()))
                 .collect(),
             errors: vec![],
             counts: Counts::default(),

@@ -8,7 +8,7 @@ use std::fmt;
 
 /// One one-to-one message, as identified by the API: (From_Account, To_Account, MsgKey).
 /// `from` is `None` when the input had no sender (the API treats it as optional).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct MessageRef {
     pub from: Option<String>,
     pub to: String,

@@ -285,30 +285,13 @@ pub fn write_manifest(dir: &Path, summary: &Summary) -> std::io::Result<()> {
         "files": summary.files,
     }))
     .map_err(std::io::Error::other)?;
-    write_atomically(&dir.join("manifest.json"), &json)
+    crate::write::write_atomically(&dir.join("manifest.json"), &json).map_err(std::io::Error::other)
 }
 
 /// Write `summary.json` atomically (temporary name, fsync, rename).
 pub fn write_summary(dir: &Path, summary: &Summary) -> std::io::Result<()> {
     let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
-    write_atomically(&dir.join("summary.json"), &json)
-}
-
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(crate::write::staging_name(&name));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    crate::write::write_atomically(&dir.join("summary.json"), &json).map_err(std::io::Error::other)
 }
 
 /// Counts the writer updates as it goes, read by the progress reporter.

@@ -23,6 +23,7 @@ use crate::report::{
 use crate::write::{Lake, LocalDir};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
 
@@ -200,9 +201,6 @@ pub async fn run(
                 let Some(m) = next else { break };
                 let outcome = fetcher.fetch(&m.msg).await;
                 slots.release(slot);
-                if matches!(outcome, FetchOutcome::Fatal { .. }) {
-                    fetcher.stop.trigger(StopReason::Fatal);
-                }
                 if ev_tx.send(Event::Done(m, outcome)).await.is_err() {
                     break;
                 }
@@ -240,7 +238,9 @@ pub async fn run(
                 if stop.reason().is_some() {
                     return;
                 }
-                if stats.since_progress() >= give_up_after && FetchStats::get(&stats.requests) > 0 {
+                if stats.since_progress() >= give_up_after
+                    && stats.requests.load(Ordering::Relaxed) > 0
+                {
                     stop.trigger(StopReason::GaveUp);
                     return;
                 }
@@ -274,11 +274,11 @@ pub async fn run(
     let view = {
         let (live, stats, limiter) = (live.clone(), stats.clone(), limiter.clone());
         move || ProgressView {
-            settled: FetchStats::get(&live.settled),
+            settled: live.settled.load(Ordering::Relaxed),
             total,
-            kv_rows: FetchStats::get(&live.kv_rows),
-            requests: FetchStats::get(&stats.requests),
-            errors: FetchStats::get(&live.errors),
+            kv_rows: live.kv_rows.load(Ordering::Relaxed),
+            requests: stats.requests.load(Ordering::Relaxed),
+            errors: live.errors.load(Ordering::Relaxed),
             rate_limit: limiter.as_ref().map(|l| l.rate()),
             elapsed: clock.elapsed(),
         }
@@ -359,7 +359,7 @@ pub async fn run(
     if finished {
         crate::failpoint::hit("before_success");
         let success = run_dir.join("_SUCCESS");
-        crate::report::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
+        crate::write::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
     }
     Ok(summary)
 }

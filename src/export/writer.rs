@@ -144,6 +144,10 @@ impl State<'_> {
     }
 
     fn handle(&mut self, ev: Event) -> Result<(), String> {
+        if let Event::InputFailed(e) = ev {
+            self.t.input_error = Some(e.to_string());
+            return Ok(());
+        }
         self.t.input.rows += 1;
         match ev {
             Event::Duplicate => self.t.input.duplicates += 1,
@@ -155,10 +159,7 @@ impl State<'_> {
                     .invalid_row(&r)
                     .map_err(failed("errors spool"))?;
             }
-            Event::InputFailed(e) => {
-                self.t.input.rows -= 1;
-                self.t.input_error = Some(e.to_string());
-            }
+            Event::InputFailed(_) => {}
             Event::Done(m, outcome) => {
                 self.settle(m, outcome)?;
                 if self.w.lake.part_full() {
@@ -175,18 +176,8 @@ impl State<'_> {
     /// Record a message's outcome: settled ones go to the WAL and the lake;
     /// unfinished ones only to errors.csv (a resume fetches them).
     fn settle(&mut self, m: InputMessage, outcome: FetchOutcome) -> Result<(), String> {
-        let msg = &m.msg;
-        let record = |status, attempts, pages| WalRecord {
-            from: msg.from.clone(),
-            to: msg.to.clone(),
-            msg_key: msg.msg_key.clone(),
-            line: m.line,
-            status,
-            attempts,
-            pages,
-        };
-        let r = match outcome {
-            FetchOutcome::Exported { paged, attempts } => record(
+        let (status, attempts, pages) = match outcome {
+            FetchOutcome::Exported { paged, attempts } => (
                 WalStatus::Ok {
                     latest_seq: paged.latest_seq,
                     clear_seq: paged.clear_seq,
@@ -203,27 +194,22 @@ impl State<'_> {
                 attempts,
                 pages,
                 info,
-            } => record(WalStatus::NotFound { info }, attempts, pages),
+            } => (WalStatus::NotFound { info }, attempts, pages),
             FetchOutcome::Failed {
                 code,
                 info,
                 attempts,
                 pages,
-            } => record(WalStatus::Failed { code, info }, attempts, pages),
+            } => (WalStatus::Failed { code, info }, attempts, pages),
             FetchOutcome::Fatal {
                 code,
                 info,
                 attempts,
             } => {
-                self.t.messages.unfinished += 1;
                 self.t.fatal.get_or_insert_with(|| info.clone());
-                return self
-                    .spool()?
-                    .message(msg, &code, &info, attempts, m.line)
-                    .map_err(failed("errors spool"));
+                return self.unfinished(&m, &code, &info, attempts);
             }
             FetchOutcome::Cancelled { attempts, .. } => {
-                self.t.messages.unfinished += 1;
                 let (code, info) = match self.stop.reason() {
                     Some(StopReason::Interrupted) => (
                         "interrupted",
@@ -235,20 +221,38 @@ impl State<'_> {
                     ),
                     _ => ("aborted", "the run stopped before this message finished"),
                 };
-                return self
-                    .spool()?
-                    .message(msg, code, info, attempts, m.line)
-                    .map_err(failed("errors spool"));
+                return self.unfinished(&m, code, info, attempts);
             }
+        };
+        let r = WalRecord {
+            msg: m.msg,
+            line: m.line,
+            status,
+            attempts,
+            pages,
         };
         self.w.run_files.append(&r).map_err(failed("WAL"))?;
         failpoint::hit("settled");
         self.write_rows(&r)
     }
 
+    /// A message the run stopped before finishing: only in errors.csv.
+    fn unfinished(
+        &mut self,
+        m: &InputMessage,
+        code: &str,
+        info: &str,
+        attempts: u32,
+    ) -> Result<(), String> {
+        self.t.messages.unfinished += 1;
+        self.spool()?
+            .message(&m.msg, code, info, attempts, m.line)
+            .map_err(failed("errors spool"))
+    }
+
     /// Rows of a settled message into the open part files and the pending checkpoint.
     fn write_rows(&mut self, r: &WalRecord) -> Result<(), String> {
-        let msg = r.message();
+        let msg = &r.msg;
         let c = &mut self.pending.counts;
         let (status, kv_count, latest, clear, code, info): (
             &str,
@@ -300,13 +304,13 @@ impl State<'_> {
         if let (Some(latest), Some(clear)) = (latest, clear) {
             self.w
                 .lake
-                .add_pairs(&msg, r.pairs(), latest, clear)
+                .add_pairs(msg, r.pairs(), latest, clear)
                 .map_err(failed("writing key_values"))?;
         }
         self.w
             .lake
             .add_message(&MessageRow {
-                msg: &msg,
+                msg,
                 status,
                 kv_count: kv_count as i64,
                 pages: i64::from(r.pages),
@@ -352,9 +356,9 @@ impl State<'_> {
         failpoint::hit("sealed");
         self.w.run_files.sync().map_err(failed("WAL"))?;
         let now = (
-            FetchStats::get(&self.stats.requests),
-            FetchStats::get(&self.stats.retries),
-            FetchStats::get(&self.stats.rate_limited),
+            self.stats.requests.load(Ordering::Relaxed),
+            self.stats.retries.load(Ordering::Relaxed),
+            self.stats.rate_limited.load(Ordering::Relaxed),
         );
         let mut counts = std::mem::take(&mut self.pending.counts);
         counts.requests = now.0 - self.stats_at_last_checkpoint.0;
@@ -374,10 +378,8 @@ impl State<'_> {
                 .dir
                 .publish(s)
                 .map_err(failed("publishing part files"))?;
-            for (i, table) in crate::write::TABLES.iter().enumerate() {
-                if s.info.path.starts_with(&format!("{table}/")) {
-                    self.has_files[i] = true;
-                }
+            if let Some(i) = crate::write::table_of(&s.info.path) {
+                self.has_files[i] = true;
             }
         }
         failpoint::hit("published");

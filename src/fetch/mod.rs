@@ -127,10 +127,6 @@ impl Default for FetchStats {
 }
 
 impl FetchStats {
-    pub fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-
     fn progressed(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
         self.last_progress_ms.fetch_max(ms, Ordering::Relaxed);
@@ -338,24 +334,18 @@ impl Fetcher {
                         pages,
                     });
                 }
-                Action::FailRun => {
-                    let info = explain_fatal(&code, &info, &self.target);
-                    return Attempt::End(FetchOutcome::Fatal {
-                        code,
-                        info,
-                        attempts: *attempts,
-                    });
-                }
                 Action::RenewSignature if self.credentials.can_renew() && !renewed => {
                     self.credentials.renew();
                     renewed = true;
                     continue;
                 }
-                Action::RenewSignature => {
+                Action::FailRun | Action::RenewSignature => {
+                    // Stop while this call still holds the probe permit, so
+                    // that no other call starts.
                     self.stop.trigger(StopReason::Fatal);
                     return Attempt::End(FetchOutcome::Fatal {
+                        info: explain_fatal(&code, &info, &self.target),
                         code,
-                        info: explain_fatal("70001", &info, &self.target),
                         attempts: *attempts,
                     });
                 }
@@ -392,8 +382,7 @@ impl Fetcher {
                 }
                 self.gate.open();
             }
-            // Stop before the probe permit is released, so no other call starts.
-            Action::FailRun => self.stop.trigger(StopReason::Fatal),
+            Action::FailRun => {}
             Action::Retry | Action::RenewSignature => {
                 if let Some(l) = &self.limiter {
                     l.on_accepted();

@@ -175,6 +175,41 @@ pub fn staging_name(final_name: &str) -> String {
     format!(".{final_name}.inprogress")
 }
 
+/// The final name of a temporary one (`None` if `name` is not one).
+pub fn final_name(staging: &str) -> Option<&str> {
+    staging.strip_prefix('.')?.strip_suffix(".inprogress")
+}
+
+/// Where the file that will be at `final_path` is written meanwhile.
+pub fn staging_path(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(staging_name(&name))
+}
+
+/// Write a small file (a report, a marker) the same way as the data files:
+/// under its temporary name, fsynced, then renamed into place.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let tmp = staging_path(path);
+    let io = |source| WriteError::Path {
+        path: tmp.clone(),
+        source,
+    };
+    let mut f = File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    publish_staged(&tmp, path)
+}
+
+/// The table (index into `TABLES`) a lake-relative path belongs to.
+pub fn table_of(rel: &str) -> Option<usize> {
+    TABLES
+        .iter()
+        .position(|t| rel.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
+}
+
 impl LocalDir {
     pub fn new(root: &Path) -> Self {
         LocalDir {
@@ -190,11 +225,7 @@ impl LocalDir {
             path: dir.clone(),
             source,
         })?;
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(staging_name(&name));
+        let tmp = staging_path(&final_path);
         let file = File::create(&tmp).map_err(|source| WriteError::Path {
             path: tmp.clone(),
             source,
@@ -228,12 +259,7 @@ impl LocalDir {
 
     /// Where the file for `rel` is staged while it is written.
     pub fn staging_path(&self, rel: &str) -> PathBuf {
-        let final_path = self.root.join(rel);
-        let name = final_path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        final_path.with_file_name(staging_name(&name))
+        staging_path(&self.root.join(rel))
     }
 
     pub fn final_path(&self, rel: &str) -> PathBuf {
@@ -475,5 +501,28 @@ impl Lake {
         out.extend(self.kv.seal(ensure_files[0])?);
         out.extend(self.messages.seal(ensure_files[1])?);
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_round_trip_and_paths_map_to_tables() {
+        for name in ["part-00000-r.parquet", "errors.csv", "_SUCCESS"] {
+            let staged = staging_name(name);
+            assert!(staged.starts_with('.') && staged.ends_with(".inprogress"));
+            assert_eq!(final_name(&staged), Some(name));
+        }
+        assert_eq!(final_name("part-00000-r.parquet"), None);
+        assert_eq!(
+            staging_path(Path::new("a/b/x.csv")),
+            Path::new("a/b/.x.csv.inprogress")
+        );
+        assert_eq!(table_of("key_values/dt=1/run_id=r/p.parquet"), Some(0));
+        assert_eq!(table_of("messages/dt=1/p.csv"), Some(1));
+        assert_eq!(table_of("key_values_old/p.csv"), None);
+        assert_eq!(table_of("_runs/r/summary.json"), None);
     }
 }
