@@ -318,12 +318,7 @@ async fn a_second_run_on_the_same_folder_is_refused_and_disturbs_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        s.server.stats().wait_for_answers(20),
-    )
-    .await
-    .expect("the first run never got going");
+    common::wait_for_answers(s.server.stats(), 20).await;
     let mut second = export_args(
         &s.server.url(),
         &s.input,

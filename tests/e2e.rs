@@ -10,7 +10,7 @@ use common::{KvRow, MsgRow};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 
 /// The store, the input CSV, and the lines at which each invalid row sits.
@@ -117,21 +117,22 @@ fn expected_rows(store: &Store) -> Vec<KvRow> {
 }
 
 /// A simulator serving the fixture, its input written to a folder, and where the lake goes.
-async fn setup(
-    fx: &Fixture,
+async fn setup(fx: &Fixture, faults: Faults) -> (MockServer, tempfile::TempDir, PathBuf, PathBuf) {
+    setup_with(fx.store.clone(), &fx.input, faults).await
+}
+
+/// A simulator serving `store`, `input` written to in.csv, and where the lake goes.
+async fn setup_with(
+    store: Store,
+    input: &str,
     faults: Faults,
-) -> (
-    MockServer,
-    tempfile::TempDir,
-    std::path::PathBuf,
-    std::path::PathBuf,
-) {
-    let server = start(fx.store.clone(), faults).await;
+) -> (MockServer, tempfile::TempDir, PathBuf, PathBuf) {
+    let server = start(store, faults).await;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, &fx.input).unwrap();
+    let input_path = dir.path().join("in.csv");
+    std::fs::write(&input_path, input).unwrap();
     let out = dir.path().join("lake");
-    (server, dir, input, out)
+    (server, dir, input_path, out)
 }
 
 async fn start(store: Store, faults: Faults) -> MockServer {
@@ -159,17 +160,11 @@ fn show(o: &Output) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_with_faults_gives_exactly_the_simulators_data_in_both_formats() {
     let fx = fixture(true);
-    let server = start(
-        fx.store.clone(),
-        Faults {
-            p_10002: 0.1,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("messages.csv");
-    std::fs::write(&input, &fx.input).unwrap();
+    let faults = Faults {
+        p_10002: 0.1,
+        ..Faults::default()
+    };
+    let (server, dir, input, _) = setup(&fx, faults).await;
     let want = expected_rows(&fx.store);
     assert!(
         want.len() > 5_000,
@@ -389,18 +384,12 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
         .map(|i| MessageRef::new(Some("a"), &format!("r{i}"), &format!("{i}_0_0")))
         .collect();
     let store = Store::generate(&refs, 3, 0);
-    let server = start(
-        store.clone(),
-        Faults {
-            latency_ms: 20,
-            ..Faults::default()
-        },
-    )
-    .await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&refs)).unwrap();
-    let out = dir.path().join("lake");
+    let faults = Faults {
+        latency_ms: 20,
+        ..Faults::default()
+    };
+    let (server, _dir, input, out) =
+        setup_with(store.clone(), &common::input_csv(&refs), faults).await;
     let mut args = export_args(&server, &input, &out, "parquet", "int");
     let c = args.iter().position(|a| a == "--concurrency").unwrap();
     args[c + 1] = "4".to_owned();

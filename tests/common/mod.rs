@@ -370,13 +370,7 @@ pub async fn signal_midway(
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Guarded: if the child died early, fail instead of waiting forever.
-    tokio::time::timeout(
-        std::time::Duration::from_secs(120),
-        stats.wait_for_answers(answers),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("the export never got {answers} answers"));
+    wait_for_answers(stats, answers).await;
     let sent = std::process::Command::new("kill")
         .args([signal, &child.id().to_string()])
         .status()
@@ -401,4 +395,15 @@ pub async fn start_mock(
     msgext::mock::MockServer::start(store, config, ([127, 0, 0, 1], 0).into())
         .await
         .unwrap()
+}
+
+/// Wait until the simulator has answered `n` calls. Guarded: if the export
+/// died early, the test fails instead of waiting forever.
+pub async fn wait_for_answers(stats: &msgext::mock::MockStats, n: u64) {
+    tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        stats.wait_for_answers(n),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the export never got {n} answers"));
 }
