@@ -34,6 +34,16 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// A bar on a terminal, `off_terminal` elsewhere, nothing when quiet.
+fn ui(quiet: bool, off_terminal: ProgressMode) -> Ui {
+    let progress = match (quiet, std::io::stderr().is_terminal()) {
+        (true, _) => ProgressMode::Off,
+        (false, true) => ProgressMode::Bar,
+        (false, false) => off_terminal,
+    };
+    Ui { progress }
+}
+
 fn fail(code: u8, msg: impl std::fmt::Display) -> u8 {
     eprintln!("msgext: error: {msg}");
     code
@@ -110,15 +120,7 @@ async fn export_cmd(args: ExportArgs) -> u8 {
         Err(e) => return fail(2, e),
     };
     let quiet = plan.quiet;
-    let ui = Ui {
-        progress: if quiet {
-            ProgressMode::Off
-        } else if std::io::stderr().is_terminal() {
-            ProgressMode::Bar
-        } else {
-            ProgressMode::JsonLines
-        },
-    };
+    let ui = ui(quiet, ProgressMode::JsonLines);
     let stop = StopSignal::default();
     watch_signals(stop.clone(), quiet);
     match export::run(plan, ui, Tuning::default(), stop).await {
@@ -239,13 +241,7 @@ async fn mock_cmd(args: MockArgs) -> u8 {
 async fn demo_cmd(args: DemoArgs) -> u8 {
     let stop = StopSignal::default();
     watch_signals(stop.clone(), false);
-    let ui = Ui {
-        progress: if std::io::stderr().is_terminal() {
-            ProgressMode::Bar
-        } else {
-            ProgressMode::Off
-        },
-    };
+    let ui = ui(false, ProgressMode::Off);
     eprintln!(
         "msgext demo: starting the simulator and exporting sample-input/messages.csv into {}/",
         args.out.display()
