@@ -127,8 +127,9 @@ async fn export_cmd(args: ExportArgs) -> u8 {
         Ok(summary) => {
             if !quiet {
                 print!("{}", summary.human());
-            } else if let Some(reason) = &summary.stop_reason {
-                eprintln!("msgext: {reason}");
+            } else if summary.status != crate::report::RunStatus::Complete {
+                // Quiet, yet a run that did not complete says so in one line.
+                eprintln!("msgext: {}", summary.one_line());
             }
             if summary.status == crate::report::RunStatus::Failed
                 && !quiet
@@ -205,6 +206,8 @@ async fn mock_cmd(args: MockArgs) -> u8 {
             slow_ms: args.slow_ms,
             latency_ms: args.latency_ms,
             quota: args.quota,
+            quota_429: args.quota_429,
+            proxy_page: None,
         },
         seed: args.seed,
         page_size: crate::api::PAGE_SIZE,

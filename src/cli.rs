@@ -105,33 +105,36 @@ pub struct MockArgs {
     #[arg(long = "admin", value_name = "ID")]
     pub admins: Vec<String>,
     /// Share of calls answered ErrorCode 10002.
-    #[arg(long = "fault-10002", default_value_t = 0.0, value_name = "P")]
+    #[arg(long = "fault-10002", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_10002: f64,
     /// Share of calls answered HTTP 502.
-    #[arg(long = "fault-5xx", default_value_t = 0.0, value_name = "P")]
+    #[arg(long = "fault-5xx", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_5xx: f64,
     /// Share of calls whose connection is closed without an answer.
-    #[arg(long = "fault-drop", default_value_t = 0.0, value_name = "P")]
+    #[arg(long = "fault-drop", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_drop: f64,
     /// Share of calls answered --slow-ms late.
-    #[arg(long = "fault-slow", default_value_t = 0.0, value_name = "P")]
+    #[arg(long = "fault-slow", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_slow: f64,
-    #[arg(long, default_value_t = 2500, value_name = "MS")]
+    #[arg(long, default_value_t = 2500, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub slow_ms: u64,
     /// Latency added to every call.
-    #[arg(long, default_value_t = 0, value_name = "MS")]
+    #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub latency_ms: u64,
     /// Calls per second above which the quota error is answered.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub quota: Option<u32>,
+    /// Answer calls over --quota with HTTP 429 (as a gateway does) instead of error 60007.
+    #[arg(long, requires = "quota")]
+    pub quota_429: bool,
     /// Seed of the random faults (and of the default data).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Serve N synthetic messages instead of a store (for load tests).
     #[arg(long, value_name = "N", conflicts_with = "store")]
     pub synthetic: Option<usize>,
-    /// Pairs per synthetic message.
-    #[arg(long, default_value_t = 200, value_name = "N")]
+    /// Pairs per synthetic message (the API holds at most 300 a message).
+    #[arg(long, default_value_t = 200, value_name = "N", value_parser = parse_pairs)]
     pub pairs: usize,
     /// Write the list of the served messages as an input CSV here.
     #[arg(long, value_name = "FILE")]
@@ -149,6 +152,21 @@ pub struct DemoArgs {
 
 fn parse_region(s: &str) -> Result<Region, String> {
     s.parse()
+}
+
+fn parse_pairs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= 300 => Ok(n),
+        _ => Err(format!("{s:?}: a message holds 0 to 300 pairs")),
+    }
+}
+
+/// A share of calls: a number from 0 to 1.
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a share of calls from 0 to 1")),
+    }
 }
 
 #[cfg(test)]
@@ -177,5 +195,16 @@ mod tests {
             panic!()
         };
         assert_eq!(a.region, Some(Region::SiliconValley));
+    }
+
+    #[test]
+    fn fault_rates_are_shares_of_calls() {
+        let parse = |p: &str| Cli::try_parse_from(["msgext", "mock", "--fault-10002", p]);
+        for ok in ["0", "0.05", "1"] {
+            assert!(parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["-0.1", "1.5", "NaN", "x"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -21,19 +21,38 @@ pub fn parse(spec: &str) -> Option<(String, u64)> {
     }
 }
 
-/// Abort here if this is the configured crash point.
-pub fn hit(name: &str) {
+/// Whether this pass of `name` is the configured one.
+fn reached(name: &str) -> Option<u64> {
     let target = TARGET.get_or_init(|| {
         std::env::var("MSGEXT_FAILPOINT")
             .ok()
             .and_then(|s| parse(&s))
     });
-    if let Some((want, n)) = target
-        && want == name
-        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n
-    {
+    match target {
+        Some((want, n)) if want == name && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n => {
+            Some(*n)
+        }
+        _ => None,
+    }
+}
+
+/// Abort here if this is the configured crash point.
+pub fn hit(name: &str) {
+    if let Some(n) = reached(name) {
         eprintln!("msgext: failpoint {name}:{n}: aborting");
         std::process::abort();
+    }
+}
+
+/// Panic here (the thread or task unwinds, the process goes on) if this is
+/// the configured point `panic-NAME`: a bug anywhere must end as a failed
+/// run, never as a silent loss.
+pub fn panic_at(name: &str) {
+    if TARGET.get().is_some_and(Option::is_none) {
+        return;
+    }
+    if let Some(n) = reached(&format!("panic-{name}")) {
+        panic!("failpoint panic-{name}:{n}");
     }
 }
 

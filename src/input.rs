@@ -107,12 +107,25 @@ pub struct InputReader<R: Read> {
 
 impl InputReader<std::fs::File> {
     pub fn open(path: &Path) -> Result<Self, InputError> {
-        let file = std::fs::File::open(path).map_err(|source| InputError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        InputReader::new(path, file)
+        InputReader::new(path, open_input(path)?)
     }
+}
+
+/// Open an input file for reading; a folder is refused here (a usage error),
+/// not later as a read error.
+pub fn open_input(path: &Path) -> Result<std::fs::File, InputError> {
+    let open_err = |source| InputError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(open_err)?;
+    if file.metadata().map_err(open_err)?.is_dir() {
+        return Err(open_err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "is a directory, not a CSV file",
+        )));
+    }
+    Ok(file)
 }
 
 fn csv_reader<R: Read>(src: R) -> csv::Reader<R> {
@@ -294,10 +307,7 @@ pub fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputErr
 
 /// Data rows in a file (for the progress bar's total); cheap, no validation.
 pub fn count_rows(path: &Path) -> Result<u64, InputError> {
-    let file = std::fs::File::open(path).map_err(|source| InputError::Open {
-        path: path.to_owned(),
-        source,
-    })?;
+    let file = open_input(path)?;
     let mut rdr = csv_reader(std::io::BufReader::with_capacity(1 << 20, file));
     let mut rec = csv::ByteRecord::new();
     let mut n = 0u64;

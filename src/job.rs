@@ -14,6 +14,12 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
 pub const DEFAULT_GIVE_UP_MIN: f64 = 10.0;
+/// The most attempts per call a run may be given.
+pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+/// The highest client-side limit (calls/s); the API's quota is 200.
+pub const MAX_RATE: u32 = 100_000;
+/// A run id names a folder and is part of every file name: keep them short.
+pub const MAX_RUN_ID_LEN: usize = 100;
 
 /// The settings a job file may hold: the flags of `msgext export`, never secrets.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -48,7 +54,7 @@ impl JobFile {
     pub fn parse(path: &Path, text: &str) -> Result<JobFile, JobError> {
         let mut job: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: describe_toml_error(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
         for p in [&mut job.input, &mut job.out, &mut job.secret_key_file]
@@ -61,6 +67,52 @@ impl JobFile {
         }
         Ok(job)
     }
+}
+
+/// A job file error as "line N, key K: what is wrong", never quoting a
+/// value: the value may be a secret typed into the wrong key (toml's own
+/// message prints the offending line).
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let at = e.span().map(|s| s.start.min(text.len()));
+    let mut out = String::new();
+    if let Some(at) = at {
+        let line_no = text[..at].matches('\n').count() + 1;
+        let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let line = text[line_start..].lines().next().unwrap_or("");
+        out.push_str(&format!("line {line_no}"));
+        if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim();
+            out.push_str(&format!(", key {key}"));
+            let k = key.to_ascii_lowercase();
+            if k.contains("secret") && k != "secret_key_file" || k.contains("usersig") {
+                out.push_str(
+                    ": secrets do not go in job files; set MSGEXT_SECRET_KEY, or name a file with secret_key_file",
+                );
+                return out;
+            }
+        }
+        out.push_str(": ");
+    }
+    out.push_str(&without_quoted(e.message().trim()));
+    out
+}
+
+/// `text` with every double-quoted part replaced by `"…"`.
+fn without_quoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut inside = false;
+    for c in text.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                out.push_str("\"…\"");
+                inside = true;
+            }
+            ('"', true) => inside = false,
+            (_, false) => out.push(c),
+            (_, true) => {}
+        }
+    }
+    out
 }
 
 /// Where the UserSig comes from.
@@ -176,10 +228,16 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         .max_attempts
         .or(job.max_attempts)
         .unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    if max_attempts == 0 {
-        return Err(JobError::Invalid(
-            "--max-attempts must be at least 1".into(),
-        ));
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
+        return Err(JobError::Invalid(format!(
+            "--max-attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, not {max_attempts}"
+        )));
+    }
+    let rate = args.rate.or(job.rate).unwrap_or(DEFAULT_RATE);
+    if rate > MAX_RATE {
+        return Err(JobError::Invalid(format!(
+            "--rate must be 0 (no limit) to {MAX_RATE} calls/s, not {rate}"
+        )));
     }
     let mut write = WriteOptions::default();
     if let Some(mb) = args.max_file_mb.or(job.max_file_mb) {
@@ -192,22 +250,24 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
     }
     if let Some(id) = &args.run_id
         && (id.is_empty()
+            || id.len() > MAX_RUN_ID_LEN
             || !id
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             || id.starts_with('.'))
     {
         return Err(JobError::Invalid(format!(
-            "--run-id {id:?}: use letters, digits, '-', '_' and '.' only (it names folders)"
+            "--run-id {id:?}: 1 to {MAX_RUN_ID_LEN} letters, digits, '-', '_' and '.' (it names folders and files)"
         )));
     }
     let give_up_min = args
         .give_up_after
         .or(job.give_up_after)
         .unwrap_or(DEFAULT_GIVE_UP_MIN);
-    if !(give_up_min > 0.0 && give_up_min <= 7.0 * 24.0 * 60.0) {
+    // At least a second (the breaker looks 5 times a second), at most a week.
+    if !(1.0 / 60.0..=7.0 * 24.0 * 60.0).contains(&give_up_min) {
         return Err(JobError::Invalid(format!(
-            "--give-up-after must be more than 0 minutes, not {give_up_min}"
+            "--give-up-after must be 1 second (0.0167) to 10080 minutes, not {give_up_min}"
         )));
     }
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
@@ -232,7 +292,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         base_url,
         sdkappid,
         identifier,
-        rate: args.rate.or(job.rate).unwrap_or(DEFAULT_RATE),
+        rate,
         concurrency,
         max_attempts,
         run_id: args.run_id.clone(),
@@ -284,6 +344,33 @@ mod tests {
             msg.starts_with("jobs/x.toml:") && msg.contains("rgion"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_secret_in_a_job_file_is_reported_by_key_and_line_never_by_value() {
+        let secret = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+        let table = [
+            (
+                format!("sdkappid = 1\nsecret_key = \"{secret}\"\n"),
+                "line 2, key secret_key",
+            ),
+            (format!("sdkappid = \"{secret}\"\n"), "line 1, key sdkappid"),
+            (
+                format!("region = \"china\"\nusersig = '{secret}'\n"),
+                "line 2, key usersig",
+            ),
+            (
+                format!("identifier = \"{secret}\"\nrate = \"{secret}\"\n"),
+                "line 2, key rate",
+            ),
+        ];
+        for (text, want) in table {
+            let e = JobFile::parse(Path::new("j.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(&secret[..16]), "the secret leaked: {e}");
+            assert!(e.starts_with("j.toml: ") && e.contains(want), "{e}");
+        }
     }
 
     #[test]
@@ -376,6 +463,54 @@ mod tests {
                 },
                 env(),
                 "http",
+            ),
+            (
+                ExportArgs {
+                    run_id: Some("r".repeat(MAX_RUN_ID_LEN + 1)),
+                    ..base.clone()
+                },
+                env(),
+                "--run-id",
+            ),
+            (
+                ExportArgs {
+                    give_up_after: Some(0.5 / 60.0),
+                    ..base.clone()
+                },
+                env(),
+                "--give-up-after",
+            ),
+            (
+                ExportArgs {
+                    give_up_after: Some(f64::NAN),
+                    ..base.clone()
+                },
+                env(),
+                "--give-up-after",
+            ),
+            (
+                ExportArgs {
+                    max_attempts: Some(1000),
+                    ..base.clone()
+                },
+                env(),
+                "--max-attempts",
+            ),
+            (
+                ExportArgs {
+                    rate: Some(1_000_000),
+                    ..base.clone()
+                },
+                env(),
+                "--rate",
+            ),
+            (
+                ExportArgs {
+                    max_file_mb: Some(-1.0),
+                    ..base.clone()
+                },
+                env(),
+                "--max-file-mb",
             ),
             (base.clone(), Env::default(), "MSGEXT_SECRET_KEY"),
         ];

@@ -137,6 +137,22 @@ impl ErrorsCsv {
     }
 }
 
+/// A text with every UserSig cut out: whatever follows `usersig=` (any
+/// case) is dropped, so that a proxy page echoing the request URL, or an
+/// error quoting it, never puts a credential in a report, a log or the lake.
+/// Applied to every text a run keeps.
+pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+    const NEEDLE: &[u8] = b"usersig=";
+    let at = text
+        .as_bytes()
+        .windows(NEEDLE.len())
+        .position(|w| w.eq_ignore_ascii_case(NEEDLE));
+    match at {
+        None => std::borrow::Cow::Borrowed(text),
+        Some(i) => std::borrow::Cow::Owned(format!("{}<redacted>", &text[..i + NEEDLE.len()])),
+    }
+}
+
 /// How a run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -212,6 +228,29 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// One line for `--quiet` runs that did not complete: status, counts,
+    /// why it stopped, and where the errors are.
+    pub fn one_line(&self) -> String {
+        let status = serde_json::to_value(self.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        let mut s = format!(
+            "run {} {status}: {} ok, {} not found, {} failed, {} unfinished, {} invalid input rows; errors: {}",
+            self.run_id,
+            self.messages.ok,
+            self.messages.not_found,
+            self.messages.failed,
+            self.messages.unfinished,
+            self.input.invalid,
+            self.errors_csv
+        );
+        if let Some(r) = &self.stop_reason {
+            s.push_str(&format!("; stopped: {r}"));
+        }
+        s
+    }
+
     /// The human summary printed at the end of a run.
     pub fn human(&self) -> String {
         let secs = self.elapsed_secs.max(1e-9);
@@ -432,6 +471,23 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usersigs_are_cut_out_of_kept_texts() {
+        let table = [
+            ("no secret here", "no secret here"),
+            (
+                "body starts \"<a href=/v4/x?sdkappid=1&usersig=eJyr.Kx&random=2\"",
+                "body starts \"<a href=/v4/x?sdkappid=1&usersig=<redacted>",
+            ),
+            ("GET /?UserSig=abc def", "GET /?UserSig=<redacted>"),
+            ("USERSIG=", "USERSIG=<redacted>"),
+            ("usersig", "usersig"),
+        ];
+        for (text, want) in table {
+            assert_eq!(redact(text), want, "{text}");
+        }
+    }
 
     #[test]
     fn progress_lines_carry_counts_rate_and_eta() {

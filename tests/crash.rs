@@ -422,3 +422,61 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
         .count();
     assert_eq!(second_msgs, 60);
 }
+
+/// The run's summary.json.
+fn summary_of(out: &Path, run_id: &str) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(out.join("_runs").join(run_id).join("summary.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_failure_ends_the_run_at_once_with_its_cause_and_frees_the_folder() {
+    let s = setup(240, 0).await;
+    // The messages table cannot be created: a file stands where its folder goes
+    // (as a full disk or a folder turned read-only would fail it), while most
+    // of the input is still to be read.
+    std::fs::create_dir_all(&s.out).unwrap();
+    let blocker = s.out.join("messages");
+    std::fs::write(&blocker, "not a folder").unwrap();
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&*blocker.to_string_lossy()) && stderr.contains("os error"),
+        "the cause, with the path and the OS error: {stderr}"
+    );
+    assert!(!s.out.join("_runs/nightly/_SUCCESS").exists());
+    // The lock went with the process, and the same command finishes the job.
+    std::fs::remove_file(&blocker).unwrap();
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_exact(&s, &s.out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_worker_or_input_reader_fails_the_run_and_the_same_command_completes_it() {
+    for failpoint in ["panic-worker:5", "panic-input:7"] {
+        let s = setup(240, 0).await;
+        let o = run_msgext(
+            args(&s, "parquet"),
+            DEMO_SECRET_KEY,
+            &[("MSGEXT_FAILPOINT", failpoint)],
+        )
+        .await;
+        assert_eq!(o.status.code(), Some(1), "{failpoint}: {}", show(&o));
+        assert!(
+            !s.out.join("_runs/nightly/_SUCCESS").exists(),
+            "{failpoint}: a lost message is never a success"
+        );
+        let summary = summary_of(&s.out, "nightly");
+        assert_eq!(summary["status"], "failed", "{failpoint}: {summary}");
+        assert!(
+            summary["stop_reason"].as_str().unwrap().contains("crashed"),
+            "{failpoint}: {summary}"
+        );
+        let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+        assert_eq!(o.status.code(), Some(0), "{failpoint}: {}", show(&o));
+        assert_exact(&s, &s.out);
+    }
+}

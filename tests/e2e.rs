@@ -285,6 +285,25 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_run_that_does_not_complete_still_says_so_in_one_line() {
+    let fx = fixture(false);
+    let input = format!("{}snd,,no_recipient\n", fx.input);
+    let (server, _dir, input, out) = setup_with(fx.store.clone(), &input, Faults::default()).await;
+    let mut args = export_args(&server, &input, &out, "parquet", "quiet");
+    args.push("--quiet".into());
+    let o = msgext(args, DEMO_SECRET_KEY).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("run quiet partial") && stderr.contains("1 invalid input rows"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("errors.csv"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_secret_fails_the_run_with_exit_1_and_says_what_to_fix() {
     let fx = fixture(false);
     let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
@@ -340,6 +359,27 @@ async fn usage_errors_exit_2_and_name_the_problem() {
     let o = msgext(
         vec!["export".into(), "--input".into(), "x.csv".into()],
         DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+
+    // A folder given as the input is a usage error in export and validate alike.
+    let folder = dir.path().join("a-folder");
+    std::fs::create_dir(&folder).unwrap();
+    let o = msgext(
+        export_args(&server, &folder, &dir.path().join("o"), "csv", "x"),
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a-folder"));
+    let o = msgext(
+        vec![
+            "validate".into(),
+            "--input".into(),
+            folder.to_string_lossy().into(),
+        ],
+        "",
     )
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));

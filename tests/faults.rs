@@ -63,6 +63,7 @@ fn fast() -> Tuning {
             max_attempts: 8,
             transient: quick,
             rate_limited: quick,
+            max_wait: Duration::from_secs(60),
         },
         timeout: Duration::from_secs(10),
     }
@@ -317,6 +318,7 @@ async fn a_hostile_api_with_a_lower_quota_still_gives_exactly_its_data() {
         slow_ms: 2100,
         latency_ms: 0,
         quota: Some(150),
+        ..Faults::default()
     };
     let server = serve(store.clone(), faults).await;
     let dir = tempfile::tempdir().unwrap();
@@ -386,5 +388,183 @@ async fn retry_after_is_read_from_the_answer() {
         }
     );
     let ok = client.get_key_values(&sig, &body).await.unwrap();
-    assert_eq!(ok.extension_list.len(), 1);
+    assert_eq!(ok.pairs().len(), 1);
+}
+
+/// `run`, failing the test instead of waiting for ever.
+async fn run_guarded(plan: ExportPlan, tuning: Tuning) -> Summary {
+    tokio::time::timeout(common::RUN_GUARD, run(plan, tuning))
+        .await
+        .expect("the run must end by itself")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hour_of_retry_after_never_stalls_the_run_and_the_breaker_says_what_happened() {
+    let refs = messages(3, "proxy");
+    let store = Store::new(
+        refs.iter()
+            .map(|m| {
+                let mut s = one_pair(m, &[]);
+                s.always = Some("http_503:3600".into());
+                s
+            })
+            .collect(),
+    );
+    let server = serve(store, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(&server, dir.path(), &refs, 0);
+    p.give_up_after = Duration::from_secs(1);
+    // The product's own backoff: only Retry-After could make a wait long.
+    let s = run_guarded(p, Tuning::default()).await;
+    assert_eq!(s.status, RunStatus::Partial, "{s:?}");
+    let reason = s.stop_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("gave up") && reason.contains("http_503"),
+        "the breaker names the last answer: {reason}"
+    );
+    assert!(s.elapsed_secs < 60.0, "{} s", s.elapsed_secs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_cannot_be_reached_fails_the_run_on_the_first_call() {
+    let refs = messages(50, "nowhere");
+    let store = Store::new(refs.iter().map(|m| one_pair(m, &[])).collect());
+    let server = serve(store, Faults::default()).await;
+    // A port nobody listens on, and TLS spoken to the simulator's plain HTTP port.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let tls_to_plain = server.url().replace("http://", "https://");
+    for endpoint in [closed, tls_to_plain] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(&server, dir.path(), &refs, 0);
+        p.base_url = endpoint.clone();
+        let s = run_guarded(p, Tuning::default()).await;
+        assert_eq!(s.status, RunStatus::Failed, "{endpoint}: {s:?}");
+        assert_eq!(s.status.exit_code(), 1);
+        assert_eq!(s.requests, 1, "{endpoint}: one call, not one per message");
+        let reason = s.stop_reason.unwrap_or_default();
+        assert!(
+            reason.contains(&endpoint) && reason.contains("cannot connect"),
+            "names the endpoint and the cause: {reason}"
+        );
+    }
+    assert_eq!(server.stats().answered("ok"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_cannot_be_the_whole_truth_are_retried_never_taken_for_data() {
+    let refs = messages(8, "truth");
+    // 450 pairs: three pages.
+    let many = |m: &MessageRef| {
+        let pairs = (0..450)
+            .map(|i| StoredPair {
+                key: format!("k{i:03}"),
+                value: format!("v{i}"),
+                seq: 1 + i as i64 / 10,
+            })
+            .collect();
+        StoredMessage::new(m.from.as_deref(), &m.to, &m.msg_key, 0, pairs)
+    };
+    let with_script = |mut s: StoredMessage, script: &[&str]| {
+        s.script = script.iter().map(|x| x.to_string()).collect();
+        s
+    };
+    let page_two_empty: Vec<&str> = std::iter::once("ok")
+        .chain(std::iter::repeat_n("bad:empty_incomplete", 8))
+        .collect();
+    let mut always_huge = one_pair(&refs[7], &[]);
+    always_huge.always = Some("huge".into());
+    let store = Store::new(vec![
+        // Page 2 empty while CompleteFlag 0, every time: the message fails.
+        with_script(many(&refs[0]), &page_two_empty),
+        // Page 2 empty once: retried, then whole.
+        with_script(many(&refs[1]), &["ok", "bad:empty_incomplete"]),
+        one_pair(&refs[2], &["bad:no_list"]),
+        one_pair(&refs[3], &["bad:no_latest"]),
+        one_pair(&refs[4], &["bad:fail0"]),
+        one_pair(&refs[5], &["huge"]),
+        one_pair(&refs[6], &[]),
+        always_huge,
+    ]);
+    let server = serve(store.clone(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_guarded(plan(&server, dir.path(), &refs, 0), fast()).await;
+    assert_eq!(s.status, RunStatus::Partial, "{s:?}");
+    assert_eq!((s.messages.ok, s.messages.failed), (6, 2));
+    let lake = dir.path().join("lake");
+    let failed: Vec<(String, String)> = common::messages_from_parquet(&lake)
+        .into_iter()
+        .filter(|m| m.status == "failed")
+        .map(|m| (m.to, m.error_code.unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        failed,
+        vec![
+            ("truth-0".to_owned(), "bad_response".to_owned()),
+            ("truth-7".to_owned(), "bad_response".to_owned()),
+        ]
+    );
+    // Everything exported is exactly the simulator's data.
+    assert_eq!(
+        common::kv_from_parquet(&lake),
+        common::expected_rows(store.messages[1..7].iter())
+    );
+    let errors = std::fs::read_to_string(lake.join("_runs/t/errors.csv")).unwrap();
+    assert!(errors.contains("16 MiB"), "{errors}");
+    assert!(errors.contains("CompleteFlag 0"), "{errors}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_429_from_a_gateway_slows_the_run_like_the_quota_codes() {
+    let refs = messages(400, "gw");
+    let store = Store::generate(&refs, 9, 0);
+    let faults = Faults {
+        quota: Some(200),
+        quota_429: true,
+        ..Faults::default()
+    };
+    let server = serve(store.clone(), faults).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_guarded(plan(&server, dir.path(), &refs, 400), fast()).await;
+    assert_eq!(s.status, RunStatus::Complete, "{s:?}");
+    assert_eq!(
+        common::kv_from_parquet(&dir.path().join("lake")),
+        common::expected_rows(&store.messages)
+    );
+    let refused = server.stats().answered("http_429");
+    let calls = server.stats().calls();
+    eprintln!(
+        "429 gateway: {refused} of {calls} calls refused ({:.1}%), final limit {:?}",
+        100.0 * refused as f64 / calls as f64,
+        s.rate_limit
+    );
+    assert_eq!(s.rate_limited, refused, "counted in summary.json");
+    assert!(refused * 10 <= calls, "{refused} of {calls} refused");
+    assert!(s.rate_limit.unwrap() < 400.0, "the limit came down");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_echoing_the_url_never_puts_the_usersig_in_the_lake() {
+    let refs = messages(3, "echo");
+    let store = Store::new(refs.iter().map(|m| one_pair(m, &[])).collect());
+    let faults = Faults {
+        proxy_page: Some(r#"{"ErrorCode":10004,"ErrorInfo":"rejected {url}"}"#.into()),
+        ..Faults::default()
+    };
+    let server = serve(store, faults).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = run_guarded(plan(&server, dir.path(), &refs, 0), fast()).await;
+    assert_eq!(s.messages.failed, 3, "{s:?}");
+    let lake = dir.path().join("lake");
+    let errors = std::fs::read_to_string(lake.join("_runs/t/errors.csv")).unwrap();
+    assert!(errors.contains("usersig=<redacted>"), "{errors}");
+    let mut kept = errors.clone();
+    for m in common::messages_from_parquet(&lake) {
+        kept.push_str(&format!("{m:?}"));
+    }
+    // The query goes on after usersig with &random=...: none of it is kept.
+    assert!(!kept.contains("&random="), "{kept}");
+    assert!(!kept.contains("eJ"), "no UserSig: {kept}");
 }

@@ -197,12 +197,34 @@ impl ApiClient {
                 retry_after,
             });
         }
-        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let bytes = read_capped(resp, MAX_ANSWER_BYTES).await?;
         serde_json::from_slice(&bytes).map_err(|e| {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
             CallError::Decode(format!("{e}; body starts {head:?}"))
         })
     }
+}
+
+/// The largest answer body read: 200 pairs of at most 100 + 1000 bytes,
+/// JSON-escaped, fit many times over; a bigger one is a bad response, not a
+/// reason to grow the resident set.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
+/// The body, or a bad response once it passes `cap` bytes (checked against
+/// Content-Length first, then chunk by chunk).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, CallError> {
+    let too_big = || CallError::Decode(format!("answer larger than {} MiB", cap >> 20));
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
+    }
+    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn transport_error(e: reqwest::Error) -> CallError {

@@ -45,17 +45,19 @@ pub enum Region {
     Seoul,
     Tokyo,
     Frankfurt,
+    Mumbai,
     SiliconValley,
     Jakarta,
 }
 
 impl Region {
-    pub const ALL: [Region; 7] = [
+    pub const ALL: [Region; 8] = [
         Region::China,
         Region::Singapore,
         Region::Seoul,
         Region::Tokyo,
         Region::Frankfurt,
+        Region::Mumbai,
         Region::SiliconValley,
         Region::Jakarta,
     ];
@@ -67,6 +69,7 @@ impl Region {
             Region::Seoul => "seoul",
             Region::Tokyo => "tokyo",
             Region::Frankfurt => "frankfurt",
+            Region::Mumbai => "mumbai",
             Region::SiliconValley => "silicon-valley",
             Region::Jakarta => "jakarta",
         }
@@ -79,6 +82,7 @@ impl Region {
             Region::Seoul => "adminapikr.im.qcloud.com",
             Region::Tokyo => "adminapijpn.im.qcloud.com",
             Region::Frankfurt => "adminapiger.im.qcloud.com",
+            Region::Mumbai => "adminapiind.im.qcloud.com",
             Region::SiliconValley => "adminapiusa.im.qcloud.com",
             Region::Jakarta => "adminapiidn.im.qcloud.com",
         }
@@ -134,6 +138,7 @@ mod tests {
             ("seoul", "adminapikr.im.qcloud.com"),
             ("tokyo", "adminapijpn.im.qcloud.com"),
             ("frankfurt", "adminapiger.im.qcloud.com"),
+            ("mumbai", "adminapiind.im.qcloud.com"),
             ("silicon-valley", "adminapiusa.im.qcloud.com"),
             ("jakarta", "adminapiidn.im.qcloud.com"),
         ];

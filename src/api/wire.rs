@@ -51,12 +51,14 @@ pub struct GetKeyValuesResponse {
     pub latest_seq: Option<i64>,
     #[serde(rename = "ClearSeq", default, skip_serializing_if = "Option::is_none")]
     pub clear_seq: Option<i64>,
+    /// `None` when the answer has no `ExtensionList` at all (which an OK
+    /// answer must have: see `fetch::pager::check_answer`).
     #[serde(
         rename = "ExtensionList",
         default,
-        skip_serializing_if = "Vec::is_empty"
+        skip_serializing_if = "Option::is_none"
     )]
-    pub extension_list: Vec<WirePair>,
+    pub extension_list: Option<Vec<WirePair>>,
 }
 
 impl GetKeyValuesResponse {
@@ -69,8 +71,13 @@ impl GetKeyValuesResponse {
             complete_flag: None,
             latest_seq: None,
             clear_seq: None,
-            extension_list: Vec::new(),
+            extension_list: None,
         }
+    }
+
+    /// The pairs of the page (none when `ExtensionList` is missing).
+    pub fn pairs(&self) -> &[WirePair] {
+        self.extension_list.as_deref().unwrap_or_default()
     }
 }
 
@@ -85,8 +92,8 @@ mod tests {
         assert_eq!(r.error_code, 0);
         assert_eq!(r.complete_flag, Some(1));
         assert_eq!(r.latest_seq, Some(2));
-        assert_eq!(r.extension_list.len(), 3);
-        assert_eq!(r.extension_list[2].key, "k3");
+        assert_eq!(r.pairs().len(), 3);
+        assert_eq!(r.pairs()[2].key, "k3");
 
         let bare: GetKeyValuesResponse =
             serde_json::from_str(r#"{"ErrorCode":23004,"ErrorInfo":"no such message"}"#).unwrap();

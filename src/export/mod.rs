@@ -157,6 +157,8 @@ pub async fn run(
         gate: Arc::new(ProbeGate::default()),
         policy: RetryPolicy {
             max_attempts: plan.max_attempts,
+            // No wait outlasts the circuit breaker.
+            max_wait: tuning.retry.max_wait.min(plan.give_up_after),
             ..tuning.retry
         },
         stats: stats.clone(),
@@ -164,6 +166,7 @@ pub async fn run(
         target: crate::fetch::Target {
             sdkappid: plan.sdkappid,
             region: crate::api::Region::from_base_url(&plan.base_url),
+            endpoint: plan.base_url.clone(),
         },
     };
 
@@ -200,6 +203,7 @@ pub async fn run(
                 let next = work_rx.lock().await.recv().await;
                 let Some(m) = next else { break };
                 let outcome = fetcher.fetch(&m.msg).await;
+                crate::failpoint::panic_at("worker");
                 slots.release(slot);
                 if ev_tx.send(Event::Done(m, outcome)).await.is_err() {
                     break;
@@ -207,6 +211,10 @@ pub async fn run(
             }
         }));
     }
+    // Only the workers hold the receiving end: when the last one ends, the
+    // input thread's send fails and it ends too (held here, a writer failure
+    // once left the input thread blocked for ever, and the run with it).
+    drop(work_rx);
     drop(ev_tx);
 
     // Messages in flight follow rate × latency, unless --concurrency was given.
@@ -299,23 +307,51 @@ pub async fn run(
         })
     };
 
-    let written = writer.await;
+    // A writer that failed (a full disk, a name too long, a folder turned
+    // read-only) or crashed stops everything else at once: the input thread
+    // and the workers see the stop and end, the lock goes with the process.
+    let written = match writer.await {
+        Ok(Ok(tally)) => Ok(tally),
+        Ok(Err(e)) => Err(e),
+        Err(e) => Err(format!("the writer crashed: {}", join_error_text(e))),
+    };
+    if written.is_err() {
+        stop.trigger(StopReason::Fatal);
+    }
     let _ = writer_done.send(());
     let _ = reporter.await;
-    let written = written
-        .map_err(|e| ExportError::Output(format!("writer task: {e}")))?
-        .map_err(ExportError::Output);
+    // Every other part must have ended cleanly too: a crashed worker or input
+    // thread may have lost a message, and a lost message is never a success.
+    let mut crashed: Vec<String> = Vec::new();
     for w in workers {
-        let _ = w.await;
+        if let Err(e) = w.await {
+            crashed.push(format!("a fetch worker crashed: {}", join_error_text(e)));
+        }
     }
     breaker.abort();
     if let Some(t) = tuner {
         t.abort();
     }
-    let _ = input_thread.join();
-    let tally = written?;
+    let rows_read = match input_thread.join() {
+        Ok(n) => Some(n),
+        Err(p) => {
+            crashed.push(format!("the input reader crashed: {}", panic_text(&*p)));
+            None
+        }
+    };
+    let tally = written.map_err(ExportError::Output)?;
+    if let Some(read) = rows_read
+        && read != tally.input.rows
+    {
+        crashed.push(format!(
+            "{} input rows were read but {} settled: messages were lost",
+            read, tally.input.rows
+        ));
+    }
+    let crashed = (!crashed.is_empty()).then(|| crashed.join("; "));
 
     let status = match (stop.reason(), &tally.fatal) {
+        _ if crashed.is_some() => RunStatus::Failed,
         (_, Some(_)) | (Some(StopReason::Fatal), _) => RunStatus::Failed,
         (Some(StopReason::Interrupted), _) => RunStatus::Interrupted,
         (None, None) if tally.input_error.is_some() => RunStatus::Failed,
@@ -328,8 +364,12 @@ pub async fn run(
         stop.reason().is_none() && matches!(status, RunStatus::Complete | RunStatus::Partial);
     let gave_up = (stop.reason() == Some(StopReason::GaveUp)).then(|| {
         format!(
-            "gave up: no call succeeded for {:.1} min; unfinished messages are in errors.csv as 'aborted'",
-            plan.give_up_after.as_secs_f64() / 60.0
+            "gave up: no call succeeded for {}{}; unfinished messages are in errors.csv as 'aborted'",
+            human_duration(plan.give_up_after),
+            stats
+                .last_failure()
+                .map(|f| format!(" (last answer: {f})"))
+                .unwrap_or_default()
         )
     });
     let summary = Summary {
@@ -348,9 +388,14 @@ pub async fn run(
         retries: tally.totals.retries,
         rate_limited: tally.totals.rate_limited,
         rate_limit: limiter.as_ref().map(|l| l.rate()),
-        stop_reason: tally.fatal.or(tally.input_error).or(gave_up).or_else(|| {
-            (status == RunStatus::Interrupted).then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
-        }),
+        stop_reason: crashed
+            .or(tally.fatal)
+            .or(tally.input_error)
+            .or(gave_up)
+            .or_else(|| {
+                (status == RunStatus::Interrupted)
+                    .then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
+            }),
         errors_csv: errors_path.display().to_string(),
         files: tally.files,
     };
@@ -429,20 +474,49 @@ fn open_run(
     })
 }
 
+/// A duration as a person reads it: `45 s`, `2.5 min`.
+fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 120.0 {
+        format!("{s:.0} s")
+    } else {
+        format!("{:.1} min", s / 60.0)
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".to_owned())
+}
+
+fn join_error_text(e: tokio::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(p) => panic_text(&*p),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Feed the input to the workers (messages) and the writer (everything
+/// else); returns how many rows were handed on, for the writer's count to be
+/// checked against.
 fn read_input<R: std::io::Read>(
     reader: InputReader<R>,
     settled: &crate::model::FingerprintSet,
     work_tx: mpsc::Sender<InputMessage>,
     ev_tx: mpsc::Sender<Event>,
     stop: StopSignal,
-) {
+) -> u64 {
+    let mut handed_on = 0u64;
     for item in reader {
+        crate::failpoint::panic_at("input");
         let draining = match stop.reason() {
             None => false,
             // Every remaining message goes to errors.csv as 'aborted', so
             // that errors.csv fed back as --input finishes the job.
             Some(StopReason::GaveUp) => true,
-            Some(_) => return,
+            Some(_) => return handed_on,
         };
         let sent = match item {
             Ok(InputItem::Message(m)) if draining => {
@@ -462,11 +536,13 @@ fn read_input<R: std::io::Read>(
             Err(e) => {
                 stop.trigger(StopReason::Fatal);
                 let _ = ev_tx.blocking_send(Event::InputFailed(e));
-                return;
+                return handed_on;
             }
         };
         if !sent {
-            return;
+            return handed_on;
         }
+        handed_on += 1;
     }
+    handed_on
 }

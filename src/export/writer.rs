@@ -63,6 +63,14 @@ struct State<'a> {
     stop: &'a StopSignal,
 }
 
+/// A text as the run keeps it (WAL, tables, errors.csv, stderr): no UserSig.
+fn kept(info: String) -> String {
+    match crate::report::redact(&info) {
+        std::borrow::Cow::Borrowed(_) => info,
+        std::borrow::Cow::Owned(r) => r,
+    }
+}
+
 fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -194,18 +202,26 @@ impl State<'_> {
                 attempts,
                 pages,
                 info,
-            } => (WalStatus::NotFound { info }, attempts, pages),
+            } => (WalStatus::NotFound { info: kept(info) }, attempts, pages),
             FetchOutcome::Failed {
                 code,
                 info,
                 attempts,
                 pages,
-            } => (WalStatus::Failed { code, info }, attempts, pages),
+            } => (
+                WalStatus::Failed {
+                    code,
+                    info: kept(info),
+                },
+                attempts,
+                pages,
+            ),
             FetchOutcome::Fatal {
                 code,
                 info,
                 attempts,
             } => {
+                let info = kept(info);
                 self.t.fatal.get_or_insert_with(|| info.clone());
                 return self.unfinished(&m, &code, &info, attempts);
             }

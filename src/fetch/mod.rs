@@ -111,6 +111,8 @@ pub struct FetchStats {
     /// Moving average of call latency, µs.
     latency_us: AtomicU64,
     epoch: std::time::Instant,
+    /// The last answer that was not a success: what the circuit breaker reports.
+    last_failure: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Default for FetchStats {
@@ -122,6 +124,7 @@ impl Default for FetchStats {
             last_progress_ms: AtomicU64::new(0),
             latency_us: AtomicU64::new(0),
             epoch: std::time::Instant::now(),
+            last_failure: std::sync::Mutex::new(None),
         }
     }
 }
@@ -146,6 +149,18 @@ impl FetchStats {
 
     pub fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
+    }
+
+    /// Remember the last failed attempt (code, info), secrets removed.
+    pub fn record_failure(&self, code: &str, info: &str) {
+        let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some((code.to_owned(), crate::report::redact(info).into_owned()));
+    }
+
+    /// The last failed attempt, as `code: info`.
+    pub fn last_failure(&self) -> Option<String> {
+        let last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref().map(|(c, i)| format!("{c}: {i}"))
     }
 
     /// How long since the API last gave a definitive answer (or since the start).
@@ -256,6 +271,7 @@ impl Fetcher {
         let mut tries = 0u32;
         let mut renewed = false;
         let pages = pager.pages();
+        let cancelled = |attempts: u32| Attempt::End(FetchOutcome::Cancelled { attempts, pages });
         let body = GetKeyValuesRequest {
             from_account: msg.from.as_deref(),
             to_account: &msg.to,
@@ -264,30 +280,20 @@ impl Fetcher {
         };
         loop {
             if self.stop.reason().is_some() {
-                return Attempt::End(FetchOutcome::Cancelled {
-                    attempts: *attempts,
-                    pages,
-                });
+                return cancelled(*attempts);
             }
             let probe = tokio::select! {
                 p = self.gate.enter() => p,
-                _ = self.stop.stopped() => {
-                    return Attempt::End(FetchOutcome::Cancelled { attempts: *attempts, pages });
-                }
+                _ = self.stop.stopped() => return cancelled(*attempts),
             };
             if let Some(limiter) = &self.limiter {
                 tokio::select! {
                     _ = limiter.acquire() => {}
-                    _ = self.stop.stopped() => {
-                        return Attempt::End(FetchOutcome::Cancelled { attempts: *attempts, pages });
-                    }
+                    _ = self.stop.stopped() => return cancelled(*attempts),
                 }
             }
             if self.stop.reason().is_some() {
-                return Attempt::End(FetchOutcome::Cancelled {
-                    attempts: *attempts,
-                    pages,
-                });
+                return cancelled(*attempts);
             }
             tries += 1;
             *attempts += 1;
@@ -299,25 +305,44 @@ impl Fetcher {
             let (action, code, info, retry_after) = match answer {
                 Ok(r) => {
                     let action = classify(Observed::Api(r.error_code));
-                    self.observe(action);
-                    if action == Action::Success {
-                        return Attempt::Page(r);
+                    match (action, pager.check(&r)) {
+                        (Action::Success, Ok(())) => {
+                            self.observe(action);
+                            return Attempt::Page(r);
+                        }
+                        // An OK answer that cannot be the whole truth: a bad
+                        // response, retried like an unparseable body.
+                        (Action::Success, Err(bad)) => {
+                            let e = CallError::Decode(bad.to_string());
+                            (classify(Observed::Call(&e)), e.code(), e.to_string(), None)
+                        }
+                        (action, _) => {
+                            self.observe(action);
+                            (action, r.error_code.to_string(), r.error_info, None)
+                        }
                     }
-                    (action, r.error_code.to_string(), r.error_info, None)
                 }
                 Err(e) => {
+                    let action = classify(Observed::Call(&e));
+                    if action == Action::RateLimited {
+                        // HTTP 429 from a gateway slows the run like the quota codes.
+                        self.observe(action);
+                    }
+                    if !self.gate.is_open() && matches!(e, CallError::Connect(_)) {
+                        // Nothing has answered yet and the endpoint cannot be
+                        // reached (refused, no such name, TLS to a plain port):
+                        // every call would fail the same way. After the first
+                        // good answer this is a transient failure like any other.
+                        return self.fail_run("network", &e.to_string(), *attempts);
+                    }
                     let retry_after = match &e {
                         CallError::Http { retry_after, .. } => *retry_after,
                         _ => None,
                     };
-                    (
-                        classify(Observed::Call(&e)),
-                        e.code(),
-                        e.to_string(),
-                        retry_after,
-                    )
+                    (action, e.code(), e.to_string(), retry_after)
                 }
             };
+            self.stats.record_failure(&code, &info);
             let backoff = match action {
                 Action::NotFound => {
                     return Attempt::End(FetchOutcome::NotFound {
@@ -339,15 +364,10 @@ impl Fetcher {
                     renewed = true;
                     continue;
                 }
+                // Stop while this call still holds the probe permit, so that
+                // no other call starts.
                 Action::FailRun | Action::RenewSignature => {
-                    // Stop while this call still holds the probe permit, so
-                    // that no other call starts.
-                    self.stop.trigger(StopReason::Fatal);
-                    return Attempt::End(FetchOutcome::Fatal {
-                        info: explain_fatal(&code, &info, &self.target),
-                        code,
-                        attempts: *attempts,
-                    });
+                    return self.fail_run(&code, &info, *attempts);
                 }
                 Action::Retry | Action::Success => self.policy.transient,
                 Action::RateLimited => self.policy.rate_limited,
@@ -362,12 +382,28 @@ impl Fetcher {
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             drop(probe);
-            let delay = retry::retry_delay(&backoff, tries, rand::random::<f64>(), retry_after);
+            let delay = retry::retry_delay(
+                &backoff,
+                tries,
+                rand::random::<f64>(),
+                retry_after,
+                self.policy.max_wait,
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.stopped() => {}
             }
         }
+    }
+
+    /// Stop the run on an answer every later call would get too.
+    fn fail_run(&self, code: &str, info: &str, attempts: u32) -> Attempt {
+        self.stop.trigger(StopReason::Fatal);
+        Attempt::End(FetchOutcome::Fatal {
+            info: explain_fatal(code, info, &self.target),
+            code: code.to_owned(),
+            attempts,
+        })
     }
 }
 
@@ -405,6 +441,8 @@ pub struct Target {
     pub sdkappid: u64,
     /// The data center, when the endpoint is one of Tencent's.
     pub region: Option<crate::api::Region>,
+    /// The base URL called (a region's or `--endpoint`).
+    pub endpoint: String,
 }
 
 /// What a user should do about an answer that stops the run.
@@ -425,6 +463,10 @@ pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
             "SDKAppID {sdkappid} is not in {center}: check --sdkappid, or try another --region"
         ),
         "10008" => "this app's plan has no message extensions (a Premium edition feature)".to_owned(),
+        "network" | "timeout" | "bad_response" => format!(
+            "{} did not answer like the Chat REST API: check --region / --endpoint and the network",
+            target.endpoint
+        ),
         c if c.starts_with("http_") => {
             "the endpoint did not answer like the Chat REST API: check --region / --endpoint".to_owned()
         }
@@ -442,6 +484,7 @@ mod tests {
         let sgp = Target {
             sdkappid: 1400000123,
             region: Some(crate::api::Region::Singapore),
+            endpoint: "https://adminapisgp.im.qcloud.com".into(),
         };
         let e = explain_fatal("70020", "x", &sgp);
         assert!(
@@ -452,10 +495,16 @@ mod tests {
         let local = Target {
             sdkappid: 1,
             region: None,
+            endpoint: "http://127.0.0.1:9".into(),
         };
         assert!(explain_fatal("70016", "x", &local).contains("this endpoint"));
         assert!(explain_fatal("70003", "bad sig", &local).contains("secret key"));
         assert!(explain_fatal("10008", "", &local).contains("plan"));
+        let e = explain_fatal("network", "cannot connect: refused", &local);
+        assert!(
+            e.contains("http://127.0.0.1:9") && e.contains("refused"),
+            "{e}"
+        );
     }
 
     #[tokio::test]

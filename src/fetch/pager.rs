@@ -62,7 +62,14 @@ impl Pager {
         self.pages
     }
 
-    /// Take in a successful page (ErrorCode 0).
+    /// Whether an answer with ErrorCode 0 can be the whole truth about this
+    /// page. An answer that cannot (see `check_answer`) is a bad response: it
+    /// is retried, never taken for data.
+    pub fn check(&self, page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
+        check_answer(page)
+    }
+
+    /// Take in a successful page (ErrorCode 0) that passed `check`.
     pub fn accept(&mut self, page: GetKeyValuesResponse, fetched_at_us: i64) -> Step {
         self.pages += 1;
         if let Some(l) = page.latest_seq {
@@ -71,21 +78,14 @@ impl Pager {
         if let Some(c) = page.clear_seq {
             self.clear_seq = c;
         }
-        let list = page.extension_list;
+        let list = page.extension_list.unwrap_or_default();
         let full = list.len() >= crate::api::PAGE_SIZE;
         let (first_seq, last_seq) = match (list.first(), list.last()) {
             (Some(f), Some(l)) => (f.seq, l.seq),
-            _ => {
-                // An empty page ends the message, whatever CompleteFlag says:
-                // asking again from the same StartSeq would get the same answer.
-                // Only a first page that is empty yet "incomplete" is an error.
-                let nothing_at_all = page.complete_flag == Some(0) && self.start_seq.is_none();
-                return if nothing_at_all {
-                    Step::Stuck
-                } else {
-                    Step::Done
-                };
-            }
+            // An empty page that says it is complete ends the message; one
+            // that says "more to come" never passes `check`.
+            _ if page.complete_flag == Some(1) => return Step::Done,
+            _ => return Step::Stuck,
         };
         let mut added = 0usize;
         if self.pages == 1 {
@@ -104,8 +104,7 @@ impl Pager {
                 added += usize::from(self.insert(p, fetched_at_us));
             }
         }
-        // CompleteFlag 1 ends the message. A missing flag is treated as "maybe
-        // more": the progress rule below then ends it after at most two calls.
+        // CompleteFlag 1 ends the message; 0 asks for more (`check` has refused any other).
         if page.complete_flag == Some(1) {
             return Step::Done;
         }
@@ -197,6 +196,52 @@ impl Pager {
     }
 }
 
+/// Why an answer with ErrorCode 0 was not taken for data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadAnswer(pub &'static str);
+
+/// The checks an OK answer must pass before its pairs are believed: the
+/// fields the API documents for an OK answer are all there, it does not also
+/// say FAIL, its pairs are sorted by Seq and none is newer than LatestSeq,
+/// and a page with no pairs does not claim that more are to come (page 2
+/// empty with CompleteFlag 0 once cut 450 pairs to 200 without a word).
+pub fn check_answer(page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
+    if page
+        .action_status
+        .as_deref()
+        .is_some_and(|s| !s.eq_ignore_ascii_case("OK"))
+    {
+        return Err(BadAnswer("ErrorCode 0 but ActionStatus is not OK"));
+    }
+    let Some(list) = &page.extension_list else {
+        return Err(BadAnswer("an OK answer without ExtensionList"));
+    };
+    let Some(latest) = page.latest_seq else {
+        return Err(BadAnswer("an OK answer without LatestSeq"));
+    };
+    if page.clear_seq.is_none() {
+        return Err(BadAnswer("an OK answer without ClearSeq"));
+    }
+    match page.complete_flag {
+        Some(0) if list.is_empty() => {
+            return Err(BadAnswer(
+                "an empty page with CompleteFlag 0 (more pairs announced, none given)",
+            ));
+        }
+        Some(0 | 1) => {}
+        Some(_) => return Err(BadAnswer("CompleteFlag is neither 0 nor 1")),
+        None => return Err(BadAnswer("an OK answer without CompleteFlag")),
+    }
+    if list.windows(2).any(|w| w[0].seq > w[1].seq) {
+        return Err(BadAnswer("ExtensionList is not sorted by Seq"));
+    }
+    if list.last().is_some_and(|p| p.seq > latest) {
+        return Err(BadAnswer("a pair newer than LatestSeq"));
+    }
+    Ok(())
+}
+
 fn has_duplicate_keys(pairs: &[FetchedPair]) -> bool {
     let mut keys: Vec<&str> = pairs.iter().map(|p| p.kv.key.as_str()).collect();
     keys.sort_unstable();
@@ -262,11 +307,11 @@ mod tests {
         // The fixture really exercises the rule: StartSeq = last + 1 loses keys.
         let m = straddling(401);
         let first = m.page(None, 200);
-        let last = first.extension_list.last().unwrap().seq;
+        let last = first.pairs().last().unwrap().seq;
         let second = m.page(Some(last + 1), 200);
-        let seen = first.extension_list.len() + second.extension_list.len();
-        let third_start = second.extension_list.last().unwrap().seq + 1;
-        let rest = m.page(Some(third_start), 200).extension_list.len();
+        let seen = first.pairs().len() + second.pairs().len();
+        let third_start = second.pairs().last().unwrap().seq + 1;
+        let rest = m.page(Some(third_start), 200).pairs().len();
         assert!(seen + rest < 401);
     }
 
@@ -302,16 +347,65 @@ mod tests {
             error_code: 0,
             error_info: String::new(),
             complete_flag: complete,
-            latest_seq: list.last().map(|p| p.1),
+            latest_seq: Some(list.last().map_or(0, |p| p.1)),
             clear_seq: Some(0),
-            extension_list: list
-                .iter()
-                .map(|(k, s)| WirePair {
-                    key: k.to_string(),
-                    value: "v".into(),
-                    seq: *s,
-                })
-                .collect(),
+            extension_list: Some(
+                list.iter()
+                    .map(|(k, s)| WirePair {
+                        key: k.to_string(),
+                        value: "v".into(),
+                        seq: *s,
+                    })
+                    .collect(),
+            ),
+        }
+    }
+
+    #[test]
+    fn answers_that_cannot_be_the_whole_truth_are_refused() {
+        let good = page(&[("a", 1), ("b", 2)], Some(1));
+        let with = |f: &dyn Fn(&mut GetKeyValuesResponse)| {
+            let mut p = good.clone();
+            f(&mut p);
+            p
+        };
+        let table: Vec<(GetKeyValuesResponse, Option<&str>)> = vec![
+            (good.clone(), None),
+            (with(&|p| p.action_status = Some("OK".into())), None),
+            (page(&[], Some(1)), None),
+            (page(&[("a", 1)], Some(0)), None),
+            (
+                with(&|p| p.action_status = Some("FAIL".into())),
+                Some("ActionStatus"),
+            ),
+            (
+                with(&|p| p.extension_list = None),
+                Some("without ExtensionList"),
+            ),
+            (with(&|p| p.latest_seq = None), Some("without LatestSeq")),
+            (with(&|p| p.clear_seq = None), Some("without ClearSeq")),
+            (
+                with(&|p| p.complete_flag = None),
+                Some("without CompleteFlag"),
+            ),
+            (
+                with(&|p| p.complete_flag = Some(2)),
+                Some("neither 0 nor 1"),
+            ),
+            (page(&[], Some(0)), Some("empty page with CompleteFlag 0")),
+            (page(&[("a", 2), ("b", 1)], Some(1)), Some("not sorted")),
+            (
+                with(&|p| p.latest_seq = Some(1)),
+                Some("newer than LatestSeq"),
+            ),
+        ];
+        for (i, (p, want)) in table.into_iter().enumerate() {
+            let got = check_answer(&p).err().map(|e| e.to_string());
+            match (want, got) {
+                (None, None) => {}
+                (Some(w), Some(g)) => assert!(g.contains(w), "case {i}: {g}"),
+                (w, g) => panic!("case {i}: want {w:?}, got {g:?}"),
+            }
         }
     }
 
@@ -322,23 +416,12 @@ mod tests {
         let run: Vec<(&str, i64)> = run_of_200.iter().map(|(k, s)| (k.as_str(), *s)).collect();
         let cases: Vec<(Vec<GetKeyValuesResponse>, Vec<Step>)> = vec![
             (vec![page(&[], Some(1))], vec![Step::Done]),
-            (vec![page(&[], None)], vec![Step::Done]),
-            (vec![page(&[], Some(0))], vec![Step::Stuck]),
             (
                 vec![
                     page(&[("a", 1), ("b", 2)], Some(0)),
                     page(&[("b", 2), ("c", 3)], Some(1)),
                 ],
                 vec![Step::Next(2), Step::Done],
-            ),
-            // Missing CompleteFlag: continue until a page adds nothing, then past it, then end.
-            (
-                vec![
-                    page(&[("a", 1), ("b", 2)], None),
-                    page(&[("b", 2)], None),
-                    page(&[], None),
-                ],
-                vec![Step::Next(2), Step::Next(3), Step::Done],
             ),
             // A server that repeats itself with CompleteFlag 0 cannot trap the pager.
             (

@@ -92,17 +92,25 @@ impl Backoff {
     }
 }
 
+/// The longest a server's `Retry-After` is honoured: a proxy asking for an
+/// hour must not stall a run for an hour.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
 /// The wait before the n-th retry: the backoff's jittered delay, but never
-/// less than what the server asked for in `Retry-After`.
+/// less than what the server asked for in `Retry-After`; and never more than
+/// `max_wait` (at most `MAX_RETRY_AFTER`, and no longer than the circuit
+/// breaker's patience: see `RetryPolicy::max_wait`).
 pub fn retry_delay(
     backoff: &Backoff,
     retry: u32,
     unit: f64,
     retry_after: Option<Duration>,
+    max_wait: Duration,
 ) -> Duration {
     backoff
         .delay(retry, unit)
         .max(retry_after.unwrap_or(Duration::ZERO))
+        .min(max_wait.min(MAX_RETRY_AFTER))
 }
 
 /// How hard to try one call.
@@ -112,6 +120,9 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     pub transient: Backoff,
     pub rate_limited: Backoff,
+    /// No single wait is longer than this (capped at `MAX_RETRY_AFTER`); the
+    /// export sets it to at most the circuit breaker's `--give-up-after`.
+    pub max_wait: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -126,6 +137,7 @@ impl Default for RetryPolicy {
                 base: Duration::from_millis(500),
                 cap: Duration::from_secs(30),
             },
+            max_wait: MAX_RETRY_AFTER,
         }
     }
 }
@@ -203,16 +215,21 @@ mod tests {
         };
         let s = Duration::from_secs;
         let table = [
-            (1, 0.5, None, Duration::from_millis(50)),
-            (1, 0.5, Some(s(3)), s(3)),
-            (8, 0.99, Some(s(1)), Duration::from_millis(9900)),
-            (2, 0.0, Some(Duration::ZERO), Duration::ZERO),
+            (1, 0.5, None, s(60), Duration::from_millis(50)),
+            (1, 0.5, Some(s(3)), s(60), s(3)),
+            (8, 0.99, Some(s(1)), s(60), Duration::from_millis(9900)),
+            (2, 0.0, Some(Duration::ZERO), s(60), Duration::ZERO),
+            // A proxy's Retry-After of an hour is capped at a minute...
+            (1, 0.5, Some(s(3600)), s(600), MAX_RETRY_AFTER),
+            // ...and at the circuit breaker's patience when that is shorter.
+            (1, 0.5, Some(s(3600)), s(5), s(5)),
+            (8, 0.99, None, s(2), s(2)),
         ];
-        for (retry, unit, after, want) in table {
+        for (retry, unit, after, max_wait, want) in table {
             assert_eq!(
-                retry_delay(&b, retry, unit, after),
+                retry_delay(&b, retry, unit, after, max_wait),
                 want,
-                "{retry} {unit} {after:?}"
+                "{retry} {unit} {after:?} {max_wait:?}"
             );
         }
     }

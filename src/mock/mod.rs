@@ -41,6 +41,11 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Calls per second above which the quota code is answered.
     pub quota: Option<u32>,
+    /// Answer calls over the quota with HTTP 429 (a gateway's way) instead of 60007.
+    pub quota_429: bool,
+    /// Answer every call with this HTML page, `{url}` replaced by the request
+    /// path and query (a proxy that echoes the URL, UserSig included).
+    pub proxy_page: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +127,10 @@ enum Reply {
     /// A page of stored message `.0` from StartSeq `.1`, rendered once and cached.
     Page(usize, Option<i64>),
     Status(StatusCode),
+    /// A status with `Retry-After: .1` seconds.
+    StatusAfter(StatusCode, u64),
+    /// A body as it is (a proxy's page, a huge answer): (status, content type, body).
+    Raw(StatusCode, &'static str, Bytes),
     Drop,
 }
 
@@ -250,6 +259,18 @@ async fn handle(
             Ok(b) => b.to_bytes(),
             Err(_) => return Err(Dropped),
         };
+        if let Some(page) = &state.config.faults.proxy_page {
+            // A gateway in front of the API that answers with its own page
+            // and echoes the request URL (credentials included) back.
+            let url = format!("{}?{}", parts.uri.path(), parts.uri.query().unwrap_or(""));
+            let html = page.replace("{url}", &url);
+            state.stats.count("proxy");
+            return Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "text/html")
+                .body(Full::new(Bytes::from(html)))
+                .unwrap_or_default());
+        }
         let now = chrono::Utc::now().timestamp();
         answer(
             &state,
@@ -265,22 +286,31 @@ async fn handle(
         Reply::Page(..) => "ok".to_owned(),
         Reply::Json(r) if r.error_code == 0 => "ok".to_owned(),
         Reply::Json(r) => r.error_code.to_string(),
-        Reply::Status(s) => format!("http_{}", s.as_u16()),
+        Reply::Status(s) | Reply::StatusAfter(s, _) | Reply::Raw(s, ..) => {
+            format!("http_{}", s.as_u16())
+        }
         Reply::Drop => "drop".to_owned(),
     };
     state.stats.count(&label);
     match reply {
         Reply::Drop => Err(Dropped),
-        Reply::Status(s) => {
+        Reply::Status(s) | Reply::StatusAfter(s, _) => {
             let mut r = Response::builder()
                 .status(s)
                 .header("content-type", "text/html");
-            if s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::SERVICE_UNAVAILABLE {
+            if let Reply::StatusAfter(_, secs) = reply {
+                r = r.header("retry-after", secs.to_string());
+            } else if s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::SERVICE_UNAVAILABLE {
                 r = r.header("retry-after", "1");
             }
             let body = format!("<html><body>{s}</body></html>");
             Ok(r.body(Full::new(Bytes::from(body))).unwrap_or_default())
         }
+        Reply::Raw(s, content_type, body) => Ok(Response::builder()
+            .status(s)
+            .header("content-type", content_type)
+            .body(Full::new(body))
+            .unwrap_or_default()),
         Reply::Json(r) => Ok(json_response(Bytes::from(
             serde_json::to_vec(&r).unwrap_or_default(),
         ))),
@@ -379,6 +409,9 @@ fn answer(
         );
     }
     if over_quota(state) {
+        if state.config.faults.quota_429 {
+            return Reply::Status(StatusCode::TOO_MANY_REQUESTS);
+        }
         return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
     }
     let req = match parse_body(body) {
@@ -400,21 +433,60 @@ fn answer(
         .script
         .get(n)
         .or(m.always.as_ref())
-        .and_then(|s| scripted(s))
+        .and_then(|s| scripted(s, m))
     {
         return r;
     }
     Reply::Page(i, req.start_seq)
 }
 
-/// A scripted answer: `"http_503"`, `"drop"`, an API code, or `"ok"` (none).
-fn scripted(s: &str) -> Option<Reply> {
+/// A scripted answer: `"http_503"`, `"http_503:3600"` (with that
+/// Retry-After), `"drop"`, an API code, `"ok"` (none), or an OK answer that
+/// cannot be the whole truth: `"bad:no_list"`, `"bad:no_latest"`,
+/// `"bad:fail0"` (ActionStatus FAIL with ErrorCode 0),
+/// `"bad:empty_incomplete"` (no pairs, CompleteFlag 0), `"huge"` (a valid
+/// answer padded past 16 MiB).
+fn scripted(s: &str, m: &store::StoredMessage) -> Option<Reply> {
     if s == "drop" {
         return Some(Reply::Drop);
     }
     if let Some(status) = s.strip_prefix("http_") {
-        let code = status.parse::<u16>().ok()?;
-        return StatusCode::from_u16(code).ok().map(Reply::Status);
+        let (status, after) = match status.split_once(':') {
+            Some((st, a)) => (st, Some(a.parse::<u64>().ok()?)),
+            None => (status, None),
+        };
+        let code = StatusCode::from_u16(status.parse::<u16>().ok()?).ok()?;
+        return Some(match after {
+            Some(secs) => Reply::StatusAfter(code, secs),
+            None => Reply::Status(code),
+        });
+    }
+    let ok = || m.page(None, crate::api::PAGE_SIZE);
+    let bad = |f: &dyn Fn(&mut GetKeyValuesResponse)| {
+        let mut r = ok();
+        f(&mut r);
+        Some(Reply::Json(r))
+    };
+    match s {
+        "bad:no_list" => return bad(&|r| r.extension_list = None),
+        "bad:no_latest" => return bad(&|r| r.latest_seq = None),
+        "bad:fail0" => return bad(&|r| r.action_status = Some("FAIL".into())),
+        "bad:empty_incomplete" => {
+            return bad(&|r| {
+                r.extension_list = Some(Vec::new());
+                r.complete_flag = Some(0);
+            });
+        }
+        "huge" => {
+            let mut r = ok();
+            r.error_info = "x".repeat(17 << 20);
+            return Some(Reply::Raw(
+                StatusCode::OK,
+                "application/json",
+                Bytes::from(serde_json::to_vec(&r).unwrap_or_default()),
+            ));
+        }
+        _ => {}
     }
     match s.parse::<i64>() {
         Ok(0) | Err(_) => None,
@@ -561,12 +633,20 @@ mod tests {
 
     #[test]
     fn scripted_answers() {
-        assert_eq!(scripted("drop"), Some(Reply::Drop));
+        let m = store::StoredMessage::new(None, "b", "k", 0, vec![]);
+        assert_eq!(scripted("drop", &m), Some(Reply::Drop));
         assert_eq!(
-            scripted("http_503"),
+            scripted("http_503", &m),
             Some(Reply::Status(StatusCode::SERVICE_UNAVAILABLE))
         );
-        assert!(matches!(scripted("10002"), Some(Reply::Json(r)) if r.error_code == 10002));
-        assert_eq!(scripted("ok"), None);
+        assert_eq!(
+            scripted("http_429:3600", &m),
+            Some(Reply::StatusAfter(StatusCode::TOO_MANY_REQUESTS, 3600))
+        );
+        assert!(matches!(scripted("10002", &m), Some(Reply::Json(r)) if r.error_code == 10002));
+        assert!(
+            matches!(scripted("bad:no_list", &m), Some(Reply::Json(r)) if r.error_code == 0 && r.extension_list.is_none())
+        );
+        assert_eq!(scripted("ok", &m), None);
     }
 }

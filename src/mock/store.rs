@@ -101,7 +101,7 @@ impl StoredMessage {
             complete_flag: Some(i64::from(end == self.pairs.len())),
             latest_seq: Some(self.latest_seq()),
             clear_seq: Some(self.clear_seq),
-            extension_list: self.pairs[from..end].iter().map(WirePair::from).collect(),
+            extension_list: Some(self.pairs[from..end].iter().map(WirePair::from).collect()),
         }
     }
 }
@@ -372,15 +372,15 @@ mod tests {
             .collect();
         let m = StoredMessage::new(None, "b", "k", 0, pairs);
         let p1 = m.page(None, 200);
-        assert_eq!(p1.extension_list.len(), 200);
+        assert_eq!(p1.pairs().len(), 200);
         assert_eq!(p1.complete_flag, Some(0));
         assert_eq!(p1.latest_seq, Some(13));
         // Pair 199 has Seq 10, and so do 180..=199: StartSeq 10 repeats them.
         let p2 = m.page(Some(10), 200);
-        assert_eq!(p2.extension_list.first().unwrap().key, "k180");
-        assert_eq!(p2.extension_list.len(), 70);
+        assert_eq!(p2.pairs().first().unwrap().key, "k180");
+        assert_eq!(p2.pairs().len(), 70);
         assert_eq!(p2.complete_flag, Some(1));
-        assert!(m.page(Some(14), 200).extension_list.is_empty());
+        assert!(m.page(Some(14), 200).pairs().is_empty());
     }
 
     #[test]

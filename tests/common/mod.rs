@@ -323,16 +323,34 @@ pub fn msgext_command(
     c
 }
 
-/// Run the binary to the end (off the async runtime, which serves the simulator).
+/// How long any one run of the binary in a test may take before the test
+/// fails (and kills it): a guard against hangs, not a timing assertion.
+pub const RUN_GUARD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Run the binary to the end (off the async runtime, which serves the
+/// simulator). A run still going after `RUN_GUARD` is killed and the test fails.
 pub async fn run_msgext(
     args: Vec<String>,
     secret: &str,
     env: &[(&str, &str)],
 ) -> std::process::Output {
     let mut c = msgext_command(&args, secret, env);
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
+    let child = c
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let waited = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
+    match tokio::time::timeout(RUN_GUARD, waited).await {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("msgext {args:?} was still running after {RUN_GUARD:?}: it hangs");
+        }
+    }
 }
 
 pub fn show(o: &std::process::Output) -> String {
