@@ -125,11 +125,21 @@ async fn export_cmd(args: ExportArgs) -> u8 {
     watch_signals(stop.clone(), quiet);
     match export::run(plan, ui, Tuning::default(), stop).await {
         Ok(summary) => {
+            let resume = summary.resumable.then(|| {
+                format!(
+                    "to resume: {}",
+                    resume_command(std::env::args().collect(), &summary.run_id)
+                )
+            });
             if !quiet {
                 print!("{}", summary.human());
+                if let Some(r) = &resume {
+                    eprintln!("msgext: {r}");
+                }
             } else if summary.status != crate::report::RunStatus::Complete {
                 // Quiet, yet a run that did not complete says so in one line.
-                eprintln!("msgext: {}", summary.one_line());
+                let r = resume.map(|r| format!("; {r}")).unwrap_or_default();
+                eprintln!("msgext: {}{r}", summary.one_line());
             }
             if summary.status == crate::report::RunStatus::Failed
                 && !quiet
@@ -143,16 +153,43 @@ async fn export_cmd(args: ExportArgs) -> u8 {
     }
 }
 
+/// The command line that resumes run `run_id`: this one, with `--run-id`
+/// added when it was not given, quoted for a POSIX shell.
+pub fn resume_command(mut argv: Vec<String>, run_id: &str) -> String {
+    let has_run_id = argv
+        .iter()
+        .any(|a| a == "--run-id" || a.starts_with("--run-id="));
+    if !has_run_id {
+        argv.push("--run-id".into());
+        argv.push(run_id.into());
+    }
+    argv.iter()
+        .map(|a| shell_quote(a))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
 fn validate_cmd(args: &ValidateArgs) -> u8 {
-    let reader = match crate::input::InputReader::open(&args.input) {
-        Ok(r) => r,
+    let reader = match crate::input::open_prescanned(&args.input) {
+        Ok((r, _)) => r,
         Err(e) => return fail(2, e),
     };
     match crate::input::validate(reader) {
         Err(e) => fail(2, e),
         Ok(c) => {
             println!(
-                "{}: {} rows, {} distinct messages, {} duplicates, {} invalid{}",
+                "{}: {} rows, {} distinct messages, {} duplicates, {} invalid{}{}",
                 args.input.display(),
                 c.rows,
                 c.distinct,
@@ -160,6 +197,11 @@ fn validate_cmd(args: &ValidateArgs) -> u8 {
                 c.invalid.len(),
                 if c.skipped > 0 {
                     format!(", {} earlier invalid rows skipped", c.skipped)
+                } else {
+                    String::new()
+                },
+                if c.trimmed > 0 {
+                    format!(", {} with spaces trimmed", c.trimmed)
                 } else {
                     String::new()
                 }
@@ -257,5 +299,36 @@ async fn demo_cmd(args: DemoArgs) -> u8 {
             summary.status.exit_code()
         }
         Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resume_command_is_this_one_with_the_run_id() {
+        let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let table = [
+            (
+                argv(&["msgext", "export", "--input", "in.csv"]),
+                "msgext export --input in.csv --run-id r1",
+            ),
+            (
+                argv(&["msgext", "export", "--run-id", "nightly"]),
+                "msgext export --run-id nightly",
+            ),
+            (
+                argv(&["msgext", "export", "--run-id=nightly"]),
+                "msgext export --run-id=nightly",
+            ),
+            (
+                argv(&["msgext", "export", "--input", "my list's.csv"]),
+                "msgext export --input 'my list'\\''s.csv' --run-id r1",
+            ),
+        ];
+        for (args, want) in table {
+            assert_eq!(resume_command(args, "r1"), want);
+        }
     }
 }

@@ -103,6 +103,7 @@ pub struct InputReader<R: Read> {
     cols: Columns,
     record: csv::ByteRecord,
     seen: FingerprintSet,
+    senders: FingerprintSet,
 }
 
 impl InputReader<std::fs::File> {
@@ -192,15 +193,25 @@ impl<R: Read> InputReader<R> {
             cols,
             record: csv::ByteRecord::new(),
             seen: FingerprintSet::default(),
+            senders: FingerprintSet::default(),
         })
     }
 
-    fn classify(&mut self, line: u64) -> InputItem {
+    /// Messages without a sender whose (To_Account, MsgKey) also comes with
+    /// one elsewhere in the input (see `Prescan::senders`): they are
+    /// duplicates of that row, which is the one exported.
+    pub fn with_senders(mut self, senders: FingerprintSet) -> Self {
+        self.senders = senders;
+        self
+    }
+
+    /// What the current record holds, before de-duplication.
+    fn parse(&self, line: u64) -> Row {
         let rec = &self.record;
         let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or(b"");
         let lossy = |i: Option<usize>| String::from_utf8_lossy(field(i)).into_owned();
         let invalid = |reason: String| {
-            InputItem::Invalid(InvalidRow {
+            Row::Invalid(InvalidRow {
                 line,
                 from: lossy(self.cols.from),
                 to: lossy(Some(self.cols.to)),
@@ -211,7 +222,7 @@ impl<R: Read> InputReader<R> {
         if let Some(code) = self.cols.error_code
             && field(Some(code)) == INVALID_INPUT.as_bytes()
         {
-            return InputItem::Skipped { line };
+            return Row::Skipped;
         }
         if rec.len() != self.cols.width {
             return invalid(format!(
@@ -220,8 +231,15 @@ impl<R: Read> InputReader<R> {
                 self.cols.width
             ));
         }
-        let text = |name: &str, i: Option<usize>| {
-            std::str::from_utf8(field(i)).map_err(|_| format!("{name} is not valid UTF-8"))
+        let mut trimmed = false;
+        let mut text = |name: &str, i: Option<usize>| {
+            let raw =
+                std::str::from_utf8(field(i)).map_err(|_| format!("{name} is not valid UTF-8"))?;
+            // Stray spaces around an ID (`user_1 `) would make a message
+            // that exists come back not found: they are trimmed, and counted.
+            let t = raw.trim_matches([' ', '\t']);
+            trimmed |= t.len() != raw.len();
+            Ok::<_, String>(t)
         };
         let parsed = (|| {
             let from = text("From_Account", self.cols.from)?;
@@ -237,21 +255,37 @@ impl<R: Read> InputReader<R> {
         })();
         match parsed {
             Err(reason) => invalid(reason),
-            Ok(msg) => {
-                if self.seen.insert(msg.fingerprint()) {
-                    InputItem::Message(InputMessage { msg, line })
+            Ok(msg) => Row::Message(msg, trimmed),
+        }
+    }
+
+    fn classify(&mut self, line: u64) -> InputItem {
+        match self.parse(line) {
+            Row::Skipped => InputItem::Skipped { line },
+            Row::Invalid(r) => InputItem::Invalid(r),
+            Row::Message(msg, trimmed) => {
+                let fp = msg.fingerprint();
+                // Without a sender, and the same message is listed with one.
+                let has_sender_elsewhere = msg.from.is_none() && self.senders.contains(fp);
+                if !has_sender_elsewhere && self.seen.insert(fp) {
+                    InputItem::Message(InputMessage { msg, line, trimmed })
                 } else {
                     InputItem::Duplicate { line }
                 }
             }
         }
     }
-}
 
-impl<R: Read> Iterator for InputReader<R> {
-    type Item = Result<InputItem, InputError>;
+    /// The next record, parsed but not de-duplicated (for `prescan`).
+    fn next_row(&mut self) -> Option<Result<Row, InputError>> {
+        match self.read_record()? {
+            Ok(line) => Some(Ok(self.parse(line))),
+            Err(e) => Some(Err(e)),
+        }
+    }
 
-    fn next(&mut self) -> Option<Self::Item> {
+    /// Read the next record; its line number (CRLF corrected).
+    fn read_record(&mut self) -> Option<Result<u64, InputError>> {
         let mut record = std::mem::take(&mut self.record);
         let result = self.rdr.read_byte_record(&mut record);
         self.record = record;
@@ -269,7 +303,7 @@ impl<R: Read> Iterator for InputReader<R> {
                     }
                     q.front() == Some(&byte)
                 };
-                Some(Ok(self.classify(line + u64::from(starts_at_lf))))
+                Some(Ok(line + u64::from(starts_at_lf)))
             }
             Err(e) => Some(Err(InputError::Read {
                 path: self.path.clone(),
@@ -280,6 +314,104 @@ impl<R: Read> Iterator for InputReader<R> {
     }
 }
 
+/// A record as read, before de-duplication.
+enum Row {
+    /// A message, and whether spaces were trimmed from its fields.
+    Message(MessageRef, bool),
+    Invalid(InvalidRow),
+    Skipped,
+}
+
+impl<R: Read> Iterator for InputReader<R> {
+    type Item = Result<InputItem, InputError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.read_record()?.map(|line| self.classify(line)))
+    }
+}
+
+/// What one read of the whole input tells before a run: its size, content
+/// hash (a resume checks it is the same input) and rows (the progress bar's
+/// total), and the messages listed both with and without a sender.
+#[derive(Debug, Clone, Default)]
+pub struct Prescan {
+    pub rows: u64,
+    pub bytes: u64,
+    /// sha256 of the file's bytes, hex.
+    pub sha256: String,
+    /// Fingerprints (as messages without a sender) of the (To_Account,
+    /// MsgKey) pairs listed both without a sender and with one: the row
+    /// without is a duplicate of the row with (`InputReader::with_senders`).
+    pub senders: FingerprintSet,
+}
+
+/// Passes bytes through, hashing and counting them.
+struct HashingRead<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+impl<R: Read> Read for HashingRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Read the whole input once (twice when some messages come without a
+/// sender): memory grows only with the rows that lack a sender.
+pub fn prescan(path: &Path) -> Result<Prescan, InputError> {
+    use sha2::Digest;
+    let mut src = HashingRead {
+        inner: std::io::BufReader::with_capacity(1 << 20, open_input(path)?),
+        hasher: sha2::Sha256::new(),
+        bytes: 0,
+    };
+    let mut rows = 0u64;
+    let mut senderless = FingerprintSet::default();
+    {
+        let mut r = InputReader::new(path, &mut src)?;
+        while let Some(row) = r.next_row() {
+            rows += 1;
+            if let Row::Message(m, _) = row?
+                && m.from.is_none()
+            {
+                senderless.insert(m.fingerprint());
+            }
+        }
+    }
+    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| InputError::Read {
+        path: path.to_owned(),
+        line: rows + 1,
+        message: e.to_string(),
+    })?;
+    let mut senders = FingerprintSet::default();
+    if !senderless.is_empty() {
+        let mut r = InputReader::open(path)?;
+        while let Some(row) = r.next_row() {
+            if let Row::Message(m, _) = row?
+                && m.from.is_some()
+            {
+                let fp = MessageRef { from: None, ..m }.fingerprint();
+                if senderless.contains(fp) {
+                    senders.insert(fp);
+                }
+            }
+        }
+    }
+    let digest = src.hasher.finalize();
+    Ok(Prescan {
+        rows,
+        bytes: src.bytes,
+        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
+        senders,
+    })
+}
+
 /// Counts of a whole input, as `msgext validate` reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct InputCounts {
@@ -287,7 +419,17 @@ pub struct InputCounts {
     pub distinct: u64,
     pub duplicates: u64,
     pub skipped: u64,
+    /// Messages whose IDs had stray spaces, trimmed.
+    pub trimmed: u64,
     pub invalid: Vec<InvalidRow>,
+}
+
+/// Prescan `path`, then open it for reading with the sender rule applied:
+/// the reader a run (and `validate`) uses.
+pub fn open_prescanned(path: &Path) -> Result<(InputReader<std::fs::File>, Prescan), InputError> {
+    let mut scan = prescan(path)?;
+    let reader = InputReader::open(path)?.with_senders(std::mem::take(&mut scan.senders));
+    Ok((reader, scan))
 }
 
 /// Read a whole input without keeping its messages: counts and invalid rows.
@@ -296,25 +438,16 @@ pub fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputErr
     for item in reader {
         c.rows += 1;
         match item? {
-            InputItem::Message(_) => c.distinct += 1,
+            InputItem::Message(m) => {
+                c.distinct += 1;
+                c.trimmed += u64::from(m.trimmed);
+            }
             InputItem::Duplicate { .. } => c.duplicates += 1,
             InputItem::Skipped { .. } => c.skipped += 1,
             InputItem::Invalid(row) => c.invalid.push(row),
         }
     }
     Ok(c)
-}
-
-/// Data rows in a file (for the progress bar's total); cheap, no validation.
-pub fn count_rows(path: &Path) -> Result<u64, InputError> {
-    let file = open_input(path)?;
-    let mut rdr = csv_reader(std::io::BufReader::with_capacity(1 << 20, file));
-    let mut rec = csv::ByteRecord::new();
-    let mut n = 0u64;
-    while rdr.read_byte_record(&mut rec).unwrap_or(false) {
-        n += 1;
-    }
-    Ok(n.saturating_sub(1))
 }
 
 #[cfg(test)]
@@ -329,7 +462,17 @@ mod tests {
         InputItem::Message(InputMessage {
             msg: MessageRef::new(from, to, key),
             line,
+            trimmed: false,
         })
+    }
+
+    /// Items as a run reads them from a file: prescanned, senders applied.
+    fn read_file(bytes: &[u8]) -> (Vec<InputItem>, Prescan) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let (reader, scan) = open_prescanned(&path).unwrap();
+        (reader.collect::<Result<_, _>>().unwrap(), scan)
     }
 
     fn invalid_line(item: &InputItem) -> Option<(u64, &str)> {
@@ -390,17 +533,91 @@ mod tests {
     fn duplicates_are_reported_once_seen() {
         let input =
             b"From_Account,To_Account,MsgKey\na,b,1\n,b,1\na,b,1\n\"a\",\"b\",\"1\"\n,b,1\n";
-        let items = read(input).unwrap();
+        let (items, scan) = read_file(input);
         assert_eq!(
             items,
             vec![
                 msg(Some("a"), "b", "1", 2),
-                msg(None, "b", "1", 3),
+                // The same message without its sender: one message, not two.
+                InputItem::Duplicate { line: 3 },
                 InputItem::Duplicate { line: 4 },
                 InputItem::Duplicate { line: 5 },
                 InputItem::Duplicate { line: 6 },
             ]
         );
+        assert_eq!(scan.rows, 5);
+    }
+
+    #[test]
+    fn a_message_listed_with_and_without_its_sender_is_exported_once_with_it() {
+        // (input, expected items): the row with From_Account is kept wherever it stands.
+        let table: Vec<(&[u8], Vec<InputItem>)> = vec![
+            (
+                b"From_Account,To_Account,MsgKey\n,b,1\na,b,1\n",
+                vec![
+                    InputItem::Duplicate { line: 2 },
+                    msg(Some("a"), "b", "1", 3),
+                ],
+            ),
+            (
+                b"From_Account,To_Account,MsgKey\n,b,1\n,b,1\n,c,1\n",
+                vec![
+                    msg(None, "b", "1", 2),
+                    InputItem::Duplicate { line: 3 },
+                    msg(None, "c", "1", 4),
+                ],
+            ),
+            // Two senders, same (To, MsgKey): two conversations, two messages;
+            // the row without a sender is one of them.
+            (
+                b"From_Account,To_Account,MsgKey\na,b,1\n,b,1\nz,b,1\n",
+                vec![
+                    msg(Some("a"), "b", "1", 2),
+                    InputItem::Duplicate { line: 3 },
+                    msg(Some("z"), "b", "1", 4),
+                ],
+            ),
+        ];
+        for (input, want) in table {
+            assert_eq!(
+                read_file(input).0,
+                want,
+                "{}",
+                String::from_utf8_lossy(input)
+            );
+        }
+    }
+
+    #[test]
+    fn stray_spaces_are_trimmed_and_counted() {
+        let (items, _) =
+            read_file(b"From_Account,To_Account,MsgKey\n a ,user_1 ,\t1_2_3\na,user_1,1_2_3\n");
+        assert_eq!(
+            items,
+            vec![
+                InputItem::Message(InputMessage {
+                    msg: MessageRef::new(Some("a"), "user_1", "1_2_3"),
+                    line: 2,
+                    trimmed: true,
+                }),
+                InputItem::Duplicate { line: 3 },
+            ]
+        );
+        let (items, _) = read_file(b"From_Account,To_Account,MsgKey\na, ,1\n");
+        assert!(matches!(&items[0], InputItem::Invalid(r) if r.reason == "To_Account is empty"));
+    }
+
+    #[test]
+    fn the_prescan_hashes_the_whole_file() {
+        let input = b"From_Account,To_Account,MsgKey\na,b,1\n";
+        let (_, scan) = read_file(input);
+        assert_eq!(scan.bytes, input.len() as u64);
+        use sha2::Digest;
+        let want: String = sha2::Sha256::digest(input)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(scan.sha256, want);
     }
 
     #[test]

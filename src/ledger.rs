@@ -100,15 +100,82 @@ impl RunLock {
     }
 }
 
-/// What stays fixed for a run across attempts (`run.json`).
+/// The version of the formats of `run.json`, the WAL and the ledger. A run
+/// whose files carry another version is not resumed (or rolled forward) by
+/// this msgext: it says so instead of guessing.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What stays fixed for a run across attempts (`run.json`), and what a
+/// resume checks: the same input, format, endpoint and app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMeta {
+    /// `FORMAT_VERSION` when written; 0 when missing (an older msgext).
+    #[serde(default)]
+    pub v: u32,
     pub run_id: String,
     pub started_at: String,
     /// The `dt` partition, from the first attempt's start.
     pub dt: String,
     pub format: String,
+    /// The input file as it was named.
     pub input: String,
+    #[serde(default)]
+    pub input_bytes: u64,
+    /// sha256 of the input file's bytes.
+    #[serde(default)]
+    pub input_sha256: String,
+    /// The base URL called (a region's domain or `--endpoint`).
+    #[serde(default)]
+    pub endpoint: String,
+    #[serde(default)]
+    pub sdkappid: u64,
+}
+
+impl RunMeta {
+    /// What differs between the run recorded here and the one `wanted`
+    /// would start, in words; empty when `wanted` may resume this run.
+    /// Only what decides the exported data counts (not the path the input
+    /// is found at, not the run id or start time).
+    pub fn differences(&self, wanted: &RunMeta) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.v != FORMAT_VERSION {
+            out.push(format!(
+                "its files are in format version {} (this msgext writes {FORMAT_VERSION})",
+                self.v
+            ));
+            return out;
+        }
+        if (self.input_bytes, &self.input_sha256) != (wanted.input_bytes, &wanted.input_sha256) {
+            out.push(format!(
+                "the input differs (then {} bytes from {}, sha256 {:.12}…; now {} bytes from {}, sha256 {:.12}…)",
+                self.input_bytes,
+                self.input,
+                self.input_sha256,
+                wanted.input_bytes,
+                wanted.input,
+                wanted.input_sha256
+            ));
+        }
+        if self.format != wanted.format {
+            out.push(format!(
+                "the format differs (then {}, now {})",
+                self.format, wanted.format
+            ));
+        }
+        if self.endpoint != wanted.endpoint {
+            out.push(format!(
+                "the endpoint differs (then {}, now {})",
+                self.endpoint, wanted.endpoint
+            ));
+        }
+        if self.sdkappid != wanted.sdkappid {
+            out.push(format!(
+                "the SDKAppID differs (then {}, now {})",
+                self.sdkappid, wanted.sdkappid
+            ));
+        }
+        out
+    }
 }
 
 impl RunMeta {
@@ -135,6 +202,9 @@ impl RunMeta {
 /// A settled message as the WAL keeps it: enough to write its rows again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WalRecord {
+    /// `FORMAT_VERSION`.
+    #[serde(default)]
+    pub v: u32,
     #[serde(flatten)]
     pub msg: MessageRef,
     pub line: u64,
@@ -217,6 +287,9 @@ impl Counts {
 /// One committed checkpoint: a ledger line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// `FORMAT_VERSION`.
+    #[serde(default)]
+    pub v: u32,
     pub seq: u32,
     pub files: Vec<FileInfo>,
     /// Fingerprints of the messages settled in it (base64, no padding).
@@ -245,6 +318,13 @@ pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
             break;
         }
         match serde_json::from_str::<Checkpoint>(line) {
+            Ok(c) if c.v != FORMAT_VERSION => {
+                return Err(format!(
+                    "ledger line {}: format version {} (this msgext reads {FORMAT_VERSION})",
+                    i + 1,
+                    c.v
+                ));
+            }
             Ok(c) => out.push(c),
             Err(e) => return Err(format!("ledger line {}: {e}", i + 1)),
         }
@@ -376,6 +456,13 @@ impl RunFiles {
                 let Ok(r) = serde_json::from_slice::<WalRecord>(&line) else {
                     break;
                 };
+                if r.v != FORMAT_VERSION {
+                    return Err(LedgerError::Corrupt(format!(
+                        "{}: format version {} (this msgext reads {FORMAT_VERSION})",
+                        path.display(),
+                        r.v
+                    )));
+                }
                 if rec.settled.insert(r.msg.fingerprint()) {
                     rec.replay.push(r);
                 }
@@ -540,6 +627,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_resume_names_what_differs() {
+        let then = RunMeta {
+            v: FORMAT_VERSION,
+            run_id: "r".into(),
+            started_at: "2026-11-26T00:00:00Z".into(),
+            dt: "2026-11-26".into(),
+            format: "parquet".into(),
+            input: "in.csv".into(),
+            input_bytes: 100,
+            input_sha256: "ab".repeat(32),
+            endpoint: "https://adminapisgp.im.qcloud.com".into(),
+            sdkappid: 1,
+        };
+        let now = |f: &dyn Fn(&mut RunMeta)| {
+            let mut m = RunMeta {
+                run_id: "other".into(),
+                started_at: "2026-11-27T00:00:00Z".into(),
+                input: "/elsewhere/in.csv".into(),
+                ..then.clone()
+            };
+            f(&mut m);
+            m
+        };
+        let table: Vec<(RunMeta, &[&str])> = vec![
+            (now(&|_| {}), &[]),
+            (now(&|m| m.input_bytes = 101), &["the input differs"]),
+            (
+                now(&|m| m.input_sha256 = "cd".repeat(32)),
+                &["the input differs"],
+            ),
+            (now(&|m| m.format = "csv".into()), &["the format differs"]),
+            (
+                now(&|m| m.endpoint = "http://127.0.0.1:1".into()),
+                &["the endpoint differs"],
+            ),
+            (
+                now(&|m| {
+                    m.sdkappid = 2;
+                    m.format = "csv".into();
+                }),
+                &["the format differs", "the SDKAppID differs"],
+            ),
+        ];
+        for (wanted, want) in table {
+            let got = then.differences(&wanted);
+            assert_eq!(got.len(), want.len(), "{got:?}");
+            for (g, w) in got.iter().zip(want) {
+                assert!(g.starts_with(w), "{g} vs {w}");
+            }
+        }
+        let old = RunMeta {
+            v: 0,
+            ..then.clone()
+        };
+        assert!(old.differences(&then)[0].contains("format version 0"));
+    }
+
+    #[test]
     fn fingerprints_round_trip() {
         for fp in [
             0u128,
@@ -556,6 +701,7 @@ mod tests {
 
     fn cp(seq: u32) -> Checkpoint {
         Checkpoint {
+            v: FORMAT_VERSION,
             seq,
             files: vec![],
             messages: vec![encode_fingerprint(seq as u128)],
@@ -586,6 +732,9 @@ mod tests {
             parse_ledger("garbage\n").is_err(),
             "a complete bad line is corruption, not a tear"
         );
+        let other_version = serde_json::to_string(&Checkpoint { v: 2, ..cp(0) }).unwrap() + "\n";
+        let e = parse_ledger(&other_version).unwrap_err();
+        assert!(e.contains("format version 2"), "{e}");
     }
 
     #[test]
@@ -614,6 +763,7 @@ mod tests {
         let out = tempfile::tempdir().unwrap();
         let run_dir = out.path().join("_runs/r");
         let rec = |i: u64| WalRecord {
+            v: FORMAT_VERSION,
             msg: MessageRef::new(None, &format!("t{i}"), "k"),
             line: i + 2,
             status: WalStatus::Ok {
@@ -637,7 +787,7 @@ mod tests {
         let seg = wal_path(&run_dir, 0);
         let first = std::fs::read_to_string(&seg).unwrap();
         assert!(
-            first.starts_with("{\"from\":null,\"to\":\"t0\",\"msg_key\":\"k\",\"line\":2,"),
+            first.starts_with("{\"v\":1,\"from\":null,\"to\":\"t0\",\"msg_key\":\"k\",\"line\":2,"),
             "the WAL keeps the message's fields at the top level: {first}"
         );
         let mut text = std::fs::read_to_string(&seg).unwrap();
@@ -648,6 +798,7 @@ mod tests {
         assert_eq!(replayed, ["t0", "t1"]);
         assert_eq!(r.replay[0].pairs().next().unwrap().value, "v,\"\n");
         f.commit(&Checkpoint {
+            v: FORMAT_VERSION,
             seq: 0,
             files: vec![],
             messages: r

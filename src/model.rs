@@ -145,6 +145,8 @@ impl FingerprintSet {
 pub struct InputMessage {
     pub msg: MessageRef,
     pub line: u64,
+    /// Spaces were trimmed from its IDs (counted in the summary).
+    pub trimmed: bool,
 }
 
 /// One key-value pair as returned by `get_key_values`.

@@ -186,6 +186,8 @@ pub struct InputSummary {
     pub duplicates: u64,
     /// Invalid-row lines of a re-fed errors.csv, skipped.
     pub skipped: u64,
+    /// Messages whose IDs had stray spaces around them, trimmed.
+    pub trimmed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -225,6 +227,9 @@ pub struct Summary {
     pub stop_reason: Option<String>,
     pub errors_csv: String,
     pub files: Vec<FileInfo>,
+    /// The run did not finish (no `_SUCCESS`): the same command resumes it.
+    #[serde(skip)]
+    pub resumable: bool,
 }
 
 impl Summary {
@@ -289,10 +294,18 @@ impl Summary {
             self.input.rows,
             self.input.invalid,
             self.input.duplicates,
-            if self.input.skipped > 0 {
-                format!(", {} earlier invalid rows skipped", self.input.skipped)
-            } else {
-                String::new()
+            {
+                let mut extra = String::new();
+                if self.input.skipped > 0 {
+                    extra.push_str(&format!(
+                        ", {} earlier invalid rows skipped",
+                        self.input.skipped
+                    ));
+                }
+                if self.input.trimmed > 0 {
+                    extra.push_str(&format!(", {} with spaces trimmed", self.input.trimmed));
+                }
+                extra
             },
             self.kv_rows,
             self.requests,
@@ -555,7 +568,8 @@ mod tests {
             vec![
                 crate::input::InputItem::Message(crate::model::InputMessage {
                     msg: MessageRef::new(None, "b,c", "k\"1"),
-                    line: 2
+                    line: 2,
+                    trimmed: false,
                 }),
                 crate::input::InputItem::Skipped { line: 3 },
             ]

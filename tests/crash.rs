@@ -92,6 +92,10 @@ fn fetched_twice(s: &Setup, out: &Path) -> usize {
 
 /// After the crash and the resume: the whole truth, checked against the simulator.
 fn assert_exact(s: &Setup, out: &Path) {
+    assert_exact_run(s, out, "nightly");
+}
+
+fn assert_exact_run(s: &Setup, out: &Path, run_id: &str) {
     common::assert_all_files_readable(out);
     let rows = common::kv_from_parquet(out);
     let mut dedup = rows.clone();
@@ -109,8 +113,8 @@ fn assert_exact(s: &Setup, out: &Path) {
         "one messages row per message"
     );
     assert!(msgs.iter().all(|m| m.status == "ok"));
-    assert!(out.join("_runs/nightly/_SUCCESS").exists());
-    assert_summary_matches_files(out, "nightly");
+    assert!(out.join("_runs").join(run_id).join("_SUCCESS").exists());
+    assert_summary_matches_files(out, run_id);
 }
 
 /// summary.json and manifest.json list exactly the files on disk, with their rows, bytes and sha256.
@@ -307,7 +311,11 @@ async fn csv_output_resumes_the_same_way() {
     )
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("--format parquet"));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the format differs (then parquet, now csv)"),
+        "{}",
+        show(&o)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,4 +487,114 @@ async fn a_crashed_worker_or_input_reader_fails_the_run_and_the_same_command_com
         assert_eq!(o.status.code(), Some(0), "{failpoint}: {}", show(&o));
         assert_exact(&s, &s.out);
     }
+}
+
+/// The `run_id=` partitions of the key_values table.
+fn run_partitions(out: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for day in std::fs::read_dir(out.join("key_values")).unwrap().flatten() {
+        for run in std::fs::read_dir(day.path()).unwrap().flatten() {
+            ids.push(run.file_name().to_string_lossy().into_owned());
+        }
+    }
+    ids
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_command_resumes_without_a_run_id_and_ctrl_c_says_how() {
+    let s = setup(240, 40).await;
+    // Some messages are listed a second time without their sender, before
+    // the row with it: one message each, exported once.
+    let mut input = std::fs::read_to_string(&s.input).unwrap();
+    let extra: String = s.store.messages[1..6]
+        .iter()
+        .map(|m| format!(",{},{}\n", m.to, m.msg_key))
+        .collect();
+    input.insert_str(input.find('\n').unwrap() + 1, &extra);
+    std::fs::write(&s.input, input).unwrap();
+    let mut a = args(&s, "parquet");
+    let i = a.iter().position(|x| x == "--run-id").unwrap();
+    a.drain(i..i + 2);
+
+    let child = common::msgext_command(&a, DEMO_SECRET_KEY, &[])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::wait_for_answers(s.server.stats(), 60).await;
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let hint = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("msgext: to resume: "))
+        .unwrap_or_else(|| panic!("Ctrl-C prints the command that resumes: {stderr}"));
+    let first = run_partitions(&s.out);
+    assert_eq!(first.len(), 1, "{first:?}");
+    let run_id = first[0].strip_prefix("run_id=").unwrap().to_owned();
+    assert!(
+        hint.ends_with(&format!("--run-id {run_id}")),
+        "{hint} names run {run_id}"
+    );
+
+    // The same command, no --run-id: the unfinished run is taken up again.
+    let o = run_msgext(a.clone(), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(&format!("resuming run {run_id}")),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(run_partitions(&s.out), first, "one run, not two");
+    assert_exact_run(&s, &s.out, &run_id);
+    let summary = summary_of(&s.out, &run_id);
+    assert_eq!(summary["input"]["duplicates"], 5, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_with_another_input_or_endpoint_is_refused_and_says_what_differs() {
+    let s = setup(240, 0).await;
+    let o = run_msgext(
+        args(&s, "parquet"),
+        DEMO_SECRET_KEY,
+        &[("MSGEXT_FAILPOINT", "committed:1")],
+    )
+    .await;
+    assert_eq!(o.status.code(), None, "{}", show(&o));
+    let original = std::fs::read_to_string(&s.input).unwrap();
+    std::fs::write(&s.input, format!("{original}snd,late,9_9_9\n")).unwrap();
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the input differs"),
+        "{}",
+        show(&o)
+    );
+    std::fs::write(&s.input, &original).unwrap();
+
+    let elsewhere = serve(s.store.clone(), 0).await;
+    let mut a = args(&s, "parquet");
+    let e = a.iter().position(|x| x == "--endpoint").unwrap();
+    a[e + 1] = elsewhere.url();
+    let o = run_msgext(a, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the endpoint differs"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(elsewhere.stats().calls(), 0);
+
+    // With what it was started with, it resumes and completes.
+    let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_exact(&s, &s.out);
 }

@@ -95,9 +95,47 @@ enum Event {
 /// yet in the WAL (fetched again after a crash) and they hold their pairs.
 pub const EVENT_QUEUE: usize = 48;
 
-/// The run id derived from its start time: sortable, UTC.
+/// The run id derived from its start time: sortable, UTC, to the
+/// millisecond, with a random suffix so that two runs never share one; the
+/// leading `r` keeps readers from taking the Hive `run_id` column for a date
+/// or a number.
 pub fn default_run_id(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y%m%dT%H%M%SZ").to_string()
+    format!(
+        "r{}-{:04x}",
+        t.format("%Y%m%dT%H%M%S%.3fZ"),
+        rand::random::<u16>()
+    )
+}
+
+/// What `run.json` records for a run of `plan` on this input.
+fn run_meta(
+    plan: &ExportPlan,
+    scan: &crate::input::Prescan,
+    started: chrono::DateTime<chrono::Utc>,
+) -> crate::ledger::RunMeta {
+    crate::ledger::RunMeta {
+        v: crate::ledger::FORMAT_VERSION,
+        run_id: String::new(),
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        dt: started.format("%Y-%m-%d").to_string(),
+        format: plan.format.extension().to_owned(),
+        input: plan.input.display().to_string(),
+        input_bytes: scan.bytes,
+        input_sha256: scan.sha256.clone(),
+        endpoint: plan.base_url.clone(),
+        sdkappid: plan.sdkappid,
+    }
+}
+
+/// The newest run in `out` that did not finish and that `wanted` may resume.
+fn unfinished_run(out: &Path, wanted: &crate::ledger::RunMeta) -> Option<String> {
+    let runs = std::fs::read_dir(out.join("_runs")).ok()?;
+    runs.flatten()
+        .filter(|e| !e.path().join("_SUCCESS").exists())
+        .filter_map(|e| crate::ledger::RunMeta::load(&e.path()).ok().flatten())
+        .filter(|m| m.differences(wanted).is_empty())
+        .max_by(|a, b| a.started_at.cmp(&b.started_at))
+        .map(|m| m.run_id)
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ExportError {
@@ -114,23 +152,29 @@ pub async fn run(
 ) -> Result<Summary, ExportError> {
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let run_id = plan
-        .run_id
-        .clone()
-        .unwrap_or_else(|| default_run_id(started));
+    let (reader, scan) = crate::input::open_prescanned(&plan.input)?;
+    let wanted = run_meta(&plan, &scan, started);
+    // The same command resumes: without --run-id, an unfinished run of the
+    // same input and settings is taken up again.
+    let run_id = match &plan.run_id {
+        Some(id) => id.clone(),
+        None => unfinished_run(&plan.out, &wanted).unwrap_or_else(|| default_run_id(started)),
+    };
     let run_dir = plan.out.join("_runs").join(&run_id);
-    let reader = InputReader::open(&plan.input)?;
-    let opened = open_run(&plan, &run_id, &run_dir, started)?;
+    let opened = open_run(&plan, &run_id, &run_dir, &wanted)?;
     let (_lock, meta, run_files, mut recovered) =
         (opened.lock, opened.meta, opened.files, opened.recovered);
+    if opened.resumed && !plan.quiet {
+        eprintln!(
+            "msgext: resuming run {run_id} (started {}; {} messages already settled)",
+            meta.started_at,
+            recovered.resumed()
+        );
+    }
     let errors_path = run_dir.join("errors.csv");
     let spool_path = writer::spool_path(&run_dir);
     let spool = ErrorsCsv::create(&spool_path).map_err(|e| io_err(&spool_path, e))?;
-    let total = if ui.progress != ProgressMode::Off {
-        crate::input::count_rows(&plan.input)?
-    } else {
-        0
-    };
+    let total = scan.rows;
 
     let client = ApiClient::new(
         &plan.base_url,
@@ -398,6 +442,7 @@ pub async fn run(
             }),
         errors_csv: errors_path.display().to_string(),
         files: tally.files,
+        resumable: !finished,
     };
     crate::report::write_summary(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
     crate::report::write_manifest(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
@@ -416,23 +461,25 @@ struct OpenedRun {
     meta: crate::ledger::RunMeta,
     files: crate::ledger::RunFiles,
     recovered: crate::ledger::Recovered,
+    /// An earlier attempt of this run exists.
+    resumed: bool,
 }
 
-/// Take the folder lock, refuse a completed run, load or create `run.json`,
-/// and recover what an earlier attempt of this run left.
+/// Take the folder lock, refuse a completed run or one started with another
+/// input or settings, load or create `run.json`, and recover what an earlier
+/// attempt of this run left.
 fn open_run(
     plan: &ExportPlan,
     run_id: &str,
     run_dir: &Path,
-    started: chrono::DateTime<chrono::Utc>,
+    wanted: &crate::ledger::RunMeta,
 ) -> Result<OpenedRun, ExportError> {
-    let started_at = started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let lock = crate::ledger::RunLock::acquire(
         &plan.out,
         &crate::ledger::Holder {
             run_id: run_id.to_owned(),
             pid: std::process::id(),
-            started_at: started_at.clone(),
+            started_at: wanted.started_at.clone(),
         },
     )?;
     let success = run_dir.join("_SUCCESS");
@@ -443,25 +490,25 @@ fn open_run(
         });
     }
     let ledger_err = |e: crate::ledger::LedgerError| ExportError::Output(e.to_string());
-    let meta = match crate::ledger::RunMeta::load(run_dir).map_err(ledger_err)? {
-        Some(meta) if meta.format != plan.format.extension() => {
-            return Err(ExportError::Usage(format!(
-                "run {run_id} was started with --format {}; resume it with the same format or give a new --run-id",
-                meta.format
-            )));
+    let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir).map_err(ledger_err)? {
+        Some(meta) => {
+            let differs = meta.differences(wanted);
+            if !differs.is_empty() {
+                return Err(ExportError::Usage(format!(
+                    "run {run_id} cannot be resumed: {}; resume it with what it was started with, or give a new --run-id",
+                    differs.join("; ")
+                )));
+            }
+            (meta, true)
         }
-        Some(meta) => meta,
         None => {
             std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
             let meta = crate::ledger::RunMeta {
                 run_id: run_id.to_owned(),
-                started_at,
-                dt: started.format("%Y-%m-%d").to_string(),
-                format: plan.format.extension().to_owned(),
-                input: plan.input.display().to_string(),
+                ..wanted.clone()
             };
             meta.save(run_dir).map_err(ledger_err)?;
-            meta
+            (meta, false)
         }
     };
     let (files, recovered) =
@@ -471,6 +518,7 @@ fn open_run(
         meta,
         files,
         recovered,
+        resumed,
     })
 }
 

@@ -169,6 +169,7 @@ impl State<'_> {
             }
             Event::InputFailed(_) => {}
             Event::Done(m, outcome) => {
+                self.t.input.trimmed += u64::from(m.trimmed);
                 self.settle(m, outcome)?;
                 if self.w.lake.part_full() {
                     self.checkpoint(false)?;
@@ -241,6 +242,7 @@ impl State<'_> {
             }
         };
         let r = WalRecord {
+            v: crate::ledger::FORMAT_VERSION,
             msg: m.msg,
             line: m.line,
             status,
@@ -381,6 +383,7 @@ impl State<'_> {
         counts.retries = now.1 - self.stats_at_last_checkpoint.1;
         counts.rate_limited = now.2 - self.stats_at_last_checkpoint.2;
         let cp = Checkpoint {
+            v: crate::ledger::FORMAT_VERSION,
             seq: self.seq,
             files: sealed.iter().map(|s| s.info.clone()).collect(),
             messages: std::mem::take(&mut self.pending.messages),
