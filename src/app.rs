@@ -128,7 +128,12 @@ async fn export_cmd(args: ExportArgs) -> u8 {
             let resume = summary.resumable.then(|| {
                 format!(
                     "to resume: {}",
-                    resume_command(std::env::args().collect(), &summary.run_id)
+                    resume_command(
+                        std::env::args_os()
+                            .map(|a| a.to_string_lossy().into_owned())
+                            .collect(),
+                        &summary.run_id,
+                    )
                 )
             });
             if !quiet {

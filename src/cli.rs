@@ -65,10 +65,11 @@ pub struct ExportArgs {
     /// Attempts per call before a message is given up [default: 8].
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
-    /// Names this run's files and its _runs/ folder [default: start time, UTC].
+    /// Names this run's files and its _runs/ folder [default: the newest unfinished run of the same
+    /// input and settings (it is resumed), else r<start time, UTC, ms>-<random>].
     #[arg(long, value_name = "ID")]
     pub run_id: Option<String>,
-    /// Print nothing but errors.
+    /// Print nothing but errors, and one line when the run does not complete.
     #[arg(long)]
     pub quiet: bool,
     /// A file holding the secret key (else env MSGEXT_SECRET_KEY, or a ready MSGEXT_USERSIG).

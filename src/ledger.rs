@@ -307,30 +307,73 @@ pub fn decode_fingerprint(s: &str) -> Option<u128> {
     Some(u128::from_le_bytes(bytes.try_into().ok()?))
 }
 
-/// Parse ledger text: complete lines are checkpoints; a torn last line (a
-/// crash while appending) is not, and its byte offset is returned so the
-/// file can be cut back to the last complete line.
-pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
-    let mut out = Vec::new();
-    let mut good = 0usize;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if !line.ends_with('\n') {
+/// Read a ledger line by line, handing each checkpoint to `each`: complete
+/// lines are checkpoints; a torn last line (a crash while appending) is not.
+/// Returns the byte length of the complete lines, so that the file can be
+/// cut back to them. Streams: a long ledger is never held whole.
+pub fn read_ledger<R: BufRead>(
+    mut r: R,
+    mut each: impl FnMut(Checkpoint) -> Result<(), LedgerError>,
+) -> Result<u64, LedgerError> {
+    let mut good = 0u64;
+    let mut line = Vec::new();
+    for i in 1.. {
+        line.clear();
+        let n = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| LedgerError::Corrupt(format!("ledger line {i}: {e}")))?;
+        if n == 0 || line.last() != Some(&b'\n') {
             break;
         }
-        match serde_json::from_str::<Checkpoint>(line) {
+        let c = match serde_json::from_slice::<Checkpoint>(&line) {
             Ok(c) if c.v != FORMAT_VERSION => {
-                return Err(format!(
-                    "ledger line {}: format version {} (this msgext reads {FORMAT_VERSION})",
-                    i + 1,
+                return Err(LedgerError::Corrupt(format!(
+                    "ledger line {i}: format version {} (this msgext reads {FORMAT_VERSION})",
                     c.v
-                ));
+                )));
             }
-            Ok(c) => out.push(c),
-            Err(e) => return Err(format!("ledger line {}: {e}", i + 1)),
-        }
-        good += line.len();
+            Ok(c) => c,
+            Err(e) => return Err(LedgerError::Corrupt(format!("ledger line {i}: {e}"))),
+        };
+        each(c)?;
+        good += n as u64;
     }
-    Ok((out, good))
+    Ok(good)
+}
+
+/// `read_ledger` over a text, collecting the checkpoints (for tests and small ledgers).
+pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
+    let mut out = Vec::new();
+    let good = read_ledger(text.as_bytes(), |c| {
+        out.push(c);
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    Ok((out, good as usize))
+}
+
+/// Every record of a WAL file, in order, until its torn tail (a crash
+/// mid-append, never fsynced as settled). Streams.
+pub fn read_wal(
+    path: &Path,
+    mut each: impl FnMut(WalRecord) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let file = File::open(path).map_err(io(path))?;
+    for line in BufReader::with_capacity(1 << 16, file).split(b'\n') {
+        let line = line.map_err(io(path))?;
+        let Ok(r) = serde_json::from_slice::<WalRecord>(&line) else {
+            break;
+        };
+        if r.v != FORMAT_VERSION {
+            return Err(LedgerError::Corrupt(format!(
+                "{}: format version {} (this msgext reads {FORMAT_VERSION})",
+                path.display(),
+                r.v
+            )));
+        }
+        each(r)?;
+    }
+    Ok(())
 }
 
 /// The append-only files of a run: `ledger.jsonl` and `wal-<k>.jsonl`.
@@ -340,6 +383,8 @@ pub struct RunFiles {
     wal: BufWriter<File>,
     wal_seq: u32,
     wal_dirty: bool,
+    /// Bytes appended to the current WAL segment.
+    wal_bytes: u64,
 }
 
 /// What an earlier attempt left, once recovered.
@@ -351,8 +396,11 @@ pub struct Recovered {
     pub settled: crate::model::FingerprintSet,
     pub counts: Counts,
     pub files: Vec<FileInfo>,
-    /// Settled messages of the checkpoint that did not commit: to write again.
-    pub replay: Vec<WalRecord>,
+    /// Files of settled messages that no checkpoint committed: to write
+    /// again (streamed by `replay`), committed by the next checkpoint.
+    pub replay: Vec<PathBuf>,
+    /// Messages in `replay`.
+    pub replay_messages: u64,
     /// Checkpoints committed so far.
     pub checkpoints: u32,
     /// The next free part number.
@@ -364,7 +412,7 @@ pub struct Recovered {
 impl Recovered {
     /// Messages an earlier attempt settled: skipped or written again, never fetched.
     pub fn resumed(&self) -> u64 {
-        self.committed_messages + self.replay.len() as u64
+        self.committed_messages + self.replay_messages
     }
 }
 
@@ -372,38 +420,43 @@ fn wal_path(dir: &Path, seq: u32) -> PathBuf {
     dir.join(format!("wal-{seq:06}.jsonl"))
 }
 
+/// A WAL file set aside for replay; checkpoint `seq` commits its messages.
+fn replay_path(dir: &Path, seq: u32, k: u32) -> PathBuf {
+    dir.join(format!("replay-{seq:06}-{k:06}.jsonl"))
+}
+
+/// `(seq, k)` of a name made by `replay_path`, or `(seq, None)` of one made by `wal_path`.
+fn segment_of(name: &str) -> Option<(u32, Option<u32>)> {
+    let stem = name.strip_suffix(".jsonl")?;
+    if let Some(n) = stem.strip_prefix("wal-") {
+        return Some((n.parse().ok()?, None));
+    }
+    let (seq, k) = stem.strip_prefix("replay-")?.split_once('-')?;
+    Some((seq.parse().ok()?, Some(k.parse().ok()?)))
+}
+
 impl RunFiles {
     /// Open the run's files, recovering whatever an earlier attempt left in
     /// `run_dir` and in the lake below `out`.
+    ///
+    /// WAL segment `k` (and replay files tagged `k`) hold messages that
+    /// checkpoint `k` commits: those below the number of committed
+    /// checkpoints are done and removed. The others are set aside as replay
+    /// files, read here once for their fingerprints and once more, streamed,
+    /// by `replay`; they go when the next checkpoint commits.
     pub fn open(out: &Path, run_dir: &Path) -> Result<(RunFiles, Recovered), LedgerError> {
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let ledger_path = run_dir.join("ledger.jsonl");
-        let text = match std::fs::read(&ledger_path) {
-            Ok(b) => String::from_utf8(b).map_err(|_| {
-                LedgerError::Corrupt(format!("{}: not UTF-8", ledger_path.display()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io(&ledger_path)(e)),
-        };
-        let (checkpoints, good) = parse_ledger(&text)
-            .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", ledger_path.display())))?;
         let ledger = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&ledger_path)
             .map_err(io(&ledger_path))?;
-        if good < text.len() {
-            ledger.set_len(good as u64).map_err(io(&ledger_path))?;
-            ledger.sync_all().map_err(io(&ledger_path))?;
-        }
-
         let lake = LocalDir::new(out);
-        let mut rec = Recovered {
-            checkpoints: checkpoints.len() as u32,
-            ..Recovered::default()
-        };
+        let mut rec = Recovered::default();
         let mut committed: HashSet<String> = HashSet::new();
-        for c in &checkpoints {
+        let good = read_ledger(BufReader::new(&ledger), |c| {
             for f in &c.files {
                 roll_forward(&lake, &f.path)?;
                 if let Some(i) = crate::write::table_of(&f.path) {
@@ -421,84 +474,89 @@ impl RunFiles {
                 })?;
                 rec.settled.insert(fp);
             }
+            rec.checkpoints += 1;
             rec.counts.add(&c.counts);
             rec.committed_messages += c.messages.len() as u64;
-            rec.files.extend(c.files.iter().cloned());
+            rec.files.extend(c.files);
+            Ok(())
+        })
+        .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", ledger_path.display())))?;
+        let len = ledger.metadata().map_err(io(&ledger_path))?.len();
+        if good < len {
+            ledger.set_len(good).map_err(io(&ledger_path))?;
+            ledger.sync_all().map_err(io(&ledger_path))?;
         }
 
-        // WAL segments: those of committed checkpoints are done; the others
-        // hold messages settled after the last commit.
-        let mut segments: Vec<(u32, PathBuf)> = Vec::new();
+        // Committed segments go; uncommitted WAL segments become replay files.
+        let mut replay: Vec<(u32, PathBuf)> = Vec::new();
+        let mut next_k = 0u32;
+        let mut wals: Vec<PathBuf> = Vec::new();
         for entry in std::fs::read_dir(run_dir).map_err(io(run_dir))? {
             let path = entry.map_err(io(run_dir))?.path();
             let name = path
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if let Some(n) = name
-                .strip_prefix("wal-")
-                .and_then(|r| r.strip_suffix(".jsonl"))
-                && let Ok(n) = n.parse::<u32>()
-            {
-                segments.push((n, path));
+            let Some((seq, k)) = segment_of(&name) else {
+                continue;
+            };
+            if seq < rec.checkpoints {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+            } else if let Some(k) = k {
+                next_k = next_k.max(k + 1);
+                replay.push((k, path));
+            } else {
+                wals.push(path);
             }
         }
-        segments.sort();
-        for (n, path) in &segments {
-            if *n < rec.checkpoints {
-                std::fs::remove_file(path).map_err(io(path))?;
-                continue;
-            }
-            let file = File::open(path).map_err(io(path))?;
-            for line in BufReader::new(file).split(b'\n') {
-                let line = line.map_err(io(path))?;
-                // A torn last record (crash mid-append) was never fsynced as settled.
-                let Ok(r) = serde_json::from_slice::<WalRecord>(&line) else {
-                    break;
-                };
-                if r.v != FORMAT_VERSION {
-                    return Err(LedgerError::Corrupt(format!(
-                        "{}: format version {} (this msgext reads {FORMAT_VERSION})",
-                        path.display(),
-                        r.v
-                    )));
-                }
-                if rec.settled.insert(r.msg.fingerprint()) {
-                    rec.replay.push(r);
-                }
-            }
+        wals.sort();
+        for path in wals {
+            let to = replay_path(run_dir, rec.checkpoints, next_k);
+            next_k += 1;
+            std::fs::rename(&path, &to).map_err(io(&path))?;
+            replay.push((next_k - 1, to));
+        }
+        sync_dir(run_dir).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        replay.sort();
+        rec.replay = replay.into_iter().map(|(_, p)| p).collect();
+        for path in &rec.replay {
+            read_wal(path, |r| {
+                rec.settled.insert(r.msg.fingerprint());
+                rec.replay_messages += 1;
+                Ok(())
+            })?;
         }
         remove_stray_staging(out, run_dir, &committed)?;
 
         let wal_seq = rec.checkpoints;
         let wal = open_wal(run_dir, wal_seq)?;
-        let mut files = RunFiles {
-            dir: run_dir.to_owned(),
-            ledger,
-            wal,
-            wal_seq,
-            wal_dirty: false,
-        };
-        // The replayed records go into the fresh WAL before the old segments go.
-        for r in &rec.replay {
-            files.append(r)?;
-        }
-        files.sync()?;
-        for (n, path) in &segments {
-            if *n >= rec.checkpoints && *n != wal_seq {
-                std::fs::remove_file(path).map_err(io(path))?;
-            }
-        }
-        Ok((files, rec))
+        Ok((
+            RunFiles {
+                dir: run_dir.to_owned(),
+                ledger,
+                wal,
+                wal_seq,
+                wal_dirty: false,
+                wal_bytes: 0,
+            },
+            rec,
+        ))
     }
 
     /// Append a settled message (buffered; durable after `sync`).
     pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
         let path = wal_path(&self.dir, self.wal_seq);
-        serde_json::to_writer(&mut self.wal, r).map_err(|e| io(&path)(e.into()))?;
-        self.wal.write_all(b"\n").map_err(io(&path))?;
+        let mut line = serde_json::to_vec(r).map_err(|e| io(&path)(e.into()))?;
+        line.push(b'\n');
+        self.wal.write_all(&line).map_err(io(&path))?;
+        self.wal_bytes += line.len() as u64;
         self.wal_dirty = true;
         Ok(())
+    }
+
+    /// Bytes in the current WAL segment.
+    pub fn wal_bytes(&self) -> u64 {
+        self.wal_bytes
     }
 
     /// Make every appended record durable.
@@ -525,13 +583,18 @@ impl RunFiles {
         Ok(())
     }
 
-    /// Start the WAL of the next checkpoint and drop the committed one.
-    pub fn next_segment(&mut self) -> Result<(), LedgerError> {
+    /// Start the WAL of the next checkpoint and drop what the committed one
+    /// held: its WAL segment and the replay files it committed.
+    pub fn next_segment(&mut self, replayed: &[PathBuf]) -> Result<(), LedgerError> {
         let old = wal_path(&self.dir, self.wal_seq);
         self.wal_seq += 1;
         self.wal = open_wal(&self.dir, self.wal_seq)?;
         self.wal_dirty = false;
+        self.wal_bytes = 0;
         std::fs::remove_file(&old).map_err(io(&old))?;
+        for p in replayed {
+            std::fs::remove_file(p).map_err(io(p))?;
+        }
         sync_dir(&self.dir).map_err(|e| LedgerError::Corrupt(e.to_string()))
     }
 
@@ -547,12 +610,17 @@ impl RunFiles {
         std::fs::remove_file(&path).map_err(io(&path))
     }
 
-    /// Every error row of the committed checkpoints, in order.
-    pub fn committed_errors(&self) -> Result<Vec<ErrorRow>, LedgerError> {
+    /// Every error row of the committed checkpoints, in order, streamed.
+    pub fn committed_errors(
+        &self,
+        mut each: impl FnMut(&ErrorRow) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         let path = self.dir.join("ledger.jsonl");
-        let text = std::fs::read_to_string(&path).map_err(io(&path))?;
-        let (checkpoints, _) = parse_ledger(&text).map_err(LedgerError::Corrupt)?;
-        Ok(checkpoints.into_iter().flat_map(|c| c.errors).collect())
+        let file = File::open(&path).map_err(io(&path))?;
+        read_ledger(BufReader::new(file), |c| {
+            c.errors.iter().try_for_each(&mut each)
+        })?;
+        Ok(())
     }
 }
 
@@ -793,16 +861,39 @@ mod tests {
         let mut text = std::fs::read_to_string(&seg).unwrap();
         text.push_str("{\"from\":null,\"to\":\"t9");
         std::fs::write(&seg, text).unwrap();
+        let replayed = |r: &Recovered| {
+            let mut out = Vec::new();
+            for p in &r.replay {
+                read_wal(p, |rec| {
+                    out.push(rec);
+                    Ok(())
+                })
+                .unwrap();
+            }
+            out
+        };
         let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
-        let replayed: Vec<_> = r.replay.iter().map(|r| r.msg.to.as_str()).collect();
-        assert_eq!(replayed, ["t0", "t1"]);
-        assert_eq!(r.replay[0].pairs().next().unwrap().value, "v,\"\n");
+        let records = replayed(&r);
+        let tos: Vec<_> = records.iter().map(|r| r.msg.to.as_str()).collect();
+        assert_eq!(tos, ["t0", "t1"]);
+        assert_eq!(r.replay_messages, 2);
+        assert_eq!(records[0].pairs().next().unwrap().value, "v,\"\n");
+        // A crash during the replay: the next attempt finds the same two to
+        // replay, and the message settled meanwhile, each once.
+        f.append(&rec(3)).unwrap();
+        f.sync().unwrap();
+        std::mem::forget(f);
+        let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        let records = replayed(&r);
+        let mut tos: Vec<_> = records.iter().map(|r| r.msg.to.clone()).collect();
+        tos.sort();
+        assert_eq!(tos, ["t0", "t1", "t3"]);
+        assert_eq!((r.replay_messages, r.settled.len()), (3, 3));
         f.commit(&Checkpoint {
             v: FORMAT_VERSION,
             seq: 0,
             files: vec![],
-            messages: r
-                .replay
+            messages: records
                 .iter()
                 .map(|m| encode_fingerprint(m.msg.fingerprint()))
                 .collect(),
@@ -810,11 +901,19 @@ mod tests {
             counts: Counts::default(),
         })
         .unwrap();
-        f.next_segment().unwrap();
-        drop(f);
-        let (_f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        // Killed after the commit, before the replay files went: they are
+        // committed (tagged 0, one checkpoint committed) and go on reopen.
+        std::mem::forget(f);
+        let (f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
         assert!(r.replay.is_empty(), "committed: nothing to replay");
-        assert_eq!(r.settled.len(), 2);
+        assert_eq!((r.settled.len(), r.checkpoints), (3, 1));
+        drop(f);
+        let left: Vec<_> = std::fs::read_dir(&run_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("replay-") || n.starts_with("wal-"))
+            .collect();
+        assert_eq!(left, ["wal-000001.jsonl"], "only the open segment");
         assert!(!seg.exists());
     }
 }

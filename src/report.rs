@@ -197,7 +197,7 @@ pub struct MessageSummary {
     pub failed: u64,
     /// Not finished because the run stopped early (in errors.csv as
     /// `interrupted` or `aborted`, or with the code that stopped the run);
-    /// the same command with the same --run-id fetches them.
+    /// the same command fetches them (it resumes the run).
     pub unfinished: u64,
     /// Settled by an earlier attempt of this run (skipped on resume).
     pub resumed: u64,

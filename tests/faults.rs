@@ -568,3 +568,42 @@ async fn a_proxy_echoing_the_url_never_puts_the_usersig_in_the_lake() {
     assert!(!kept.contains("&random="), "{kept}");
     assert!(!kept.contains("eJ"), "no UserSig: {kept}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_messages_are_checkpointed_by_count_and_by_log_bytes_not_only_by_file_size() {
+    let refs = messages(300, "small");
+    let store = Store::new(refs.iter().map(|m| one_pair(m, &[])).collect());
+    let server = serve(store.clone(), Faults::default()).await;
+    let by_count = WriteOptions {
+        checkpoint_messages: 40,
+        ..WriteOptions::default()
+    };
+    let by_log = WriteOptions {
+        checkpoint_log_bytes: 4_000,
+        ..WriteOptions::default()
+    };
+    for (what, opts) in [("count", by_count), ("log bytes", by_log)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut p = plan(&server, dir.path(), &refs, 0);
+        p.write = opts;
+        let s = run_guarded(p, fast()).await;
+        assert_eq!(s.status, RunStatus::Complete, "{what}: {s:?}");
+        let lake = dir.path().join("lake");
+        assert_eq!(
+            common::kv_from_parquet(&lake),
+            common::expected_rows(&store.messages),
+            "{what}"
+        );
+        let ledger = std::fs::read_to_string(lake.join("_runs/t/ledger.jsonl")).unwrap();
+        let checkpoints = ledger.lines().count();
+        assert!(
+            checkpoints >= 7,
+            "{what}: {checkpoints} checkpoints for 300 messages"
+        );
+        let parts = common::files(&lake.join("messages"), "parquet").len();
+        assert!(
+            parts >= 7,
+            "{what}: the messages table rolls too: {parts} parts"
+        );
+    }
+}

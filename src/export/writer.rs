@@ -46,9 +46,12 @@ pub struct Writer {
 /// The checkpoint being gathered.
 #[derive(Default)]
 struct Pending {
-    messages: Vec<String>,
+    /// Fingerprints of the messages settled since the last checkpoint.
+    messages: Vec<u128>,
     errors: Vec<ErrorRow>,
     counts: Counts,
+    /// Replay files whose messages this checkpoint commits.
+    replayed: Vec<PathBuf>,
 }
 
 struct State<'a> {
@@ -59,6 +62,7 @@ struct State<'a> {
     has_files: [bool; 2],
     stats: &'a FetchStats,
     stats_at_last_checkpoint: (u64, u64, u64),
+    last_checkpoint: std::time::Instant,
     live: &'a LiveCounts,
     stop: &'a StopSignal,
 }
@@ -103,14 +107,21 @@ pub fn write_all(
         pending: Pending::default(),
         stats,
         stats_at_last_checkpoint: (0, 0, 0),
+        last_checkpoint: std::time::Instant::now(),
         live,
         stop,
     };
-    // Messages settled before a crash but not yet committed: write them again.
-    for r in &replay {
-        st.write_rows(r)?;
+    // Messages settled before a crash but not yet committed: write them
+    // again, streamed from their files, which go once the next checkpoint
+    // has committed them (no checkpoint comes before: see `handle`).
+    for path in &replay {
+        crate::ledger::read_wal(path, |r| {
+            st.write_rows(&r)
+                .map_err(crate::ledger::LedgerError::Corrupt)
+        })
+        .map_err(failed("replaying the WAL"))?;
     }
-    drop(replay);
+    st.pending.replayed = replay;
     while let Some(ev) = rx.blocking_recv() {
         st.handle(ev)?;
         // Take a little more of what is ready, then make it durable in one
@@ -134,6 +145,10 @@ pub fn write_all(
             .store(spooled + settled_errors, Ordering::Relaxed);
     }
     st.checkpoint(true)?;
+    // Replay files that held no complete record were committed by nothing: they go too.
+    for p in std::mem::take(&mut st.pending.replayed) {
+        std::fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
     st.finish_errors_csv()?;
     st.w.run_files.close().map_err(failed("WAL"))?;
     let mut t = st.t;
@@ -171,7 +186,7 @@ impl State<'_> {
             Event::Done(m, outcome) => {
                 self.t.input.trimmed += u64::from(m.trimmed);
                 self.settle(m, outcome)?;
-                if self.w.lake.part_full() {
+                if self.checkpoint_due() {
                     self.checkpoint(false)?;
                 }
             }
@@ -180,6 +195,16 @@ impl State<'_> {
             .settled
             .store(self.t.input.rows, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether to checkpoint now: a part file is full, or enough messages,
+    /// WAL bytes or time have gone by since the last checkpoint.
+    fn checkpoint_due(&self) -> bool {
+        let o = self.w.lake.options();
+        self.w.lake.part_full()
+            || self.pending.messages.len() >= o.checkpoint_messages
+            || self.w.run_files.wal_bytes() >= o.checkpoint_log_bytes
+            || self.last_checkpoint.elapsed() >= o.checkpoint_every
     }
 
     /// Record a message's outcome: settled ones go to the WAL and the lake;
@@ -350,9 +375,7 @@ impl State<'_> {
                 line: r.line,
             });
         }
-        self.pending
-            .messages
-            .push(encode_fingerprint(msg.fingerprint()));
+        self.pending.messages.push(msg.fingerprint());
         Ok(())
     }
 
@@ -386,7 +409,10 @@ impl State<'_> {
             v: crate::ledger::FORMAT_VERSION,
             seq: self.seq,
             files: sealed.iter().map(|s| s.info.clone()).collect(),
-            messages: std::mem::take(&mut self.pending.messages),
+            messages: std::mem::take(&mut self.pending.messages)
+                .into_iter()
+                .map(encode_fingerprint)
+                .collect(),
             errors: std::mem::take(&mut self.pending.errors),
             counts,
         };
@@ -402,8 +428,13 @@ impl State<'_> {
             }
         }
         failpoint::hit("published");
-        self.w.run_files.next_segment().map_err(failed("WAL"))?;
+        let replayed = std::mem::take(&mut self.pending.replayed);
+        self.w
+            .run_files
+            .next_segment(&replayed)
+            .map_err(failed("WAL"))?;
         self.stats_at_last_checkpoint = now;
+        self.last_checkpoint = std::time::Instant::now();
         self.seq += 1;
         self.t.totals.add(&cp.counts);
         self.t.files.extend(cp.files);
@@ -423,14 +454,13 @@ impl State<'_> {
             .errors_path
             .with_file_name(crate::write::staging_name("errors.csv"));
         let mut out = ErrorsCsv::create(&tmp).map_err(failed("errors.csv"))?;
-        for r in self
-            .w
+        self.w
             .run_files
-            .committed_errors()
-            .map_err(failed("ledger"))?
-        {
-            out.row(&r).map_err(failed("errors.csv"))?;
-        }
+            .committed_errors(|r| {
+                out.row(r)
+                    .map_err(|e| crate::ledger::LedgerError::Corrupt(format!("errors.csv: {e}")))
+            })
+            .map_err(failed("ledger"))?;
         out.append_file(&spool_path).map_err(failed("errors.csv"))?;
         out.finish().map_err(failed("errors.csv"))?;
         crate::write::publish_staged(&tmp, &self.w.errors_path).map_err(failed("errors.csv"))?;

@@ -62,6 +62,13 @@ pub struct WriteOptions {
     pub zstd_level: i32,
     /// Rows gathered before a batch goes to the writer.
     pub batch_rows: usize,
+    /// A checkpoint comes when a part file is full, and also after this
+    /// many messages, this many WAL bytes, or this long, so that what is
+    /// pending (and what a resume replays) stays small however small the
+    /// messages.
+    pub checkpoint_messages: usize,
+    pub checkpoint_log_bytes: u64,
+    pub checkpoint_every: std::time::Duration,
 }
 
 impl Default for WriteOptions {
@@ -73,6 +80,9 @@ impl Default for WriteOptions {
             row_group_bytes: 2 * 1024 * 1024,
             zstd_level: 1,
             batch_rows: 8192,
+            checkpoint_messages: 50_000,
+            checkpoint_log_bytes: 64 << 20,
+            checkpoint_every: std::time::Duration::from_secs(300),
         }
     }
 }
@@ -304,6 +314,9 @@ struct OpenFile {
     staged: Staged,
     writer: Box<dyn RecordWriter>,
     rows: u64,
+    /// `writer.bytes_written()` after the last batch: it only changes when a
+    /// batch is written, and asking the Parquet writer walks its columns.
+    bytes: u64,
 }
 
 /// One table of one run: part files under `TABLE/dt=…/run_id=…/`.
@@ -352,13 +365,14 @@ impl TableSink {
         if let Some(open) = self.open.as_mut() {
             open.writer.write(batch)?;
             open.rows += batch.num_rows() as u64;
+            open.bytes = open.writer.bytes_written();
         }
         Ok(())
     }
 
     /// Bytes in the open part file so far.
     pub fn open_bytes(&self) -> u64 {
-        self.open.as_ref().map_or(0, |o| o.writer.bytes_written())
+        self.open.as_ref().map_or(0, |o| o.bytes)
     }
 
     fn begin(&mut self) -> Result<OpenFile, WriteError> {
@@ -368,6 +382,7 @@ impl TableSink {
         let writer = new_writer(self.format, file, self.schema.clone(), &self.opts)?;
         Ok(OpenFile {
             staged,
+            bytes: writer.bytes_written(),
             writer,
             rows: 0,
         })
@@ -407,7 +422,7 @@ pub struct Lake {
     msg_rows: MessageRows,
     batch_rows: usize,
     batch_bytes: usize,
-    max_file_bytes: u64,
+    opts: WriteOptions,
 }
 
 /// The tables of the lake.
@@ -446,7 +461,7 @@ impl Lake {
             batch_rows: opts.batch_rows.max(1),
             // Hand rows to the file often enough that its size is known.
             batch_bytes: (opts.max_file_bytes / 8).clamp(1, 4 << 20) as usize,
-            max_file_bytes: opts.max_file_bytes,
+            opts,
         }
     }
 
@@ -483,9 +498,14 @@ impl Lake {
         Ok(())
     }
 
-    /// Whether the open key_values part has reached the file size limit.
+    /// Whether an open part (key_values or messages) has reached the file size limit.
     pub fn part_full(&self) -> bool {
-        self.kv.open_bytes() >= self.max_file_bytes
+        self.kv.open_bytes() >= self.opts.max_file_bytes
+            || self.messages.open_bytes() >= self.opts.max_file_bytes
+    }
+
+    pub fn options(&self) -> &WriteOptions {
+        &self.opts
     }
 
     /// Write what is buffered and seal the open part of each table. With

@@ -6,8 +6,11 @@
 //! - the share of a 200 calls/s quota used at 150 ms latency with default
 //!   flags, and the share of calls answered with a quota code;
 //! - pages/s with the limit off, and client CPU seconds per 1,000 pages;
-//! - peak RSS at ~50k and ~1.25M exported rows.
+//! - peak RSS at ~50k and ~1.25M exported rows;
+//! - peak RSS at 50,000 and 200,000 one-pair messages (memory flat in messages);
+//! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
 //!
+//! `cargo bench --bench throughput -- memory` runs the last two only.
 //! Nothing here asserts: it prints the numbers for the README.
 
 use std::io::{BufRead, BufReader};
@@ -15,7 +18,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_msgext");
+/// The binary measured: this build's, or another given in `MSGEXT_BENCH_BIN`
+/// (an earlier build, for before/after figures).
+fn bin() -> String {
+    std::env::var("MSGEXT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_msgext").to_owned())
+}
 const KEY: &str = "msgext-demo-secret-key-not-for-production";
 
 struct Usage {
@@ -52,7 +59,7 @@ struct Mock {
 
 fn mock(dir: &Path, args: &[&str]) -> Mock {
     let input = dir.join("in.csv");
-    let mut child = Command::new(BIN)
+    let mut child = Command::new(bin())
         .arg("mock")
         .args(args)
         .arg("--write-input")
@@ -80,10 +87,20 @@ impl Drop for Mock {
 }
 
 fn export(dir: &Path, mock: &Mock, extra: &[&str]) -> (Usage, serde_json::Value) {
+    let _ = std::fs::remove_dir_all(dir.join("lake"));
+    export_env(dir, mock, extra, &[])
+}
+
+/// `export` into the lake as it is (a resume), with extra environment.
+fn export_env(
+    dir: &Path,
+    mock: &Mock,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Usage, serde_json::Value) {
     let out = dir.join("lake");
-    let _ = std::fs::remove_dir_all(&out);
     let started = Instant::now();
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args([
             "export",
             "--quiet",
@@ -100,14 +117,75 @@ fn export(dir: &Path, mock: &Mock, extra: &[&str]) -> (Usage, serde_json::Value)
         .arg(&out)
         .args(extra)
         .env("MSGEXT_SECRET_KEY", KEY)
+        .envs(env.iter().copied())
+        .stderr(Stdio::null())
         .spawn()
         .expect("start msgext export");
     let usage = wait_usage(child, started);
-    let summary = std::fs::read(out.join("_runs/bench/summary.json")).expect("summary.json");
-    (
-        usage,
-        serde_json::from_slice(&summary).expect("summary is JSON"),
-    )
+    let summary = std::fs::read(out.join("_runs/bench/summary.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (usage, summary)
+}
+
+fn mb(kb: i64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+/// Peak RSS at 50k and 200k one-pair messages, and of a resume after kill -9
+/// with a ~40 MB write-ahead log.
+fn memory(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let mut peaks = Vec::new();
+    for n in ["50000", "200000"] {
+        let m = mock(dir, &["--synthetic", n, "--pairs", "1"]);
+        let (u, s) = export(dir, &m, &["--rate", "0"]);
+        rows.push((
+            format!("peak RSS, {n} one-pair messages, limit off"),
+            format!(
+                "{:.1} MB ({} messages ok in {:.1} s, ok={})",
+                mb(u.max_rss_kb),
+                s["messages"]["ok"],
+                u.wall.as_secs_f64(),
+                u.ok
+            ),
+        ));
+        peaks.push(u.max_rss_kb);
+    }
+    rows.push((
+        "peak RSS growth, 50k → 200k one-pair messages".to_owned(),
+        format!("{:.2}x", peaks[1] as f64 / peaks[0] as f64),
+    ));
+    // Messages of 200 pairs log ~14 KB each: killed at the 3,000th, the WAL
+    // holds ~40 MB (no part is full and no other checkpoint is due).
+    let m = mock(dir, &["--synthetic", "6250", "--pairs", "200"]);
+    let _ = std::fs::remove_dir_all(dir.join("lake"));
+    let big_parts = ["--rate", "0", "--max-file-mb", "4096"];
+    let (killed, _) = export_env(dir, &m, &big_parts, &[("MSGEXT_FAILPOINT", "settled:3000")]);
+    let log: u64 = std::fs::read_dir(dir.join("lake/_runs/bench"))
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("wal-"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|md| md.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    let (u, s) = export_env(dir, &m, &big_parts, &[]);
+    rows.push((
+        format!(
+            "peak RSS of the resume after kill -9 with a {:.1} MB log",
+            log as f64 / 1048576.0
+        ),
+        format!(
+            "{:.1} MB ({} messages replayed from the log, {} rows, killed run: ok={}, resume ok={})",
+            mb(u.max_rss_kb),
+            s["messages"]["resumed"],
+            s["kv_rows"],
+            killed.ok,
+            u.ok
+        ),
+    ));
 }
 
 fn n(v: &serde_json::Value) -> f64 {
@@ -130,6 +208,11 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cores} cores, {cpu}");
     let mut rows = Vec::new();
+    memory(dir.path(), &mut rows);
+    if std::env::args().any(|a| a == "memory") {
+        print_rows(rows);
+        return;
+    }
 
     // 1. Default flags against a 200 calls/s quota at 150 ms latency.
     {
@@ -208,6 +291,10 @@ fn main() {
             ),
         ));
     }
+    print_rows(rows);
+}
+
+fn print_rows(rows: Vec<(String, String)>) {
     println!("\n| measure | result |\n|---|---|");
     for (k, v) in rows {
         println!("| {k} | {v} |");
