@@ -172,10 +172,10 @@ fn assert_summary_matches_files(out: &Path, run_id: &str) {
     );
 }
 
-async fn crash_then_resume(failpoint: &str) {
-    let s = setup(240, 0).await;
+/// Run the export until the failpoint aborts it, as `kill -9` would.
+async fn killed_at(s: &Setup, format: &str, failpoint: &str) {
     let o = run_msgext(
-        args(&s, "parquet"),
+        args(s, format),
         DEMO_SECRET_KEY,
         &[("MSGEXT_FAILPOINT", failpoint)],
     )
@@ -186,6 +186,11 @@ async fn crash_then_resume(failpoint: &str) {
         "{failpoint}: killed by the failpoint: {}",
         show(&o)
     );
+}
+
+async fn crash_then_resume(failpoint: &str) {
+    let s = setup(240, 0).await;
+    killed_at(&s, "parquet", failpoint).await;
     // Every file at a final name is complete, even now.
     common::assert_all_files_readable(&s.out);
     let before = common::kv_from_parquet(&s.out).len();
@@ -268,13 +273,7 @@ async fn a_real_kill_9_midway_then_the_same_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn csv_output_resumes_the_same_way() {
     let s = setup(120, 0).await;
-    let o = run_msgext(
-        args(&s, "csv"),
-        DEMO_SECRET_KEY,
-        &[("MSGEXT_FAILPOINT", "committed:2")],
-    )
-    .await;
-    assert_eq!(o.status.code(), None, "{}", show(&o));
+    killed_at(&s, "csv", "committed:2").await;
     let o = run_msgext(args(&s, "csv"), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(
@@ -562,13 +561,7 @@ async fn the_same_command_resumes_without_a_run_id_and_ctrl_c_says_how() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resume_with_another_input_or_endpoint_is_refused_and_says_what_differs() {
     let s = setup(240, 0).await;
-    let o = run_msgext(
-        args(&s, "parquet"),
-        DEMO_SECRET_KEY,
-        &[("MSGEXT_FAILPOINT", "committed:1")],
-    )
-    .await;
-    assert_eq!(o.status.code(), None, "{}", show(&o));
+    killed_at(&s, "parquet", "committed:1").await;
     let original = std::fs::read_to_string(&s.input).unwrap();
     std::fs::write(&s.input, format!("{original}snd,late,9_9_9\n")).unwrap();
     let o = run_msgext(args(&s, "parquet"), DEMO_SECRET_KEY, &[]).await;
