@@ -30,7 +30,7 @@ pub fn demo_store() -> Store {
     )
     .map(|r| {
         r.filter_map(|item| match item {
-            Ok(InputItem::Message(m)) => Some(m.msg),
+            Ok(InputItem::Message(m)) => m.msg.one_to_one().cloned(),
             _ => None,
         })
         .collect()

@@ -5,7 +5,8 @@
 //! huge input is never held in memory) and invalid rows with their line number.
 //! Knows nothing about HTTP.
 
-use crate::model::{FingerprintSet, InputMessage, MessageRef};
+use crate::kind::{Kind, MessageId};
+use crate::model::{FingerprintSet, InputMessage};
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -18,9 +19,8 @@ pub const INVALID_INPUT: &str = "invalid_input";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidRow {
     pub line: u64,
-    pub from: String,
-    pub to: String,
-    pub msg_key: String,
+    /// The identity cells as read (lossy UTF-8), in `Kind::columns` order.
+    pub cells: Vec<String>,
     pub reason: String,
 }
 
@@ -45,9 +45,11 @@ pub enum InputError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: no header row (expected From_Account,To_Account,MsgKey)")]
+    #[error("{path}: no header row (expected From_Account,To_Account,MsgKey or GroupId,MsgSeq)")]
     NoHeader { path: PathBuf },
-    #[error("{path}: line 1: the header has no {column} column (found: {found})")]
+    #[error(
+        "{path}: line 1: the header has no {column} column, nor GroupId and MsgSeq for group messages (found: {found})"
+    )]
     MissingColumn {
         path: PathBuf,
         column: &'static str,
@@ -61,11 +63,11 @@ pub enum InputError {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Columns {
-    from: Option<usize>,
-    to: usize,
-    msg_key: usize,
+    kind: Kind,
+    /// Where each of `kind.columns()` is (an optional one may be absent).
+    id: Vec<Option<usize>>,
     error_code: Option<usize>,
     width: usize,
 }
@@ -171,18 +173,24 @@ impl<R: Read> InputReader<R> {
                 String::from_utf8_lossy(f).trim().to_ascii_lowercase()
             })
             .collect();
-        let find = |name: &str| names.iter().position(|n| n == name);
-        let need = |name: &'static str| {
-            find(&name.to_ascii_lowercase()).ok_or_else(|| InputError::MissingColumn {
+        let find = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
+        let Some(kind) = Kind::from_header(&names) else {
+            let one = Kind::OneToOne;
+            let column = one
+                .columns()
+                .iter()
+                .copied()
+                .find(|c| !one.is_optional(c) && find(c).is_none())
+                .unwrap_or("To_Account");
+            return Err(InputError::MissingColumn {
                 path: path.to_owned(),
-                column: name,
+                column,
                 found: names.join(","),
-            })
+            });
         };
         let cols = Columns {
-            from: find("from_account"),
-            to: need("To_Account")?,
-            msg_key: need("MsgKey")?,
+            kind,
+            id: kind.columns().iter().map(|c| find(c)).collect(),
             error_code: find("error_code"),
             width: names.len(),
         };
@@ -205,17 +213,24 @@ impl<R: Read> InputReader<R> {
         self
     }
 
+    /// The kind of message the header names.
+    pub fn kind(&self) -> Kind {
+        self.cols.kind
+    }
+
     /// What the current record holds, before de-duplication.
     fn parse(&self, line: u64) -> Row {
         let rec = &self.record;
         let field = |i: Option<usize>| i.and_then(|i| rec.get(i)).unwrap_or(b"");
-        let lossy = |i: Option<usize>| String::from_utf8_lossy(field(i)).into_owned();
         let invalid = |reason: String| {
             Row::Invalid(InvalidRow {
                 line,
-                from: lossy(self.cols.from),
-                to: lossy(Some(self.cols.to)),
-                msg_key: lossy(Some(self.cols.msg_key)),
+                cells: self
+                    .cols
+                    .id
+                    .iter()
+                    .map(|&i| String::from_utf8_lossy(field(i)).into_owned())
+                    .collect(),
                 reason,
             })
         };
@@ -232,28 +247,18 @@ impl<R: Read> InputReader<R> {
             ));
         }
         let mut trimmed = false;
-        let mut text = |name: &str, i: Option<usize>| {
-            let raw =
-                std::str::from_utf8(field(i)).map_err(|_| format!("{name} is not valid UTF-8"))?;
+        let mut cells: Vec<&str> = Vec::with_capacity(self.cols.id.len());
+        for (name, &i) in self.cols.kind.columns().iter().zip(&self.cols.id) {
+            let Ok(raw) = std::str::from_utf8(field(i)) else {
+                return invalid(format!("{name} is not valid UTF-8"));
+            };
             // Stray spaces around an ID (`user_1 `) would make a message
             // that exists come back not found: they are trimmed, and counted.
             let t = raw.trim_matches([' ', '\t']);
             trimmed |= t.len() != raw.len();
-            Ok::<_, String>(t)
-        };
-        let parsed = (|| {
-            let from = text("From_Account", self.cols.from)?;
-            let to = text("To_Account", Some(self.cols.to))?;
-            let msg_key = text("MsgKey", Some(self.cols.msg_key))?;
-            if to.is_empty() {
-                return Err("To_Account is empty".to_owned());
-            }
-            if msg_key.is_empty() {
-                return Err("MsgKey is empty".to_owned());
-            }
-            Ok(MessageRef::new(Some(from), to, msg_key))
-        })();
-        match parsed {
+            cells.push(t);
+        }
+        match self.cols.kind.parse_cells(&cells) {
             Err(reason) => invalid(reason),
             Ok(msg) => Row::Message(msg, trimmed),
         }
@@ -266,7 +271,7 @@ impl<R: Read> InputReader<R> {
             Row::Message(msg, trimmed) => {
                 let fp = msg.fingerprint();
                 // Without a sender, and the same message is listed with one.
-                let has_sender_elsewhere = msg.from.is_none() && self.senders.contains(fp);
+                let has_sender_elsewhere = msg.lacks_sender() && self.senders.contains(fp);
                 if !has_sender_elsewhere && self.seen.insert(fp) {
                     InputItem::Message(InputMessage { msg, line, trimmed })
                 } else {
@@ -317,7 +322,7 @@ impl<R: Read> InputReader<R> {
 /// A record as read, before de-duplication.
 enum Row {
     /// A message, and whether spaces were trimmed from its fields.
-    Message(MessageRef, bool),
+    Message(MessageId, bool),
     Invalid(InvalidRow),
     Skipped,
 }
@@ -378,7 +383,7 @@ pub fn prescan(path: &Path) -> Result<Prescan, InputError> {
         while let Some(row) = r.next_row() {
             rows += 1;
             if let Row::Message(m, _) = row?
-                && m.from.is_none()
+                && m.lacks_sender()
             {
                 senderless.insert(m.fingerprint());
             }
@@ -394,9 +399,9 @@ pub fn prescan(path: &Path) -> Result<Prescan, InputError> {
         let mut r = InputReader::open(path)?;
         while let Some(row) = r.next_row() {
             if let Row::Message(m, _) = row?
-                && m.from.is_some()
+                && let Some(base) = m.without_sender()
             {
-                let fp = MessageRef { from: None, ..m }.fingerprint();
+                let fp = base.fingerprint();
                 if senderless.contains(fp) {
                     senders.insert(fp);
                 }
@@ -453,6 +458,7 @@ pub fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputErr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::MessageRef;
 
     fn read(bytes: &[u8]) -> Result<Vec<InputItem>, InputError> {
         InputReader::new(Path::new("in.csv"), bytes)?.collect()
@@ -460,7 +466,7 @@ mod tests {
 
     fn msg(from: Option<&str>, to: &str, key: &str, line: u64) -> InputItem {
         InputItem::Message(InputMessage {
-            msg: MessageRef::new(from, to, key),
+            msg: MessageRef::new(from, to, key).into(),
             line,
             trimmed: false,
         })
@@ -596,7 +602,7 @@ mod tests {
             items,
             vec![
                 InputItem::Message(InputMessage {
-                    msg: MessageRef::new(Some("a"), "user_1", "1_2_3"),
+                    msg: MessageRef::new(Some("a"), "user_1", "1_2_3").into(),
                     line: 2,
                     trimmed: true,
                 }),

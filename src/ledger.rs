@@ -12,8 +12,8 @@
 //! nothing is written twice, and only messages that were in flight are
 //! fetched again.
 
-use crate::model::{MessageRef, PairRef};
-use crate::write::{FileInfo, LocalDir, TABLES, publish_staged, sync_dir};
+use crate::model::{MessageId, PairRef};
+use crate::write::{FileInfo, LocalDir, publish_staged, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -206,7 +206,7 @@ pub struct WalRecord {
     #[serde(default)]
     pub v: u32,
     #[serde(flatten)]
-    pub msg: MessageRef,
+    pub msg: MessageId,
     pub line: u64,
     pub status: WalStatus,
     pub attempts: u32,
@@ -223,12 +223,19 @@ pub enum WalStatus {
         pairs: Vec<(String, String, i64, i64)>,
     },
     NotFound {
+        /// The API's code (23004; for groups also 10010, 10015).
+        #[serde(default = "not_found_code")]
+        code: String,
         info: String,
     },
     Failed {
         code: String,
         info: String,
     },
+}
+
+fn not_found_code() -> String {
+    crate::api::codes::NOT_FOUND.to_string()
 }
 
 impl WalRecord {
@@ -251,9 +258,8 @@ impl WalRecord {
 /// are found again whenever the input is read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRow {
-    pub from: String,
-    pub to: String,
-    pub msg_key: String,
+    #[serde(flatten)]
+    pub msg: MessageId,
     pub code: String,
     pub info: String,
     pub attempts: u32,
@@ -663,7 +669,7 @@ fn remove_stray_staging(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    for table in TABLES {
+    for table in crate::write::all_tables() {
         let tdir = out.join(table);
         let Ok(days) = std::fs::read_dir(&tdir) else {
             continue;
@@ -832,7 +838,7 @@ mod tests {
         let run_dir = out.path().join("_runs/r");
         let rec = |i: u64| WalRecord {
             v: FORMAT_VERSION,
-            msg: MessageRef::new(None, &format!("t{i}"), "k"),
+            msg: crate::kind::MessageRef::new(None, &format!("t{i}"), "k").into(),
             line: i + 2,
             status: WalStatus::Ok {
                 latest_seq: 3,
@@ -874,8 +880,8 @@ mod tests {
         };
         let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
         let records = replayed(&r);
-        let tos: Vec<_> = records.iter().map(|r| r.msg.to.as_str()).collect();
-        assert_eq!(tos, ["t0", "t1"]);
+        let tos: Vec<_> = records.iter().map(|r| r.msg.to_string()).collect();
+        assert_eq!(tos, ["-→t0 k", "-→t1 k"]);
         assert_eq!(r.replay_messages, 2);
         assert_eq!(records[0].pairs().next().unwrap().value, "v,\"\n");
         // A crash during the replay: the next attempt finds the same two to
@@ -885,9 +891,9 @@ mod tests {
         std::mem::forget(f);
         let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
         let records = replayed(&r);
-        let mut tos: Vec<_> = records.iter().map(|r| r.msg.to.clone()).collect();
+        let mut tos: Vec<_> = records.iter().map(|r| r.msg.to_string()).collect();
         tos.sort();
-        assert_eq!(tos, ["t0", "t1", "t3"]);
+        assert_eq!(tos, ["-→t0 k", "-→t1 k", "-→t3 k"]);
         assert_eq!((r.replay_messages, r.settled.len()), (3, 3));
         f.commit(&Checkpoint {
             v: FORMAT_VERSION,

@@ -14,6 +14,7 @@ pub mod failpoint;
 pub mod fetch;
 pub mod input;
 pub mod job;
+pub mod kind;
 pub mod ledger;
 pub mod mock;
 pub mod model;

@@ -1,65 +1,8 @@
-//! Shared value types that cross module boundaries: the identity of a message
-//! (`MessageRef`) and one key-value pair as the API returns it (`KeyValue`).
-//!
-//! The identity is a type of its own (not three loose strings) so that the
-//! group variant of the API, keyed by (GroupId, MsgSeq), can be added later.
+//! Shared value types that cross module boundaries: a message of the input
+//! with its line, sets of message fingerprints, and one key-value pair as the
+//! API returns it. The identity of a message itself is the `kind` module's.
 
-use std::fmt;
-
-/// One one-to-one message, as identified by the API: (From_Account, To_Account, MsgKey).
-/// `from` is `None` when the input had no sender (the API treats it as optional).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct MessageRef {
-    pub from: Option<String>,
-    pub to: String,
-    pub msg_key: String,
-}
-
-impl MessageRef {
-    pub fn new(from: Option<&str>, to: &str, msg_key: &str) -> Self {
-        MessageRef {
-            from: from.filter(|f| !f.is_empty()).map(str::to_owned),
-            to: to.to_owned(),
-            msg_key: msg_key.to_owned(),
-        }
-    }
-
-    /// A 128-bit fingerprint of the identity, used to de-duplicate huge inputs
-    /// without keeping the strings. Fields are length-prefixed so that
-    /// ("ab","c") and ("a","bc") differ, and `None` differs from `Some("")`.
-    pub fn fingerprint(&self) -> u128 {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        match &self.from {
-            None => h.update([0u8]),
-            Some(f) => {
-                h.update([1u8]);
-                h.update((f.len() as u64).to_le_bytes());
-                h.update(f.as_bytes());
-            }
-        }
-        for part in [&self.to, &self.msg_key] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        let d = h.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d[..16]);
-        u128::from_le_bytes(b)
-    }
-}
-
-impl fmt::Display for MessageRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}→{} {}",
-            self.from.as_deref().unwrap_or("-"),
-            self.to,
-            self.msg_key
-        )
-    }
-}
+pub use crate::kind::{GroupMessageRef, MessageId, MessageRef};
 
 /// A set of message fingerprints that stays small for huge inputs: 4,096
 /// shards chosen by 12 bits of the fingerprint, each holding 64 more bits, so
@@ -143,7 +86,7 @@ impl FingerprintSet {
 /// A message of the input with the line it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputMessage {
-    pub msg: MessageRef,
+    pub msg: MessageId,
     pub line: u64,
     /// Spaces were trimmed from its IDs (counted in the summary).
     pub trimmed: bool,

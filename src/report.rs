@@ -4,7 +4,7 @@
 //! decisions are made elsewhere.
 
 use crate::input::{INVALID_INPUT, InvalidRow};
-use crate::model::MessageRef;
+use crate::kind::{Kind, MessageId};
 use crate::write::FileInfo;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
@@ -14,16 +14,16 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
-/// The columns of errors.csv: the first three make it a valid `--input`.
-pub const ERRORS_HEADER: [&str; 7] = [
-    "From_Account",
-    "To_Account",
-    "MsgKey",
-    "error_code",
-    "error_info",
-    "attempts",
-    "line",
-];
+/// The columns of errors.csv after the kind's identity columns
+/// (`Kind::errors_columns`), which make it a valid `--input`.
+pub const ERRORS_COLUMNS: [&str; 4] = ["error_code", "error_info", "attempts", "line"];
+
+/// The header of errors.csv for a run of `kind`.
+pub fn errors_header(kind: Kind) -> Vec<&'static str> {
+    let mut h = kind.errors_columns().to_vec();
+    h.extend(ERRORS_COLUMNS);
+    h
+}
 
 /// `OUT/_runs/<run_id>/errors.csv`, written as the run goes.
 pub struct ErrorsCsv {
@@ -33,12 +33,12 @@ pub struct ErrorsCsv {
 }
 
 impl ErrorsCsv {
-    pub fn create(path: &Path) -> std::io::Result<Self> {
+    pub fn create(path: &Path, kind: Kind) -> std::io::Result<Self> {
         let file = File::create(path)?;
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_writer(BufWriter::new(file));
-        w.write_record(ERRORS_HEADER)
+        w.write_record(errors_header(kind))
             .map_err(std::io::Error::other)?;
         Ok(ErrorsCsv {
             path: path.to_owned(),
@@ -56,40 +56,22 @@ impl ErrorsCsv {
     }
 
     pub fn invalid_row(&mut self, r: &InvalidRow) -> std::io::Result<()> {
-        self.record(
-            &r.from,
-            &r.to,
-            &r.msg_key,
-            INVALID_INPUT,
-            &r.reason,
-            0,
-            r.line,
-        )
+        self.record(&r.cells, INVALID_INPUT, &r.reason, 0, r.line)
     }
 
     pub fn message(
         &mut self,
-        m: &MessageRef,
+        m: &MessageId,
         code: &str,
         info: &str,
         attempts: u32,
         line: u64,
     ) -> std::io::Result<()> {
-        self.record(
-            m.from.as_deref().unwrap_or(""),
-            &m.to,
-            &m.msg_key,
-            code,
-            info,
-            attempts,
-            line,
-        )
+        self.record(&m.errors_cells(), code, info, attempts, line)
     }
 
     pub fn row(&mut self, r: &crate::ledger::ErrorRow) -> std::io::Result<()> {
-        self.record(
-            &r.from, &r.to, &r.msg_key, &r.code, &r.info, r.attempts, r.line,
-        )
+        self.message(&r.msg, &r.code, &r.info, r.attempts, r.line)
     }
 
     /// Copy the data rows of another errors file (written by `ErrorsCsv`).
@@ -108,12 +90,9 @@ impl ErrorsCsv {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
-        from: &str,
-        to: &str,
-        key: &str,
+        id: &[String],
         code: &str,
         info: &str,
         attempts: u32,
@@ -121,8 +100,9 @@ impl ErrorsCsv {
     ) -> std::io::Result<()> {
         let attempts = attempts.to_string();
         let line = line.to_string();
+        let tail = [code, info, &attempts, &line];
         self.w
-            .write_record([from, to, key, code, info, &attempts, &line])
+            .write_record(id.iter().map(String::as_str).chain(tail))
             .map_err(std::io::Error::other)?;
         self.rows += 1;
         Ok(())
@@ -538,41 +518,52 @@ mod tests {
     }
 
     #[test]
-    fn errors_csv_is_refeedable_input() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("errors.csv");
-        let mut e = ErrorsCsv::create(&path).unwrap();
-        e.message(
-            &MessageRef::new(None, "b,c", "k\"1"),
-            "10002",
-            "internal, try again",
-            8,
-            7,
-        )
-        .unwrap();
-        e.invalid_row(&InvalidRow {
-            line: 9,
-            from: "a".into(),
-            to: "".into(),
-            msg_key: "k".into(),
-            reason: "To_Account is empty".into(),
-        })
-        .unwrap();
-        e.finish().unwrap();
-        let items: Vec<_> = crate::input::InputReader::open(&path)
-            .unwrap()
-            .collect::<Result<_, _>>()
+    fn errors_csv_is_refeedable_input_for_each_kind() {
+        use crate::kind::{GroupMessageRef, MessageRef};
+        let table: [(Kind, MessageId, Vec<String>, &str); 2] = [
+            (
+                Kind::OneToOne,
+                MessageRef::new(None, "b,c", "k\"1").into(),
+                vec!["a".into(), "".into(), "k".into()],
+                "From_Account,To_Account,MsgKey,error_code,error_info,attempts,line",
+            ),
+            (
+                Kind::Group,
+                GroupMessageRef::new("@TGS#1,x", 158).into(),
+                vec!["@TGS#2".into(), "-1".into()],
+                "GroupId,MsgSeq,error_code,error_info,attempts,line",
+            ),
+        ];
+        for (kind, msg, cells, header) in table {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("errors.csv");
+            let mut e = ErrorsCsv::create(&path, kind).unwrap();
+            e.message(&msg, "10002", "internal, try again", 8, 7)
+                .unwrap();
+            e.invalid_row(&InvalidRow {
+                line: 9,
+                cells,
+                reason: "bad".into(),
+            })
             .unwrap();
-        assert_eq!(
-            items,
-            vec![
-                crate::input::InputItem::Message(crate::model::InputMessage {
-                    msg: MessageRef::new(None, "b,c", "k\"1"),
-                    line: 2,
-                    trimmed: false,
-                }),
-                crate::input::InputItem::Skipped { line: 3 },
-            ]
-        );
+            e.finish().unwrap();
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().next(), Some(header));
+            let items: Vec<_> = crate::input::InputReader::open(&path)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(
+                items,
+                vec![
+                    crate::input::InputItem::Message(crate::model::InputMessage {
+                        msg,
+                        line: 2,
+                        trimmed: false,
+                    }),
+                    crate::input::InputItem::Skipped { line: 3 },
+                ]
+            );
+        }
     }
 }

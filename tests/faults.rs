@@ -361,6 +361,7 @@ async fn retry_after_is_read_from_the_answer() {
     .await;
     let client = msgext::api::client::ApiClient::new(
         &server.url(),
+        msgext::api::GET_KEY_VALUES_PATH,
         DEMO_SDKAPPID,
         "administrator",
         Duration::from_secs(5),
@@ -373,13 +374,9 @@ async fn retry_after_is_read_from_the_answer() {
         chrono::Utc::now().timestamp(),
         60,
     );
-    let body = msgext::api::wire::GetKeyValuesRequest {
-        from_account: refs[0].from.as_deref(),
-        to_account: &refs[0].to,
-        msg_key: &refs[0].msg_key,
-        start_seq: None,
-    };
-    let e = client.get_key_values(&sig, &body).await.unwrap_err();
+    let body =
+        bytes::Bytes::from(msgext::model::MessageId::from(refs[0].clone()).request_body(None));
+    let e = client.call(&sig, body.clone()).await.unwrap_err();
     assert_eq!(
         e,
         msgext::api::client::CallError::Http {
@@ -387,7 +384,7 @@ async fn retry_after_is_read_from_the_answer() {
             retry_after: Some(Duration::from_secs(1))
         }
     );
-    let ok = client.get_key_values(&sig, &body).await.unwrap();
+    let ok = client.call(&sig, body).await.unwrap();
     assert_eq!(ok.pairs().len(), 1);
 }
 

@@ -4,7 +4,8 @@
 mod common;
 
 use common::KvRow;
-use msgext::model::{FetchedPair, KeyValue, MessageRef};
+use msgext::kind::Kind;
+use msgext::model::{FetchedPair, KeyValue, MessageId, MessageRef};
 use msgext::write::schema::MessageRow;
 use msgext::write::{FileInfo, Format, Lake, LocalDir, Sealed, WriteOptions};
 
@@ -41,11 +42,11 @@ fn tricky() -> Vec<String> {
 fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<KvRow> {
     let values = tricky();
     assert_eq!(values[7].len(), 1000);
-    let msgs = [
-        MessageRef::new(None, "to, \"quoted\"", "1_2_3"),
-        MessageRef::new(Some("中文 sender"), "b", "k\n2"),
+    let msgs: [MessageId; 2] = [
+        MessageRef::new(None, "to, \"quoted\"", "1_2_3").into(),
+        MessageRef::new(Some("中文 sender"), "b", "k\n2").into(),
     ];
-    let mut lake = Lake::new(out, "2026-11-26", "r1", format, opts, 0);
+    let mut lake = Lake::new(out, Kind::OneToOne, "2026-11-26", "r1", format, opts, 0);
     let dir = LocalDir::new(out);
     let mut files = Vec::new();
     let mut want = Vec::new();
@@ -83,11 +84,12 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         if lake.part_full() {
             files.extend(publish(&dir, lake.seal([false, false]).unwrap()));
         }
+        let m = msg.one_to_one().unwrap();
         for p in &pairs {
             want.push(KvRow {
-                from: msg.from.clone(),
-                to: msg.to.clone(),
-                msg_key: msg.msg_key.clone(),
+                from: m.from.clone(),
+                to: m.to.clone(),
+                msg_key: m.msg_key.clone(),
                 key: p.kv.key.clone(),
                 value: p.kv.value.clone(),
                 seq: p.kv.seq,
@@ -196,6 +198,7 @@ fn an_empty_table_still_gets_a_readable_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut lake = Lake::new(
         dir.path(),
+        Kind::OneToOne,
         "2026-11-26",
         "r0",
         Format::Parquet,

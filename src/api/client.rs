@@ -4,7 +4,7 @@
 //! Nothing here retries or sleeps: `fetch` decides what to do with the result.
 
 use super::sign;
-use super::wire::{GetKeyValuesRequest, GetKeyValuesResponse};
+use super::wire::GetKeyValuesResponse;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -134,14 +134,16 @@ pub struct ApiClient {
 }
 
 impl ApiClient {
-    /// `base` is `https://{domain}` or an `--endpoint` such as `http://127.0.0.1:PORT`.
+    /// `base` is `https://{domain}` or an `--endpoint` such as
+    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`).
     pub fn new(
         base: &str,
+        path: &str,
         sdkappid: u64,
         identifier: &str,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let url = super::call_url(base);
+        let url = super::call_url(base, path);
         reqwest::Url::parse(&url).map_err(|e| format!("invalid endpoint {base:?}: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
@@ -160,15 +162,14 @@ impl ApiClient {
         })
     }
 
-    /// One POST. `Ok` means a decodable answer, whatever its `ErrorCode`.
-    pub async fn get_key_values(
+    /// One POST of a JSON `body` (`MessageId::request_body`). `Ok` means a
+    /// decodable answer, whatever its `ErrorCode`.
+    pub async fn call(
         &self,
         usersig: &str,
-        body: &GetKeyValuesRequest<'_>,
+        body: bytes::Bytes,
     ) -> Result<GetKeyValuesResponse, CallError> {
         let random = rand::random::<u32>().to_string();
-        let body =
-            serde_json::to_vec(body).map_err(|e| CallError::Decode(format!("encode: {e}")))?;
         let resp = self
             .http
             .post(&*self.url)

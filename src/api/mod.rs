@@ -9,8 +9,8 @@ pub mod wire;
 use std::fmt;
 use std::str::FromStr;
 
-/// The path of the call, relative to the region's domain or `--endpoint`.
-pub const GET_KEY_VALUES_PATH: &str = "/v4/openim_msg_ext_http_svc/get_key_values";
+/// The path of the one-to-one call, relative to the region's domain or `--endpoint`.
+pub const GET_KEY_VALUES_PATH: &str = crate::kind::one_to_one::API_PATH;
 
 /// At most this many pairs come back in one page.
 pub const PAGE_SIZE: usize = 200;
@@ -121,9 +121,9 @@ impl FromStr for Region {
     }
 }
 
-/// The full URL of `get_key_values` below a base (`https://domain` or an `--endpoint`).
-pub fn call_url(base: &str) -> String {
-    format!("{}{}", base.trim_end_matches('/'), GET_KEY_VALUES_PATH)
+/// The full URL of a call below a base (`https://domain` or an `--endpoint`).
+pub fn call_url(base: &str, path: &str) -> String {
+    format!("{}{}", base.trim_end_matches('/'), path)
 }
 
 #[cfg(test)]
@@ -153,7 +153,7 @@ mod tests {
         }
         assert_eq!(Region::from_base_url("http://127.0.0.1:8080"), None);
         assert_eq!(
-            call_url("http://127.0.0.1:9/"),
+            call_url("http://127.0.0.1:9/", GET_KEY_VALUES_PATH),
             "http://127.0.0.1:9/v4/openim_msg_ext_http_svc/get_key_values"
         );
     }

@@ -1,20 +1,8 @@
-//! Wire types of `get_key_values`: the request body the client sends and the
-//! response both the client decodes and the simulator encodes.
+//! Wire types of the answer of `get_key_values` and `group_get_key_values`
+//! (the same shape), which the client decodes and the simulator encodes. The
+//! request bodies belong to the kinds of message (`kind`).
 
 use serde::{Deserialize, Serialize};
-
-/// The JSON body of a call. `From_Account` and `StartSeq` are optional.
-#[derive(Debug, Serialize)]
-pub struct GetKeyValuesRequest<'a> {
-    #[serde(rename = "From_Account", skip_serializing_if = "Option::is_none")]
-    pub from_account: Option<&'a str>,
-    #[serde(rename = "To_Account")]
-    pub to_account: &'a str,
-    #[serde(rename = "MsgKey")]
-    pub msg_key: &'a str,
-    #[serde(rename = "StartSeq", skip_serializing_if = "Option::is_none")]
-    pub start_seq: Option<i64>,
-}
 
 /// One pair in `ExtensionList`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,28 +90,5 @@ mod tests {
 
         assert!(serde_json::from_str::<GetKeyValuesResponse>(r#"{"ActionStatus":"OK"}"#).is_err());
         assert!(serde_json::from_str::<GetKeyValuesResponse>("<html>502</html>").is_err());
-    }
-
-    #[test]
-    fn request_omits_optional_fields() {
-        let body = GetKeyValuesRequest {
-            from_account: None,
-            to_account: "116400",
-            msg_key: "44739199_12_1665388280",
-            start_seq: None,
-        };
-        assert_eq!(
-            serde_json::to_string(&body).unwrap(),
-            r#"{"To_Account":"116400","MsgKey":"44739199_12_1665388280"}"#
-        );
-        let body = GetKeyValuesRequest {
-            from_account: Some("62768"),
-            start_seq: Some(2),
-            ..body
-        };
-        assert_eq!(
-            serde_json::to_string(&body).unwrap(),
-            r#"{"From_Account":"62768","To_Account":"116400","MsgKey":"44739199_12_1665388280","StartSeq":2}"#
-        );
     }
 }

@@ -173,11 +173,13 @@ pub async fn run(
     }
     let errors_path = run_dir.join("errors.csv");
     let spool_path = writer::spool_path(&run_dir);
-    let spool = ErrorsCsv::create(&spool_path).map_err(|e| io_err(&spool_path, e))?;
+    let kind = reader.kind();
+    let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
     let total = scan.rows;
 
     let client = ApiClient::new(
         &plan.base_url,
+        kind.api_path(),
         plan.sdkappid,
         &plan.identifier,
         tuning.timeout,
@@ -306,6 +308,7 @@ pub async fn run(
         let w = writer::Writer {
             lake: Lake::new(
                 &plan.out,
+                kind,
                 &meta.dt,
                 &run_id,
                 plan.format,

@@ -225,10 +225,18 @@ impl State<'_> {
                 paged.pages,
             ),
             FetchOutcome::NotFound {
+                code,
                 attempts,
                 pages,
                 info,
-            } => (WalStatus::NotFound { info: kept(info) }, attempts, pages),
+            } => (
+                WalStatus::NotFound {
+                    code,
+                    info: kept(info),
+                },
+                attempts,
+                pages,
+            ),
             FetchOutcome::Failed {
                 code,
                 info,
@@ -321,14 +329,14 @@ impl State<'_> {
                     None,
                 )
             }
-            WalStatus::NotFound { info } => {
+            WalStatus::NotFound { code, info } => {
                 c.not_found += 1;
                 (
                     "not_found",
                     0,
                     None,
                     None,
-                    Some("23004"),
+                    Some(code.as_str()),
                     Some(info.as_str()),
                 )
             }
@@ -366,9 +374,7 @@ impl State<'_> {
             .map_err(failed("writing messages"))?;
         if let (Some(code), Some(info)) = (code, info) {
             self.pending.errors.push(ErrorRow {
-                from: msg.from.clone().unwrap_or_default(),
-                to: msg.to.clone(),
-                msg_key: msg.msg_key.clone(),
+                msg: msg.clone(),
                 code: code.to_owned(),
                 info: info.to_owned(),
                 attempts: r.attempts,
@@ -453,7 +459,7 @@ impl State<'_> {
             .w
             .errors_path
             .with_file_name(crate::write::staging_name("errors.csv"));
-        let mut out = ErrorsCsv::create(&tmp).map_err(failed("errors.csv"))?;
+        let mut out = ErrorsCsv::create(&tmp, self.w.lake.kind()).map_err(failed("errors.csv"))?;
         self.w
             .run_files
             .committed_errors(|r| {

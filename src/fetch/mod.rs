@@ -9,8 +9,8 @@ pub mod pager;
 pub mod retry;
 
 use crate::api::client::{ApiClient, CallError, Credentials};
-use crate::api::wire::{GetKeyValuesRequest, GetKeyValuesResponse};
-use crate::model::MessageRef;
+use crate::api::wire::GetKeyValuesResponse;
+use crate::model::MessageId;
 use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
 use retry::{Action, Observed, RetryPolicy, classify};
@@ -25,8 +25,9 @@ pub enum FetchOutcome {
         paged: PagedMessage,
         attempts: u32,
     },
-    /// 23004: the message does not exist.
+    /// The message does not exist (23004; for groups also 10010, 10015).
     NotFound {
+        code: String,
         attempts: u32,
         pages: u32,
         info: String,
@@ -235,7 +236,7 @@ enum Attempt {
 
 impl Fetcher {
     /// Drain every page of `msg`.
-    pub async fn fetch(&self, msg: &MessageRef) -> FetchOutcome {
+    pub async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
         let mut pager = Pager::new();
         let mut attempts = 0u32;
         loop {
@@ -267,17 +268,13 @@ impl Fetcher {
     }
 
     /// One page, retried per policy.
-    async fn fetch_page(&self, msg: &MessageRef, pager: &Pager, attempts: &mut u32) -> Attempt {
+    async fn fetch_page(&self, msg: &MessageId, pager: &Pager, attempts: &mut u32) -> Attempt {
         let mut tries = 0u32;
         let mut renewed = false;
         let pages = pager.pages();
         let cancelled = |attempts: u32| Attempt::End(FetchOutcome::Cancelled { attempts, pages });
-        let body = GetKeyValuesRequest {
-            from_account: msg.from.as_deref(),
-            to_account: &msg.to,
-            msg_key: &msg.msg_key,
-            start_seq: pager.start_seq(),
-        };
+        let body = bytes::Bytes::from(msg.request_body(pager.start_seq()));
+        let kind = msg.kind();
         loop {
             if self.stop.reason().is_some() {
                 return cancelled(*attempts);
@@ -300,11 +297,13 @@ impl Fetcher {
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sig = self.credentials.usersig(chrono::Utc::now().timestamp());
             let sent = std::time::Instant::now();
-            let answer = self.client.get_key_values(&sig, &body).await;
+            let answer = self.client.call(&sig, body.clone()).await;
             self.stats.record_latency(sent.elapsed());
             let (action, code, info, retry_after) = match answer {
                 Ok(r) => {
-                    let action = classify(Observed::Api(r.error_code));
+                    let action = kind
+                        .classify_code(r.error_code)
+                        .unwrap_or_else(|| classify(Observed::Api(r.error_code)));
                     match (action, pager.check(&r)) {
                         (Action::Success, Ok(())) => {
                             self.observe(action);
@@ -346,6 +345,7 @@ impl Fetcher {
             let backoff = match action {
                 Action::NotFound => {
                     return Attempt::End(FetchOutcome::NotFound {
+                        code,
                         attempts: *attempts,
                         pages,
                         info,

@@ -8,7 +8,8 @@ pub mod csv;
 pub mod parquet;
 pub mod schema;
 
-use crate::model::{MessageRef, PairRef};
+use crate::kind::{Kind, MessageId};
+use crate::model::PairRef;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use schema::{KvRows, MessageRow, MessageRows};
@@ -50,6 +51,8 @@ pub enum WriteError {
     Csv(#[from] ::csv::Error),
     #[error("format: {0}")]
     Format(String),
+    #[error(transparent)]
+    Kind(#[from] crate::kind::KindMismatch),
 }
 
 /// Knobs of the writers.
@@ -213,11 +216,19 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     publish_staged(&tmp, path)
 }
 
-/// The table (index into `TABLES`) a lake-relative path belongs to.
+/// The table a lake-relative path belongs to, as its place in its kind's
+/// `Kind::tables` (0: the pairs, 1: the messages).
 pub fn table_of(rel: &str) -> Option<usize> {
-    TABLES
-        .iter()
-        .position(|t| rel.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
+    Kind::ALL.into_iter().find_map(|k| {
+        k.tables()
+            .iter()
+            .position(|t| rel.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
+    })
+}
+
+/// Every table of every kind of message.
+pub fn all_tables() -> impl Iterator<Item = &'static str> {
+    Kind::ALL.into_iter().flat_map(Kind::tables)
 }
 
 impl LocalDir {
@@ -416,6 +427,7 @@ pub fn part_number(file_name: &str) -> Option<u32> {
 
 /// The two tables of a run and their row buffers: what the writer task owns.
 pub struct Lake {
+    kind: Kind,
     kv: TableSink,
     messages: TableSink,
     kv_rows: KvRows,
@@ -425,14 +437,14 @@ pub struct Lake {
     opts: WriteOptions,
 }
 
-/// The tables of the lake.
-pub const TABLES: [&str; 2] = ["key_values", "messages"];
-
 impl Lake {
-    /// Tables go below `out`, in partition `dt=<dt>/run_id=<run_id>`; part
-    /// numbers start at `first_part` (after those of an earlier attempt).
+    /// The tables of `kind` go below `out`, in partition
+    /// `dt=<dt>/run_id=<run_id>`; part numbers start at `first_part` (after
+    /// those of an earlier attempt).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         out: &Path,
+        kind: Kind,
         dt: &str,
         run_id: &str,
         format: Format,
@@ -454,10 +466,11 @@ impl Lake {
             )
         };
         Lake {
-            kv: sink(TABLES[0], schema::key_values_schema()),
-            messages: sink(TABLES[1], schema::messages_schema()),
-            kv_rows: KvRows::new(),
-            msg_rows: MessageRows::new(),
+            kind,
+            kv: sink(kind.tables()[0], schema::key_values_schema(kind)),
+            messages: sink(kind.tables()[1], schema::messages_schema(kind)),
+            kv_rows: KvRows::new(kind),
+            msg_rows: MessageRows::new(kind),
             batch_rows: opts.batch_rows.max(1),
             // Hand rows to the file often enough that its size is known.
             batch_bytes: (opts.max_file_bytes / 8).clamp(1, 4 << 20) as usize,
@@ -467,13 +480,13 @@ impl Lake {
 
     pub fn add_pairs<'a>(
         &mut self,
-        msg: &MessageRef,
+        msg: &MessageId,
         pairs: impl IntoIterator<Item = PairRef<'a>>,
         latest_seq: i64,
         clear_seq: i64,
     ) -> Result<(), WriteError> {
         for p in pairs {
-            self.kv_rows.append(msg, p, latest_seq, clear_seq);
+            self.kv_rows.append(msg, p, latest_seq, clear_seq)?;
             if self.kv_rows.len() >= self.batch_rows || self.kv_rows.bytes() >= self.batch_bytes {
                 self.flush_kv()?;
             }
@@ -482,7 +495,7 @@ impl Lake {
     }
 
     pub fn add_message(&mut self, row: &MessageRow<'_>) -> Result<(), WriteError> {
-        self.msg_rows.append(row);
+        self.msg_rows.append(row)?;
         if self.msg_rows.len() >= self.batch_rows {
             let batch = self.msg_rows.take();
             self.messages.write(&batch)?;
@@ -502,6 +515,10 @@ impl Lake {
     pub fn part_full(&self) -> bool {
         self.kv.open_bytes() >= self.opts.max_file_bytes
             || self.messages.open_bytes() >= self.opts.max_file_bytes
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     pub fn options(&self) -> &WriteOptions {
@@ -544,5 +561,7 @@ mod tests {
         assert_eq!(table_of("messages/dt=1/p.csv"), Some(1));
         assert_eq!(table_of("key_values_old/p.csv"), None);
         assert_eq!(table_of("_runs/r/summary.json"), None);
+        assert_eq!(table_of("group_key_values/dt=1/p.csv"), Some(0));
+        assert_eq!(table_of("group_messages/dt=1/p.csv"), Some(1));
     }
 }

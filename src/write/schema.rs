@@ -1,8 +1,11 @@
-//! The columns of the two tables (DESIGN §3) and the Arrow builders that rows
-//! are appended to. Both output formats are written from these batches, so
+//! The columns of the two tables of each kind of message (DESIGN §3) and the
+//! Arrow builders that rows are appended to. Both tables open with the
+//! kind's identity columns (`kind::IdentityColumns`); the rest is the same
+//! for every kind. Both output formats are written from these batches, so
 //! Parquet and CSV always hold the same values.
 
-use crate::model::{MessageRef, PairRef};
+use crate::kind::{IdentityColumns, Kind, KindMismatch, MessageId};
+use crate::model::PairRef;
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -16,48 +19,52 @@ fn int64(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Int64, nullable)
 }
 
-/// `key_values`: one row per (message, key).
-pub fn key_values_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("from_account", true),
-        utf8("to_account", false),
-        utf8("msg_key", false),
-        utf8("key", false),
-        utf8("value", false),
-        int64("seq", false),
-        int64("latest_seq", false),
-        int64("clear_seq", false),
-        Field::new(
-            "fetched_at",
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-    ]))
+fn with_identity(kind: Kind, rest: Vec<Field>) -> SchemaRef {
+    let mut fields = kind.identity_fields();
+    fields.extend(rest);
+    Arc::new(Schema::new(fields))
 }
 
-/// `messages`: one row per distinct input message.
-pub fn messages_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        utf8("from_account", true),
-        utf8("to_account", false),
-        utf8("msg_key", false),
-        utf8("status", false),
-        int64("kv_count", false),
-        int64("pages", false),
-        int64("attempts", false),
-        int64("latest_seq", true),
-        int64("clear_seq", true),
-        utf8("error_code", true),
-        utf8("error_info", true),
-    ]))
+/// `key_values` (`group_key_values`): one row per (message, key).
+pub fn key_values_schema(kind: Kind) -> SchemaRef {
+    with_identity(
+        kind,
+        vec![
+            utf8("key", false),
+            utf8("value", false),
+            int64("seq", false),
+            int64("latest_seq", false),
+            int64("clear_seq", false),
+            Field::new(
+                "fetched_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ],
+    )
+}
+
+/// `messages` (`group_messages`): one row per distinct input message.
+pub fn messages_schema(kind: Kind) -> SchemaRef {
+    with_identity(
+        kind,
+        vec![
+            utf8("status", false),
+            int64("kv_count", false),
+            int64("pages", false),
+            int64("attempts", false),
+            int64("latest_seq", true),
+            int64("clear_seq", true),
+            utf8("error_code", true),
+            utf8("error_info", true),
+        ],
+    )
 }
 
 /// Rows of `key_values` being gathered into a batch.
 pub struct KvRows {
     schema: SchemaRef,
-    from: StringBuilder,
-    to: StringBuilder,
-    msg_key: StringBuilder,
+    id: IdentityColumns,
     key: StringBuilder,
     value: StringBuilder,
     seq: Int64Builder,
@@ -68,19 +75,11 @@ pub struct KvRows {
     bytes: usize,
 }
 
-impl Default for KvRows {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl KvRows {
-    pub fn new() -> Self {
+    pub fn new(kind: Kind) -> Self {
         KvRows {
-            schema: key_values_schema(),
-            from: StringBuilder::new(),
-            to: StringBuilder::new(),
-            msg_key: StringBuilder::new(),
+            schema: key_values_schema(kind),
+            id: IdentityColumns::new(kind),
             key: StringBuilder::new(),
             value: StringBuilder::new(),
             seq: Int64Builder::new(),
@@ -100,10 +99,14 @@ impl KvRows {
         self.len == 0
     }
 
-    pub fn append(&mut self, msg: &MessageRef, p: PairRef<'_>, latest_seq: i64, clear_seq: i64) {
-        self.from.append_option(msg.from.as_deref());
-        self.to.append_value(&msg.to);
-        self.msg_key.append_value(&msg.msg_key);
+    pub fn append(
+        &mut self,
+        msg: &MessageId,
+        p: PairRef<'_>,
+        latest_seq: i64,
+        clear_seq: i64,
+    ) -> Result<(), KindMismatch> {
+        self.id.append(msg)?;
         self.key.append_value(p.key);
         self.value.append_value(p.value);
         self.seq.append_value(p.seq);
@@ -111,12 +114,8 @@ impl KvRows {
         self.clear_seq.append_value(clear_seq);
         self.fetched_at.append_value(p.fetched_at_us);
         self.len += 1;
-        self.bytes += msg.from.as_ref().map_or(0, String::len)
-            + msg.to.len()
-            + msg.msg_key.len()
-            + p.key.len()
-            + p.value.len()
-            + 32;
+        self.bytes += msg.text_len() + p.key.len() + p.value.len() + 32;
+        Ok(())
     }
 
     /// Raw bytes gathered (strings plus fixed-width columns).
@@ -126,17 +125,15 @@ impl KvRows {
 
     /// The gathered rows as a batch; the builders start empty again.
     pub fn take(&mut self) -> RecordBatch {
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(self.from.finish()),
-            Arc::new(self.to.finish()),
-            Arc::new(self.msg_key.finish()),
-            Arc::new(self.key.finish()),
+        let mut cols: Vec<ArrayRef> = self.id.finish();
+        cols.extend([
+            Arc::new(self.key.finish()) as ArrayRef,
             Arc::new(self.value.finish()),
             Arc::new(self.seq.finish()),
             Arc::new(self.latest_seq.finish()),
             Arc::new(self.clear_seq.finish()),
             Arc::new(self.fetched_at.finish()),
-        ];
+        ]);
         self.len = 0;
         self.bytes = 0;
         RecordBatch::try_new(self.schema.clone(), cols).expect("builders match the schema")
@@ -146,7 +143,7 @@ impl KvRows {
 /// The `messages` row of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRow<'a> {
-    pub msg: &'a MessageRef,
+    pub msg: &'a MessageId,
     pub status: &'a str,
     pub kv_count: i64,
     pub pages: i64,
@@ -160,9 +157,7 @@ pub struct MessageRow<'a> {
 /// Rows of `messages` being gathered into a batch.
 pub struct MessageRows {
     schema: SchemaRef,
-    from: StringBuilder,
-    to: StringBuilder,
-    msg_key: StringBuilder,
+    id: IdentityColumns,
     status: StringBuilder,
     kv_count: Int64Builder,
     pages: Int64Builder,
@@ -174,19 +169,11 @@ pub struct MessageRows {
     len: usize,
 }
 
-impl Default for MessageRows {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl MessageRows {
-    pub fn new() -> Self {
+    pub fn new(kind: Kind) -> Self {
         MessageRows {
-            schema: messages_schema(),
-            from: StringBuilder::new(),
-            to: StringBuilder::new(),
-            msg_key: StringBuilder::new(),
+            schema: messages_schema(kind),
+            id: IdentityColumns::new(kind),
             status: StringBuilder::new(),
             kv_count: Int64Builder::new(),
             pages: Int64Builder::new(),
@@ -207,10 +194,8 @@ impl MessageRows {
         self.len == 0
     }
 
-    pub fn append(&mut self, r: &MessageRow<'_>) {
-        self.from.append_option(r.msg.from.as_deref());
-        self.to.append_value(&r.msg.to);
-        self.msg_key.append_value(&r.msg.msg_key);
+    pub fn append(&mut self, r: &MessageRow<'_>) -> Result<(), KindMismatch> {
+        self.id.append(r.msg)?;
         self.status.append_value(r.status);
         self.kv_count.append_value(r.kv_count);
         self.pages.append_value(r.pages);
@@ -220,14 +205,13 @@ impl MessageRows {
         self.error_code.append_option(r.error_code);
         self.error_info.append_option(r.error_info);
         self.len += 1;
+        Ok(())
     }
 
     pub fn take(&mut self) -> RecordBatch {
-        let cols: Vec<ArrayRef> = vec![
-            Arc::new(self.from.finish()),
-            Arc::new(self.to.finish()),
-            Arc::new(self.msg_key.finish()),
-            Arc::new(self.status.finish()),
+        let mut cols: Vec<ArrayRef> = self.id.finish();
+        cols.extend([
+            Arc::new(self.status.finish()) as ArrayRef,
             Arc::new(self.kv_count.finish()),
             Arc::new(self.pages.finish()),
             Arc::new(self.attempts.finish()),
@@ -235,8 +219,50 @@ impl MessageRows {
             Arc::new(self.clear_seq.finish()),
             Arc::new(self.error_code.finish()),
             Arc::new(self.error_info.finish()),
-        ];
+        ]);
         self.len = 0;
         RecordBatch::try_new(self.schema.clone(), cols).expect("builders match the schema")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kind::{GroupMessageRef, MessageRef};
+
+    #[test]
+    fn each_kind_opens_its_tables_with_its_identity_columns() {
+        let names = |s: SchemaRef| {
+            s.fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        assert_eq!(
+            names(key_values_schema(Kind::OneToOne)),
+            "from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at"
+        );
+        assert_eq!(
+            names(messages_schema(Kind::Group)),
+            "group_id,msg_seq,status,kv_count,pages,attempts,latest_seq,clear_seq,error_code,error_info"
+        );
+        let pair = PairRef {
+            key: "k",
+            value: "v",
+            seq: 1,
+            fetched_at_us: 0,
+        };
+        let mut rows = KvRows::new(Kind::Group);
+        rows.append(&GroupMessageRef::new("@TGS#1", 9).into(), pair, 1, 0)
+            .unwrap();
+        assert!(
+            rows.append(&MessageRef::new(None, "b", "k").into(), pair, 1, 0)
+                .is_err(),
+            "a one-to-one message never lands in a group table"
+        );
+        let batch = rows.take();
+        assert_eq!(batch.num_rows(), 1);
+        assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
     }
 }
