@@ -23,6 +23,8 @@ pub mod codes {
     pub const FREQ_LIMIT_10006: i64 = 10006;
     pub const NOT_PREMIUM: i64 = 10008;
     pub const NOT_FOUND: i64 = 23004;
+    /// The group does not exist or was dismissed (group API).
+    pub const GROUP_NOT_FOUND: i64 = 10010;
     pub const BAD_URL: i64 = 60002;
     pub const BAD_JSON: i64 = 60004;
     pub const FREQ_LIMIT: i64 = 60007;

@@ -1,7 +1,9 @@
-//! The simulated `get_key_values` service, as strict as the real one: POST
+//! The simulated `get_key_values` and `group_get_key_values` service, as
+//! strict as the real one: POST
 //! only, every query parameter checked, the UserSig verified (wrong signature
 //! → 70003, expired → 70001), pages of at most 200 cut inside runs of equal
-//! Seq, 23004 for unknown messages, 10004 for bad bodies, and faults, both
+//! Seq, 23004 for unknown messages (10010 for unknown groups), 10004 for bad
+//! bodies, and faults, both
 //! random (seeded per call, so reproducible) and scripted per message.
 //! Served by `msgext mock`, used by `msgext demo` and by the tests.
 
@@ -369,9 +371,13 @@ fn answer(
     now: i64,
     internal: bool,
 ) -> Reply {
-    if path != crate::api::GET_KEY_VALUES_PATH {
+    let group = if path == crate::api::GET_KEY_VALUES_PATH {
+        false
+    } else if path == crate::kind::group::API_PATH {
+        true
+    } else {
         return Reply::Status(StatusCode::NOT_FOUND);
-    }
+    };
     if method != Method::POST {
         return fail(codes::BAD_URL, "only POST is supported");
     }
@@ -414,18 +420,37 @@ fn answer(
         }
         return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
     }
-    let req = match parse_body(body) {
+    let parsed = if group {
+        parse_group_body(body)
+    } else {
+        parse_body(body)
+    };
+    let req = match parsed {
         Ok(r) => r,
         Err(e) => return fail(codes::INVALID_PARAM, e),
     };
     if internal {
         return fail(codes::INTERNAL, "internal server error, try again");
     }
-    let Some(i) = state
-        .index
-        .lookup(&state.store, req.from.as_deref(), &req.to, &req.msg_key)
-    else {
-        return fail(codes::NOT_FOUND, "the one-to-one message does not exist");
+    let found = match &req.target {
+        Target::OneToOne { from, to, msg_key } => state
+            .index
+            .lookup(&state.store, from.as_deref(), to, msg_key)
+            .ok_or_else(|| fail(codes::NOT_FOUND, "the one-to-one message does not exist")),
+        Target::Group { group_id, msg_seq } => state
+            .index
+            .lookup_group(group_id, *msg_seq)
+            .map_err(|no_group| match no_group {
+                true => fail(
+                    codes::GROUP_NOT_FOUND,
+                    "the group does not exist or was dismissed",
+                ),
+                false => fail(codes::NOT_FOUND, "the group message does not exist"),
+            }),
+    };
+    let i = match found {
+        Ok(i) => i,
+        Err(reply) => return reply,
     };
     let n = state.stats.per_message[i].fetch_add(1, Ordering::Relaxed) as usize;
     let m = &state.store.messages[i];
@@ -561,19 +586,71 @@ fn over_quota(state: &State) -> bool {
 
 #[derive(Debug)]
 struct ParsedBody {
-    from: Option<String>,
-    to: String,
-    msg_key: String,
+    target: Target,
     start_seq: Option<i64>,
 }
 
-fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
+#[derive(Debug)]
+enum Target {
+    OneToOne {
+        from: Option<String>,
+        to: String,
+        msg_key: String,
+    },
+    Group {
+        group_id: String,
+        msg_seq: i64,
+    },
+}
+
+/// The JSON object of a body, and its optional StartSeq.
+fn body_object(
+    body: &[u8],
+) -> Result<(serde_json::Map<String, serde_json::Value>, Option<i64>), String> {
     if body.is_empty() {
         return Err("request body is empty".into());
     }
     let v: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("body is not a JSON object")?;
+    let serde_json::Value::Object(obj) = v else {
+        return Err("body is not a JSON object".into());
+    };
+    let start_seq = match obj.get("StartSeq") {
+        None => None,
+        Some(s) => Some(
+            s.as_i64()
+                .filter(|s| *s >= 0)
+                .ok_or("StartSeq must be a non-negative integer")?,
+        ),
+    };
+    Ok((obj, start_seq))
+}
+
+/// A `group_get_key_values` body: GroupId a non-empty string, MsgSeq a
+/// positive integer, StartSeq optional.
+fn parse_group_body(body: &[u8]) -> Result<ParsedBody, String> {
+    let (obj, start_seq) = body_object(body)?;
+    let group_id = match obj.get("GroupId") {
+        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+        Some(serde_json::Value::String(_)) => return Err("GroupId is empty".into()),
+        Some(_) => return Err("GroupId must be a string".into()),
+        None => return Err("GroupId is required".into()),
+    };
+    let msg_seq = match obj.get("MsgSeq") {
+        Some(v) => v
+            .as_i64()
+            .filter(|s| *s > 0)
+            .ok_or("MsgSeq must be a positive integer")?,
+        None => return Err("MsgSeq is required".into()),
+    };
+    Ok(ParsedBody {
+        target: Target::Group { group_id, msg_seq },
+        start_seq,
+    })
+}
+
+fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
+    let (obj, start_seq) = body_object(body)?;
     let string = |name: &str, required: bool| -> Result<Option<String>, String> {
         match obj.get(name) {
             None if required => Err(format!("{name} is required")),
@@ -585,18 +662,12 @@ fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
             Some(_) => Err(format!("{name} must be a string")),
         }
     };
-    let start_seq = match obj.get("StartSeq") {
-        None => None,
-        Some(s) => Some(
-            s.as_i64()
-                .filter(|s| *s >= 0)
-                .ok_or("StartSeq must be a non-negative integer")?,
-        ),
-    };
     Ok(ParsedBody {
-        from: string("From_Account", false)?.filter(|s| !s.is_empty()),
-        to: string("To_Account", true)?.unwrap_or_default(),
-        msg_key: string("MsgKey", true)?.unwrap_or_default(),
+        target: Target::OneToOne {
+            from: string("From_Account", false)?.filter(|s| !s.is_empty()),
+            to: string("To_Account", true)?.unwrap_or_default(),
+            msg_key: string("MsgKey", true)?.unwrap_or_default(),
+        },
         start_seq,
     })
 }
@@ -624,6 +695,28 @@ mod tests {
         for (body, ok) in table {
             assert_eq!(
                 parse_body(body).is_ok(),
+                ok,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_group_bodies_are_refused() {
+        let table: [(&[u8], bool); 8] = [
+            (br#"{"GroupId":"@TGS#1YMVAB3IZ","MsgSeq":158}"#, true),
+            (br#"{"GroupId":"@TGS#1","MsgSeq":1,"StartSeq":2}"#, true),
+            (br#"{"GroupId":"","MsgSeq":1}"#, false),
+            (br#"{"MsgSeq":1}"#, false),
+            (br#"{"GroupId":"g"}"#, false),
+            (br#"{"GroupId":"g","MsgSeq":0}"#, false),
+            (br#"{"GroupId":"g","MsgSeq":"1"}"#, false),
+            (br#"{"GroupId":7,"MsgSeq":1}"#, false),
+        ];
+        for (body, ok) in table {
+            assert_eq!(
+                parse_group_body(body).is_ok(),
                 ok,
                 "{}",
                 String::from_utf8_lossy(body)

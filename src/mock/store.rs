@@ -3,7 +3,7 @@
 //! Seq too), and a deterministic generator for the demo and the tests.
 
 use crate::api::wire::{GetKeyValuesResponse, WirePair};
-use crate::model::MessageRef;
+use crate::model::{GroupMessageRef, MessageId, MessageRef};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -41,6 +41,9 @@ pub struct StoredMessage {
     pub script: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub always: Option<String>,
+    /// A group message (GroupId, MsgSeq); `from`, `to` and `msg_key` are then empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupMessageRef>,
 }
 
 impl StoredMessage {
@@ -60,11 +63,33 @@ impl StoredMessage {
             pairs,
             script: Vec::new(),
             always: None,
+            group: None,
+        }
+    }
+
+    /// A stored message of either kind, for `id`.
+    pub fn of(id: &MessageId, clear_seq: i64, pairs: Vec<StoredPair>) -> Self {
+        match id {
+            MessageId::OneToOne(m) => {
+                StoredMessage::new(m.from.as_deref(), &m.to, &m.msg_key, clear_seq, pairs)
+            }
+            MessageId::Group(g) => StoredMessage {
+                group: Some(g.clone()),
+                ..StoredMessage::new(None, "", "", clear_seq, pairs)
+            },
         }
     }
 
     pub fn message_ref(&self) -> MessageRef {
         MessageRef::new(self.from.as_deref(), &self.to, &self.msg_key)
+    }
+
+    /// The message's identity, of its kind.
+    pub fn id(&self) -> MessageId {
+        match &self.group {
+            Some(g) => g.clone().into(),
+            None => self.message_ref().into(),
+        }
     }
 
     pub fn latest_seq(&self) -> i64 {
@@ -127,24 +152,36 @@ impl Store {
         Ok(Store::new(store.messages))
     }
 
-    /// An index from (To_Account, MsgKey) to message positions.
+    /// An index from (To_Account, MsgKey) and from (GroupId, MsgSeq) to message positions.
     pub fn index(&self) -> StoreIndex {
-        let mut by_key: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut idx = StoreIndex::default();
         for (i, m) in self.messages.iter().enumerate() {
-            by_key
-                .entry((m.to.clone(), m.msg_key.clone()))
-                .or_default()
-                .push(i);
+            match &m.group {
+                Some(g) => {
+                    idx.by_group.insert((g.group_id.clone(), g.msg_seq), i);
+                    idx.groups.insert(g.group_id.clone());
+                }
+                None => idx
+                    .by_key
+                    .entry((m.to.clone(), m.msg_key.clone()))
+                    .or_default()
+                    .push(i),
+            }
         }
-        StoreIndex { by_key }
+        idx
     }
 
     /// A deterministic store for `messages`: most exist with 0 to 300 pairs
     /// (some spanning pages, some with a ClearSeq and dead pairs), about one
     /// in `missing_one_in` does not exist (answers 23004).
-    pub fn generate(messages: &[MessageRef], seed: u64, missing_one_in: u64) -> Store {
+    pub fn generate<M: Clone + Into<MessageId>>(
+        messages: &[M],
+        seed: u64,
+        missing_one_in: u64,
+    ) -> Store {
         let mut out = Vec::with_capacity(messages.len());
         for (i, msg) in messages.iter().enumerate() {
+            let msg: MessageId = msg.clone().into();
             let mut rng = SplitMix64::new(
                 seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ msg.fingerprint() as u64,
             );
@@ -186,9 +223,7 @@ impl Store {
                     k += 1;
                 }
             }
-            let m =
-                StoredMessage::new(msg.from.as_deref(), &msg.to, &msg.msg_key, clear_seq, pairs);
-            out.push(m);
+            out.push(StoredMessage::of(&msg, clear_seq, pairs));
         }
         Store::new(out)
     }
@@ -229,7 +264,7 @@ impl Store {
     /// The input CSV listing every message of the store.
     pub fn input_csv(&self) -> String {
         let mut out = b"From_Account,To_Account,MsgKey\n".to_vec();
-        for m in &self.messages {
+        for m in self.messages.iter().filter(|m| m.group.is_none()) {
             if let Some(f) = &m.from {
                 crate::write::csv::push_text(&mut out, f);
             }
@@ -238,6 +273,16 @@ impl Store {
             out.push(b',');
             crate::write::csv::push_text(&mut out, &m.msg_key);
             out.push(b'\n');
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    /// The input CSV listing every group message of the store.
+    pub fn group_input_csv(&self) -> String {
+        let mut out = b"GroupId,MsgSeq\n".to_vec();
+        for g in self.messages.iter().filter_map(|m| m.group.as_ref()) {
+            crate::write::csv::push_text(&mut out, &g.group_id);
+            out.extend_from_slice(format!(",{}\n", g.msg_seq).as_bytes());
         }
         String::from_utf8_lossy(&out).into_owned()
     }
@@ -269,6 +314,8 @@ fn tricky_value(rng: &mut SplitMix64, k: usize) -> String {
 #[derive(Debug, Default)]
 pub struct StoreIndex {
     by_key: HashMap<(String, String), Vec<usize>>,
+    by_group: HashMap<(String, i64), usize>,
+    groups: std::collections::HashSet<String>,
 }
 
 impl StoreIndex {
@@ -285,6 +332,15 @@ impl StoreIndex {
             .iter()
             .copied()
             .find(|&i| from.is_none() || store.messages[i].from.as_deref() == from)
+    }
+
+    /// A group message: `Err(true)` when the group itself is unknown (10010),
+    /// `Err(false)` when only the message is (23004).
+    pub fn lookup_group(&self, group_id: &str, msg_seq: i64) -> Result<usize, bool> {
+        match self.by_group.get(&(group_id.to_owned(), msg_seq)) {
+            Some(&i) => Ok(i),
+            None => Err(!self.groups.contains(group_id)),
+        }
     }
 }
 

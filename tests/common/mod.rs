@@ -425,3 +425,138 @@ pub async fn wait_for_answers(stats: &msgext::mock::MockStats, n: u64) {
     .await
     .unwrap_or_else(|_| panic!("the export never got {n} answers"));
 }
+
+/// One group_key_values row, partition columns aside.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKvRow {
+    pub group_id: String,
+    pub msg_seq: i64,
+    pub key: String,
+    pub value: String,
+    pub seq: i64,
+    pub latest_seq: i64,
+    pub clear_seq: i64,
+}
+
+/// One group_messages row: (group_id, msg_seq, status, error_code).
+pub type GroupMsgRow = (String, i64, String, Option<String>);
+
+/// group_key_values read back with the parquet (`ext` "parquet") or csv reader.
+pub fn group_kv(out: &Path, ext: &str) -> Vec<GroupKvRow> {
+    let mut rows = Vec::new();
+    if ext == "parquet" {
+        for f in files(&out.join("group_key_values"), "parquet") {
+            for b in parquet_batches(&f) {
+                for i in 0..b.num_rows() {
+                    rows.push(GroupKvRow {
+                        group_id: opt_str(&b, "group_id", i).unwrap(),
+                        msg_seq: int(&b, "msg_seq", i),
+                        key: opt_str(&b, "key", i).unwrap(),
+                        value: opt_str(&b, "value", i).unwrap(),
+                        seq: int(&b, "seq", i),
+                        latest_seq: int(&b, "latest_seq", i),
+                        clear_seq: int(&b, "clear_seq", i),
+                    });
+                }
+            }
+        }
+    } else {
+        for r in csv_records(out, "group_key_values") {
+            rows.push(GroupKvRow {
+                group_id: r["group_id"].clone(),
+                msg_seq: r["msg_seq"].parse().unwrap(),
+                key: r["key"].clone(),
+                value: r["value"].clone(),
+                seq: r["seq"].parse().unwrap(),
+                latest_seq: r["latest_seq"].parse().unwrap(),
+                clear_seq: r["clear_seq"].parse().unwrap(),
+            });
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// group_messages read back with the parquet or csv reader.
+pub fn group_messages(out: &Path, ext: &str) -> Vec<GroupMsgRow> {
+    let mut rows = Vec::new();
+    if ext == "parquet" {
+        for f in files(&out.join("group_messages"), "parquet") {
+            for b in parquet_batches(&f) {
+                for i in 0..b.num_rows() {
+                    rows.push((
+                        opt_str(&b, "group_id", i).unwrap(),
+                        int(&b, "msg_seq", i),
+                        opt_str(&b, "status", i).unwrap(),
+                        opt_str(&b, "error_code", i),
+                    ));
+                }
+            }
+        }
+    } else {
+        for r in csv_records(out, "group_messages") {
+            rows.push((
+                r["group_id"].clone(),
+                r["msg_seq"].parse().unwrap(),
+                r["status"].clone(),
+                none_if_empty(&r["error_code"]),
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// The group rows a correct export of these stored messages holds.
+pub fn expected_group_rows<'a>(
+    messages: impl IntoIterator<Item = &'a msgext::mock::store::StoredMessage>,
+) -> Vec<GroupKvRow> {
+    let mut rows = Vec::new();
+    for m in messages {
+        let g = m.group.as_ref().expect("a group message");
+        for p in m.live_pairs() {
+            rows.push(GroupKvRow {
+                group_id: g.group_id.clone(),
+                msg_seq: g.msg_seq,
+                key: p.key,
+                value: p.value,
+                seq: p.seq,
+                latest_seq: m.latest_seq(),
+                clear_seq: m.clear_seq,
+            });
+        }
+    }
+    rows.sort();
+    rows
+}
+
+/// A group run's errors.csv as (GroupId, MsgSeq, error_code, line), sorted; checks its header.
+pub fn group_errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
+    let path = out.join("_runs").join(run_id).join("errors.csv");
+    let mut r = csv::Reader::from_path(&path).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "GroupId",
+            "MsgSeq",
+            "error_code",
+            "error_info",
+            "attempts",
+            "line"
+        ]
+    );
+    let mut rows: Vec<_> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[0].to_owned(),
+                rec[1].to_owned(),
+                rec[2].to_owned(),
+                rec[5].parse().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
