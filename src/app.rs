@@ -293,15 +293,22 @@ async fn demo_cmd(args: DemoArgs) -> u8 {
     watch_signals(stop.clone(), false);
     let ui = ui(false, ProgressMode::Off);
     eprintln!(
-        "msgext demo: starting the simulator and exporting sample-input/messages.csv into {}/",
+        "msgext demo: starting the simulator and exporting sample-input/messages.csv and \
+         sample-input/group-messages.csv into {}/",
         args.out.display()
     );
     match crate::demo::run(&args, ui, stop).await {
-        Ok((summary, url)) => {
+        Ok((summaries, url)) => {
             println!("(simulator at {url}, answering 5% of calls with error 10002)");
-            print!("{}", summary.human());
+            for s in &summaries {
+                print!("{}", s.human());
+            }
             print!("{}", crate::demo::duckdb_hint(&args.out, args.format));
-            summary.status.exit_code()
+            summaries
+                .iter()
+                .map(|s| s.status.exit_code())
+                .find(|&c| c != 0)
+                .unwrap_or(0)
         }
         Err(e) => fail(e.exit_code(), e),
     }

@@ -1,7 +1,8 @@
 //! `msgext demo`: a real export with no account. Starts the simulator on a free
-//! port with data matching `sample-input/messages.csv` (embedded in the
-//! binary), answering 5% of calls with 10002 so that retries show, exports
-//! into a folder, and prints the summary and a DuckDB query to look at it.
+//! port with data matching `sample-input/messages.csv` and
+//! `sample-input/group-messages.csv` (embedded in the binary), answering 5%
+//! of calls with 10002 so that retries show, exports both kinds into a
+//! folder, and prints the summaries and a DuckDB query for each.
 
 use crate::cli::DemoArgs;
 use crate::export::{self, Tuning, Ui};
@@ -10,13 +11,14 @@ use crate::input::{InputItem, InputReader};
 use crate::job::{ExportPlan, Secret};
 use crate::mock::store::Store;
 use crate::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
-use crate::model::MessageRef;
+use crate::model::MessageId;
 use crate::report::Summary;
 use crate::write::WriteOptions;
 use std::path::Path;
 
-/// The demo's input, as shipped in `sample-input/`.
+/// The demo's inputs, as shipped in `sample-input/`.
 pub const SAMPLE_INPUT: &str = include_str!("../sample-input/messages.csv");
+pub const SAMPLE_GROUP_INPUT: &str = include_str!("../sample-input/group-messages.csv");
 
 /// The seed of the demo data: the same data on every machine.
 pub const DEMO_SEED: u64 = 2026;
@@ -24,18 +26,19 @@ pub const DEMO_SEED: u64 = 2026;
 /// The simulator's store for the sample input: about one message in 30 does
 /// not exist (23004), the rest carry 0 to 300 pairs.
 pub fn demo_store() -> Store {
-    let msgs: Vec<MessageRef> = InputReader::new(
-        Path::new("sample-input/messages.csv"),
-        SAMPLE_INPUT.as_bytes(),
-    )
-    .map(|r| {
-        r.filter_map(|item| match item {
-            Ok(InputItem::Message(m)) => m.msg.one_to_one().cloned(),
-            _ => None,
-        })
-        .collect()
-    })
-    .unwrap_or_default();
+    let read = |name: &str, text: &str| -> Vec<MessageId> {
+        InputReader::new(Path::new(name), text.as_bytes())
+            .map(|r| {
+                r.filter_map(|item| match item {
+                    Ok(InputItem::Message(m)) => Some(m.msg),
+                    _ => None,
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut msgs = read("sample-input/messages.csv", SAMPLE_INPUT);
+    msgs.extend(read("sample-input/group-messages.csv", SAMPLE_GROUP_INPUT));
     Store::generate(&msgs, DEMO_SEED, 30)
 }
 
@@ -50,26 +53,42 @@ pub fn demo_mock_config() -> MockConfig {
     }
 }
 
-/// Run the demo; returns the summary of its export.
+/// Run the demo: one export of each kind; returns their summaries.
 pub async fn run(
     args: &DemoArgs,
     ui: Ui,
     stop: StopSignal,
-) -> Result<(Summary, String), export::ExportError> {
+) -> Result<(Vec<Summary>, String), export::ExportError> {
     let server = MockServer::start(demo_store(), demo_mock_config(), ([127, 0, 0, 1], 0).into())
         .await
         .map_err(|e| export::ExportError::Output(format!("cannot start the simulator: {e}")))?;
     let input_dir = args.out.join("_demo");
     std::fs::create_dir_all(&input_dir)
         .map_err(|e| export::ExportError::Output(format!("{}: {e}", input_dir.display())))?;
-    let input = input_dir.join("messages.csv");
-    std::fs::write(&input, SAMPLE_INPUT)
-        .map_err(|e| export::ExportError::Output(format!("{}: {e}", input.display())))?;
-    let plan = ExportPlan {
+    let mut summaries = Vec::new();
+    for (name, text) in [
+        ("messages.csv", SAMPLE_INPUT),
+        ("group-messages.csv", SAMPLE_GROUP_INPUT),
+    ] {
+        if stop.reason().is_some() {
+            break;
+        }
+        let input = input_dir.join(name);
+        std::fs::write(&input, text)
+            .map_err(|e| export::ExportError::Output(format!("{}: {e}", input.display())))?;
+        let plan = demo_plan(args, input, server.url());
+        summaries.push(export::run(plan, ui, Tuning::default(), stop.clone()).await?);
+    }
+    Ok((summaries, server.url()))
+}
+
+/// The export of one demo input against the simulator at `url`.
+fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportPlan {
+    ExportPlan {
         input,
         out: args.out.clone(),
         format: args.format,
-        base_url: server.url(),
+        base_url: url,
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),
         rate: crate::job::DEFAULT_RATE,
@@ -80,10 +99,7 @@ pub async fn run(
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
         give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),
-    };
-    let url = server.url();
-    let summary = export::run(plan, ui, Tuning::default(), stop).await?;
-    Ok((summary, url))
+    }
 }
 
 /// What to type to look at the demo's result.
@@ -93,11 +109,19 @@ pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
         crate::write::Format::Parquet => "read_parquet",
         crate::write::Format::Csv => "read_csv",
     };
+    // A CSV null is an empty field and an empty string is "": DuckDB keeps
+    // them apart only with allow_quoted_nulls = false.
+    let opts = match format {
+        crate::write::Format::Parquet => "hive_partitioning=true",
+        crate::write::Format::Csv => "hive_partitioning=true, allow_quoted_nulls=false",
+    };
     let out = out.display();
     format!(
         "Look at it with DuckDB:\n  duckdb -c \"SELECT msg_key, count(*) AS pairs, max(latest_seq) AS latest_seq \
-         FROM {reader}('{out}/key_values/**/*.{ext}', hive_partitioning=true) GROUP BY msg_key ORDER BY pairs DESC LIMIT 10\"\n  \
-         duckdb -c \"SELECT status, count(*) FROM {reader}('{out}/messages/**/*.{ext}', hive_partitioning=true) GROUP BY status\"\n"
+         FROM {reader}('{out}/key_values/**/*.{ext}', {opts}) GROUP BY msg_key ORDER BY pairs DESC LIMIT 10\"\n  \
+         duckdb -c \"SELECT status, count(*) FROM {reader}('{out}/messages/**/*.{ext}', {opts}) GROUP BY status\"\n  \
+         duckdb -c \"SELECT group_id, msg_seq, count(*) AS pairs FROM {reader}('{out}/group_key_values/**/*.{ext}', {opts}) \
+         GROUP BY ALL ORDER BY pairs DESC LIMIT 10\"\n"
     )
 }
 
@@ -116,6 +140,7 @@ mod tests {
             (counts.rows, counts.duplicates, counts.invalid.len()),
             (612, 12, 0)
         );
+        use crate::model::MessageRef;
         let input: std::collections::HashSet<MessageRef> = SAMPLE_INPUT
             .lines()
             .skip(1)
@@ -125,18 +150,32 @@ mod tests {
             })
             .collect();
         assert_eq!(input.len() as u64, counts.distinct);
+        let (groups, one_to_one): (Vec<_>, Vec<_>) =
+            store.messages.iter().partition(|m| m.group.is_some());
         assert!(
-            store
-                .messages
-                .iter()
-                .all(|m| input.contains(&m.message_ref())),
+            one_to_one.iter().all(|m| input.contains(&m.message_ref())),
             "every stored message is one of the sample's"
         );
-        let missing = input.len() - store.messages.len();
+        let missing = input.len() - one_to_one.len();
         assert!(
             (10..=30).contains(&missing),
             "about one in 30 is not found: {missing}"
         );
         assert!(store.messages.iter().any(|m| m.pairs.len() > 200));
+        // The group sample: 203 rows, 3 duplicates, about one in 30 missing.
+        let group_counts = crate::input::validate(
+            InputReader::new(Path::new("g"), SAMPLE_GROUP_INPUT.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                group_counts.rows,
+                group_counts.duplicates,
+                group_counts.distinct
+            ),
+            (203, 3, 200)
+        );
+        let group_missing = 200 - groups.len();
+        assert!((2..=15).contains(&group_missing), "{group_missing}");
     }
 }

@@ -187,6 +187,8 @@ pub struct MessageSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub run_id: String,
+    /// The kind of message exported (`one_to_one` or `group`).
+    pub kind: Kind,
     pub status: RunStatus,
     pub started_at: String,
     pub finished_at: String,
@@ -246,7 +248,7 @@ impl Summary {
              rows       {} key-value rows\n\
              requests   {} ({} retries, {} rate-limited), {:.1} calls/s{}\n\
              time       {:.1} s\n\
-             output     {}/key_values/ and {}/messages/ ({}, {} files)\n\
+             output     {}/{}/ and {}/{}/ ({}, {} files)\n\
              errors     {}\n",
             self.run_id,
             match self.status {
@@ -298,7 +300,9 @@ impl Summary {
             },
             self.elapsed_secs,
             self.out,
+            self.kind.tables()[0],
             self.out,
+            self.kind.tables()[1],
             self.format,
             self.files.len(),
             self.errors_csv,

@@ -421,6 +421,7 @@ pub async fn run(
     });
     let summary = Summary {
         run_id: run_id.clone(),
+        kind,
         status,
         started_at: meta.started_at.clone(),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
