@@ -1,12 +1,18 @@
 //! Crash points for the crash-recovery tests: when `MSGEXT_FAILPOINT` is
 //! `NAME` or `NAME:N`, the process aborts (no destructors, no flushing, as
 //! `kill -9` would leave it) the N-th time (default first) it passes `NAME`.
-//! Unset, a check is one atomic load.
+//! Unset, a check is one atomic load. Compiled in only with the `failpoints`
+//! feature (which the tests turn on): in the builds users run, every point is
+//! an empty function and the variable is ignored.
 
+#[cfg(feature = "failpoints")]
 use std::sync::OnceLock;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicU64, Ordering};
 
+#[cfg(feature = "failpoints")]
 static TARGET: OnceLock<Option<(String, u64)>> = OnceLock::new();
+#[cfg(feature = "failpoints")]
 static PASSED: AtomicU64 = AtomicU64::new(0);
 
 /// Parse `NAME` or `NAME:N`.
@@ -21,7 +27,18 @@ pub fn parse(spec: &str) -> Option<(String, u64)> {
     }
 }
 
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_name: &str) {}
+
+/// Without the `failpoints` feature: nothing.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn panic_at(_name: &str) {}
+
 /// Whether this pass of `name` is the configured one.
+#[cfg(feature = "failpoints")]
 fn reached(name: &str) -> Option<u64> {
     let target = TARGET.get_or_init(|| {
         std::env::var("MSGEXT_FAILPOINT")
@@ -37,6 +54,7 @@ fn reached(name: &str) -> Option<u64> {
 }
 
 /// Abort here if this is the configured crash point.
+#[cfg(feature = "failpoints")]
 pub fn hit(name: &str) {
     if let Some(n) = reached(name) {
         eprintln!("msgext: failpoint {name}:{n}: aborting");
@@ -47,6 +65,7 @@ pub fn hit(name: &str) {
 /// Panic here (the thread or task unwinds, the process goes on) if this is
 /// the configured point `panic-NAME`: a bug anywhere must end as a failed
 /// run, never as a silent loss.
+#[cfg(feature = "failpoints")]
 pub fn panic_at(name: &str) {
     if TARGET.get().is_some_and(Option::is_none) {
         return;
