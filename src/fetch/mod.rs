@@ -212,10 +212,31 @@ impl ProbeGate {
     }
 }
 
+/// One call of the API, as the fetcher needs it: a trait, so that the
+/// retry, renewal, probe and stop logic can be tested against a scripted
+/// fake under paused time. `ApiClient` is the real one.
+pub trait Call: Clone + Send + Sync + 'static {
+    fn call(
+        &self,
+        usersig: &str,
+        body: bytes::Bytes,
+    ) -> impl std::future::Future<Output = Result<GetKeyValuesResponse, CallError>> + Send;
+}
+
+impl Call for ApiClient {
+    fn call(
+        &self,
+        usersig: &str,
+        body: bytes::Bytes,
+    ) -> impl std::future::Future<Output = Result<GetKeyValuesResponse, CallError>> + Send {
+        ApiClient::call(self, usersig, body)
+    }
+}
+
 /// Fetches messages; cheap to clone, one per worker.
 #[derive(Clone)]
-pub struct Fetcher {
-    pub client: ApiClient,
+pub struct Fetcher<C: Call = ApiClient> {
+    pub client: C,
     pub credentials: Arc<Credentials>,
     pub limiter: Option<Arc<Limiter>>,
     pub gate: Arc<ProbeGate>,
@@ -234,7 +255,7 @@ enum Attempt {
     End(FetchOutcome),
 }
 
-impl Fetcher {
+impl<C: Call> Fetcher<C> {
     /// Drain every page of `msg`.
     pub async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
         let mut pager = Pager::new();
@@ -407,7 +428,7 @@ impl Fetcher {
     }
 }
 
-impl Fetcher {
+impl<C: Call> Fetcher<C> {
     /// Feed a decoded API answer to the limiter, the probe gate and the circuit breaker.
     fn observe(&self, action: Action) {
         match action {
@@ -505,6 +526,239 @@ mod tests {
             e.contains("http://127.0.0.1:9") && e.contains("refused"),
             "{e}"
         );
+    }
+
+    use crate::api::wire::WirePair;
+    use crate::kind::MessageRef;
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    /// A scripted API: answers in order, then the last one for ever.
+    #[derive(Clone, Default)]
+    struct Script {
+        answers: Arc<Mutex<VecDeque<Result<GetKeyValuesResponse, CallError>>>>,
+        calls: Arc<AtomicU64>,
+    }
+
+    impl Script {
+        fn new(answers: Vec<Result<GetKeyValuesResponse, CallError>>) -> Self {
+            Script {
+                answers: Arc::new(Mutex::new(answers.into())),
+                calls: Arc::default(),
+            }
+        }
+        fn calls(&self) -> u64 {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    impl Call for Script {
+        async fn call(
+            &self,
+            _usersig: &str,
+            _body: bytes::Bytes,
+        ) -> Result<GetKeyValuesResponse, CallError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut a = self.answers.lock().unwrap();
+            if a.len() > 1 {
+                a.pop_front().unwrap()
+            } else {
+                a.front().unwrap().clone()
+            }
+        }
+    }
+
+    fn page() -> Result<GetKeyValuesResponse, CallError> {
+        Ok(GetKeyValuesResponse {
+            action_status: Some("OK".into()),
+            error_code: 0,
+            error_info: String::new(),
+            complete_flag: Some(1),
+            latest_seq: Some(1),
+            clear_seq: Some(0),
+            extension_list: Some(vec![WirePair {
+                key: "k".into(),
+                value: "v".into(),
+                seq: 1,
+            }]),
+        })
+    }
+
+    fn http(status: u16, retry_after: Option<u64>) -> Result<GetKeyValuesResponse, CallError> {
+        Err(CallError::Http {
+            status,
+            retry_after: retry_after.map(Duration::from_secs),
+        })
+    }
+
+    fn fetcher(script: &Script) -> Fetcher<Script> {
+        Fetcher {
+            client: script.clone(),
+            credentials: Arc::new(Credentials::from_secret(
+                "key".into(),
+                1,
+                "administrator",
+                86400,
+            )),
+            limiter: None,
+            gate: Arc::new(ProbeGate::default()),
+            policy: RetryPolicy::default(),
+            stats: Arc::new(FetchStats::default()),
+            stop: StopSignal::default(),
+            target: Target {
+                sdkappid: 1,
+                region: None,
+                endpoint: "http://api".into(),
+            },
+        }
+    }
+
+    fn msg() -> MessageId {
+        MessageRef::new(Some("a"), "b", "1_2_3").into()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn five_hundred_n_times_then_200_is_retried_with_capped_backoff() {
+        for n in [1usize, 3, 7] {
+            let mut answers: Vec<_> = (0..n).map(|_| http(500, None)).collect();
+            answers.push(page());
+            let script = Script::new(answers);
+            let f = fetcher(&script);
+            let started = tokio::time::Instant::now();
+            let out = f.fetch(&msg()).await;
+            let FetchOutcome::Exported { attempts, paged } = out else {
+                panic!("n={n}: {out:?}");
+            };
+            assert_eq!((attempts as usize, paged.pairs.len()), (n + 1, 1), "n={n}");
+            assert_eq!(f.stats.retries.load(Ordering::Relaxed) as usize, n);
+            // Full jitter under ceilings of 100 ms doubling to 10 s.
+            let ceiling: u64 = (1..=n as u32)
+                .map(|r| f.policy.transient.ceiling(r).as_millis() as u64)
+                .sum();
+            assert!(started.elapsed() <= Duration::from_millis(ceiling), "n={n}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn five_hundred_for_ever_fails_the_message_after_max_attempts() {
+        let script = Script::new(vec![page(), http(500, None)]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { .. }
+        ));
+        let out = f.fetch(&msg()).await;
+        let FetchOutcome::Failed {
+            code,
+            info,
+            attempts,
+            ..
+        } = out
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!((code.as_str(), attempts), ("http_500", 8));
+        assert!(info.contains("gave up after 8 attempts"), "{info}");
+        assert_eq!(script.calls(), 9);
+        assert_eq!(
+            f.stop.reason(),
+            None,
+            "one message's failure is not the run's"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_hour_of_retry_after_waits_at_most_max_wait() {
+        let script = Script::new(vec![http(503, Some(3600)), page()]);
+        let mut f = fetcher(&script);
+        f.policy.max_wait = Duration::from_secs(20);
+        let started = tokio::time::Instant::now();
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { attempts: 2, .. }
+        ));
+        assert_eq!(started.elapsed(), Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connect_error_stops_the_run_before_any_answer_but_is_retried_after_one() {
+        let refused = || Err(CallError::Connect("Connection refused".into()));
+        let script = Script::new(vec![refused()]);
+        let f = fetcher(&script);
+        let out = f.fetch(&msg()).await;
+        let FetchOutcome::Fatal {
+            code,
+            info,
+            attempts,
+        } = out
+        else {
+            panic!("{out:?}");
+        };
+        assert_eq!((code.as_str(), attempts), ("network", 1));
+        assert!(
+            info.contains("http://api") && info.contains("refused"),
+            "{info}"
+        );
+        assert_eq!(f.stop.reason(), Some(StopReason::Fatal));
+
+        let script = Script::new(vec![page(), refused(), refused(), page()]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { .. }
+        ));
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { attempts: 3, .. }
+        ));
+        assert_eq!(f.stop.reason(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_expired_usersig_is_renewed_once_then_the_run_stops() {
+        let expired = || {
+            Ok(GetKeyValuesResponse::error(
+                crate::api::codes::SIG_EXPIRED,
+                "expired",
+            ))
+        };
+        let script = Script::new(vec![expired(), page()]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { attempts: 2, .. }
+        ));
+        let script = Script::new(vec![expired()]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Fatal { attempts: 2, .. }
+        ));
+        assert_eq!(script.calls(), 2, "renewed once, then stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stop_during_a_backoff_ends_the_fetch_at_once() {
+        let script = Script::new(vec![page(), http(503, Some(3600))]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { .. }
+        ));
+        let stop = f.stop.clone();
+        let fetch = tokio::spawn(async move { f.fetch(&msg()).await });
+        // Let the first attempt happen and the backoff begin.
+        while script.calls() < 2 {
+            tokio::task::yield_now().await;
+        }
+        let started = tokio::time::Instant::now();
+        stop.trigger(StopReason::Interrupted);
+        let out = fetch.await.unwrap();
+        assert!(
+            matches!(out, FetchOutcome::Cancelled { attempts: 1, .. }),
+            "{out:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[tokio::test]
