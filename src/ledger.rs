@@ -29,8 +29,14 @@ pub enum LedgerError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A file of the run that does not read as msgext wrote it.
     #[error("{0}")]
     Corrupt(String),
+    /// Writing, renaming or syncing a file failed (disk full, read-only, …).
+    #[error(transparent)]
+    Write(#[from] crate::write::WriteError),
+    #[error("cannot encode a record: {0}")]
+    Encode(#[from] serde_json::Error),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
@@ -92,7 +98,7 @@ impl RunLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e).into()),
         }
-        let json = serde_json::to_vec(me).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_vec(me).map_err(LedgerError::from)?;
         file.set_len(0).map_err(io(&path))?;
         file.write_all(&json).map_err(io(&path))?;
         file.flush().map_err(io(&path))?;
@@ -191,11 +197,9 @@ impl RunMeta {
     }
 
     pub fn save(&self, run_dir: &Path) -> Result<(), LedgerError> {
-        let json =
-            serde_json::to_vec_pretty(self).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(self)?;
         let path = run_dir.join("run.json");
-        crate::write::write_atomically(&path, &json)
-            .map_err(|e| LedgerError::Corrupt(e.to_string()))
+        Ok(crate::write::write_atomically(&path, &json)?)
     }
 }
 
@@ -317,29 +321,32 @@ pub fn decode_fingerprint(s: &str) -> Option<u128> {
 /// lines are checkpoints; a torn last line (a crash while appending) is not.
 /// Returns the byte length of the complete lines, so that the file can be
 /// cut back to them. Streams: a long ledger is never held whole.
-pub fn read_ledger<R: BufRead>(
+pub fn read_ledger<R: BufRead, E: From<LedgerError>>(
+    path: &Path,
     mut r: R,
-    mut each: impl FnMut(Checkpoint) -> Result<(), LedgerError>,
-) -> Result<u64, LedgerError> {
+    mut each: impl FnMut(Checkpoint) -> Result<(), E>,
+) -> Result<u64, E> {
     let mut good = 0u64;
     let mut line = Vec::new();
+    let path_text = path.display();
     for i in 1.. {
         line.clear();
-        let n = r
-            .read_until(b'\n', &mut line)
-            .map_err(|e| LedgerError::Corrupt(format!("ledger line {i}: {e}")))?;
+        let n = r.read_until(b'\n', &mut line).map_err(io(path))?;
         if n == 0 || line.last() != Some(&b'\n') {
             break;
         }
         let c = match serde_json::from_slice::<Checkpoint>(&line) {
             Ok(c) if c.v != FORMAT_VERSION => {
                 return Err(LedgerError::Corrupt(format!(
-                    "ledger line {i}: format version {} (this msgext reads {FORMAT_VERSION})",
+                    "{path_text}: line {i}: format version {} (this msgext reads {FORMAT_VERSION})",
                     c.v
-                )));
+                ))
+                .into());
             }
             Ok(c) => c,
-            Err(e) => return Err(LedgerError::Corrupt(format!("ledger line {i}: {e}"))),
+            Err(e) => {
+                return Err(LedgerError::Corrupt(format!("{path_text}: line {i}: {e}")).into());
+            }
         };
         each(c)?;
         good += n as u64;
@@ -350,20 +357,20 @@ pub fn read_ledger<R: BufRead>(
 /// `read_ledger` over a text, collecting the checkpoints (for tests and small ledgers).
 pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
     let mut out = Vec::new();
-    let good = read_ledger(text.as_bytes(), |c| {
+    let good = read_ledger(Path::new("ledger"), text.as_bytes(), |c| {
         out.push(c);
         Ok(())
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e: LedgerError| e.to_string())?;
     Ok((out, good as usize))
 }
 
 /// Every record of a WAL file, in order, until its torn tail (a crash
 /// mid-append, never fsynced as settled). Streams.
-pub fn read_wal(
+pub fn read_wal<E: From<LedgerError>>(
     path: &Path,
-    mut each: impl FnMut(WalRecord) -> Result<(), LedgerError>,
-) -> Result<(), LedgerError> {
+    mut each: impl FnMut(WalRecord) -> Result<(), E>,
+) -> Result<(), E> {
     let file = File::open(path).map_err(io(path))?;
     for line in BufReader::with_capacity(1 << 16, file).split(b'\n') {
         let line = line.map_err(io(path))?;
@@ -375,7 +382,8 @@ pub fn read_wal(
                 "{}: format version {} (this msgext reads {FORMAT_VERSION})",
                 path.display(),
                 r.v
-            )));
+            ))
+            .into());
         }
         each(r)?;
     }
@@ -462,7 +470,7 @@ impl RunFiles {
         let lake = LocalDir::new(out);
         let mut rec = Recovered::default();
         let mut committed: HashSet<String> = HashSet::new();
-        let good = read_ledger(BufReader::new(&ledger), |c| {
+        let good = read_ledger(&ledger_path, BufReader::new(&ledger), |c| {
             for f in &c.files {
                 roll_forward(&lake, &f.path)?;
                 if let Some(i) = crate::write::table_of(&f.path) {
@@ -484,9 +492,8 @@ impl RunFiles {
             rec.counts.add(&c.counts);
             rec.committed_messages += c.messages.len() as u64;
             rec.files.extend(c.files);
-            Ok(())
-        })
-        .map_err(|e| LedgerError::Corrupt(format!("{}: {e}", ledger_path.display())))?;
+            Ok::<_, LedgerError>(())
+        })?;
         let len = ledger.metadata().map_err(io(&ledger_path))?.len();
         if good < len {
             ledger.set_len(good).map_err(io(&ledger_path))?;
@@ -522,14 +529,14 @@ impl RunFiles {
             std::fs::rename(&path, &to).map_err(io(&path))?;
             replay.push((next_k - 1, to));
         }
-        sync_dir(run_dir).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        sync_dir(run_dir)?;
         replay.sort();
         rec.replay = replay.into_iter().map(|(_, p)| p).collect();
         for path in &rec.replay {
             read_wal(path, |r| {
                 rec.settled.insert(r.msg.fingerprint());
                 rec.replay_messages += 1;
-                Ok(())
+                Ok::<_, LedgerError>(())
             })?;
         }
         remove_stray_staging(out, run_dir, &committed)?;
@@ -582,7 +589,7 @@ impl RunFiles {
     /// calls `next_segment`.
     pub fn commit(&mut self, c: &Checkpoint) -> Result<(), LedgerError> {
         let path = self.dir.join("ledger.jsonl");
-        let mut line = serde_json::to_vec(c).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+        let mut line = serde_json::to_vec(c)?;
         line.push(b'\n');
         self.ledger.write_all(&line).map_err(io(&path))?;
         self.ledger.sync_data().map_err(io(&path))?;
@@ -601,7 +608,7 @@ impl RunFiles {
         for p in replayed {
             std::fs::remove_file(p).map_err(io(p))?;
         }
-        sync_dir(&self.dir).map_err(|e| LedgerError::Corrupt(e.to_string()))
+        Ok(sync_dir(&self.dir)?)
     }
 
     /// After the last checkpoint: the WAL is empty, remove it.
@@ -617,13 +624,13 @@ impl RunFiles {
     }
 
     /// Every error row of the committed checkpoints, in order, streamed.
-    pub fn committed_errors(
+    pub fn committed_errors<E: From<LedgerError>>(
         &self,
-        mut each: impl FnMut(&ErrorRow) -> Result<(), LedgerError>,
-    ) -> Result<(), LedgerError> {
+        mut each: impl FnMut(&ErrorRow) -> Result<(), E>,
+    ) -> Result<(), E> {
         let path = self.dir.join("ledger.jsonl");
         let file = File::open(&path).map_err(io(&path))?;
-        read_ledger(BufReader::new(file), |c| {
+        read_ledger(&path, BufReader::new(file), |c| {
             c.errors.iter().try_for_each(&mut each)
         })?;
         Ok(())
@@ -638,7 +645,7 @@ fn open_wal(dir: &Path, seq: u32) -> Result<BufWriter<File>, LedgerError> {
         .truncate(true)
         .open(&path)
         .map_err(io(&path))?;
-    sync_dir(dir).map_err(|e| LedgerError::Corrupt(e.to_string()))?;
+    sync_dir(dir)?;
     Ok(BufWriter::with_capacity(1 << 20, f))
 }
 
@@ -651,7 +658,7 @@ fn roll_forward(lake: &LocalDir, rel: &str) -> Result<(), LedgerError> {
     }
     let tmp = lake.staging_path(rel);
     if tmp.exists() {
-        return publish_staged(&tmp, &final_path).map_err(|e| LedgerError::Corrupt(e.to_string()));
+        return Ok(publish_staged(&tmp, &final_path)?);
     }
     Err(LedgerError::Corrupt(format!(
         "{}: committed by the ledger but missing; the folder was changed by hand?",
@@ -872,7 +879,7 @@ mod tests {
             for p in &r.replay {
                 read_wal(p, |rec| {
                     out.push(rec);
-                    Ok(())
+                    Ok::<_, LedgerError>(())
                 })
                 .unwrap();
             }

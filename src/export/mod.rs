@@ -41,6 +41,15 @@ pub enum ExportError {
     /// Another run holds the folder: exit 1.
     #[error(transparent)]
     Busy(#[from] crate::ledger::LockError),
+    /// The run's control files (run.json, WAL, ledger) cannot be read or written: exit 1.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
+    /// Writing the lake, the WAL or the ledger failed: exit 1.
+    #[error(transparent)]
+    Writer(#[from] writer::WriterError),
+    /// The writer thread panicked: exit 1.
+    #[error("the writer crashed: {0}")]
+    WriterCrashed(String),
     /// The run already completed: exit 2.
     #[error("run {run_id} already completed ({path} exists); give a new --run-id to export again")]
     AlreadyComplete { run_id: String, path: String },
@@ -359,8 +368,8 @@ pub async fn run(
     // and the workers see the stop and end, the lock goes with the process.
     let written = match writer.await {
         Ok(Ok(tally)) => Ok(tally),
-        Ok(Err(e)) => Err(e),
-        Err(e) => Err(format!("the writer crashed: {}", join_error_text(e))),
+        Ok(Err(e)) => Err(ExportError::Writer(e)),
+        Err(e) => Err(ExportError::WriterCrashed(join_error_text(e))),
     };
     if written.is_err() {
         stop.trigger(StopReason::Fatal);
@@ -386,7 +395,7 @@ pub async fn run(
             None
         }
     };
-    let tally = written.map_err(ExportError::Output)?;
+    let tally = written?;
     if let Some(read) = rows_read
         && read != tally.input.rows
     {
@@ -493,8 +502,7 @@ fn open_run(
             path: success.display().to_string(),
         });
     }
-    let ledger_err = |e: crate::ledger::LedgerError| ExportError::Output(e.to_string());
-    let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir).map_err(ledger_err)? {
+    let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir)? {
         Some(meta) => {
             let differs = meta.differences(wanted);
             if !differs.is_empty() {
@@ -511,12 +519,11 @@ fn open_run(
                 run_id: run_id.to_owned(),
                 ..wanted.clone()
             };
-            meta.save(run_dir).map_err(ledger_err)?;
+            meta.save(run_dir)?;
             (meta, false)
         }
     };
-    let (files, recovered) =
-        crate::ledger::RunFiles::open(&plan.out, run_dir).map_err(ledger_err)?;
+    let (files, recovered) = crate::ledger::RunFiles::open(&plan.out, run_dir)?;
     Ok(OpenedRun {
         lock,
         meta,

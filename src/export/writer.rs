@@ -7,13 +7,14 @@
 use super::Event;
 use crate::failpoint;
 use crate::fetch::{FetchOutcome, FetchStats, StopReason, StopSignal};
+use crate::ledger::LedgerError;
 use crate::ledger::{
     Checkpoint, Counts, ErrorRow, Recovered, RunFiles, WalRecord, WalStatus, encode_fingerprint,
 };
 use crate::model::InputMessage;
 use crate::report::{ErrorsCsv, InputSummary, LiveCounts, MessageSummary};
 use crate::write::schema::MessageRow;
-use crate::write::{FileInfo, Lake, LocalDir};
+use crate::write::{FileInfo, Lake, LocalDir, WriteError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -75,8 +76,51 @@ fn kept(info: String) -> String {
     }
 }
 
-fn failed<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
-    move |e| format!("{what}: {e}")
+/// Why the writer stopped: what it was doing, and the typed cause. Every
+/// one of them ends the run at once (exit 1); what was committed stays.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The WAL, the ledger or the replay of an earlier attempt.
+    #[error("{0}: {1}")]
+    Ledger(&'static str, #[source] LedgerError),
+    /// A part file of the lake.
+    #[error("{0}: {1}")]
+    Lake(&'static str, #[source] WriteError),
+    /// errors.csv and its spool.
+    #[error("{0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// A bug: something used after it was closed.
+    #[error("{0}")]
+    Closed(&'static str),
+}
+
+impl From<LedgerError> for WriterError {
+    fn from(e: LedgerError) -> Self {
+        WriterError::Ledger("ledger", e)
+    }
+}
+
+/// Name what the writer was doing when an error came.
+trait Doing<T> {
+    fn doing(self, what: &'static str) -> Result<T, WriterError>;
+}
+
+impl<T> Doing<T> for Result<T, LedgerError> {
+    fn doing(self, what: &'static str) -> Result<T, WriterError> {
+        self.map_err(|e| WriterError::Ledger(what, e))
+    }
+}
+
+impl<T> Doing<T> for Result<T, WriteError> {
+    fn doing(self, what: &'static str) -> Result<T, WriterError> {
+        self.map_err(|e| WriterError::Lake(what, e))
+    }
+}
+
+impl<T> Doing<T> for Result<T, std::io::Error> {
+    fn doing(self, what: &'static str) -> Result<T, WriterError> {
+        self.map_err(|e| WriterError::Io(what, e))
+    }
 }
 
 /// The writer loop: until every sender is gone; then a last checkpoint and errors.csv.
@@ -86,7 +130,7 @@ pub fn write_all(
     stats: &FetchStats,
     live: &LiveCounts,
     stop: &StopSignal,
-) -> Result<Tally, String> {
+) -> Result<Tally, WriterError> {
     let resumed = w.recovered.resumed();
     let replay = std::mem::take(&mut w.recovered.replay);
     let mut st = State {
@@ -115,11 +159,7 @@ pub fn write_all(
     // again, streamed from their files, which go once the next checkpoint
     // has committed them (no checkpoint comes before: see `handle`).
     for path in &replay {
-        crate::ledger::read_wal(path, |r| {
-            st.write_rows(&r)
-                .map_err(crate::ledger::LedgerError::Corrupt)
-        })
-        .map_err(failed("replaying the WAL"))?;
+        crate::ledger::read_wal(path, |r| st.write_rows(&r))?;
     }
     st.pending.replayed = replay;
     while let Some(ev) = rx.blocking_recv() {
@@ -132,7 +172,7 @@ pub fn write_all(
                 Err(_) => break,
             }
         }
-        st.w.run_files.sync().map_err(failed("WAL"))?;
+        st.w.run_files.sync().doing("WAL")?;
         st.live.kv_rows.store(
             st.t.totals.kv_rows + st.pending.counts.kv_rows,
             Ordering::Relaxed,
@@ -147,10 +187,10 @@ pub fn write_all(
     st.checkpoint(true)?;
     // Replay files that held no complete record were committed by nothing: they go too.
     for p in std::mem::take(&mut st.pending.replayed) {
-        std::fs::remove_file(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::remove_file(&p).doing("removing a replay file")?;
     }
     st.finish_errors_csv()?;
-    st.w.run_files.close().map_err(failed("WAL"))?;
+    st.w.run_files.close().doing("WAL")?;
     let mut t = st.t;
     t.messages.ok = t.totals.ok;
     t.messages.not_found = t.totals.not_found;
@@ -159,14 +199,14 @@ pub fn write_all(
 }
 
 impl State<'_> {
-    fn spool(&mut self) -> Result<&mut ErrorsCsv, String> {
+    fn spool(&mut self) -> Result<&mut ErrorsCsv, WriterError> {
         self.w
             .spool
             .as_mut()
-            .ok_or_else(|| "errors spool already closed".to_owned())
+            .ok_or(WriterError::Closed("errors spool already closed"))
     }
 
-    fn handle(&mut self, ev: Event) -> Result<(), String> {
+    fn handle(&mut self, ev: Event) -> Result<(), WriterError> {
         if let Event::InputFailed(e) = ev {
             self.t.input_error = Some(e.to_string());
             return Ok(());
@@ -178,9 +218,7 @@ impl State<'_> {
             Event::Resumed => {}
             Event::Invalid(r) => {
                 self.t.input.invalid += 1;
-                self.spool()?
-                    .invalid_row(&r)
-                    .map_err(failed("errors spool"))?;
+                self.spool()?.invalid_row(&r).doing("errors spool")?;
             }
             Event::InputFailed(_) => {}
             Event::Done(m, outcome) => {
@@ -209,7 +247,7 @@ impl State<'_> {
 
     /// Record a message's outcome: settled ones go to the WAL and the lake;
     /// unfinished ones only to errors.csv (a resume fetches them).
-    fn settle(&mut self, m: InputMessage, outcome: FetchOutcome) -> Result<(), String> {
+    fn settle(&mut self, m: InputMessage, outcome: FetchOutcome) -> Result<(), WriterError> {
         let (status, attempts, pages) = match outcome {
             FetchOutcome::Exported { paged, attempts } => (
                 WalStatus::Ok {
@@ -282,7 +320,7 @@ impl State<'_> {
             attempts,
             pages,
         };
-        self.w.run_files.append(&r).map_err(failed("WAL"))?;
+        self.w.run_files.append(&r).doing("WAL")?;
         failpoint::hit("settled");
         self.write_rows(&r)
     }
@@ -294,15 +332,15 @@ impl State<'_> {
         code: &str,
         info: &str,
         attempts: u32,
-    ) -> Result<(), String> {
+    ) -> Result<(), WriterError> {
         self.t.messages.unfinished += 1;
         self.spool()?
             .message(&m.msg, code, info, attempts, m.line)
-            .map_err(failed("errors spool"))
+            .doing("errors spool")
     }
 
     /// Rows of a settled message into the open part files and the pending checkpoint.
-    fn write_rows(&mut self, r: &WalRecord) -> Result<(), String> {
+    fn write_rows(&mut self, r: &WalRecord) -> Result<(), WriterError> {
         let msg = &r.msg;
         let c = &mut self.pending.counts;
         let (status, kv_count, latest, clear, code, info): (
@@ -356,7 +394,7 @@ impl State<'_> {
             self.w
                 .lake
                 .add_pairs(msg, r.pairs(), latest, clear)
-                .map_err(failed("writing key_values"))?;
+                .doing("writing key_values")?;
         }
         self.w
             .lake
@@ -371,7 +409,7 @@ impl State<'_> {
                 error_code: code,
                 error_info: info,
             })
-            .map_err(failed("writing messages"))?;
+            .doing("writing messages")?;
         if let (Some(code), Some(info)) = (code, info) {
             self.pending.errors.push(ErrorRow {
                 msg: msg.clone(),
@@ -386,22 +424,18 @@ impl State<'_> {
     }
 
     /// Seal the open parts, commit them in the ledger, publish them.
-    fn checkpoint(&mut self, last: bool) -> Result<(), String> {
+    fn checkpoint(&mut self, last: bool) -> Result<(), WriterError> {
         let ensure = if last {
             [!self.has_files[0], !self.has_files[1]]
         } else {
             [false, false]
         };
-        let sealed = self
-            .w
-            .lake
-            .seal(ensure)
-            .map_err(failed("sealing part files"))?;
+        let sealed = self.w.lake.seal(ensure).doing("sealing part files")?;
         if sealed.is_empty() && self.pending.messages.is_empty() {
             return Ok(());
         }
         failpoint::hit("sealed");
-        self.w.run_files.sync().map_err(failed("WAL"))?;
+        self.w.run_files.sync().doing("WAL")?;
         let now = (
             self.stats.requests.load(Ordering::Relaxed),
             self.stats.retries.load(Ordering::Relaxed),
@@ -422,23 +456,17 @@ impl State<'_> {
             errors: std::mem::take(&mut self.pending.errors),
             counts,
         };
-        self.w.run_files.commit(&cp).map_err(failed("ledger"))?;
+        self.w.run_files.commit(&cp).doing("ledger")?;
         failpoint::hit("committed");
         for s in &sealed {
-            self.w
-                .dir
-                .publish(s)
-                .map_err(failed("publishing part files"))?;
+            self.w.dir.publish(s).doing("publishing part files")?;
             if let Some(i) = crate::write::table_of(&s.info.path) {
                 self.has_files[i] = true;
             }
         }
         failpoint::hit("published");
         let replayed = std::mem::take(&mut self.pending.replayed);
-        self.w
-            .run_files
-            .next_segment(&replayed)
-            .map_err(failed("WAL"))?;
+        self.w.run_files.next_segment(&replayed).doing("WAL")?;
         self.stats_at_last_checkpoint = now;
         self.last_checkpoint = std::time::Instant::now();
         self.seq += 1;
@@ -449,27 +477,23 @@ impl State<'_> {
 
     /// errors.csv: the committed message errors of every attempt, then this
     /// attempt's invalid rows and unfinished messages; written atomically.
-    fn finish_errors_csv(&mut self) -> Result<(), String> {
+    fn finish_errors_csv(&mut self) -> Result<(), WriterError> {
         let Some(spool) = self.w.spool.take() else {
             return Ok(());
         };
         let spool_path = spool.path().to_owned();
-        spool.finish().map_err(failed("errors spool"))?;
+        spool.finish().doing("errors spool")?;
         let tmp = self
             .w
             .errors_path
             .with_file_name(crate::write::staging_name("errors.csv"));
-        let mut out = ErrorsCsv::create(&tmp, self.w.lake.kind()).map_err(failed("errors.csv"))?;
+        let mut out = ErrorsCsv::create(&tmp, self.w.lake.kind()).doing("errors.csv")?;
         self.w
             .run_files
-            .committed_errors(|r| {
-                out.row(r)
-                    .map_err(|e| crate::ledger::LedgerError::Corrupt(format!("errors.csv: {e}")))
-            })
-            .map_err(failed("ledger"))?;
-        out.append_file(&spool_path).map_err(failed("errors.csv"))?;
-        out.finish().map_err(failed("errors.csv"))?;
-        crate::write::publish_staged(&tmp, &self.w.errors_path).map_err(failed("errors.csv"))?;
+            .committed_errors(|r| out.row(r).doing("errors.csv"))?;
+        out.append_file(&spool_path).doing("errors.csv")?;
+        out.finish().doing("errors.csv")?;
+        crate::write::publish_staged(&tmp, &self.w.errors_path).doing("errors.csv")?;
         let _ = std::fs::remove_file(&spool_path);
         Ok(())
     }
