@@ -184,47 +184,10 @@ pub async fn run(
     let spool_path = writer::spool_path(&run_dir);
     let kind = reader.kind();
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
-    let total = scan.rows;
 
-    let client = ApiClient::new(
-        &plan.base_url,
-        kind.api_path(),
-        plan.sdkappid,
-        &plan.identifier,
-        tuning.timeout,
-    )
-    .map_err(ExportError::Usage)?;
-    let credentials = Arc::new(match &plan.secret {
-        Secret::Key(k) => Credentials::from_secret(
-            k.clone(),
-            plan.sdkappid,
-            &plan.identifier,
-            DEFAULT_EXPIRE_SECS,
-        ),
-        Secret::UserSig(s) => Credentials::ready(s),
-    });
     let stats = Arc::new(FetchStats::default());
     let limiter = Limiter::new(plan.rate).map(Arc::new);
-    let fetcher = Fetcher {
-        client,
-        credentials,
-        limiter: limiter.clone(),
-        gate: Arc::new(ProbeGate::default()),
-        policy: RetryPolicy {
-            max_attempts: plan.max_attempts,
-            // No wait outlasts the circuit breaker.
-            max_wait: tuning.retry.max_wait.min(plan.give_up_after),
-            ..tuning.retry
-        },
-        stats: stats.clone(),
-        stop: stop.clone(),
-        target: crate::fetch::Target {
-            sdkappid: plan.sdkappid,
-            region: crate::api::Region::from_base_url(&plan.base_url),
-            endpoint: plan.base_url.clone(),
-        },
-    };
-
+    let fetcher = build_fetcher(&plan, kind, &tuning, &stats, &limiter, &stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
         None if plan.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
@@ -241,75 +204,11 @@ pub async fn run(
         let settled = std::mem::take(&mut recovered.settled);
         std::thread::spawn(move || read_input(reader, &settled, work_tx, ev_tx, stop))
     };
-
-    // Stage 2: the fetch workers.
-    let work_rx = Arc::new(Mutex::new(work_rx));
-    let mut workers = Vec::with_capacity(slots.max());
-    for _ in 0..slots.max() {
-        let work_rx = work_rx.clone();
-        let ev_tx = ev_tx.clone();
-        let fetcher = fetcher.clone();
-        let slots = slots.clone();
-        workers.push(tokio::spawn(async move {
-            loop {
-                let Some(slot) = slots.acquire().await else {
-                    break;
-                };
-                let next = work_rx.lock().await.recv().await;
-                let Some(m) = next else { break };
-                let outcome = fetcher.fetch(&m.msg).await;
-                crate::failpoint::panic_at("worker");
-                slots.release(slot);
-                if ev_tx.send(Event::Done(m, outcome)).await.is_err() {
-                    break;
-                }
-            }
-        }));
-    }
-    // Only the workers hold the receiving end: when the last one ends, the
-    // input thread's send fails and it ends too (held here, a writer failure
-    // once left the input thread blocked for ever, and the run with it).
-    drop(work_rx);
-    drop(ev_tx);
-
-    // Messages in flight follow rate × latency, unless --concurrency was given.
-    let tuner = slots.is_adaptive().then(|| {
-        let (slots, stats, limiter) = (slots.clone(), stats.clone(), limiter.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-            loop {
-                tick.tick().await;
-                let rate = limiter.as_ref().map_or(f64::INFINITY, |l| l.rate());
-                if stats.latency() > std::time::Duration::ZERO {
-                    slots.set_target(target_in_flight(rate, stats.latency(), slots.max()));
-                }
-            }
-        })
-    });
-
-    // The circuit breaker: stop when no call has had a definitive answer for
-    // `give_up_after` while calls were being made.
-    let breaker = {
-        let stats = stats.clone();
-        let stop = stop.clone();
-        let give_up_after = plan.give_up_after;
-        tokio::spawn(async move {
-            let mut tick =
-                tokio::time::interval(std::time::Duration::from_millis(200).min(give_up_after));
-            loop {
-                tick.tick().await;
-                if stop.reason().is_some() {
-                    return;
-                }
-                if stats.since_progress() >= give_up_after
-                    && stats.requests.load(Ordering::Relaxed) > 0
-                {
-                    stop.trigger(StopReason::GaveUp);
-                    return;
-                }
-            }
-        })
-    };
+    // Stage 2: the fetch workers; only they hold the receiving end of the
+    // work queue, so that when the last one ends the input thread ends too.
+    let workers = spawn_workers(&slots, work_rx, ev_tx, &fetcher);
+    let tuner = spawn_tuner(&slots, &stats, &limiter);
+    let breaker = spawn_breaker(&stats, &stop, plan.give_up_after);
 
     // Stage 3: the writer, on a blocking thread (encoding and file I/O).
     let live = Arc::new(LiveCounts::default());
@@ -333,13 +232,11 @@ pub async fn run(
         let (stop, live, stats) = (stop.clone(), live.clone(), stats.clone());
         tokio::task::spawn_blocking(move || writer::write_all(w, ev_rx, &stats, &live, &stop))
     };
-
-    // Progress: a bar or JSON lines, from the live counts, a few times a second.
     let view = {
         let (live, stats, limiter) = (live.clone(), stats.clone(), limiter.clone());
         move || ProgressView {
             settled: live.settled.load(Ordering::Relaxed),
-            total,
+            total: scan.rows,
             kv_rows: live.kv_rows.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             errors: live.errors.load(Ordering::Relaxed),
@@ -347,21 +244,7 @@ pub async fn run(
             elapsed: clock.elapsed(),
         }
     };
-    let (writer_done, mut writer_done_rx) = tokio::sync::oneshot::channel::<()>();
-    let reporter = {
-        let view = view.clone();
-        let mut progress = Progress::new(total, ui.progress);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => progress.tick(&view()),
-                    _ = &mut writer_done_rx => break,
-                }
-            }
-            progress.finish(&view());
-        })
-    };
+    let (writer_done, reporter) = spawn_reporter(view, scan.rows, ui.progress);
 
     // A writer that failed (a full disk, a name too long, a folder turned
     // read-only) or crashed stops everything else at once: the input thread
@@ -406,15 +289,7 @@ pub async fn run(
     }
     let crashed = (!crashed.is_empty()).then(|| crashed.join("; "));
 
-    let status = match (stop.reason(), &tally.fatal) {
-        _ if crashed.is_some() => RunStatus::Failed,
-        (_, Some(_)) | (Some(StopReason::Fatal), _) => RunStatus::Failed,
-        (Some(StopReason::Interrupted), _) => RunStatus::Interrupted,
-        (None, None) if tally.input_error.is_some() => RunStatus::Failed,
-        (Some(StopReason::GaveUp), None) => RunStatus::Partial,
-        (None, None) if tally.messages.failed > 0 || tally.input.invalid > 0 => RunStatus::Partial,
-        (None, None) => RunStatus::Complete,
-    };
+    let status = run_status(stop.reason(), &tally, crashed.is_some());
     // _SUCCESS means every input row is settled: not after an early stop.
     let finished =
         stop.reason().is_none() && matches!(status, RunStatus::Complete | RunStatus::Partial);
@@ -457,14 +332,185 @@ pub async fn run(
         files: tally.files,
         resumable: !finished,
     };
-    crate::report::write_summary(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
-    crate::report::write_manifest(&run_dir, &summary).map_err(|e| io_err(&run_dir, e))?;
+    write_reports(&run_dir, &summary, finished)?;
+    Ok(summary)
+}
+
+/// How a run ended, from why it stopped (if it did), what the writer
+/// tallied and whether a part of it crashed.
+fn run_status(stop: Option<StopReason>, tally: &writer::Tally, crashed: bool) -> RunStatus {
+    match (stop, &tally.fatal) {
+        _ if crashed => RunStatus::Failed,
+        (_, Some(_)) | (Some(StopReason::Fatal), _) => RunStatus::Failed,
+        (Some(StopReason::Interrupted), _) => RunStatus::Interrupted,
+        (None, None) if tally.input_error.is_some() => RunStatus::Failed,
+        (Some(StopReason::GaveUp), None) => RunStatus::Partial,
+        (None, None) if tally.messages.failed > 0 || tally.input.invalid > 0 => RunStatus::Partial,
+        (None, None) => RunStatus::Complete,
+    }
+}
+
+/// summary.json, manifest.json, and `_SUCCESS` last when the run finished.
+fn write_reports(run_dir: &Path, summary: &Summary, finished: bool) -> Result<(), ExportError> {
+    crate::report::write_summary(run_dir, summary).map_err(|e| io_err(run_dir, e))?;
+    crate::report::write_manifest(run_dir, summary).map_err(|e| io_err(run_dir, e))?;
     if finished {
         crate::failpoint::hit("before_success");
         let success = run_dir.join("_SUCCESS");
         crate::write::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
     }
-    Ok(summary)
+    Ok(())
+}
+
+/// The fetcher every worker clones: the API client of the run's kind, its
+/// credentials, the shared limiter and counters, and the retry policy.
+fn build_fetcher(
+    plan: &ExportPlan,
+    kind: crate::kind::Kind,
+    tuning: &Tuning,
+    stats: &Arc<FetchStats>,
+    limiter: &Option<Arc<Limiter>>,
+    stop: &StopSignal,
+) -> Result<Fetcher, ExportError> {
+    let client = ApiClient::new(
+        &plan.base_url,
+        kind.api_path(),
+        plan.sdkappid,
+        &plan.identifier,
+        tuning.timeout,
+    )
+    .map_err(ExportError::Usage)?;
+    let credentials = Arc::new(match &plan.secret {
+        Secret::Key(k) => Credentials::from_secret(
+            k.clone(),
+            plan.sdkappid,
+            &plan.identifier,
+            DEFAULT_EXPIRE_SECS,
+        ),
+        Secret::UserSig(s) => Credentials::ready(s),
+    });
+    Ok(Fetcher {
+        client,
+        credentials,
+        limiter: limiter.clone(),
+        gate: Arc::new(ProbeGate::default()),
+        policy: RetryPolicy {
+            max_attempts: plan.max_attempts,
+            // No wait outlasts the circuit breaker.
+            max_wait: tuning.retry.max_wait.min(plan.give_up_after),
+            ..tuning.retry
+        },
+        stats: stats.clone(),
+        stop: stop.clone(),
+        target: crate::fetch::Target {
+            sdkappid: plan.sdkappid,
+            region: crate::api::Region::from_base_url(&plan.base_url),
+            endpoint: plan.base_url.clone(),
+        },
+    })
+}
+
+/// One worker per possible slot: take a message when a slot is free, fetch
+/// it, hand the outcome to the writer. The workers alone hold `work_rx`.
+fn spawn_workers(
+    slots: &Arc<Concurrency>,
+    work_rx: mpsc::Receiver<InputMessage>,
+    ev_tx: mpsc::Sender<Event>,
+    fetcher: &Fetcher,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    (0..slots.max())
+        .map(|_| {
+            let (work_rx, ev_tx) = (work_rx.clone(), ev_tx.clone());
+            let (fetcher, slots) = (fetcher.clone(), slots.clone());
+            tokio::spawn(async move {
+                loop {
+                    let Some(slot) = slots.acquire().await else {
+                        break;
+                    };
+                    let next = work_rx.lock().await.recv().await;
+                    let Some(m) = next else { break };
+                    let outcome = fetcher.fetch(&m.msg).await;
+                    crate::failpoint::panic_at("worker");
+                    slots.release(slot);
+                    if ev_tx.send(Event::Done(m, outcome)).await.is_err() {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Messages in flight follow rate × latency, unless --concurrency was given.
+fn spawn_tuner(
+    slots: &Arc<Concurrency>,
+    stats: &Arc<FetchStats>,
+    limiter: &Option<Arc<Limiter>>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    slots.is_adaptive().then(|| {
+        let (slots, stats, limiter) = (slots.clone(), stats.clone(), limiter.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tick.tick().await;
+                let rate = limiter.as_ref().map_or(f64::INFINITY, |l| l.rate());
+                if stats.latency() > std::time::Duration::ZERO {
+                    slots.set_target(target_in_flight(rate, stats.latency(), slots.max()));
+                }
+            }
+        })
+    })
+}
+
+/// The circuit breaker: stop when no call has had a definitive answer for
+/// `give_up_after` while calls were being made.
+fn spawn_breaker(
+    stats: &Arc<FetchStats>,
+    stop: &StopSignal,
+    give_up_after: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (stats, stop) = (stats.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(200).min(give_up_after));
+        loop {
+            tick.tick().await;
+            if stop.reason().is_some() {
+                return;
+            }
+            if stats.since_progress() >= give_up_after && stats.requests.load(Ordering::Relaxed) > 0
+            {
+                stop.trigger(StopReason::GaveUp);
+                return;
+            }
+        }
+    })
+}
+
+/// Progress as a bar or JSON lines, a few times a second, until the writer
+/// is done (send on the returned sender), then a last look.
+fn spawn_reporter(
+    view: impl Fn() -> ProgressView + Send + 'static,
+    total: u64,
+    mode: ProgressMode,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (done, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut progress = Progress::new(total, mode);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => progress.tick(&view()),
+                _ = &mut done_rx => break,
+            }
+        }
+        progress.finish(&view());
+    });
+    (done, task)
 }
 
 /// What `open_run` hands back: the folder lock (held until the run ends), the
@@ -604,4 +650,61 @@ fn read_input<R: std::io::Read>(
         handed_on += 1;
     }
     handed_on
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn how_a_run_ended_follows_why_it_stopped_and_what_was_tallied() {
+        let tally = |failed: u64, invalid: u64, fatal: bool, input_error: bool| writer::Tally {
+            input: crate::report::InputSummary {
+                invalid,
+                ..Default::default()
+            },
+            messages: crate::report::MessageSummary {
+                failed,
+                ..Default::default()
+            },
+            totals: Default::default(),
+            files: Vec::new(),
+            fatal: fatal.then(|| "error 70003".to_owned()),
+            input_error: input_error.then(|| "line 9: cannot read".to_owned()),
+        };
+        use RunStatus::{Complete, Failed, Partial};
+        use StopReason::{Fatal, GaveUp, Interrupted};
+        let table = [
+            (None, tally(0, 0, false, false), false, Complete),
+            (None, tally(1, 0, false, false), false, Partial),
+            (None, tally(0, 1, false, false), false, Partial),
+            (None, tally(0, 0, false, false), true, Failed),
+            (None, tally(0, 0, false, true), false, Failed),
+            (Some(Fatal), tally(0, 0, true, false), false, Failed),
+            (
+                Some(Interrupted),
+                tally(0, 0, false, false),
+                false,
+                RunStatus::Interrupted,
+            ),
+            (Some(Interrupted), tally(0, 0, false, false), true, Failed),
+            (Some(GaveUp), tally(0, 0, false, false), false, Partial),
+        ];
+        for (i, (stop, t, crashed, want)) in table.into_iter().enumerate() {
+            assert_eq!(run_status(stop, &t, crashed), want, "case {i}");
+        }
+    }
+
+    #[test]
+    fn default_run_ids_are_strings_to_readers_and_never_collide() {
+        let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T06:31:02.123Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let ids: std::collections::HashSet<String> = (0..50).map(|_| default_run_id(t)).collect();
+        assert!(ids.len() > 45, "a random suffix: {}", ids.len());
+        for id in &ids {
+            assert!(id.starts_with("r20261126T063102.123Z-"), "{id}");
+            assert_eq!(id.len(), "r20261126T063102.123Z-0000".len());
+        }
+    }
 }

@@ -297,22 +297,9 @@ impl<C: Call> Fetcher<C> {
         let body = bytes::Bytes::from(msg.request_body(pager.start_seq()));
         let kind = msg.kind();
         loop {
-            if self.stop.reason().is_some() {
+            let Some(probe) = self.wait_turn().await else {
                 return cancelled(*attempts);
-            }
-            let probe = tokio::select! {
-                p = self.gate.enter() => p,
-                _ = self.stop.stopped() => return cancelled(*attempts),
             };
-            if let Some(limiter) = &self.limiter {
-                tokio::select! {
-                    _ = limiter.acquire() => {}
-                    _ = self.stop.stopped() => return cancelled(*attempts),
-                }
-            }
-            if self.stop.reason().is_some() {
-                return cancelled(*attempts);
-            }
             tries += 1;
             *attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
@@ -320,47 +307,14 @@ impl<C: Call> Fetcher<C> {
             let sent = std::time::Instant::now();
             let answer = self.client.call(&sig, body.clone()).await;
             self.stats.record_latency(sent.elapsed());
-            let (action, code, info, retry_after) = match answer {
-                Ok(r) => {
-                    let action = kind
-                        .classify_code(r.error_code)
-                        .unwrap_or_else(|| classify(Observed::Api(r.error_code)));
-                    match (action, pager.check(&r)) {
-                        (Action::Success, Ok(())) => {
-                            self.observe(action);
-                            return Attempt::Page(r);
-                        }
-                        // An OK answer that cannot be the whole truth: a bad
-                        // response, retried like an unparseable body.
-                        (Action::Success, Err(bad)) => {
-                            let e = CallError::Decode(bad.to_string());
-                            (classify(Observed::Call(&e)), e.code(), e.to_string(), None)
-                        }
-                        (action, _) => {
-                            self.observe(action);
-                            (action, r.error_code.to_string(), r.error_info, None)
-                        }
-                    }
-                }
-                Err(e) => {
-                    let action = classify(Observed::Call(&e));
-                    if action == Action::RateLimited {
-                        // HTTP 429 from a gateway slows the run like the quota codes.
-                        self.observe(action);
-                    }
-                    if !self.gate.is_open() && matches!(e, CallError::Connect(_)) {
-                        // Nothing has answered yet and the endpoint cannot be
-                        // reached (refused, no such name, TLS to a plain port):
-                        // every call would fail the same way. After the first
-                        // good answer this is a transient failure like any other.
-                        return self.fail_run("network", &e.to_string(), *attempts);
-                    }
-                    let retry_after = match &e {
-                        CallError::Http { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    (action, e.code(), e.to_string(), retry_after)
-                }
+            let Judged {
+                action,
+                code,
+                info,
+                retry_after,
+            } = match self.judge(kind, pager, answer) {
+                Ok(page) => return Attempt::Page(page),
+                Err(j) => j,
             };
             self.stats.record_failure(&code, &info);
             let backoff = match action {
@@ -417,6 +371,84 @@ impl<C: Call> Fetcher<C> {
         }
     }
 
+    /// Wait for the right to make a call: the probe gate (one call at a time
+    /// until the API has answered), then the rate limiter. `None` when the
+    /// run stops meanwhile; `Some(Some(permit))` for the probing call.
+    async fn wait_turn(&self) -> Option<Option<tokio::sync::SemaphorePermit<'_>>> {
+        if self.stop.reason().is_some() {
+            return None;
+        }
+        let probe = tokio::select! {
+            p = self.gate.enter() => p,
+            _ = self.stop.stopped() => return None,
+        };
+        if let Some(limiter) = &self.limiter {
+            tokio::select! {
+                _ = limiter.acquire() => {}
+                _ = self.stop.stopped() => return None,
+            }
+        }
+        self.stop.reason().is_none().then_some(probe)
+    }
+
+    /// What one answer means: a page to take (`Ok`), or what to do about
+    /// it. Feeds the limiter and the probe gate on the way.
+    fn judge(
+        &self,
+        kind: crate::kind::Kind,
+        pager: &Pager,
+        answer: Result<GetKeyValuesResponse, CallError>,
+    ) -> Result<GetKeyValuesResponse, Judged> {
+        match answer {
+            Ok(r) => {
+                let action = kind
+                    .classify_code(r.error_code)
+                    .unwrap_or_else(|| classify(Observed::Api(r.error_code)));
+                match (action, pager.check(&r)) {
+                    (Action::Success, Ok(())) => {
+                        self.observe(action);
+                        Ok(r)
+                    }
+                    // An OK answer that cannot be the whole truth: a bad
+                    // response, retried like an unparseable body.
+                    (Action::Success, Err(bad)) => {
+                        let e = CallError::Decode(bad.to_string());
+                        Err(Judged::of(classify(Observed::Call(&e)), &e))
+                    }
+                    (action, _) => {
+                        self.observe(action);
+                        Err(Judged {
+                            action,
+                            code: r.error_code.to_string(),
+                            info: r.error_info,
+                            retry_after: None,
+                        })
+                    }
+                }
+            }
+            Err(e) => {
+                let action = classify(Observed::Call(&e));
+                if action == Action::RateLimited {
+                    // HTTP 429 from a gateway slows the run like the quota codes.
+                    self.observe(action);
+                }
+                if !self.gate.is_open() && matches!(e, CallError::Connect(_)) {
+                    // Nothing has answered yet and the endpoint cannot be
+                    // reached (refused, no such name, TLS to a plain port):
+                    // every call would fail the same way. After the first
+                    // good answer this is a transient failure like any other.
+                    return Err(Judged {
+                        action: Action::FailRun,
+                        code: "network".into(),
+                        info: e.to_string(),
+                        retry_after: None,
+                    });
+                }
+                Err(Judged::of(action, &e))
+            }
+        }
+    }
+
     /// Stop the run on an answer every later call would get too.
     fn fail_run(&self, code: &str, info: &str, attempts: u32) -> Attempt {
         self.stop.trigger(StopReason::Fatal);
@@ -452,6 +484,28 @@ impl<C: Call> Fetcher<C> {
                 self.gate.open();
                 self.stats.progressed();
             }
+        }
+    }
+}
+
+/// An answer that is not a page to take, and what to do about it.
+struct Judged {
+    action: Action,
+    code: String,
+    info: String,
+    retry_after: Option<Duration>,
+}
+
+impl Judged {
+    fn of(action: Action, e: &CallError) -> Self {
+        Judged {
+            action,
+            code: e.code(),
+            info: e.to_string(),
+            retry_after: match e {
+                CallError::Http { retry_after, .. } => *retry_after,
+                _ => None,
+            },
         }
     }
 }
