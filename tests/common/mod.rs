@@ -194,26 +194,28 @@ pub fn messages_from_csv(out: &Path) -> Vec<MsgRow> {
     rows
 }
 
-/// errors.csv of a run as (To_Account, MsgKey, error_code, line) tuples, sorted.
-pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
+/// The records of a run's errors.csv, after checking its header.
+fn read_errors(out: &Path, run_id: &str, header: &[&str]) -> Vec<csv::StringRecord> {
     let path = out.join("_runs").join(run_id).join("errors.csv");
     let mut r = csv::Reader::from_path(&path).unwrap();
-    assert_eq!(
-        r.headers().unwrap().iter().collect::<Vec<_>>(),
-        [
-            "From_Account",
-            "To_Account",
-            "MsgKey",
-            "error_code",
-            "error_info",
-            "attempts",
-            "line"
-        ]
-    );
-    let mut rows: Vec<_> = r
-        .records()
+    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), header);
+    r.records().map(|rec| rec.unwrap()).collect()
+}
+
+/// errors.csv of a run as (To_Account, MsgKey, error_code, line) tuples, sorted.
+pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
+    let header = [
+        "From_Account",
+        "To_Account",
+        "MsgKey",
+        "error_code",
+        "error_info",
+        "attempts",
+        "line",
+    ];
+    let mut rows: Vec<_> = read_errors(out, run_id, &header)
+        .iter()
         .map(|rec| {
-            let rec = rec.unwrap();
             (
                 rec[1].to_owned(),
                 rec[2].to_owned(),
@@ -532,23 +534,17 @@ pub fn expected_group_rows<'a>(
 
 /// A group run's errors.csv as (GroupId, MsgSeq, error_code, line), sorted; checks its header.
 pub fn group_errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
-    let path = out.join("_runs").join(run_id).join("errors.csv");
-    let mut r = csv::Reader::from_path(&path).unwrap();
-    assert_eq!(
-        r.headers().unwrap().iter().collect::<Vec<_>>(),
-        [
-            "GroupId",
-            "MsgSeq",
-            "error_code",
-            "error_info",
-            "attempts",
-            "line"
-        ]
-    );
-    let mut rows: Vec<_> = r
-        .records()
+    let header = [
+        "GroupId",
+        "MsgSeq",
+        "error_code",
+        "error_info",
+        "attempts",
+        "line",
+    ];
+    let mut rows: Vec<_> = read_errors(out, run_id, &header)
+        .iter()
         .map(|rec| {
-            let rec = rec.unwrap();
             (
                 rec[0].to_owned(),
                 rec[1].to_owned(),
