@@ -10,7 +10,7 @@ use std::path::PathBuf;
 #[command(
     name = "msgext",
     version,
-    about = "Export Tencent Cloud Chat message extensions (get_key_values) into a Parquet/CSV data-lake folder",
+    about = "Export Tencent Cloud Chat message extensions (get_key_values, group_get_key_values) into a Parquet/CSV data-lake folder",
     after_help = "Exit codes: 0 everything exported or confirmed not found · 3 finished, but some messages failed \
                   or input rows were invalid (see errors.csv) · 1 the run failed (auth, region, plan, I/O) · \
                   2 usage or config error · 130 interrupted."
@@ -37,7 +37,7 @@ pub struct ExportArgs {
     /// A job file (TOML) holding these settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub job: Option<PathBuf>,
-    /// CSV of messages: From_Account, To_Account, MsgKey.
+    /// CSV of messages: From_Account, To_Account, MsgKey (one-to-one) or GroupId, MsgSeq (group).
     #[arg(long, value_name = "FILE.csv")]
     pub input: Option<PathBuf>,
     /// The data-lake folder to write into.

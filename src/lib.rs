@@ -1,8 +1,9 @@
 //! msgext exports the key-value extensions of Tencent Cloud Chat one-to-one
-//! messages (`get_key_values`) into a Parquet or CSV data-lake folder.
+//! and group messages (`get_key_values`, `group_get_key_values`) into a
+//! Parquet or CSV data-lake folder.
 //!
 //! Pipeline: [`input`] → [`fetch`] (with [`api`]) → [`write`] + [`report`],
-//! put together by [`export`]. [`mock`] is the simulated API used by the demo
+//! put together by [`export`]; [`kind`] is the seam of a message's identity. [`mock`] is the simulated API used by the demo
 //! and the tests. [`cli`], [`job`] and [`app`] are the command line.
 
 pub mod api;
