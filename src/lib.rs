@@ -3,8 +3,9 @@
 //! Parquet or CSV data-lake folder.
 //!
 //! Pipeline: [`input`] → [`fetch`] (with [`api`]) → [`write`] + [`report`],
-//! put together by [`export`]; [`kind`] is the seam of a message's identity. [`mock`] is the simulated API used by the demo
-//! and the tests. [`cli`], [`job`] and [`app`] are the command line.
+//! put together by [`export`]; [`kind`] is the seam of a message's identity.
+//! [`mock`] is the simulated API used by the demo and the tests. [`cli`],
+//! [`job`] and [`app`] are the command line.
 
 pub mod api;
 pub mod app;
