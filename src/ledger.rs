@@ -559,10 +559,11 @@ impl RunFiles {
     /// Append a settled message (buffered; durable after `sync`).
     pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
         let path = wal_path(&self.dir, self.wal_seq);
-        let mut line = serde_json::to_vec(r).map_err(|e| io(&path)(e.into()))?;
-        line.push(b'\n');
-        self.wal.write_all(&line).map_err(io(&path))?;
-        self.wal_bytes += line.len() as u64;
+        // Straight into the buffered file, counted on the way (no copy).
+        let mut w = Counting(&mut self.wal, 0);
+        serde_json::to_writer(&mut w, r).map_err(|e| io(&path)(e.into()))?;
+        w.write_all(b"\n").map_err(io(&path))?;
+        self.wal_bytes += w.1;
         self.wal_dirty = true;
         Ok(())
     }
@@ -634,6 +635,21 @@ impl RunFiles {
             c.errors.iter().try_for_each(&mut each)
         })?;
         Ok(())
+    }
+}
+
+/// A writer that counts the bytes it passes on.
+struct Counting<'a, W>(&'a mut W, u64);
+
+impl<W: Write> Write for Counting<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.0.write(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }
 

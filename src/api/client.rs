@@ -213,19 +213,23 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The body, or a bad response once it passes `cap` bytes (checked against
 /// Content-Length first, then chunk by chunk).
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, CallError> {
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes, CallError> {
     let too_big = || CallError::Decode(format!("answer larger than {} MiB", cap >> 20));
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        return Err(too_big());
+    match resp.content_length() {
+        Some(n) if n > cap as u64 => return Err(too_big()),
+        // A declared length within the cap: take the body as it came (no
+        // copy when it came in one piece); the transport enforces the length.
+        Some(_) => return resp.bytes().await.map_err(transport_error),
+        None => {}
     }
-    let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+    let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
         if body.len() + chunk.len() > cap {
             return Err(too_big());
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(body)
+    Ok(body.into())
 }
 
 fn transport_error(e: reqwest::Error) -> CallError {

@@ -10,7 +10,8 @@
 //! - peak RSS at 50,000 and 200,000 one-pair messages (memory flat in messages);
 //! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
 //!
-//! `cargo bench --bench throughput -- memory` runs the last two only.
+//! `cargo bench --bench throughput -- memory` runs the last two only,
+//! `-- throughput` all but them.
 //! Nothing here asserts: it prints the numbers for the README.
 
 use std::io::{BufRead, BufReader};
@@ -208,7 +209,9 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cores} cores, {cpu}");
     let mut rows = Vec::new();
-    memory(dir.path(), &mut rows);
+    if !std::env::args().any(|a| a == "throughput") {
+        memory(dir.path(), &mut rows);
+    }
     if std::env::args().any(|a| a == "memory") {
         print_rows(rows);
         return;
