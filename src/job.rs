@@ -61,7 +61,7 @@ impl JobFile {
             .into_iter()
             .flatten()
         {
-            if p.is_relative() {
+            if p.is_relative() && !p.to_string_lossy().contains("://") {
                 *p = base.join(&*p);
             }
         }
@@ -169,6 +169,30 @@ pub fn secret_key_file(args: &ExportArgs, job: &JobFile) -> Option<PathBuf> {
         .or_else(|| job.secret_key_file.clone())
 }
 
+/// The local folder `--out` names: a path, or a `file://` URL. An
+/// object-store URL (`s3://`, `gs://`, `az://`, …) is refused by name rather
+/// than taken for a folder called `s3:`.
+pub fn local_out(out: &Path) -> Result<PathBuf, JobError> {
+    let text = out.to_string_lossy();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok(out.to_owned());
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" if rest.starts_with('/') => Ok(PathBuf::from(rest)),
+        "file" => Err(JobError::Invalid(format!(
+            "--out {text}: a file:// URL needs an absolute path (file:///path)"
+        ))),
+        "s3" | "s3a" | "gs" | "gcs" | "az" | "abfs" | "abfss" | "azure" | "http" | "https" => {
+            Err(JobError::Invalid(format!(
+                "--out {text}: object storage is not supported by this version of msgext;                  export to a local folder (or a mounted bucket) and copy it with your store's tools"
+            )))
+        }
+        other => Err(JobError::Invalid(format!(
+            "--out {text}: unknown scheme {other:?}; give a local folder"
+        ))),
+    }
+}
+
 /// Merge flags over the job file and check everything a run needs.
 pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
     let missing = |what: &str| {
@@ -184,6 +208,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         .clone()
         .or_else(|| job.out.clone())
         .ok_or_else(|| missing("--out"))?;
+    let out = local_out(&out)?;
     let sdkappid = args
         .sdkappid
         .or(job.sdkappid)
@@ -344,6 +369,33 @@ mod tests {
             msg.starts_with("jobs/x.toml:") && msg.contains("rgion"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn out_is_a_local_folder_and_object_store_urls_are_named_not_taken_for_folders() {
+        let table: [(&str, Result<&str, &str>); 8] = [
+            ("lake", Ok("lake")),
+            ("/data/lake", Ok("/data/lake")),
+            ("file:///data/lake", Ok("/data/lake")),
+            ("file://lake", Err("absolute path")),
+            ("s3://bucket/prefix", Err("object storage is not supported")),
+            ("gs://bucket/prefix", Err("object storage is not supported")),
+            (
+                "az://container/prefix",
+                Err("object storage is not supported"),
+            ),
+            ("ftp://host/x", Err("unknown scheme")),
+        ];
+        for (out, want) in table {
+            match (local_out(Path::new(out)), want) {
+                (Ok(p), Ok(w)) => assert_eq!(p, PathBuf::from(w), "{out}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{out}: {e}"),
+                (got, w) => panic!("{out}: {got:?} vs {w:?}"),
+            }
+        }
+        // A URL in a job file is not resolved against the job file's folder.
+        let job = JobFile::parse(Path::new("/etc/msgext/j.toml"), "out = \"s3://b/p\"\n").unwrap();
+        assert_eq!(job.out, Some(PathBuf::from("s3://b/p")));
     }
 
     #[test]

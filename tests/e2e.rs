@@ -363,6 +363,22 @@ async fn usage_errors_exit_2_and_name_the_problem() {
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 
+    // An object-store URL is refused by name, not taken for a folder called "s3:".
+    let o = msgext(
+        export_args(
+            &server,
+            &headerless,
+            Path::new("s3://bucket/prefix"),
+            "csv",
+            "x",
+        ),
+        DEMO_SECRET_KEY,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("object storage"));
+    assert!(!Path::new("s3:").exists());
+
     // A folder given as the input is a usage error in export and validate alike.
     let folder = dir.path().join("a-folder");
     std::fs::create_dir(&folder).unwrap();
