@@ -13,7 +13,7 @@
 //! fetched again.
 
 use crate::model::{MessageId, PairRef};
-use crate::write::{FileInfo, LocalDir, publish_staged, sync_dir};
+use crate::write::{FileInfo, LakeStore, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use serde::{Deserialize, Serialize};
@@ -458,7 +458,10 @@ impl RunFiles {
     /// checkpoints are done and removed. The others are set aside as replay
     /// files, read here once for their fingerprints and once more, streamed,
     /// by `replay`; they go when the next checkpoint commits.
-    pub fn open(out: &Path, run_dir: &Path) -> Result<(RunFiles, Recovered), LedgerError> {
+    pub fn open(
+        lake: &dyn LakeStore,
+        run_dir: &Path,
+    ) -> Result<(RunFiles, Recovered), LedgerError> {
         std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         let ledger_path = run_dir.join("ledger.jsonl");
         let ledger = OpenOptions::new()
@@ -467,12 +470,11 @@ impl RunFiles {
             .read(true)
             .open(&ledger_path)
             .map_err(io(&ledger_path))?;
-        let lake = LocalDir::new(out);
         let mut rec = Recovered::default();
         let mut committed: HashSet<String> = HashSet::new();
         let good = read_ledger(&ledger_path, BufReader::new(&ledger), |c| {
             for f in &c.files {
-                roll_forward(&lake, &f.path)?;
+                lake.roll_forward(&f.path)?;
                 if let Some(i) = crate::write::table_of(&f.path) {
                     rec.has_files[i] = true;
                 }
@@ -539,7 +541,11 @@ impl RunFiles {
                 Ok::<_, LedgerError>(())
             })?;
         }
-        remove_stray_staging(out, run_dir, &committed)?;
+        let run_id = run_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        lake.remove_strays(&run_id, &committed)?;
 
         let wal_seq = rec.checkpoints;
         let wal = open_wal(run_dir, wal_seq)?;
@@ -663,60 +669,6 @@ fn open_wal(dir: &Path, seq: u32) -> Result<BufWriter<File>, LedgerError> {
         .map_err(io(&path))?;
     sync_dir(dir)?;
     Ok(BufWriter::with_capacity(1 << 20, f))
-}
-
-/// A committed file must be at its final name: rename it there if the crash
-/// came between the ledger line and the rename.
-fn roll_forward(lake: &LocalDir, rel: &str) -> Result<(), LedgerError> {
-    let final_path = lake.final_path(rel);
-    if final_path.exists() {
-        return Ok(());
-    }
-    let tmp = lake.staging_path(rel);
-    if tmp.exists() {
-        return Ok(publish_staged(&tmp, &final_path)?);
-    }
-    Err(LedgerError::Corrupt(format!(
-        "{}: committed by the ledger but missing; the folder was changed by hand?",
-        final_path.display()
-    )))
-}
-
-/// Delete the temporary files of this run that no committed checkpoint names.
-fn remove_stray_staging(
-    out: &Path,
-    run_dir: &Path,
-    committed: &HashSet<String>,
-) -> Result<(), LedgerError> {
-    let run_id = run_dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    for table in crate::write::all_tables() {
-        let tdir = out.join(table);
-        let Ok(days) = std::fs::read_dir(&tdir) else {
-            continue;
-        };
-        for day in days.flatten() {
-            let pdir = day.path().join(format!("run_id={run_id}"));
-            let Ok(entries) = std::fs::read_dir(&pdir) else {
-                continue;
-            };
-            for e in entries.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(final_name) = crate::write::final_name(&name) else {
-                    continue;
-                };
-                let day_name = day.file_name().to_string_lossy().into_owned();
-                let rel = format!("{table}/{day_name}/run_id={run_id}/{final_name}");
-                if !committed.contains(&rel) {
-                    let p = e.path();
-                    std::fs::remove_file(&p).map_err(io(&p))?;
-                }
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -872,7 +824,8 @@ mod tests {
             pages: 1,
         };
         {
-            let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+            let (mut f, r) =
+                RunFiles::open(&crate::write::LocalDir::new(out.path()), &run_dir).unwrap();
             assert!(r.settled.is_empty() && r.replay.is_empty());
             f.append(&rec(0)).unwrap();
             f.append(&rec(1)).unwrap();
@@ -901,7 +854,8 @@ mod tests {
             }
             out
         };
-        let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        let (mut f, r) =
+            RunFiles::open(&crate::write::LocalDir::new(out.path()), &run_dir).unwrap();
         let records = replayed(&r);
         let tos: Vec<_> = records.iter().map(|r| r.msg.to_string()).collect();
         assert_eq!(tos, ["-→t0 k", "-→t1 k"]);
@@ -912,7 +866,8 @@ mod tests {
         f.append(&rec(3)).unwrap();
         f.sync().unwrap();
         std::mem::forget(f);
-        let (mut f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        let (mut f, r) =
+            RunFiles::open(&crate::write::LocalDir::new(out.path()), &run_dir).unwrap();
         let records = replayed(&r);
         let mut tos: Vec<_> = records.iter().map(|r| r.msg.to_string()).collect();
         tos.sort();
@@ -933,7 +888,7 @@ mod tests {
         // Killed after the commit, before the replay files went: they are
         // committed (tagged 0, one checkpoint committed) and go on reopen.
         std::mem::forget(f);
-        let (f, r) = RunFiles::open(out.path(), &run_dir).unwrap();
+        let (f, r) = RunFiles::open(&crate::write::LocalDir::new(out.path()), &run_dir).unwrap();
         assert!(r.replay.is_empty(), "committed: nothing to replay");
         assert_eq!((r.settled.len(), r.checkpoints), (3, 1));
         drop(f);

@@ -314,20 +314,20 @@ impl Summary {
     }
 }
 
-/// Write `manifest.json`: every file of the run with rows, bytes and sha256.
-pub fn write_manifest(dir: &Path, summary: &Summary) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(&serde_json::json!({
+/// `manifest.json`: every file of the run with rows, bytes and sha256.
+pub fn manifest_json(summary: &Summary) -> Vec<u8> {
+    // A map of strings and numbers always serializes.
+    serde_json::to_vec_pretty(&serde_json::json!({
         "run_id": summary.run_id,
         "files": summary.files,
     }))
-    .map_err(std::io::Error::other)?;
-    crate::write::write_atomically(&dir.join("manifest.json"), &json).map_err(std::io::Error::other)
+    .unwrap_or_default()
 }
 
-/// Write `summary.json` atomically (temporary name, fsync, rename).
-pub fn write_summary(dir: &Path, summary: &Summary) -> std::io::Result<()> {
-    let json = serde_json::to_vec_pretty(summary).map_err(std::io::Error::other)?;
-    crate::write::write_atomically(&dir.join("summary.json"), &json).map_err(std::io::Error::other)
+/// `summary.json`.
+pub fn summary_json(summary: &Summary) -> Vec<u8> {
+    // Plain fields of strings and numbers always serialize.
+    serde_json::to_vec_pretty(summary).unwrap_or_default()
 }
 
 /// Counts the writer updates as it goes, read by the progress reporter.

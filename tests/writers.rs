@@ -7,7 +7,7 @@ use common::KvRow;
 use msgext::kind::Kind;
 use msgext::model::{FetchedPair, KeyValue, MessageId, MessageRef};
 use msgext::write::schema::MessageRow;
-use msgext::write::{FileInfo, Format, Lake, LocalDir, Sealed, WriteOptions};
+use msgext::write::{FileInfo, Format, Lake, LakeStore, LocalDir, Sealed, WriteOptions};
 
 fn publish(dir: &LocalDir, sealed: Vec<Sealed>) -> Vec<FileInfo> {
     sealed
@@ -46,7 +46,15 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         MessageRef::new(None, "to, \"quoted\"", "1_2_3").into(),
         MessageRef::new(Some("中文 sender"), "b", "k\n2").into(),
     ];
-    let mut lake = Lake::new(out, Kind::OneToOne, "2026-11-26", "r1", format, opts, 0);
+    let mut lake = Lake::new(
+        std::sync::Arc::new(LocalDir::new(out)),
+        Kind::OneToOne,
+        "2026-11-26",
+        "r1",
+        format,
+        opts,
+        0,
+    );
     let dir = LocalDir::new(out);
     let mut files = Vec::new();
     let mut want = Vec::new();
@@ -197,7 +205,7 @@ fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
 fn an_empty_table_still_gets_a_readable_file() {
     let dir = tempfile::tempdir().unwrap();
     let mut lake = Lake::new(
-        dir.path(),
+        std::sync::Arc::new(LocalDir::new(dir.path())),
         Kind::OneToOne,
         "2026-11-26",
         "r0",

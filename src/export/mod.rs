@@ -20,7 +20,7 @@ use crate::model::InputMessage;
 use crate::report::{
     ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
 };
-use crate::write::{Lake, LocalDir};
+use crate::write::{Lake, LakeStore, LocalDir};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -170,7 +170,9 @@ pub async fn run(
         None => unfinished_run(&plan.out, &wanted).unwrap_or_else(|| default_run_id(started)),
     };
     let run_dir = plan.out.join("_runs").join(&run_id);
-    let opened = open_run(&plan, &run_id, &run_dir, &wanted)?;
+    // The lake, behind the one interface that knows where it lives.
+    let lake: Arc<dyn LakeStore> = Arc::new(LocalDir::new(&plan.out));
+    let opened = open_run(&plan, &*lake, &run_id, &run_dir, &wanted)?;
     let (_lock, meta, run_files, mut recovered) =
         (opened.lock, opened.meta, opened.files, opened.recovered);
     if opened.resumed && !plan.quiet {
@@ -215,7 +217,7 @@ pub async fn run(
     let writer = {
         let w = writer::Writer {
             lake: Lake::new(
-                &plan.out,
+                lake.clone(),
                 kind,
                 &meta.dt,
                 &run_id,
@@ -223,7 +225,7 @@ pub async fn run(
                 plan.write,
                 recovered.next_part,
             ),
-            dir: LocalDir::new(&plan.out),
+            dir: lake.clone(),
             run_files,
             recovered,
             spool: Some(spool),
@@ -332,7 +334,7 @@ pub async fn run(
         files: tally.files,
         resumable: !finished,
     };
-    write_reports(&run_dir, &summary, finished)?;
+    write_reports(&*lake, &run_id, &summary, finished)?;
     Ok(summary)
 }
 
@@ -351,13 +353,21 @@ fn run_status(stop: Option<StopReason>, tally: &writer::Tally, crashed: bool) ->
 }
 
 /// summary.json, manifest.json, and `_SUCCESS` last when the run finished.
-fn write_reports(run_dir: &Path, summary: &Summary, finished: bool) -> Result<(), ExportError> {
-    crate::report::write_summary(run_dir, summary).map_err(|e| io_err(run_dir, e))?;
-    crate::report::write_manifest(run_dir, summary).map_err(|e| io_err(run_dir, e))?;
+fn write_reports(
+    lake: &dyn LakeStore,
+    run_id: &str,
+    summary: &Summary,
+    finished: bool,
+) -> Result<(), ExportError> {
+    let put = |name: &str, bytes: &[u8]| {
+        lake.put(&format!("_runs/{run_id}/{name}"), bytes)
+            .map_err(|e| ExportError::Output(e.to_string()))
+    };
+    put("summary.json", &crate::report::summary_json(summary))?;
+    put("manifest.json", &crate::report::manifest_json(summary))?;
     if finished {
         crate::failpoint::hit("before_success");
-        let success = run_dir.join("_SUCCESS");
-        crate::write::write_atomically(&success, b"").map_err(|e| io_err(&success, e))?;
+        put("_SUCCESS", b"")?;
     }
     Ok(())
 }
@@ -529,6 +539,7 @@ struct OpenedRun {
 /// attempt of this run left.
 fn open_run(
     plan: &ExportPlan,
+    lake: &dyn LakeStore,
     run_id: &str,
     run_dir: &Path,
     wanted: &crate::ledger::RunMeta,
@@ -541,11 +552,11 @@ fn open_run(
             started_at: wanted.started_at.clone(),
         },
     )?;
-    let success = run_dir.join("_SUCCESS");
-    if success.exists() {
+    let success = format!("_runs/{run_id}/_SUCCESS");
+    if lake.exists(&success) {
         return Err(ExportError::AlreadyComplete {
             run_id: run_id.to_owned(),
-            path: success.display().to_string(),
+            path: run_dir.join("_SUCCESS").display().to_string(),
         });
     }
     let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir)? {
@@ -569,7 +580,7 @@ fn open_run(
             (meta, false)
         }
     };
-    let (files, recovered) = crate::ledger::RunFiles::open(&plan.out, run_dir)?;
+    let (files, recovered) = crate::ledger::RunFiles::open(lake, run_dir)?;
     Ok(OpenedRun {
         lock,
         meta,

@@ -14,7 +14,7 @@ use crate::ledger::{
 use crate::model::InputMessage;
 use crate::report::{ErrorsCsv, InputSummary, LiveCounts, MessageSummary};
 use crate::write::schema::MessageRow;
-use crate::write::{FileInfo, Lake, LocalDir, WriteError};
+use crate::write::{FileInfo, Lake, LakeStore, WriteError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -36,7 +36,7 @@ pub struct Tally {
 /// Everything the writer thread owns.
 pub struct Writer {
     pub lake: Lake,
-    pub dir: LocalDir,
+    pub dir: std::sync::Arc<dyn LakeStore>,
     pub run_files: RunFiles,
     pub recovered: Recovered,
     /// Invalid input rows and unfinished messages of this attempt.

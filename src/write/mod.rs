@@ -7,6 +7,9 @@
 pub mod csv;
 pub mod parquet;
 pub mod schema;
+pub mod store;
+
+pub use store::{LakeStore, LocalDir};
 
 use crate::kind::{Kind, MessageId};
 use crate::model::PairRef;
@@ -121,7 +124,7 @@ impl HashingFile {
     }
 
     /// Flush, fsync, and return (bytes, sha256 hex).
-    fn sync(self) -> Result<(u64, String), WriteError> {
+    pub(crate) fn sync(self) -> Result<(u64, String), WriteError> {
         let file = self
             .inner
             .into_inner()
@@ -167,20 +170,11 @@ fn new_writer(
     })
 }
 
-/// The seam between "a file is being written" and "a file is at its final
-/// name". Local folders stage under a hidden temporary name beside the final
-/// one (`.name.inprogress`: ignored by DuckDB, Spark and pyarrow globs) and
-/// rename; an object store would complete a multipart upload instead.
-#[derive(Debug, Clone)]
-pub struct LocalDir {
-    root: PathBuf,
-}
-
 /// A file being written, not yet visible at its final name.
 pub struct Staged {
-    tmp: PathBuf,
-    final_path: PathBuf,
-    rel: String,
+    pub(crate) tmp: PathBuf,
+    pub(crate) final_path: PathBuf,
+    pub(crate) rel: String,
 }
 
 /// The temporary name of a file being written.
@@ -231,63 +225,6 @@ pub fn all_tables() -> impl Iterator<Item = &'static str> {
     Kind::ALL.into_iter().flat_map(Kind::tables)
 }
 
-impl LocalDir {
-    pub fn new(root: &Path) -> Self {
-        LocalDir {
-            root: root.to_owned(),
-        }
-    }
-
-    /// Begin the file that will be at `rel` (a `/`-separated path below the root).
-    pub fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
-        let final_path = self.root.join(rel);
-        let dir = final_path.parent().unwrap_or(&self.root).to_owned();
-        std::fs::create_dir_all(&dir).map_err(|source| WriteError::Path {
-            path: dir.clone(),
-            source,
-        })?;
-        let tmp = staging_path(&final_path);
-        let file = File::create(&tmp).map_err(|source| WriteError::Path {
-            path: tmp.clone(),
-            source,
-        })?;
-        Ok((
-            Staged {
-                tmp,
-                final_path,
-                rel: rel.to_owned(),
-            },
-            HashingFile::new(file),
-        ))
-    }
-
-    /// Make a staged file durable under its temporary name; not yet visible.
-    pub fn seal(&self, staged: Staged, file: HashingFile, rows: u64) -> Result<Sealed, WriteError> {
-        let (bytes, sha256) = file.sync()?;
-        let info = FileInfo {
-            path: staged.rel.clone(),
-            rows,
-            bytes,
-            sha256,
-        };
-        Ok(Sealed { staged, info })
-    }
-
-    /// Put a sealed file at its final name (rename, then fsync the folder).
-    pub fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
-        publish_staged(&sealed.staged.tmp, &sealed.staged.final_path)
-    }
-
-    /// Where the file for `rel` is staged while it is written.
-    pub fn staging_path(&self, rel: &str) -> PathBuf {
-        staging_path(&self.root.join(rel))
-    }
-
-    pub fn final_path(&self, rel: &str) -> PathBuf {
-        self.root.join(rel)
-    }
-}
-
 /// Rename a staged file to its final name and fsync the folder.
 pub fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
     std::fs::rename(tmp, final_path).map_err(|source| WriteError::Path {
@@ -302,7 +239,7 @@ pub fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
 
 /// A complete, fsynced file under its temporary name, waiting to be published.
 pub struct Sealed {
-    staged: Staged,
+    pub(crate) staged: Staged,
     pub info: FileInfo,
 }
 
@@ -332,7 +269,7 @@ struct OpenFile {
 
 /// One table of one run: part files under `TABLE/dt=…/run_id=…/`.
 pub struct TableSink {
-    dir: LocalDir,
+    dir: std::sync::Arc<dyn LakeStore>,
     rel_dir: String,
     run_id: String,
     format: Format,
@@ -345,7 +282,7 @@ pub struct TableSink {
 impl TableSink {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        dir: LocalDir,
+        dir: std::sync::Arc<dyn LakeStore>,
         table: &str,
         partition: &str,
         run_id: &str,
@@ -438,12 +375,12 @@ pub struct Lake {
 }
 
 impl Lake {
-    /// The tables of `kind` go below `out`, in partition
+    /// The tables of `kind` go into the lake `dir`, in partition
     /// `dt=<dt>/run_id=<run_id>`; part numbers start at `first_part` (after
     /// those of an earlier attempt).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        out: &Path,
+        dir: std::sync::Arc<dyn LakeStore>,
         kind: Kind,
         dt: &str,
         run_id: &str,
@@ -452,7 +389,6 @@ impl Lake {
         first_part: u32,
     ) -> Self {
         let partition = partition_dir(dt, run_id);
-        let dir = LocalDir::new(out);
         let sink = |table: &str, schema| {
             TableSink::new(
                 dir.clone(),
