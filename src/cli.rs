@@ -43,6 +43,10 @@ pub struct ExportArgs {
     /// The data-lake folder to write into.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Where the run's control files live (lock, run.json, write-ahead log, ledger), one folder
+    /// per run [default: OUT/_runs]; the reports always go to OUT/_runs/<run id>/.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     #[arg(long, value_enum)]
     pub format: Option<Format>,
     /// The data center of the SDKAppID.

@@ -87,6 +87,7 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
     ExportPlan {
         input,
         out: args.out.clone(),
+        state_dir: args.out.join("_runs"),
         format: args.format,
         base_url: url,
         sdkappid: DEMO_SDKAPPID,

@@ -27,6 +27,7 @@ pub const MAX_RUN_ID_LEN: usize = 100;
 pub struct JobFile {
     pub input: Option<PathBuf>,
     pub out: Option<PathBuf>,
+    pub state_dir: Option<PathBuf>,
     pub format: Option<Format>,
     pub region: Option<Region>,
     pub endpoint: Option<String>,
@@ -57,9 +58,14 @@ impl JobFile {
             message: describe_toml_error(text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        for p in [&mut job.input, &mut job.out, &mut job.secret_key_file]
-            .into_iter()
-            .flatten()
+        for p in [
+            &mut job.input,
+            &mut job.out,
+            &mut job.state_dir,
+            &mut job.secret_key_file,
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() && !p.to_string_lossy().contains("://") {
                 *p = base.join(&*p);
@@ -145,6 +151,8 @@ pub struct Env {
 pub struct ExportPlan {
     pub input: PathBuf,
     pub out: PathBuf,
+    /// The run's control files: `<state_dir>/<run_id>/` and the folder lock.
+    pub state_dir: PathBuf,
     pub format: Format,
     /// `https://{domain}` of the region, or the `--endpoint`.
     pub base_url: String,
@@ -209,6 +217,11 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         .or_else(|| job.out.clone())
         .ok_or_else(|| missing("--out"))?;
     let out = local_out(&out)?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| job.state_dir.clone())
+        .unwrap_or_else(|| out.join("_runs"));
     let sdkappid = args
         .sdkappid
         .or(job.sdkappid)
@@ -313,6 +326,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
     Ok(ExportPlan {
         input,
         out,
+        state_dir,
         format: args.format.or(job.format).unwrap_or(Format::Parquet),
         base_url,
         sdkappid,

@@ -54,8 +54,9 @@ pub struct Holder {
     pub started_at: String,
 }
 
-/// One run at a time per output folder: an OS lock on `OUT/_runs/.lock`,
-/// released by the OS when the holder dies however it dies.
+/// One run at a time per output folder: an OS lock on `<state dir>/.lock`
+/// (`OUT/_runs/.lock` by default), released by the OS when the holder dies
+/// however it dies.
 #[derive(Debug)]
 pub struct RunLock {
     _file: File,
@@ -75,10 +76,9 @@ pub enum LockError {
 }
 
 impl RunLock {
-    pub fn acquire(out: &Path, me: &Holder) -> Result<RunLock, LockError> {
-        let runs = out.join("_runs");
-        std::fs::create_dir_all(&runs).map_err(io(&runs))?;
-        let path = runs.join(".lock");
+    pub fn acquire(state_dir: &Path, me: &Holder) -> Result<RunLock, LockError> {
+        std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
+        let path = state_dir.join(".lock");
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -90,7 +90,7 @@ impl RunLock {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let out = out.display().to_string();
+                let out = state_dir.display().to_string();
                 return Err(match serde_json::from_str::<Holder>(&text) {
                     Ok(holder) => LockError::Held { out, holder },
                     Err(_) => LockError::HeldUnknown { out },

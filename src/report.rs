@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use std::fs::File;
 use std::io::BufWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
@@ -25,30 +25,44 @@ pub fn errors_header(kind: Kind) -> Vec<&'static str> {
     h
 }
 
-/// `OUT/_runs/<run_id>/errors.csv`, written as the run goes.
-pub struct ErrorsCsv {
-    path: PathBuf,
-    w: csv::Writer<BufWriter<File>>,
+/// Rows of errors.csv written to `W`: the run's spool (a local file), or
+/// the final `_runs/<run_id>/errors.csv` being staged in the lake.
+pub struct ErrorsCsv<W: std::io::Write = BufWriter<File>> {
+    w: csv::Writer<W>,
     rows: u64,
 }
 
-impl ErrorsCsv {
+impl ErrorsCsv<BufWriter<File>> {
+    /// A new local file at `path`.
     pub fn create(path: &Path, kind: Kind) -> std::io::Result<Self> {
-        let file = File::create(path)?;
-        let mut w = csv::WriterBuilder::new()
-            .terminator(csv::Terminator::CRLF)
-            .from_writer(BufWriter::new(file));
-        w.write_record(errors_header(kind))
-            .map_err(std::io::Error::other)?;
-        Ok(ErrorsCsv {
-            path: path.to_owned(),
-            w,
-            rows: 0,
-        })
+        ErrorsCsv::to_writer(BufWriter::new(File::create(path)?), kind)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Flush and fsync the local file.
+    pub fn finish(self) -> std::io::Result<()> {
+        self.into_inner()?
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()
+    }
+}
+
+impl<W: std::io::Write> ErrorsCsv<W> {
+    /// errors.csv into `w`, starting with the header of `kind`.
+    pub fn to_writer(w: W, kind: Kind) -> std::io::Result<Self> {
+        let mut w = csv::WriterBuilder::new()
+            .terminator(csv::Terminator::CRLF)
+            .from_writer(w);
+        w.write_record(errors_header(kind))
+            .map_err(std::io::Error::other)?;
+        Ok(ErrorsCsv { w, rows: 0 })
+    }
+
+    /// The writer back, every row flushed into it.
+    pub fn into_inner(self) -> std::io::Result<W> {
+        self.w
+            .into_inner()
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
     pub fn rows(&self) -> u64 {
@@ -106,14 +120,6 @@ impl ErrorsCsv {
             .map_err(std::io::Error::other)?;
         self.rows += 1;
         Ok(())
-    }
-
-    pub fn finish(self) -> std::io::Result<()> {
-        let file = self
-            .w
-            .into_inner()
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()
     }
 }
 

@@ -591,3 +591,30 @@ async fn a_resume_with_another_input_or_endpoint_is_refused_and_says_what_differ
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_exact(&s, &s.out);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_state_dir_the_control_files_stay_there_and_the_reports_go_to_the_lake() {
+    let s = setup(240, 0).await;
+    let state = s.out.with_file_name("state");
+    let mut a = args(&s, "parquet");
+    a.extend(["--state-dir".into(), state.to_string_lossy().into_owned()]);
+    let o = run_msgext(
+        a.clone(),
+        DEMO_SECRET_KEY,
+        &[("MSGEXT_FAILPOINT", "committed:2")],
+    )
+    .await;
+    assert_eq!(o.status.code(), None, "killed: {}", show(&o));
+    let o = run_msgext(a, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_exact(&s, &s.out);
+    for control in ["run.json", "ledger.jsonl"] {
+        assert!(state.join("nightly").join(control).exists(), "{control}");
+        assert!(
+            !s.out.join("_runs/nightly").join(control).exists(),
+            "{control}"
+        );
+    }
+    assert!(state.join(".lock").exists());
+    assert!(s.out.join("_runs/nightly/errors.csv").exists());
+}

@@ -38,6 +38,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
     ExportPlan {
         input: path,
         out: dir.join("lake"),
+        state_dir: dir.join("lake/_runs"),
         format: Format::Parquet,
         base_url: server.url(),
         sdkappid: DEMO_SDKAPPID,

@@ -137,10 +137,17 @@ fn run_meta(
 }
 
 /// The newest run in `out` that did not finish and that `wanted` may resume.
-fn unfinished_run(out: &Path, wanted: &crate::ledger::RunMeta) -> Option<String> {
-    let runs = std::fs::read_dir(out.join("_runs")).ok()?;
+fn unfinished_run(
+    lake: &dyn LakeStore,
+    state_dir: &Path,
+    wanted: &crate::ledger::RunMeta,
+) -> Option<String> {
+    let runs = std::fs::read_dir(state_dir).ok()?;
     runs.flatten()
-        .filter(|e| !e.path().join("_SUCCESS").exists())
+        .filter(|e| {
+            let id = e.file_name().to_string_lossy().into_owned();
+            !lake.exists(&format!("_runs/{id}/_SUCCESS"))
+        })
         .filter_map(|e| crate::ledger::RunMeta::load(&e.path()).ok().flatten())
         .filter(|m| m.differences(wanted).is_empty())
         .max_by(|a, b| a.started_at.cmp(&b.started_at))
@@ -165,13 +172,15 @@ pub async fn run(
     let wanted = run_meta(&plan, &scan, started);
     // The same command resumes: without --run-id, an unfinished run of the
     // same input and settings is taken up again.
-    let run_id = match &plan.run_id {
-        Some(id) => id.clone(),
-        None => unfinished_run(&plan.out, &wanted).unwrap_or_else(|| default_run_id(started)),
-    };
-    let run_dir = plan.out.join("_runs").join(&run_id);
     // The lake, behind the one interface that knows where it lives.
     let lake: Arc<dyn LakeStore> = Arc::new(LocalDir::new(&plan.out));
+    let run_id = match &plan.run_id {
+        Some(id) => id.clone(),
+        None => unfinished_run(&*lake, &plan.state_dir, &wanted)
+            .unwrap_or_else(|| default_run_id(started)),
+    };
+    // The run's control files; its reports go to the lake's _runs/<run_id>/.
+    let run_dir = plan.state_dir.join(&run_id);
     let opened = open_run(&plan, &*lake, &run_id, &run_dir, &wanted)?;
     let (_lock, meta, run_files, mut recovered) =
         (opened.lock, opened.meta, opened.files, opened.recovered);
@@ -182,7 +191,7 @@ pub async fn run(
             recovered.resumed()
         );
     }
-    let errors_path = run_dir.join("errors.csv");
+    let errors_path = plan.out.join("_runs").join(&run_id).join("errors.csv");
     let spool_path = writer::spool_path(&run_dir);
     let kind = reader.kind();
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
@@ -229,7 +238,8 @@ pub async fn run(
             run_files,
             recovered,
             spool: Some(spool),
-            errors_path: errors_path.clone(),
+            spool_path: spool_path.clone(),
+            errors_rel: format!("_runs/{run_id}/errors.csv"),
         };
         let (stop, live, stats) = (stop.clone(), live.clone(), stats.clone());
         tokio::task::spawn_blocking(move || writer::write_all(w, ev_rx, &stats, &live, &stop))
@@ -545,7 +555,7 @@ fn open_run(
     wanted: &crate::ledger::RunMeta,
 ) -> Result<OpenedRun, ExportError> {
     let lock = crate::ledger::RunLock::acquire(
-        &plan.out,
+        &plan.state_dir,
         &crate::ledger::Holder {
             run_id: run_id.to_owned(),
             pid: std::process::id(),
@@ -556,7 +566,7 @@ fn open_run(
     if lake.exists(&success) {
         return Err(ExportError::AlreadyComplete {
             run_id: run_id.to_owned(),
-            path: run_dir.join("_SUCCESS").display().to_string(),
+            path: plan.out.join(&success).display().to_string(),
         });
     }
     let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir)? {

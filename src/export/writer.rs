@@ -41,7 +41,9 @@ pub struct Writer {
     pub recovered: Recovered,
     /// Invalid input rows and unfinished messages of this attempt.
     pub spool: Option<ErrorsCsv>,
-    pub errors_path: PathBuf,
+    pub spool_path: PathBuf,
+    /// Where errors.csv goes in the lake (`_runs/<run_id>/errors.csv`).
+    pub errors_rel: String,
 }
 
 /// The checkpoint being gathered.
@@ -481,19 +483,19 @@ impl State<'_> {
         let Some(spool) = self.w.spool.take() else {
             return Ok(());
         };
-        let spool_path = spool.path().to_owned();
+        let spool_path = self.w.spool_path.clone();
         spool.finish().doing("errors spool")?;
-        let tmp = self
-            .w
-            .errors_path
-            .with_file_name(crate::write::staging_name("errors.csv"));
-        let mut out = ErrorsCsv::create(&tmp, self.w.lake.kind()).doing("errors.csv")?;
+        // Staged in the lake, whole or not at all, like the data files.
+        let (staged, file) = self.w.dir.stage(&self.w.errors_rel).doing("errors.csv")?;
+        let mut out = ErrorsCsv::to_writer(file, self.w.lake.kind()).doing("errors.csv")?;
         self.w
             .run_files
             .committed_errors(|r| out.row(r).doing("errors.csv"))?;
         out.append_file(&spool_path).doing("errors.csv")?;
-        out.finish().doing("errors.csv")?;
-        crate::write::publish_staged(&tmp, &self.w.errors_path).doing("errors.csv")?;
+        let rows = out.rows();
+        let file = out.into_inner().doing("errors.csv")?;
+        let sealed = self.w.dir.seal(staged, file, rows).doing("errors.csv")?;
+        self.w.dir.publish(&sealed).doing("errors.csv")?;
         let _ = std::fs::remove_file(&spool_path);
         Ok(())
     }
