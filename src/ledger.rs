@@ -399,6 +399,8 @@ pub struct RunFiles {
     wal_dirty: bool,
     /// Bytes appended to the current WAL segment.
     wal_bytes: u64,
+    /// fsyncs of the WAL so far.
+    syncs: u64,
 }
 
 /// What an earlier attempt left, once recovered.
@@ -557,6 +559,7 @@ impl RunFiles {
                 wal_seq,
                 wal_dirty: false,
                 wal_bytes: 0,
+                syncs: 0,
             },
             rec,
         ))
@@ -588,7 +591,13 @@ impl RunFiles {
         self.wal.flush().map_err(io(&path))?;
         self.wal.get_ref().sync_data().map_err(io(&path))?;
         self.wal_dirty = false;
+        self.syncs += 1;
         Ok(())
+    }
+
+    /// fsyncs of the WAL so far.
+    pub fn syncs(&self) -> u64 {
+        self.syncs
     }
 
     /// The commit point of a checkpoint whose files are sealed: append its

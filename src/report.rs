@@ -208,6 +208,8 @@ pub struct Summary {
     pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
+    /// fsyncs of the write-ahead log in this attempt (group commits of settled messages).
+    pub wal_syncs: u64,
     /// The client-side limit in force at the end (calls/s; adapted to quota answers), null when off.
     pub rate_limit: Option<f64>,
     /// Why the run stopped early, if it did.

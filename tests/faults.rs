@@ -605,3 +605,30 @@ async fn small_messages_are_checkpointed_by_count_and_by_log_bytes_not_only_by_f
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_settling_a_few_ms_apart_share_fsyncs_by_time() {
+    // 300 messages at 100 calls/s: one settles every ~10 ms.
+    let refs = messages(300, "paced");
+    let store = Store::new(refs.iter().map(|m| one_pair(m, &[])).collect());
+    let server = serve(store.clone(), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(&server, dir.path(), &refs, 100);
+    p.concurrency = Some(4);
+    let s = run_guarded(p, fast()).await;
+    assert_eq!(s.status, RunStatus::Complete, "{s:?}");
+    assert_eq!(
+        common::kv_from_parquet(&dir.path().join("lake")),
+        common::expected_rows(&store.messages)
+    );
+    // At most one group commit per COMMIT_EVERY (plus the last), however
+    // the messages trickle in; one fsync per message would be ~300.
+    let per_window = msgext::export::COMMIT_EVERY.as_secs_f64();
+    let bound = (s.elapsed_secs / per_window).ceil() as u64 + 5;
+    eprintln!(
+        "{} WAL fsyncs for 300 messages in {:.2} s (bound {bound})",
+        s.wal_syncs, s.elapsed_secs
+    );
+    assert!(s.wal_syncs <= bound, "{} fsyncs", s.wal_syncs);
+    assert!(s.wal_syncs >= 1);
+}

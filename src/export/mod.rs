@@ -6,7 +6,7 @@
 
 mod writer;
 
-pub use writer::GROUP_COMMIT;
+pub use writer::{COMMIT_EVERY, GROUP_COMMIT};
 
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
@@ -331,6 +331,7 @@ pub async fn run(
         requests: tally.totals.requests,
         retries: tally.totals.retries,
         rate_limited: tally.totals.rate_limited,
+        wal_syncs: tally.wal_syncs,
         rate_limit: limiter.as_ref().map(|l| l.rate()),
         stop_reason: crashed
             .or(tally.fatal)
@@ -692,6 +693,7 @@ mod tests {
             files: Vec::new(),
             fatal: fatal.then(|| "error 70003".to_owned()),
             input_error: input_error.then(|| "line 9: cannot read".to_owned()),
+            wal_syncs: 0,
         };
         use RunStatus::{Complete, Failed, Partial};
         use StopReason::{Fatal, GaveUp, Interrupted};

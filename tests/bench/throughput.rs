@@ -244,6 +244,15 @@ fn main() {
             ),
         ));
         rows.push((
+            "WAL fsyncs a second at the quota".to_owned(),
+            format!(
+                "{:.1} ({} in {:.1} s)",
+                n(&s["wal_syncs"]) / n(&s["elapsed_secs"]),
+                s["wal_syncs"],
+                n(&s["elapsed_secs"])
+            ),
+        ));
+        rows.push((
             "calls answered with a quota code".to_owned(),
             format!(
                 "{:.2}% ({} of {calls})",
