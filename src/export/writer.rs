@@ -22,10 +22,10 @@ use tokio::sync::mpsc;
 /// Events settled per WAL fsync at most.
 pub const GROUP_COMMIT: usize = 32;
 
-/// A group commit also waits this long for more events before its fsync:
-/// at the API's quota messages settle ~5 ms apart, and one fsync each
-/// would cost ~170 a second on a network disk. What waits is at most
-/// `GROUP_COMMIT` events, so a crash re-fetches no more than before.
+/// A group commit also waits this long since the last one for more events
+/// before its fsync: at the API's quota messages settle ~5 ms apart, and
+/// one fsync each would cost ~170 a second on a network disk. What waits is
+/// at most `GROUP_COMMIT` events, so a crash re-fetches no more than before.
 pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// What the writer leaves for the summary.
@@ -173,21 +173,30 @@ pub fn write_all(
         crate::ledger::read_wal(path, |r| st.write_rows(&r))?;
     }
     st.pending.replayed = replay;
-    let runtime = tokio::runtime::Handle::try_current().ok();
     let mut last_sync = std::time::Instant::now();
+    let mut unsynced = 0usize;
     while let Some(ev) = rx.blocking_recv() {
         st.handle(ev)?;
-        // Take what comes for up to COMMIT_EVERY since the last fsync, at
-        // most GROUP_COMMIT events, then make them durable in one fsync
-        // (group commit). Until then these messages count as in flight.
-        for _ in 1..GROUP_COMMIT {
-            let Some(ev) = next_within(&mut rx, runtime.as_ref(), last_sync + COMMIT_EVERY) else {
-                break;
-            };
-            st.handle(ev)?;
+        unsynced += 1;
+        // Take a little more of what is ready; make it durable in one fsync
+        // once GROUP_COMMIT events wait or COMMIT_EVERY has passed since the
+        // last one (group commit by count and by time). Until then these
+        // messages count as in flight: a crash re-fetches them.
+        while unsynced < GROUP_COMMIT {
+            match rx.try_recv() {
+                Ok(ev) => {
+                    st.handle(ev)?;
+                    unsynced += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        if unsynced < GROUP_COMMIT && last_sync.elapsed() < COMMIT_EVERY {
+            continue;
         }
         st.w.run_files.sync().doing("WAL")?;
         last_sync = std::time::Instant::now();
+        unsynced = 0;
         st.live.kv_rows.store(
             st.t.totals.kv_rows + st.pending.counts.kv_rows,
             Ordering::Relaxed,
@@ -213,30 +222,6 @@ pub fn write_all(
     t.messages.not_found = t.totals.not_found;
     t.messages.failed = t.totals.failed;
     Ok(t)
-}
-
-/// The next event if one is ready, or comes before `deadline`; `None` when
-/// the deadline passes or every sender is gone.
-fn next_within(
-    rx: &mut mpsc::Receiver<Event>,
-    runtime: Option<&tokio::runtime::Handle>,
-    deadline: std::time::Instant,
-) -> Option<Event> {
-    match rx.try_recv() {
-        Ok(ev) => Some(ev),
-        Err(mpsc::error::TryRecvError::Disconnected) => None,
-        Err(mpsc::error::TryRecvError::Empty) => {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let runtime = runtime?;
-            if left.is_zero() {
-                return None;
-            }
-            runtime
-                .block_on(tokio::time::timeout(left, rx.recv()))
-                .ok()
-                .flatten()
-        }
-    }
 }
 
 impl State<'_> {
