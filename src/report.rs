@@ -387,8 +387,12 @@ impl ProgressView {
     }
 
     /// The JSON progress line (`event` is `progress` or `done`).
-    pub fn json(&self, event: &str) -> String {
-        serde_json::json!({
+    /// One JSON progress line: when (`ts`, UTC), which run, the counts, and
+    /// at the end how the run ended (`status`).
+    pub fn json(&self, event: &str, run_id: &str, status: Option<RunStatus>) -> String {
+        let mut line = serde_json::json!({
+            "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "run_id": run_id,
             "event": event,
             "rows_settled": self.settled,
             "rows_total": self.total,
@@ -399,8 +403,11 @@ impl ProgressView {
             "errors": self.errors,
             "elapsed_secs": (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
             "eta_secs": self.eta_secs().map(f64::round),
-        })
-        .to_string()
+        });
+        if let Some(status) = status {
+            line["status"] = serde_json::json!(status);
+        }
+        line.to_string()
     }
 
     fn bar_message(&self) -> String {
@@ -420,12 +427,13 @@ impl ProgressView {
 /// Shows progress: a bar on a terminal, JSON lines elsewhere, or nothing.
 pub struct Progress {
     mode: ProgressMode,
+    run_id: String,
     bar: Option<ProgressBar>,
     last_json: Instant,
 }
 
 impl Progress {
-    pub fn new(total: u64, mode: ProgressMode) -> Self {
+    pub fn new(total: u64, mode: ProgressMode, run_id: &str) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
@@ -438,6 +446,7 @@ impl Progress {
         });
         Progress {
             mode,
+            run_id: run_id.to_owned(),
             bar,
             last_json: Instant::now(),
         }
@@ -454,20 +463,23 @@ impl Progress {
             }
             ProgressMode::JsonLines if self.last_json.elapsed() >= JSON_EVERY => {
                 self.last_json = Instant::now();
-                eprintln!("{}", v.json("progress"));
+                eprintln!("{}", v.json("progress", &self.run_id, None));
             }
             ProgressMode::JsonLines | ProgressMode::Off => {}
         }
     }
 
-    pub fn finish(&mut self, v: &ProgressView) {
+    /// The last look, with how the run ended.
+    pub fn finish(&mut self, v: &ProgressView, status: RunStatus) {
         match self.mode {
             ProgressMode::Bar => {
                 if let Some(bar) = &self.bar {
                     bar.finish_and_clear();
                 }
             }
-            ProgressMode::JsonLines => eprintln!("{}", v.json("done")),
+            ProgressMode::JsonLines => {
+                eprintln!("{}", v.json("done", &self.run_id, Some(status)))
+            }
             ProgressMode::Off => {}
         }
     }
@@ -505,8 +517,16 @@ mod tests {
             rate_limit: Some(187.6),
             elapsed: Duration::from_secs(2),
         };
-        let j: serde_json::Value = serde_json::from_str(&v.json("progress")).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&v.json("progress", "r1", None)).unwrap();
         assert_eq!(j["event"], "progress");
+        assert_eq!(j["run_id"], "r1");
+        assert!(
+            j.get("status").is_none(),
+            "only the last line says how it ended"
+        );
+        let done: serde_json::Value =
+            serde_json::from_str(&v.json("done", "r1", Some(RunStatus::Partial))).unwrap();
+        assert_eq!(done["status"], "partial");
         assert_eq!(j["rows_settled"], 250);
         assert_eq!(j["calls_per_s"], 150.0);
         assert_eq!(j["rate_limit"], 188.0);

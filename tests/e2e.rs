@@ -266,6 +266,12 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
     assert_eq!(last["event"], "done");
+    assert_eq!(last["run_id"], "clean");
+    assert_eq!(last["status"], "complete");
+    assert!(
+        last["ts"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{last}"
+    );
     assert_eq!(last["kv_rows"], expected_rows(&fx.store).len() as u64);
     assert_eq!(last["rows_settled"], last["rows_total"]);
     // The flaky message needed its three 10002 answers retried.

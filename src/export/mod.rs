@@ -256,7 +256,7 @@ pub async fn run(
             elapsed: clock.elapsed(),
         }
     };
-    let (writer_done, reporter) = spawn_reporter(view, scan.rows, ui.progress);
+    let (writer_done, reporter) = spawn_reporter(view.clone(), scan.rows, ui.progress, &run_id);
 
     // A writer that failed (a full disk, a name too long, a folder turned
     // read-only) or crashed stops everything else at once: the input thread
@@ -270,7 +270,7 @@ pub async fn run(
         stop.trigger(StopReason::Fatal);
     }
     let _ = writer_done.send(());
-    let _ = reporter.await;
+    let progress = reporter.await;
     // Every other part must have ended cleanly too: a crashed worker or input
     // thread may have lost a message, and a lost message is never a success.
     let mut crashed: Vec<String> = Vec::new();
@@ -345,6 +345,9 @@ pub async fn run(
         files: tally.files,
         resumable: !finished,
     };
+    if let Ok(mut progress) = progress {
+        progress.finish(&view(), status);
+    }
     write_reports(&*lake, &run_id, &summary, finished)?;
     Ok(summary)
 }
@@ -510,17 +513,19 @@ fn spawn_breaker(
 }
 
 /// Progress as a bar or JSON lines, a few times a second, until the writer
-/// is done (send on the returned sender), then a last look.
+/// is done (send on the returned sender); the task then hands the progress
+/// back for its last look, once the run's status is known.
 fn spawn_reporter(
     view: impl Fn() -> ProgressView + Send + 'static,
     total: u64,
     mode: ProgressMode,
+    run_id: &str,
 ) -> (
     tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
+    tokio::task::JoinHandle<Progress>,
 ) {
     let (done, mut done_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut progress = Progress::new(total, mode);
+    let mut progress = Progress::new(total, mode, run_id);
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         loop {
@@ -529,7 +534,7 @@ fn spawn_reporter(
                 _ = &mut done_rx => break,
             }
         }
-        progress.finish(&view());
+        progress
     });
     (done, task)
 }
