@@ -194,12 +194,32 @@ pub fn messages_from_csv(out: &Path) -> Vec<MsgRow> {
     rows
 }
 
-/// The records of a run's errors.csv, after checking its header.
-fn read_errors(out: &Path, run_id: &str, header: &[&str]) -> Vec<csv::StringRecord> {
+/// A run's errors.csv, after checking its header, as (identity, identity,
+/// error_code, line) tuples, sorted; `first` is where the two identity
+/// columns shown start.
+fn error_tuples(
+    out: &Path,
+    run_id: &str,
+    header: &[&str],
+    first: usize,
+) -> Vec<(String, String, String, u64)> {
     let path = out.join("_runs").join(run_id).join("errors.csv");
     let mut r = csv::Reader::from_path(&path).unwrap();
     assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), header);
-    r.records().map(|rec| rec.unwrap()).collect()
+    let mut rows: Vec<_> = r
+        .records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (
+                rec[first].to_owned(),
+                rec[first + 1].to_owned(),
+                rec[first + 2].to_owned(),
+                rec[first + 5].parse().unwrap(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
 }
 
 /// errors.csv of a run as (To_Account, MsgKey, error_code, line) tuples, sorted.
@@ -213,19 +233,7 @@ pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
         "attempts",
         "line",
     ];
-    let mut rows: Vec<_> = read_errors(out, run_id, &header)
-        .iter()
-        .map(|rec| {
-            (
-                rec[1].to_owned(),
-                rec[2].to_owned(),
-                rec[3].to_owned(),
-                rec[6].parse().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
+    error_tuples(out, run_id, &header, 1)
 }
 
 /// The rows a correct export of these stored messages holds.
@@ -542,17 +550,5 @@ pub fn group_errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u6
         "attempts",
         "line",
     ];
-    let mut rows: Vec<_> = read_errors(out, run_id, &header)
-        .iter()
-        .map(|rec| {
-            (
-                rec[0].to_owned(),
-                rec[1].to_owned(),
-                rec[2].to_owned(),
-                rec[5].parse().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
+    error_tuples(out, run_id, &header, 0)
 }
