@@ -33,28 +33,36 @@ pub enum Command {
 }
 
 #[derive(Debug, Clone, Default, Args)]
+#[command(
+    after_help = "Every flag can also be given in a job file (--job), as a key named like the flag \
+                         in snake_case: --max-attempts N is max_attempts = N. Flags override the job file. \
+                         Secrets never go in job files."
+)]
 pub struct ExportArgs {
     /// A job file (TOML) holding these settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub job: Option<PathBuf>,
-    /// CSV of messages: From_Account, To_Account, MsgKey (one-to-one) or GroupId, MsgSeq (group).
+    /// Required: CSV of messages, From_Account, To_Account, MsgKey (one-to-one) or GroupId, MsgSeq (group).
     #[arg(long, value_name = "FILE.csv")]
     pub input: Option<PathBuf>,
-    /// The data-lake folder to write into.
+    /// Required: the data-lake folder to write into (a path or file:///path).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Where the run's control files live (lock, run.json, write-ahead log, ledger), one folder
     /// per run [default: OUT/_runs]; the reports always go to OUT/_runs/<run id>/.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// The files' format [default: parquet].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
-    /// The data center of the SDKAppID.
+    /// Required unless --endpoint: the data center of the SDKAppID (china, singapore, seoul, tokyo,
+    /// frankfurt, mumbai, silicon-valley, jakarta).
     #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]
     pub region: Option<Region>,
     /// A base URL instead of a region (e.g. a simulator: http://127.0.0.1:PORT).
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+    /// Required: the app's SDKAppID.
     #[arg(long, value_name = "N")]
     pub sdkappid: Option<u64>,
     /// An App admin account [default: administrator].
@@ -89,6 +97,7 @@ pub struct ExportArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ValidateArgs {
+    /// The CSV of messages to check (either kind); nothing is fetched.
     #[arg(long, value_name = "FILE.csv")]
     pub input: PathBuf,
 }
@@ -98,6 +107,7 @@ pub struct MockArgs {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
     pub port: u16,
+    /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
     /// A JSON store of messages; default: data matching sample-input/.
@@ -112,7 +122,7 @@ pub struct MockArgs {
     /// Share of calls answered ErrorCode 10002.
     #[arg(long = "fault-10002", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_10002: f64,
-    /// Share of calls answered HTTP 502.
+    /// Share of calls answered HTTP 502 (0 to 1, like every share).
     #[arg(long = "fault-5xx", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_5xx: f64,
     /// Share of calls whose connection is closed without an answer.
@@ -121,6 +131,7 @@ pub struct MockArgs {
     /// Share of calls answered --slow-ms late.
     #[arg(long = "fault-slow", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
     pub fault_slow: f64,
+    /// How much later the --fault-slow answers come.
     #[arg(long, default_value_t = 2500, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
     pub slow_ms: u64,
     /// Latency added to every call.
@@ -151,6 +162,7 @@ pub struct DemoArgs {
     /// Where the demo writes its data-lake folder.
     #[arg(long, default_value = "demo-lake", value_name = "DIR")]
     pub out: PathBuf,
+    /// The files' format.
     #[arg(long, value_enum, default_value_t = Format::Parquet)]
     pub format: Format,
 }
@@ -200,6 +212,21 @@ mod tests {
             panic!()
         };
         assert_eq!(a.region, Some(Region::SiliconValley));
+    }
+
+    #[test]
+    fn every_flag_of_every_command_is_described() {
+        let cli = Cli::command();
+        for sub in cli.get_subcommands() {
+            for arg in sub.get_arguments() {
+                assert!(
+                    arg.get_help().is_some() || arg.get_id() == "help",
+                    "msgext {} --{} has no help text",
+                    sub.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
     }
 
     #[test]
