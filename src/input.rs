@@ -29,7 +29,8 @@ pub struct InvalidRow {
 pub enum InputItem {
     /// A message seen for the first time.
     Message(InputMessage),
-    /// The same (From, To, MsgKey) as an earlier row.
+    /// The same message as another row: the same identity as an earlier
+    /// row, or a one-to-one message without a sender that is listed with one.
     Duplicate { line: u64 },
     /// Cannot be exported (reported in errors.csv).
     Invalid(InvalidRow),

@@ -7,7 +7,7 @@ mod common;
 
 use common::{run_msgext, show};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
-use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockServer};
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::GroupMessageRef;
 use std::path::{Path, PathBuf};
 
@@ -240,7 +240,6 @@ async fn group_faults_are_retried_and_a_bad_request_fails_only_its_message() {
         errors,
         [("@TGS#f".to_owned(), "2".to_owned(), "10004".to_owned(), 3)]
     );
-    assert_eq!(DEMO_SDKAPPID, msgext::mock::DEMO_SDKAPPID);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
