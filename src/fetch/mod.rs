@@ -316,7 +316,6 @@ impl<C: Call> Fetcher<C> {
                 Ok(page) => return Attempt::Page(page),
                 Err(j) => j,
             };
-            self.stats.record_failure(&code, &info);
             let backoff = match action {
                 Action::NotFound => {
                     return Attempt::End(FetchOutcome::NotFound {
@@ -347,6 +346,9 @@ impl<C: Call> Fetcher<C> {
                 Action::Retry | Action::Success => self.policy.transient,
                 Action::RateLimited => self.policy.rate_limited,
             };
+            // What the circuit breaker names if nothing succeeds from here on
+            // (a not-found or a failed message is an answer, not this).
+            self.stats.record_failure(&code, &info);
             if tries >= self.policy.max_attempts {
                 return Attempt::End(FetchOutcome::Failed {
                     code,
@@ -719,6 +721,29 @@ mod tests {
             None,
             "one message's failure is not the run's"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_breaker_names_retried_failures_not_answers() {
+        let not_found = || {
+            Ok(GetKeyValuesResponse::error(
+                crate::api::codes::NOT_FOUND,
+                "no such message",
+            ))
+        };
+        let script = Script::new(vec![not_found(), http(503, None), page()]);
+        let f = fetcher(&script);
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::NotFound { .. }
+        ));
+        assert_eq!(f.stats.last_failure(), None, "a not-found is an answer");
+        assert!(matches!(
+            f.fetch(&msg()).await,
+            FetchOutcome::Exported { .. }
+        ));
+        let last = f.stats.last_failure().unwrap_or_default();
+        assert!(last.starts_with("http_503"), "{last}");
     }
 
     #[tokio::test(start_paused = true)]
