@@ -45,11 +45,17 @@ pub struct ExportArgs {
     /// Required: CSV of messages, From_Account, To_Account, MsgKey (one-to-one) or GroupId, MsgSeq (group).
     #[arg(long, value_name = "FILE.csv")]
     pub input: Option<PathBuf>,
-    /// Required: the data-lake folder to write into (a path or file:///path).
-    #[arg(long, value_name = "DIR")]
+    /// Required: the data lake to write into: a folder (a path or file:///path), or an object
+    /// store: s3://BUCKET/prefix (credentials and endpoint from AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP),
+    /// gs://BUCKET/prefix (GOOGLE_APPLICATION_CREDENTIALS), az://CONTAINER/prefix
+    /// (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY).
+    #[arg(long, value_name = "DIR|URL")]
     pub out: Option<PathBuf>,
-    /// Where the run's control files live (lock, run.json, write-ahead log, ledger), one folder
-    /// per run [default: OUT/_runs]; the reports always go to OUT/_runs/<run id>/.
+    /// Where the run's control files live (lock, run.json, write-ahead log, ledger, and for an
+    /// object store the files waiting for upload), one folder per run [default: OUT/_runs for a
+    /// folder; for a URL, $XDG_STATE_HOME or ~/.local/state, then msgext/<the URL>-<hash>]; the
+    /// reports always go to OUT/_runs/<run id>/.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// The files' format [default: parquet].

@@ -86,7 +86,7 @@ pub async fn run(
 fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportPlan {
     ExportPlan {
         input,
-        out: args.out.clone(),
+        out: crate::write::Out::Dir(args.out.clone()),
         state_dir: args.out.join("_runs"),
         format: args.format,
         base_url: url,

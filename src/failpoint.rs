@@ -75,6 +75,21 @@ pub fn panic_at(name: &str) {
     }
 }
 
+/// A size the tests shrink: `MSGEXT_TEST_<NAME>` (bytes) when set, so that
+/// small files take the paths large ones take. Without the `failpoints`
+/// feature, always `default`.
+pub fn size(name: &str, default: usize) -> usize {
+    #[cfg(feature = "failpoints")]
+    if let Some(n) = std::env::var(format!("MSGEXT_TEST_{name}"))
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        return n;
+    }
+    let _ = name;
+    default
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

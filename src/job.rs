@@ -5,7 +5,7 @@
 
 use crate::api::Region;
 use crate::cli::ExportArgs;
-use crate::write::{Format, WriteOptions};
+use crate::write::{Format, Out, WriteOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -150,7 +150,7 @@ pub struct Env {
 #[derive(Debug, Clone)]
 pub struct ExportPlan {
     pub input: PathBuf,
-    pub out: PathBuf,
+    pub out: Out,
     /// The run's control files: `<state_dir>/<run_id>/` and the folder lock.
     pub state_dir: PathBuf,
     pub format: Format,
@@ -177,30 +177,6 @@ pub fn secret_key_file(args: &ExportArgs, job: &JobFile) -> Option<PathBuf> {
         .or_else(|| job.secret_key_file.clone())
 }
 
-/// The local folder `--out` names: a path, or a `file://` URL. An
-/// object-store URL (`s3://`, `gs://`, `az://`, …) is refused by name rather
-/// than taken for a folder called `s3:`.
-pub fn local_out(out: &Path) -> Result<PathBuf, JobError> {
-    let text = out.to_string_lossy();
-    let Some((scheme, rest)) = text.split_once("://") else {
-        return Ok(out.to_owned());
-    };
-    match scheme.to_ascii_lowercase().as_str() {
-        "file" if rest.starts_with('/') => Ok(PathBuf::from(rest)),
-        "file" => Err(JobError::Invalid(format!(
-            "--out {text}: a file:// URL needs an absolute path (file:///path)"
-        ))),
-        "s3" | "s3a" | "gs" | "gcs" | "az" | "abfs" | "abfss" | "azure" | "http" | "https" => {
-            Err(JobError::Invalid(format!(
-                "--out {text}: object storage is not supported by this version of msgext;                  export to a local folder (or a mounted bucket) and copy it with your store's tools"
-            )))
-        }
-        other => Err(JobError::Invalid(format!(
-            "--out {text}: unknown scheme {other:?}; give a local folder"
-        ))),
-    }
-}
-
 /// Merge flags over the job file and check everything a run needs.
 pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
     let missing = |what: &str| {
@@ -216,12 +192,13 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         .clone()
         .or_else(|| job.out.clone())
         .ok_or_else(|| missing("--out"))?;
-    let out = local_out(&out)?;
-    let state_dir = args
-        .state_dir
-        .clone()
-        .or_else(|| job.state_dir.clone())
-        .unwrap_or_else(|| out.join("_runs"));
+    let out = Out::parse(&out.to_string_lossy()).map_err(JobError::Invalid)?;
+    let state_dir = match args.state_dir.clone().or_else(|| job.state_dir.clone()) {
+        Some(d) => d,
+        None => out
+            .default_state_dir(&|k| std::env::var(k).ok())
+            .map_err(JobError::Invalid)?,
+    };
     let sdkappid = args
         .sdkappid
         .or(job.sdkappid)
@@ -386,27 +363,7 @@ mod tests {
     }
 
     #[test]
-    fn out_is_a_local_folder_and_object_store_urls_are_named_not_taken_for_folders() {
-        let table: [(&str, Result<&str, &str>); 8] = [
-            ("lake", Ok("lake")),
-            ("/data/lake", Ok("/data/lake")),
-            ("file:///data/lake", Ok("/data/lake")),
-            ("file://lake", Err("absolute path")),
-            ("s3://bucket/prefix", Err("object storage is not supported")),
-            ("gs://bucket/prefix", Err("object storage is not supported")),
-            (
-                "az://container/prefix",
-                Err("object storage is not supported"),
-            ),
-            ("ftp://host/x", Err("unknown scheme")),
-        ];
-        for (out, want) in table {
-            match (local_out(Path::new(out)), want) {
-                (Ok(p), Ok(w)) => assert_eq!(p, PathBuf::from(w), "{out}"),
-                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{out}: {e}"),
-                (got, w) => panic!("{out}: {got:?} vs {w:?}"),
-            }
-        }
+    fn an_out_url_in_a_job_file_is_kept_as_a_url() {
         // A URL in a job file is not resolved against the job file's folder.
         let job = JobFile::parse(Path::new("/etc/msgext/j.toml"), "out = \"s3://b/p\"\n").unwrap();
         assert_eq!(job.out, Some(PathBuf::from("s3://b/p")));
@@ -456,7 +413,8 @@ mod tests {
         assert_eq!(p.rate, 10);
         assert_eq!(p.base_url, "http://127.0.0.1:1");
         assert_eq!(p.format, Format::Csv);
-        assert_eq!(p.out, PathBuf::from("/lake"));
+        assert_eq!(p.out, Out::Dir(PathBuf::from("/lake")));
+        assert_eq!(p.state_dir, PathBuf::from("/lake/_runs"));
         assert_eq!(p.identifier, "administrator");
         let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
         assert_eq!(p.base_url, "https://adminapisgp.im.qcloud.com");

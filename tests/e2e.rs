@@ -369,12 +369,13 @@ async fn usage_errors_exit_2_and_name_the_problem() {
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
 
-    // An object-store URL is refused by name, not taken for a folder called "s3:".
+    // A URL of no store msgext writes to is refused by name, not taken for
+    // a folder called "ftp:".
     let o = msgext(
         export_args(
             &server,
             &headerless,
-            Path::new("s3://bucket/prefix"),
+            Path::new("ftp://host/prefix"),
             "csv",
             "x",
         ),
@@ -382,8 +383,8 @@ async fn usage_errors_exit_2_and_name_the_problem() {
     )
     .await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("object storage"));
-    assert!(!Path::new("s3:").exists());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown scheme"));
+    assert!(!Path::new("ftp:").exists());
 
     // A folder given as the input is a usage error in export and validate alike.
     let folder = dir.path().join("a-folder");

@@ -37,7 +37,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
     std::fs::write(&path, common::input_csv(input)).unwrap();
     ExportPlan {
         input: path,
-        out: dir.join("lake"),
+        out: msgext::write::Out::Dir(dir.join("lake")),
         state_dir: dir.join("lake/_runs"),
         format: Format::Parquet,
         base_url: server.url(),

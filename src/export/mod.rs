@@ -20,7 +20,7 @@ use crate::model::InputMessage;
 use crate::report::{
     ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
 };
-use crate::write::{Lake, LakeStore, LocalDir};
+use crate::write::{Lake, LakeStore};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,6 +53,22 @@ pub enum ExportError {
     /// The run already completed: exit 2.
     #[error("run {run_id} already completed ({path} exists); give a new --run-id to export again")]
     AlreadyComplete { run_id: String, path: String },
+    /// Another export (another machine, another state folder) claimed this
+    /// run id in the lake: exit 2.
+    #[error(
+        "run {run_id} belongs to another export ({holder}; {path}); give a new --run-id, or resume it where it was started"
+    )]
+    Claimed {
+        run_id: String,
+        holder: String,
+        path: String,
+    },
+}
+
+impl From<crate::write::WriteError> for ExportError {
+    fn from(e: crate::write::WriteError) -> Self {
+        ExportError::Output(e.to_string())
+    }
 }
 
 impl ExportError {
@@ -60,6 +76,7 @@ impl ExportError {
         match self {
             ExportError::Usage(_)
             | ExportError::AlreadyComplete { .. }
+            | ExportError::Claimed { .. }
             | ExportError::Input(InputError::Open { .. })
             | ExportError::Input(InputError::NoHeader { .. })
             | ExportError::Input(InputError::MissingColumn { .. }) => 2,
@@ -136,22 +153,28 @@ fn run_meta(
     }
 }
 
-/// The newest run in `out` that did not finish and that `wanted` may resume.
+/// The newest run in the state folder that did not finish and that
+/// `wanted` may resume.
 fn unfinished_run(
     lake: &dyn LakeStore,
     state_dir: &Path,
     wanted: &crate::ledger::RunMeta,
-) -> Option<String> {
-    let runs = std::fs::read_dir(state_dir).ok()?;
-    runs.flatten()
-        .filter(|e| {
-            let id = e.file_name().to_string_lossy().into_owned();
-            !lake.exists(&format!("_runs/{id}/_SUCCESS"))
-        })
+) -> Result<Option<String>, ExportError> {
+    let Ok(runs) = std::fs::read_dir(state_dir) else {
+        return Ok(None);
+    };
+    let mut candidates: Vec<crate::ledger::RunMeta> = runs
+        .flatten()
         .filter_map(|e| crate::ledger::RunMeta::load(&e.path()).ok().flatten())
         .filter(|m| m.differences(wanted).is_empty())
-        .max_by(|a, b| a.started_at.cmp(&b.started_at))
-        .map(|m| m.run_id)
+        .collect();
+    candidates.sort_by(|a, b| b.started_at.cmp(&a.started_at));
+    for m in candidates {
+        if !lake.exists(&format!("_runs/{}/_SUCCESS", m.run_id))? {
+            return Ok(Some(m.run_id));
+        }
+    }
+    Ok(None)
 }
 
 fn io_err(path: &Path, e: impl std::fmt::Display) -> ExportError {
@@ -173,10 +196,17 @@ pub async fn run(
     // The same command resumes: without --run-id, an unfinished run of the
     // same input and settings is taken up again.
     // The lake, behind the one interface that knows where it lives.
-    let lake: Arc<dyn LakeStore> = Arc::new(LocalDir::new(&plan.out));
+    let lake = plan.out.open(&plan.state_dir)?;
+    lake.check()?;
+    if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
+        eprintln!(
+            "msgext: the run's state (lock, log, files waiting for upload) is in {}",
+            plan.state_dir.display()
+        );
+    }
     let run_id = match &plan.run_id {
         Some(id) => id.clone(),
-        None => unfinished_run(&*lake, &plan.state_dir, &wanted)
+        None => unfinished_run(&*lake, &plan.state_dir, &wanted)?
             .unwrap_or_else(|| default_run_id(started)),
     };
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
@@ -191,7 +221,7 @@ pub async fn run(
             recovered.resumed()
         );
     }
-    let errors_path = plan.out.join("_runs").join(&run_id).join("errors.csv");
+    let errors_path = lake.display(&format!("_runs/{run_id}/errors.csv"));
     let spool_path = writer::spool_path(&run_dir);
     let kind = reader.kind();
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
@@ -323,7 +353,7 @@ pub async fn run(
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         elapsed_secs: clock.elapsed().as_secs_f64(),
         input_file: plan.input.display().to_string(),
-        out: plan.out.display().to_string(),
+        out: plan.out.display(),
         format: plan.format.extension().to_owned(),
         input: tally.input,
         messages: tally.messages,
@@ -341,7 +371,7 @@ pub async fn run(
                 (status == RunStatus::Interrupted)
                     .then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
             }),
-        errors_csv: errors_path.display().to_string(),
+        errors_csv: errors_path,
         files: tally.files,
         resumable: !finished,
     };
@@ -381,7 +411,14 @@ fn write_reports(
     put("manifest.json", &crate::report::manifest_json(summary))?;
     if finished {
         crate::failpoint::hit("before_success");
-        put("_SUCCESS", b"")?;
+        // Created, never overwritten: of two exports of one run id, one completes it.
+        let success = format!("_runs/{run_id}/_SUCCESS");
+        if !lake.create(&success, b"")? {
+            return Err(ExportError::Output(format!(
+                "{}: already there; another export completed run {run_id}",
+                lake.display(&success)
+            )));
+        }
     }
     Ok(())
 }
@@ -569,10 +606,10 @@ fn open_run(
         },
     )?;
     let success = format!("_runs/{run_id}/_SUCCESS");
-    if lake.exists(&success) {
+    if lake.exists(&success)? {
         return Err(ExportError::AlreadyComplete {
             run_id: run_id.to_owned(),
-            path: plan.out.join(&success).display().to_string(),
+            path: lake.display(&success),
         });
     }
     let (meta, resumed) = match crate::ledger::RunMeta::load(run_dir)? {
@@ -596,6 +633,7 @@ fn open_run(
             (meta, false)
         }
     };
+    claim_run(lake, run_id, run_dir, &meta.started_at)?;
     let (files, recovered) = crate::ledger::RunFiles::open(lake, run_dir)?;
     Ok(OpenedRun {
         lock,
@@ -604,6 +642,72 @@ fn open_run(
         recovered,
         resumed,
     })
+}
+
+/// Claim the run id in the lake: `_runs/<id>/_CLAIM` is created only if
+/// absent (a conditional create), and this state folder keeps a copy
+/// (`claim.json`, written first). A later attempt finds its own claim and
+/// goes on; an export elsewhere with another claim is refused, so that two
+/// machines never both write one run.
+fn claim_run(
+    lake: &dyn LakeStore,
+    run_id: &str,
+    run_dir: &Path,
+    started_at: &str,
+) -> Result<(), ExportError> {
+    let local = run_dir.join("claim.json");
+    let mine = match std::fs::read(&local) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let claim = serde_json::json!({
+                "run_id": run_id,
+                "host": hostname(),
+                "pid": std::process::id(),
+                "started_at": started_at,
+                "token": format!("{:032x}", rand::random::<u128>()),
+            });
+            let mut bytes = serde_json::to_vec_pretty(&claim).unwrap_or_default();
+            bytes.push(b'\n');
+            crate::write::write_atomically(&local, &bytes)?;
+            bytes
+        }
+        Err(e) => return Err(io_err(&local, e)),
+    };
+    let rel = format!("_runs/{run_id}/_CLAIM");
+    if lake.create(&rel, &mine)? {
+        return Ok(());
+    }
+    match lake.get(&rel)? {
+        Some(theirs) if theirs == mine => Ok(()),
+        theirs => {
+            let holder = theirs
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .map(|v| {
+                    format!(
+                        "host {}, pid {}, started {}",
+                        v["host"].as_str().unwrap_or("?"),
+                        v["pid"],
+                        v["started_at"].as_str().unwrap_or("?")
+                    )
+                })
+                .unwrap_or_else(|| "unreadable claim".to_owned());
+            Err(ExportError::Claimed {
+                run_id: run_id.to_owned(),
+                holder,
+                path: lake.display(&rel),
+            })
+        }
+    }
+}
+
+/// This machine's name, for the claim.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 /// A duration as a person reads it: `45 s`, `2.5 min`.

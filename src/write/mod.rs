@@ -1,15 +1,17 @@
 //! Writing the data-lake folder: the `RecordWriter` trait with its Parquet and
 //! CSV implementations, Hive-style partition folders, part files rolled by
 //! size, and the one seam that puts a finished file at its final name
-//! (`LocalDir::commit`: temporary name, fsync, rename, fsync the folder), so
-//! that readers never see a half-written file. Knows nothing about HTTP.
+//! (`LakeStore`: a local folder or an object store), so that readers never
+//! see a half-written file. Knows nothing about the chat API.
 
 pub mod csv;
+pub mod object;
 pub mod parquet;
 pub mod schema;
 pub mod store;
 
-pub use store::{LakeStore, LocalDir};
+pub use object::ObjectLake;
+pub use store::{LakeStore, LocalDir, Out};
 
 use crate::kind::{Kind, MessageId};
 use crate::model::PairRef;
@@ -56,6 +58,12 @@ pub enum WriteError {
     Format(String),
     #[error(transparent)]
     Kind(#[from] crate::kind::KindMismatch),
+    /// An object store refused or failed a request (the text names the URL).
+    #[error("{0}")]
+    Store(String),
+    /// A file that must be created once already exists.
+    #[error("{0} already exists")]
+    AlreadyExists(String),
 }
 
 /// Knobs of the writers.
@@ -172,8 +180,10 @@ fn new_writer(
 
 /// A file being written, not yet visible at its final name.
 pub struct Staged {
+    /// The local file being written (beside the final one in a local lake,
+    /// in the state folder for an object store).
     pub(crate) tmp: PathBuf,
-    pub(crate) final_path: PathBuf,
+    /// Where it goes, relative to the lake's root.
     pub(crate) rel: String,
 }
 

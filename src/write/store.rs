@@ -4,8 +4,9 @@
 //! goes through it too. Nothing else knows where the lake is. `LocalDir` is
 //! the local-folder implementation: files are written under a hidden
 //! temporary name beside the final one (`.name.inprogress`, which DuckDB,
-//! Spark and pyarrow skip), fsynced, and renamed into place. An object
-//! store would complete a multipart upload where this renames.
+//! Spark and pyarrow skip), fsynced, and renamed into place. `ObjectLake`
+//! (in `object.rs`) is the object-store one: files are staged in the state
+//! folder and uploaded in one PUT or a multipart upload completed last.
 
 use super::{
     FileInfo, HashingFile, Sealed, Staged, WriteError, all_tables, final_name, publish_staged,
@@ -33,7 +34,7 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     /// Put a sealed file at its final name.
     fn publish(&self, sealed: &Sealed) -> Result<(), WriteError>;
     /// Whether a file is at `rel`.
-    fn exists(&self, rel: &str) -> bool;
+    fn exists(&self, rel: &str) -> Result<bool, WriteError>;
     /// A file a committed checkpoint names: finish publishing it if a crash
     /// came between the commit and the publish; an error if it is gone.
     fn roll_forward(&self, rel: &str) -> Result<(), WriteError>;
@@ -41,6 +42,127 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     fn remove_strays(&self, run_id: &str, committed: &HashSet<String>) -> Result<(), WriteError>;
     /// Write a small file (a report, a marker) at `rel`, whole or not at all.
     fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError>;
+    /// Write a small file at `rel` only if none is there (a conditional
+    /// create): `Ok(false)` when one already is.
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError>;
+    /// The contents of a small file, `None` if there is none.
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError>;
+    /// `rel` as people know it: a path, or a URL.
+    fn display(&self, rel: &str) -> String;
+    /// Check that the lake can be reached (the bucket exists, the
+    /// credentials are good) before anything is fetched.
+    fn check(&self) -> Result<(), WriteError> {
+        Ok(())
+    }
+}
+
+/// Where `--out` points: a local folder or an object-store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Dir(PathBuf),
+    /// `s3://bucket/prefix`, `gs://…` or `az://…`, without a trailing `/`.
+    Url(String),
+}
+
+impl Out {
+    /// A path, a `file://` URL, or an object-store URL (`s3://`, `s3a://`,
+    /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything else with a
+    /// scheme is refused by name rather than taken for a folder called `ftp:`.
+    pub fn parse(text: &str) -> Result<Out, String> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Ok(Out::Dir(PathBuf::from(text)));
+        };
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" if rest.starts_with('/') => Ok(Out::Dir(PathBuf::from(rest))),
+            "file" => Err(format!(
+                "--out {text}: a file:// URL needs an absolute path (file:///path)"
+            )),
+            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
+                let bucket = rest.split('/').next().unwrap_or("");
+                if bucket.is_empty() {
+                    return Err(format!("--out {text}: no bucket (s3://BUCKET/prefix)"));
+                }
+                if rest.split('/').skip(1).any(|p| p == "." || p == "..") {
+                    return Err(format!("--out {text}: '.' and '..' are not prefixes"));
+                }
+                Ok(Out::Url(text.trim_end_matches('/').to_owned()))
+            }
+            "http" | "https" => Err(format!(
+                "--out {text}: give the bucket as s3://BUCKET/prefix (gs://, az://); an S3-compatible \
+                 endpoint goes in AWS_ENDPOINT_URL"
+            )),
+            other => Err(format!(
+                "--out {text}: unknown scheme {other:?}; give a local folder or s3://, gs://, az://"
+            )),
+        }
+    }
+
+    /// How the lake is shown: the folder or the URL.
+    pub fn display(&self) -> String {
+        match self {
+            Out::Dir(d) => d.display().to_string(),
+            Out::Url(u) => u.clone(),
+        }
+    }
+
+    /// The state folder when none is given: `OUT/_runs` for a folder; for a
+    /// URL, one under the user's state folder (`$XDG_STATE_HOME`, or
+    /// `~/.local/state`) named after the URL, so the same command finds it.
+    pub fn default_state_dir(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PathBuf, String> {
+        match self {
+            Out::Dir(d) => Ok(d.join("_runs")),
+            Out::Url(u) => {
+                let base = env("XDG_STATE_HOME")
+                    .filter(|s| s.starts_with('/'))
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        env("HOME")
+                            .filter(|s| !s.is_empty())
+                            .map(|h| Path::new(&h).join(".local").join("state"))
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "--out {u}: no HOME to keep the run's state under; give --state-dir"
+                        )
+                    })?;
+                Ok(base.join("msgext").join(state_key(u)))
+            }
+        }
+    }
+
+    /// The lake behind this location; an object store's files are staged
+    /// under `state_dir` until they are uploaded.
+    pub fn open(&self, state_dir: &Path) -> Result<std::sync::Arc<dyn LakeStore>, WriteError> {
+        Ok(match self {
+            Out::Dir(d) => std::sync::Arc::new(LocalDir::new(d)),
+            Out::Url(u) => {
+                std::sync::Arc::new(super::ObjectLake::open(u, &state_dir.join("_staging"))?)
+            }
+        })
+    }
+}
+
+/// A folder name for a URL: readable, and unique by a hash of the whole URL.
+fn state_key(url: &str) -> String {
+    use sha2::Digest;
+    let readable: String = url
+        .replace("://", "-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let hash = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hex}")
 }
 
 /// A lake in a local folder.
@@ -82,7 +204,6 @@ impl LakeStore for LocalDir {
         Ok((
             Staged {
                 tmp,
-                final_path,
                 rel: rel.to_owned(),
             },
             HashingFile::new(file),
@@ -91,11 +212,13 @@ impl LakeStore for LocalDir {
 
     /// Rename, then fsync the folder.
     fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
-        publish_staged(&sealed.staged.tmp, &sealed.staged.final_path)
+        publish_staged(&sealed.staged.tmp, &self.final_path(&sealed.staged.rel))
     }
 
-    fn exists(&self, rel: &str) -> bool {
-        self.final_path(rel).exists()
+    fn exists(&self, rel: &str) -> Result<bool, WriteError> {
+        let path = self.final_path(rel);
+        path.try_exists()
+            .map_err(|source| WriteError::Path { path, source })
     }
 
     fn roll_forward(&self, rel: &str) -> Result<(), WriteError> {
@@ -151,6 +274,51 @@ impl LakeStore for LocalDir {
         }
         write_atomically(&path, bytes)
     }
+
+    /// Staged and fsynced like `put`, then hard-linked into place: the link
+    /// fails if a file is already there, so that of two runs only one creates it.
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError> {
+        let path = self.final_path(rel);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let tmp = staging_path(&path);
+        let io = |source| WriteError::Path {
+            path: tmp.clone(),
+            source,
+        };
+        let mut f = File::create(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut f, bytes).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                if let Some(dir) = path.parent() {
+                    super::sync_dir(dir)?;
+                }
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(source) => Err(WriteError::Path { path, source }),
+        }
+    }
+
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError> {
+        let path = self.final_path(rel);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(WriteError::Path { path, source }),
+        }
+    }
+
+    fn display(&self, rel: &str) -> String {
+        self.final_path(rel).display().to_string()
+    }
 }
 
 #[cfg(test)]
@@ -176,10 +344,10 @@ mod tests {
         }
         // 0: published; 1: committed but still staged (a crash before the
         // rename); 2: staged, never committed.
-        assert!(lake.exists(&rel(0)) && !lake.exists(&rel(1)));
+        assert!(lake.exists(&rel(0)).unwrap() && !lake.exists(&rel(1)).unwrap());
         lake.roll_forward(&rel(0)).unwrap();
         lake.roll_forward(&rel(1)).unwrap();
-        assert!(lake.exists(&rel(1)));
+        assert!(lake.exists(&rel(1)).unwrap());
         assert!(lake.staging_path(&rel(2)).exists());
         lake.remove_strays("r", &committed).unwrap();
         assert!(!lake.staging_path(&rel(2)).exists());
@@ -188,6 +356,86 @@ mod tests {
             "gone: not rolled forward"
         );
         lake.put("_runs/r/summary.json", b"{}").unwrap();
-        assert!(lake.exists("_runs/r/summary.json"));
+        assert!(lake.exists("_runs/r/summary.json").unwrap());
+        // A conditional create: the first wins, the second is told.
+        assert!(lake.create("_runs/r/_CLAIM", b"one").unwrap());
+        assert!(!lake.create("_runs/r/_CLAIM", b"two").unwrap());
+        assert_eq!(
+            lake.get("_runs/r/_CLAIM").unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(lake.get("_runs/r/none").unwrap(), None);
+    }
+
+    #[test]
+    fn out_names_a_folder_or_a_bucket_and_nothing_else() {
+        let table: [(&str, Result<Out, &str>); 11] = [
+            ("lake", Ok(Out::Dir("lake".into()))),
+            ("/data/lake", Ok(Out::Dir("/data/lake".into()))),
+            ("file:///data/lake", Ok(Out::Dir("/data/lake".into()))),
+            ("file://lake", Err("absolute path")),
+            (
+                "s3://bucket/prefix/",
+                Ok(Out::Url("s3://bucket/prefix".into())),
+            ),
+            ("gs://bucket", Ok(Out::Url("gs://bucket".into()))),
+            ("az://container/p", Ok(Out::Url("az://container/p".into()))),
+            ("s3:///prefix", Err("no bucket")),
+            ("s3://b/../x", Err("'..'")),
+            ("https://b.s3.amazonaws.com/p", Err("AWS_ENDPOINT_URL")),
+            ("ftp://host/x", Err("unknown scheme")),
+        ];
+        for (text, want) in table {
+            match (Out::parse(text), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{text}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{text}: {e}"),
+                (got, w) => panic!("{text}: {got:?} vs {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bucket_s_state_lives_under_the_user_state_folder_named_after_the_url() {
+        let env = |home: Option<&'static str>, xdg: Option<&'static str>| {
+            move |k: &str| match k {
+                "HOME" => home.map(str::to_owned),
+                "XDG_STATE_HOME" => xdg.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let out = Out::Url("s3://bucket/lake".into());
+        let a = out.default_state_dir(&env(Some("/home/u"), None)).unwrap();
+        assert!(
+            a.to_string_lossy()
+                .starts_with("/home/u/.local/state/msgext/s3-bucket_lake-"),
+            "{a:?}"
+        );
+        let b = out
+            .default_state_dir(&env(Some("/home/u"), Some("/var/st")))
+            .unwrap();
+        assert!(
+            b.to_string_lossy()
+                .starts_with("/var/st/msgext/s3-bucket_lake-"),
+            "{b:?}"
+        );
+        assert_eq!(a.file_name(), b.file_name(), "keyed by the URL only");
+        let other = Out::Url("s3://bucket/lake2".into());
+        assert_ne!(
+            other
+                .default_state_dir(&env(Some("/h"), None))
+                .unwrap()
+                .file_name(),
+            a.file_name()
+        );
+        assert!(
+            out.default_state_dir(&env(None, None))
+                .unwrap_err()
+                .contains("--state-dir")
+        );
+        let dir = Out::Dir("/l".into());
+        assert_eq!(
+            dir.default_state_dir(&env(None, None)).unwrap(),
+            PathBuf::from("/l/_runs")
+        );
     }
 }

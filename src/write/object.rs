@@ -1,0 +1,487 @@
+//! The lake in an object store (S3 and S3-compatible stores, GCS, Azure), the
+//! second `LakeStore`. A file is written and fsynced in the state folder
+//! (`<state>/_staging/<rel>`), so that a committed file survives a crash
+//! whatever the network does; publishing uploads it to `<prefix>/<rel>` in one
+//! PUT, or in a multipart upload of `PART_BYTES` parts that is completed last.
+//! Either way the object appears at its final key whole or not at all, and
+//! nothing temporary ever shows under the bucket's prefix. A multipart
+//! upload's id is recorded beside the staged file before its first part, so
+//! that a resume aborts an upload a crash left behind.
+//!
+//! The interface is synchronous (the writer runs on a blocking thread);
+//! requests run on the process's runtime, with `block_in_place` when called
+//! from one of its worker threads.
+
+use super::{HashingFile, Sealed, Staged, WriteError, store::LakeStore};
+use object_store::multipart::MultipartStore;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutMode, PutOptions};
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Files up to this size go up in one PUT; larger ones in parts of this
+/// size, one at a time (the memory an upload takes).
+pub const PART_BYTES: usize = 8 << 20;
+
+/// The suffix of the file recording a multipart upload's id.
+const UPLOAD_SUFFIX: &str = ".upload";
+
+pub struct ObjectLake {
+    /// `s3://bucket/prefix`, for messages.
+    url: String,
+    store: Arc<dyn ObjectStore>,
+    multipart: Arc<dyn MultipartStore>,
+    prefix: Key,
+    staging: PathBuf,
+    handle: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for ObjectLake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectLake")
+            .field("url", &self.url)
+            .field("staging", &self.staging)
+            .finish()
+    }
+}
+
+impl ObjectLake {
+    /// The store of `url` (`s3://`, `gs://`, `az://`), configured from the
+    /// environment the way the cloud's own tools are (`AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*`). Must be called inside the tokio runtime.
+    pub fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
+        use object_store::aws::AmazonS3Builder;
+        use object_store::azure::MicrosoftAzureBuilder;
+        use object_store::gcp::GoogleCloudStorageBuilder;
+        let bad = |e: &dyn std::fmt::Display| WriteError::Store(format!("{url}: {e}"));
+        let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
+        let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(&e))?;
+        let prefix = Key::parse(prefix).map_err(|e| bad(&e))?;
+        let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match scheme {
+            ObjectStoreScheme::AmazonS3 => {
+                let s = AmazonS3Builder::from_env().with_url(url).build();
+                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
+                (s.clone(), s)
+            }
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let s = GoogleCloudStorageBuilder::from_env().with_url(url).build();
+                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
+                (s.clone(), s)
+            }
+            ObjectStoreScheme::MicrosoftAzure => {
+                let s = MicrosoftAzureBuilder::from_env().with_url(url).build();
+                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
+                (s.clone(), s)
+            }
+            other => {
+                return Err(bad(&format!(
+                    "not an object store msgext writes to ({other:?})"
+                )));
+            }
+        };
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|e| bad(&format!("no async runtime: {e}")))?;
+        Ok(ObjectLake {
+            url: url.trim_end_matches('/').to_owned(),
+            store,
+            multipart,
+            prefix,
+            staging: staging.to_owned(),
+            handle,
+        })
+    }
+
+    /// Run one request to its end.
+    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.handle.block_on(f))
+    }
+
+    fn key(&self, rel: &str) -> Result<Key, WriteError> {
+        let joined = if self.prefix.as_ref().is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.prefix.as_ref())
+        };
+        Key::parse(&joined).map_err(|e| WriteError::Store(format!("{}: {e}", self.display(rel))))
+    }
+
+    /// What a person needs from a failed request: where, what it means, and
+    /// the store's own words, with any credential cut out.
+    fn err(&self, rel: &str, e: object_store::Error) -> WriteError {
+        let hint = match Refusal::of(&e) {
+            Some(Refusal::Denied) => {
+                "access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
+                 GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY) and the bucket's policy: "
+            }
+            Some(Refusal::NoBucket) => "the bucket does not exist (or the endpoint is wrong): ",
+            Some(Refusal::NotFound) => "not found; does the bucket exist? ",
+            None => "",
+        };
+        WriteError::Store(redact(&format!("{}: {hint}{e}", self.display(rel))))
+    }
+
+    fn staged_path(&self, rel: &str) -> PathBuf {
+        self.staging.join(rel)
+    }
+
+    fn upload_record(local: &Path) -> PathBuf {
+        let mut name = local.as_os_str().to_owned();
+        name.push(UPLOAD_SUFFIX);
+        PathBuf::from(name)
+    }
+
+    /// Abort the multipart upload recorded for the staged file `local`, if any.
+    fn abort_recorded(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
+        let record = Self::upload_record(local);
+        let id = match std::fs::read_to_string(&record) {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => {
+                return Err(WriteError::Path {
+                    path: record,
+                    source,
+                });
+            }
+        };
+        let key = self.key(rel)?;
+        match self.block(self.multipart.abort_multipart(&key, &id.trim().to_owned())) {
+            // Already completed or aborted: nothing left to abort.
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(self.err(rel, e)),
+        }
+        std::fs::remove_file(&record).map_err(|source| WriteError::Path {
+            path: record,
+            source,
+        })
+    }
+
+    /// Upload the staged file `local` to `rel`, then remove it.
+    fn upload(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
+        let key = self.key(rel)?;
+        let io = |source| WriteError::Path {
+            path: local.to_owned(),
+            source,
+        };
+        let mut file = File::open(local).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let part_bytes = crate::failpoint::size("PART_BYTES", PART_BYTES);
+        if len <= part_bytes as u64 {
+            let mut bytes = Vec::with_capacity(len as usize);
+            file.read_to_end(&mut bytes).map_err(io)?;
+            self.block(self.store.put(&key, bytes.into()))
+                .map_err(|e| self.err(rel, e))?;
+        } else {
+            let id = self
+                .block(self.multipart.create_multipart(&key))
+                .map_err(|e| self.err(rel, e))?;
+            // Recorded before any part goes up, so that a crash from here on
+            // leaves an upload the resume knows to abort.
+            super::write_atomically(&Self::upload_record(local), id.as_bytes())?;
+            let parts = self.put_parts(&mut file, &key, &id, rel, part_bytes);
+            let done = parts.and_then(|parts| {
+                self.block(self.multipart.complete_multipart(&key, &id, parts))
+                    .map_err(|e| self.err(rel, e))
+            });
+            if let Err(e) = done {
+                // Best effort: the resume aborts it otherwise.
+                let _ = self.abort_recorded(local, rel);
+                return Err(e);
+            }
+            let record = Self::upload_record(local);
+            std::fs::remove_file(&record).map_err(|source| WriteError::Path {
+                path: record,
+                source,
+            })?;
+        }
+        std::fs::remove_file(local).map_err(io)
+    }
+
+    fn put_parts(
+        &self,
+        file: &mut File,
+        key: &Key,
+        id: &str,
+        rel: &str,
+        part_bytes: usize,
+    ) -> Result<Vec<object_store::multipart::PartId>, WriteError> {
+        let id = id.to_owned();
+        let mut parts = Vec::new();
+        loop {
+            let mut buf = Vec::with_capacity(part_bytes);
+            (&mut *file)
+                .take(part_bytes as u64)
+                .read_to_end(&mut buf)
+                .map_err(|source| WriteError::Path {
+                    path: self.staged_path(rel),
+                    source,
+                })?;
+            if buf.is_empty() {
+                return Ok(parts);
+            }
+            let part = self
+                .block(self.multipart.put_part(key, &id, parts.len(), buf.into()))
+                .map_err(|e| self.err(rel, e))?;
+            parts.push(part);
+            crate::failpoint::hit("uploaded_part");
+        }
+    }
+
+    /// Every file staged under `dir`, as (local path, lake-relative path).
+    fn staged_files(&self, dir: &Path, out: &mut Vec<(PathBuf, String)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                self.staged_files(&path, out);
+            } else if let Ok(rel) = path.strip_prefix(&self.staging) {
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                out.push((path, rel.join("/")));
+            }
+        }
+    }
+}
+
+impl LakeStore for ObjectLake {
+    fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
+        self.key(rel)?;
+        let tmp = self.staged_path(rel);
+        if let Some(dir) = tmp.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
+                path: dir.to_owned(),
+                source,
+            })?;
+        }
+        let file = File::create(&tmp).map_err(|source| WriteError::Path {
+            path: tmp.clone(),
+            source,
+        })?;
+        Ok((
+            Staged {
+                tmp,
+                rel: rel.to_owned(),
+            },
+            HashingFile::new(file),
+        ))
+    }
+
+    fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
+        self.upload(&sealed.staged.tmp, &sealed.staged.rel)
+    }
+
+    fn exists(&self, rel: &str) -> Result<bool, WriteError> {
+        match self.block(self.store.head(&self.key(rel)?)) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// Still staged: the upload did not finish (or its staged copy was not
+    /// yet removed); upload it again, after aborting a recorded multipart
+    /// upload. Not staged: it must be in the store.
+    fn roll_forward(&self, rel: &str) -> Result<(), WriteError> {
+        let local = self.staged_path(rel);
+        if local.exists() {
+            self.abort_recorded(&local, rel)?;
+            return self.upload(&local, rel);
+        }
+        if self.exists(rel)? {
+            return Ok(());
+        }
+        Err(WriteError::Store(format!(
+            "{}: committed by the ledger but neither in the store nor staged in {}; \
+             was it deleted by hand?",
+            self.display(rel),
+            self.staging.display()
+        )))
+    }
+
+    /// Staged files of `run_id` that no checkpoint committed are removed, and
+    /// every multipart upload recorded for the run is aborted.
+    fn remove_strays(&self, run_id: &str, committed: &HashSet<String>) -> Result<(), WriteError> {
+        let mut files = Vec::new();
+        self.staged_files(&self.staging, &mut files);
+        let in_partition = format!("/run_id={run_id}/");
+        let reports = format!("_runs/{run_id}/");
+        let ours = |rel: &str| rel.contains(&in_partition) || rel.starts_with(&reports);
+        for (path, rel) in files.iter().filter(|(_, rel)| ours(rel)) {
+            if let Some(file_rel) = rel.strip_suffix(UPLOAD_SUFFIX) {
+                let staged = self.staged_path(file_rel);
+                self.abort_recorded(&staged, file_rel)?;
+            } else if !committed.contains(rel) && !rel.starts_with(&reports) {
+                std::fs::remove_file(path).map_err(|source| WriteError::Path {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        let key = self.key(rel)?;
+        self.block(self.store.put(&key, bytes.to_vec().into()))
+            .map(|_| ())
+            .map_err(|e| self.err(rel, e))
+    }
+
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError> {
+        let key = self.key(rel)?;
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self.block(self.store.put_opts(&key, bytes.to_vec().into(), opts)) {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => Ok(false),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError> {
+        let key = self.key(rel)?;
+        let got = self.block(async {
+            let r = self.store.get(&key).await?;
+            r.bytes().await
+        });
+        match got {
+            Ok(b) => Ok(Some(b.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    fn display(&self, rel: &str) -> String {
+        format!("{}/{rel}", self.url)
+    }
+
+    /// One listing of the prefix's first level: a missing bucket, a bad
+    /// credential or an unreachable endpoint shows here, before any API call.
+    fn check(&self) -> Result<(), WriteError> {
+        self.block(self.store.list_with_delimiter(Some(&self.prefix)))
+            .map(|_| ())
+            .map_err(|e| self.err("", e))
+    }
+}
+
+/// Why a store refused a request, as far as the user can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Denied,
+    NoBucket,
+    NotFound,
+}
+
+impl Refusal {
+    /// From the error's kind, or, where object_store does not map it (its
+    /// listings give a generic error), from the status and code the store answered.
+    fn of(e: &object_store::Error) -> Option<Refusal> {
+        use object_store::Error as E;
+        match e {
+            E::PermissionDenied { .. } | E::Unauthenticated { .. } => Some(Refusal::Denied),
+            _ => Self::from_text(&e.to_string()),
+        }
+    }
+
+    fn from_text(text: &str) -> Option<Refusal> {
+        const DENIED: [&str; 7] = [
+            "403 Forbidden",
+            "401 Unauthorized",
+            "AccessDenied",
+            "SignatureDoesNotMatch",
+            "InvalidAccessKeyId",
+            "AuthenticationFailed",
+            "ExpiredToken",
+        ];
+        if DENIED.iter().any(|d| text.contains(d)) {
+            Some(Refusal::Denied)
+        } else if text.contains("NoSuchBucket")
+            || text.contains("ContainerNotFound")
+            || text.contains("The specified bucket does not exist")
+        {
+            Some(Refusal::NoBucket)
+        } else if text.contains("404 Not Found") || text.contains("not found") {
+            Some(Refusal::NotFound)
+        } else {
+            None
+        }
+    }
+}
+
+/// `text` with the value of every credential variable set in the
+/// environment cut out (a store's error body may quote the access key id).
+fn redact(text: &str) -> String {
+    const SECRETS: [&str; 8] = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_ACCESS_KEY",
+        "AZURE_STORAGE_SAS_KEY",
+        "AZURE_CLIENT_SECRET",
+        "GOOGLE_SERVICE_ACCOUNT_KEY",
+    ];
+    let mut out = text.to_owned();
+    for var in SECRETS {
+        if let Ok(v) = std::env::var(var)
+            && v.len() >= 4
+        {
+            out = out.replace(&v, "<redacted>");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_apart_by_what_the_store_answered() {
+        let table = [
+            (
+                "Server returned non-2xx status code: 403 Forbidden: <Code>SignatureDoesNotMatch</Code>",
+                Some(Refusal::Denied),
+            ),
+            (
+                "<Error><Code>InvalidAccessKeyId</Code></Error>",
+                Some(Refusal::Denied),
+            ),
+            ("401 Unauthorized", Some(Refusal::Denied)),
+            ("Azure: AuthenticationFailed", Some(Refusal::Denied)),
+            (
+                "404 Not Found: <Error><Code>NoSuchBucket</Code></Error>",
+                Some(Refusal::NoBucket),
+            ),
+            ("ContainerNotFound", Some(Refusal::NoBucket)),
+            (
+                "Object at location x not found: 404 Not Found",
+                Some(Refusal::NotFound),
+            ),
+            ("error sending request: connection refused", None),
+            ("500 Internal Server Error", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(Refusal::from_text(text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_reach_a_message() {
+        // SAFETY: this test alone sets this variable, and reads it back itself.
+        unsafe { std::env::set_var("AZURE_CLIENT_SECRET", "s3cr3t-value-9") };
+        assert_eq!(redact("body: s3cr3t-value-9 x"), "body: <redacted> x");
+        unsafe { std::env::remove_var("AZURE_CLIENT_SECRET") };
+    }
+}

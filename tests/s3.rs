@@ -1,0 +1,442 @@
+//! The lake on object storage, against a real S3 implementation: `s3s` with
+//! its file-system backend, served in-process on 127.0.0.1:0 (it checks
+//! SigV4 signatures, serves multipart uploads and conditional PUTs). The
+//! exports run as the real binary, configured the way users configure it
+//! (`AWS_*` variables); what they leave is read back through the S3 protocol.
+
+mod common;
+
+use common::{export_args, run_msgext, show};
+use msgext::mock::store::Store;
+use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
+use msgext::model::MessageRef;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::path::{Path, PathBuf};
+
+const KEY_ID: &str = "msgext-test-key-id";
+const SECRET: &str = "msgext-test-secret-9f2c";
+const BUCKET: &str = "lake-bucket";
+const RUN: &str = "nightly";
+
+/// An S3 server whose buckets are folders under `root`.
+struct S3 {
+    url: String,
+    root: PathBuf,
+}
+
+async fn start_s3(root: &Path) -> S3 {
+    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
+    let fs = s3s_fs::FileSystem::new(root).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let http =
+            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    S3 {
+        url: format!("http://{addr}"),
+        root: root.to_owned(),
+    }
+}
+
+impl S3 {
+    /// What a user sets to export to this server.
+    fn env(&self, secret: &'static str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", secret.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+
+    fn client(&self) -> object_store::aws::AmazonS3 {
+        AmazonS3Builder::new()
+            .with_endpoint(&self.url)
+            .with_allow_http(true)
+            .with_bucket_name(BUCKET)
+            .with_access_key_id(KEY_ID)
+            .with_secret_access_key(SECRET)
+            .with_region("us-east-1")
+            .build()
+            .unwrap()
+    }
+
+    /// Every key under `prefix`, listed through the S3 protocol.
+    async fn keys(&self, prefix: &str) -> Vec<String> {
+        let store = self.client();
+        let mut keys = Vec::new();
+        let mut todo = vec![Key::from(prefix)];
+        while let Some(p) = todo.pop() {
+            let listed = store.list_with_delimiter(Some(&p)).await.unwrap();
+            keys.extend(listed.objects.into_iter().map(|o| o.location.to_string()));
+            todo.extend(listed.common_prefixes);
+        }
+        keys.sort();
+        keys
+    }
+
+    /// Download everything under `prefix` into `to`, through the S3 protocol.
+    async fn download(&self, prefix: &str, to: &Path) -> Vec<String> {
+        let store = self.client();
+        let keys = self.keys(prefix).await;
+        let mut rels = Vec::new();
+        for k in &keys {
+            let rel = k.strip_prefix(&format!("{prefix}/")).unwrap().to_owned();
+            let bytes = store
+                .get(&Key::from(k.as_str()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            let path = to.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &bytes).unwrap();
+            rels.push(rel);
+        }
+        rels
+    }
+
+    /// Multipart uploads begun and neither completed nor aborted (s3s-fs
+    /// keeps one `.upload-<id>…` file per upload at its root).
+    fn open_uploads(&self) -> Vec<String> {
+        std::fs::read_dir(&self.root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".upload"))
+            .collect()
+    }
+}
+
+struct Setup {
+    /// `--max-file-mb`.
+    max_file_mb: &'static str,
+    store: Store,
+    server: MockServer,
+    s3: S3,
+    dir: tempfile::TempDir,
+    input: PathBuf,
+}
+
+/// `n` messages; with `value_bytes`, every value is that long and random
+/// (about 13 MB for 240 messages), so that part files pass S3's 5 MiB
+/// minimum part size and go up in several parts.
+async fn setup(n: usize, value_bytes: usize) -> Setup {
+    let msgs: Vec<MessageRef> = (0..n)
+        .map(|i| MessageRef::new(Some("snd"), &format!("to{i}"), &format!("{i}_7_7")))
+        .collect();
+    let mut store = Store::generate(&msgs, 11, 0);
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    for p in store.messages.iter_mut().flat_map(|m| m.pairs.iter_mut()) {
+        if value_bytes > 0 {
+            p.value = (0..value_bytes)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    ALPHABET[(x % ALPHABET.len() as u64) as usize] as char
+                })
+                .collect();
+        }
+    }
+    let server = common::start_mock(store.clone(), Faults::default(), 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = start_s3(&dir.path().join("s3")).await;
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    Setup {
+        max_file_mb: if value_bytes > 0 { "6" } else { "0.03" },
+        store,
+        server,
+        s3,
+        dir,
+        input,
+    }
+}
+
+impl Setup {
+    /// `msgext export` into `s3://BUCKET/<prefix>`, state in `<state>`.
+    fn args(&self, prefix: &str, state: &str, format: &str) -> Vec<String> {
+        let mut a = export_args(
+            &self.server.url(),
+            &self.input,
+            Path::new(&format!("s3://{BUCKET}/{prefix}")),
+            format,
+            RUN,
+            8,
+        );
+        a.extend([
+            "--max-file-mb".into(),
+            self.max_file_mb.into(),
+            "--state-dir".into(),
+            self.dir.path().join(state).to_string_lossy().into_owned(),
+        ]);
+        a
+    }
+
+    async fn export(
+        &self,
+        prefix: &str,
+        state: &str,
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Output {
+        self.export_with(prefix, state, SECRET, extra_env).await
+    }
+
+    async fn export_with(
+        &self,
+        prefix: &str,
+        state: &str,
+        secret: &'static str,
+        extra_env: &[(&str, &str)],
+    ) -> std::process::Output {
+        let env = self.s3.env(secret);
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        // Parts of S3's minimum size, rather than 8 MiB.
+        all.push(("MSGEXT_TEST_PART_BYTES", "5242880"));
+        all.extend_from_slice(extra_env);
+        run_msgext(self.args(prefix, state, "parquet"), DEMO_SECRET_KEY, &all).await
+    }
+
+    /// The bucket's `prefix` holds exactly the simulator's data, every file
+    /// the manifest lists (rows, bytes, sha256) and nothing else, `_SUCCESS`
+    /// last; no temporary object, no open multipart upload.
+    async fn assert_exact(&self, prefix: &str) {
+        let local = self.dir.path().join(format!("read-back-{prefix}"));
+        let _ = std::fs::remove_dir_all(&local);
+        let rels = self.s3.download(prefix, &local).await;
+        let rows = common::kv_from_parquet(&local);
+        assert_eq!(
+            rows,
+            common::expected_rows(&self.store.messages),
+            "exactly the simulator's data, no row twice"
+        );
+        let msgs = common::messages_from_parquet(&local);
+        assert_eq!(msgs.len(), self.store.messages.len());
+        assert!(msgs.iter().all(|m| m.status == "ok"));
+        let run = format!("_runs/{RUN}");
+        for f in [
+            "_SUCCESS",
+            "_CLAIM",
+            "summary.json",
+            "manifest.json",
+            "errors.csv",
+        ] {
+            assert!(rels.contains(&format!("{run}/{f}")), "{f} in {rels:?}");
+        }
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(local.join(&run).join("manifest.json")).unwrap())
+                .unwrap();
+        let mut listed: Vec<String> = Vec::new();
+        for f in manifest["files"].as_array().unwrap() {
+            use sha2::Digest;
+            let rel = f["path"].as_str().unwrap();
+            let bytes = std::fs::read(local.join(rel)).unwrap();
+            assert_eq!(f["bytes"], bytes.len() as u64, "{rel}");
+            let sha: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(f["sha256"], sha, "{rel}");
+            listed.push(rel.to_owned());
+        }
+        listed.sort();
+        let data: Vec<String> = rels
+            .iter()
+            .filter(|r| !r.starts_with("_runs/"))
+            .cloned()
+            .collect();
+        assert_eq!(
+            data, listed,
+            "the manifest names every object and only them"
+        );
+        assert!(
+            data.iter().all(|r| {
+                let name = r.rsplit('/').next().unwrap();
+                name.starts_with("part-") && name.ends_with(".parquet")
+            }),
+            "nothing temporary under the tables: {data:?}"
+        );
+        assert!(listed.len() >= 4, "several files: {listed:?}");
+        assert_eq!(
+            self.s3.open_uploads(),
+            Vec::<String>::new(),
+            "no open upload"
+        );
+    }
+
+    /// Files still waiting in the state folder.
+    fn staged(&self, state: &str) -> Vec<PathBuf> {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out);
+                } else {
+                    out.push(e.path());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.dir.path().join(state).join("_staging"), &mut out);
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_to_s3_reads_back_exactly_from_the_bucket() {
+    let s = setup(240, 1000).await;
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&s.dir.path().join("state").display().to_string()),
+        "the state folder is printed: {stderr}"
+    );
+    s.assert_exact("lake").await;
+    // Large files went up in parts (of 5 MiB here), small ones in one PUT.
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            s.dir
+                .path()
+                .join("read-back-lake/_runs/nightly/summary.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let sizes: Vec<u64> = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["bytes"].as_u64().unwrap())
+        .collect();
+    assert!(sizes.iter().any(|&b| b > 5 << 20), "{sizes:?}");
+    assert!(sizes.iter().any(|&b| b < 5 << 20), "{sizes:?}");
+    assert_eq!(summary["out"], format!("s3://{BUCKET}/lake"));
+    assert!(s.staged("state").is_empty(), "{:?}", s.staged("state"));
+    // Done is done: the same command is refused, as for a folder.
+    let again = s.export("lake", "state", &[]).await;
+    assert_eq!(again.status.code(), Some(2), "{}", show(&again));
+    assert!(
+        show(&again).contains("already completed"),
+        "{}",
+        show(&again)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_at_each_commit_stage_then_the_same_command_gives_the_exact_lake() {
+    let s = setup(240, 1000).await;
+    // After a part file is sealed, after the ledger commits it, in the middle
+    // of its multipart upload, after it is published, before _SUCCESS.
+    let stages = [
+        "sealed:2",
+        "committed:2",
+        "uploaded_part:1",
+        "published:1",
+        "before_success",
+    ];
+    for (i, stage) in stages.into_iter().enumerate() {
+        let (prefix, state) = (format!("lake{i}"), format!("state{i}"));
+        let o = s
+            .export(&prefix, &state, &[("MSGEXT_FAILPOINT", stage)])
+            .await;
+        assert_eq!(o.status.code(), None, "{stage}: killed: {}", show(&o));
+        // Whatever is at a final key is whole.
+        let partial = s.dir.path().join(format!("partial-{i}"));
+        for rel in s.s3.download(&prefix, &partial).await {
+            if rel.ends_with(".parquet") {
+                common::parquet_batches(&partial.join(rel));
+            }
+        }
+        if stage == "uploaded_part:1" {
+            assert!(
+                !s.s3.open_uploads().is_empty(),
+                "the crash left an upload open"
+            );
+        }
+        let o = s.export(&prefix, &state, &[]).await;
+        assert_eq!(o.status.code(), Some(0), "{stage}: resumed: {}", show(&o));
+        s.assert_exact(&prefix).await;
+        assert!(
+            s.staged(&state).is_empty(),
+            "{stage}: {:?}",
+            s.staged(&state)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_id_claimed_by_another_export_is_refused() {
+    let s = setup(120, 0).await;
+    // Machine A starts the run and dies.
+    let o = s
+        .export("lake", "state-a", &[("MSGEXT_FAILPOINT", "settled:20")])
+        .await;
+    assert_eq!(o.status.code(), None, "{}", show(&o));
+    let calls = s.server.stats().calls();
+    // Machine B (its own state folder) gives the same run id: refused before any call.
+    let b = s.export("lake", "state-b", &[]).await;
+    assert_eq!(b.status.code(), Some(2), "{}", show(&b));
+    assert!(
+        show(&b).contains("belongs to another export"),
+        "{}",
+        show(&b)
+    );
+    assert_eq!(s.server.stats().calls(), calls, "no API call");
+    // A finishes it.
+    let a = s.export("lake", "state-a", &[]).await;
+    assert_eq!(a.status.code(), Some(0), "{}", show(&a));
+    s.assert_exact("lake").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_secret_fails_at_once_with_a_clear_message_and_no_secret() {
+    let s = setup(20, 0).await;
+    let o = s
+        .export_with("lake", "state", "not-the-secret-7c1d", &[])
+        .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains("access denied"), "{text}");
+    assert!(text.contains(&format!("s3://{BUCKET}/lake/")), "{text}");
+    assert!(!text.contains("not-the-secret-7c1d"), "{text}");
+    assert_eq!(s.server.stats().calls(), 0, "no API call");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_that_does_not_exist_fails_at_once() {
+    let s = setup(20, 0).await;
+    let mut args = s.args("lake", "state", "csv");
+    let at = args.iter().position(|a| a == "--out").unwrap() + 1;
+    args[at] = "s3://no-such-bucket/lake".into();
+    let env = s.s3.env(SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let o = run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        show(&o).contains("the bucket does not exist"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(s.server.stats().calls(), 0, "no API call");
+}
