@@ -5,6 +5,8 @@
 //! (`AWS_*` variables); what they leave is read back through the S3 protocol.
 
 mod common;
+#[path = "common/s3server.rs"]
+mod s3server;
 
 use common::{export_args, run_msgext, show};
 use msgext::mock::store::Store;
@@ -13,60 +15,27 @@ use msgext::model::MessageRef;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
+use s3server::{KEY_ID, S3Server, SECRET};
 use std::path::{Path, PathBuf};
 
-const KEY_ID: &str = "msgext-test-key-id";
-const SECRET: &str = "msgext-test-secret-9f2c";
 const BUCKET: &str = "lake-bucket";
 const RUN: &str = "nightly";
 
-/// An S3 server whose buckets are folders under `root`.
-struct S3 {
-    url: String,
-    root: PathBuf,
+/// The S3 server, with the client side of the tests.
+struct S3(S3Server);
+
+impl std::ops::Deref for S3 {
+    type Target = S3Server;
+    fn deref(&self) -> &S3Server {
+        &self.0
+    }
 }
 
 async fn start_s3(root: &Path) -> S3 {
-    std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-    let fs = s3s_fs::FileSystem::new(root).unwrap();
-    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
-    builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let http =
-            hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let conn = http
-                .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-        }
-    });
-    S3 {
-        url: format!("http://{addr}"),
-        root: root.to_owned(),
-    }
+    S3(S3Server::start(root, &[BUCKET]).await)
 }
 
 impl S3 {
-    /// What a user sets to export to this server.
-    fn env(&self, secret: &'static str) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", KEY_ID.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", secret.to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("AWS_ENDPOINT_URL", self.url.clone()),
-            ("AWS_ALLOW_HTTP", "true".to_owned()),
-        ]
-    }
-
     fn client(&self) -> object_store::aws::AmazonS3 {
         AmazonS3Builder::new()
             .with_endpoint(&self.url)

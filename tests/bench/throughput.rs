@@ -11,8 +11,12 @@
 //! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
 //!
 //! `cargo bench --bench throughput -- memory` runs the last two only,
-//! `-- throughput` all but them.
+//! `-- throughput` all but them; `-- s3` compares a local folder with an S3
+//! bucket (an in-process s3s server) at 1.25M rows and at the quota.
 //! Nothing here asserts: it prints the numbers for the README.
+
+#[path = "../common/s3server.rs"]
+mod s3server;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -100,6 +104,19 @@ fn export_env(
     env: &[(&str, &str)],
 ) -> (Usage, serde_json::Value) {
     let out = dir.join("lake");
+    let summary = out.join("_runs/bench/summary.json");
+    export_to(dir, mock, &out.to_string_lossy(), &summary, extra, env)
+}
+
+/// `export --out OUT`; the summary is read from `summary` when it ends.
+fn export_to(
+    dir: &Path,
+    mock: &Mock,
+    out: &str,
+    summary: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (Usage, serde_json::Value) {
     let started = Instant::now();
     let child = Command::new(bin())
         .args([
@@ -115,7 +132,7 @@ fn export_env(
         .arg("--input")
         .arg(dir.join("in.csv"))
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .args(extra)
         .env("MSGEXT_SECRET_KEY", KEY)
         .envs(env.iter().copied())
@@ -123,7 +140,7 @@ fn export_env(
         .spawn()
         .expect("start msgext export");
     let usage = wait_usage(child, started);
-    let summary = std::fs::read(out.join("_runs/bench/summary.json"))
+    let summary = std::fs::read(summary)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(serde_json::Value::Null);
@@ -189,6 +206,75 @@ fn memory(dir: &Path, rows: &mut Vec<(String, String)>) {
     ));
 }
 
+/// The same exports into a local folder and into an S3 bucket, back to back:
+/// 1.25M rows with the limit off, and 4,000 calls at a 200/s quota.
+fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(s3server::S3Server::start(&dir.join("s3"), &["bench"]));
+    let env = server.env(s3server::SECRET);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        (
+            "1.25M rows, limit off",
+            &["--synthetic", "6250", "--pairs", "200"],
+            &["--rate", "0"],
+        ),
+        (
+            "4,000 calls at a 200/s quota, 150 ms",
+            &[
+                "--synthetic",
+                "4000",
+                "--pairs",
+                "20",
+                "--latency-ms",
+                "150",
+                "--quota",
+                "200",
+            ],
+            &[],
+        ),
+    ];
+    for (name, mock_args, flags) in cases {
+        let m = mock(dir, mock_args);
+        for target in ["folder", "S3 bucket"] {
+            let _ = std::fs::remove_dir_all(dir.join("lake"));
+            let _ = std::fs::remove_dir_all(dir.join("s3/bench/lake"));
+            let _ = std::fs::remove_dir_all(dir.join("state"));
+            let state = dir.join("state").to_string_lossy().into_owned();
+            let mut extra = flags.to_vec();
+            extra.extend(["--state-dir", &state]);
+            let (u, s) = if target == "S3 bucket" {
+                let summary = dir.join("s3/bench/lake/_runs/bench/summary.json");
+                export_to(dir, &m, "s3://bench/lake", &summary, &extra, &env)
+            } else {
+                let summary = dir.join("lake/_runs/bench/summary.json");
+                export_to(
+                    dir,
+                    &m,
+                    &dir.join("lake").to_string_lossy(),
+                    &summary,
+                    &extra,
+                    &[],
+                )
+            };
+            let calls = n(&s["requests"]);
+            rows.push((
+                format!("{name}, into {}", if target == "folder" { "a folder" } else { "an S3 bucket" }),
+                format!(
+                    "{:.1} s, {:.0} calls/s, peak RSS {:.1} MB, CPU {:.3} ms a call, {} rows, {} files (ok={})",
+                    u.wall.as_secs_f64(),
+                    calls / u.wall.as_secs_f64(),
+                    mb(u.max_rss_kb),
+                    u.cpu.as_secs_f64() * 1000.0 / calls,
+                    s["kv_rows"],
+                    s["files"].as_array().map_or(0, |f| f.len()),
+                    u.ok
+                ),
+            ));
+        }
+    }
+}
+
 fn n(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -209,6 +295,11 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("machine: {cores} cores, {cpu}");
     let mut rows = Vec::new();
+    if std::env::args().any(|a| a == "s3") {
+        s3(dir.path(), &mut rows);
+        print_rows(rows);
+        return;
+    }
     if !std::env::args().any(|a| a == "throughput") {
         memory(dir.path(), &mut rows);
     }

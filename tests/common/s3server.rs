@@ -1,0 +1,60 @@
+//! A real S3 server in-process: `s3s` with its file-system backend (buckets
+//! are folders under a root), on 127.0.0.1:0, checking SigV4 signatures
+//! against one key pair. Used by the S3 tests and the benchmark.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+pub const KEY_ID: &str = "msgext-test-key-id";
+pub const SECRET: &str = "msgext-test-secret-9f2c";
+
+pub struct S3Server {
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    pub root: PathBuf,
+}
+
+impl S3Server {
+    /// Serve `root` (with the `buckets` made) on the current tokio runtime.
+    pub async fn start(root: &Path, buckets: &[&str]) -> S3Server {
+        for b in buckets {
+            std::fs::create_dir_all(root.join(b)).unwrap();
+        }
+        let fs = s3s_fs::FileSystem::new(root).unwrap();
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
+        let service = builder.build();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let http =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            loop {
+                let Ok((socket, _)) = listener.accept().await else {
+                    continue;
+                };
+                let conn = http
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service.clone())
+                    .into_owned();
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+        });
+        S3Server {
+            url: format!("http://{addr}"),
+            root: root.to_owned(),
+        }
+    }
+
+    /// What a user sets to export to this server, with this secret.
+    pub fn env(&self, secret: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ACCESS_KEY_ID", KEY_ID.to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", secret.to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL", self.url.clone()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+        ]
+    }
+}
