@@ -316,11 +316,13 @@ async fn an_export_to_s3_reads_back_exactly_from_the_bucket() {
 async fn killed_at_each_commit_stage_then_the_same_command_gives_the_exact_lake() {
     let s = setup(240, 1000).await;
     // After a part file is sealed, after the ledger commits it, in the middle
-    // of its multipart upload, after it is published, before _SUCCESS.
+    // of its multipart upload, after the upload completed (before its record
+    // is removed), after it is published, before _SUCCESS.
     let stages = [
         "sealed:2",
         "committed:2",
         "uploaded_part:1",
+        "completed_upload",
         "published:1",
         "before_success",
     ];

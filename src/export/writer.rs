@@ -209,6 +209,8 @@ pub fn write_all(
             .store(spooled + settled_errors, Ordering::Relaxed);
     }
     st.checkpoint(true)?;
+    // Every committed file is at its final name before the reports say so.
+    st.w.dir.flush().doing("publishing part files")?;
     // Replay files that held no complete record were committed by nothing: they go too.
     for p in std::mem::take(&mut st.pending.replayed) {
         std::fs::remove_file(&p).doing("removing a replay file")?;
@@ -520,6 +522,7 @@ impl State<'_> {
         let file = out.into_inner().doing("errors.csv")?;
         let sealed = self.w.dir.seal(staged, file, rows).doing("errors.csv")?;
         self.w.dir.publish(&sealed).doing("errors.csv")?;
+        self.w.dir.flush().doing("errors.csv")?;
         let _ = std::fs::remove_file(&spool_path);
         Ok(())
     }

@@ -29,7 +29,9 @@ pub const PART_BYTES: usize = 8 << 20;
 /// The suffix of the file recording a multipart upload's id.
 const UPLOAD_SUFFIX: &str = ".upload";
 
-pub struct ObjectLake {
+/// The store and where the lake is in it: what an upload needs, shared by
+/// the writer and the uploads in flight.
+struct Bucket {
     /// `s3://bucket/prefix`, for messages.
     url: String,
     store: Arc<dyn ObjectStore>,
@@ -39,11 +41,23 @@ pub struct ObjectLake {
     handle: tokio::runtime::Handle,
 }
 
+/// Uploads run beside the writer, at most this many at a time; publishing
+/// one more waits for the oldest. Each reads its file one part at a time.
+pub const UPLOADS_IN_FLIGHT: usize = 2;
+
+type Upload = tokio::task::JoinHandle<Result<(), WriteError>>;
+
+pub struct ObjectLake {
+    bucket: Arc<Bucket>,
+    /// Uploads in flight, oldest first.
+    uploads: std::sync::Mutex<std::collections::VecDeque<Upload>>,
+}
+
 impl std::fmt::Debug for ObjectLake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ObjectLake")
-            .field("url", &self.url)
-            .field("staging", &self.staging)
+            .field("url", &self.bucket.url)
+            .field("staging", &self.bucket.staging)
             .finish()
     }
 }
@@ -53,6 +67,26 @@ impl ObjectLake {
     /// environment the way the cloud's own tools are (`AWS_*`,
     /// `GOOGLE_*`, `AZURE_*`). Must be called inside the tokio runtime.
     pub fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
+        Ok(ObjectLake {
+            bucket: Arc::new(Bucket::open(url, staging)?),
+            uploads: Default::default(),
+        })
+    }
+
+    /// Wait for one upload; a crashed one is an error like a failed one.
+    fn join(&self, upload: Upload) -> Result<(), WriteError> {
+        match self.bucket.block(upload) {
+            Ok(r) => r,
+            Err(e) => Err(WriteError::Store(format!(
+                "{}: an upload crashed: {e}",
+                self.bucket.url
+            ))),
+        }
+    }
+}
+
+impl Bucket {
+    fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
         use object_store::aws::AmazonS3Builder;
         use object_store::azure::MicrosoftAzureBuilder;
         use object_store::gcp::GoogleCloudStorageBuilder;
@@ -84,7 +118,7 @@ impl ObjectLake {
         };
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|e| bad(&format!("no async runtime: {e}")))?;
-        Ok(ObjectLake {
+        Ok(Bucket {
             url: url.trim_end_matches('/').to_owned(),
             store,
             multipart,
@@ -147,10 +181,22 @@ impl ObjectLake {
             }
         };
         let key = self.key(rel)?;
-        match self.block(self.multipart.abort_multipart(&key, &id.trim().to_owned())) {
-            // Already completed or aborted: nothing left to abort.
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(self.err(rel, e)),
+        let id = id.trim().to_owned();
+        if let Err(e) = self.block(self.multipart.abort_multipart(&key, &id)) {
+            // Gone already: the crash came after the upload completed (S3
+            // answers 404 NoSuchUpload). Anything else leaves at worst an
+            // incomplete upload, which costs storage, not correctness: say
+            // so and go on (a lifecycle rule aborts such uploads).
+            let text = e.to_string();
+            let gone =
+                matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchUpload");
+            if !gone {
+                eprintln!(
+                    "msgext: warning: {}: could not abort the multipart upload {id} a crash left: {}",
+                    self.display(rel),
+                    redact(&text)
+                );
+            }
         }
         std::fs::remove_file(&record).map_err(|source| WriteError::Path {
             path: record,
@@ -185,6 +231,7 @@ impl ObjectLake {
                 self.block(self.multipart.complete_multipart(&key, &id, parts))
                     .map_err(|e| self.err(rel, e))
             });
+            crate::failpoint::hit("completed_upload");
             if let Err(e) = done {
                 // Best effort: the resume aborts it otherwise.
                 let _ = self.abort_recorded(local, rel);
@@ -251,6 +298,80 @@ impl ObjectLake {
 
 impl LakeStore for ObjectLake {
     fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
+        self.bucket.stage(rel)
+    }
+
+    /// Start the upload beside the writer (after the oldest, if
+    /// `UPLOADS_IN_FLIGHT` are running); its error shows at the next publish
+    /// or at `flush`. The file stays staged until it is up.
+    fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        while uploads.len() >= UPLOADS_IN_FLIGHT || uploads.front().is_some_and(|u| u.is_finished())
+        {
+            if let Some(u) = uploads.pop_front() {
+                self.join(u)?;
+            }
+        }
+        let (bucket, tmp, rel) = (
+            self.bucket.clone(),
+            sealed.staged.tmp.clone(),
+            sealed.staged.rel.clone(),
+        );
+        uploads.push_back(
+            self.bucket
+                .handle
+                .spawn_blocking(move || bucket.upload(&tmp, &rel)),
+        );
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), WriteError> {
+        let mut uploads = self.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let mut first = Ok(());
+        while let Some(u) = uploads.pop_front() {
+            let r = self.join(u);
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    }
+
+    fn exists(&self, rel: &str) -> Result<bool, WriteError> {
+        self.bucket.exists(rel)
+    }
+
+    fn roll_forward(&self, rel: &str) -> Result<(), WriteError> {
+        self.bucket.roll_forward(rel)
+    }
+
+    fn remove_strays(&self, run_id: &str, committed: &HashSet<String>) -> Result<(), WriteError> {
+        self.bucket.remove_strays(run_id, committed)
+    }
+
+    fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
+        self.bucket.put(rel, bytes)
+    }
+
+    fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError> {
+        self.bucket.create(rel, bytes)
+    }
+
+    fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError> {
+        self.bucket.get(rel)
+    }
+
+    fn display(&self, rel: &str) -> String {
+        self.bucket.display(rel)
+    }
+
+    fn check(&self) -> Result<(), WriteError> {
+        self.bucket.check()
+    }
+}
+
+impl Bucket {
+    fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
         self.key(rel)?;
         let tmp = self.staged_path(rel);
         if let Some(dir) = tmp.parent() {
@@ -270,10 +391,6 @@ impl LakeStore for ObjectLake {
             },
             HashingFile::new(file),
         ))
-    }
-
-    fn publish(&self, sealed: &Sealed) -> Result<(), WriteError> {
-        self.upload(&sealed.staged.tmp, &sealed.staged.rel)
     }
 
     fn exists(&self, rel: &str) -> Result<bool, WriteError> {

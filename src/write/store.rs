@@ -31,8 +31,14 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
         };
         Ok(Sealed { staged, info })
     }
-    /// Put a sealed file at its final name.
+    /// Put a sealed file at its final name (or begin to: see `flush`).
     fn publish(&self, sealed: &Sealed) -> Result<(), WriteError>;
+    /// Wait until every file published so far is at its final name. A lake
+    /// may publish beside the writer (uploads); a local folder's rename is
+    /// done when `publish` returns.
+    fn flush(&self) -> Result<(), WriteError> {
+        Ok(())
+    }
     /// Whether a file is at `rel`.
     fn exists(&self, rel: &str) -> Result<bool, WriteError>;
     /// A file a committed checkpoint names: finish publishing it if a crash
