@@ -59,7 +59,8 @@ pub struct Holder {
 /// however it dies.
 #[derive(Debug)]
 pub struct RunLock {
-    _file: File,
+    file: File,
+    path: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +80,7 @@ impl RunLock {
     pub fn acquire(state_dir: &Path, me: &Holder) -> Result<RunLock, LockError> {
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
         let path = state_dir.join(".lock");
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -98,11 +99,23 @@ impl RunLock {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e).into()),
         }
-        let json = serde_json::to_vec(me).map_err(LedgerError::from)?;
-        file.set_len(0).map_err(io(&path))?;
-        file.write_all(&json).map_err(io(&path))?;
-        file.flush().map_err(io(&path))?;
-        Ok(RunLock { _file: file })
+        let mut lock = RunLock { file, path };
+        lock.describe(me)?;
+        Ok(lock)
+    }
+
+    /// Say who holds the lock (shown to a run that finds it taken): the run
+    /// id is known only once the input is read.
+    pub fn describe(&mut self, me: &Holder) -> Result<(), LedgerError> {
+        use std::io::Seek;
+        let json = serde_json::to_vec(me)?;
+        let path = &self.path;
+        self.file.set_len(0).map_err(io(path))?;
+        self.file
+            .seek(std::io::SeekFrom::Start(0))
+            .map_err(io(path))?;
+        self.file.write_all(&json).map_err(io(path))?;
+        self.file.flush().map_err(io(path))
     }
 }
 

@@ -191,11 +191,10 @@ pub async fn run(
 ) -> Result<Summary, ExportError> {
     let started = chrono::Utc::now();
     let clock = Instant::now();
-    let (reader, scan) = crate::input::open_prescanned(&plan.input)?;
-    let wanted = run_meta(&plan, &scan, started);
-    // The same command resumes: without --run-id, an unfinished run of the
-    // same input and settings is taken up again.
-    // The lake, behind the one interface that knows where it lives.
+    // A bad input (no file, no usable header) is told before anything is created.
+    drop(crate::input::InputReader::open(&plan.input)?);
+    // The lake, behind the one interface that knows where it lives; a bucket
+    // that cannot be reached is told before anything is read or fetched.
     let lake = plan.out.open(&plan.state_dir)?;
     lake.check()?;
     if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
@@ -204,16 +203,30 @@ pub async fn run(
             plan.state_dir.display()
         );
     }
+    // One run at a time per state folder, before the input's full pass.
+    let holder = |run_id: &str| crate::ledger::Holder {
+        run_id: run_id.to_owned(),
+        pid: std::process::id(),
+        started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    };
+    let mut lock = crate::ledger::RunLock::acquire(
+        &plan.state_dir,
+        &holder(plan.run_id.as_deref().unwrap_or("(reading its input)")),
+    )?;
+    let (reader, scan) = crate::input::open_prescanned(&plan.input)?;
+    let wanted = run_meta(&plan, &scan, started);
+    // The same command resumes: without --run-id, an unfinished run of the
+    // same input and settings is taken up again.
     let run_id = match &plan.run_id {
         Some(id) => id.clone(),
         None => unfinished_run(&*lake, &plan.state_dir, &wanted)?
             .unwrap_or_else(|| default_run_id(started)),
     };
+    lock.describe(&holder(&run_id))?;
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
     let run_dir = plan.state_dir.join(&run_id);
-    let opened = open_run(&plan, &*lake, &run_id, &run_dir, &wanted)?;
-    let (_lock, meta, run_files, mut recovered) =
-        (opened.lock, opened.meta, opened.files, opened.recovered);
+    let opened = open_run(&*lake, &run_id, &run_dir, &wanted)?;
+    let (meta, run_files, mut recovered) = (opened.meta, opened.files, opened.recovered);
     if opened.resumed && !plan.quiet {
         eprintln!(
             "msgext: resuming run {run_id} (started {}; {} messages already settled)",
@@ -576,10 +589,9 @@ fn spawn_reporter(
     (done, task)
 }
 
-/// What `open_run` hands back: the folder lock (held until the run ends), the
-/// run's fixed identity, and what an earlier attempt left.
+/// What `open_run` hands back: the run's fixed identity, and what an
+/// earlier attempt left.
 struct OpenedRun {
-    lock: crate::ledger::RunLock,
     meta: crate::ledger::RunMeta,
     files: crate::ledger::RunFiles,
     recovered: crate::ledger::Recovered,
@@ -587,24 +599,15 @@ struct OpenedRun {
     resumed: bool,
 }
 
-/// Take the folder lock, refuse a completed run or one started with another
-/// input or settings, load or create `run.json`, and recover what an earlier
-/// attempt of this run left.
+/// With the folder lock held: refuse a completed run or one started with
+/// another input or settings, load or create `run.json`, claim the run id in
+/// the lake, and recover what an earlier attempt of this run left.
 fn open_run(
-    plan: &ExportPlan,
     lake: &dyn LakeStore,
     run_id: &str,
     run_dir: &Path,
     wanted: &crate::ledger::RunMeta,
 ) -> Result<OpenedRun, ExportError> {
-    let lock = crate::ledger::RunLock::acquire(
-        &plan.state_dir,
-        &crate::ledger::Holder {
-            run_id: run_id.to_owned(),
-            pid: std::process::id(),
-            started_at: wanted.started_at.clone(),
-        },
-    )?;
     let success = format!("_runs/{run_id}/_SUCCESS");
     if lake.exists(&success)? {
         return Err(ExportError::AlreadyComplete {
@@ -636,7 +639,6 @@ fn open_run(
     claim_run(lake, run_id, run_dir, &meta.started_at)?;
     let (files, recovered) = crate::ledger::RunFiles::open(lake, run_dir)?;
     Ok(OpenedRun {
-        lock,
         meta,
         files,
         recovered,
