@@ -367,6 +367,15 @@ mod tests {
         // A URL in a job file is not resolved against the job file's folder.
         let job = JobFile::parse(Path::new("/etc/msgext/j.toml"), "out = \"s3://b/p\"\n").unwrap();
         assert_eq!(job.out, Some(PathBuf::from("s3://b/p")));
+        // and the plan writes to the bucket, its state in a folder of its own.
+        let job = JobFile::parse(
+            Path::new("/etc/msgext/j.toml"),
+            "input = \"in.csv\"\nout = \"s3://b/p\"\nstate_dir = \"/var/lib/msgext\"\nsdkappid = 1\nregion = \"china\"\n",
+        )
+        .unwrap();
+        let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
+        assert_eq!(p.out, Out::Url("s3://b/p".into()));
+        assert_eq!(p.state_dir, PathBuf::from("/var/lib/msgext"));
     }
 
     #[test]

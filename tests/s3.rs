@@ -411,3 +411,38 @@ async fn a_bucket_that_does_not_exist_fails_at_once() {
     );
     assert_eq!(s.server.stats().calls(), 0, "no API call");
 }
+
+/// GCS and Azure go through the same seam; with no server of theirs here,
+/// check that their URLs reach their clients' configuration and that a
+/// missing credential ends the run at once, naming the URL and the cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gs_and_az_urls_reach_their_stores_and_a_missing_credential_is_told() {
+    let s = setup(5, 0).await;
+    let cases = [
+        (
+            "gs://bucket/lake",
+            ("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json"),
+            "/nonexistent/key.json",
+        ),
+        // No AZURE_STORAGE_ACCOUNT_NAME: told before any request (an empty
+        // one would send the client to the instance metadata service).
+        (
+            "az://container/lake",
+            ("MSGEXT_NOTHING", ""),
+            "Account must be specified",
+        ),
+    ];
+    for (url, env, cause) in cases {
+        let mut args = s.args("lake", "state", "csv");
+        let at = args.iter().position(|a| a == "--out").unwrap() + 1;
+        args[at] = url.into();
+        let o = run_msgext(args, DEMO_SECRET_KEY, &[env]).await;
+        assert_eq!(o.status.code(), Some(1), "{url}: {}", show(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            stderr.contains(url) && stderr.contains(cause),
+            "{url}: {stderr}"
+        );
+    }
+    assert_eq!(s.server.stats().calls(), 0, "no API call");
+}
