@@ -446,3 +446,20 @@ async fn gs_and_az_urls_reach_their_stores_and_a_missing_credential_is_told() {
     }
     assert_eq!(s.server.stats().calls(), 0, "no API call");
 }
+
+/// A real SIGKILL at a moment the test does not choose (after 150 answers,
+/// wherever the writer and the uploads are), then the same command.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_kill_9_mid_export_then_the_same_command_gives_the_exact_lake() {
+    let s = setup(240, 1000).await;
+    let env = s.s3.env(SECRET);
+    let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    all.push(("MSGEXT_TEST_PART_BYTES", "5242880"));
+    let cmd = common::msgext_command(&s.args("lake", "state", "parquet"), DEMO_SECRET_KEY, &all);
+    let status = common::signal_midway(cmd, s.server.stats(), 150, "-KILL").await;
+    assert_eq!(status.code(), None, "killed");
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    s.assert_exact("lake").await;
+}
