@@ -12,8 +12,37 @@ use clap::Parser;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+/// Logs for operators on stderr, chosen with `RUST_LOG` (`info`,
+/// `msgext=debug`, `msgext=debug,object_store=info`, …): checkpoints and
+/// rate-limit cuts at info, retries, uploads and concurrency changes at
+/// debug. Unset, only warnings show.
+fn init_logging() {
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::prelude::*;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let warn_only = Targets::new().with_default(tracing::Level::WARN);
+    let (targets, bad) = match spec.trim() {
+        "" => (warn_only, None),
+        s => match s.parse::<Targets>() {
+            Ok(t) => (t, None),
+            Err(e) => (warn_only, Some(e)),
+        },
+    };
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(targets)
+        .try_init();
+    if let Some(e) = bad {
+        tracing::warn!("RUST_LOG={spec:?} is not understood ({e}); showing warnings only");
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

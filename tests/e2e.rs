@@ -288,6 +288,22 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     let o = msgext(args, DEMO_SECRET_KEY).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(o.stdout.is_empty() && o.stderr.is_empty(), "{}", show(&o));
+    // RUST_LOG: the operator's log on stderr, even with --quiet (a fresh
+    // simulator, whose flaky message answers 10002 again).
+    let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
+    let mut args = export_args(&server, &input, &out, "parquet", "logged");
+    args.push("--quiet".into());
+    let o = common::run_msgext(args, DEMO_SECRET_KEY, &[("RUST_LOG", "msgext=debug")]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let log = String::from_utf8_lossy(&o.stderr);
+    for line in [
+        "INFO msgext::export: export started run_id=logged",
+        "DEBUG msgext::fetch: retrying a call code=10002 attempt=1",
+        "INFO msgext::export::writer: checkpoint committed seq=0",
+        "INFO msgext::export: export ended run_id=logged status=Complete",
+    ] {
+        assert!(log.contains(line), "{line:?} in:\n{log}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -223,6 +223,14 @@ pub async fn run(
             .unwrap_or_else(|| default_run_id(started)),
     };
     lock.describe(&holder(&run_id))?;
+    tracing::info!(
+        run_id = %run_id,
+        input = %plan.input.display(),
+        rows = scan.rows,
+        out = %plan.out.display(),
+        state = %plan.state_dir.display(),
+        "export started"
+    );
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
     let run_dir = plan.state_dir.join(&run_id);
     let opened = open_run(&*lake, &run_id, &run_dir, &wanted)?;
@@ -392,6 +400,13 @@ pub async fn run(
         progress.finish(&view(), status);
     }
     write_reports(&*lake, &run_id, &summary, finished)?;
+    tracing::info!(
+        run_id = %run_id,
+        status = ?summary.status,
+        requests = summary.requests,
+        kv_rows = summary.kv_rows,
+        "export ended"
+    );
     Ok(summary)
 }
 

@@ -493,6 +493,12 @@ impl State<'_> {
             }
         }
         failpoint::hit("published");
+        tracing::info!(
+            seq = self.seq,
+            files = cp.files.len(),
+            messages = cp.messages.len(),
+            "checkpoint committed"
+        );
         let replayed = std::mem::take(&mut self.pending.replayed);
         self.w.run_files.next_segment(&replayed).doing("WAL")?;
         self.stats_at_last_checkpoint = now;

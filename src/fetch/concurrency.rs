@@ -90,6 +90,9 @@ impl Concurrency {
         }
         let target = target.clamp(1, self.max);
         let current = self.target.swap(target, Ordering::Relaxed);
+        if target != current {
+            tracing::debug!(target, was = current, "calls in flight");
+        }
         if target > current {
             let mut add = target - current;
             // Cancel retirements still owed before adding permits.

@@ -142,12 +142,26 @@ impl Limiter {
 
     pub fn on_accepted(&self) {
         let now = self.epoch.elapsed();
-        self.lock().on_accepted(now);
+        let mut state = self.lock();
+        let was = state.rate();
+        state.on_accepted(now);
+        if state.rate() != was {
+            tracing::debug!(rate = state.rate(), was, "rate limit raised");
+        }
     }
 
     pub fn on_quota(&self) {
         let now = self.epoch.elapsed();
-        self.lock().on_quota(now);
+        let mut state = self.lock();
+        let was = state.rate();
+        state.on_quota(now);
+        if state.rate() != was {
+            tracing::info!(
+                rate = state.rate(),
+                was,
+                "rate limit lowered after a quota answer"
+            );
+        }
     }
 
     /// The rate in force, calls per second.

@@ -366,6 +366,12 @@ impl<C: Call> Fetcher<C> {
                 retry_after,
                 self.policy.max_wait,
             );
+            tracing::debug!(
+                code = %code,
+                attempt = tries,
+                delay_ms = delay.as_millis() as u64,
+                "retrying a call"
+            );
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = self.stop.stopped() => {}

@@ -191,8 +191,8 @@ impl Bucket {
             let gone =
                 matches!(e, object_store::Error::NotFound { .. }) || text.contains("NoSuchUpload");
             if !gone {
-                eprintln!(
-                    "msgext: warning: {}: could not abort the multipart upload {id} a crash left: {}",
+                tracing::warn!(
+                    "{}: could not abort the multipart upload {id} a crash left: {}",
                     self.display(rel),
                     redact(&text)
                 );
@@ -243,6 +243,7 @@ impl Bucket {
                 source,
             })?;
         }
+        tracing::debug!(file = %self.display(rel), bytes = len, "uploaded");
         std::fs::remove_file(local).map_err(io)
     }
 

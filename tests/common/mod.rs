@@ -326,7 +326,8 @@ pub fn msgext_command(
     c.args(args)
         .env("MSGEXT_SECRET_KEY", secret)
         .env_remove("MSGEXT_USERSIG")
-        .env_remove("MSGEXT_FAILPOINT");
+        .env_remove("MSGEXT_FAILPOINT")
+        .env_remove("RUST_LOG");
     for (k, v) in env {
         c.env(k, v);
     }
