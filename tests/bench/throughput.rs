@@ -11,7 +11,8 @@
 //! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
 //!
 //! `cargo bench --bench throughput -- memory` runs the last two only,
-//! `-- throughput` all but them; `-- s3` compares a local folder with an S3
+//! `-- throughput` all but them, `-- quota` the quota run alone (CPU and
+//! context switches a call); `-- s3` compares a local folder with an S3
 //! bucket (an in-process s3s server) at 1.25M rows and at the quota.
 //! Nothing here asserts: it prints the numbers for the README.
 
@@ -34,6 +35,8 @@ struct Usage {
     wall: Duration,
     cpu: Duration,
     max_rss_kb: i64,
+    /// Voluntary and involuntary context switches.
+    csw: i64,
     ok: bool,
 }
 
@@ -53,6 +56,7 @@ fn wait_usage(child: Child, started: Instant) -> Usage {
         wall,
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         max_rss_kb: ru.ru_maxrss,
+        csw: ru.ru_nvcsw + ru.ru_nivcsw,
         ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
     }
 }
@@ -300,7 +304,7 @@ fn main() {
         print_rows(rows);
         return;
     }
-    if !std::env::args().any(|a| a == "throughput") {
+    if !std::env::args().any(|a| a == "throughput" || a == "quota") {
         memory(dir.path(), &mut rows);
     }
     if std::env::args().any(|a| a == "memory") {
@@ -335,6 +339,18 @@ fn main() {
             ),
         ));
         rows.push((
+            "client CPU a call at the quota".to_owned(),
+            format!(
+                "{:.3} ms ({:.2} s user + system for {calls} calls)",
+                u.cpu.as_secs_f64() * 1000.0 / calls,
+                u.cpu.as_secs_f64()
+            ),
+        ));
+        rows.push((
+            "context switches a call at the quota".to_owned(),
+            format!("{:.1} ({} in all)", u.csw as f64 / calls, u.csw),
+        ));
+        rows.push((
             "WAL fsyncs a second at the quota".to_owned(),
             format!(
                 "{:.1} ({} in {:.1} s)",
@@ -351,6 +367,10 @@ fn main() {
                 s["rate_limited"]
             ),
         ));
+    }
+    if std::env::args().any(|a| a == "quota") {
+        print_rows(rows);
+        return;
     }
     // 2. The limit off: 6,250 pages of 200 pairs = 1.25M rows.
     {
