@@ -117,6 +117,27 @@ enum Event {
     InputFailed(InputError),
 }
 
+/// Messages go from the input thread to the workers in chunks of this many,
+/// so that the input thread wakes once a chunk rather than once a message.
+pub const WORK_CHUNK: usize = 32;
+
+/// The workers' end of the input: chunks, taken one message at a time.
+struct WorkQueue {
+    rx: mpsc::Receiver<Vec<InputMessage>>,
+    ready: std::collections::VecDeque<InputMessage>,
+}
+
+impl WorkQueue {
+    async fn next(&mut self) -> Option<InputMessage> {
+        loop {
+            if let Some(m) = self.ready.pop_front() {
+                return Some(m);
+            }
+            self.ready.extend(self.rx.recv().await?);
+        }
+    }
+}
+
 /// Outcomes waiting for the writer. Small on purpose: they are fetched but not
 /// yet in the WAL (fetched again after a crash) and they hold their pairs.
 pub const EVENT_QUEUE: usize = 48;
@@ -256,7 +277,7 @@ pub async fn run(
         None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
     });
     let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
-    let (work_tx, work_rx) = mpsc::channel::<InputMessage>(queue * 2);
+    let (work_tx, work_rx) = mpsc::channel::<Vec<InputMessage>>((queue * 2 / WORK_CHUNK).max(2));
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
 
     // Stage 1: the input, on a thread of its own (blocking file reads).
@@ -503,11 +524,14 @@ fn build_fetcher(
 /// it, hand the outcome to the writer. The workers alone hold `work_rx`.
 fn spawn_workers(
     slots: &Arc<Concurrency>,
-    work_rx: mpsc::Receiver<InputMessage>,
+    work_rx: mpsc::Receiver<Vec<InputMessage>>,
     ev_tx: mpsc::Sender<Event>,
     fetcher: &Fetcher,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    let work_rx = Arc::new(Mutex::new(work_rx));
+    let work_rx = Arc::new(Mutex::new(WorkQueue {
+        rx: work_rx,
+        ready: std::collections::VecDeque::new(),
+    }));
     (0..slots.max())
         .map(|_| {
             let (work_rx, ev_tx) = (work_rx.clone(), ev_tx.clone());
@@ -517,7 +541,7 @@ fn spawn_workers(
                     let Some(slot) = slots.acquire().await else {
                         break;
                     };
-                    let next = work_rx.lock().await.recv().await;
+                    let next = work_rx.lock().await.next().await;
                     let Some(m) = next else { break };
                     let outcome = fetcher.fetch(&m.msg).await;
                     crate::failpoint::panic_at("worker");
@@ -757,11 +781,16 @@ fn join_error_text(e: tokio::task::JoinError) -> String {
 fn read_input<R: std::io::Read>(
     reader: InputReader<R>,
     settled: &crate::model::FingerprintSet,
-    work_tx: mpsc::Sender<InputMessage>,
+    work_tx: mpsc::Sender<Vec<InputMessage>>,
     ev_tx: mpsc::Sender<Event>,
     stop: StopSignal,
 ) -> u64 {
     let mut handed_on = 0u64;
+    let mut chunk: Vec<InputMessage> = Vec::with_capacity(WORK_CHUNK);
+    let aborted = || FetchOutcome::Cancelled {
+        attempts: 0,
+        pages: 0,
+    };
     for item in reader {
         crate::failpoint::panic_at("input");
         let draining = match stop.reason() {
@@ -771,18 +800,35 @@ fn read_input<R: std::io::Read>(
             Some(StopReason::GaveUp) => true,
             Some(_) => return handed_on,
         };
+        if draining {
+            // The chunk not yet handed to the workers is aborted too.
+            for m in std::mem::take(&mut chunk) {
+                if ev_tx.blocking_send(Event::Done(m, aborted())).is_err() {
+                    return handed_on;
+                }
+                handed_on += 1;
+            }
+        }
         let sent = match item {
             Ok(InputItem::Message(m)) if draining => {
-                let aborted = FetchOutcome::Cancelled {
-                    attempts: 0,
-                    pages: 0,
-                };
-                ev_tx.blocking_send(Event::Done(m, aborted)).is_ok()
+                ev_tx.blocking_send(Event::Done(m, aborted())).is_ok()
             }
             Ok(InputItem::Message(m)) if settled.contains(m.msg.fingerprint()) => {
                 ev_tx.blocking_send(Event::Resumed).is_ok()
             }
-            Ok(InputItem::Message(m)) => work_tx.blocking_send(m).is_ok(),
+            Ok(InputItem::Message(m)) => {
+                chunk.push(m);
+                if chunk.len() < WORK_CHUNK {
+                    continue;
+                }
+                let n = chunk.len() as u64;
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(WORK_CHUNK));
+                if work_tx.blocking_send(full).is_err() {
+                    return handed_on;
+                }
+                handed_on += n;
+                continue;
+            }
             Ok(InputItem::Duplicate { .. }) => ev_tx.blocking_send(Event::Duplicate).is_ok(),
             Ok(InputItem::Skipped { .. }) => ev_tx.blocking_send(Event::Skipped).is_ok(),
             Ok(InputItem::Invalid(r)) => ev_tx.blocking_send(Event::Invalid(r)).is_ok(),
@@ -796,6 +842,10 @@ fn read_input<R: std::io::Read>(
             return handed_on;
         }
         handed_on += 1;
+    }
+    let n = chunk.len() as u64;
+    if n > 0 && work_tx.blocking_send(chunk).is_ok() {
+        handed_on += n;
     }
     handed_on
 }
