@@ -128,7 +128,8 @@ impl Credentials {
 #[derive(Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
-    url: Arc<str>,
+    /// Parsed once: a call only sets the query.
+    url: reqwest::Url,
     sdkappid: Arc<str>,
     identifier: Arc<str>,
 }
@@ -143,8 +144,8 @@ impl ApiClient {
         identifier: &str,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let url = super::call_url(base, path);
-        reqwest::Url::parse(&url).map_err(|e| format!("invalid endpoint {base:?}: {e}"))?;
+        let url = reqwest::Url::parse(&super::call_url(base, path))
+            .map_err(|e| format!("invalid endpoint {base:?}: {e}"))?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -156,7 +157,7 @@ impl ApiClient {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(ApiClient {
             http,
-            url: Arc::from(url),
+            url,
             sdkappid: Arc::from(sdkappid.to_string()),
             identifier: Arc::from(identifier),
         })
@@ -169,17 +170,19 @@ impl ApiClient {
         usersig: &str,
         body: bytes::Bytes,
     ) -> Result<GetKeyValuesResponse, CallError> {
-        let random = rand::random::<u32>().to_string();
+        let mut url = self.url.clone();
+        let mut random = itoa::Buffer::new();
+        let query = form_urlencoded::Serializer::new(String::with_capacity(96 + usersig.len()))
+            .append_pair("sdkappid", &self.sdkappid)
+            .append_pair("identifier", &self.identifier)
+            .append_pair("usersig", usersig)
+            .append_pair("random", random.format(rand::random::<u32>()))
+            .append_pair("contenttype", "json")
+            .finish();
+        url.set_query(Some(&query));
         let resp = self
             .http
-            .post(&*self.url)
-            .query(&[
-                ("sdkappid", &*self.sdkappid),
-                ("identifier", &*self.identifier),
-                ("usersig", usersig),
-                ("random", &random),
-                ("contenttype", "json"),
-            ])
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
