@@ -282,7 +282,8 @@ impl LakeStore for LocalDir {
     }
 
     /// Staged and fsynced like `put`, then hard-linked into place: the link
-    /// fails if a file is already there, so that of two runs only one creates it.
+    /// fails if a file is already there, so that of two runs only one creates
+    /// it (where there are no hard links, an exclusive create instead).
     fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError> {
         let path = self.final_path(rel);
         if let Some(dir) = path.parent() {
@@ -299,7 +300,21 @@ impl LakeStore for LocalDir {
         let mut f = File::create(&tmp).map_err(io)?;
         std::io::Write::write_all(&mut f, bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
-        let linked = std::fs::hard_link(&tmp, &path);
+        let mut linked = std::fs::hard_link(&tmp, &path);
+        if let Err(e) = &linked
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            // A file system without hard links (some mounted buckets):
+            // an exclusive create, written whole before it is closed.
+            linked = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .and_then(|mut f| {
+                    std::io::Write::write_all(&mut f, bytes)?;
+                    f.sync_all()
+                });
+        }
         let _ = std::fs::remove_file(&tmp);
         match linked {
             Ok(()) => {
