@@ -38,6 +38,9 @@ pub enum ExportError {
     /// I/O on the output folder: exit 1.
     #[error("{0}")]
     Output(String),
+    /// The lake (a folder or a bucket) refused a write or a check: exit 1.
+    #[error(transparent)]
+    Lake(#[from] crate::write::WriteError),
     /// Another run holds the folder: exit 1.
     #[error(transparent)]
     Busy(#[from] crate::ledger::LockError),
@@ -63,12 +66,6 @@ pub enum ExportError {
         holder: String,
         path: String,
     },
-}
-
-impl From<crate::write::WriteError> for ExportError {
-    fn from(e: crate::write::WriteError) -> Self {
-        ExportError::Output(e.to_string())
-    }
 }
 
 impl ExportError {
@@ -454,7 +451,7 @@ fn write_reports(
 ) -> Result<(), ExportError> {
     let put = |name: &str, bytes: &[u8]| {
         lake.put(&format!("_runs/{run_id}/{name}"), bytes)
-            .map_err(|e| ExportError::Output(e.to_string()))
+            .map_err(ExportError::from)
     };
     put("summary.json", &crate::report::summary_json(summary))?;
     put("manifest.json", &crate::report::manifest_json(summary))?;
