@@ -187,6 +187,33 @@ pub struct Staged {
     pub(crate) rel: String,
 }
 
+/// Create the folder `path` goes in.
+pub(crate) fn make_parent(path: &Path) -> Result<(), WriteError> {
+    match path.parent() {
+        Some(dir) => std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
+            path: dir.to_owned(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Begin the local file `tmp` that will be published as `rel`.
+pub(crate) fn begin_staged(tmp: PathBuf, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
+    make_parent(&tmp)?;
+    let file = File::create(&tmp).map_err(|source| WriteError::Path {
+        path: tmp.clone(),
+        source,
+    })?;
+    Ok((
+        Staged {
+            tmp,
+            rel: rel.to_owned(),
+        },
+        HashingFile::new(file),
+    ))
+}
+
 /// The temporary name of a file being written.
 pub fn staging_name(final_name: &str) -> String {
     format!(".{final_name}.inprogress")

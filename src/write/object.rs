@@ -374,24 +374,7 @@ impl LakeStore for ObjectLake {
 impl Bucket {
     fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
         self.key(rel)?;
-        let tmp = self.staged_path(rel);
-        if let Some(dir) = tmp.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let file = File::create(&tmp).map_err(|source| WriteError::Path {
-            path: tmp.clone(),
-            source,
-        })?;
-        Ok((
-            Staged {
-                tmp,
-                rel: rel.to_owned(),
-            },
-            HashingFile::new(file),
-        ))
+        super::begin_staged(self.staged_path(rel), rel)
     }
 
     fn exists(&self, rel: &str) -> Result<bool, WriteError> {

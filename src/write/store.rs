@@ -9,8 +9,8 @@
 //! folder and uploaded in one PUT or a multipart upload completed last.
 
 use super::{
-    FileInfo, HashingFile, Sealed, Staged, WriteError, all_tables, final_name, publish_staged,
-    staging_path, write_atomically,
+    FileInfo, HashingFile, Sealed, Staged, WriteError, all_tables, begin_staged, final_name,
+    make_parent, publish_staged, staging_path, write_atomically,
 };
 use std::collections::HashSet;
 use std::fs::File;
@@ -196,24 +196,7 @@ impl LocalDir {
 
 impl LakeStore for LocalDir {
     fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
-        let final_path = self.root.join(rel);
-        let dir = final_path.parent().unwrap_or(&self.root).to_owned();
-        std::fs::create_dir_all(&dir).map_err(|source| WriteError::Path {
-            path: dir.clone(),
-            source,
-        })?;
-        let tmp = staging_path(&final_path);
-        let file = File::create(&tmp).map_err(|source| WriteError::Path {
-            path: tmp.clone(),
-            source,
-        })?;
-        Ok((
-            Staged {
-                tmp,
-                rel: rel.to_owned(),
-            },
-            HashingFile::new(file),
-        ))
+        begin_staged(self.staging_path(rel), rel)
     }
 
     /// Rename, then fsync the folder.
@@ -272,12 +255,7 @@ impl LakeStore for LocalDir {
 
     fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let path = self.final_path(rel);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        make_parent(&path)?;
         write_atomically(&path, bytes)
     }
 
@@ -286,12 +264,7 @@ impl LakeStore for LocalDir {
     /// it (where there are no hard links, an exclusive create instead).
     fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError> {
         let path = self.final_path(rel);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| WriteError::Path {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
+        make_parent(&path)?;
         let tmp = staging_path(&path);
         let io = |source| WriteError::Path {
             path: tmp.clone(),
