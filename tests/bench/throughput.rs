@@ -216,7 +216,7 @@ fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt.block_on(s3server::S3Server::start(&dir.join("s3"), &["bench"]));
     let env = server.env(s3server::SECRET);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let env = s3server::refs(&env);
     let cases: [(&str, &[&str], &[&str]); 2] = [
         (
             "1.25M rows, limit off",

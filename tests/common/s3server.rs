@@ -58,3 +58,8 @@ impl S3Server {
         ]
     }
 }
+
+/// An environment as `Command::envs` and the test helpers take it.
+pub fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
