@@ -16,6 +16,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
 use s3server::{KEY_ID, S3Server, SECRET, refs};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 const BUCKET: &str = "lake-bucket";
@@ -84,15 +85,35 @@ impl S3 {
         rels
     }
 
-    /// Multipart uploads begun and neither completed nor aborted (s3s-fs
-    /// keeps one `.upload-<id>…` file per upload at its root).
-    fn open_uploads(&self) -> Vec<String> {
+    /// The ids of multipart uploads begun and neither completed nor aborted:
+    /// s3s-fs keeps `.upload-<id>.json` and `.upload_id-<id>.part-<n>` at
+    /// its root while an upload is open.
+    fn open_uploads(&self) -> BTreeSet<String> {
         std::fs::read_dir(&self.root)
             .unwrap()
             .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with(".upload"))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let id = match name.strip_prefix(".upload_id-") {
+                    Some(rest) => rest.split(".part-").next(),
+                    None => name
+                        .strip_prefix(".upload-")
+                        .and_then(|r| r.strip_suffix(".json")),
+                };
+                id.map(str::to_owned)
+            })
             .collect()
+    }
+
+    /// Clear uploads from the server's disk, as a lifecycle rule
+    /// (AbortIncompleteMultipartUpload) would.
+    fn clear_uploads(&self, ids: &BTreeSet<String>) {
+        for e in std::fs::read_dir(&self.root).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if ids.iter().any(|id| name.contains(id.as_str())) {
+                std::fs::remove_file(e.path()).unwrap();
+            }
+        }
     }
 }
 
@@ -252,11 +273,16 @@ impl Setup {
             "nothing temporary under the tables: {data:?}"
         );
         assert!(listed.len() >= 4, "several files: {listed:?}");
-        assert_eq!(
-            self.s3.open_uploads(),
-            Vec::<String>::new(),
-            "no open upload"
-        );
+        assert_eq!(self.s3.open_uploads(), BTreeSet::new(), "no open upload");
+    }
+
+    /// The multipart upload ids recorded in the state folder.
+    fn recorded_uploads(&self, state: &str) -> BTreeSet<String> {
+        self.staged(state)
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "upload"))
+            .map(|p| std::fs::read_to_string(p).unwrap().trim().to_owned())
+            .collect()
     }
 
     /// Files still waiting in the state folder.
@@ -344,14 +370,26 @@ async fn killed_at_each_commit_stage_then_the_same_command_gives_the_exact_lake(
                 common::parquet_batches(&partial.join(rel));
             }
         }
+        let recorded = s.recorded_uploads(&state);
+        let open = s.s3.open_uploads();
         if stage == "uploaded_part:1" {
             assert!(
-                !s.s3.open_uploads().is_empty(),
-                "the crash left an upload open"
+                !recorded.is_disjoint(&open),
+                "the crash left a recorded upload open: {recorded:?}, {open:?}"
             );
         }
         let o = s.export(&prefix, &state, &[]).await;
         assert_eq!(o.status.code(), Some(0), "{stage}: resumed: {}", show(&o));
+        // The resume aborted every upload the crash left recorded. What may
+        // stay open is an upload the store created as the kill came, before
+        // msgext recorded its id (one per upload in flight, at most 2):
+        // nothing finds those but a lifecycle rule (see the README).
+        let left = s.s3.open_uploads();
+        assert!(
+            left.is_disjoint(&recorded) && left.len() <= 2,
+            "{stage}: open after the resume {left:?}; recorded {recorded:?}; open before {open:?}"
+        );
+        s.s3.clear_uploads(&left);
         s.assert_exact(&prefix).await;
         assert!(
             s.staged(&state).is_empty(),
@@ -505,9 +543,7 @@ async fn an_upload_the_store_refuses_fails_the_run_and_the_same_command_recovers
         "{}",
         show(&o)
     );
-    for leaked in s.s3.open_uploads() {
-        std::fs::remove_file(s.s3.root.join(leaked)).unwrap();
-    }
+    s.s3.clear_uploads(&s.s3.open_uploads());
     let o = s.export("lake", "state", &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     s.assert_exact("lake").await;

@@ -23,7 +23,17 @@ impl S3Server {
         let fs = s3s_fs::FileSystem::new(root).unwrap();
         let mut builder = s3s::service::S3ServiceBuilder::new(fs);
         builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
-        let service = builder.build();
+        let s3 = builder.build();
+        // A request the server has received runs to its end even if the
+        // client goes away, as on a real S3. hyper drops a request's future
+        // when its connection closes, and s3s-fs's CompleteMultipartUpload
+        // is not atomic under that: cut after it forgets the upload id, it
+        // leaves the parts on disk for good. A test that kills msgext
+        // mid-upload would then see server-side leaks no real store has.
+        let service = hyper::service::service_fn(move |req| {
+            let handled = tokio::spawn(hyper::service::Service::call(&s3, req));
+            async move { handled.await.expect("the S3 handler panicked") }
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
