@@ -4,6 +4,7 @@
 
 use crate::cli::{Cli, Command, DemoArgs, ExportArgs, MockArgs, ValidateArgs};
 use crate::export::{self, Tuning, Ui};
+use crate::fetch::limiter::Pacer;
 use crate::fetch::{StopReason, StopSignal};
 use crate::job::{self, Env, JobFile};
 use crate::mock::{Faults, MockConfig, MockServer};
@@ -44,6 +45,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let pacer = Pacer::default();
     if matches!(cli.command, Command::Export(_)) {
         // One thread carries the API's whole quota (200 calls/s) with CPU to
         // spare; a second only adds wake-ups between the two (measured with
@@ -51,6 +53,11 @@ pub fn main() -> ExitCode {
         // call with two, 2.8 with one). Encoding and file I/O run on the
         // writer's own thread, uploads on blocking threads.
         builder.worker_threads(1);
+        // At the quota that thread sleeps on the rate limiter's grid while
+        // the workers run, and reads the answers that came in meanwhile
+        // together (`fetch::limiter::Pacer`).
+        let pacer = pacer.clone();
+        builder.on_thread_park(move || pacer.before_park());
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -60,7 +67,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Export(a) => rt.block_on(export_cmd(a)),
+        Command::Export(a) => rt.block_on(export_cmd(a, pacer)),
         Command::Validate(a) => validate_cmd(&a),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
@@ -123,7 +130,7 @@ fn watch_signals(stop: StopSignal, quiet: bool) {
     });
 }
 
-async fn export_cmd(args: ExportArgs) -> u8 {
+async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
     let job = match &args.job {
         None => JobFile::default(),
         Some(path) => match std::fs::read_to_string(path) {
@@ -158,7 +165,11 @@ async fn export_cmd(args: ExportArgs) -> u8 {
     let ui = ui(quiet, ProgressMode::JsonLines);
     let stop = StopSignal::default();
     watch_signals(stop.clone(), quiet);
-    match export::run(plan, ui, Tuning::default(), stop).await {
+    let tuning = Tuning {
+        pacer,
+        ..Tuning::default()
+    };
+    match export::run(plan, ui, tuning, stop).await {
         Ok(summary) => {
             let resume = summary.resumable.then(|| {
                 format!(

@@ -67,6 +67,7 @@ fn fast() -> Tuning {
             max_wait: Duration::from_secs(60),
         },
         timeout: Duration::from_secs(10),
+        ..Tuning::default()
     }
 }
 

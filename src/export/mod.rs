@@ -11,7 +11,7 @@ pub use writer::{COMMIT_EVERY, GROUP_COMMIT};
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::fetch::concurrency::{Concurrency, MAX_AUTO, MIN_AUTO, target_in_flight};
-use crate::fetch::limiter::Limiter;
+use crate::fetch::limiter::{Limiter, Pacer};
 use crate::fetch::retry::RetryPolicy;
 use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, StopSignal};
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
@@ -89,10 +89,14 @@ pub struct Ui {
 }
 
 /// Tuning that is not on the command line (tests shorten the backoff).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Tuning {
     pub retry: RetryPolicy,
     pub timeout: std::time::Duration,
+    /// Hooked into the runtime by `app` (`on_thread_park`): at the quota,
+    /// the thread that runs the workers sleeps on the limiter's grid while
+    /// the workers run. The default is hooked into nothing.
+    pub pacer: Pacer,
 }
 
 impl Default for Tuning {
@@ -100,7 +104,24 @@ impl Default for Tuning {
         Tuning {
             retry: RetryPolicy::default(),
             timeout: DEFAULT_TIMEOUT,
+            pacer: Pacer::default(),
         }
+    }
+}
+
+/// The pacer follows the limiter's grid while this lives.
+struct Paced(Pacer);
+
+impl Paced {
+    fn start(pacer: &Pacer, limiter: &Option<Arc<Limiter>>) -> Paced {
+        pacer.set(limiter.as_ref().and_then(|l| l.grid()));
+        Paced(pacer.clone())
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        self.0.set(None);
     }
 }
 
@@ -267,6 +288,7 @@ pub async fn run(
 
     let stats = Arc::new(FetchStats::default());
     let limiter = Limiter::new(plan.rate).map(Arc::new);
+    let paced = Paced::start(&tuning.pacer, &limiter);
     let fetcher = build_fetcher(&plan, kind, &tuning, &stats, &limiter, &stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
@@ -348,6 +370,7 @@ pub async fn run(
             crashed.push(format!("a fetch worker crashed: {}", join_error_text(e)));
         }
     }
+    drop(paced);
     breaker.abort();
     if let Some(t) = tuner {
         t.abort();
