@@ -30,9 +30,10 @@ pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(1
 
 /// How long the writer may sleep with events pending and none ready: until
 /// the group commit is due, but never longer than it takes the event queue
-/// to fill a quarter at the rate events have been coming (so that the
-/// fetch workers never wait on a full queue); a pure function of the
-/// observed rate, table-tested.
+/// to fill half at the rate events have been coming (so that the fetch
+/// workers never wait on a full queue); a pure function of the observed
+/// rate, table-tested. While events flow, the writer sleeps after a commit
+/// too, rather than wake for the first event of the next batch.
 #[derive(Debug, Default)]
 struct Pace {
     last: Option<std::time::Instant>,
@@ -55,17 +56,26 @@ impl Pace {
     fn linger(&self, until_due: std::time::Duration) -> std::time::Duration {
         linger_for(self.gap, until_due)
     }
+
+    /// Events came in lately: worth sleeping for rather than blocking on
+    /// the queue, which would wake the thread for each first event.
+    fn flowing(&self, now: std::time::Instant) -> bool {
+        self.gap.is_some()
+            && self
+                .last
+                .is_some_and(|t| now.saturating_duration_since(t) < COMMIT_EVERY * 2)
+    }
 }
 
-/// The sleep `Pace::linger` allows: `until_due`, capped at the time a
-/// quarter of the event queue takes to fill at `gap` between events (1 ms
-/// until a gap is known).
+/// The sleep `Pace::linger` allows: `until_due`, capped at the time half
+/// the event queue takes to fill at `gap` between events (1 ms until a gap
+/// is known).
 fn linger_for(
     gap: Option<std::time::Duration>,
     until_due: std::time::Duration,
 ) -> std::time::Duration {
     let cap = gap.map_or(std::time::Duration::from_millis(1), |g| {
-        g * (super::EVENT_QUEUE / 4) as u32
+        g * (super::EVENT_QUEUE / 2) as u32
     });
     until_due.min(cap)
 }
@@ -225,6 +235,7 @@ pub fn write_all(
         // count as in flight: a crash re-fetches them. With nothing ready,
         // the thread sleeps (`Pace::linger`) rather than wake for each
         // event: at the quota that is ~10 wake-ups a second instead of 200.
+        // It blocks on the queue only when events have stopped coming.
         match rx.try_recv() {
             Ok(ev) => {
                 pace.arrived(std::time::Instant::now());
@@ -235,6 +246,12 @@ pub fn write_all(
                 }
             }
             Err(mpsc::error::TryRecvError::Disconnected) => break,
+            Err(mpsc::error::TryRecvError::Empty)
+                if unsynced == 0 && pace.flowing(std::time::Instant::now()) =>
+            {
+                std::thread::sleep(pace.linger(COMMIT_EVERY));
+                continue;
+            }
             Err(mpsc::error::TryRecvError::Empty) if unsynced == 0 => match rx.blocking_recv() {
                 Some(ev) => {
                     pace.arrived(std::time::Instant::now());
@@ -612,16 +629,17 @@ mod tests {
     #[test]
     fn the_writer_sleeps_until_the_commit_but_never_long_enough_to_fill_the_queue() {
         let ms = Duration::from_millis;
-        let quarter = (crate::export::EVENT_QUEUE / 4) as u32;
+        let half = (crate::export::EVENT_QUEUE / 2) as u32;
         // (gap between events, time until the group commit is due, sleep)
         let table = [
-            (None, ms(80), ms(1)),                   // no rate known yet
-            (Some(ms(5)), ms(100), ms(5) * quarter), // the quota: 60 ms
-            (Some(ms(5)), ms(20), ms(20)),           // the commit comes first
+            (None, ms(80), ms(1)),                // no rate known yet
+            (Some(ms(5)), ms(100), ms(100)),      // the quota: until due (24 × 5 ms = 120)
+            (Some(ms(5)), ms(20), ms(20)),        // the commit comes first
+            (Some(ms(3)), ms(100), ms(3) * half), // 72 ms: half the queue fills first
             (
                 Some(Duration::from_micros(300)),
                 ms(100),
-                Duration::from_micros(300) * quarter,
+                Duration::from_micros(300) * half,
             ),
             (Some(ms(500)), ms(100), ms(100)), // a trickle: until due
         ];
@@ -637,5 +655,26 @@ mod tests {
         assert_eq!(pace.gap, Some(ms(5)));
         pace.arrived(t0 + ms(5) * 19 + ms(45));
         assert_eq!(pace.gap, Some(ms(10)), "(7 × 5 + 45) / 8");
+    }
+
+    #[test]
+    fn the_writer_blocks_on_the_queue_only_once_events_stop_coming() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut pace = Pace::default();
+        assert!(!pace.flowing(t0), "nothing came yet");
+        pace.arrived(t0);
+        assert!(!pace.flowing(t0), "one event: no rate yet");
+        pace.arrived(t0 + ms(5));
+        // (time since the last event, flowing)
+        for (since, want) in [
+            (0, true),
+            (150, true),
+            (199, true),
+            (200, false),
+            (5000, false),
+        ] {
+            assert_eq!(pace.flowing(t0 + ms(5) + ms(since)), want, "{since} ms");
+        }
     }
 }
