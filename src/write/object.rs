@@ -38,7 +38,41 @@ struct Bucket {
     multipart: Arc<dyn MultipartStore>,
     prefix: Key,
     staging: PathBuf,
+    /// The store's own runtime, below.
     handle: tokio::runtime::Handle,
+    _runtime: StoreRuntime,
+}
+
+/// The store's requests run on a runtime of their own (one thread), not on
+/// the export's: at the quota the export's thread sleeps from one tick of
+/// the rate limiter to the next (`fetch::limiter::Pacer`), which must not
+/// hold up an upload's I/O, and an upload's TLS work must not hold up the
+/// fetching.
+struct StoreRuntime(Option<tokio::runtime::Runtime>);
+
+impl StoreRuntime {
+    fn start() -> std::io::Result<Self> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("msgext-store")
+            .enable_all()
+            .build()
+            .map(|rt| StoreRuntime(Some(rt)))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|rt| rt.handle().clone())
+    }
+}
+
+impl Drop for StoreRuntime {
+    fn drop(&mut self) {
+        // Dropping a runtime waits for its threads, which is not allowed
+        // on an async thread; everything was joined by `flush` before.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// Uploads run beside the writer, at most this many at a time; publishing
@@ -65,7 +99,7 @@ impl std::fmt::Debug for ObjectLake {
 impl ObjectLake {
     /// The store of `url` (`s3://`, `gs://`, `az://`), configured from the
     /// environment the way the cloud's own tools are (`AWS_*`,
-    /// `GOOGLE_*`, `AZURE_*`). Must be called inside the tokio runtime.
+    /// `GOOGLE_*`, `AZURE_*`), with a runtime of its own for its requests.
     pub fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
         Ok(ObjectLake {
             bucket: Arc::new(Bucket::open(url, staging)?),
@@ -116,8 +150,11 @@ impl Bucket {
                 )));
             }
         };
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|e| bad(&format!("no async runtime: {e}")))?;
+        let runtime = StoreRuntime::start()
+            .map_err(|e| bad(&format!("cannot start the store's runtime: {e}")))?;
+        let handle = runtime
+            .handle()
+            .ok_or_else(|| bad(&"the store's runtime is gone"))?;
         Ok(Bucket {
             url: url.trim_end_matches('/').to_owned(),
             store,
@@ -125,6 +162,7 @@ impl Bucket {
             prefix,
             staging: staging.to_owned(),
             handle,
+            _runtime: runtime,
         })
     }
 

@@ -13,7 +13,10 @@
 //! `cargo bench --bench throughput -- memory` runs the last two only,
 //! `-- throughput` all but them, `-- quota` the quota run alone (CPU and
 //! context switches a call); `-- s3` compares a local folder with an S3
-//! bucket (an in-process s3s server) at 1.25M rows and at the quota.
+//! bucket (an in-process s3s server) at 1.25M rows and at the quota;
+//! `-- peer` runs msgext and a plain Python exporter (`peer_aiohttp.py`,
+//! aiohttp + pyarrow, with the Python in `MSGEXT_PEER_PYTHON`, default
+//! `python3`) back to back at the quota and compares their CPU.
 //! Nothing here asserts: it prints the numbers for the README.
 
 #[path = "../common/s3server.rs"]
@@ -288,6 +291,91 @@ fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
     }
 }
 
+/// The quota run of the table, for msgext and for a Python peer, back to
+/// back against the same simulator: the CPU each spends a call.
+fn peer(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let python = std::env::var("MSGEXT_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/peer_aiohttp.py");
+    let m = mock(
+        dir,
+        &[
+            "--synthetic",
+            "4000",
+            "--pairs",
+            "20",
+            "--latency-ms",
+            "150",
+            "--quota",
+            "200",
+        ],
+    );
+    let (u, s) = export(dir, &m, &[]);
+    let calls = n(&s["requests"]);
+    let ours = u.cpu.as_secs_f64() * 1000.0 / calls;
+    rows.push((
+        "msgext: CPU a call at the quota".to_owned(),
+        format!(
+            "{ours:.3} ms ({:.2} s for {calls} calls, {} rows, {:.1} s, ok={})",
+            u.cpu.as_secs_f64(),
+            s["kv_rows"],
+            n(&s["elapsed_secs"]),
+            u.ok
+        ),
+    ));
+    let started = Instant::now();
+    let child = Command::new(&python)
+        .arg(script)
+        .arg("--endpoint")
+        .arg(&m.url)
+        .arg("--input")
+        .arg(dir.join("in.csv"))
+        .arg("--out")
+        .arg(dir.join("peer.parquet"))
+        .env("MSGEXT_SECRET_KEY", KEY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        rows.push((
+            "Python peer".to_owned(),
+            format!("not measured: cannot run {python}"),
+        ));
+        return;
+    };
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
+    let pu = wait_usage(child, started);
+    let Ok(p) = serde_json::from_str::<serde_json::Value>(&line) else {
+        rows.push((
+            "Python peer".to_owned(),
+            format!(
+                "not measured ({python}: `pip install aiohttp pyarrow`?): {}",
+                err.lines().last().unwrap_or("")
+            ),
+        ));
+        return;
+    };
+    let pcalls = n(&p["calls"]);
+    let theirs = pu.cpu.as_secs_f64() * 1000.0 / pcalls;
+    rows.push((
+        "Python aiohttp+pyarrow peer: CPU a call at the quota".to_owned(),
+        format!(
+            "{theirs:.3} ms ({:.2} s for {pcalls} calls, {} rows, {:.1} s; {:.3} ms a call without \
+             its start-up)",
+            pu.cpu.as_secs_f64(),
+            p["rows"],
+            n(&p["elapsed_secs"]),
+            n(&p["cpu_after_start_secs"]) * 1000.0 / pcalls
+        ),
+    ));
+    rows.push((
+        "msgext's CPU a call against the peer's (target ≤ 0.25)".to_owned(),
+        format!("{:.2}", ours / theirs),
+    ));
+}
+
 fn n(v: &serde_json::Value) -> f64 {
     v.as_f64().unwrap_or(0.0)
 }
@@ -310,6 +398,11 @@ fn main() {
     let mut rows = Vec::new();
     if std::env::args().any(|a| a == "s3") {
         s3(dir.path(), &mut rows);
+        print_rows(rows);
+        return;
+    }
+    if std::env::args().any(|a| a == "peer") {
+        peer(dir.path(), &mut rows);
         print_rows(rows);
         return;
     }
