@@ -51,7 +51,7 @@ pub fn main() -> ExitCode {
         // spare; a second only adds wake-ups between the two (measured with
         // `cargo bench --bench throughput -- quota`: 4.4 context switches a
         // call with two, 2.8 with one). Encoding and file I/O run on the
-        // writer's own thread, uploads on blocking threads.
+        // writer's own thread, uploads on the object store's own runtime.
         builder.worker_threads(1);
         // At the quota that thread sleeps on the rate limiter's grid while
         // the workers run, and reads the answers that came in meanwhile

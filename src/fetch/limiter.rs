@@ -188,17 +188,30 @@ pub struct Grid {
 /// wait in the kernel and are read together. Without a grid, or with no
 /// hook installed, it does nothing.
 #[derive(Debug, Clone, Default)]
-pub struct Pacer(Arc<Mutex<Option<Grid>>>);
+pub struct Pacer(Arc<PacerState>);
+
+#[derive(Debug, Default)]
+pub struct PacerState {
+    grid: Mutex<Option<Grid>>,
+    /// The first paced park was logged.
+    told: std::sync::atomic::AtomicBool,
+}
 
 impl Pacer {
     pub fn set(&self, grid: Option<Grid>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = grid;
+        *self.0.grid.lock().unwrap_or_else(|p| p.into_inner()) = grid;
     }
 
     /// The hook: called by a runtime thread with nothing left to run.
     pub fn before_park(&self) {
-        let grid = *self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let grid = *self.0.grid.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(g) = grid {
+            if !self.0.told.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(
+                    tick_ms = g.tick.as_millis() as u64,
+                    "the fetch thread is paced on the rate limiter's grid"
+                );
+            }
             std::thread::sleep(until_next_tick(g.epoch.elapsed(), g.tick));
         }
     }
