@@ -17,7 +17,7 @@
 //! the calls in flight follow the latency seen, tick included) and saves
 //! most of the wake-ups, which were most of the CPU at the quota (`cargo
 //! bench --bench throughput -- quota`: 10 ms ticks took CPU a call from
-//! 0.29–0.36 ms to 0.23–0.30 ms, 20 ms to 0.20–0.21 ms, 50 ms to 0.17 ms).
+//! 0.25–0.36 ms to 0.23–0.30 ms, 20 ms to 0.16–0.21 ms, 50 ms to 0.17 ms).
 //!
 //! `RateState` is the pure decision part (times are durations since the
 //! limiter's start); `Limiter` adds the clock (`tokio::time`, so tests can
