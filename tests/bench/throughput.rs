@@ -33,6 +33,18 @@ fn bin() -> String {
     std::env::var("MSGEXT_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_msgext").to_owned())
 }
 const KEY: &str = "msgext-demo-secret-key-not-for-production";
+/// The simulator of the quota runs: 4,000 messages of 20 pairs, 150 ms
+/// latency, a quota of 200 calls/s.
+const QUOTA_RUN: &[&str] = &[
+    "--synthetic",
+    "4000",
+    "--pairs",
+    "20",
+    "--latency-ms",
+    "150",
+    "--quota",
+    "200",
+];
 
 struct Usage {
     wall: Duration,
@@ -235,20 +247,7 @@ fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
             &["--synthetic", "6250", "--pairs", "200"],
             &["--rate", "0"],
         ),
-        (
-            "4,000 calls at a 200/s quota, 150 ms",
-            &[
-                "--synthetic",
-                "4000",
-                "--pairs",
-                "20",
-                "--latency-ms",
-                "150",
-                "--quota",
-                "200",
-            ],
-            &[],
-        ),
+        ("4,000 calls at a 200/s quota, 150 ms", QUOTA_RUN, &[]),
     ];
     for (name, mock_args, flags) in cases {
         let m = mock(dir, mock_args);
@@ -296,19 +295,7 @@ fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
 fn peer(dir: &Path, rows: &mut Vec<(String, String)>) {
     let python = std::env::var("MSGEXT_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/peer_aiohttp.py");
-    let m = mock(
-        dir,
-        &[
-            "--synthetic",
-            "4000",
-            "--pairs",
-            "20",
-            "--latency-ms",
-            "150",
-            "--quota",
-            "200",
-        ],
-    );
+    let m = mock(dir, QUOTA_RUN);
     let (u, s) = export(dir, &m, &[]);
     let calls = n(&s["requests"]);
     let ours = u.cpu.as_secs_f64() * 1000.0 / calls;
@@ -416,19 +403,7 @@ fn main() {
 
     // 1. Default flags against a 200 calls/s quota at 150 ms latency.
     {
-        let m = mock(
-            dir.path(),
-            &[
-                "--synthetic",
-                "4000",
-                "--pairs",
-                "20",
-                "--latency-ms",
-                "150",
-                "--quota",
-                "200",
-            ],
-        );
+        let m = mock(dir.path(), QUOTA_RUN);
         let (u, s) = export(dir.path(), &m, &[]);
         let calls = n(&s["requests"]);
         let per_s = calls / n(&s["elapsed_secs"]);
