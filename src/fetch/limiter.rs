@@ -33,7 +33,7 @@ use tokio::time::Instant;
 pub const TICK: Duration = Duration::from_millis(20);
 /// Below this rate there is less than one call a tick: no grid, no pacing
 /// (sleeping to the grid would then add wake-ups, not save them).
-pub const PACE_FROM_RATE: u32 = 50;
+pub const PACE_FROM_RATE: u32 = (1000 / TICK.as_millis()) as u32;
 /// The pacer wakes this long after a grid instant, so that tokio's timer
 /// wheel (1 ms resolution, deadlines rounded up) sees the calls due at the
 /// instant as due.
