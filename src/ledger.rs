@@ -12,7 +12,7 @@
 //! nothing is written twice, and only messages that were in flight are
 //! fetched again.
 
-use crate::model::{MessageId, PairRef};
+use crate::model::{MessageId, PairList, PairRef};
 use crate::write::{FileInfo, LakeStore, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -236,8 +236,8 @@ pub enum WalStatus {
     Ok {
         latest_seq: i64,
         clear_seq: i64,
-        /// (key, value, seq, fetched_at µs)
-        pairs: Vec<(String, String, i64, i64)>,
+        /// `[[key, value, seq, fetched_at µs], …]` in the file.
+        pairs: PairList,
     },
     NotFound {
         /// The API's code (23004; for groups also 10010, 10015).
@@ -258,16 +258,12 @@ fn not_found_code() -> String {
 impl WalRecord {
     /// The pairs of an exported message, borrowed.
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
-        let pairs: &[(String, String, i64, i64)] = match &self.status {
+        static NONE: PairList = PairList::new();
+        match &self.status {
             WalStatus::Ok { pairs, .. } => pairs,
-            _ => &[],
-        };
-        pairs.iter().map(|(key, value, seq, at)| PairRef {
-            key,
-            value,
-            seq: *seq,
-            fetched_at_us: *at,
-        })
+            _ => &NONE,
+        }
+        .iter()
     }
 }
 
@@ -403,6 +399,9 @@ pub fn read_wal<E: From<LedgerError>>(
     Ok(())
 }
 
+/// A record's encoding buffer above this size is not kept for the next one.
+const SCRATCH_KEPT: usize = 1 << 20;
+
 /// The append-only files of a run: `ledger.jsonl` and `wal-<k>.jsonl`.
 pub struct RunFiles {
     dir: PathBuf,
@@ -414,6 +413,9 @@ pub struct RunFiles {
     wal_bytes: u64,
     /// fsyncs of the WAL so far.
     syncs: u64,
+    /// The record being encoded: serde_json writes small pieces, cheaper
+    /// into a vector than through the file's buffer (one copy a record).
+    scratch: Vec<u8>,
 }
 
 /// What an earlier attempt left, once recovered.
@@ -573,6 +575,7 @@ impl RunFiles {
                 wal_dirty: false,
                 wal_bytes: 0,
                 syncs: 0,
+                scratch: Vec::new(),
             },
             rec,
         ))
@@ -580,13 +583,16 @@ impl RunFiles {
 
     /// Append a settled message (buffered; durable after `sync`).
     pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
+        self.scratch.clear();
+        serde_json::to_writer(&mut self.scratch, r)?;
+        self.scratch.push(b'\n');
         let path = wal_path(&self.dir, self.wal_seq);
-        // Straight into the buffered file, counted on the way (no copy).
-        let mut w = Counting(&mut self.wal, 0);
-        serde_json::to_writer(&mut w, r).map_err(|e| io(&path)(e.into()))?;
-        w.write_all(b"\n").map_err(io(&path))?;
-        self.wal_bytes += w.1;
+        self.wal.write_all(&self.scratch).map_err(io(&path))?;
+        self.wal_bytes += self.scratch.len() as u64;
         self.wal_dirty = true;
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
         Ok(())
     }
 
@@ -663,21 +669,6 @@ impl RunFiles {
             c.errors.iter().try_for_each(&mut each)
         })?;
         Ok(())
-    }
-}
-
-/// A writer that counts the bytes it passes on.
-struct Counting<'a, W>(&'a mut W, u64);
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.0.write(buf)?;
-        self.1 += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
     }
 }
 
@@ -840,7 +831,14 @@ mod tests {
             status: WalStatus::Ok {
                 latest_seq: 3,
                 clear_seq: 0,
-                pairs: vec![("k".into(), "v,\"\n".into(), 3, 7)],
+                pairs: [PairRef {
+                    key: "k",
+                    value: "v,\"\n",
+                    seq: 3,
+                    fetched_at_us: 7,
+                }]
+                .into_iter()
+                .collect(),
             },
             attempts: 1,
             pages: 1,

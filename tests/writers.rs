@@ -5,7 +5,7 @@ mod common;
 
 use common::KvRow;
 use msgext::kind::Kind;
-use msgext::model::{FetchedPair, KeyValue, MessageId, MessageRef};
+use msgext::model::{MessageId, MessageRef, PairList, PairRef};
 use msgext::write::schema::MessageRow;
 use msgext::write::{FileInfo, Format, Lake, LakeStore, LocalDir, Sealed, WriteOptions};
 
@@ -59,23 +59,26 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
     let mut files = Vec::new();
     let mut want = Vec::new();
     for (mi, msg) in msgs.iter().enumerate() {
-        let pairs: Vec<FetchedPair> = values
+        let keys: Vec<String> = (0..values.len())
+            .map(|i| {
+                format!(
+                    "{} key {i}",
+                    values[(i + mi) % values.len()].replace('\n', " ")
+                )
+            })
+            .collect();
+        let pairs: PairList = values
             .iter()
+            .zip(&keys)
             .enumerate()
-            .map(|(i, v)| FetchedPair {
-                kv: KeyValue {
-                    key: format!(
-                        "{} key {i}",
-                        values[(i + mi) % values.len()].replace('\n', " ")
-                    ),
-                    value: v.clone(),
-                    seq: i as i64 + 1,
-                },
+            .map(|(i, (v, key))| PairRef {
+                key,
+                value: v,
+                seq: i as i64 + 1,
                 fetched_at_us: 1_764_115_200_123_456,
             })
             .collect();
-        lake.add_pairs(msg, pairs.iter().map(FetchedPair::as_ref), 99, 0)
-            .unwrap();
+        lake.add_pairs(msg, pairs.iter(), 99, 0).unwrap();
         lake.add_message(&MessageRow {
             msg,
             status: "ok",
@@ -93,14 +96,14 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
             files.extend(publish(&dir, lake.seal([false, false]).unwrap()));
         }
         let m = msg.one_to_one().unwrap();
-        for p in &pairs {
+        for p in pairs.iter() {
             want.push(KvRow {
                 from: m.from.clone(),
                 to: m.to.clone(),
                 msg_key: m.msg_key.clone(),
-                key: p.kv.key.clone(),
-                value: p.kv.value.clone(),
-                seq: p.kv.seq,
+                key: p.key.to_owned(),
+                value: p.value.to_owned(),
+                seq: p.seq,
                 latest_seq: 99,
                 clear_seq: 0,
             });

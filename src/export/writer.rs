@@ -349,11 +349,7 @@ impl State<'_> {
                 WalStatus::Ok {
                     latest_seq: paged.latest_seq,
                     clear_seq: paged.clear_seq,
-                    pairs: paged
-                        .pairs
-                        .into_iter()
-                        .map(|p| (p.kv.key, p.kv.value, p.kv.seq, p.fetched_at_us))
-                        .collect(),
+                    pairs: paged.pairs,
                 },
                 attempts,
                 paged.pages,

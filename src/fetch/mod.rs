@@ -590,7 +590,7 @@ mod tests {
         );
     }
 
-    use crate::api::wire::WirePair;
+    use crate::api::wire::ExtensionList;
     use crate::kind::MessageRef;
     use std::collections::VecDeque;
     use std::sync::Mutex;
@@ -638,11 +638,7 @@ mod tests {
             complete_flag: Some(1),
             latest_seq: Some(1),
             clear_seq: Some(0),
-            extension_list: Some(vec![WirePair {
-                key: "k".into(),
-                value: "v".into(),
-                seq: 1,
-            }]),
+            extension_list: Some(ExtensionList::of([("k", "v", 1)])),
         })
     }
 

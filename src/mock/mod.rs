@@ -498,7 +498,7 @@ fn scripted(s: &str, m: &store::StoredMessage) -> Option<Reply> {
         "bad:fail0" => return bad(&|r| r.action_status = Some("FAIL".into())),
         "bad:empty_incomplete" => {
             return bad(&|r| {
-                r.extension_list = Some(Vec::new());
+                r.extension_list = Some(Default::default());
                 r.complete_flag = Some(0);
             });
         }

@@ -2,7 +2,7 @@
 //! service (pages of at most 200 cut wherever they fall, inside runs of equal
 //! Seq too), and a deterministic generator for the demo and the tests.
 
-use crate::api::wire::{GetKeyValuesResponse, WirePair};
+use crate::api::wire::{ExtensionList, GetKeyValuesResponse};
 use crate::model::{GroupMessageRef, MessageId, MessageRef};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -13,16 +13,6 @@ pub struct StoredPair {
     pub key: String,
     pub value: String,
     pub seq: i64,
-}
-
-impl From<&StoredPair> for WirePair {
-    fn from(p: &StoredPair) -> Self {
-        WirePair {
-            key: p.key.clone(),
-            value: p.value.clone(),
-            seq: p.seq,
-        }
-    }
 }
 
 /// One message of the store. `script` lists answers given to the first calls
@@ -126,7 +116,11 @@ impl StoredMessage {
             complete_flag: Some(i64::from(end == self.pairs.len())),
             latest_seq: Some(self.latest_seq()),
             clear_seq: Some(self.clear_seq),
-            extension_list: Some(self.pairs[from..end].iter().map(WirePair::from).collect()),
+            extension_list: Some(ExtensionList::of(
+                self.pairs[from..end]
+                    .iter()
+                    .map(|p| (p.key.as_str(), p.value.as_str(), p.seq)),
+            )),
         }
     }
 }
