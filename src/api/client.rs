@@ -202,7 +202,7 @@ impl ApiClient {
             });
         }
         let bytes = read_capped(resp, MAX_ANSWER_BYTES).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        GetKeyValuesResponse::decode(&bytes).map_err(|e| {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
             CallError::Decode(format!("{e}; body starts {head:?}"))
         })
