@@ -404,7 +404,7 @@ impl State<'_> {
                 return self.unfinished(&m, code, info, attempts);
             }
         };
-        let r = WalRecord {
+        let mut r = WalRecord {
             v: crate::ledger::FORMAT_VERSION,
             msg: m.msg,
             line: m.line,
@@ -412,7 +412,7 @@ impl State<'_> {
             attempts,
             pages,
         };
-        self.w.run_files.append(&r).doing("WAL")?;
+        self.w.run_files.append(&mut r).doing("WAL")?;
         failpoint::hit("settled");
         self.write_rows(&r)
     }
