@@ -65,7 +65,8 @@ pub struct ExportArgs {
     /// frankfurt, mumbai, silicon-valley, jakarta).
     #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]
     pub region: Option<Region>,
-    /// A base URL instead of a region (e.g. a simulator: http://127.0.0.1:PORT).
+    /// A base URL instead of a region (e.g. a simulator: http://127.0.0.1:PORT). Redirects are
+    /// not followed (the UserSig is in the URL): give the final URL.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
     /// Required: the app's SDKAppID.

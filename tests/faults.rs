@@ -425,6 +425,30 @@ async fn an_hour_of_retry_after_never_stalls_the_run_and_the_breaker_says_what_h
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirecting_endpoint_fails_the_run_and_is_never_followed() {
+    // The simulator redirects the first call to the same URL: a client that
+    // followed would get a page there and export everything.
+    let refs = messages(20, "redirect");
+    let mut stored: Vec<StoredMessage> = refs.iter().map(|m| one_pair(m, &[])).collect();
+    stored[0] = one_pair(&refs[0], &["http_307"]);
+    let server = serve(Store::new(stored), Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = plan(&server, dir.path(), &refs, 0);
+    p.concurrency = Some(1);
+    let s = run_guarded(p, fast()).await;
+    assert_eq!(s.status, RunStatus::Failed, "{s:?}");
+    assert_eq!(s.status.exit_code(), 1);
+    let reason = s.stop_reason.unwrap_or_default();
+    assert!(
+        reason.contains("redirects") && reason.contains("--endpoint"),
+        "{reason}"
+    );
+    assert_eq!(server.stats().answered("http_307"), 1);
+    assert_eq!(server.stats().calls(), 1, "{:?}", server.stats().answers());
+    assert!(!dir.path().join("lake/_runs/t/_SUCCESS").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endpoint_that_cannot_be_reached_fails_the_run_on_the_first_call() {
     let refs = messages(50, "nowhere");
     let store = Store::new(refs.iter().map(|m| one_pair(m, &[])).collect());

@@ -152,6 +152,11 @@ impl ApiClient {
             .pool_max_idle_per_host(1024)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // The API does not redirect. Following one would send the
+            // UserSig in the query to wherever it points (and turn the POST
+            // into a GET on 301/302): it is a misconfigured endpoint, and the
+            // run says so (`fetch::explain_fatal`).
+            .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("msgext/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;

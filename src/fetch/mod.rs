@@ -550,6 +550,9 @@ pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
             "{} did not answer like the Chat REST API: check --region / --endpoint and the network",
             target.endpoint
         ),
+        c if c.starts_with("http_3") => {
+            "the endpoint redirects, which the Chat REST API does not; msgext does not follow it (the UserSig would go along): give the final URL as --endpoint".to_owned()
+        }
         c if c.starts_with("http_") => {
             "the endpoint did not answer like the Chat REST API: check --region / --endpoint".to_owned()
         }
@@ -583,6 +586,8 @@ mod tests {
         assert!(explain_fatal("70016", "x", &local).contains("this endpoint"));
         assert!(explain_fatal("70003", "bad sig", &local).contains("secret key"));
         assert!(explain_fatal("10008", "", &local).contains("plan"));
+        assert!(explain_fatal("http_301", "", &local).contains("redirects"));
+        assert!(explain_fatal("http_404", "", &local).contains("did not answer like"));
         let e = explain_fatal("network", "cannot connect: refused", &local);
         assert!(
             e.contains("http://127.0.0.1:9") && e.contains("refused"),

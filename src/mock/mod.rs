@@ -251,6 +251,9 @@ async fn handle(
     if slow {
         tokio::time::sleep(Duration::from_millis(faults.slow_ms)).await;
     }
+    // Where a scripted redirect (`http_307`, …) sends the client: the same
+    // URL, so that a client that followed it would get the next answer.
+    let location = req.uri().to_string();
     let reply = if drop_it {
         Reply::Drop
     } else if gateway {
@@ -300,6 +303,9 @@ async fn handle(
             let mut r = Response::builder()
                 .status(s)
                 .header("content-type", "text/html");
+            if s.is_redirection() {
+                r = r.header("location", &location);
+            }
             if let Reply::StatusAfter(_, secs) = reply {
                 r = r.header("retry-after", secs.to_string());
             } else if s == StatusCode::TOO_MANY_REQUESTS || s == StatusCode::SERVICE_UNAVAILABLE {
@@ -466,7 +472,7 @@ fn answer(
 }
 
 /// A scripted answer: `"http_503"`, `"http_503:3600"` (with that
-/// Retry-After), `"drop"`, an API code, `"ok"` (none), or an OK answer that
+/// Retry-After; a 3xx status redirects to the same URL), `"drop"`, an API code, `"ok"` (none), or an OK answer that
 /// cannot be the whole truth: `"bad:no_list"`, `"bad:no_latest"`,
 /// `"bad:fail0"` (ActionStatus FAIL with ErrorCode 0),
 /// `"bad:empty_incomplete"` (no pairs, CompleteFlag 0), `"huge"` (a valid
