@@ -281,14 +281,6 @@ impl serde::de::Visitor<'_> for StrInto<'_> {
 }
 
 impl PairList {
-    /// Decode one string into the buffer (for the `Deserialize` impls).
-    pub(crate) fn decode_str<'de, A: serde::de::SeqAccess<'de>>(
-        &mut self,
-        seq: &mut A,
-    ) -> Result<Option<(usize, usize)>, A::Error> {
-        seq.next_element_seed(StrInto(&mut self.text))
-    }
-
     /// Add a pair whose strings were decoded into the buffer already.
     pub(crate) fn push_decoded(
         &mut self,
@@ -356,8 +348,12 @@ impl<'de> serde::Deserialize<'de> for PairList {
             fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
                 use serde::de::Error;
                 let short = |n| A::Error::invalid_length(n, &"4 elements");
-                let key = self.0.decode_str(&mut a)?.ok_or_else(|| short(0))?;
-                let value = self.0.decode_str(&mut a)?.ok_or_else(|| short(1))?;
+                let key = a
+                    .next_element_seed(StrInto(self.0.text_mut()))?
+                    .ok_or_else(|| short(0))?;
+                let value = a
+                    .next_element_seed(StrInto(self.0.text_mut()))?
+                    .ok_or_else(|| short(1))?;
                 let seq: i64 = a.next_element()?.ok_or_else(|| short(2))?;
                 let at: i64 = a.next_element()?.ok_or_else(|| short(3))?;
                 if a.next_element::<serde::de::IgnoredAny>()?.is_some() {
