@@ -453,6 +453,39 @@ async fn a_bucket_that_does_not_exist_fails_at_once() {
     assert_eq!(s.server.stats().calls(), 0, "no API call");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_be_reached_fails_the_run_at_once_naming_it() {
+    let s = setup(20, 0).await;
+    // A port nobody listens on: object_store's retries of a refused
+    // connection end in seconds (a black-holed one would take its 3 minutes).
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let mut env = s.s3.env(SECRET);
+    for (k, v) in env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = closed.clone();
+        }
+    }
+    let o = run_msgext(
+        s.args("lake", "state", "parquet"),
+        DEMO_SECRET_KEY,
+        &refs(&env),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains(&format!("s3://{BUCKET}/lake/")), "{text}");
+    assert!(text.contains("error sending request"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    assert_eq!(
+        s.server.stats().calls(),
+        0,
+        "no API call before the store answers"
+    );
+}
+
 /// GCS and Azure go through the same seam; with no server of theirs here,
 /// check that their URLs reach their clients' configuration and that a
 /// missing credential ends the run at once, naming the URL and the cause.
