@@ -258,10 +258,9 @@ fn not_found_code() -> String {
 impl WalRecord {
     /// The pairs of an exported message, borrowed.
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
-        static NONE: PairList = PairList::new();
         match &self.status {
             WalStatus::Ok { pairs, .. } => pairs,
-            _ => &NONE,
+            _ => &crate::model::NO_PAIRS,
         }
         .iter()
     }

@@ -122,6 +122,9 @@ struct Slot {
     fetched_at_us: i64,
 }
 
+/// No pairs, for answers and records that have none.
+pub static NO_PAIRS: PairList = PairList::new();
+
 impl PairList {
     pub const fn new() -> Self {
         PairList {

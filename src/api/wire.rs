@@ -192,8 +192,9 @@ impl GetKeyValuesResponse {
 
     /// The pairs of the page (none when `ExtensionList` is missing).
     pub fn pairs(&self) -> &PairList {
-        static NONE: PairList = PairList::new();
-        self.extension_list.as_ref().map_or(&NONE, |l| &l.0)
+        self.extension_list
+            .as_ref()
+            .map_or(&crate::model::NO_PAIRS, |l| &l.0)
     }
 }
 
