@@ -34,9 +34,10 @@ pub enum Command {
 
 #[derive(Debug, Clone, Default, Args)]
 #[command(
-    after_help = "Every flag can also be given in a job file (--job), as a key named like the flag \
-                         in snake_case: --max-attempts N is max_attempts = N. Flags override the job file. \
-                         Secrets never go in job files."
+    after_help = "Every flag but --run-id can also be given in a job file (--job), as a key named like \
+                         the flag in snake_case: --max-attempts N is max_attempts = N. Flags override the job \
+                         file. A run id names one run, and a job file is run again and again, so it is a flag \
+                         only. Secrets never go in job files."
 )]
 pub struct ExportArgs {
     /// A job file (TOML) holding these settings; flags given here override it.
@@ -100,6 +101,12 @@ pub struct ExportArgs {
     /// Stop cleanly when no call has succeeded for this many minutes [default: 10].
     #[arg(long, value_name = "MINUTES")]
     pub give_up_after: Option<f64>,
+    /// With an object-store --out: fail the run when one request to the store, its retries
+    /// included, has not succeeded after this many seconds; each attempt and connection waits at
+    /// most this long too, unless AWS_TIMEOUT / AWS_CONNECT_TIMEOUT (GOOGLE_…, AZURE_…) say
+    /// otherwise [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub store_timeout: Option<f64>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -234,6 +241,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The help promises that every flag of `export` is a job-file key named
+    /// like it in snake_case: a key the job file does not know is refused
+    /// as unknown, whatever its value.
+    #[test]
+    fn every_export_flag_is_a_job_file_key() {
+        let cli = Cli::command();
+        let export = cli.find_subcommand("export").unwrap();
+        let mut n = 0;
+        for arg in export.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            // A run id names one run; a job file is run again and again.
+            if ["job", "help", "run-id"].contains(&long) {
+                continue;
+            }
+            let key = long.replace('-', "_");
+            let e =
+                crate::job::JobFile::parse(std::path::Path::new("j.toml"), &format!("{key} = []"))
+                    .unwrap_err()
+                    .to_string();
+            assert!(!e.contains("unknown field"), "--{long}: {e}");
+            n += 1;
+        }
+        assert!(n >= 16, "{n} flags");
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub struct JobFile {
     pub secret_key_file: Option<PathBuf>,
     pub max_file_mb: Option<f64>,
     pub give_up_after: Option<f64>,
+    pub store_timeout: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -285,6 +286,15 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
             "--give-up-after must be 1 second (0.0167) to 10080 minutes, not {give_up_min}"
         )));
     }
+    if let Some(s) = args.store_timeout.or(job.store_timeout) {
+        // Under a second no request can finish; over an hour a hang goes unseen.
+        if !(1.0..=3600.0).contains(&s) {
+            return Err(JobError::Invalid(format!(
+                "--store-timeout must be 1 to 3600 seconds, not {s}"
+            )));
+        }
+        write.store_timeout = std::time::Duration::from_secs_f64(s);
+    }
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
         (Some(k), _, _) => Secret::Key(k.trim().to_owned()),
         (None, Some(k), _) => Secret::Key(k.trim().to_owned()),
@@ -409,7 +419,7 @@ mod tests {
     fn flags_override_the_job_file_and_paths_follow_the_job_file() {
         let job = JobFile::parse(
             Path::new("/etc/msgext/nightly.toml"),
-            "input = \"in.csv\"\nout = \"/lake\"\nsdkappid = 1\nregion = \"singapore\"\nrate = 50\nformat = \"csv\"\n",
+            "input = \"in.csv\"\nout = \"/lake\"\nsdkappid = 1\nregion = \"singapore\"\nrate = 50\nformat = \"csv\"\nstore_timeout = 90\n",
         )
         .unwrap();
         assert_eq!(job.input, Some(PathBuf::from("/etc/msgext/in.csv")));
@@ -425,6 +435,7 @@ mod tests {
         assert_eq!(p.out, Out::Dir(PathBuf::from("/lake")));
         assert_eq!(p.state_dir, PathBuf::from("/lake/_runs"));
         assert_eq!(p.identifier, "administrator");
+        assert_eq!(p.write.store_timeout, std::time::Duration::from_secs(90));
         let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
         assert_eq!(p.base_url, "https://adminapisgp.im.qcloud.com");
         assert_eq!((p.rate, p.concurrency, p.max_attempts), (50, None, 8));
@@ -544,6 +555,22 @@ mod tests {
                 },
                 env(),
                 "--max-file-mb",
+            ),
+            (
+                ExportArgs {
+                    store_timeout: Some(0.5),
+                    ..base.clone()
+                },
+                env(),
+                "--store-timeout",
+            ),
+            (
+                ExportArgs {
+                    store_timeout: Some(f64::NAN),
+                    ..base.clone()
+                },
+                env(),
+                "--store-timeout",
             ),
             (base.clone(), Env::default(), "MSGEXT_SECRET_KEY"),
         ];

@@ -582,3 +582,103 @@ async fn an_upload_the_store_refuses_fails_the_run_and_the_same_command_recovers
     s.assert_exact("lake").await;
     assert!(s.staged("state").is_empty(), "{:?}", s.staged("state"));
 }
+
+/// A TCP relay in front of the S3 server that goes silent the way a store
+/// behind a dead link does: from the first request whose bytes hold
+/// `trigger` on, it still takes connections and bytes but passes nothing
+/// on and answers nothing, on new connections and on pooled ones alike.
+struct SilentRelay {
+    url: String,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+async fn silent_relay(upstream: &str, trigger: &'static [u8]) -> SilentRelay {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = upstream.trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let silent = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = silent.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                return;
+            };
+            let (mut cr, mut cw) = client.into_split();
+            let (mut sr, mut sw) = server.into_split();
+            let up = flag.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = cr.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if buf[..n].windows(trigger.len()).any(|w| w == trigger) {
+                        up.store(true, Ordering::SeqCst);
+                    }
+                    if !up.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            let down = flag.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = sr.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if !down.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    SilentRelay { url, silent }
+}
+
+/// A store that stops answering in the middle of the run (its first upload
+/// of a data file is never answered, nor anything after it) fails the run
+/// within `--store-timeout`, naming the store, the cause and the setting,
+/// with no `_SUCCESS`; the committed files wait, staged, and the same
+/// command once the store is back gives the exact lake. (Before the
+/// setting, each attempt waited object_store's 30 s and retries went on
+/// for 3 minutes: the run outlived the tests' guard.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_stops_answering_fails_the_run_within_the_store_timeout() {
+    use std::sync::atomic::Ordering;
+    let s = setup(40, 0).await;
+    let relay = silent_relay(&s.s3.url, b"key_values/").await;
+    let mut env = s.user_env(SECRET);
+    for (k, v) in env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL" {
+            *v = relay.url.clone();
+        }
+    }
+    let mut args = s.args("lake", "state", "parquet");
+    args.extend(["--store-timeout".into(), "2".into()]);
+    let started = std::time::Instant::now();
+    let o = run_msgext(args, DEMO_SECRET_KEY, &refs(&env)).await;
+    let took = started.elapsed();
+    assert!(relay.silent.load(Ordering::SeqCst), "the store went silent");
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let text = show(&o);
+    assert!(text.contains(&format!("s3://{BUCKET}/lake/")), "{text}");
+    assert!(text.contains("--store-timeout 2 s"), "{text}");
+    assert!(!text.contains(SECRET), "{text}");
+    // One attempt of 2 s, plus the run's own start and end; object_store's
+    // own limit (30 s an attempt) would be far past this.
+    assert!(took < std::time::Duration::from_secs(25), "{took:?}");
+    let keys = s.s3.keys("lake").await;
+    assert!(
+        !keys.iter().any(|k| k.ends_with("_SUCCESS")),
+        "no _SUCCESS over a file that did not arrive: {keys:?}"
+    );
+    assert!(!s.staged("state").is_empty(), "the files wait, staged");
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    s.assert_exact("lake").await;
+    assert!(s.staged("state").is_empty(), "{:?}", s.staged("state"));
+}

@@ -234,7 +234,7 @@ pub async fn run(
     drop(crate::input::InputReader::open(&plan.input)?);
     // The lake, behind the one interface that knows where it lives; a bucket
     // that cannot be reached is told before anything is read or fetched.
-    let lake = plan.out.open(&plan.state_dir)?;
+    let lake = plan.out.open(&plan.state_dir, plan.write.store_timeout)?;
     lake.check()?;
     if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
         eprintln!(

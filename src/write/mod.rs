@@ -66,6 +66,12 @@ pub enum WriteError {
     AlreadyExists(String),
 }
 
+/// The default of `--store-timeout`, in seconds: long enough to ride out a
+/// store's brief throttling (object_store backs off up to 15 s between
+/// tries), short enough that a cron run against a store that stopped
+/// answering ends within a minute, with the cause.
+pub const DEFAULT_STORE_TIMEOUT_S: u64 = 60;
+
 /// Knobs of the writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteOptions {
@@ -83,6 +89,8 @@ pub struct WriteOptions {
     pub checkpoint_messages: usize,
     pub checkpoint_log_bytes: u64,
     pub checkpoint_every: std::time::Duration,
+    /// An object store's request, its retries included, fails past this.
+    pub store_timeout: std::time::Duration,
 }
 
 impl Default for WriteOptions {
@@ -97,6 +105,7 @@ impl Default for WriteOptions {
             checkpoint_messages: 50_000,
             checkpoint_log_bytes: 64 << 20,
             checkpoint_every: std::time::Duration::from_secs(300),
+            store_timeout: std::time::Duration::from_secs(DEFAULT_STORE_TIMEOUT_S),
         }
     }
 }

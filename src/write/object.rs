@@ -21,10 +21,58 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Files up to this size go up in one PUT; larger ones in parts of this
 /// size, one at a time (the memory an upload takes).
 pub const PART_BYTES: usize = 8 << 20;
+
+/// object_store's own limits on one attempt of a request and on opening a
+/// connection (`ClientOptions::default`).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client settings that keep one attempt (and one connection) within
+/// `budget`, so that the budget bounds a whole request with its retries: a
+/// store that takes a connection and never answers fails the run after
+/// `budget`, not after 30 s an attempt. A limit the user set in the
+/// environment (`AWS_TIMEOUT`, `GOOGLE_CONNECT_TIMEOUT`, …) is theirs and
+/// is left as it is.
+fn attempt_timeouts(
+    budget: Duration,
+    env_prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Vec<(object_store::ClientConfigKey, String)> {
+    use object_store::ClientConfigKey as K;
+    [
+        (K::Timeout, "TIMEOUT", ATTEMPT_TIMEOUT),
+        (K::ConnectTimeout, "CONNECT_TIMEOUT", CONNECT_TIMEOUT),
+    ]
+    .into_iter()
+    .filter(|(_, name, _)| env(&format!("{env_prefix}{name}")).is_none())
+    .map(|(key, _, default)| (key, format!("{}ms", default.min(budget).as_millis().max(1))))
+    .collect()
+}
+
+/// Whether a request failed because the store did not answer in time (the
+/// error or one of its causes says so), rather than by an answer.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return true;
+        }
+        if let Some(r) = c.downcast_ref::<reqwest::Error>()
+            && r.is_timeout()
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
 
 /// The suffix of the file recording a multipart upload's id.
 const UPLOAD_SUFFIX: &str = ".upload";
@@ -38,6 +86,8 @@ struct Bucket {
     multipart: Arc<dyn MultipartStore>,
     prefix: Key,
     staging: PathBuf,
+    /// How long one request may take, its retries included.
+    budget: Duration,
     /// The store's own runtime, below.
     handle: tokio::runtime::Handle,
     _runtime: StoreRuntime,
@@ -100,9 +150,10 @@ impl ObjectLake {
     /// The store of `url` (`s3://`, `gs://`, `az://`), configured from the
     /// environment the way the cloud's own tools are (`AWS_*`,
     /// `GOOGLE_*`, `AZURE_*`), with a runtime of its own for its requests.
-    pub fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
+    /// `budget` bounds each request, its retries included (`--store-timeout`).
+    pub fn open(url: &str, staging: &Path, budget: Duration) -> Result<Self, WriteError> {
         Ok(ObjectLake {
-            bucket: Arc::new(Bucket::open(url, staging)?),
+            bucket: Arc::new(Bucket::open(url, staging, budget)?),
             uploads: Default::default(),
         })
     }
@@ -120,27 +171,48 @@ impl ObjectLake {
 }
 
 impl Bucket {
-    fn open(url: &str, staging: &Path) -> Result<Self, WriteError> {
-        use object_store::aws::AmazonS3Builder;
-        use object_store::azure::MicrosoftAzureBuilder;
-        use object_store::gcp::GoogleCloudStorageBuilder;
+    fn open(url: &str, staging: &Path, budget: Duration) -> Result<Self, WriteError> {
+        use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey as S3Key};
+        use object_store::azure::{AzureConfigKey as AzKey, MicrosoftAzureBuilder};
+        use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as GsKey};
+        let retry = object_store::RetryConfig {
+            retry_timeout: budget,
+            ..Default::default()
+        };
+        let env = |k: &str| std::env::var(k).ok();
         let bad = |e: &dyn std::fmt::Display| WriteError::Store(format!("{url}: {e}"));
         let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(&e))?;
         let prefix = Key::parse(prefix).map_err(|e| bad(&e))?;
         let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match scheme {
             ObjectStoreScheme::AmazonS3 => {
-                let s = AmazonS3Builder::from_env().with_url(url).build();
+                let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(retry);
+                for (k, v) in attempt_timeouts(budget, "AWS_", &env) {
+                    b = b.with_config(S3Key::Client(k), v);
+                }
+                let s = b.build();
                 let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
                 (s.clone(), s)
             }
             ObjectStoreScheme::GoogleCloudStorage => {
-                let s = GoogleCloudStorageBuilder::from_env().with_url(url).build();
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (k, v) in attempt_timeouts(budget, "GOOGLE_", &env) {
+                    b = b.with_config(GsKey::Client(k), v);
+                }
+                let s = b.build();
                 let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
                 (s.clone(), s)
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let s = MicrosoftAzureBuilder::from_env().with_url(url).build();
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_retry(retry);
+                for (k, v) in attempt_timeouts(budget, "AZURE_", &env) {
+                    b = b.with_config(AzKey::Client(k), v);
+                }
+                let s = b.build();
                 let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
                 (s.clone(), s)
             }
@@ -161,6 +233,7 @@ impl Bucket {
             multipart,
             prefix,
             staging: staging.to_owned(),
+            budget,
             handle,
             _runtime: runtime,
         })
@@ -190,6 +263,11 @@ impl Bucket {
             }
             Some(Refusal::NoBucket) => "the bucket does not exist (or the endpoint is wrong): ",
             Some(Refusal::NotFound) => "not found; does the bucket exist? ",
+            None if timed_out(&e) => &format!(
+                "no answer within --store-timeout {} s (each attempt and its retries); \
+                 is the store reachable from here? ",
+                self.budget.as_secs_f64()
+            ),
             None => "",
         };
         WriteError::Store(redact(&format!("{}: {hint}{e}", self.display(rel))))
@@ -590,6 +668,86 @@ fn redact_with(text: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_timeout_bounds_each_attempt_unless_the_environment_sets_it() {
+        let s = Duration::from_secs;
+        type Case = (
+            Duration,
+            &'static str,
+            &'static [&'static str],
+            &'static [(&'static str, &'static str)],
+        );
+        let table: [Case; 5] = [
+            (
+                s(2),
+                "AWS_",
+                &[],
+                &[("timeout", "2000ms"), ("connect_timeout", "2000ms")],
+            ),
+            (
+                s(10),
+                "AWS_",
+                &[],
+                &[("timeout", "10000ms"), ("connect_timeout", "5000ms")],
+            ),
+            (
+                s(60),
+                "AWS_",
+                &[],
+                &[("timeout", "30000ms"), ("connect_timeout", "5000ms")],
+            ),
+            (
+                s(2),
+                "AWS_",
+                &["AWS_TIMEOUT"],
+                &[("connect_timeout", "2000ms")],
+            ),
+            (
+                s(2),
+                "GOOGLE_",
+                &[
+                    "AWS_TIMEOUT",
+                    "AWS_CONNECT_TIMEOUT",
+                    "GOOGLE_CONNECT_TIMEOUT",
+                ],
+                &[("timeout", "2000ms")],
+            ),
+        ];
+        for (budget, prefix, set, want) in table {
+            let env = |k: &str| set.contains(&k).then(|| "7s".to_owned());
+            let got: Vec<(String, String)> = attempt_timeouts(budget, prefix, &env)
+                .into_iter()
+                .map(|(k, v)| (k.as_ref().to_owned(), v))
+                .collect();
+            let want: Vec<(String, String)> = want
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{budget:?} {prefix} {set:?}");
+        }
+    }
+
+    #[test]
+    fn a_timeout_is_told_from_its_causes() {
+        #[derive(Debug)]
+        struct Wrap(std::io::Error);
+        impl std::fmt::Display for Wrap {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "request failed")
+            }
+        }
+        impl std::error::Error for Wrap {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        use std::io::{Error, ErrorKind};
+        assert!(timed_out(&Error::from(ErrorKind::TimedOut)));
+        assert!(timed_out(&Wrap(Error::from(ErrorKind::TimedOut))));
+        assert!(!timed_out(&Wrap(Error::from(ErrorKind::ConnectionRefused))));
+        assert!(!timed_out(&Error::other("timed out, says the text only")));
+    }
 
     #[test]
     fn refusals_are_told_apart_by_what_the_store_answered() {

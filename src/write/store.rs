@@ -140,13 +140,20 @@ impl Out {
     }
 
     /// The lake behind this location; an object store's files are staged
-    /// under `state_dir` until they are uploaded.
-    pub fn open(&self, state_dir: &Path) -> Result<std::sync::Arc<dyn LakeStore>, WriteError> {
+    /// under `state_dir` until they are uploaded, and each of its requests,
+    /// retries included, takes at most `store_timeout`.
+    pub fn open(
+        &self,
+        state_dir: &Path,
+        store_timeout: std::time::Duration,
+    ) -> Result<std::sync::Arc<dyn LakeStore>, WriteError> {
         Ok(match self {
             Out::Dir(d) => std::sync::Arc::new(LocalDir::new(d)),
-            Out::Url(u) => {
-                std::sync::Arc::new(super::ObjectLake::open(u, &state_dir.join("_staging"))?)
-            }
+            Out::Url(u) => std::sync::Arc::new(super::ObjectLake::open(
+                u,
+                &state_dir.join("_staging"),
+                store_timeout,
+            )?),
         })
     }
 }
