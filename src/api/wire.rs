@@ -89,7 +89,10 @@ impl<'de> Visitor<'de> for ListVisitor {
 /// One `{Key, Value, Seq}`, decoded into the list.
 struct PairInto<'a>(&'a mut PairList);
 
+/// A pair's field name, read as an identifier (the key's text compared in
+/// place) rather than as an enum (a variant access per key).
 #[derive(Deserialize)]
+#[serde(field_identifier)]
 enum Field {
     Key,
     Value,
