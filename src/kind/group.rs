@@ -8,7 +8,6 @@ use arrow_array::builder::{Int64Builder, StringBuilder};
 use arrow_schema::{DataType, Field};
 use serde::Serialize;
 use std::fmt;
-use std::sync::Arc;
 
 /// The input columns (any case, any order).
 pub const COLUMNS: &[&str] = &["GroupId", "MsgSeq"];
@@ -124,9 +123,10 @@ impl Columns {
     }
 
     pub fn finish(&mut self) -> Vec<ArrayRef> {
+        use crate::write::schema::{finish_int, finish_text};
         vec![
-            Arc::new(self.group_id.finish()),
-            Arc::new(self.msg_seq.finish()),
+            finish_text(&mut self.group_id),
+            finish_int(&mut self.msg_seq),
         ]
     }
 }

@@ -6,7 +6,6 @@ use arrow_array::builder::StringBuilder;
 use arrow_schema::{DataType, Field};
 use serde::Serialize;
 use std::fmt;
-use std::sync::Arc;
 
 /// The input columns (any case, any order); From_Account may be absent.
 pub const COLUMNS: &[&str] = &["From_Account", "To_Account", "MsgKey"];
@@ -143,10 +142,11 @@ impl Columns {
     }
 
     pub fn finish(&mut self) -> Vec<ArrayRef> {
+        use crate::write::schema::finish_text;
         vec![
-            Arc::new(self.from.finish()),
-            Arc::new(self.to.finish()),
-            Arc::new(self.msg_key.finish()),
+            finish_text(&mut self.from),
+            finish_text(&mut self.to),
+            finish_text(&mut self.msg_key),
         ]
     }
 }

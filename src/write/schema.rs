@@ -6,10 +6,42 @@
 
 use crate::kind::{IdentityColumns, Kind, KindMismatch, MessageId};
 use crate::model::PairRef;
-use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::builder::{
+    ArrayBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
+
+/// Finish a text column's builder into its array, and start it again with
+/// room for as much as it held: a run's batches are alike in size, so the
+/// next one is appended without the builder growing (and copying) itself
+/// ten times over.
+pub(crate) fn finish_text(b: &mut StringBuilder) -> ArrayRef {
+    let (rows, bytes) = (b.len(), b.values_slice().len());
+    let array = b.finish();
+    *b = StringBuilder::with_capacity(rows, bytes);
+    Arc::new(array)
+}
+
+/// `finish_text` for an integer column.
+pub(crate) fn finish_int(b: &mut Int64Builder) -> ArrayRef {
+    let rows = b.len();
+    let array = b.finish();
+    *b = Int64Builder::with_capacity(rows);
+    Arc::new(array)
+}
+
+/// `finish_text` for a UTC timestamp column.
+fn finish_time(b: &mut TimestampMicrosecondBuilder) -> ArrayRef {
+    let rows = b.len();
+    let array = b.finish();
+    *b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
+    Arc::new(array)
+}
+
+/// The zone of every timestamp column.
+const UTC: &str = "UTC";
 
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
@@ -37,7 +69,7 @@ pub fn key_values_schema(kind: Kind) -> SchemaRef {
             int64("clear_seq", false),
             Field::new(
                 "fetched_at",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
                 false,
             ),
         ],
@@ -85,7 +117,7 @@ impl KvRows {
             seq: Int64Builder::new(),
             latest_seq: Int64Builder::new(),
             clear_seq: Int64Builder::new(),
-            fetched_at: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            fetched_at: TimestampMicrosecondBuilder::new().with_timezone(UTC),
             len: 0,
             bytes: 0,
         }
@@ -127,12 +159,12 @@ impl KvRows {
     pub fn take(&mut self) -> RecordBatch {
         let mut cols: Vec<ArrayRef> = self.id.finish();
         cols.extend([
-            Arc::new(self.key.finish()) as ArrayRef,
-            Arc::new(self.value.finish()),
-            Arc::new(self.seq.finish()),
-            Arc::new(self.latest_seq.finish()),
-            Arc::new(self.clear_seq.finish()),
-            Arc::new(self.fetched_at.finish()),
+            finish_text(&mut self.key),
+            finish_text(&mut self.value),
+            finish_int(&mut self.seq),
+            finish_int(&mut self.latest_seq),
+            finish_int(&mut self.clear_seq),
+            finish_time(&mut self.fetched_at),
         ]);
         self.len = 0;
         self.bytes = 0;
