@@ -26,7 +26,7 @@ pub const GROUP_COMMIT: usize = 32;
 /// before its fsync: at the API's quota messages settle ~5 ms apart, and
 /// one fsync each would cost ~170 a second on a network disk. What waits is
 /// at most `GROUP_COMMIT` events, so a crash re-fetches no more than before.
-pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How long the writer may sleep with events pending and none ready: until
 /// the group commit is due, but never longer than it takes the event queue
