@@ -28,6 +28,10 @@ pub const GROUP_COMMIT: usize = 32;
 /// at most `GROUP_COMMIT` events, so a crash re-fetches no more than before.
 pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// Events came within this long: they are flowing, and the writer sleeps
+/// between looks at the queue instead of blocking on it.
+const FLOWING: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How long the writer may sleep with events pending and none ready: until
 /// the group commit is due, but never longer than it takes the event queue
 /// to fill half at the rate events have been coming (so that the fetch
@@ -63,7 +67,7 @@ impl Pace {
         self.gap.is_some()
             && self
                 .last
-                .is_some_and(|t| now.saturating_duration_since(t) < COMMIT_EVERY * 2)
+                .is_some_and(|t| now.saturating_duration_since(t) < FLOWING)
     }
 }
 

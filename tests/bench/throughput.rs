@@ -5,7 +5,8 @@
 //! reports from the client's own summary and from wait4's rusage:
 //! - the share of a 200 calls/s quota used at 150 ms latency with default
 //!   flags, and the share of calls answered with a quota code;
-//! - pages/s with the limit off, and client CPU seconds per 1,000 pages;
+//! - pages/s with the limit off, and client CPU seconds per 1,000 pages
+//!   (Parquet, then the same pages into CSV);
 //! - peak RSS at ~50k and ~1.25M exported rows;
 //! - peak RSS at 50,000 and 200,000 one-pair messages (memory flat in messages);
 //! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
@@ -478,6 +479,19 @@ fn main() {
             format!("{:.1} MB", u.max_rss_kb as f64 / 1024.0),
         ));
         let big = u.max_rss_kb;
+        // The same pages into CSV.
+        let (u, s) = export(dir.path(), &m, &["--rate", "0", "--format", "csv"]);
+        let pages = n(&s["requests"]);
+        rows.push((
+            "the same into CSV: pages/s, CPU a page".to_owned(),
+            format!(
+                "{:.0}, {:.3} ms ({pages} pages in {:.2} s, ok={})",
+                pages / u.wall.as_secs_f64(),
+                u.cpu.as_secs_f64() * 1000.0 / pages,
+                u.wall.as_secs_f64(),
+                u.ok
+            ),
+        ));
         drop(m);
         // 3. The same at ~50k rows.
         let m = mock(dir.path(), &["--synthetic", "250", "--pairs", "200"]);
