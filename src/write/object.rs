@@ -184,37 +184,24 @@ impl Bucket {
         let parsed = reqwest::Url::parse(url).map_err(|e| bad(&e))?;
         let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| bad(&e))?;
         let prefix = Key::parse(prefix).map_err(|e| bad(&e))?;
+        // The three clients are set up alike; their builders share no trait.
+        macro_rules! client {
+            ($builder:ty, $key:path, $env_prefix:literal) => {{
+                let mut b = <$builder>::from_env().with_url(url).with_retry(retry);
+                for (k, v) in attempt_timeouts(budget, $env_prefix, &env) {
+                    b = b.with_config($key(k), v);
+                }
+                let s = Arc::new(b.build().map_err(|e| bad(&redact(&e.to_string())))?);
+                (s.clone(), s)
+            }};
+        }
         let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match scheme {
-            ObjectStoreScheme::AmazonS3 => {
-                let mut b = AmazonS3Builder::from_env().with_url(url).with_retry(retry);
-                for (k, v) in attempt_timeouts(budget, "AWS_", &env) {
-                    b = b.with_config(S3Key::Client(k), v);
-                }
-                let s = b.build();
-                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
-                (s.clone(), s)
-            }
+            ObjectStoreScheme::AmazonS3 => client!(AmazonS3Builder, S3Key::Client, "AWS_"),
             ObjectStoreScheme::GoogleCloudStorage => {
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry);
-                for (k, v) in attempt_timeouts(budget, "GOOGLE_", &env) {
-                    b = b.with_config(GsKey::Client(k), v);
-                }
-                let s = b.build();
-                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
-                (s.clone(), s)
+                client!(GoogleCloudStorageBuilder, GsKey::Client, "GOOGLE_")
             }
             ObjectStoreScheme::MicrosoftAzure => {
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_url(url)
-                    .with_retry(retry);
-                for (k, v) in attempt_timeouts(budget, "AZURE_", &env) {
-                    b = b.with_config(AzKey::Client(k), v);
-                }
-                let s = b.build();
-                let s = Arc::new(s.map_err(|e| bad(&redact(&e.to_string())))?);
-                (s.clone(), s)
+                client!(MicrosoftAzureBuilder, AzKey::Client, "AZURE_")
             }
             other => {
                 return Err(bad(&format!(
