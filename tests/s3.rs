@@ -594,7 +594,28 @@ struct SilentRelay {
 
 async fn silent_relay(upstream: &str, trigger: &'static [u8]) -> SilentRelay {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    /// Copy `from` to `to` until the relay goes silent (or `trigger` passes,
+    /// which makes it silent); then read on and pass nothing.
+    async fn pipe(
+        mut from: impl AsyncRead + Unpin,
+        mut to: impl AsyncWrite + Unpin,
+        silent: std::sync::Arc<AtomicBool>,
+        trigger: Option<&[u8]>,
+    ) {
+        let mut buf = vec![0u8; 64 << 10];
+        while let Ok(n) = from.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+            if trigger.is_some_and(|t| buf[..n].windows(t.len()).any(|w| w == t)) {
+                silent.store(true, Ordering::SeqCst);
+            }
+            if !silent.load(Ordering::SeqCst) && to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
     let upstream = upstream.trim_start_matches("http://").to_owned();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -605,35 +626,10 @@ async fn silent_relay(upstream: &str, trigger: &'static [u8]) -> SilentRelay {
             let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
                 return;
             };
-            let (mut cr, mut cw) = client.into_split();
-            let (mut sr, mut sw) = server.into_split();
-            let up = flag.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                while let Ok(n) = cr.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    if buf[..n].windows(trigger.len()).any(|w| w == trigger) {
-                        up.store(true, Ordering::SeqCst);
-                    }
-                    if !up.load(Ordering::SeqCst) && sw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
-            let down = flag.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 << 10];
-                while let Ok(n) = sr.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                    if !down.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            });
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(pipe(cr, sw, flag.clone(), Some(trigger)));
+            tokio::spawn(pipe(sr, cw, flag.clone(), None));
         }
     });
     SilentRelay { url, silent }
