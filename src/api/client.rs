@@ -4,7 +4,12 @@
 //! Nothing here retries or sleeps: `fetch` decides what to do with the result.
 
 use super::sign;
+use super::transport::{Route, Transport};
 use super::wire::GetKeyValuesResponse;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::Uri;
+use hyper_util::client::proxy::matcher::Matcher;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -124,24 +129,30 @@ impl Credentials {
     }
 }
 
+/// The UserSig a call URL was made for, and that URL up to `random=`.
+type SignedUrl = Option<(Arc<str>, Arc<str>)>;
+
 /// One pooled HTTP client bound to an endpoint, an SDKAppID and an admin identifier.
 #[derive(Clone)]
 pub struct ApiClient {
-    http: reqwest::Client,
-    /// Parsed once: a call only sets the query.
-    url: reqwest::Url,
+    transport: Transport,
+    /// The call's URL up to `random=`, for the UserSig it was made for: a
+    /// call copies it and appends a number, instead of encoding the UserSig
+    /// and the query again.
+    signed: Arc<Mutex<SignedUrl>>,
+    /// The endpoint's URL with the path, checked once.
+    url: Arc<str>,
     sdkappid: Arc<str>,
     identifier: Arc<str>,
-    /// `url` with every parameter but `random`, for the UserSig it was made
-    /// for: a call clones it and appends `random`, instead of encoding the
-    /// UserSig and parsing the whole query again (a few percent of the CPU
-    /// a call costs at the quota).
-    signed: Arc<std::sync::Mutex<Option<(String, reqwest::Url)>>>,
+    timeout: Duration,
 }
+
+const USER_AGENT: &str = concat!("msgext/", env!("CARGO_PKG_VERSION"));
 
 impl ApiClient {
     /// `base` is `https://{domain}` or an `--endpoint` such as
-    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`).
+    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`). A
+    /// proxy named in the environment is used as curl would use it.
     pub fn new(
         base: &str,
         path: &str,
@@ -149,77 +160,115 @@ impl ApiClient {
         identifier: &str,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let url = reqwest::Url::parse(&super::call_url(base, path))
-            .map_err(|e| format!("invalid endpoint {base:?}: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(1024)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            // The API does not redirect. Following one would send the
-            // UserSig in the query to wherever it points (and turn the POST
-            // into a GET on 301/302): it is a misconfigured endpoint, and the
-            // run says so (`fetch::explain_fatal`).
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("msgext/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Self::with_proxies(
+            base,
+            path,
+            sdkappid,
+            identifier,
+            timeout,
+            &Matcher::from_env(),
+        )
+    }
+
+    /// `new` with the proxy rules given instead of read from the environment.
+    pub fn with_proxies(
+        base: &str,
+        path: &str,
+        sdkappid: u64,
+        identifier: &str,
+        timeout: Duration,
+        proxies: &Matcher,
+    ) -> Result<Self, String> {
+        let invalid = |e: &dyn fmt::Display| format!("invalid endpoint {base:?}: {e}");
+        let mut url = reqwest::Url::parse(&super::call_url(base, path)).map_err(|e| invalid(&e))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(&"give an http:// or https:// URL"));
+        }
+        url.set_query(None);
+        url.set_fragment(None);
+        let uri: Uri = url.as_str().parse().map_err(|e| invalid(&e))?;
+        // The API does not redirect, and no redirect is followed: following
+        // one would send the UserSig in the query to wherever it points. A
+        // 3xx is a misconfigured endpoint, and the run says so
+        // (`fetch::explain_fatal`).
+        let transport = Transport::new(Route::choose(&uri, proxies)?, timeout)?;
         Ok(ApiClient {
-            http,
-            url,
+            transport,
+            signed: Arc::default(),
+            url: Arc::from(url.as_str()),
             sdkappid: Arc::from(sdkappid.to_string()),
             identifier: Arc::from(identifier),
-            signed: Arc::default(),
+            timeout,
         })
     }
 
     /// The URL of a call signed with `usersig`, `random` included.
-    fn call_url(&self, usersig: &str) -> reqwest::Url {
-        let mut url = {
+    fn call_url(&self, usersig: &str) -> String {
+        let prefix = {
             let mut signed = self.signed.lock().unwrap_or_else(|p| p.into_inner());
             match &*signed {
-                Some((sig, url)) if sig == usersig => url.clone(),
+                Some((sig, prefix)) if **sig == *usersig => prefix.clone(),
                 _ => {
-                    let mut url = self.url.clone();
-                    url.query_pairs_mut()
-                        .clear()
+                    let mut query = form_urlencoded::Serializer::new(String::new());
+                    query
                         .append_pair("sdkappid", &self.sdkappid)
                         .append_pair("identifier", &self.identifier)
                         .append_pair("usersig", usersig)
                         .append_pair("contenttype", "json");
-                    *signed = Some((usersig.to_owned(), url.clone()));
-                    url
+                    let prefix: Arc<str> =
+                        Arc::from(format!("{}?{}&random=", self.url, query.finish()));
+                    *signed = Some((Arc::from(usersig), prefix.clone()));
+                    prefix
                 }
             }
         };
         let mut random = itoa::Buffer::new();
-        url.query_pairs_mut()
-            .append_pair("random", random.format(rand::random::<u32>()));
+        let random = random.format(rand::random::<u32>());
+        let mut url = String::with_capacity(prefix.len() + random.len());
+        url.push_str(&prefix);
+        url.push_str(random);
         url
     }
 
     /// One POST of a JSON `body` (`MessageId::request_body`). `Ok` means a
-    /// decodable answer, whatever its `ErrorCode`.
+    /// decodable answer, whatever its `ErrorCode`. The whole call, body
+    /// included, ends within the client's timeout.
     pub async fn call(
         &self,
         usersig: &str,
         body: bytes::Bytes,
     ) -> Result<GetKeyValuesResponse, CallError> {
-        let url = self.call_url(usersig);
-        let resp = self
-            .http
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+        // Checked in `new`; the query is made of encoded parts.
+        let uri = Uri::try_from(self.call_url(usersig))
+            .map_err(|e| CallError::Network(format!("cannot form the call's URL: {e}")))?;
+        let req = hyper::Request::post(uri)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::USER_AGENT, USER_AGENT)
+            .body(Full::new(body))
+            .map_err(|e| CallError::Network(format!("cannot form the call: {e}")))?;
+        let bytes = tokio::time::timeout(self.timeout, self.exchange(req))
             .await
-            .map_err(transport_error)?;
+            .map_err(|_| CallError::Timeout)??;
+        GetKeyValuesResponse::decode(&bytes).map_err(|e| {
+            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
+            CallError::Decode(format!("{e}; body starts {head:?}"))
+        })
+    }
+
+    /// Send, check the status, read the body.
+    async fn exchange(&self, req: hyper::Request<Full<Bytes>>) -> Result<Bytes, CallError> {
+        let resp = self.transport.send(req).await.map_err(|e| {
+            if e.is_connect() {
+                CallError::Connect(root_cause(&e))
+            } else {
+                CallError::Network(root_cause(&e))
+            }
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let retry_after = resp
                 .headers()
-                .get(reqwest::header::RETRY_AFTER)
+                .get(hyper::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
@@ -228,11 +277,7 @@ impl ApiClient {
                 retry_after,
             });
         }
-        let bytes = read_capped(resp, MAX_ANSWER_BYTES).await?;
-        GetKeyValuesResponse::decode(&bytes).map_err(|e| {
-            let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
-            CallError::Decode(format!("{e}; body starts {head:?}"))
-        })
+        read_capped(resp, MAX_ANSWER_BYTES).await
     }
 }
 
@@ -242,35 +287,25 @@ impl ApiClient {
 pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The body, or a bad response once it passes `cap` bytes (checked against
-/// Content-Length first, then chunk by chunk).
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<bytes::Bytes, CallError> {
+/// Content-Length first, then as it arrives).
+async fn read_capped(
+    resp: hyper::Response<hyper::body::Incoming>,
+    cap: usize,
+) -> Result<Bytes, CallError> {
     let too_big = || CallError::Decode(format!("answer larger than {} MiB", cap >> 20));
-    match resp.content_length() {
-        Some(n) if n > cap as u64 => return Err(too_big()),
-        // A declared length within the cap: take the body as it came (no
-        // copy when it came in one piece); the transport enforces the length.
-        Some(_) => return resp.bytes().await.map_err(transport_error),
-        None => {}
+    let declared = resp
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return Err(too_big());
     }
-    let mut body = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
-        if body.len() + chunk.len() > cap {
-            return Err(too_big());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.into())
-}
-
-fn transport_error(e: reqwest::Error) -> CallError {
-    // Never include the URL: it carries the UserSig.
-    let e = e.without_url();
-    if e.is_timeout() {
-        CallError::Timeout
-    } else if e.is_connect() {
-        CallError::Connect(root_cause(&e))
-    } else {
-        CallError::Network(root_cause(&e))
+    match Limited::new(resp.into_body(), cap).collect().await {
+        // One piece (the usual answer) comes out without a copy.
+        Ok(body) => Ok(body.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(too_big()),
+        Err(e) => Err(CallError::Network(root_cause(&*e))),
     }
 }
 
@@ -291,12 +326,13 @@ mod tests {
     /// own, and the UserSig of that call even when it changes between calls.
     #[test]
     fn a_call_url_carries_its_own_usersig_and_random() {
-        let c = ApiClient::new(
+        let c = ApiClient::with_proxies(
             "http://127.0.0.1:9/",
             "/v4/openim_msg_ext_http_svc/get_key_values",
             1400000000,
             "admin istrator",
             Duration::from_secs(1),
+            &Matcher::builder().build(),
         )
         .unwrap();
         let params = |u: &reqwest::Url| -> Vec<(String, String)> {
@@ -306,7 +342,11 @@ mod tests {
         };
         let mut randoms = std::collections::HashSet::new();
         for sig in ["eJw+/a=b&c%d", "eJw+/a=b&c%d", "second-sig", "eJw+/a=b&c%d"] {
-            let u = c.call_url(sig);
+            let text = c.call_url(sig);
+            assert!(Uri::try_from(text.as_str()).is_ok(), "{text}");
+            // Read back by another parser than the one that wrote it.
+            let u = reqwest::Url::parse(&text).unwrap();
+            assert_eq!(u.host_str(), Some("127.0.0.1"));
             assert_eq!(u.path(), "/v4/openim_msg_ext_http_svc/get_key_values");
             let p = params(&u);
             let names: Vec<&str> = p.iter().map(|(k, _)| k.as_str()).collect();
@@ -323,6 +363,115 @@ mod tests {
             randoms.insert(get("random").parse::<u32>().unwrap());
         }
         assert!(randoms.len() >= 3, "a random a call: {randoms:?}");
+    }
+
+    /// A proxy on 127.0.0.1:0 that takes one connection, hands back the
+    /// request head it read, and answers `reply`.
+    async fn one_shot_proxy(reply: &'static str) -> (u16, tokio::task::JoinHandle<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if conn.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            conn.write_all(reply.as_bytes()).await.unwrap();
+            conn.shutdown().await.unwrap();
+            String::from_utf8(head).unwrap()
+        });
+        (port, task)
+    }
+
+    /// What the proxy read; a failure, not a hang, when nothing came to it.
+    async fn heard(proxy: tokio::task::JoinHandle<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), proxy)
+            .await
+            .expect("the call never reached the proxy")
+            .unwrap()
+    }
+
+    fn proxied_client(endpoint: &str, rules: Matcher) -> ApiClient {
+        ApiClient::with_proxies(
+            endpoint,
+            "/v4/openim_msg_ext_http_svc/get_key_values",
+            1400000000,
+            "administrator",
+            Duration::from_secs(5),
+            &rules,
+        )
+        .unwrap()
+    }
+
+    /// An http endpoint behind HTTP_PROXY: the request goes to the proxy with
+    /// the endpoint's full URL and the proxy's credentials, and the proxy's
+    /// answer is the call's. The endpoint's host is never looked up.
+    #[tokio::test]
+    async fn an_http_endpoint_is_called_through_the_http_proxy() {
+        let body = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","CompleteFlag":1,"LatestSeq":3,"ClearSeq":0,"ExtensionList":[]}"#;
+        let reply: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (port, proxy) = one_shot_proxy(reply).await;
+        let rules = Matcher::builder()
+            .http(format!("http://me:s3cret@127.0.0.1:{port}"))
+            .build();
+        let c = proxied_client("http://api.invalid:8080", rules);
+        let answer = c.call("the-sig", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(answer.latest_seq, Some(3));
+        let head = heard(proxy).await;
+        assert!(
+            head.starts_with(
+                "POST http://api.invalid:8080/v4/openim_msg_ext_http_svc/get_key_values?sdkappid=1400000000&identifier=administrator&usersig=the-sig&contenttype=json&random="
+            ),
+            "{head}"
+        );
+        // base64("me:s3cret")
+        assert!(
+            head.contains("\r\nproxy-authorization: Basic bWU6czNjcmV0\r\n"),
+            "{head}"
+        );
+    }
+
+    /// An https endpoint behind HTTPS_PROXY: a CONNECT to the endpoint's host
+    /// and port with the proxy's credentials, then TLS inside the tunnel. The
+    /// proxy here closes the tunnel: the call fails at once as a connection
+    /// failure (retried, and named in the error report), without the UserSig.
+    #[tokio::test]
+    async fn an_https_endpoint_is_tunnelled_through_the_https_proxy() {
+        let (port, proxy) = one_shot_proxy("HTTP/1.1 200 Connection established\r\n\r\n").await;
+        let rules = Matcher::builder()
+            .https(format!("http://me:s3cret@127.0.0.1:{port}"))
+            .build();
+        let c = proxied_client("https://api.invalid", rules);
+        let err = c
+            .call("the-sig", Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CallError::Connect(_)), "{err:?}");
+        assert!(!err.to_string().contains("the-sig"), "{err}");
+        let head = heard(proxy).await;
+        assert!(
+            head.starts_with("CONNECT api.invalid:443 HTTP/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("\r\nProxy-Authorization: Basic bWU6czNjcmV0\r\n"),
+            "{head}"
+        );
+        assert!(
+            !head.contains("the-sig"),
+            "the UserSig stays inside the tunnel: {head}"
+        );
     }
 
     #[test]
