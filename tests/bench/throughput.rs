@@ -6,7 +6,8 @@
 //! - the share of a 200 calls/s quota used at 150 ms latency with default
 //!   flags, and the share of calls answered with a quota code;
 //! - pages/s with the limit off, and client CPU seconds per 1,000 pages
-//!   (Parquet, then the same pages into CSV);
+//!   (Parquet, then the same pages into CSV), and the CPU of a page of 1, 20
+//!   and 200 pairs (what a page and what a pair costs);
 //! - peak RSS at ~50k and ~1.25M exported rows;
 //! - peak RSS at 50,000 and 200,000 one-pair messages (memory flat in messages);
 //! - peak RSS of a resume after kill -9 with a ~40 MB write-ahead log.
@@ -19,7 +20,8 @@
 //! bucket (an in-process s3s server) at 1.25M rows and at the quota;
 //! `-- peer` runs msgext and a plain Python exporter (`peer_aiohttp.py`,
 //! aiohttp + pyarrow, with the Python in `MSGEXT_PEER_PYTHON`, default
-//! `python3`) back to back at the quota and compares their CPU.
+//! `python3`) back to back, at the quota and with the limit off, and
+//! compares their CPU.
 //! Nothing here asserts: it prints the numbers for the README.
 
 #[path = "../common/s3server.rs"]
@@ -293,27 +295,17 @@ fn s3(dir: &Path, rows: &mut Vec<(String, String)>) {
     }
 }
 
-/// The quota run of the table, for msgext and for a Python peer, back to
-/// back against the same simulator: the CPU each spends a call.
-fn peer(dir: &Path, rows: &mut Vec<(String, String)>) {
-    let python = std::env::var("MSGEXT_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+/// The peer's run against `m`: its rusage and the JSON line it prints, or
+/// why it could not be measured.
+fn peer_run(
+    dir: &Path,
+    python: &str,
+    m: &Mock,
+    extra: &[&str],
+) -> Result<(Usage, serde_json::Value), String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/bench/peer_aiohttp.py");
-    let m = mock(dir, QUOTA_RUN);
-    let (u, s) = export(dir, &m, &[]);
-    let calls = n(&s["requests"]);
-    let ours = u.cpu.as_secs_f64() * 1000.0 / calls;
-    rows.push((
-        "msgext: CPU a call at the quota".to_owned(),
-        format!(
-            "{ours:.3} ms ({:.2} s for {calls} calls, {} rows, {:.1} s, ok={})",
-            u.cpu.as_secs_f64(),
-            s["kv_rows"],
-            n(&s["elapsed_secs"]),
-            u.ok
-        ),
-    ));
     let started = Instant::now();
-    let child = Command::new(&python)
+    let mut child = Command::new(python)
         .arg(script)
         .arg("--endpoint")
         .arg(&m.url)
@@ -321,49 +313,79 @@ fn peer(dir: &Path, rows: &mut Vec<(String, String)>) {
         .arg(dir.join("in.csv"))
         .arg("--out")
         .arg(dir.join("peer.parquet"))
+        .args(extra)
         .env("MSGEXT_SECRET_KEY", KEY)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        rows.push((
-            "Python peer".to_owned(),
-            format!("not measured: cannot run {python}"),
-        ));
-        return;
-    };
+        .spawn()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
     let mut line = String::new();
     let _ = BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line);
     let mut err = String::new();
     let _ = std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err);
-    let pu = wait_usage(child, started);
-    let Ok(p) = serde_json::from_str::<serde_json::Value>(&line) else {
-        rows.push((
-            "Python peer".to_owned(),
+    let usage = wait_usage(child, started);
+    serde_json::from_str(&line)
+        .map(|p| (usage, p))
+        .map_err(|_| {
             format!(
-                "not measured ({python}: `pip install aiohttp pyarrow`?): {}",
+                "{python}: `pip install aiohttp pyarrow`? {}",
                 err.lines().last().unwrap_or("")
+            )
+        })
+}
+
+/// msgext and a Python peer back to back against the same simulator, at the
+/// quota (CPU a call) and with the limit off (CPU a page of 200 pairs).
+fn peer(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let python = std::env::var("MSGEXT_PEER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let cases: [(&str, &[&str], &[&str]); 2] = [
+        ("a call at the quota", QUOTA_RUN, &[]),
+        (
+            "a page of 200 pairs, limit off",
+            &["--synthetic", "6250", "--pairs", "200"],
+            &["--rate", "0"],
+        ),
+    ];
+    for (what, mock_args, flags) in cases {
+        let m = mock(dir, mock_args);
+        let (u, s) = export(dir, &m, flags);
+        let calls = n(&s["requests"]);
+        let ours = u.cpu.as_secs_f64() * 1000.0 / calls;
+        rows.push((
+            format!("msgext: CPU {what}"),
+            format!(
+                "{ours:.3} ms ({:.2} s for {calls} calls, {} rows, {:.1} s, ok={})",
+                u.cpu.as_secs_f64(),
+                s["kv_rows"],
+                n(&s["elapsed_secs"]),
+                u.ok
             ),
         ));
-        return;
-    };
-    let pcalls = n(&p["calls"]);
-    let theirs = pu.cpu.as_secs_f64() * 1000.0 / pcalls;
-    rows.push((
-        "Python aiohttp+pyarrow peer: CPU a call at the quota".to_owned(),
-        format!(
-            "{theirs:.3} ms ({:.2} s for {pcalls} calls, {} rows, {:.1} s; {:.3} ms a call without \
-             its start-up)",
-            pu.cpu.as_secs_f64(),
-            p["rows"],
-            n(&p["elapsed_secs"]),
-            n(&p["cpu_after_start_secs"]) * 1000.0 / pcalls
-        ),
-    ));
-    rows.push((
-        "msgext's CPU a call against the peer's (target ≤ 0.25)".to_owned(),
-        format!("{:.2}", ours / theirs),
-    ));
+        let (pu, p) = match peer_run(dir, &python, &m, flags) {
+            Ok(run) => run,
+            Err(why) => {
+                rows.push(("Python peer".to_owned(), format!("not measured: {why}")));
+                return;
+            }
+        };
+        let pcalls = n(&p["calls"]);
+        let theirs = pu.cpu.as_secs_f64() * 1000.0 / pcalls;
+        rows.push((
+            format!("Python aiohttp+pyarrow peer: CPU {what}"),
+            format!(
+                "{theirs:.3} ms ({:.2} s for {pcalls} calls, {} rows, {:.1} s; {:.3} ms without \
+                 its start-up)",
+                pu.cpu.as_secs_f64(),
+                p["rows"],
+                n(&p["elapsed_secs"]),
+                n(&p["cpu_after_start_secs"]) * 1000.0 / pcalls
+            ),
+        ));
+        rows.push((
+            format!("msgext's CPU {what} against the peer's (target ≤ 0.25)"),
+            format!("{:.2}", ours / theirs),
+        ));
+    }
 }
 
 /// The quota runs' figures, one entry a run, and what they add up to.
@@ -523,6 +545,7 @@ fn main() {
             format!("{:.1} MB", u.max_rss_kb as f64 / 1024.0),
         ));
         let big = u.max_rss_kb;
+        let page_200 = u.cpu.as_secs_f64() * 1000.0 / pages;
         // The same pages into CSV.
         let (u, s) = export(dir.path(), &m, &["--rate", "0", "--format", "csv"]);
         let pages = n(&s["requests"]);
@@ -537,7 +560,31 @@ fn main() {
             ),
         ));
         drop(m);
-        // 3. The same at ~50k rows.
+        // 3. What a page costs by its size: 20,000 pages of 1 pair and of 20
+        // pairs, against the 200 above; a straight line through the 1 and
+        // the 200 gives the cost of a call and of a pair.
+        let mut by_size = Vec::new();
+        for pairs in ["1", "20"] {
+            let m = mock(dir.path(), &["--synthetic", "20000", "--pairs", pairs]);
+            let _ = export(dir.path(), &m, &["--rate", "0"]);
+            let (u, s) = export(dir.path(), &m, &["--rate", "0"]);
+            by_size.push((u.cpu.as_secs_f64() * 1000.0 / n(&s["requests"]), u.ok));
+        }
+        let [(page_1, ok_1), (page_20, ok_20)] = by_size[..] else {
+            unreachable!("two sizes")
+        };
+        let per_pair = (page_200 - page_1) / 199.0;
+        rows.push((
+            "client CPU a page of 1 / 20 / 200 pairs, limit off".to_owned(),
+            format!(
+                "{page_1:.3} / {page_20:.3} / {page_200:.3} ms: about {:.3} ms a page and \
+                 {:.2} µs a pair (ok={})",
+                page_1 - per_pair,
+                per_pair * 1000.0,
+                ok_1 && ok_20
+            ),
+        ));
+        // 4. The same as 2 at ~50k rows.
         let m = mock(dir.path(), &["--synthetic", "250", "--pairs", "200"]);
         let (u, s) = export(dir.path(), &m, &["--rate", "0"]);
         rows.push((
