@@ -191,7 +191,8 @@ impl ApiClient {
         // one would send the UserSig in the query to wherever it points. A
         // 3xx is a misconfigured endpoint, and the run says so
         // (`fetch::explain_fatal`).
-        let transport = Transport::new(Route::choose(&uri, proxies)?, timeout)?;
+        let tls = url.scheme() == "https";
+        let transport = Transport::new(Route::choose(&uri, proxies)?, tls, timeout)?;
         Ok(ApiClient {
             transport,
             signed: Arc::default(),

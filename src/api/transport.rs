@@ -84,6 +84,8 @@ impl Route {
 /// and gives the response head; the body is read by the caller.
 #[derive(Clone)]
 pub enum Transport {
+    /// An `http` endpoint: no TLS set up at all (no certificates loaded).
+    Plain(Client<HttpConnector, Body>),
     Direct(Client<Https<HttpConnector>, Body>),
     Tunnel(Client<Https<Tunnel<HttpConnector>>, Body>),
     Forward {
@@ -97,9 +99,10 @@ pub enum Transport {
 pub type SendError = hyper_util::client::legacy::Error;
 
 impl Transport {
-    /// `connect_timeout` bounds the TCP connect (to the endpoint or the
-    /// proxy); the caller bounds the whole call.
-    pub fn new(route: Route, connect_timeout: Duration) -> Result<Transport, String> {
+    /// `tls`: the endpoint is `https`. `connect_timeout` bounds the TCP
+    /// connect (to the endpoint or the proxy); the caller bounds the whole
+    /// call.
+    pub fn new(route: Route, tls: bool, connect_timeout: Duration) -> Result<Transport, String> {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
@@ -111,6 +114,7 @@ impl Transport {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new());
         Ok(match route {
+            Route::Direct if !tls => Transport::Plain(builder.build(tcp)),
             Route::Direct => Transport::Direct(builder.build(https(tcp)?)),
             Route::Tunnel { proxy, auth } => {
                 let mut tunnel = Tunnel::new(proxy, tcp);
@@ -131,6 +135,7 @@ impl Transport {
         mut req: hyper::Request<Body>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, SendError> {
         match self {
+            Transport::Plain(c) => c.request(req).await,
             Transport::Direct(c) => c.request(req).await,
             Transport::Tunnel(c) => c.request(req).await,
             Transport::Forward { client, auth } => {
@@ -145,7 +150,7 @@ impl Transport {
 }
 
 /// rustls with the platform's verifier, as reqwest set it up: the system's
-/// roots, TLS 1.2 and 1.3, HTTP/1.1.
+/// roots (or `SSL_CERT_FILE` / `SSL_CERT_DIR`), TLS 1.2 and 1.3, HTTP/1.1.
 fn https<C>(inner: C) -> Result<Https<C>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
