@@ -551,3 +551,84 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("already completed"));
 }
+
+/// A TLS front for the simulator: 127.0.0.1:0, the certificate of
+/// tests/tls/server.pem (for 127.0.0.1, issued by tests/tls/ca.pem; both
+/// made with openssl, P-256, valid until 2126), each connection relayed to
+/// the simulator's plain HTTP port. Returns the front's https URL.
+async fn tls_front(server: &MockServer) -> String {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let certs = CertificateDer::pem_file_iter(tls.join("server.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(tls.join("server.key")).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let backend = server.url().trim_start_matches("http://").to_owned();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, backend) = (acceptor.clone(), backend.clone());
+            tokio::spawn(async move {
+                // A handshake the client refuses ends here; so does the relay
+                // when either side closes.
+                if let Ok(mut front) = acceptor.accept(tcp).await
+                    && let Ok(mut back) = tokio::net::TcpStream::connect(&backend).await
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut front, &mut back).await;
+                }
+            });
+        }
+    });
+    url
+}
+
+/// The path every real export takes: an https endpoint. msgext checks the
+/// certificate against the trusted roots (here the test CA, named in
+/// SSL_CERT_FILE) and exports exactly the simulator's data through TLS; a
+/// certificate from a CA it does not trust fails the run on its first
+/// call, with exit 1 and the cause, and nothing is exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_endpoint_is_exported_over_tls_and_an_untrusted_certificate_fails_the_run() {
+    let fx = fixture(false);
+    let (server, dir, input, out) = setup(&fx, Faults::default()).await;
+    let front = tls_front(&server).await;
+    let tls = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let trusting = |ca: &str| tls.join(ca).to_string_lossy().into_owned();
+    let ca = trusting("ca.pem");
+    let env = [("SSL_CERT_FILE", ca.as_str()), ("SSL_CERT_DIR", "")];
+    let args = common::export_args(&front, &input, &out, "parquet", "tls", 16);
+    let o = common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(common::kv_from_parquet(&out), expected_rows(&fx.store));
+    assert!(out.join("_runs/tls/_SUCCESS").exists());
+
+    let answered = server.stats().calls();
+    let other = trusting("other-ca.pem");
+    let env = [("SSL_CERT_FILE", other.as_str()), ("SSL_CERT_DIR", "")];
+    let out = dir.path().join("lake-untrusted");
+    let args = common::export_args(&front, &input, &out, "parquet", "untrusted", 16);
+    let o = common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&front)
+            && stderr.contains("invalid peer certificate: UnknownIssuer")
+            && stderr.contains("SSL_CERT_FILE"),
+        "names the endpoint, the cause and what to check: {}",
+        show(&o)
+    );
+    assert_eq!(server.stats().calls(), answered, "no call got through");
+    assert!(!out.join("_runs/untrusted/_SUCCESS").exists());
+    assert!(common::kv_from_parquet(&out).is_empty());
+}

@@ -546,6 +546,13 @@ pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
             "SDKAppID {sdkappid} is not in {center}: check --sdkappid, or try another --region"
         ),
         "10008" => "this app's plan has no message extensions (a Premium edition feature)".to_owned(),
+        // rustls's words for a certificate it refuses (UnknownIssuer,
+        // expired, not valid for the name...).
+        "network" if info.contains("certificate") => format!(
+            "the TLS certificate of {} is not trusted here: check the system's CA certificates \
+             (SSL_CERT_FILE / SSL_CERT_DIR name others) and whether a proxy re-signs TLS",
+            target.endpoint
+        ),
         "network" | "timeout" | "bad_response" => format!(
             "{} did not answer like the Chat REST API: check --region / --endpoint and the network",
             target.endpoint
@@ -588,6 +595,16 @@ mod tests {
         assert!(explain_fatal("10008", "", &local).contains("plan"));
         assert!(explain_fatal("http_301", "", &local).contains("redirects"));
         assert!(explain_fatal("http_404", "", &local).contains("did not answer like"));
+        let e = explain_fatal(
+            "network",
+            "cannot connect: invalid peer certificate: UnknownIssuer",
+            &sgp,
+        );
+        assert!(
+            e.contains("TLS certificate of https://adminapisgp.im.qcloud.com is not trusted")
+                && e.contains("SSL_CERT_FILE"),
+            "{e}"
+        );
         let e = explain_fatal("network", "cannot connect: refused", &local);
         assert!(
             e.contains("http://127.0.0.1:9") && e.contains("refused"),
