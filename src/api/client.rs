@@ -191,8 +191,7 @@ impl ApiClient {
         // one would send the UserSig in the query to wherever it points. A
         // 3xx is a misconfigured endpoint, and the run says so
         // (`fetch::explain_fatal`).
-        let tls = url.scheme() == "https";
-        let transport = Transport::new(Route::choose(&uri, proxies)?, tls, timeout)?;
+        let transport = Transport::new(Route::choose(&uri, proxies)?, timeout)?;
         Ok(ApiClient {
             transport,
             signed: Arc::default(),

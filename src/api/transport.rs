@@ -33,7 +33,10 @@ type Body = Full<Bytes>;
 /// The route to the endpoint, chosen once per client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// Straight to the endpoint.
+    /// Straight to an `http` endpoint: no TLS set up at all (no
+    /// certificates loaded).
+    Plain,
+    /// Straight to an `https` endpoint.
     Direct,
     /// An `https` endpoint through an HTTP proxy: a CONNECT tunnel, TLS inside it.
     Tunnel {
@@ -53,38 +56,45 @@ impl Route {
     /// (naming the proxy without its credentials) for a proxy msgext cannot
     /// use.
     pub fn choose(endpoint: &Uri, proxies: &Matcher) -> Result<Route, String> {
+        let tls = endpoint.scheme_str() == Some("https");
         let Some(via) = proxies.intercept(endpoint) else {
-            return Ok(Route::Direct);
+            return Ok(if tls { Route::Direct } else { Route::Plain });
         };
         let proxy = via.uri().clone();
-        let shown = format!(
-            "{}://{}",
-            proxy.scheme_str().unwrap_or("?"),
-            proxy
-                .authority()
-                .map_or("?", |a| a.as_str().rsplit('@').next().unwrap_or("?"))
-        );
         if proxy.scheme_str() != Some("http") {
             return Err(format!(
-                "the proxy {shown} (from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is not an http:// \
+                "the proxy {} (from HTTPS_PROXY, HTTP_PROXY or ALL_PROXY) is not an http:// \
                  proxy; msgext talks to proxies over plain HTTP: give http://host:port, or leave \
                  {} out with NO_PROXY",
+                shown(&proxy),
                 endpoint.host().unwrap_or("the endpoint")
             ));
         }
         let auth = via.basic_auth().cloned();
-        Ok(match endpoint.scheme_str() {
-            Some("https") => Route::Tunnel { proxy, auth },
-            _ => Route::Forward { proxy, auth },
+        Ok(if tls {
+            Route::Tunnel { proxy, auth }
+        } else {
+            Route::Forward { proxy, auth }
         })
     }
+}
+
+/// A proxy's URL as errors may show it: scheme, host and port, never the
+/// credentials.
+fn shown(proxy: &Uri) -> String {
+    format!(
+        "{}://{}",
+        proxy.scheme_str().unwrap_or("?"),
+        proxy
+            .authority()
+            .map_or("?", |a| a.as_str().rsplit('@').next().unwrap_or("?"))
+    )
 }
 
 /// A pooled client for one route. `send` takes a request for the endpoint
 /// and gives the response head; the body is read by the caller.
 #[derive(Clone)]
 pub enum Transport {
-    /// An `http` endpoint: no TLS set up at all (no certificates loaded).
     Plain(Client<HttpConnector, Body>),
     Direct(Client<Https<HttpConnector>, Body>),
     Tunnel(Client<Https<Tunnel<HttpConnector>>, Body>),
@@ -99,10 +109,9 @@ pub enum Transport {
 pub type SendError = hyper_util::client::legacy::Error;
 
 impl Transport {
-    /// `tls`: the endpoint is `https`. `connect_timeout` bounds the TCP
-    /// connect (to the endpoint or the proxy); the caller bounds the whole
-    /// call.
-    pub fn new(route: Route, tls: bool, connect_timeout: Duration) -> Result<Transport, String> {
+    /// `connect_timeout` bounds the TCP connect (to the endpoint or the
+    /// proxy); the caller bounds the whole call.
+    pub fn new(route: Route, connect_timeout: Duration) -> Result<Transport, String> {
         let mut tcp = HttpConnector::new();
         tcp.set_nodelay(true);
         tcp.set_connect_timeout(Some(connect_timeout));
@@ -114,7 +123,7 @@ impl Transport {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_timer(TokioTimer::new());
         Ok(match route {
-            Route::Direct if !tls => Transport::Plain(builder.build(tcp)),
+            Route::Plain => Transport::Plain(builder.build(tcp)),
             Route::Direct => Transport::Direct(builder.build(https(tcp)?)),
             Route::Tunnel { proxy, auth } => {
                 let mut tunnel = Tunnel::new(proxy, tcp);
@@ -261,49 +270,37 @@ mod tests {
             Some(HeaderValue::from_str(&format!("Basic {v}")).unwrap())
         };
         let proxy: Uri = "http://proxy.corp:3128".parse().unwrap();
+        let tunnel = |auth| {
+            Ok(Route::Tunnel {
+                proxy: proxy.clone(),
+                auth,
+            })
+        };
+        let forward = |auth| {
+            Ok(Route::Forward {
+                proxy: proxy.clone(),
+                auth,
+            })
+        };
+        let p = "http://proxy.corp:3128";
         let table: Vec<(&Uri, Matcher, Result<Route, &str>)> = vec![
             (&api, rules("", "", ""), Ok(Route::Direct)),
-            (&local, rules("", "", ""), Ok(Route::Direct)),
-            (
-                &api,
-                rules("", "http://proxy.corp:3128", ""),
-                Ok(Route::Tunnel {
-                    proxy: proxy.clone(),
-                    auth: None,
-                }),
-            ),
+            (&local, rules("", "", ""), Ok(Route::Plain)),
+            (&api, rules("", p, ""), tunnel(None)),
             (
                 &api,
                 rules("", "http://me:s%40cret@proxy.corp:3128", ""),
-                Ok(Route::Tunnel {
-                    proxy: proxy.clone(),
-                    auth: auth("me", "s@cret"),
-                }),
+                tunnel(auth("me", "s@cret")),
             ),
             // HTTPS_PROXY is for https endpoints only.
-            (
-                &local,
-                rules("", "http://proxy.corp:3128", ""),
-                Ok(Route::Direct),
-            ),
+            (&local, rules("", p, ""), Ok(Route::Plain)),
             (
                 &local,
                 rules("http://me:pw@proxy.corp:3128", "", ""),
-                Ok(Route::Forward {
-                    proxy: proxy.clone(),
-                    auth: auth("me", "pw"),
-                }),
+                forward(auth("me", "pw")),
             ),
-            (
-                &api,
-                rules("", "http://proxy.corp:3128", "im.qcloud.com"),
-                Ok(Route::Direct),
-            ),
-            (
-                &local,
-                rules("http://proxy.corp:3128", "", "127.0.0.1"),
-                Ok(Route::Direct),
-            ),
+            (&api, rules("", p, "im.qcloud.com"), Ok(Route::Direct)),
+            (&local, rules(p, "", "127.0.0.1"), Ok(Route::Plain)),
             (
                 &api,
                 rules("", "socks5://me:pw@proxy.corp:1080", ""),
