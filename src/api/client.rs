@@ -136,6 +136,9 @@ type SignedUrl = Option<(Arc<str>, Arc<str>)>;
 #[derive(Clone)]
 pub struct ApiClient {
     transport: Transport,
+    /// Said before the cause of a failed connection when calls go through a
+    /// proxy: the run's error then names the proxy, not only the endpoint.
+    via: Option<Arc<str>>,
     /// The call's URL up to `random=`, for the UserSig it was made for: a
     /// call copies it and appends a number, instead of encoding the UserSig
     /// and the query again.
@@ -191,9 +194,14 @@ impl ApiClient {
         // one would send the UserSig in the query to wherever it points. A
         // 3xx is a misconfigured endpoint, and the run says so
         // (`fetch::explain_fatal`).
-        let transport = Transport::new(Route::choose(&uri, proxies)?, timeout)?;
+        let route = Route::choose(&uri, proxies)?;
+        let via = route
+            .proxy()
+            .map(|p| Arc::from(format!("through the proxy {p}: ")));
+        let transport = Transport::new(route, timeout)?;
         Ok(ApiClient {
             transport,
+            via,
             signed: Arc::default(),
             url: Arc::from(url.as_str()),
             sdkappid: Arc::from(sdkappid.to_string()),
@@ -259,7 +267,8 @@ impl ApiClient {
     async fn exchange(&self, req: hyper::Request<Full<Bytes>>) -> Result<Bytes, CallError> {
         let resp = self.transport.send(req).await.map_err(|e| {
             if e.is_connect() {
-                CallError::Connect(root_cause(&e))
+                let via = self.via.as_deref().unwrap_or("");
+                CallError::Connect(format!("{via}{}", root_cause(&e)))
             } else {
                 CallError::Network(root_cause(&e))
             }
@@ -472,6 +481,33 @@ mod tests {
             !head.contains("the-sig"),
             "the UserSig stays inside the tunnel: {head}"
         );
+    }
+
+    /// A proxy that refuses the tunnel (407): the call fails at once as a
+    /// connection failure that names the proxy (not its password) and what
+    /// it said, so that the run's error points at the proxy, not the API.
+    #[tokio::test]
+    async fn a_proxy_refusing_the_tunnel_is_named_in_the_error() {
+        let (port, proxy) =
+            one_shot_proxy("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
+        let rules = Matcher::builder()
+            .https(format!("http://me:s3cret@127.0.0.1:{port}"))
+            .build();
+        let c = proxied_client("https://api.invalid", rules);
+        let err = c
+            .call("the-sig", Bytes::from_static(b"{}"))
+            .await
+            .unwrap_err();
+        let CallError::Connect(text) = &err else {
+            panic!("a connection failure: {err:?}")
+        };
+        assert_eq!(
+            text,
+            &format!(
+                "through the proxy http://127.0.0.1:{port}: tunnel error: proxy authorization required"
+            )
+        );
+        assert!(heard(proxy).await.starts_with("CONNECT api.invalid:443 "));
     }
 
     #[test]

@@ -79,6 +79,16 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The proxy calls go through, as errors may show it.
+    pub fn proxy(&self) -> Option<String> {
+        match self {
+            Route::Plain | Route::Direct => None,
+            Route::Tunnel { proxy, .. } | Route::Forward { proxy, .. } => Some(shown(proxy)),
+        }
+    }
+}
+
 /// A proxy's URL as errors may show it: scheme, host and port, never the
 /// credentials.
 fn shown(proxy: &Uri) -> String {
