@@ -2,7 +2,9 @@
 //! environment and the secret key file, runs the subcommand on a Tokio
 //! runtime, handles Ctrl-C / SIGTERM, prints, and maps results to exit codes.
 
-use crate::cli::{Cli, Command, DemoArgs, ExportArgs, MockArgs, ValidateArgs};
+use crate::cli::{
+    Cli, Command, DemoArgs, ExportArgs, MockArgs, RunsAction, RunsArgs, ValidateArgs,
+};
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::limiter::Pacer;
 use crate::fetch::{StopReason, StopSignal};
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
     let code = match cli.command {
         Command::Export(a) => rt.block_on(export_cmd(a, pacer)),
         Command::Validate(a) => validate_cmd(&a),
+        Command::Runs(a) => runs_cmd(&a),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
     };
@@ -131,15 +134,19 @@ fn watch_signals(stop: StopSignal, quiet: bool) {
 }
 
 async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
-    let job = match &args.job {
-        None => JobFile::default(),
+    let job_text = match &args.job {
+        None => None,
         Some(path) => match std::fs::read_to_string(path) {
             Err(e) => return fail(2, format!("{}: {e}", path.display())),
-            Ok(text) => match JobFile::parse(path, &text) {
-                Ok(j) => j,
-                Err(e) => return fail(2, e),
-            },
+            Ok(text) => Some(text),
         },
+    };
+    let job = match (&args.job, &job_text) {
+        (Some(path), Some(text)) => match JobFile::parse(path, text) {
+            Ok(j) => j,
+            Err(e) => return fail(2, e),
+        },
+        _ => JobFile::default(),
     };
     let secret_key_file = match job::secret_key_file(&args, &job) {
         None => None,
@@ -157,6 +164,16 @@ async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
             .filter(|s| !s.is_empty()),
         secret_key_file,
     };
+    if let (Some(path), Some(text)) = (&args.job, &job_text) {
+        let secrets: Vec<&str> = [&env.secret_key, &env.usersig, &env.secret_key_file]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
+        if let Err(e) = job::refuse_secret_values(path, text, &secrets) {
+            return fail(2, e);
+        }
+    }
     let plan = match job::plan(&args, &job, &env) {
         Ok(p) => p,
         Err(e) => return fail(2, e),
@@ -220,7 +237,7 @@ pub fn resume_command(mut argv: Vec<String>, run_id: &str) -> String {
         .join(" ")
 }
 
-fn shell_quote(s: &str) -> String {
+pub fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
@@ -232,7 +249,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn validate_cmd(args: &ValidateArgs) -> u8 {
-    let reader = match crate::input::open_prescanned(&args.input) {
+    let reader = match crate::input::open_prescanned(&args.input, true) {
         Ok((r, _)) => r,
         Err(e) => return fail(2, e),
     };
@@ -261,6 +278,60 @@ fn validate_cmd(args: &ValidateArgs) -> u8 {
                 println!("{}: line {}: {}", args.input.display(), r.line, r.reason);
             }
             if c.invalid.is_empty() { 0 } else { 3 }
+        }
+    }
+}
+
+/// `msgext runs [drop RUN] --out LAKE`.
+fn runs_cmd(args: &RunsArgs) -> u8 {
+    let Some(out) = &args.out else {
+        return fail(2, "--out is required: the lake, as given to msgext export");
+    };
+    let out = match crate::write::Out::parse(&out.to_string_lossy()) {
+        Ok(o) => o,
+        Err(e) => return fail(2, e),
+    };
+    let state_dir = match args.state_dir.clone() {
+        Some(d) => d,
+        None => match out.default_state_dir(&|k| std::env::var(k).ok()) {
+            Ok(d) => d,
+            Err(e) => return fail(2, e),
+        },
+    };
+    let timeout = crate::write::WriteOptions::default().store_timeout;
+    let lake = match out.open(&state_dir, timeout) {
+        Ok(l) => l,
+        Err(e) => return fail(1, e),
+    };
+    match &args.action {
+        None => match crate::runs::list(&*lake) {
+            Ok(runs) if runs.is_empty() => {
+                println!("no runs in {}", out.display());
+                0
+            }
+            Ok(runs) => {
+                print!("{}", crate::runs::render(&runs));
+                0
+            }
+            Err(e) => fail(e.exit_code(), e),
+        },
+        Some(RunsAction::Drop { run, force }) => {
+            let host = crate::export::hostname();
+            match crate::runs::drop_run(&*lake, run, *force, &host) {
+                Ok(d) => {
+                    println!(
+                        "dropped run {run}: {} data files and {} reports removed from {}{}",
+                        d.data_files,
+                        d.report_files,
+                        out.display(),
+                        d.state
+                            .map(|s| format!(", its state from {}", s.display()))
+                            .unwrap_or_default()
+                    );
+                    0
+                }
+                Err(e) => fail(e.exit_code(), e),
+            }
         }
     }
 }

@@ -26,6 +26,9 @@ pub enum Command {
     Export(ExportArgs),
     /// Check an input CSV without touching the network: counts, duplicates, bad lines.
     Validate(ValidateArgs),
+    /// List the runs in a lake (id, status, start, rows, where the state lives), or drop an
+    /// unfinished one.
+    Runs(RunsArgs),
     /// Serve the simulated get_key_values API and print its URL.
     Mock(MockArgs),
     /// Run a real export of sample-input/ against an embedded simulator; no account needed.
@@ -114,6 +117,39 @@ pub struct ValidateArgs {
     /// The CSV of messages to check (either kind); nothing is fetched.
     #[arg(long, value_name = "FILE.csv")]
     pub input: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_help = "Statuses: complete and partial runs have _SUCCESS; running: an export holds its \
+                  state folder now; unfinished: interrupted or killed, resumed by the same export \
+                  command; failed: its last attempt failed. A plain SELECT over the folder counts \
+                  the rows of every run: drop the unfinished ones you will not resume."
+)]
+pub struct RunsArgs {
+    /// Required: the lake, as given to `msgext export --out` (a folder or s3://, gs://, az://).
+    #[arg(long, value_name = "DIR|URL", global = true)]
+    pub out: Option<PathBuf>,
+    /// The state folder the exports of a bucket were given (--state-dir), for files waiting
+    /// for upload [default: as msgext export].
+    #[arg(long, value_name = "DIR", global = true)]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub action: Option<RunsAction>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RunsAction {
+    /// Remove an unfinished run's files from the lake, and its state on this machine; refused
+    /// for a finished run or one an export holds.
+    Drop {
+        /// The run id (see `msgext runs --out LAKE`).
+        run: String,
+        /// Drop a run whose state folder is on another machine (that machine and its export
+        /// are gone).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

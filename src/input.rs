@@ -56,6 +56,15 @@ pub enum InputError {
         column: &'static str,
         found: String,
     },
+    #[error(
+        "{path}: line 1: the header names columns of two kinds of message, {kinds}; one file lists one kind"
+    )]
+    MixedKinds { path: PathBuf, kinds: String },
+    #[error(
+        "{path}: changed while it was read ({how}); this run stops here and can be resumed only \
+         with the content it started with (write the next list to a new name, or rename it into place)"
+    )]
+    Changed { path: PathBuf, how: String },
     #[error("{path}: line {line}: cannot read: {message}")]
     Read {
         path: PathBuf,
@@ -175,6 +184,23 @@ impl<R: Read> InputReader<R> {
             })
             .collect();
         let find = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
+        let named: Vec<Kind> = Kind::ALL
+            .into_iter()
+            .filter(|k| required_columns(*k).any(|c| find(c).is_some()))
+            .collect();
+        if named.len() > 1 {
+            return Err(InputError::MixedKinds {
+                path: path.to_owned(),
+                kinds: named
+                    .iter()
+                    .map(|k| {
+                        let cols: Vec<&str> = required_columns(*k).collect();
+                        format!("{} ({})", k.name(), cols.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+            });
+        }
         let Some(kind) = Kind::from_header(&names) else {
             let one = Kind::OneToOne;
             let column = one
@@ -311,13 +337,27 @@ impl<R: Read> InputReader<R> {
                 };
                 Some(Ok(line + u64::from(starts_at_lf)))
             }
-            Err(e) => Some(Err(InputError::Read {
-                path: self.path.clone(),
-                line: e.position().map_or(0, |p| p.line()),
-                message: e.to_string(),
+            Err(e) => Some(Err(match changed_how(&e) {
+                Some(how) => InputError::Changed {
+                    path: self.path.clone(),
+                    how,
+                },
+                None => InputError::Read {
+                    path: self.path.clone(),
+                    line: e.position().map_or(0, |p| p.line()),
+                    message: e.to_string(),
+                },
             })),
         }
     }
+}
+
+/// The columns a header must have to list messages of `kind`.
+fn required_columns(kind: Kind) -> impl Iterator<Item = &'static str> {
+    kind.columns()
+        .iter()
+        .copied()
+        .filter(move |c| !kind.is_optional(c))
 }
 
 /// A record as read, before de-duplication.
@@ -345,17 +385,56 @@ pub struct Prescan {
     pub bytes: u64,
     /// sha256 of the file's bytes, hex.
     pub sha256: String,
+    /// sha256 of each `BLOCK` bytes of the file, in order: what the run's
+    /// read is checked against before a row of the block is handed on.
+    pub blocks: Arc<Vec<[u8; 32]>>,
     /// Fingerprints (as messages without a sender) of the (To_Account,
     /// MsgKey) pairs listed both without a sender and with one: the row
     /// without is a duplicate of the row with (`InputReader::with_senders`).
     pub senders: FingerprintSet,
 }
 
-/// Passes bytes through, hashing and counting them.
+/// The input is checked in blocks of this many bytes: a run hands on no
+/// row of a block whose bytes differ from the prescan's.
+pub const BLOCK: usize = 64 << 10;
+
+/// Passes bytes through, hashing them whole and block by block, and counting them.
 struct HashingRead<R> {
     inner: R,
     hasher: sha2::Sha256,
+    block: sha2::Sha256,
+    in_block: usize,
+    blocks: Vec<[u8; 32]>,
     bytes: u64,
+}
+
+impl<R> HashingRead<R> {
+    fn new(inner: R) -> Self {
+        use sha2::Digest;
+        HashingRead {
+            inner,
+            hasher: sha2::Sha256::new(),
+            block: sha2::Sha256::new(),
+            in_block: 0,
+            blocks: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// The whole file's sha256 (hex) and each block's.
+    fn finish(mut self) -> (String, Vec<[u8; 32]>) {
+        use sha2::Digest;
+        if self.in_block > 0 {
+            self.blocks.push(self.block.finalize().into());
+        }
+        let hex = self
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (hex, self.blocks)
+    }
 }
 
 impl<R: Read> Read for HashingRead<R> {
@@ -363,26 +442,139 @@ impl<R: Read> Read for HashingRead<R> {
         use sha2::Digest;
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min(BLOCK - self.in_block);
+            self.block.update(&rest[..take]);
+            self.in_block += take;
+            rest = &rest[take..];
+            if self.in_block == BLOCK {
+                let done = std::mem::replace(&mut self.block, sha2::Sha256::new());
+                self.blocks.push(done.finalize().into());
+                self.in_block = 0;
+            }
+        }
         self.bytes += n as u64;
         Ok(n)
     }
 }
 
-/// Read the whole input once (twice when some messages come without a
-/// sender): memory grows only with the rows that lack a sender.
-pub fn prescan(path: &Path) -> Result<Prescan, InputError> {
-    use sha2::Digest;
-    let mut src = HashingRead {
-        inner: std::io::BufReader::with_capacity(1 << 20, open_input(path)?),
-        hasher: sha2::Sha256::new(),
-        bytes: 0,
+/// The input changed after its prescan: the marker inside the `io::Error`
+/// that `VerifiedRead` returns, saying how.
+#[derive(Debug)]
+struct Changed(&'static str);
+
+impl std::fmt::Display for Changed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for Changed {}
+
+/// Reads a file block by block and hands on a block only once its bytes
+/// hash to the prescan's; at the end, the file must hold no more bytes and
+/// still be as long as it was. So the rows read are exactly the rows the
+/// prescan counted and hashed, or the read fails with `Changed`.
+pub struct VerifiedRead {
+    file: std::fs::File,
+    blocks: Arc<Vec<[u8; 32]>>,
+    total: u64,
+    next_block: usize,
+    buf: Vec<u8>,
+    at: usize,
+}
+
+impl VerifiedRead {
+    fn new(file: std::fs::File, scan: &Prescan) -> Self {
+        VerifiedRead {
+            file,
+            blocks: scan.blocks.clone(),
+            total: scan.bytes,
+            next_block: 0,
+            buf: Vec::with_capacity(BLOCK),
+            at: 0,
+        }
+    }
+
+    fn changed(how: &'static str) -> std::io::Error {
+        std::io::Error::other(Changed(how))
+    }
+
+    /// Load and check the next block; `Ok(false)` at the verified end.
+    fn next_block(&mut self) -> std::io::Result<bool> {
+        use sha2::Digest;
+        let Some(want) = self.blocks.get(self.next_block) else {
+            let mut probe = [0u8; 1];
+            if self.file.read(&mut probe)? > 0 {
+                return Err(Self::changed("it grew"));
+            }
+            if self.file.metadata()?.len() != self.total {
+                return Err(Self::changed("its length changed"));
+            }
+            return Ok(false);
+        };
+        let len = (self.total - (self.next_block * BLOCK) as u64).min(BLOCK as u64) as usize;
+        self.buf.clear();
+        let got = (&mut self.file)
+            .take(len as u64)
+            .read_to_end(&mut self.buf)?;
+        if got < len {
+            return Err(Self::changed("it became shorter"));
+        }
+        if sha2::Sha256::digest(&self.buf).as_slice() != want {
+            return Err(Self::changed("its bytes differ"));
+        }
+        self.next_block += 1;
+        self.at = 0;
+        Ok(true)
+    }
+}
+
+impl Read for VerifiedRead {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.buf.len() && !self.next_block()? {
+            return Ok(0);
+        }
+        let n = out.len().min(self.buf.len() - self.at);
+        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Whether a CSV error is `VerifiedRead` finding the file changed, and how.
+fn changed_how(e: &csv::Error) -> Option<String> {
+    match e.kind() {
+        csv::ErrorKind::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<Changed>())
+            .map(|c| c.0.to_owned()),
+        _ => None,
+    }
+}
+
+/// Read the whole input once through `file` (twice when some messages come
+/// without a sender): memory grows only with the rows that lack a sender.
+/// The file is left at its start.
+fn prescan_file(path: &Path, file: &mut std::fs::File, show: bool) -> Result<Prescan, InputError> {
+    use std::io::Seek;
+    let read_err = |line: u64, e: std::io::Error| InputError::Read {
+        path: path.to_owned(),
+        line,
+        message: e.to_string(),
     };
+    let mut src = HashingRead::new(std::io::BufReader::with_capacity(1 << 20, &*file));
     let mut rows = 0u64;
     let mut senderless = FingerprintSet::default();
+    let shown = PrescanProgress::new(path, show);
     {
         let mut r = InputReader::new(path, &mut src)?;
         while let Some(row) = r.next_row() {
             rows += 1;
+            if rows % 4096 == 0 {
+                shown.tick(rows);
+            }
             if let Row::Message(m, _) = row?
                 && m.lacks_sender()
             {
@@ -390,32 +582,88 @@ pub fn prescan(path: &Path) -> Result<Prescan, InputError> {
             }
         }
     }
-    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| InputError::Read {
-        path: path.to_owned(),
-        line: rows + 1,
-        message: e.to_string(),
-    })?;
-    let mut senders = FingerprintSet::default();
+    std::io::copy(&mut src, &mut std::io::sink()).map_err(|e| read_err(rows + 1, e))?;
+    let bytes = src.bytes;
+    let (sha256, blocks) = src.finish();
+    let mut scan = Prescan {
+        rows,
+        bytes,
+        sha256,
+        blocks: Arc::new(blocks),
+        senders: FingerprintSet::default(),
+    };
+    shown.done(rows);
+    let rewind = |file: &mut std::fs::File| {
+        file.seek(std::io::SeekFrom::Start(0))
+            .map(drop)
+            .map_err(|e| read_err(0, e))
+    };
+    rewind(file)?;
     if !senderless.is_empty() {
-        let mut r = InputReader::open(path)?;
+        let verified = VerifiedRead::new(file.try_clone().map_err(|e| read_err(0, e))?, &scan);
+        let mut r = InputReader::new(path, verified)?;
         while let Some(row) = r.next_row() {
             if let Row::Message(m, _) = row?
                 && let Some(base) = m.without_sender()
             {
                 let fp = base.fingerprint();
                 if senderless.contains(fp) {
-                    senders.insert(fp);
+                    scan.senders.insert(fp);
                 }
             }
         }
+        rewind(file)?;
     }
-    let digest = src.hasher.finalize();
-    Ok(Prescan {
-        rows,
-        bytes: src.bytes,
-        sha256: digest.iter().map(|b| format!("{b:02x}")).collect(),
-        senders,
-    })
+    Ok(scan)
+}
+
+/// Says, 2 s in and every 5 s after, that a large input is being read and
+/// how far it got, so that a long prescan is not silence; says nothing for
+/// an input read sooner, nor when `show` is off (`--quiet`).
+struct PrescanProgress<'a> {
+    path: &'a Path,
+    show: bool,
+    started: std::time::Instant,
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+/// When the prescan's progress line is due: 2 s after the start, then
+/// every 5 s (`since_last` is `None` before the first line).
+fn progress_due(since_start: std::time::Duration, since_last: Option<std::time::Duration>) -> bool {
+    use std::time::Duration;
+    match since_last {
+        None => since_start >= Duration::from_secs(2),
+        Some(d) => d >= Duration::from_secs(5),
+    }
+}
+
+impl<'a> PrescanProgress<'a> {
+    fn new(path: &'a Path, show: bool) -> Self {
+        PrescanProgress {
+            path,
+            show,
+            started: std::time::Instant::now(),
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    fn tick(&self, rows: u64) {
+        let now = std::time::Instant::now();
+        let since_last = self.last.get().map(|t| now.duration_since(t));
+        if self.show && progress_due(now.duration_since(self.started), since_last) {
+            self.last.set(Some(now));
+            eprintln!(
+                "msgext: {}: reading the input first (counting and hashing): {rows} rows so far",
+                self.path.display()
+            );
+        }
+    }
+
+    fn done(&self, rows: u64) {
+        if self.last.get().is_some() {
+            eprintln!("msgext: {}: {rows} rows", self.path.display());
+        }
+    }
 }
 
 /// Counts of a whole input, as `msgext validate` reports them.
@@ -430,11 +678,20 @@ pub struct InputCounts {
     pub invalid: Vec<InvalidRow>,
 }
 
-/// Prescan `path`, then open it for reading with the sender rule applied:
-/// the reader a run (and `validate`) uses.
-pub fn open_prescanned(path: &Path) -> Result<(InputReader<std::fs::File>, Prescan), InputError> {
-    let mut scan = prescan(path)?;
-    let reader = InputReader::open(path)?.with_senders(std::mem::take(&mut scan.senders));
+/// Prescan `path`, then read it again from the same open file with the
+/// sender rule applied: the reader a run (and `validate`) uses. A file
+/// replaced by a rename meanwhile does not matter (the open file is read);
+/// one changed in place fails the read with `InputError::Changed` before a
+/// row of the changed block is handed on.
+/// `show`: say how far the prescan got when it takes more than 2 s.
+pub fn open_prescanned(
+    path: &Path,
+    show: bool,
+) -> Result<(InputReader<VerifiedRead>, Prescan), InputError> {
+    let mut file = open_input(path)?;
+    let mut scan = prescan_file(path, &mut file, show)?;
+    let reader = InputReader::new(path, VerifiedRead::new(file, &scan))?
+        .with_senders(std::mem::take(&mut scan.senders));
     Ok((reader, scan))
 }
 
@@ -478,7 +735,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("in.csv");
         std::fs::write(&path, bytes).unwrap();
-        let (reader, scan) = open_prescanned(&path).unwrap();
+        let (reader, scan) = open_prescanned(&path, false).unwrap();
         (reader.collect::<Result<_, _>>().unwrap(), scan)
     }
 
@@ -614,6 +871,119 @@ mod tests {
         assert!(matches!(&items[0], InputItem::Invalid(r) if r.reason == "To_Account is empty"));
     }
 
+    /// An input of `n` one-to-one rows, over several `BLOCK`s when `n` is large.
+    fn big_input(n: usize, tag: &str) -> Vec<u8> {
+        let mut out = b"From_Account,To_Account,MsgKey\n".to_vec();
+        for i in 0..n {
+            out.extend_from_slice(format!("a,user_{i:06},{tag}_{i:06}_0000000000\n").as_bytes());
+        }
+        out
+    }
+
+    /// Read a prescanned input while `change` is done to the file once
+    /// `after` messages were read; the messages read and how it ended.
+    fn read_while(
+        bytes: &[u8],
+        after: usize,
+        change: &dyn Fn(&Path),
+    ) -> (usize, Result<(), InputError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("in.csv");
+        std::fs::write(&path, bytes).unwrap();
+        let (reader, scan) = open_prescanned(&path, false).unwrap();
+        assert_eq!(scan.blocks.len(), bytes.len().div_ceil(BLOCK));
+        let mut n = 0;
+        for item in reader {
+            match item {
+                Ok(InputItem::Message(m)) => {
+                    // Every message handed on is one of the prescan's rows.
+                    let key = &m.msg.one_to_one().unwrap().msg_key;
+                    assert!(key.starts_with("old_"), "{key}");
+                    n += 1;
+                    if n == after {
+                        change(&path);
+                    }
+                }
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => return (n, Err(e)),
+            }
+        }
+        (n, Ok(()))
+    }
+
+    #[test]
+    fn rows_are_read_exactly_as_prescanned_or_the_read_fails_as_changed() {
+        let rows = 10_000;
+        let original = big_input(rows, "old");
+        assert!(original.len() > 5 * BLOCK);
+        let rewrite_tail = |p: &Path| {
+            // Same length, other bytes, in the last block.
+            let mut b = std::fs::read(p).unwrap();
+            let at = b.windows(4).rposition(|w| w == b"old_").unwrap();
+            b[at..at + 3].copy_from_slice(b"new");
+            std::fs::write(p, b).unwrap();
+        };
+        let truncate = |p: &Path| {
+            std::fs::write(p, b"From_Account,To_Account,MsgKey\n").unwrap();
+        };
+        let append = |p: &Path| {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new().append(true).open(p).unwrap();
+            f.write_all(b"a,user_999999,new_row\n").unwrap();
+        };
+        let rename_over = |p: &Path| {
+            let tmp = p.with_extension("next");
+            std::fs::write(&tmp, big_input(10, "next")).unwrap();
+            std::fs::rename(&tmp, p).unwrap();
+        };
+        let table: [(&str, &dyn Fn(&Path), Option<&str>); 4] = [
+            (
+                "rewritten in place",
+                &rewrite_tail,
+                Some("its bytes differ"),
+            ),
+            ("truncated", &truncate, Some("it became shorter")),
+            ("appended to", &append, Some("it grew")),
+            // The open file is read: a list renamed into place is the next run's.
+            ("replaced by a rename", &rename_over, None),
+        ];
+        for (what, change, want) in table {
+            let (n, ended) = read_while(&original, 100, change);
+            match (want, ended) {
+                (None, Ok(())) => assert_eq!(n, rows, "{what}"),
+                (Some(how), Err(e @ InputError::Changed { .. })) => {
+                    assert!(n <= rows, "{what}: {n} rows read");
+                    let text = e.to_string();
+                    assert!(
+                        text.contains("in.csv: changed while it was read") && text.contains(how),
+                        "{what}: {text}"
+                    );
+                }
+                (want, ended) => panic!("{what}: {want:?} vs {ended:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_prescan_speaks_after_two_seconds_then_every_five() {
+        use std::time::Duration;
+        let s = Duration::from_secs;
+        let table = [
+            (s(0), None, false),
+            (Duration::from_millis(1999), None, false),
+            (s(2), None, true),
+            (s(4), Some(s(2)), false),
+            (s(7), Some(s(5)), true),
+        ];
+        for (since_start, since_last, want) in table {
+            assert_eq!(
+                progress_due(since_start, since_last),
+                want,
+                "{since_start:?} {since_last:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_prescan_hashes_the_whole_file() {
         let input = b"From_Account,To_Account,MsgKey\na,b,1\n";
@@ -643,6 +1013,23 @@ mod tests {
             "{e}"
         );
         assert!(e.to_string().starts_with("in.csv: line 1:"), "{e}");
+    }
+
+    #[test]
+    fn a_header_naming_both_kinds_is_refused_naming_both() {
+        for header in [
+            "From_Account,To_Account,MsgKey,GroupId,MsgSeq\n",
+            "GroupId,MsgSeq,To_Account\n",
+            "to_account,msgkey,groupid\n",
+        ] {
+            let e = read(header.as_bytes()).err().unwrap();
+            assert!(matches!(e, InputError::MixedKinds { .. }), "{header}: {e}");
+            assert_eq!(
+                e.to_string(),
+                "in.csv: line 1: the header names columns of two kinds of message, one-to-one \
+                 (To_Account, MsgKey) and group (GroupId, MsgSeq); one file lists one kind"
+            );
+        }
     }
 
     #[test]

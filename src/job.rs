@@ -20,6 +20,8 @@ pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
 pub const MAX_RATE: u32 = 100_000;
 /// A run id names a folder and is part of every file name: keep them short.
 pub const MAX_RUN_ID_LEN: usize = 100;
+/// The largest part file a run may be asked for (`--max-file-mb`).
+pub const MAX_FILE_MB: f64 = 1_048_576.0;
 
 /// The settings a job file may hold: the flags of `msgext export`, never secrets.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -54,6 +56,7 @@ pub enum JobError {
 impl JobFile {
     /// Parse a job file's text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<JobFile, JobError> {
+        refuse_secret_values(path, text, &[])?;
         let mut job: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
             path: path.to_owned(),
             message: describe_toml_error(text, &e),
@@ -90,36 +93,105 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         if let Some((key, _)) = line.split_once('=') {
             let key = key.trim();
             out.push_str(&format!(", key {key}"));
-            let k = key.to_ascii_lowercase();
-            if k.contains("secret") && k != "secret_key_file" || k.contains("usersig") {
-                out.push_str(
-                    ": secrets do not go in job files; set MSGEXT_SECRET_KEY, or name a file with secret_key_file",
-                );
+            if is_secret_key_name(key) {
+                out.push_str(SECRETS_ELSEWHERE);
                 return out;
             }
         }
         out.push_str(": ");
     }
-    out.push_str(&without_quoted(e.message().trim()));
+    out.push_str(&without_values(e.message().trim()));
     out
 }
 
-/// `text` with every double-quoted part replaced by `"…"`.
-fn without_quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut inside = false;
-    for c in text.chars() {
-        match (c, inside) {
-            ('"', false) => {
-                out.push_str("\"…\"");
-                inside = true;
+const SECRETS_ELSEWHERE: &str =
+    ": secrets do not go in job files; set MSGEXT_SECRET_KEY, or name a file with secret_key_file";
+
+/// Whether a key's name says it holds a secret.
+fn is_secret_key_name(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.contains("secret") && k != "secret_key_file" || k.contains("usersig")
+}
+
+/// serde's message with the value it quotes left out: ``unknown variant
+/// `x`, expected one of `a`, `b` `` becomes `not one of a, b`; in any other
+/// message whatever is quoted (in `"` or `` ` ``) before "expected" becomes
+/// `…`. What is expected comes from msgext, never from the file.
+fn without_values(msg: &str) -> String {
+    let (what, expected) = match msg.split_once(", expected ") {
+        Some((w, x)) => (w, Some(x.replace('`', ""))),
+        None => (msg, None),
+    };
+    if what.starts_with("unknown variant") {
+        let choices = expected.unwrap_or_default();
+        let choices = match choices.strip_prefix("one of ") {
+            Some(list) => list.to_owned(),
+            None => choices.replace(" or ", ", "),
+        };
+        return format!("not one of {choices}");
+    }
+    let mut out = String::with_capacity(msg.len());
+    let mut closing = None;
+    for c in what.chars() {
+        match closing {
+            None if c == '"' || c == '`' => {
+                out.push_str("…");
+                closing = Some(c);
             }
-            ('"', true) => inside = false,
-            (_, false) => out.push(c),
-            (_, true) => {}
+            None => out.push(c),
+            Some(q) if c == q => closing = None,
+            Some(_) => {}
         }
     }
+    if let Some(x) = expected {
+        out.push_str(", expected ");
+        out.push_str(&x);
+    }
     out
+}
+
+/// Refuse a job file that holds a secret in any key: a value that is one of
+/// `secrets` (the environment's key, `secret_key_file`'s) or that looks like
+/// a secret key (64 hex characters). Told by line and key, never by value,
+/// and before any call (an identifier goes into every call's URL).
+pub fn refuse_secret_values(path: &Path, text: &str, secrets: &[&str]) -> Result<(), JobError> {
+    for (i, line) in text.lines().enumerate() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let key = key.trim();
+        if key.starts_with('#') {
+            continue;
+        }
+        let value = value.trim();
+        let is_secret = secrets
+            .iter()
+            .map(|s| s.trim())
+            .any(|s| s.len() >= 8 && value.contains(s))
+            || has_hex_run(value, 64);
+        if is_secret {
+            return Err(JobError::Parse {
+                path: path.to_owned(),
+                message: format!(
+                    "line {}, key {key}: holds a secret key{SECRETS_ELSEWHERE}",
+                    i + 1
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Whether `text` holds a run of at least `n` hex digits.
+fn has_hex_run(text: &str, n: usize) -> bool {
+    let mut run = 0;
+    for c in text.chars() {
+        run = if c.is_ascii_hexdigit() { run + 1 } else { 0 };
+        if run >= n {
+            return true;
+        }
+    }
+    false
 }
 
 /// Where the UserSig comes from.
@@ -257,9 +329,9 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
     }
     let mut write = WriteOptions::default();
     if let Some(mb) = args.max_file_mb.or(job.max_file_mb) {
-        if !(mb > 0.0 && mb <= 1_048_576.0) {
+        if !(mb > 0.0 && mb <= MAX_FILE_MB) {
             return Err(JobError::Invalid(format!(
-                "--max-file-mb must be more than 0, not {mb}"
+                "--max-file-mb must be more than 0 and at most {MAX_FILE_MB} (1 TiB), not {mb}"
             )));
         }
         write.max_file_bytes = (mb * 1024.0 * 1024.0) as u64;
@@ -273,7 +345,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
             || id.starts_with('.'))
     {
         return Err(JobError::Invalid(format!(
-            "--run-id {id:?}: 1 to {MAX_RUN_ID_LEN} letters, digits, '-', '_' and '.' (it names folders and files)"
+            "--run-id {id:?}: 1 to {MAX_RUN_ID_LEN} letters, digits, '-', '_' and '.', not starting with '.' (it names folders and files)"
         )));
     }
     let give_up_min = args
@@ -403,7 +475,7 @@ mod tests {
             ),
             (
                 format!("identifier = \"{secret}\"\nrate = \"{secret}\"\n"),
-                "line 2, key rate",
+                "line 1, key identifier",
             ),
         ];
         for (text, want) in table {
@@ -413,6 +485,70 @@ mod tests {
             assert!(!e.contains(&secret[..16]), "the secret leaked: {e}");
             assert!(e.starts_with("j.toml: ") && e.contains(want), "{e}");
         }
+    }
+
+    #[test]
+    fn no_value_of_a_job_file_is_quoted_in_an_error() {
+        // Secrets that are not 64 hex digits, typed where an enum or a number goes.
+        let secret = "Zq9-not-hex-but-secret";
+        let table = [
+            (
+                format!("region = \"{secret}\"\n"),
+                "line 1, key region: not one of china, singapore",
+            ),
+            (
+                format!("sdkappid = 1\nformat = '{secret}'\n"),
+                "line 2, key format: not one of parquet, csv",
+            ),
+            (
+                format!("rate = \"{secret}\"\n"),
+                "line 1, key rate: invalid type: string …, expected u32",
+            ),
+        ];
+        for (text, want) in table {
+            let e = JobFile::parse(Path::new("j.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(&secret[..10]), "the value leaked: {e}");
+            assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_secret_key_in_any_key_of_a_job_file_is_refused_before_any_call() {
+        let secret = "Zq9-the-apps-secret-key";
+        let text = format!("sdkappid = 1\nidentifier = \"{secret}\"\n");
+        // It parses (an identifier is any text) ...
+        JobFile::parse(Path::new("j.toml"), &text).unwrap();
+        // ... but holds the key the environment gives.
+        let e = refuse_secret_values(Path::new("j.toml"), &text, &["x", secret])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("j.toml: line 2, key identifier: holds a secret key"),
+            "{e}"
+        );
+        assert!(!e.contains(&secret[..10]), "{e}");
+        // Short secrets (tests' "k") match nothing by accident; other values pass.
+        refuse_secret_values(Path::new("j.toml"), &text, &["k"]).unwrap();
+        // 64 hex digits anywhere in a value look like a key.
+        let hex = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+        let e = JobFile::parse(
+            Path::new("j.toml"),
+            &format!("endpoint = \"http://h/{hex}\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 1, key endpoint: holds a secret key"),
+            "{e}"
+        );
+        // 63 are not a key; a comment is not a value.
+        JobFile::parse(
+            Path::new("j.toml"),
+            &format!("identifier = \"{}\"\n# x = {hex}\n", &hex[1..]),
+        )
+        .unwrap();
     }
 
     #[test]
@@ -555,6 +691,22 @@ mod tests {
                 },
                 env(),
                 "--max-file-mb",
+            ),
+            (
+                ExportArgs {
+                    max_file_mb: Some(2e6),
+                    ..base.clone()
+                },
+                env(),
+                "at most 1048576",
+            ),
+            (
+                ExportArgs {
+                    run_id: Some(".x".into()),
+                    ..base.clone()
+                },
+                env(),
+                "not starting with '.'",
             ),
             (
                 ExportArgs {

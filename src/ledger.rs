@@ -104,6 +104,25 @@ impl RunLock {
         Ok(lock)
     }
 
+    /// Who holds the lock of `state_dir` now, if anyone: a look that
+    /// creates nothing and takes the lock only for as long as it looks.
+    pub fn holder(state_dir: &Path) -> Option<Holder> {
+        let path = state_dir.join(".lock");
+        let file = OpenOptions::new().read(true).write(true).open(&path).ok()?;
+        match file.try_lock() {
+            Ok(()) => None,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                Some(serde_json::from_str(&text).unwrap_or(Holder {
+                    run_id: String::new(),
+                    pid: 0,
+                    started_at: String::new(),
+                }))
+            }
+            Err(std::fs::TryLockError::Error(_)) => None,
+        }
+    }
+
     /// Say who holds the lock (shown to a run that finds it taken): the run
     /// id is known only once the input is read.
     pub fn describe(&mut self, me: &Holder) -> Result<(), LedgerError> {
@@ -148,6 +167,10 @@ pub struct RunMeta {
     pub endpoint: String,
     #[serde(default)]
     pub sdkappid: u64,
+    /// The lake the run writes into (`--out`: an absolute folder or a URL);
+    /// empty when an earlier msgext wrote `run.json`.
+    #[serde(default)]
+    pub out: String,
 }
 
 impl RunMeta {
@@ -186,6 +209,19 @@ impl RunMeta {
                 "the endpoint differs (then {}, now {})",
                 self.endpoint, wanted.endpoint
             ));
+        }
+        if self.out != wanted.out {
+            out.push(if self.out.is_empty() {
+                format!(
+                    "its lake is not recorded (an earlier msgext started it), and this run writes to {}",
+                    wanted.out
+                )
+            } else {
+                format!(
+                    "it writes to another lake (then {}, now {})",
+                    self.out, wanted.out
+                )
+            });
         }
         if self.sdkappid != wanted.sdkappid {
             out.push(format!(
@@ -820,6 +856,7 @@ mod tests {
             input_sha256: "ab".repeat(32),
             endpoint: "https://adminapisgp.im.qcloud.com".into(),
             sdkappid: 1,
+            out: "s3://lake/nightly".into(),
         };
         let now = |f: &dyn Fn(&mut RunMeta)| {
             let mut m = RunMeta {
@@ -850,6 +887,10 @@ mod tests {
                 }),
                 &["the format differs", "the SDKAppID differs"],
             ),
+            (
+                now(&|m| m.out = "s3://lake/other".into()),
+                &["it writes to another lake (then s3://lake/nightly, now s3://lake/other)"],
+            ),
         ];
         for (wanted, want) in table {
             let got = then.differences(&wanted);
@@ -863,6 +904,11 @@ mod tests {
             ..then.clone()
         };
         assert!(old.differences(&then)[0].contains("format version 0"));
+        let unrecorded = RunMeta {
+            out: String::new(),
+            ..then.clone()
+        };
+        assert!(unrecorded.differences(&then)[0].contains("its lake is not recorded"));
     }
 
     #[test]

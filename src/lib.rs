@@ -21,4 +21,5 @@ pub mod ledger;
 pub mod mock;
 pub mod model;
 pub mod report;
+pub mod runs;
 pub mod write;

@@ -59,12 +59,16 @@ pub enum ExportError {
     /// Another export (another machine, another state folder) claimed this
     /// run id in the lake: exit 2.
     #[error(
-        "run {run_id} belongs to another export ({holder}; {path}); give a new --run-id, or resume it where it was started"
+        "run {run_id} belongs to another export ({holder}; {path}). If that export still runs, let it \
+         finish; if its process is gone, resume it with that state folder (--state-dir) on that host, \
+         or remove the run with `msgext runs drop {run_id} --out {lake}`. Without --run-id this \
+         command starts a run of its own."
     )]
     Claimed {
         run_id: String,
         holder: String,
         path: String,
+        lake: String,
     },
 }
 
@@ -76,7 +80,8 @@ impl ExportError {
             | ExportError::Claimed { .. }
             | ExportError::Input(InputError::Open { .. })
             | ExportError::Input(InputError::NoHeader { .. })
-            | ExportError::Input(InputError::MissingColumn { .. }) => 2,
+            | ExportError::Input(InputError::MissingColumn { .. })
+            | ExportError::Input(InputError::MixedKinds { .. }) => 2,
             _ => 1,
         }
     }
@@ -189,6 +194,21 @@ fn run_meta(
         input_sha256: scan.sha256.clone(),
         endpoint: plan.base_url.clone(),
         sdkappid: plan.sdkappid,
+        out: lake_identity(&plan.out),
+    }
+}
+
+/// The lake as `run.json` records it: a URL, or the folder as an absolute
+/// path (symbolic links resolved where it exists), so that `lake`,
+/// `./lake` and `/home/u/lake` are one lake.
+fn lake_identity(out: &crate::write::Out) -> String {
+    match out {
+        crate::write::Out::Url(u) => u.clone(),
+        crate::write::Out::Dir(d) => std::fs::canonicalize(d)
+            .or_else(|_| std::path::absolute(d))
+            .unwrap_or_else(|_| d.clone())
+            .display()
+            .to_string(),
     }
 }
 
@@ -252,7 +272,7 @@ pub async fn run(
         &plan.state_dir,
         &holder(plan.run_id.as_deref().unwrap_or("(reading its input)")),
     )?;
-    let (reader, scan) = crate::input::open_prescanned(&plan.input)?;
+    let (reader, scan) = crate::input::open_prescanned(&plan.input, !plan.quiet)?;
     let wanted = run_meta(&plan, &scan, started);
     // The same command resumes: without --run-id, an unfinished run of the
     // same input and settings is taken up again.
@@ -280,6 +300,9 @@ pub async fn run(
             meta.started_at,
             recovered.resumed()
         );
+    }
+    if !opened.resumed && !plan.quiet {
+        note_unfinished_runs(&*lake, &run_id, &plan.out);
     }
     let errors_path = lake.display(&format!("_runs/{run_id}/errors.csv"));
     let spool_path = writer::spool_path(&run_dir);
@@ -686,16 +709,25 @@ fn open_run(
             (meta, true)
         }
         None => {
+            // The claim is won before anything a later run would resume is
+            // written: a refused claim leaves nothing behind.
             std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
             let meta = crate::ledger::RunMeta {
                 run_id: run_id.to_owned(),
                 ..wanted.clone()
             };
+            if let Err(e) = claim_run(lake, run_id, run_dir, &meta.started_at) {
+                let _ = std::fs::remove_file(run_dir.join(CLAIM_COPY));
+                let _ = std::fs::remove_dir(run_dir);
+                return Err(e);
+            }
             meta.save(run_dir)?;
             (meta, false)
         }
     };
-    claim_run(lake, run_id, run_dir, &meta.started_at)?;
+    if resumed {
+        claim_run(lake, run_id, run_dir, &meta.started_at)?;
+    }
     let (files, recovered) = crate::ledger::RunFiles::open(lake, run_dir)?;
     Ok(OpenedRun {
         meta,
@@ -716,14 +748,16 @@ fn claim_run(
     run_dir: &Path,
     started_at: &str,
 ) -> Result<(), ExportError> {
-    let local = run_dir.join("claim.json");
+    let local = run_dir.join(CLAIM_COPY);
     let mine = match std::fs::read(&local) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let state = std::path::absolute(run_dir).unwrap_or_else(|_| run_dir.to_owned());
             let claim = serde_json::json!({
                 "run_id": run_id,
                 "host": hostname(),
                 "pid": std::process::id(),
+                "state": state.display().to_string(),
                 "started_at": started_at,
                 "token": format!("{:032x}", rand::random::<u128>()),
             });
@@ -745,9 +779,10 @@ fn claim_run(
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .map(|v| {
                     format!(
-                        "host {}, pid {}, started {}",
+                        "host {}, pid {}, state folder {}, started {}",
                         v["host"].as_str().unwrap_or("?"),
                         v["pid"],
+                        v["state"].as_str().unwrap_or("?"),
                         v["started_at"].as_str().unwrap_or("?")
                     )
                 })
@@ -756,13 +791,45 @@ fn claim_run(
                 run_id: run_id.to_owned(),
                 holder,
                 path: lake.display(&rel),
+                lake: lake.display("").trim_end_matches('/').to_owned(),
             })
         }
     }
 }
 
+/// The state folder's copy of the run's claim in the lake.
+const CLAIM_COPY: &str = "claim.json";
+
+/// One line when the lake holds unfinished runs that this new run does not
+/// resume (another input, another state folder): their rows are in the
+/// folder, and a plain `SELECT *` counts them.
+fn note_unfinished_runs(lake: &dyn LakeStore, run_id: &str, out: &crate::write::Out) {
+    let others = match crate::runs::unfinished_others(lake, run_id) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("cannot list the lake's runs: {e}");
+            return;
+        }
+    };
+    if let Some(first) = others.first() {
+        let lake = crate::app::shell_quote(&out.display());
+        eprintln!(
+            "msgext: note: {lake} holds {} unfinished run(s) that this run does not resume ({}{}); \
+             `msgext runs --out {lake}` lists them, `msgext runs drop {first} --out {lake}` removes one",
+            others.len(),
+            others
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            if others.len() > 3 { ", …" } else { "" }
+        );
+    }
+}
+
 /// This machine's name, for the claim.
-fn hostname() -> String {
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

@@ -553,6 +553,13 @@ pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
              (SSL_CERT_FILE / SSL_CERT_DIR name others) and whether a proxy re-signs TLS",
             target.endpoint
         ),
+        // The client's words for a connection that failed at a proxy
+        // (refused, closed, 407): the API was never reached.
+        "network" | "timeout" if info.contains("through the proxy ") => {
+            "the proxy refused or dropped the connection, so the API was never reached: check \
+             HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, NO_PROXY and the proxy's credentials"
+                .to_owned()
+        }
         "network" | "timeout" | "bad_response" => format!(
             "{} did not answer like the Chat REST API: check --region / --endpoint and the network",
             target.endpoint
@@ -605,6 +612,20 @@ mod tests {
                 && e.contains("SSL_CERT_FILE"),
             "{e}"
         );
+        for info in [
+            "cannot connect: through the proxy http://127.0.0.1:3128: tunnel error: proxy authorization required",
+            "cannot connect: through the proxy http://127.0.0.1:3128: connection refused",
+            "cannot connect: through the proxy http://127.0.0.1:3128: connection closed",
+        ] {
+            let e = explain_fatal("network", info, &sgp);
+            assert!(
+                e.contains("http://127.0.0.1:3128")
+                    && e.contains("HTTPS_PROXY")
+                    && !e.contains("--region")
+                    && !e.contains("--endpoint"),
+                "{e}"
+            );
+        }
         let e = explain_fatal("network", "cannot connect: refused", &local);
         assert!(
             e.contains("http://127.0.0.1:9") && e.contains("refused"),

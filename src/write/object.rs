@@ -465,6 +465,14 @@ impl LakeStore for ObjectLake {
         self.bucket.get(rel)
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+        self.bucket.list(prefix)
+    }
+
+    fn delete(&self, rel: &str) -> Result<(), WriteError> {
+        self.bucket.delete(rel)
+    }
+
     fn display(&self, rel: &str) -> String {
         self.bucket.display(rel)
     }
@@ -562,6 +570,39 @@ impl Bucket {
         match got {
             Ok(b) => Ok(Some(b.to_vec())),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// A walk of the folders below `prefix`, one listing a folder.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+        let root = self.prefix.as_ref();
+        let strip = |key: &Key| {
+            let k = key.as_ref();
+            match root {
+                "" => k.to_owned(),
+                r => k
+                    .strip_prefix(r)
+                    .unwrap_or(k)
+                    .trim_start_matches('/')
+                    .to_owned(),
+            }
+        };
+        let mut out = Vec::new();
+        let mut folders = vec![self.key(prefix)?];
+        while let Some(folder) = folders.pop() {
+            let listed = self
+                .block(self.store.list_with_delimiter(Some(&folder)))
+                .map_err(|e| self.err(&strip(&folder), e))?;
+            out.extend(listed.objects.iter().map(|o| strip(&o.location)));
+            folders.extend(listed.common_prefixes);
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, rel: &str) -> Result<(), WriteError> {
+        match self.block(self.store.delete(&self.key(rel)?)) {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(rel, e)),
         }
     }

@@ -53,6 +53,12 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError>;
     /// The contents of a small file, `None` if there is none.
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError>;
+    /// Every file below the folder `prefix` (without a trailing `/`), as
+    /// paths relative to the lake, in no particular order; none if there is
+    /// no such folder.
+    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError>;
+    /// Remove the file at `rel`; one already gone is no error.
+    fn delete(&self, rel: &str) -> Result<(), WriteError>;
     /// `rel` as people know it: a path, or a URL.
     fn display(&self, rel: &str) -> String;
     /// Check that the lake can be reached (the bucket exists, the
@@ -72,27 +78,25 @@ pub enum Out {
 
 impl Out {
     /// A path, a `file://` URL, or an object-store URL (`s3://`, `s3a://`,
-    /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything else with a
-    /// scheme is refused by name rather than taken for a folder called `ftp:`.
+    /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything that starts like
+    /// a URL (`word:`) and is not a well-formed one is refused, with what was
+    /// probably meant, rather than taken for a folder called `s3:`.
     pub fn parse(text: &str) -> Result<Out, String> {
         let Some((scheme, rest)) = text.split_once("://") else {
-            return Ok(Out::Dir(PathBuf::from(text)));
+            return match url_like_scheme(text) {
+                Some(scheme) => Err(not_a_url(text, scheme)),
+                None => Ok(Out::Dir(PathBuf::from(text))),
+            };
         };
+        if scheme.is_empty() || url_like_scheme(text).is_none() {
+            return Ok(Out::Dir(PathBuf::from(text)));
+        }
         match scheme.to_ascii_lowercase().as_str() {
             "file" if rest.starts_with('/') => Ok(Out::Dir(PathBuf::from(rest))),
             "file" => Err(format!(
                 "--out {text}: a file:// URL needs an absolute path (file:///path)"
             )),
-            "s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss" => {
-                let bucket = rest.split('/').next().unwrap_or("");
-                if bucket.is_empty() {
-                    return Err(format!("--out {text}: no bucket (s3://BUCKET/prefix)"));
-                }
-                if rest.split('/').skip(1).any(|p| p == "." || p == "..") {
-                    return Err(format!("--out {text}: '.' and '..' are not prefixes"));
-                }
-                Ok(Out::Url(text.trim_end_matches('/').to_owned()))
-            }
+            s if BUCKET_SCHEMES.contains(&s) => bucket_url(text, rest),
             "http" | "https" => Err(format!(
                 "--out {text}: give the bucket as s3://BUCKET/prefix (gs://, az://); an S3-compatible \
                  endpoint goes in AWS_ENDPOINT_URL"
@@ -102,7 +106,6 @@ impl Out {
             )),
         }
     }
-
     /// How the lake is shown: the folder or the URL.
     pub fn display(&self) -> String {
         match self {
@@ -156,6 +159,66 @@ impl Out {
             )?),
         })
     }
+}
+
+/// The schemes of the object stores msgext writes to.
+const BUCKET_SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// The scheme of a text that starts like a URL (`word:`, RFC 3986's scheme
+/// characters, at least two of them so that `C:` stays a drive).
+fn url_like_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (scheme.len() >= 2
+        && first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    .then_some(scheme)
+}
+
+/// Why `text` (`s3:/lake/x`, `s3:lake/x`, `backup:2026`) is not taken as
+/// `--out`, and what was probably meant.
+fn not_a_url(text: &str, scheme: &str) -> String {
+    let rest = text[scheme.len() + 1..].trim_start_matches('/');
+    let lower = scheme.to_ascii_lowercase();
+    if BUCKET_SCHEMES.contains(&lower.as_str()) {
+        format!("--out {text} is not a well-formed URL; did you mean {lower}://{rest}?")
+    } else if lower == "file" {
+        format!("--out {text} is not a well-formed URL; did you mean file:///{rest}?")
+    } else {
+        format!(
+            "--out {text} looks like a URL but is not one; give s3://, gs:// or az:// for a bucket, \
+             or ./{text} for a folder of that name"
+        )
+    }
+}
+
+/// A bucket URL (`rest` is what follows `scheme://`): a bucket, a prefix of
+/// plain segments, no query or fragment (which the store would drop or refuse).
+fn bucket_url(text: &str, rest: &str) -> Result<Out, String> {
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "--out {text}: a bucket URL takes no ?query or #fragment (settings go in the environment)"
+        ));
+    }
+    let rest = rest.trim_end_matches('/');
+    let mut segments = rest.split('/');
+    if segments.next().is_none_or(str::is_empty) {
+        return Err(format!("--out {text}: no bucket (s3://BUCKET/prefix)"));
+    }
+    let segments: Vec<&str> = segments.collect();
+    if segments.iter().any(|p| p.is_empty()) {
+        let scheme = &text[..text.find("://").unwrap_or(0)];
+        let fixed: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        return Err(format!(
+            "--out {text}: an empty prefix segment ('//'); did you mean {scheme}://{}?",
+            fixed.join("/")
+        ));
+    }
+    if segments.iter().any(|p| *p == "." || *p == "..") {
+        return Err(format!("--out {text}: '.' and '..' are not prefixes"));
+    }
+    Ok(Out::Url(text.trim_end_matches('/').to_owned()))
 }
 
 /// A folder name for a URL: readable, and unique by a hash of the whole URL.
@@ -317,6 +380,40 @@ impl LakeStore for LocalDir {
         }
     }
 
+    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+        let mut out = Vec::new();
+        let mut folders = vec![prefix.to_owned()];
+        while let Some(rel) = folders.pop() {
+            let dir = self.final_path(&rel);
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(WriteError::Path { path: dir, source }),
+            };
+            for e in entries {
+                let e = e.map_err(|source| WriteError::Path {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let child = format!("{rel}/{}", e.file_name().to_string_lossy());
+                match e.file_type() {
+                    Ok(t) if t.is_dir() => folders.push(child),
+                    _ => out.push(child),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delete(&self, rel: &str) -> Result<(), WriteError> {
+        let path = self.final_path(rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(WriteError::Path { path, source }),
+        }
+    }
+
     fn display(&self, rel: &str) -> String {
         self.final_path(rel).display().to_string()
     }
@@ -370,7 +467,21 @@ mod tests {
 
     #[test]
     fn out_names_a_folder_or_a_bucket_and_nothing_else() {
-        let table: [(&str, Result<Out, &str>); 11] = [
+        let table: [(&str, Result<Out, &str>); 25] = [
+            ("s3:/lake/nightly", Err("did you mean s3://lake/nightly?")),
+            ("s3:lake/x", Err("did you mean s3://lake/x?")),
+            ("gs:/b/x", Err("did you mean gs://b/x?")),
+            ("az:/c/x", Err("did you mean az://c/x?")),
+            ("S3:/Lake", Err("did you mean s3://Lake?")),
+            ("file:/data/lake", Err("did you mean file:///data/lake?")),
+            ("backup:2026", Err("./backup:2026 for a folder")),
+            ("./backup:2026", Ok(Out::Dir("./backup:2026".into()))),
+            ("C:/lake", Ok(Out::Dir("C:/lake".into()))),
+            ("s3://lake//x", Err("did you mean s3://lake/x?")),
+            ("s3://lake/x?region=eu", Err("no ?query or #fragment")),
+            ("s3://lake/x#frag", Err("no ?query or #fragment")),
+            ("s3://lake/x/", Ok(Out::Url("s3://lake/x".into()))),
+            ("lake/with:colon", Ok(Out::Dir("lake/with:colon".into()))),
             ("lake", Ok(Out::Dir("lake".into()))),
             ("/data/lake", Ok(Out::Dir("/data/lake".into()))),
             ("file:///data/lake", Ok(Out::Dir("/data/lake".into()))),
