@@ -53,6 +53,10 @@ pub enum ExportError {
     /// The writer thread panicked: exit 1.
     #[error("the writer crashed: {0}")]
     WriterCrashed(String),
+    /// Ctrl-C / SIGTERM, and the run could not end cleanly after it (the
+    /// store did not answer within the grace): exit 130.
+    #[error("interrupted: {0}")]
+    Interrupted(String),
     /// The run already completed: exit 2.
     #[error("run {run_id} already completed ({path} exists); give a new --run-id to export again")]
     AlreadyComplete { run_id: String, path: String },
@@ -82,6 +86,7 @@ impl ExportError {
             | ExportError::Input(InputError::NoHeader { .. })
             | ExportError::Input(InputError::MissingColumn { .. })
             | ExportError::Input(InputError::MixedKinds { .. }) => 2,
+            ExportError::Interrupted(_) => 130,
             _ => 1,
         }
     }
@@ -248,6 +253,22 @@ pub async fn run(
     tuning: Tuning,
     stop: StopSignal,
 ) -> Result<Summary, ExportError> {
+    match run_to_end(plan, ui, tuning, stop.clone()).await {
+        // Whatever failed after Ctrl-C / SIGTERM (most often a store that
+        // stopped answering, given up on), the run was interrupted: 130.
+        Err(e) if stop.reason() == Some(StopReason::Interrupted) => {
+            Err(ExportError::Interrupted(e.to_string()))
+        }
+        done => done,
+    }
+}
+
+async fn run_to_end(
+    plan: ExportPlan,
+    ui: Ui,
+    tuning: Tuning,
+    stop: StopSignal,
+) -> Result<Summary, ExportError> {
     let started = chrono::Utc::now();
     let clock = Instant::now();
     // A bad input (no file, no usable header) is told before anything is created.
@@ -256,6 +277,7 @@ pub async fn run(
     // that cannot be reached is told before anything is read or fetched.
     let lake = plan.out.open(&plan.state_dir, plan.write.store_timeout)?;
     lake.check()?;
+    let _interrupts_lake = interrupt_on_signal(&stop, &lake);
     if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
         eprintln!(
             "msgext: the run's state (lock, log, files waiting for upload) is in {}",
@@ -472,6 +494,27 @@ pub async fn run(
         "export ended"
     );
     Ok(summary)
+}
+
+/// On Ctrl-C / SIGTERM, tell the lake to stop waiting on a store that does
+/// not answer (after a grace); the task ends with the returned guard.
+fn interrupt_on_signal(stop: &StopSignal, lake: &Arc<dyn LakeStore>) -> AbortOnDrop {
+    let (stop, lake) = (stop.clone(), lake.clone());
+    AbortOnDrop(tokio::spawn(async move {
+        stop.stopped().await;
+        if stop.reason() == Some(StopReason::Interrupted) {
+            lake.interrupt();
+        }
+    }))
+}
+
+/// A task that ends when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// How a run ended, from why it stopped (if it did), what the writer

@@ -91,6 +91,39 @@ struct Bucket {
     /// The store's own runtime, below.
     handle: tokio::runtime::Handle,
     _runtime: StoreRuntime,
+    /// Set by `interrupt`: when the requests still waiting give up.
+    give_up_at: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
+    /// A request went unanswered for `budget`: best-effort requests (the
+    /// abort of a failed upload, which the resume does anyway) are not
+    /// sent, so that a silent store fails the run after one `budget`.
+    stalled: std::sync::atomic::AtomicBool,
+}
+
+/// After Ctrl-C / SIGTERM, how long a request may still take: a store that
+/// answers finishes the run's reports in that time; one that does not
+/// answer does not keep an interrupted run waiting for `--store-timeout`.
+pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+
+/// Why a request to the store was cut short by msgext itself.
+#[derive(Debug, thiserror::Error)]
+enum CutShort {
+    #[error("no answer within --store-timeout")]
+    Timeout,
+    #[error("interrupted (Ctrl-C / SIGTERM) while waiting for the store")]
+    Interrupted,
+}
+
+impl CutShort {
+    fn into_store_error(self) -> object_store::Error {
+        let source: Box<dyn std::error::Error + Send + Sync> = match self {
+            CutShort::Timeout => Box::new(std::io::Error::new(std::io::ErrorKind::TimedOut, self)),
+            CutShort::Interrupted => Box::new(self),
+        };
+        object_store::Error::Generic {
+            store: "msgext",
+            source,
+        }
+    }
 }
 
 /// The store's requests run on a runtime of their own (one thread), not on
@@ -161,11 +194,14 @@ impl ObjectLake {
     /// Wait for one upload; a crashed one is an error like a failed one.
     fn join(&self, upload: Upload) -> Result<(), WriteError> {
         match self.bucket.block(upload) {
-            Ok(r) => r,
-            Err(e) => Err(WriteError::Store(format!(
+            Some(Ok(r)) => r,
+            Some(Err(e)) => Err(WriteError::Store(format!(
                 "{}: an upload crashed: {e}",
                 self.bucket.url
             ))),
+            None => Err(self
+                .bucket
+                .err("", CutShort::Interrupted.into_store_error())),
         }
     }
 }
@@ -223,12 +259,59 @@ impl Bucket {
             budget,
             handle,
             _runtime: runtime,
+            give_up_at: tokio::sync::watch::channel(None).0,
+            stalled: Default::default(),
         })
     }
 
-    /// Run one request to its end.
-    fn block<F: std::future::Future>(&self, f: F) -> F::Output {
-        tokio::task::block_in_place(|| self.handle.block_on(f))
+    /// Run `f` on the store's runtime until it ends or the run is
+    /// interrupted and `INTERRUPT_GRACE` has passed (then `None`).
+    fn block<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        let mut give_up_at = self.give_up_at.subscribe();
+        let interrupted = async move {
+            let Ok(at) = give_up_at.wait_for(Option::is_some).await.map(|at| *at) else {
+                return std::future::pending().await;
+            };
+            tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)).await
+        };
+        tokio::task::block_in_place(|| {
+            self.handle.block_on(async {
+                tokio::select! {
+                    out = f => Some(out),
+                    () = interrupted => None,
+                }
+            })
+        })
+    }
+
+    /// One request, to its answer or at most `budget` (`--store-timeout`,
+    /// whatever its attempts and retries do), or until the run is interrupted.
+    fn request<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, object_store::Error> {
+        let budget = self.budget;
+        // The timer is made on the store's runtime (inside `block`), which
+        // also serves callers outside any runtime (`msgext runs`).
+        match self.block(async move { tokio::time::timeout(budget, f).await }) {
+            Some(Ok(answer)) => answer,
+            Some(Err(_elapsed)) => {
+                self.stalled
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                Err(CutShort::Timeout.into_store_error())
+            }
+            None => Err(CutShort::Interrupted.into_store_error()),
+        }
+    }
+
+    /// Stop waiting on the store `INTERRUPT_GRACE` from now.
+    fn interrupt(&self) {
+        let at = tokio::time::Instant::now() + INTERRUPT_GRACE;
+        self.give_up_at.send_if_modified(|g| {
+            let first = g.is_none();
+            g.get_or_insert(at);
+            first
+        });
     }
 
     fn key(&self, rel: &str) -> Result<Key, WriteError> {
@@ -285,7 +368,7 @@ impl Bucket {
         };
         let key = self.key(rel)?;
         let id = id.trim().to_owned();
-        if let Err(e) = self.block(self.multipart.abort_multipart(&key, &id)) {
+        if let Err(e) = self.request(self.multipart.abort_multipart(&key, &id)) {
             // Gone already: the crash came after the upload completed (S3
             // answers 404 NoSuchUpload). Anything else leaves at worst an
             // incomplete upload, which costs storage, not correctness: say
@@ -320,24 +403,27 @@ impl Bucket {
         if len <= part_bytes as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
             file.read_to_end(&mut bytes).map_err(io)?;
-            self.block(self.store.put(&key, bytes.into()))
+            self.request(self.store.put(&key, bytes.into()))
                 .map_err(|e| self.err(rel, e))?;
         } else {
             let id = self
-                .block(self.multipart.create_multipart(&key))
+                .request(self.multipart.create_multipart(&key))
                 .map_err(|e| self.err(rel, e))?;
             // Recorded before any part goes up, so that a crash from here on
             // leaves an upload the resume knows to abort.
             super::write_atomically(&Self::upload_record(local), id.as_bytes())?;
             let parts = self.put_parts(&mut file, &key, &id, rel, part_bytes);
             let done = parts.and_then(|parts| {
-                self.block(self.multipart.complete_multipart(&key, &id, parts))
+                self.request(self.multipart.complete_multipart(&key, &id, parts))
                     .map_err(|e| self.err(rel, e))
             });
             crate::failpoint::hit("completed_upload");
             if let Err(e) = done {
-                // Best effort: the resume aborts it otherwise.
-                let _ = self.abort_recorded(local, rel);
+                // Best effort, and not at a store that stopped answering:
+                // the resume aborts it otherwise.
+                if !self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = self.abort_recorded(local, rel);
+                }
                 return Err(e);
             }
             let record = Self::upload_record(local);
@@ -373,7 +459,7 @@ impl Bucket {
                 return Ok(parts);
             }
             let part = self
-                .block(self.multipart.put_part(key, &id, parts.len(), buf.into()))
+                .request(self.multipart.put_part(key, &id, parts.len(), buf.into()))
                 .map_err(|e| self.err(rel, e))?;
             parts.push(part);
             crate::failpoint::hit("uploaded_part");
@@ -480,6 +566,10 @@ impl LakeStore for ObjectLake {
     fn check(&self) -> Result<(), WriteError> {
         self.bucket.check()
     }
+
+    fn interrupt(&self) {
+        self.bucket.interrupt()
+    }
 }
 
 impl Bucket {
@@ -489,7 +579,7 @@ impl Bucket {
     }
 
     fn exists(&self, rel: &str) -> Result<bool, WriteError> {
-        match self.block(self.store.head(&self.key(rel)?)) {
+        match self.request(self.store.head(&self.key(rel)?)) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(rel, e)),
@@ -540,7 +630,7 @@ impl Bucket {
 
     fn put(&self, rel: &str, bytes: &[u8]) -> Result<(), WriteError> {
         let key = self.key(rel)?;
-        self.block(self.store.put(&key, bytes.to_vec().into()))
+        self.request(self.store.put(&key, bytes.to_vec().into()))
             .map(|_| ())
             .map_err(|e| self.err(rel, e))
     }
@@ -551,7 +641,7 @@ impl Bucket {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self.block(self.store.put_opts(&key, bytes.to_vec().into(), opts)) {
+        match self.request(self.store.put_opts(&key, bytes.to_vec().into(), opts)) {
             Ok(_) => Ok(true),
             Err(
                 object_store::Error::AlreadyExists { .. }
@@ -563,7 +653,7 @@ impl Bucket {
 
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError> {
         let key = self.key(rel)?;
-        let got = self.block(async {
+        let got = self.request(async {
             let r = self.store.get(&key).await?;
             r.bytes().await
         });
@@ -592,7 +682,7 @@ impl Bucket {
         let mut folders = vec![self.key(prefix)?];
         while let Some(folder) = folders.pop() {
             let listed = self
-                .block(self.store.list_with_delimiter(Some(&folder)))
+                .request(self.store.list_with_delimiter(Some(&folder)))
                 .map_err(|e| self.err(&strip(&folder), e))?;
             out.extend(listed.objects.iter().map(|o| strip(&o.location)));
             folders.extend(listed.common_prefixes);
@@ -601,7 +691,7 @@ impl Bucket {
     }
 
     fn delete(&self, rel: &str) -> Result<(), WriteError> {
-        match self.block(self.store.delete(&self.key(rel)?)) {
+        match self.request(self.store.delete(&self.key(rel)?)) {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.err(rel, e)),
         }
@@ -614,7 +704,7 @@ impl Bucket {
     /// One listing of the prefix's first level: a missing bucket, a bad
     /// credential or an unreachable endpoint shows here, before any API call.
     fn check(&self) -> Result<(), WriteError> {
-        self.block(self.store.list_with_delimiter(Some(&self.prefix)))
+        self.request(self.store.list_with_delimiter(Some(&self.prefix)))
             .map(|_| ())
             .map_err(|e| self.err("", e))
     }

@@ -66,6 +66,10 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     fn check(&self) -> Result<(), WriteError> {
         Ok(())
     }
+    /// The run was interrupted (Ctrl-C / SIGTERM): stop waiting on a lake
+    /// that does not answer, after a short grace, so the run ends promptly.
+    /// A local folder answers or fails at once.
+    fn interrupt(&self) {}
 }
 
 /// Where `--out` points: a local folder or an object-store URL.
