@@ -12,8 +12,9 @@ use std::path::PathBuf;
     version,
     about = "Export Tencent Cloud Chat message extensions (get_key_values, group_get_key_values) into a Parquet/CSV data-lake folder",
     after_help = "Exit codes: 0 everything exported or confirmed not found · 3 finished, but some messages failed \
-                  or input rows were invalid (see errors.csv) · 1 the run failed (auth, region, plan, I/O) · \
-                  2 usage or config error · 130 interrupted."
+                  or input rows were invalid (see errors.csv) · 1 the run failed (auth, region, plan, I/O, an \
+                  input that changed while it was read) · 2 usage or config error (a mistyped --out, a state \
+                  folder of another lake) · 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -572,7 +572,7 @@ fn prescan_file(path: &Path, file: &mut std::fs::File, show: bool) -> Result<Pre
         let mut r = InputReader::new(path, &mut src)?;
         while let Some(row) = r.next_row() {
             rows += 1;
-            if rows % 4096 == 0 {
+            if rows.is_multiple_of(4096) {
                 shown.tick(rows);
             }
             if let Row::Message(m, _) = row?
@@ -936,7 +936,8 @@ mod tests {
             std::fs::write(&tmp, big_input(10, "next")).unwrap();
             std::fs::rename(&tmp, p).unwrap();
         };
-        let table: [(&str, &dyn Fn(&Path), Option<&str>); 4] = [
+        type Change<'a> = &'a dyn Fn(&Path);
+        let table: [(&str, Change, Option<&str>); 4] = [
             (
                 "rewritten in place",
                 &rewrite_tail,

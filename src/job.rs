@@ -135,7 +135,7 @@ fn without_values(msg: &str) -> String {
     for c in what.chars() {
         match closing {
             None if c == '"' || c == '`' => {
-                out.push_str("…");
+                out.push('…');
                 closing = Some(c);
             }
             None => out.push(c),

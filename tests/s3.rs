@@ -697,6 +697,7 @@ async fn a_store_that_stops_answering_fails_the_run_within_the_store_timeout() {
     let silent_at = std::time::Instant::now();
     let o = wait(child).await;
     let took = silent_at.elapsed();
+    eprintln!("the run ended {took:?} after the store went silent (--store-timeout 6)");
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let text = show(&o);
     assert!(text.contains(&format!("s3://{BUCKET}/lake/")), "{text}");
@@ -762,7 +763,7 @@ async fn a_refused_claim_leaves_nothing_behind_and_names_its_holder() {
     for want in [
         "belongs to another export".to_owned(),
         format!("state folder {}", state_a.display()),
-        format!("pid "),
+        "pid ".to_owned(),
         format!("msgext runs drop {RUN} --out s3://{BUCKET}/lake"),
     ] {
         assert!(text.contains(&want), "{want}: {text}");
