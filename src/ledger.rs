@@ -591,8 +591,6 @@ pub struct Recovered {
     pub checkpoints: u32,
     /// The next free part number.
     pub next_part: u32,
-    /// Whether each table already has a committed file.
-    pub has_files: [bool; 2],
 }
 
 impl Recovered {
@@ -647,9 +645,6 @@ impl RunFiles {
         let good = read_ledger(&ledger_path, BufReader::new(&ledger), |c| {
             for f in &c.files {
                 lake.roll_forward(&f.path)?;
-                if let Some(i) = crate::write::table_of(&f.path) {
-                    rec.has_files[i] = true;
-                }
                 let name = f.path.rsplit('/').next().unwrap_or("");
                 if let Some(n) = crate::write::part_number(name) {
                     rec.next_part = rec.next_part.max(n + 1);

@@ -632,3 +632,32 @@ async fn an_https_endpoint_is_exported_over_tls_and_an_untrusted_certificate_fai
     assert!(!out.join("_runs/untrusted/_SUCCESS").exists());
     assert!(common::kv_from_parquet(&out).is_empty());
 }
+
+/// The binary users run carries no crash points, whatever build ran before:
+/// `MSGEXT_FAILPOINT` changes nothing in it, and its bytes do not name it;
+/// the tests' own binary (`msgext-crashtest`) is the one that dies there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_users_run_has_no_crash_points() {
+    let bytes = std::fs::read(env!("CARGO_BIN_EXE_msgext")).unwrap();
+    for needle in [&b"MSGEXT_FAILPOINT"[..], b"MSGEXT_TEST_", b"failpoint"] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "{} is in the binary users run",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    let crashtest = std::fs::read(env!("CARGO_BIN_EXE_msgext-crashtest")).unwrap();
+    assert!(crashtest.windows(16).any(|w| w == b"MSGEXT_FAILPOINT"));
+
+    let fx = fixture(false);
+    let (server, dir, input, out) = setup(&fx, Faults::default()).await;
+    let args = export_args(&server, &input, &out, "parquet", "r1");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_msgext"))
+        .args(&args)
+        .env("MSGEXT_SECRET_KEY", DEMO_SECRET_KEY)
+        .env("MSGEXT_FAILPOINT", "settled:1")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    drop(dir);
+}

@@ -126,7 +126,6 @@ struct State<'a> {
     t: Tally,
     pending: Pending,
     seq: u32,
-    has_files: [bool; 2],
     stats: &'a FetchStats,
     stats_at_last_checkpoint: (u64, u64, u64),
     last_checkpoint: std::time::Instant,
@@ -213,7 +212,6 @@ pub fn write_all(
             wal_syncs: 0,
         },
         seq: w.recovered.checkpoints,
-        has_files: w.recovered.has_files,
         w,
         pending: Pending::default(),
         stats,
@@ -280,7 +278,7 @@ pub fn write_all(
         st.show_live();
     }
     st.show_live();
-    st.checkpoint(true)?;
+    st.checkpoint()?;
     // Every committed file is at its final name before the reports say so.
     st.w.dir.flush().doing("publishing part files")?;
     // Replay files that held no complete record were committed by nothing: they go too.
@@ -325,7 +323,7 @@ impl State<'_> {
                 self.t.input.trimmed += u64::from(m.trimmed);
                 self.settle(m, outcome)?;
                 if self.checkpoint_due() {
-                    self.checkpoint(false)?;
+                    self.checkpoint()?;
                 }
             }
         }
@@ -534,13 +532,8 @@ impl State<'_> {
     }
 
     /// Seal the open parts, commit them in the ledger, publish them.
-    fn checkpoint(&mut self, last: bool) -> Result<(), WriterError> {
-        let ensure = if last {
-            [!self.has_files[0], !self.has_files[1]]
-        } else {
-            [false, false]
-        };
-        let sealed = self.w.lake.seal(ensure).doing("sealing part files")?;
+    fn checkpoint(&mut self) -> Result<(), WriterError> {
+        let sealed = self.w.lake.seal().doing("sealing part files")?;
         if sealed.is_empty() && self.pending.messages.is_empty() {
             return Ok(());
         }
@@ -570,9 +563,6 @@ impl State<'_> {
         failpoint::hit("committed");
         for s in &sealed {
             self.w.dir.publish(s).doing("publishing part files")?;
-            if let Some(i) = crate::write::table_of(&s.info.path) {
-                self.has_files[i] = true;
-            }
         }
         failpoint::hit("published");
         tracing::info!(

@@ -256,16 +256,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     publish_staged(&tmp, path)
 }
 
-/// The table a lake-relative path belongs to, as its place in its kind's
-/// `Kind::tables` (0: the pairs, 1: the messages).
-pub fn table_of(rel: &str) -> Option<usize> {
-    Kind::ALL.into_iter().find_map(|k| {
-        k.tables()
-            .iter()
-            .position(|t| rel.strip_prefix(t).is_some_and(|r| r.starts_with('/')))
-    })
-}
-
 /// Every table of every kind of message.
 pub fn all_tables() -> impl Iterator<Item = &'static str> {
     Kind::ALL.into_iter().flat_map(Kind::tables)
@@ -382,12 +372,9 @@ impl TableSink {
         })
     }
 
-    /// Complete the open part file (or, with `even_if_empty`, an empty one)
+    /// Complete the open part file, if one is open
     /// and make it durable under its temporary name.
-    pub fn seal(&mut self, even_if_empty: bool) -> Result<Option<Sealed>, WriteError> {
-        if self.open.is_none() && even_if_empty {
-            self.open = Some(self.begin()?);
-        }
+    pub fn seal(&mut self) -> Result<Option<Sealed>, WriteError> {
         match self.open.take() {
             None => Ok(None),
             Some(open) => {
@@ -507,18 +494,17 @@ impl Lake {
         &self.opts
     }
 
-    /// Write what is buffered and seal the open part of each table. With
-    /// `ensure_files`, a table without any part gets an empty one, so that
-    /// readers find its columns.
-    pub fn seal(&mut self, ensure_files: [bool; 2]) -> Result<Vec<Sealed>, WriteError> {
+    /// Write what is buffered and seal the open part of each table; a table
+    /// without rows since the last seal gets no file (no data file is empty).
+    pub fn seal(&mut self) -> Result<Vec<Sealed>, WriteError> {
         self.flush_kv()?;
         if !self.msg_rows.is_empty() {
             let batch = self.msg_rows.take();
             self.messages.write(&batch)?;
         }
         let mut out = Vec::new();
-        out.extend(self.kv.seal(ensure_files[0])?);
-        out.extend(self.messages.seal(ensure_files[1])?);
+        out.extend(self.kv.seal()?);
+        out.extend(self.messages.seal()?);
         Ok(out)
     }
 }
@@ -539,11 +525,5 @@ mod tests {
             staging_path(Path::new("a/b/x.csv")),
             Path::new("a/b/.x.csv.inprogress")
         );
-        assert_eq!(table_of("key_values/dt=1/run_id=r/p.parquet"), Some(0));
-        assert_eq!(table_of("messages/dt=1/p.csv"), Some(1));
-        assert_eq!(table_of("key_values_old/p.csv"), None);
-        assert_eq!(table_of("_runs/r/summary.json"), None);
-        assert_eq!(table_of("group_key_values/dt=1/p.csv"), Some(0));
-        assert_eq!(table_of("group_messages/dt=1/p.csv"), Some(1));
     }
 }

@@ -322,7 +322,17 @@ pub fn msgext_command(
     secret: &str,
     env: &[(&str, &str)],
 ) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_msgext"));
+    // Crash points and test sizes exist only in the tests' own build of
+    // the binary; every other test runs the binary users run.
+    let test_hooks = env
+        .iter()
+        .any(|(k, _)| *k == "MSGEXT_FAILPOINT" || k.starts_with("MSGEXT_TEST_"));
+    let bin = if test_hooks {
+        env!("CARGO_BIN_EXE_msgext-crashtest")
+    } else {
+        env!("CARGO_BIN_EXE_msgext")
+    };
+    let mut c = std::process::Command::new(bin);
     c.args(args)
         .env("MSGEXT_SECRET_KEY", secret)
         .env_remove("MSGEXT_USERSIG")
