@@ -237,6 +237,13 @@ async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
                 let r = resume.map(|r| format!("; {r}")).unwrap_or_default();
                 eprintln!("msgext: {}{r}", summary.one_line());
             }
+            if summary.status == crate::report::RunStatus::Complete && summary.input.invalid > 0 {
+                eprintln!(
+                    "msgext: warning: {} input rows were invalid and not exported (listed in {}); \
+                     --strict-input makes that exit 3",
+                    summary.input.invalid, summary.errors_csv
+                );
+            }
             if summary.status == crate::report::RunStatus::Failed
                 && !quiet
                 && let Some(reason) = &summary.stop_reason
@@ -292,7 +299,10 @@ fn validate_cmd(args: &ValidateArgs) -> u8 {
                 c.duplicates,
                 c.invalid.len(),
                 if c.skipped > 0 {
-                    format!(", {} earlier invalid rows skipped", c.skipped)
+                    format!(
+                        ", {} rows of an earlier errors.csv skipped (invalid or not found)",
+                        c.skipped
+                    )
                 } else {
                     String::new()
                 },

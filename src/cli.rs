@@ -96,6 +96,10 @@ pub struct ExportArgs {
     /// Print nothing but errors, and one line when the run does not complete.
     #[arg(long)]
     pub quiet: bool,
+    /// Invalid input rows make the run partial (exit 3), as for an audit; without it they are
+    /// counted, listed in errors.csv and warned about, and the run can still exit 0.
+    #[arg(long)]
+    pub strict_input: bool,
     /// A file holding the secret key (else env MSGEXT_SECRET_KEY, or a ready MSGEXT_USERSIG).
     #[arg(long, value_name = "PATH")]
     pub secret_key_file: Option<PathBuf>,

@@ -97,6 +97,7 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
         max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
         run_id: None,
         quiet: false,
+        strict_input: false,
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
         give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),

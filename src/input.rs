@@ -261,10 +261,17 @@ impl<R: Read> InputReader<R> {
                 reason,
             })
         };
-        if let Some(code) = self.cols.error_code
-            && field(Some(code)) == INVALID_INPUT.as_bytes()
-        {
-            return Row::Skipped;
+        // A re-fed errors.csv: its invalid rows and the messages the API
+        // said do not exist are final answers; asking again changes nothing.
+        if let Some(code) = self.cols.error_code {
+            let code = field(Some(code));
+            let not_found = std::str::from_utf8(code)
+                .ok()
+                .and_then(|c| c.parse::<i64>().ok())
+                .is_some_and(|c| self.cols.kind.is_not_found(c));
+            if code == INVALID_INPUT.as_bytes() || not_found {
+                return Row::Skipped;
+            }
         }
         if rec.len() != self.cols.width {
             return invalid(format!(
@@ -1034,15 +1041,29 @@ mod tests {
     }
 
     #[test]
-    fn refed_errors_csv_skips_invalid_rows() {
+    fn refed_errors_csv_skips_invalid_rows_and_messages_not_found() {
         let input = b"From_Account,To_Account,MsgKey,error_code,error_info,attempts,line\n\
                       a,b,1,10002,internal,8,2\n\
-                      a,,2,invalid_input,To_Account is empty,0,3\n";
+                      a,,2,invalid_input,To_Account is empty,0,3\n\
+                      a,b,3,23004,no such message,1,4\n\
+                      a,b,4,aborted,gave up,0,5\n";
         let items = read(input).unwrap();
         assert_eq!(
             items,
-            vec![msg(Some("a"), "b", "1", 2), InputItem::Skipped { line: 3 }]
+            vec![
+                msg(Some("a"), "b", "1", 2),
+                InputItem::Skipped { line: 3 },
+                InputItem::Skipped { line: 4 },
+                msg(Some("a"), "b", "4", 5),
+            ]
         );
+        // For group messages, a dismissed group (10010) is final too.
+        let input = b"GroupId,MsgSeq,error_code,error_info,attempts,line\n\
+                      g1,5,10010,group dismissed,1,2\n\
+                      g1,6,10002,internal,8,3\n";
+        let items = read(input).unwrap();
+        assert_eq!(items[0], InputItem::Skipped { line: 2 });
+        assert!(matches!(items[1], InputItem::Message(_)));
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub struct JobFile {
     pub concurrency: Option<usize>,
     pub max_attempts: Option<u32>,
     pub quiet: Option<bool>,
+    pub strict_input: Option<bool>,
     pub secret_key_file: Option<PathBuf>,
     pub max_file_mb: Option<f64>,
     pub give_up_after: Option<f64>,
@@ -237,6 +238,8 @@ pub struct ExportPlan {
     pub max_attempts: u32,
     pub run_id: Option<String>,
     pub quiet: bool,
+    /// Invalid input rows make the run partial (exit 3).
+    pub strict_input: bool,
     pub secret: Secret,
     pub write: WriteOptions,
     /// The circuit breaker: stop when no call succeeds for this long.
@@ -395,6 +398,7 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         max_attempts,
         run_id: args.run_id.clone(),
         quiet: args.quiet || job.quiet.unwrap_or(false),
+        strict_input: args.strict_input || job.strict_input.unwrap_or(false),
         secret,
         write,
         give_up_after: std::time::Duration::from_secs_f64(give_up_min * 60.0),

@@ -170,7 +170,7 @@ pub struct InputSummary {
     pub rows: u64,
     pub invalid: u64,
     pub duplicates: u64,
-    /// Invalid-row lines of a re-fed errors.csv, skipped.
+    /// Lines of a re-fed errors.csv with a final answer (invalid input, not found), skipped.
     pub skipped: u64,
     /// Messages whose IDs had stray spaces around them, trimmed.
     pub trimmed: u64,
@@ -288,7 +288,7 @@ impl Summary {
                 let mut extra = String::new();
                 if self.input.skipped > 0 {
                     extra.push_str(&format!(
-                        ", {} earlier invalid rows skipped",
+                        ", {} rows of an earlier errors.csv skipped (invalid or not found)",
                         self.input.skipped
                     ));
                 }

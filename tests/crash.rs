@@ -363,7 +363,8 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
     let mut csv = common::input_csv(&msgs);
-    csv.push_str("x,,broken\n");
+    // An invalid row, and a message the API does not know (23004).
+    csv.push_str("x,,broken\nx,nobody,404_4_4\n");
     std::fs::write(&input, csv).unwrap();
     let out = dir.path().join("lake");
     let o = run_msgext(
@@ -374,7 +375,12 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
     .await;
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     let errors = common::errors(&out, "first");
-    assert_eq!(errors.len(), 11, "10 failed + 1 invalid: {errors:?}");
+    assert_eq!(
+        errors.len(),
+        12,
+        "10 failed + 1 invalid + 1 not found: {errors:?}"
+    );
+    let calls_before = server.stats().calls();
 
     let refeed = out.join("_runs/first/errors.csv");
     let o = run_msgext(
@@ -393,9 +399,23 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
-        stdout.contains("1 earlier invalid rows skipped"),
+        stdout.contains("2 rows of an earlier errors.csv skipped (invalid or not found)"),
         "{stdout}"
     );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("_runs/second/summary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            &summary["messages"]["ok"],
+            &summary["messages"]["not_found"],
+            &summary["input"]["skipped"]
+        ),
+        (&10.into(), &0.into(), &2.into()),
+        "the failed ten are asked again, the message not found is not: {summary}"
+    );
+    assert!(server.stats().calls() > calls_before);
     // The second run's partition holds exactly the ten messages' data.
     let second: Vec<_> = common::kv_from_parquet(&out)
         .into_iter()

@@ -327,13 +327,27 @@ async fn a_quiet_run_that_does_not_complete_still_says_so_in_one_line() {
     let (server, _dir, input, out) = setup_with(fx.store.clone(), &input, Faults::default()).await;
     let mut args = export_args(&server, &input, &out, "parquet", "quiet");
     args.push("--quiet".into());
+    // An invalid row alone: exit 0, and one warning line.
+    let o = msgext(args.clone(), DEMO_SECRET_KEY).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("warning: 1 input rows were invalid") && stderr.contains("--strict-input"),
+        "{stderr}"
+    );
+    // With --strict-input (an audit), they make the run partial: exit 3.
+    let at = args.iter().position(|a| a == "quiet").unwrap();
+    args[at] = "strict".into();
+    args.push("--strict-input".into());
     let o = msgext(args, DEMO_SECRET_KEY).await;
     assert_eq!(o.status.code(), Some(3), "{}", show(&o));
     assert!(o.stdout.is_empty(), "{}", show(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
-        stderr.contains("run quiet partial") && stderr.contains("1 invalid input rows"),
+        stderr.contains("run strict partial") && stderr.contains("1 invalid input rows"),
         "{stderr}"
     );
     assert!(stderr.contains("errors.csv"), "{stderr}");

@@ -48,6 +48,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         max_attempts: 8,
         run_id: Some("t".into()),
         quiet: true,
+        strict_input: false,
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
         give_up_after: Duration::from_secs(600),

@@ -386,3 +386,67 @@ async fn unfinished_runs_are_listed_and_dropped() {
     assert!(!out.join("_runs").join(&old).exists());
     assert_eq!(of_old(&out), 0, "no file of the dropped run");
 }
+
+/// What a new user meets first: an endpoint where nothing listens fails
+/// the run on its first call, saying nothing answered, and publishes no
+/// data file; an output or state folder that cannot be written names the
+/// folder and the setting that chooses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_mistakes_are_told_plainly_and_leave_no_data_file() {
+    let msgs = messages(5, "n");
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nobody = format!("http://127.0.0.1:{port}");
+    let out = dir.path().join("lake");
+    let mut args = export_args(&nobody, &input, &out, "parquet", "r1", 2);
+    let o = run_msgext(args.clone(), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        show(&o).contains(&format!("nothing answered at {nobody}")),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(
+        common::files(&out, "parquet"),
+        Vec::<std::path::PathBuf>::new(),
+        "no data file without rows"
+    );
+
+    // A lake or a state folder where a file stands in the way.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let at = args.iter().position(|a| a == "--out").unwrap();
+    args[at + 1] = file.join("lake").to_string_lossy().into_owned();
+    let o = run_msgext(args.clone(), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        show(&o).contains(&format!(
+            "cannot write the output folder {}",
+            file.join("lake").display()
+        )) && show(&o).contains("with --out"),
+        "{}",
+        show(&o)
+    );
+    args[at + 1] = out.to_string_lossy().into_owned();
+    args.extend([
+        "--state-dir".into(),
+        file.join("state").to_string_lossy().into_owned(),
+    ]);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        show(&o).contains(&format!(
+            "cannot write the state folder (lock, run.json, write-ahead log) {}",
+            file.join("state").display()
+        )) && show(&o).contains("with --state-dir"),
+        "{}",
+        show(&o)
+    );
+}

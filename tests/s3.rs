@@ -851,3 +851,25 @@ async fn runs_lists_and_drops_an_unfinished_run_in_a_bucket() {
         "{listed}"
     );
 }
+
+/// A plain-http S3 endpoint without AWS_ALLOW_HTTP names the setting,
+/// rather than the client's bare "builder error", before any API call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_endpoint_without_aws_allow_http_names_the_setting() {
+    let s = setup(5, 0).await;
+    let env: Vec<(&'static str, String)> = s
+        .user_env(SECRET)
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ALLOW_HTTP")
+        .collect();
+    let o = run_msgext(
+        s.args("lake", "state", "parquet"),
+        DEMO_SECRET_KEY,
+        &refs(&env),
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("set AWS_ALLOW_HTTP=true"), "{}", show(&o));
+    assert!(!show(&o).contains("builder error"), "{}", show(&o));
+    assert_eq!(s.server.stats().calls(), 0);
+}

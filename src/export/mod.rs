@@ -293,7 +293,8 @@ async fn run_to_end(
     let mut lock = crate::ledger::RunLock::acquire(
         &plan.state_dir,
         &holder(plan.run_id.as_deref().unwrap_or("(reading its input)")),
-    )?;
+    )
+    .map_err(|e| unwritable_state(e, &plan.state_dir))?;
     let (reader, scan) = crate::input::open_prescanned(&plan.input, !plan.quiet)?;
     let wanted = run_meta(&plan, &scan, started);
     // The same command resumes: without --run-id, an unfinished run of the
@@ -438,7 +439,7 @@ async fn run_to_end(
     }
     let crashed = (!crashed.is_empty()).then(|| crashed.join("; "));
 
-    let status = run_status(stop.reason(), &tally, crashed.is_some());
+    let status = run_status(stop.reason(), &tally, crashed.is_some(), plan.strict_input);
     // _SUCCESS means every input row is settled: not after an early stop.
     let finished =
         stop.reason().is_none() && matches!(status, RunStatus::Complete | RunStatus::Partial);
@@ -517,16 +518,41 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// A state folder that cannot be written is told as such (which folder,
+/// why, and the setting that chooses it), not as a lock problem.
+fn unwritable_state(e: crate::ledger::LockError, state_dir: &Path) -> ExportError {
+    use crate::ledger::{LedgerError, LockError};
+    match e {
+        LockError::Io(LedgerError::Io { source, .. }) => {
+            ExportError::Lake(crate::write::WriteError::Unwritable {
+                what: "the state folder (lock, run.json, write-ahead log)",
+                path: state_dir.to_owned(),
+                setting: "--state-dir (by default OUT/_runs for a folder)",
+                source,
+            })
+        }
+        e => ExportError::Busy(e),
+    }
+}
+
 /// How a run ended, from why it stopped (if it did), what the writer
 /// tallied and whether a part of it crashed.
-fn run_status(stop: Option<StopReason>, tally: &writer::Tally, crashed: bool) -> RunStatus {
+/// Invalid input rows make it partial only with `strict_input`: no retry
+/// fixes them, and a nightly job should not fail every night over them.
+fn run_status(
+    stop: Option<StopReason>,
+    tally: &writer::Tally,
+    crashed: bool,
+    strict_input: bool,
+) -> RunStatus {
     match (stop, &tally.fatal) {
         _ if crashed => RunStatus::Failed,
         (_, Some(_)) | (Some(StopReason::Fatal), _) => RunStatus::Failed,
         (Some(StopReason::Interrupted), _) => RunStatus::Interrupted,
         (None, None) if tally.input_error.is_some() => RunStatus::Failed,
         (Some(StopReason::GaveUp), None) => RunStatus::Partial,
-        (None, None) if tally.messages.failed > 0 || tally.input.invalid > 0 => RunStatus::Partial,
+        (None, None) if tally.messages.failed > 0 => RunStatus::Partial,
+        (None, None) if strict_input && tally.input.invalid > 0 => RunStatus::Partial,
         (None, None) => RunStatus::Complete,
     }
 }
@@ -1006,7 +1032,7 @@ mod tests {
         let table = [
             (None, tally(0, 0, false, false), false, Complete),
             (None, tally(1, 0, false, false), false, Partial),
-            (None, tally(0, 1, false, false), false, Partial),
+            (None, tally(0, 1, false, false), false, Complete),
             (None, tally(0, 0, false, false), true, Failed),
             (None, tally(0, 0, false, true), false, Failed),
             (Some(Fatal), tally(0, 0, true, false), false, Failed),
@@ -1020,8 +1046,17 @@ mod tests {
             (Some(GaveUp), tally(0, 0, false, false), false, Partial),
         ];
         for (i, (stop, t, crashed, want)) in table.into_iter().enumerate() {
-            assert_eq!(run_status(stop, &t, crashed), want, "case {i}");
+            assert_eq!(run_status(stop, &t, crashed, false), want, "case {i}");
         }
+        // With --strict-input, invalid rows alone make it partial.
+        assert_eq!(
+            run_status(None, &tally(0, 1, false, false), false, true),
+            Partial
+        );
+        assert_eq!(
+            run_status(None, &tally(0, 0, false, false), false, true),
+            Complete
+        );
     }
 
     #[test]

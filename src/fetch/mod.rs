@@ -560,6 +560,12 @@ pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
              HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, NO_PROXY and the proxy's credentials"
                 .to_owned()
         }
+        // Refused, a name that does not resolve, a reset: nothing answered.
+        "network" if info.starts_with("cannot connect: ") => format!(
+            "nothing answered at {}: check --region / --endpoint and the network (DNS, a firewall, \
+             a proxy that HTTPS_PROXY should name)",
+            target.endpoint
+        ),
         "network" | "timeout" | "bad_response" => format!(
             "{} did not answer like the Chat REST API: check --region / --endpoint and the network",
             target.endpoint
@@ -626,11 +632,19 @@ mod tests {
                 "{e}"
             );
         }
-        let e = explain_fatal("network", "cannot connect: refused", &local);
-        assert!(
-            e.contains("http://127.0.0.1:9") && e.contains("refused"),
-            "{e}"
-        );
+        for info in [
+            "cannot connect: Connection refused (os error 111)",
+            "cannot connect: dns error: failed to lookup address information",
+        ] {
+            let e = explain_fatal("network", info, &local);
+            assert!(
+                e.contains("nothing answered at http://127.0.0.1:9")
+                    && e.contains(info)
+                    && !e.contains("like the Chat REST API"),
+                "{e}"
+            );
+        }
+        assert!(explain_fatal("bad_response", "not JSON", &local).contains("did not answer like"));
     }
 
     use crate::api::wire::ExtensionList;

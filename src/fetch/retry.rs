@@ -53,7 +53,7 @@ pub fn classify(o: Observed<'_>) -> Action {
     }
 }
 
-fn classify_code(code: i64) -> Action {
+pub fn classify_code(code: i64) -> Action {
     match code {
         0 => Action::Success,
         10002 | 60008 | 60013 | 60014 => Action::Retry,

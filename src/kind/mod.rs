@@ -79,6 +79,15 @@ impl Kind {
         }
     }
 
+    /// Whether the API's `code` says the message does not exist (a final
+    /// answer: asking again gives the same).
+    pub fn is_not_found(self, code: i64) -> bool {
+        let action = self
+            .classify_code(code)
+            .unwrap_or_else(|| crate::fetch::retry::classify_code(code));
+        action == Action::NotFound
+    }
+
     /// The lake's two tables for this kind: (pairs, messages).
     pub fn tables(self) -> [&'static str; 2] {
         match self {

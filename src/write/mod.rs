@@ -61,6 +61,14 @@ pub enum WriteError {
     /// An object store refused or failed a request (the text names the URL).
     #[error("{0}")]
     Store(String),
+    /// A folder msgext must write cannot be created or written.
+    #[error("cannot write {what} {}: {source}; give one msgext can write with {setting}", .path.display())]
+    Unwritable {
+        what: &'static str,
+        path: PathBuf,
+        setting: &'static str,
+        source: std::io::Error,
+    },
     /// A file that must be created once already exists.
     #[error("{0} already exists")]
     AlreadyExists(String),

@@ -74,6 +74,41 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// Where a cloud client looks for an instance's credentials when the
+/// environment names none (AWS's and GCP's metadata services).
+const METADATA_ADDRESS: &str = "169.254.169.254";
+
+/// The credentials a store URL's client reads, for messages.
+fn credential_variables(url: &str) -> &'static str {
+    match url.split("://").next().unwrap_or("") {
+        "gs" => {
+            "a gs:// URL reads GOOGLE_APPLICATION_CREDENTIALS (a service account key file), or this \
+                 machine's service account"
+        }
+        "az" | "azure" | "abfs" | "abfss" => {
+            "an az:// URL reads AZURE_STORAGE_ACCOUNT_NAME with AZURE_STORAGE_ACCOUNT_KEY (or \
+             AZURE_STORAGE_SAS_KEY), or this machine's managed identity"
+        }
+        _ => {
+            "an s3:// URL reads AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (with AWS_SESSION_TOKEN \
+             for temporary ones), AWS_WEB_IDENTITY_TOKEN_FILE, or this machine's instance role"
+        }
+    }
+}
+
+/// A plain-http S3 endpoint that the client would refuse with a bare
+/// "builder error": say which setting allows it.
+fn plain_http_refused(env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let endpoint = env("AWS_ENDPOINT_URL").or_else(|| env("AWS_ENDPOINT"))?;
+    let allowed = env("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    (endpoint.to_ascii_lowercase().starts_with("http://") && !allowed).then(|| {
+        format!(
+            "AWS_ENDPOINT_URL {endpoint} is plain http://: set AWS_ALLOW_HTTP=true to allow it, \
+             or give an https:// endpoint"
+        )
+    })
+}
+
 /// The suffix of the file recording a multipart upload's id.
 const UPLOAD_SUFFIX: &str = ".upload";
 
@@ -232,7 +267,12 @@ impl Bucket {
             }};
         }
         let (store, multipart): (Arc<dyn ObjectStore>, Arc<dyn MultipartStore>) = match scheme {
-            ObjectStoreScheme::AmazonS3 => client!(AmazonS3Builder, S3Key::Client, "AWS_"),
+            ObjectStoreScheme::AmazonS3 => {
+                if let Some(why) = plain_http_refused(&env) {
+                    return Err(bad(&why));
+                }
+                client!(AmazonS3Builder, S3Key::Client, "AWS_")
+            }
             ObjectStoreScheme::GoogleCloudStorage => {
                 client!(GoogleCloudStorageBuilder, GsKey::Client, "GOOGLE_")
             }
@@ -326,11 +366,22 @@ impl Bucket {
     /// What a person needs from a failed request: where, what it means, and
     /// the store's own words, with any credential cut out.
     fn err(&self, rel: &str, e: object_store::Error) -> WriteError {
+        let text = e.to_string();
+        // No credential in the environment: the client asked the instance
+        // metadata service, which did not give one. Its words (a refused
+        // request to a link-local address) would only mislead.
+        if text.contains(METADATA_ADDRESS) {
+            return WriteError::Store(format!(
+                "{}: no credentials were found: {}",
+                self.display(rel),
+                credential_variables(&self.url)
+            ));
+        }
         let hint = match Refusal::of(&e) {
-            Some(Refusal::Denied) => {
-                "access denied; check the credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, \
-                 GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_ACCOUNT_KEY) and the bucket's policy: "
-            }
+            Some(Refusal::Denied) => &format!(
+                "access denied; check the credentials ({}) and the bucket's policy: ",
+                credential_variables(&self.url)
+            ),
             Some(Refusal::NoBucket) => "the bucket does not exist (or the endpoint is wrong): ",
             Some(Refusal::NotFound) => "not found; does the bucket exist? ",
             None if timed_out(&e) => &format!(
@@ -340,7 +391,7 @@ impl Bucket {
             ),
             None => "",
         };
-        WriteError::Store(redact(&format!("{}: {hint}{e}", self.display(rel))))
+        WriteError::Store(redact(&format!("{}: {hint}{text}", self.display(rel))))
     }
 
     fn staged_path(&self, rel: &str) -> PathBuf {
@@ -895,6 +946,35 @@ mod tests {
         for (text, want) in table {
             assert_eq!(Refusal::from_text(text), want, "{text}");
         }
+    }
+
+    #[test]
+    fn a_plain_http_endpoint_without_aws_allow_http_names_the_setting() {
+        let env = |endpoint: Option<&'static str>, allow: Option<&'static str>| {
+            move |k: &str| match k {
+                "AWS_ENDPOINT_URL" => endpoint.map(str::to_owned),
+                "AWS_ALLOW_HTTP" => allow.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let refused = plain_http_refused(&env(Some("http://minio:9000"), None)).unwrap();
+        assert!(refused.contains("AWS_ALLOW_HTTP=true") && refused.contains("http://minio:9000"));
+        for (endpoint, allow) in [
+            (Some("http://minio:9000"), Some("true")),
+            (Some("http://minio:9000"), Some("TRUE")),
+            (Some("https://minio:9000"), None),
+            (None, None),
+        ] {
+            assert_eq!(
+                plain_http_refused(&env(endpoint, allow)),
+                None,
+                "{endpoint:?} {allow:?}"
+            );
+        }
+        assert!(credential_variables("s3://b/p").contains("AWS_ACCESS_KEY_ID"));
+        assert!(!credential_variables("s3://b/p").contains("GOOGLE"));
+        assert!(credential_variables("gs://b/p").contains("GOOGLE_APPLICATION_CREDENTIALS"));
+        assert!(credential_variables("az://c/p").contains("AZURE_STORAGE_ACCOUNT_KEY"));
     }
 
     #[test]

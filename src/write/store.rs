@@ -421,6 +421,20 @@ impl LakeStore for LocalDir {
     fn display(&self, rel: &str) -> String {
         self.final_path(rel).display().to_string()
     }
+
+    /// The folder exists or can be made, and a file can be made in it.
+    fn check(&self) -> Result<(), WriteError> {
+        let unwritable = |source| WriteError::Unwritable {
+            what: "the output folder",
+            path: self.root.clone(),
+            setting: "--out",
+            source,
+        };
+        std::fs::create_dir_all(&self.root).map_err(unwritable)?;
+        let probe = self.root.join(".msgext-write-check");
+        std::fs::write(&probe, b"").map_err(unwritable)?;
+        std::fs::remove_file(&probe).map_err(unwritable)
+    }
 }
 
 #[cfg(test)]

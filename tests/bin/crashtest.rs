@@ -32,7 +32,9 @@ impl FromEnv {
     /// Whether this pass of `name` is the configured one (its count).
     fn reached(&self, name: &str) -> Option<u64> {
         match &self.target {
-            Some((want, n)) if want == name && self.passed.fetch_add(1, Ordering::SeqCst) + 1 == *n => {
+            Some((want, n))
+                if want == name && self.passed.fetch_add(1, Ordering::SeqCst) + 1 == *n =>
+            {
                 Some(*n)
             }
             _ => None,
@@ -57,12 +59,17 @@ impl msgext::failpoint::Hook for FromEnv {
     }
 
     fn size(&self, name: &str) -> Option<usize> {
-        std::env::var(format!("MSGEXT_TEST_{name}")).ok()?.parse().ok()
+        std::env::var(format!("MSGEXT_TEST_{name}"))
+            .ok()?
+            .parse()
+            .ok()
     }
 }
 
 fn main() -> std::process::ExitCode {
-    let target = std::env::var("MSGEXT_FAILPOINT").ok().and_then(|s| parse(&s));
+    let target = std::env::var("MSGEXT_FAILPOINT")
+        .ok()
+        .and_then(|s| parse(&s));
     msgext::failpoint::install(Box::new(FromEnv {
         target,
         passed: AtomicU64::new(0),
