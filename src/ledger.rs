@@ -302,126 +302,6 @@ impl WalRecord {
     }
 }
 
-/// A WAL record as JSON, the same bytes as `serde_json::to_writer` gives
-/// (checked by the tests), only faster: the pairs' strings, most of a
-/// record, are escaped eight bytes at a time where serde_json looks at each
-/// byte. The rest of the record goes through serde_json, its pairs taken
-/// out for the time and spliced back in as text.
-pub fn encode_record(r: &mut WalRecord, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
-    let WalStatus::Ok { pairs, .. } = &mut r.status else {
-        return serde_json::to_writer(out, r);
-    };
-    let held = std::mem::take(pairs);
-    let start = out.len();
-    let done = serde_json::to_writer(&mut *out, r).and_then(|()| splice_pairs(out, start, &held));
-    if let WalStatus::Ok { pairs, .. } = &mut r.status {
-        *pairs = held;
-    }
-    done
-}
-
-/// Put `pairs` between the brackets of the `"pairs":[]` that the record
-/// written from `start` on holds.
-fn splice_pairs(
-    out: &mut Vec<u8>,
-    start: usize,
-    pairs: &PairList,
-) -> Result<(), serde_json::Error> {
-    // `"pairs":[]` can only be the key itself: a quote inside a JSON string
-    // is always escaped. The last one is the status's (numbers follow it).
-    const EMPTY: &[u8] = b"\"pairs\":[]";
-    let Some(at) = out[start..]
-        .windows(EMPTY.len())
-        .rposition(|w| w == EMPTY)
-        .map(|i| start + i + EMPTY.len() - 1)
-    else {
-        return Err(serde::ser::Error::custom("no pairs field in a WAL record"));
-    };
-    let tail = out.split_off(at);
-    for (i, p) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.push(b'[');
-        json::push_str(out, p.key);
-        out.push(b',');
-        json::push_str(out, p.value);
-        out.push(b',');
-        out.extend_from_slice(itoa::Buffer::new().format(p.seq).as_bytes());
-        out.push(b',');
-        out.extend_from_slice(itoa::Buffer::new().format(p.fetched_at_us).as_bytes());
-        out.push(b']');
-    }
-    out.extend_from_slice(&tail);
-    Ok(())
-}
-
-/// JSON string escaping as serde_json does it (`\"`, `\\`, `\b`, `\f`, `\n`,
-/// `\r`, `\t`, other control bytes as `\u00xx`; nothing else), a word at a
-/// time over the runs that need none.
-mod json {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-    /// Whether any of the 8 bytes may need escaping (never a false "no").
-    fn may_need_escape(w: u64) -> bool {
-        let zero_in = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
-        // Some byte < 0x20 (exact for ASCII; bytes >= 0x80 never set it).
-        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS != 0;
-        control || zero_in(w ^ (ONES * u64::from(b'"'))) || zero_in(w ^ (ONES * u64::from(b'\\')))
-    }
-
-    /// Escape a byte below 0x20, a quote or a backslash.
-    fn escape(out: &mut Vec<u8>, b: u8) {
-        let short: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..0x20 => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-                return;
-            }
-            _ => std::slice::from_ref(&b),
-        };
-        out.extend_from_slice(short);
-    }
-
-    pub fn push_str(out: &mut Vec<u8>, s: &str) {
-        let b = s.as_bytes();
-        out.reserve(b.len() + 2);
-        out.push(b'"');
-        let mut clean = 0;
-        let scan = |out: &mut Vec<u8>, from: usize, to: usize, clean: &mut usize| {
-            for (j, &c) in b[from..to].iter().enumerate() {
-                if c < 0x20 || c == b'"' || c == b'\\' {
-                    out.extend_from_slice(&b[*clean..from + j]);
-                    escape(out, c);
-                    *clean = from + j + 1;
-                }
-            }
-        };
-        let mut i = 0;
-        while i + 8 <= b.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[i..i + 8]);
-            if may_need_escape(u64::from_le_bytes(w)) {
-                scan(out, i, i + 8, &mut clean);
-            }
-            i += 8;
-        }
-        scan(out, i, b.len(), &mut clean);
-        out.extend_from_slice(&b[clean..]);
-        out.push(b'"');
-    }
-}
-
 /// A row of errors.csv kept in the ledger (messages only; invalid input rows
 /// are found again whenever the input is read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -732,9 +612,9 @@ impl RunFiles {
     }
 
     /// Append a settled message (buffered; durable after `sync`).
-    pub fn append(&mut self, r: &mut WalRecord) -> Result<(), LedgerError> {
+    pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
         self.scratch.clear();
-        encode_record(r, &mut self.scratch)?;
+        serde_json::to_writer(&mut self.scratch, r)?;
         self.scratch.push(b'\n');
         let path = wal_path(&self.dir, self.wal_seq);
         self.wal.write_all(&self.scratch).map_err(io(&path))?;
@@ -1007,10 +887,10 @@ mod tests {
             let (mut f, r) =
                 RunFiles::open(&crate::write::LocalDir::new(out.path()), &run_dir).unwrap();
             assert!(r.settled.is_empty() && r.replay.is_empty());
-            f.append(&mut rec(0)).unwrap();
-            f.append(&mut rec(1)).unwrap();
+            f.append(&rec(0)).unwrap();
+            f.append(&rec(1)).unwrap();
             f.sync().unwrap();
-            f.append(&mut rec(2)).unwrap(); // never synced: lost like a crash would lose it
+            f.append(&rec(2)).unwrap(); // never synced: lost like a crash would lose it
             std::mem::forget(f);
         }
         // Simulate the torn tail of the unsynced record.
@@ -1043,7 +923,7 @@ mod tests {
         assert_eq!(records[0].pairs().next().unwrap().value, "v,\"\n");
         // A crash during the replay: the next attempt finds the same two to
         // replay, and the message settled meanwhile, each once.
-        f.append(&mut rec(3)).unwrap();
+        f.append(&rec(3)).unwrap();
         f.sync().unwrap();
         std::mem::forget(f);
         let (mut f, r) =
@@ -1079,91 +959,5 @@ mod tests {
             .collect();
         assert_eq!(left, ["wal-000001.jsonl"], "only the open segment");
         assert!(!seg.exists());
-    }
-
-    #[test]
-    fn wal_records_are_encoded_byte_for_byte_as_serde_json_encodes_them() {
-        // Every ASCII byte, multi-byte characters, at every offset of a word.
-        let mut pieces: Vec<String> = (0u8..0x80).map(|b| char::from(b).to_string()).collect();
-        pieces.extend(["é", "中", "😀", "\u{2028}", "\u{7f}", "abcdefgh"].map(String::from));
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
-        let text = |next: &mut dyn FnMut() -> u64| -> String {
-            let n = next() % 40;
-            // Mostly plain letters, as real keys and values are; now and then anything.
-            (0..n)
-                .map(|_| match next() % 4 {
-                    0 => pieces[(next() % pieces.len() as u64) as usize].clone(),
-                    _ => char::from(b'a' + (next() % 26) as u8).to_string(),
-                })
-                .collect()
-        };
-        let ints = [0, 1, -1, i64::MAX, i64::MIN, 1_764_115_200_123_456];
-        for round in 0..3000 {
-            let msg: MessageId = match next() % 3 {
-                0 => crate::kind::MessageRef::new(None, &text(&mut next), &text(&mut next)).into(),
-                1 => crate::kind::MessageRef::new(
-                    Some(&text(&mut next)),
-                    &text(&mut next),
-                    &text(&mut next),
-                )
-                .into(),
-                _ => {
-                    crate::model::GroupMessageRef::new(&text(&mut next), 1 + (next() % 1000) as i64)
-                        .into()
-                }
-            };
-            let strings: Vec<(String, String)> = (0..next() % 6)
-                .map(|_| (text(&mut next), text(&mut next)))
-                .collect();
-            let pairs: PairList = strings
-                .iter()
-                .map(|(k, v)| PairRef {
-                    key: k,
-                    value: v,
-                    seq: ints[(next() % 6) as usize],
-                    fetched_at_us: ints[(next() % 6) as usize],
-                })
-                .collect();
-            let status = match next() % 5 {
-                0 => WalStatus::NotFound {
-                    code: "23004".into(),
-                    info: text(&mut next),
-                },
-                1 => WalStatus::Failed {
-                    code: text(&mut next),
-                    info: text(&mut next),
-                },
-                _ => WalStatus::Ok {
-                    latest_seq: ints[(next() % 6) as usize],
-                    clear_seq: 0,
-                    pairs,
-                },
-            };
-            let mut rec = WalRecord {
-                v: FORMAT_VERSION,
-                msg,
-                line: next() % 1_000_000,
-                status,
-                attempts: (next() % 9) as u32,
-                pages: (next() % 9) as u32,
-            };
-            let want = serde_json::to_vec(&rec).unwrap();
-            let before = rec.clone();
-            let mut got = b"earlier".to_vec();
-            encode_record(&mut rec, &mut got).unwrap();
-            assert!(got.starts_with(b"earlier"), "round {round}: appends");
-            assert_eq!(
-                String::from_utf8_lossy(&got[7..]),
-                String::from_utf8_lossy(&want),
-                "round {round}"
-            );
-            assert_eq!(rec, before, "round {round}: the record is given back whole");
-        }
     }
 }

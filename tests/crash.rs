@@ -402,10 +402,9 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
         stdout.contains("2 rows of an earlier errors.csv skipped (invalid or not found)"),
         "{stdout}"
     );
-    let summary: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(out.join("_runs/second/summary.json")).unwrap(),
-    )
-    .unwrap();
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("_runs/second/summary.json")).unwrap())
+            .unwrap();
     assert_eq!(
         (
             &summary["messages"]["ok"],

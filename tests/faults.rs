@@ -368,6 +368,7 @@ async fn retry_after_is_read_from_the_answer() {
         DEMO_SDKAPPID,
         "administrator",
         Duration::from_secs(5),
+        &msgext::api::client::Proxies::Environment,
     )
     .unwrap();
     let sig = msgext::api::sign::user_sig(
@@ -467,7 +468,10 @@ async fn an_endpoint_that_cannot_be_reached_fails_the_run_on_the_first_call() {
         let s = run_guarded(p, Tuning::default()).await;
         assert_eq!(s.status, RunStatus::Failed, "{endpoint}: {s:?}");
         assert_eq!(s.status.exit_code(), 1);
-        assert_eq!(s.requests, 1, "{endpoint}: one call, not one per message");
+        assert_eq!(
+            s.requests, 1,
+            "{endpoint}: one call, not one per message: {s:?}"
+        );
         let reason = s.stop_reason.unwrap_or_default();
         assert!(
             reason.contains(&endpoint) && reason.contains("cannot connect"),

@@ -152,7 +152,7 @@ fn files_roll_past_the_size_limit_and_nothing_is_left_staged() {
         };
         let want = write_lake(dir.path(), format, opts);
         let parts = common::files(&dir.path().join("key_values"), format.extension());
-        assert!(parts.len() > 2, "{format:?}: {} parts", parts.len());
+        assert!(parts.len() >= 2, "{format:?}: {} parts", parts.len());
         let got = match format {
             Format::Parquet => common::kv_from_parquet(dir.path()),
             Format::Csv => common::kv_from_csv(dir.path()),

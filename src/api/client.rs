@@ -1,15 +1,19 @@
-//! One `get_key_values` call over HTTP: the URL, the query (with a fresh
-//! `random` on every attempt), the JSON body, and decoding the answer. Also
-//! the credentials that supply a UserSig per call and renew it before expiry.
-//! Nothing here retries or sleeps: `fetch` decides what to do with the result.
+//! One `get_key_values` call over HTTP, on reqwest: the URL, the query
+//! (with a fresh `random` on every attempt), the JSON body, and decoding the
+//! answer. Also the credentials that supply a UserSig per call and renew it
+//! before expiry. Nothing here retries or sleeps: `fetch` decides what to do
+//! with the result.
+//!
+//! The client follows no redirect (the UserSig travels in the query: a 3xx
+//! is a misconfigured endpoint, and `fetch::explain_fatal` says so), caps
+//! the answer's body, and ends every call, body included, within its
+//! timeout. Proxies are reqwest's: `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`
+//! and `NO_PROXY` (`http://`, `https://` and `socks5://` proxies, with
+//! `user:password@`); certificates are checked against the system's roots.
 
 use super::sign;
-use super::transport::{Route, Transport};
 use super::wire::GetKeyValuesResponse;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use hyper::Uri;
-use hyper_util::client::proxy::matcher::Matcher;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,10 +136,19 @@ impl Credentials {
 /// The UserSig a call URL was made for, and that URL up to `random=`.
 type SignedUrl = Option<(Arc<str>, Arc<str>)>;
 
+/// The proxies the calls go through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxies {
+    /// Those the environment names, as reqwest (and curl) read them.
+    Environment,
+    /// This proxy for every call (`http://`, `https://`, `socks5h://…`).
+    All(String),
+}
+
 /// One pooled HTTP client bound to an endpoint, an SDKAppID and an admin identifier.
 #[derive(Clone)]
 pub struct ApiClient {
-    transport: Transport,
+    http: reqwest::Client,
     /// Said before the cause of a failed connection when calls go through a
     /// proxy: the run's error then names the proxy, not only the endpoint.
     via: Option<Arc<str>>,
@@ -152,35 +165,19 @@ pub struct ApiClient {
 
 const USER_AGENT: &str = concat!("msgext/", env!("CARGO_PKG_VERSION"));
 
+/// The longest a connection (to the endpoint or a proxy) may take to open.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 impl ApiClient {
     /// `base` is `https://{domain}` or an `--endpoint` such as
-    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`). A
-    /// proxy named in the environment is used as curl would use it.
+    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`).
     pub fn new(
         base: &str,
         path: &str,
         sdkappid: u64,
         identifier: &str,
         timeout: Duration,
-    ) -> Result<Self, String> {
-        Self::with_proxies(
-            base,
-            path,
-            sdkappid,
-            identifier,
-            timeout,
-            &Matcher::from_env(),
-        )
-    }
-
-    /// `new` with the proxy rules given instead of read from the environment.
-    pub fn with_proxies(
-        base: &str,
-        path: &str,
-        sdkappid: u64,
-        identifier: &str,
-        timeout: Duration,
-        proxies: &Matcher,
+        proxies: &Proxies,
     ) -> Result<Self, String> {
         let invalid = |e: &dyn fmt::Display| format!("invalid endpoint {base:?}: {e}");
         let mut url = reqwest::Url::parse(&super::call_url(base, path)).map_err(|e| invalid(&e))?;
@@ -189,19 +186,27 @@ impl ApiClient {
         }
         url.set_query(None);
         url.set_fragment(None);
-        let uri: Uri = url.as_str().parse().map_err(|e| invalid(&e))?;
-        // The API does not redirect, and no redirect is followed: following
-        // one would send the UserSig in the query to wherever it points. A
-        // 3xx is a misconfigured endpoint, and the run says so
-        // (`fetch::explain_fatal`).
-        let route = Route::choose(&uri, proxies)?;
-        let via = route
-            .proxy()
-            .map(|p| Arc::from(format!("through the proxy {p}: ")));
-        let transport = Transport::new(route, timeout)?;
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(USER_AGENT)
+            .timeout(timeout)
+            .connect_timeout(CONNECT_TIMEOUT.min(timeout))
+            .pool_idle_timeout(Duration::from_secs(60));
+        let via = match proxies {
+            Proxies::Environment => proxy_from_env(&url),
+            Proxies::All(proxy) => {
+                let p = reqwest::Proxy::all(proxy.as_str())
+                    .map_err(|e| format!("invalid proxy {}: {e}", without_password(proxy)))?;
+                builder = builder.proxy(p);
+                Some(without_password(proxy))
+            }
+        };
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot set up the API client: {}", root_cause(&e)))?;
         Ok(ApiClient {
-            transport,
-            via,
+            http,
+            via: via.map(|p| Arc::from(format!("through the proxy {p}: "))),
             signed: Arc::default(),
             url: Arc::from(url.as_str()),
             sdkappid: Arc::from(sdkappid.to_string()),
@@ -230,12 +235,7 @@ impl ApiClient {
                 }
             }
         };
-        let mut random = itoa::Buffer::new();
-        let random = random.format(rand::random::<u32>());
-        let mut url = String::with_capacity(prefix.len() + random.len());
-        url.push_str(&prefix);
-        url.push_str(random);
-        url
+        format!("{prefix}{}", rand::random::<u32>())
     }
 
     /// One POST of a JSON `body` (`MessageId::request_body`). `Ok` means a
@@ -244,17 +244,14 @@ impl ApiClient {
     pub async fn call(
         &self,
         usersig: &str,
-        body: bytes::Bytes,
+        body: Bytes,
     ) -> Result<GetKeyValuesResponse, CallError> {
-        // Checked in `new`; the query is made of encoded parts.
-        let uri = Uri::try_from(self.call_url(usersig))
-            .map_err(|e| CallError::Network(format!("cannot form the call's URL: {e}")))?;
-        let req = hyper::Request::post(uri)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::USER_AGENT, USER_AGENT)
-            .body(Full::new(body))
-            .map_err(|e| CallError::Network(format!("cannot form the call: {e}")))?;
-        let bytes = tokio::time::timeout(self.timeout, self.exchange(req))
+        let request = self
+            .http
+            .post(self.call_url(usersig))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let bytes = tokio::time::timeout(self.timeout, self.exchange(request))
             .await
             .map_err(|_| CallError::Timeout)??;
         GetKeyValuesResponse::decode(&bytes).map_err(|e| {
@@ -264,20 +261,13 @@ impl ApiClient {
     }
 
     /// Send, check the status, read the body.
-    async fn exchange(&self, req: hyper::Request<Full<Bytes>>) -> Result<Bytes, CallError> {
-        let resp = self.transport.send(req).await.map_err(|e| {
-            if e.is_connect() {
-                let via = self.via.as_deref().unwrap_or("");
-                CallError::Connect(format!("{via}{}", root_cause(&e)))
-            } else {
-                CallError::Network(root_cause(&e))
-            }
-        })?;
+    async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Bytes, CallError> {
+        let resp = request.send().await.map_err(|e| self.failed(&e))?;
         let status = resp.status();
         if !status.is_success() {
             let retry_after = resp
                 .headers()
-                .get(hyper::header::RETRY_AFTER)
+                .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
@@ -286,7 +276,52 @@ impl ApiClient {
                 retry_after,
             });
         }
-        read_capped(resp, MAX_ANSWER_BYTES).await
+        read_capped(resp, MAX_ANSWER_BYTES, |e| self.failed(&e)).await
+    }
+
+    /// A failed request as a call error: a timeout, a connection that could
+    /// not be made (naming the proxy it went through), or one that broke.
+    fn failed(&self, e: &reqwest::Error) -> CallError {
+        if e.is_timeout() {
+            CallError::Timeout
+        } else if e.is_connect() {
+            let via = self.via.as_deref().unwrap_or("");
+            CallError::Connect(format!("{via}{}", root_cause(e)))
+        } else {
+            CallError::Network(root_cause(e))
+        }
+    }
+}
+
+/// The proxy the environment names for `url`, as reqwest reads it (the
+/// same rules: `HTTPS_PROXY` / `HTTP_PROXY` by scheme, `ALL_PROXY`,
+/// `NO_PROXY`), shown without its password.
+fn proxy_from_env(url: &reqwest::Url) -> Option<String> {
+    let uri: hyper::Uri = url.as_str().parse().ok()?;
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_system();
+    proxy_for(&matcher, &uri)
+}
+
+/// The proxy `matcher` gives for `uri`, shown without its password.
+fn proxy_for(
+    matcher: &hyper_util::client::proxy::matcher::Matcher,
+    uri: &hyper::Uri,
+) -> Option<String> {
+    matcher
+        .intercept(uri)
+        .map(|i| without_password(&i.uri().to_string()))
+}
+
+/// A proxy URL as it may be shown: scheme, host and port, no credentials.
+fn without_password(proxy: &str) -> String {
+    match reqwest::Url::parse(proxy) {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme(),
+            u.host_str().unwrap_or("?"),
+            u.port().map(|p| format!(":{p}")).unwrap_or_default()
+        ),
+        Err(_) => "(a proxy URL that does not parse)".to_owned(),
     }
 }
 
@@ -298,24 +333,28 @@ pub const MAX_ANSWER_BYTES: usize = 16 << 20;
 /// The body, or a bad response once it passes `cap` bytes (checked against
 /// Content-Length first, then as it arrives).
 async fn read_capped(
-    resp: hyper::Response<hyper::body::Incoming>,
+    mut resp: reqwest::Response,
     cap: usize,
+    failed: impl Fn(reqwest::Error) -> CallError,
 ) -> Result<Bytes, CallError> {
     let too_big = || CallError::Decode(format!("answer larger than {} MiB", cap >> 20));
-    let declared = resp
-        .headers()
-        .get(hyper::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > cap as u64) {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
         return Err(too_big());
     }
-    match Limited::new(resp.into_body(), cap).collect().await {
-        // One piece (the usual answer) comes out without a copy.
-        Ok(body) => Ok(body.to_bytes()),
-        Err(e) if e.is::<LengthLimitError>() => Err(too_big()),
-        Err(e) => Err(CallError::Network(root_cause(&*e))),
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    while let Some(chunk) = resp.chunk().await.map_err(&failed)? {
+        len += chunk.len();
+        if len > cap {
+            return Err(too_big());
+        }
+        chunks.push(chunk);
     }
+    // One piece (the usual answer) comes out without a copy.
+    Ok(match chunks.len() {
+        1 => chunks.swap_remove(0),
+        _ => chunks.concat().into(),
+    })
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
@@ -335,13 +374,13 @@ mod tests {
     /// own, and the UserSig of that call even when it changes between calls.
     #[test]
     fn a_call_url_carries_its_own_usersig_and_random() {
-        let c = ApiClient::with_proxies(
+        let c = ApiClient::new(
             "http://127.0.0.1:9/",
             "/v4/openim_msg_ext_http_svc/get_key_values",
             1400000000,
             "admin istrator",
             Duration::from_secs(1),
-            &Matcher::builder().build(),
+            &Proxies::Environment,
         )
         .unwrap();
         let params = |u: &reqwest::Url| -> Vec<(String, String)> {
@@ -352,7 +391,7 @@ mod tests {
         let mut randoms = std::collections::HashSet::new();
         for sig in ["eJw+/a=b&c%d", "eJw+/a=b&c%d", "second-sig", "eJw+/a=b&c%d"] {
             let text = c.call_url(sig);
-            assert!(Uri::try_from(text.as_str()).is_ok(), "{text}");
+            assert!(hyper::Uri::try_from(text.as_str()).is_ok(), "{text}");
             // Read back by another parser than the one that wrote it.
             let u = reqwest::Url::parse(&text).unwrap();
             assert_eq!(u.host_str(), Some("127.0.0.1"));
@@ -405,14 +444,14 @@ mod tests {
             .unwrap()
     }
 
-    fn proxied_client(endpoint: &str, rules: Matcher) -> ApiClient {
-        ApiClient::with_proxies(
+    fn proxied_client(endpoint: &str, proxy: String) -> ApiClient {
+        ApiClient::new(
             endpoint,
             "/v4/openim_msg_ext_http_svc/get_key_values",
             1400000000,
             "administrator",
             Duration::from_secs(5),
-            &rules,
+            &Proxies::All(proxy),
         )
         .unwrap()
     }
@@ -431,10 +470,10 @@ mod tests {
             .into_boxed_str(),
         );
         let (port, proxy) = one_shot_proxy(reply).await;
-        let rules = Matcher::builder()
-            .http(format!("http://me:s3cret@127.0.0.1:{port}"))
-            .build();
-        let c = proxied_client("http://api.invalid:8080", rules);
+        let c = proxied_client(
+            "http://api.invalid:8080",
+            format!("http://me:s3cret@127.0.0.1:{port}"),
+        );
         let answer = c.call("the-sig", Bytes::from_static(b"{}")).await.unwrap();
         assert_eq!(answer.latest_seq, Some(3));
         let head = heard(proxy).await;
@@ -458,10 +497,10 @@ mod tests {
     #[tokio::test]
     async fn an_https_endpoint_is_tunnelled_through_the_https_proxy() {
         let (port, proxy) = one_shot_proxy("HTTP/1.1 200 Connection established\r\n\r\n").await;
-        let rules = Matcher::builder()
-            .https(format!("http://me:s3cret@127.0.0.1:{port}"))
-            .build();
-        let c = proxied_client("https://api.invalid", rules);
+        let c = proxied_client(
+            "https://api.invalid",
+            format!("http://me:s3cret@127.0.0.1:{port}"),
+        );
         let err = c
             .call("the-sig", Bytes::from_static(b"{}"))
             .await
@@ -474,7 +513,8 @@ mod tests {
             "{head}"
         );
         assert!(
-            head.contains("\r\nProxy-Authorization: Basic bWU6czNjcmV0\r\n"),
+            head.to_ascii_lowercase()
+                .contains("\r\nproxy-authorization: basic bwu6cznjcmv0\r\n"),
             "{head}"
         );
         assert!(
@@ -490,10 +530,10 @@ mod tests {
     async fn a_proxy_refusing_the_tunnel_is_named_in_the_error() {
         let (port, proxy) =
             one_shot_proxy("HTTP/1.1 407 Proxy Authentication Required\r\n\r\n").await;
-        let rules = Matcher::builder()
-            .https(format!("http://me:s3cret@127.0.0.1:{port}"))
-            .build();
-        let c = proxied_client("https://api.invalid", rules);
+        let c = proxied_client(
+            "https://api.invalid",
+            format!("http://me:s3cret@127.0.0.1:{port}"),
+        );
         let err = c
             .call("the-sig", Bytes::from_static(b"{}"))
             .await
@@ -508,6 +548,135 @@ mod tests {
             )
         );
         assert!(heard(proxy).await.starts_with("CONNECT api.invalid:443 "));
+    }
+
+    /// The proxy named in errors is the one reqwest uses: by the endpoint's
+    /// scheme, `NO_PROXY` honoured, shown without its password.
+    #[test]
+    fn the_proxy_named_follows_the_environment_s_rules() {
+        use hyper_util::client::proxy::matcher::Matcher;
+        let rules = |http: &str, https: &str, no: &str| {
+            Matcher::builder().http(http).https(https).no(no).build()
+        };
+        let api: hyper::Uri = "https://adminapisgp.im.qcloud.com/v4/x".parse().unwrap();
+        let local: hyper::Uri = "http://127.0.0.1:8080/v4/x".parse().unwrap();
+        let p = "http://proxy.corp:3128";
+        let table = [
+            (&api, rules("", "", ""), None),
+            (&api, rules("", p, ""), Some(p)),
+            (
+                &api,
+                rules("", "http://me:s%40cret@proxy.corp:3128", ""),
+                Some(p),
+            ),
+            // HTTPS_PROXY is for https endpoints only.
+            (&local, rules("", p, ""), None),
+            (
+                &local,
+                rules("http://me:pw@proxy.corp:3128", "", ""),
+                Some(p),
+            ),
+            (&api, rules("", p, "im.qcloud.com"), None),
+            (&local, rules(p, "", "127.0.0.1"), None),
+            (
+                &api,
+                rules("", "socks5h://me:pw@proxy.corp:1080", ""),
+                Some("socks5h://proxy.corp:1080"),
+            ),
+            (
+                &api,
+                rules("", "https://proxy.corp:3129", ""),
+                Some("https://proxy.corp:3129"),
+            ),
+        ];
+        for (uri, matcher, want) in table {
+            assert_eq!(
+                proxy_for(&matcher, uri).as_deref(),
+                want,
+                "{uri} {matcher:?}"
+            );
+        }
+    }
+
+    /// A SOCKS5 proxy on 127.0.0.1:0 (no authentication) that takes one
+    /// CONNECT, hands back the host and port asked for and the request that
+    /// came through the tunnel, and answers it with `reply`.
+    async fn one_shot_socks5(
+        reply: &'static str,
+    ) -> (u16, tokio::task::JoinHandle<(String, u16, String)>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let (mut c, _) = listener.accept().await.unwrap();
+            let mut greeting = [0u8; 2];
+            c.read_exact(&mut greeting).await.unwrap();
+            assert_eq!(greeting[0], 5, "SOCKS version 5");
+            let mut methods = vec![0u8; usize::from(greeting[1])];
+            c.read_exact(&mut methods).await.unwrap();
+            assert!(methods.contains(&0), "no authentication offered");
+            c.write_all(&[5, 0]).await.unwrap();
+            let mut head = [0u8; 4];
+            c.read_exact(&mut head).await.unwrap();
+            assert_eq!(&head[..3], &[5, 1, 0], "a CONNECT");
+            assert_eq!(head[3], 3, "by domain name: the proxy resolves it");
+            let mut len = [0u8; 1];
+            c.read_exact(&mut len).await.unwrap();
+            let mut host = vec![0u8; usize::from(len[0])];
+            c.read_exact(&mut host).await.unwrap();
+            let mut port = [0u8; 2];
+            c.read_exact(&mut port).await.unwrap();
+            c.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0])
+                .await
+                .unwrap();
+            let mut request = Vec::new();
+            let mut byte = [0u8; 1];
+            while !request.ends_with(b"\r\n\r\n") {
+                if c.read(&mut byte).await.unwrap() == 0 {
+                    break;
+                }
+                request.push(byte[0]);
+            }
+            c.write_all(reply.as_bytes()).await.unwrap();
+            c.shutdown().await.unwrap();
+            (
+                String::from_utf8(host).unwrap(),
+                u16::from_be_bytes(port),
+                String::from_utf8(request).unwrap(),
+            )
+        });
+        (port, task)
+    }
+
+    /// An endpoint behind a `socks5h://` proxy: the proxy is asked for the
+    /// endpoint's host by name (never looked up here), and the call's
+    /// answer comes through the tunnel.
+    #[tokio::test]
+    async fn an_endpoint_is_called_through_a_socks5_proxy() {
+        let body = r#"{"ActionStatus":"OK","ErrorCode":0,"ErrorInfo":"","CompleteFlag":1,"LatestSeq":4,"ClearSeq":0,"ExtensionList":[]}"#;
+        let reply: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .into_boxed_str(),
+        );
+        let (port, proxy) = one_shot_socks5(reply).await;
+        let c = proxied_client(
+            "http://api.invalid:8080",
+            format!("socks5h://127.0.0.1:{port}"),
+        );
+        let answer = c.call("the-sig", Bytes::from_static(b"{}")).await.unwrap();
+        assert_eq!(answer.latest_seq, Some(4));
+        let (host, port, request) = tokio::time::timeout(Duration::from_secs(10), proxy)
+            .await
+            .expect("the call never reached the proxy")
+            .unwrap();
+        assert_eq!((host.as_str(), port), ("api.invalid", 8080));
+        assert!(
+            request.starts_with("POST /v4/openim_msg_ext_http_svc/get_key_values?sdkappid="),
+            "{request}"
+        );
     }
 
     #[test]

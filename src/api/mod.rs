@@ -1,10 +1,9 @@
 //! The Tencent Cloud Chat REST API as msgext uses it: regions and their
 //! domains, the wire types of `get_key_values`, UserSig signing (`sign`) and a
-//! single HTTP call (`client`, over `transport`). Nothing here retries, sleeps or decides policy.
+//! single HTTP call (`client`, on reqwest). Nothing here retries, sleeps or decides policy.
 
 pub mod client;
 pub mod sign;
-pub mod transport;
 pub mod wire;
 
 use std::fmt;

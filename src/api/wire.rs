@@ -50,19 +50,6 @@ impl Serialize for ExtensionList {
     }
 }
 
-thread_local! {
-    /// The length of the body being decoded by `GetKeyValuesResponse::decode`
-    /// on this thread (0 when none): the list's buffers are sized from it
-    /// once, instead of growing pair by pair.
-    static BODY_LEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The shortest pair in a body: `{"Key":"","Seq":0},`.
-const MIN_PAIR_BYTES: usize = 19;
-/// The most reserved for a list's strings up front (a body can be large for
-/// other reasons than its pairs).
-const MAX_TEXT_RESERVED: usize = 1 << 20;
-
 impl<'de> Deserialize<'de> for ExtensionList {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_seq(ListVisitor).map(ExtensionList)
@@ -77,10 +64,7 @@ impl<'de> Visitor<'de> for ListVisitor {
         f.write_str("an array of {Key, Value, Seq}")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<PairList, A::Error> {
-        // The strings decoded are never longer than the body that holds them.
-        let body = BODY_LEN.with(|b| b.get());
-        let n = (body / MIN_PAIR_BYTES).min(crate::api::PAGE_SIZE);
-        let mut out = PairList::with_capacity(n, body.min(MAX_TEXT_RESERVED));
+        let mut out = PairList::default();
         while a.next_element_seed(PairInto(&mut out))?.is_some() {}
         Ok(out)
     }
@@ -174,10 +158,7 @@ pub struct GetKeyValuesResponse {
 impl GetKeyValuesResponse {
     /// Decode an answer's body (JSON).
     pub fn decode(body: &[u8]) -> Result<Self, serde_json::Error> {
-        BODY_LEN.with(|b| b.set(body.len()));
-        let r = serde_json::from_slice(body);
-        BODY_LEN.with(|b| b.set(0));
-        r
+        serde_json::from_slice(body)
     }
 
     /// An error answer as the service gives it.

@@ -600,6 +600,7 @@ fn build_fetcher(
         plan.sdkappid,
         &plan.identifier,
         tuning.timeout,
+        &crate::api::client::Proxies::Environment,
     )
     .map_err(ExportError::Usage)?;
     let credentials = Arc::new(match &plan.secret {

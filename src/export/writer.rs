@@ -406,7 +406,7 @@ impl State<'_> {
                 return self.unfinished(&m, code, info, attempts);
             }
         };
-        let mut r = WalRecord {
+        let r = WalRecord {
             v: crate::ledger::FORMAT_VERSION,
             msg: m.msg,
             line: m.line,
@@ -414,7 +414,7 @@ impl State<'_> {
             attempts,
             pages,
         };
-        self.w.run_files.append(&mut r).doing("WAL")?;
+        self.w.run_files.append(&r).doing("WAL")?;
         failpoint::hit("settled");
         self.write_rows(&r)
     }
@@ -534,16 +534,20 @@ impl State<'_> {
     /// Seal the open parts, commit them in the ledger, publish them.
     fn checkpoint(&mut self) -> Result<(), WriterError> {
         let sealed = self.w.lake.seal().doing("sealing part files")?;
-        if sealed.is_empty() && self.pending.messages.is_empty() {
-            return Ok(());
-        }
-        failpoint::hit("sealed");
-        self.w.run_files.sync().doing("WAL")?;
         let now = (
             self.stats.requests.load(Ordering::Relaxed),
             self.stats.retries.load(Ordering::Relaxed),
             self.stats.rate_limited.load(Ordering::Relaxed),
         );
+        // Nothing to commit: no file, no message, not even a call to count.
+        if sealed.is_empty()
+            && self.pending.messages.is_empty()
+            && now == self.stats_at_last_checkpoint
+        {
+            return Ok(());
+        }
+        failpoint::hit("sealed");
+        self.w.run_files.sync().doing("WAL")?;
         let mut counts = std::mem::take(&mut self.pending.counts);
         counts.requests = now.0 - self.stats_at_last_checkpoint.0;
         counts.retries = now.1 - self.stats_at_last_checkpoint.1;

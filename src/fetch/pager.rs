@@ -214,47 +214,11 @@ pub fn check_answer(page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
 }
 
 fn has_duplicate_keys(pairs: &PairList) -> bool {
-    let mut seen: std::collections::HashSet<&str, KeyHash> =
-        std::collections::HashSet::with_capacity_and_hasher(pairs.len(), KeyHash);
+    // FxHash: the set only checks one page for a repeated key, nothing an
+    // attacker could flood.
+    let mut seen: rustc_hash::FxHashSet<&str> =
+        rustc_hash::FxHashSet::with_capacity_and_hasher(pairs.len(), Default::default());
     !pairs.iter().all(|p| seen.insert(p.key))
-}
-
-/// A fast hash for the keys of one page (FxHash's mixing, eight bytes at a
-/// time): the set only checks one page for a repeated key, nothing an
-/// attacker could flood, and SipHash cost more than the rest of `finish`.
-#[derive(Clone, Copy, Default)]
-struct KeyHash;
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
-}
-
-struct FxHasher(u64);
-
-impl FxHasher {
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let mut w = [0u8; 8];
-        w[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-        self.mix(u64::from_le_bytes(w) ^ ((bytes.len() as u64) << 56));
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 #[cfg(test)]
