@@ -191,6 +191,7 @@ async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
             .ok()
             .filter(|s| !s.is_empty()),
         secret_key_file,
+        state_vars: Env::state_vars_from_process(),
     };
     if let (Some(path), Some(text)) = (&args.job, &job_text) {
         let secrets: Vec<&str> = [&env.secret_key, &env.usersig, &env.secret_key_file]

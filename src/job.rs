@@ -218,6 +218,18 @@ pub struct Env {
     pub usersig: Option<String>,
     /// The contents of `--secret-key-file`, if one was named and read.
     pub secret_key_file: Option<String>,
+    /// `HOME` and `XDG_STATE_HOME`, where a bucket's default state folder lives.
+    pub state_vars: std::collections::HashMap<String, String>,
+}
+
+impl Env {
+    /// The variables a plan reads, from the process's environment.
+    pub fn state_vars_from_process() -> std::collections::HashMap<String, String> {
+        ["HOME", "XDG_STATE_HOME"]
+            .into_iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
+            .collect()
+    }
 }
 
 /// A validated export.
@@ -253,156 +265,184 @@ pub fn secret_key_file(args: &ExportArgs, job: &JobFile) -> Option<PathBuf> {
         .or_else(|| job.secret_key_file.clone())
 }
 
-/// Merge flags over the job file and check everything a run needs.
+/// Merge flags over the job file and check everything a run needs: one
+/// small validator per setting, each naming the flag in its error.
 pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
-    let missing = |what: &str| {
-        JobError::Invalid(format!("{what} is required (as a flag or in the job file)"))
-    };
-    let input = args
-        .input
-        .clone()
-        .or_else(|| job.input.clone())
-        .ok_or_else(|| missing("--input"))?;
-    let out = args
-        .out
-        .clone()
-        .or_else(|| job.out.clone())
-        .ok_or_else(|| missing("--out"))?;
-    let out = Out::parse(&out.to_string_lossy()).map_err(JobError::Invalid)?;
-    let state_dir = match args.state_dir.clone().or_else(|| job.state_dir.clone()) {
-        Some(d) => d,
+    let input = required(args.input.clone().or_else(|| job.input.clone()), "--input")?;
+    let out = out(args, job)?;
+    Ok(ExportPlan {
+        input,
+        state_dir: state_dir(args, job, &out, env)?,
+        out,
+        format: args.format.or(job.format).unwrap_or(Format::Parquet),
+        sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
+        base_url: base_url(args, job)?,
+        identifier: identifier(args, job)?,
+        rate: rate(args, job)?,
+        concurrency: concurrency(args, job)?,
+        max_attempts: max_attempts(args, job)?,
+        run_id: run_id(args)?,
+        quiet: args.quiet || job.quiet.unwrap_or(false),
+        strict_input: args.strict_input || job.strict_input.unwrap_or(false),
+        write: write_options(args, job)?,
+        give_up_after: give_up_after(args, job)?,
+        secret: secret(env)?,
+    })
+}
+
+fn invalid(message: String) -> JobError {
+    JobError::Invalid(message)
+}
+
+fn required<T>(value: Option<T>, flag: &str) -> Result<T, JobError> {
+    value.ok_or_else(|| invalid(format!("{flag} is required (as a flag or in the job file)")))
+}
+
+fn out(args: &ExportArgs, job: &JobFile) -> Result<Out, JobError> {
+    let out = required(args.out.clone().or_else(|| job.out.clone()), "--out")?;
+    Out::parse(&out.to_string_lossy()).map_err(invalid)
+}
+
+fn state_dir(args: &ExportArgs, job: &JobFile, out: &Out, env: &Env) -> Result<PathBuf, JobError> {
+    match args.state_dir.clone().or_else(|| job.state_dir.clone()) {
+        Some(d) => Ok(d),
         None => out
-            .default_state_dir(&|k| std::env::var(k).ok())
-            .map_err(JobError::Invalid)?,
+            .default_state_dir(&|k| env.state_vars.get(k).cloned())
+            .map_err(invalid),
+    }
+}
+
+/// A region given by flag overrides an endpoint from the job file and vice versa.
+fn base_url(args: &ExportArgs, job: &JobFile) -> Result<String, JobError> {
+    let url = match (&args.region, &args.endpoint, &job.region, &job.endpoint) {
+        (Some(r), _, _, _) => r.base_url(),
+        (None, Some(e), _, _) => e.clone(),
+        (None, None, Some(_), Some(_)) => {
+            return Err(invalid(
+                "the job file gives both region and endpoint; keep one".into(),
+            ));
+        }
+        (None, None, Some(r), None) => r.base_url(),
+        (None, None, None, Some(e)) => e.clone(),
+        (None, None, None, None) => return required(None, "--region (or --endpoint)"),
     };
-    let sdkappid = args
-        .sdkappid
-        .or(job.sdkappid)
-        .ok_or_else(|| missing("--sdkappid"))?;
-    // A region given by flag overrides an endpoint from the job file and vice versa.
-    let base_url = match (&args.region, &args.endpoint) {
-        (Some(r), _) => r.base_url(),
-        (None, Some(e)) => e.clone(),
-        (None, None) => match (&job.region, &job.endpoint) {
-            (Some(_), Some(_)) => {
-                return Err(JobError::Invalid(
-                    "the job file gives both region and endpoint; keep one".into(),
-                ));
-            }
-            (Some(r), None) => r.base_url(),
-            (None, Some(e)) => e.clone(),
-            (None, None) => return Err(missing("--region (or --endpoint)")),
-        },
-    };
-    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-        return Err(JobError::Invalid(format!(
-            "--endpoint must be an http(s) URL, not {base_url:?}"
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        return Err(invalid(format!(
+            "--endpoint must be an http(s) URL, not {url:?}"
         )));
     }
+    Ok(url)
+}
+
+fn identifier(args: &ExportArgs, job: &JobFile) -> Result<String, JobError> {
     let identifier = args
         .identifier
         .clone()
         .or_else(|| job.identifier.clone())
         .unwrap_or_else(|| DEFAULT_IDENTIFIER.to_owned());
     if identifier.is_empty() {
-        return Err(JobError::Invalid("--identifier must not be empty".into()));
+        return Err(invalid("--identifier must not be empty".into()));
     }
-    let concurrency = args.concurrency.or(job.concurrency);
-    if let Some(c) = concurrency
-        && (c == 0 || c > 4096)
-    {
-        return Err(JobError::Invalid(format!(
-            "--concurrency must be 1 to 4096, not {c}"
-        )));
+    Ok(identifier)
+}
+
+fn concurrency(args: &ExportArgs, job: &JobFile) -> Result<Option<usize>, JobError> {
+    match args.concurrency.or(job.concurrency) {
+        Some(c) if c == 0 || c > 4096 => {
+            Err(invalid(format!("--concurrency must be 1 to 4096, not {c}")))
+        }
+        c => Ok(c),
     }
-    let max_attempts = args
+}
+
+fn max_attempts(args: &ExportArgs, job: &JobFile) -> Result<u32, JobError> {
+    let n = args
         .max_attempts
         .or(job.max_attempts)
         .unwrap_or(DEFAULT_MAX_ATTEMPTS);
-    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&max_attempts) {
-        return Err(JobError::Invalid(format!(
-            "--max-attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, not {max_attempts}"
+    if !(1..=MAX_ATTEMPTS_LIMIT).contains(&n) {
+        return Err(invalid(format!(
+            "--max-attempts must be 1 to {MAX_ATTEMPTS_LIMIT}, not {n}"
         )));
     }
+    Ok(n)
+}
+
+fn rate(args: &ExportArgs, job: &JobFile) -> Result<u32, JobError> {
     let rate = args.rate.or(job.rate).unwrap_or(DEFAULT_RATE);
     if rate > MAX_RATE {
-        return Err(JobError::Invalid(format!(
+        return Err(invalid(format!(
             "--rate must be 0 (no limit) to {MAX_RATE} calls/s, not {rate}"
         )));
     }
+    Ok(rate)
+}
+
+fn run_id(args: &ExportArgs) -> Result<Option<String>, JobError> {
+    let Some(id) = &args.run_id else {
+        return Ok(None);
+    };
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if id.is_empty() || id.len() > MAX_RUN_ID_LEN || !id.chars().all(allowed) || id.starts_with('.')
+    {
+        return Err(invalid(format!(
+            "--run-id {id:?}: 1 to {MAX_RUN_ID_LEN} letters, digits, '-', '_' and '.', not starting with '.' (it names folders and files)"
+        )));
+    }
+    Ok(Some(id.clone()))
+}
+
+fn write_options(args: &ExportArgs, job: &JobFile) -> Result<WriteOptions, JobError> {
     let mut write = WriteOptions::default();
     if let Some(mb) = args.max_file_mb.or(job.max_file_mb) {
         if !(mb > 0.0 && mb <= MAX_FILE_MB) {
-            return Err(JobError::Invalid(format!(
+            return Err(invalid(format!(
                 "--max-file-mb must be more than 0 and at most {MAX_FILE_MB} (1 TiB), not {mb}"
             )));
         }
         write.max_file_bytes = (mb * 1024.0 * 1024.0) as u64;
     }
-    if let Some(id) = &args.run_id
-        && (id.is_empty()
-            || id.len() > MAX_RUN_ID_LEN
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || id.starts_with('.'))
-    {
-        return Err(JobError::Invalid(format!(
-            "--run-id {id:?}: 1 to {MAX_RUN_ID_LEN} letters, digits, '-', '_' and '.', not starting with '.' (it names folders and files)"
-        )));
-    }
-    let give_up_min = args
-        .give_up_after
-        .or(job.give_up_after)
-        .unwrap_or(DEFAULT_GIVE_UP_MIN);
-    // At least a second (the breaker looks 5 times a second), at most a week.
-    if !(1.0 / 60.0..=7.0 * 24.0 * 60.0).contains(&give_up_min) {
-        return Err(JobError::Invalid(format!(
-            "--give-up-after must be 1 second (0.0167) to 10080 minutes, not {give_up_min}"
-        )));
-    }
     if let Some(s) = args.store_timeout.or(job.store_timeout) {
         // Under a second no request can finish; over an hour a hang goes unseen.
         if !(1.0..=3600.0).contains(&s) {
-            return Err(JobError::Invalid(format!(
+            return Err(invalid(format!(
                 "--store-timeout must be 1 to 3600 seconds, not {s}"
             )));
         }
         write.store_timeout = std::time::Duration::from_secs_f64(s);
     }
+    Ok(write)
+}
+
+/// At least a second (the breaker looks 5 times a second), at most a week.
+fn give_up_after(args: &ExportArgs, job: &JobFile) -> Result<std::time::Duration, JobError> {
+    let minutes = args
+        .give_up_after
+        .or(job.give_up_after)
+        .unwrap_or(DEFAULT_GIVE_UP_MIN);
+    if !(1.0 / 60.0..=7.0 * 24.0 * 60.0).contains(&minutes) {
+        return Err(invalid(format!(
+            "--give-up-after must be 1 second (0.0167) to 10080 minutes, not {minutes}"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(minutes * 60.0))
+}
+
+/// The secret key file's, else the environment's key, else a ready UserSig.
+fn secret(env: &Env) -> Result<Secret, JobError> {
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
-        (Some(k), _, _) => Secret::Key(k.trim().to_owned()),
-        (None, Some(k), _) => Secret::Key(k.trim().to_owned()),
+        (Some(k), _, _) | (None, Some(k), _) => Secret::Key(k.trim().to_owned()),
         (None, None, Some(s)) => Secret::UserSig(s.trim().to_owned()),
         (None, None, None) => {
-            return Err(JobError::Invalid(
+            return Err(invalid(
                 "no credentials: set MSGEXT_SECRET_KEY, give --secret-key-file, or set a ready MSGEXT_USERSIG".into(),
             ));
         }
     };
     if matches!(&secret, Secret::Key(k) | Secret::UserSig(k) if k.is_empty()) {
-        return Err(JobError::Invalid(
-            "the secret key (or UserSig) given is empty".into(),
-        ));
+        return Err(invalid("the secret key (or UserSig) given is empty".into()));
     }
-    Ok(ExportPlan {
-        input,
-        out,
-        state_dir,
-        format: args.format.or(job.format).unwrap_or(Format::Parquet),
-        base_url,
-        sdkappid,
-        identifier,
-        rate,
-        concurrency,
-        max_attempts,
-        run_id: args.run_id.clone(),
-        quiet: args.quiet || job.quiet.unwrap_or(false),
-        strict_input: args.strict_input || job.strict_input.unwrap_or(false),
-        secret,
-        write,
-        give_up_after: std::time::Duration::from_secs_f64(give_up_min * 60.0),
-    })
+    Ok(secret)
 }
 
 #[cfg(test)]
