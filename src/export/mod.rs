@@ -269,6 +269,40 @@ async fn run_to_end(
     tuning: Tuning,
     stop: StopSignal,
 ) -> Result<Summary, ExportError> {
+    let (run, begun) = start(&plan, &stop)?;
+    let stages = launch(&plan, ui, &tuning, &stop, &run, begun)?;
+    let ended = wait(stages, &stop).await?;
+    summarize(&plan, &stop, run, ended)
+}
+
+/// A run as it stands once started: what stays fixed until its end.
+struct Run {
+    clock: Instant,
+    lake: Arc<dyn LakeStore>,
+    run_id: String,
+    run_dir: std::path::PathBuf,
+    meta: crate::ledger::RunMeta,
+    kind: crate::kind::Kind,
+    rows: u64,
+    stats: Arc<FetchStats>,
+    limiter: Option<Arc<Limiter>>,
+    /// Held to the end: one run at a time per state folder.
+    _lock: crate::ledger::RunLock,
+    _interrupts_lake: AbortOnDrop,
+}
+
+/// What the stages take over from `start`: the input to read, and the
+/// run's control files with what an earlier attempt left.
+struct Begun {
+    reader: InputReader<crate::input::VerifiedRead>,
+    files: crate::ledger::RunFiles,
+    recovered: crate::ledger::Recovered,
+}
+
+/// Open the lake, take the state folder's lock, read the input through
+/// once, choose the run (resumed or new), claim it and recover what an
+/// earlier attempt left. Nothing is fetched yet.
+fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportError> {
     let started = chrono::Utc::now();
     let clock = Instant::now();
     // A bad input (no file, no usable header) is told before anything is created.
@@ -277,7 +311,7 @@ async fn run_to_end(
     // that cannot be reached is told before anything is read or fetched.
     let lake = plan.out.open(&plan.state_dir, plan.write.store_timeout)?;
     lake.check()?;
-    let _interrupts_lake = interrupt_on_signal(&stop, &lake);
+    let interrupts_lake = interrupt_on_signal(stop, &lake);
     if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
         eprintln!(
             "msgext: the run's state (lock, log, files waiting for upload) is in {}",
@@ -296,7 +330,7 @@ async fn run_to_end(
     )
     .map_err(|e| unwritable_state(e, &plan.state_dir))?;
     let (reader, scan) = crate::input::open_prescanned(&plan.input, !plan.quiet)?;
-    let wanted = run_meta(&plan, &scan, started);
+    let wanted = run_meta(plan, &scan, started);
     // The same command resumes: without --run-id, an unfinished run of the
     // same input and settings is taken up again.
     let run_id = match &plan.run_id {
@@ -305,37 +339,80 @@ async fn run_to_end(
             .unwrap_or_else(|| default_run_id(started)),
     };
     lock.describe(&holder(&run_id))?;
-    tracing::info!(
-        run_id = %run_id,
-        input = %plan.input.display(),
-        rows = scan.rows,
-        out = %plan.out.display(),
-        state = %plan.state_dir.display(),
-        "export started"
-    );
+    tracing::info!(run_id = %run_id, input = %plan.input.display(), rows = scan.rows,
+        out = %plan.out.display(), state = %plan.state_dir.display(), "export started");
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
     let run_dir = plan.state_dir.join(&run_id);
     let opened = open_run(&*lake, &run_id, &run_dir, &wanted)?;
-    let (meta, run_files, mut recovered) = (opened.meta, opened.files, opened.recovered);
-    if opened.resumed && !plan.quiet {
-        eprintln!(
-            "msgext: resuming run {run_id} (started {}; {} messages already settled)",
-            meta.started_at,
-            recovered.resumed()
-        );
+    if !plan.quiet {
+        match opened.resumed {
+            true => eprintln!(
+                "msgext: resuming run {run_id} (started {}; {} messages already settled)",
+                opened.meta.started_at,
+                opened.recovered.resumed()
+            ),
+            false => note_unfinished_runs(&*lake, &run_id, &plan.out),
+        }
     }
-    if !opened.resumed && !plan.quiet {
-        note_unfinished_runs(&*lake, &run_id, &plan.out);
-    }
-    let errors_path = lake.display(&format!("_runs/{run_id}/errors.csv"));
-    let spool_path = writer::spool_path(&run_dir);
-    let kind = reader.kind();
-    let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
+    let run = Run {
+        clock,
+        lake,
+        run_id,
+        run_dir,
+        meta: opened.meta,
+        kind: reader.kind(),
+        rows: scan.rows,
+        stats: Arc::new(FetchStats::default()),
+        limiter: Limiter::new(plan.rate).map(Arc::new),
+        _lock: lock,
+        _interrupts_lake: interrupts_lake,
+    };
+    let begun = Begun {
+        reader,
+        files: opened.files,
+        recovered: opened.recovered,
+    };
+    Ok((run, begun))
+}
 
-    let stats = Arc::new(FetchStats::default());
-    let limiter = Limiter::new(plan.rate).map(Arc::new);
-    let paced = Paced::start(&tuning.pacer, &limiter);
-    let fetcher = build_fetcher(&plan, kind, &tuning, &stats, &limiter, &stop)?;
+/// The stages of a started run, running.
+struct Stages {
+    input_thread: std::thread::JoinHandle<u64>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    tuner: Option<tokio::task::JoinHandle<()>>,
+    breaker: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<Result<writer::Tally, writer::WriterError>>,
+    writer_done: tokio::sync::oneshot::Sender<()>,
+    reporter: tokio::task::JoinHandle<Progress>,
+    view: ProgressFn,
+    paced: Paced,
+}
+
+/// A look at the run in progress, for the progress reporter and its last line.
+type ProgressFn = Arc<dyn Fn() -> ProgressView + Send + Sync>;
+
+/// Start the stages: the input on a thread of its own → the fetch workers
+/// (sharing the limiter) → the writer on a blocking thread, with the
+/// concurrency tuner, the circuit breaker and the progress reporter beside.
+fn launch(
+    plan: &ExportPlan,
+    ui: Ui,
+    tuning: &Tuning,
+    stop: &StopSignal,
+    run: &Run,
+    begun: Begun,
+) -> Result<Stages, ExportError> {
+    let Begun {
+        reader,
+        files: run_files,
+        mut recovered,
+    } = begun;
+    let kind = run.kind;
+    let spool_path = writer::spool_path(&run.run_dir);
+    let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
+    let (stats, limiter) = (&run.stats, &run.limiter);
+    let paced = Paced::start(&tuning.pacer, limiter);
+    let fetcher = build_fetcher(plan, kind, tuning, stats, limiter, stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
         None if plan.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
@@ -344,61 +421,83 @@ async fn run_to_end(
     let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
     let (work_tx, work_rx) = mpsc::channel::<Vec<InputMessage>>((queue * 2 / WORK_CHUNK).max(2));
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
-
-    // Stage 1: the input, on a thread of its own (blocking file reads).
     let input_thread = {
-        let ev_tx = ev_tx.clone();
-        let stop = stop.clone();
+        let (ev_tx, stop) = (ev_tx.clone(), stop.clone());
         let settled = std::mem::take(&mut recovered.settled);
         std::thread::spawn(move || read_input(reader, &settled, work_tx, ev_tx, stop))
     };
-    // Stage 2: the fetch workers; only they hold the receiving end of the
-    // work queue, so that when the last one ends the input thread ends too.
+    // Only the workers hold the receiving end of the work queue, so that
+    // when the last one ends the input thread ends too.
     let workers = spawn_workers(&slots, work_rx, ev_tx, &fetcher);
-    let tuner = spawn_tuner(&slots, &stats, &limiter);
-    let breaker = spawn_breaker(&stats, &stop, plan.give_up_after);
-
-    // Stage 3: the writer, on a blocking thread (encoding and file I/O).
+    let tuner = spawn_tuner(&slots, stats, limiter);
+    let breaker = spawn_breaker(stats, stop, plan.give_up_after);
     let live = Arc::new(LiveCounts::default());
     let writer = {
         let w = writer::Writer {
             lake: Lake::new(
-                lake.clone(),
+                run.lake.clone(),
                 kind,
-                &meta.dt,
-                &run_id,
+                &run.meta.dt,
+                &run.run_id,
                 plan.format,
                 plan.write,
                 recovered.next_part,
             ),
-            dir: lake.clone(),
+            dir: run.lake.clone(),
             run_files,
             recovered,
             spool: Some(spool),
-            spool_path: spool_path.clone(),
-            errors_rel: format!("_runs/{run_id}/errors.csv"),
+            spool_path,
+            errors_rel: format!("_runs/{}/errors.csv", run.run_id),
         };
         let (stop, live, stats) = (stop.clone(), live.clone(), stats.clone());
         tokio::task::spawn_blocking(move || writer::write_all(w, ev_rx, &stats, &live, &stop))
     };
-    let view = {
-        let (live, stats, limiter) = (live.clone(), stats.clone(), limiter.clone());
-        move || ProgressView {
+    let view: ProgressFn = {
+        let (live, stats, limiter) = (live, stats.clone(), limiter.clone());
+        let (total, clock) = (run.rows, run.clock);
+        Arc::new(move || ProgressView {
             settled: live.settled.load(Ordering::Relaxed),
-            total: scan.rows,
+            total,
             kv_rows: live.kv_rows.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             errors: live.errors.load(Ordering::Relaxed),
             rate_limit: limiter.as_ref().map(|l| l.rate()),
             elapsed: clock.elapsed(),
-        }
+        })
     };
-    let (writer_done, reporter) = spawn_reporter(view.clone(), scan.rows, ui.progress, &run_id);
+    let (writer_done, reporter) = {
+        let view = view.clone();
+        spawn_reporter(move || view(), run.rows, ui.progress, &run.run_id)
+    };
+    Ok(Stages {
+        input_thread,
+        workers,
+        tuner,
+        breaker,
+        writer,
+        writer_done,
+        reporter,
+        view,
+        paced,
+    })
+}
 
-    // A writer that failed (a full disk, a name too long, a folder turned
-    // read-only) or crashed stops everything else at once: the input thread
-    // and the workers see the stop and end, the lock goes with the process.
-    let written = match writer.await {
+/// How the stages ended.
+struct Ended {
+    tally: writer::Tally,
+    /// What crashed (a worker, the input reader) or was lost, if anything.
+    crashed: Option<String>,
+    progress: Option<Progress>,
+    view: ProgressFn,
+}
+
+/// Wait for the writer, then for every other stage. A writer that failed
+/// (a full disk, a name too long, a folder turned read-only) or crashed
+/// stops everything else at once; a crashed worker or input thread may have
+/// lost a message, and a lost message is never a success.
+async fn wait(stages: Stages, stop: &StopSignal) -> Result<Ended, ExportError> {
+    let written = match stages.writer.await {
         Ok(Ok(tally)) => Ok(tally),
         Ok(Err(e)) => Err(ExportError::Writer(e)),
         Err(e) => Err(ExportError::WriterCrashed(join_error_text(e))),
@@ -406,22 +505,20 @@ async fn run_to_end(
     if written.is_err() {
         stop.trigger(StopReason::Fatal);
     }
-    let _ = writer_done.send(());
-    let progress = reporter.await;
-    // Every other part must have ended cleanly too: a crashed worker or input
-    // thread may have lost a message, and a lost message is never a success.
+    let _ = stages.writer_done.send(());
+    let progress = stages.reporter.await.ok();
     let mut crashed: Vec<String> = Vec::new();
-    for w in workers {
+    for w in stages.workers {
         if let Err(e) = w.await {
             crashed.push(format!("a fetch worker crashed: {}", join_error_text(e)));
         }
     }
-    drop(paced);
-    breaker.abort();
-    if let Some(t) = tuner {
+    drop(stages.paced);
+    stages.breaker.abort();
+    if let Some(t) = stages.tuner {
         t.abort();
     }
-    let rows_read = match input_thread.join() {
+    let rows_read = match stages.input_thread.join() {
         Ok(n) => Some(n),
         Err(p) => {
             crashed.push(format!("the input reader crashed: {}", panic_text(&*p)));
@@ -437,29 +534,49 @@ async fn run_to_end(
             read, tally.input.rows
         ));
     }
-    let crashed = (!crashed.is_empty()).then(|| crashed.join("; "));
+    Ok(Ended {
+        tally,
+        crashed: (!crashed.is_empty()).then(|| crashed.join("; ")),
+        progress,
+        view: stages.view,
+    })
+}
 
+/// The run's status and summary, its reports, and `_SUCCESS` when it
+/// reached the end of its input.
+fn summarize(
+    plan: &ExportPlan,
+    stop: &StopSignal,
+    run: Run,
+    ended: Ended,
+) -> Result<Summary, ExportError> {
+    let Ended {
+        tally,
+        crashed,
+        progress,
+        view,
+    } = ended;
     let status = run_status(stop.reason(), &tally, crashed.is_some(), plan.strict_input);
     // _SUCCESS means every input row is settled: not after an early stop.
     let finished =
         stop.reason().is_none() && matches!(status, RunStatus::Complete | RunStatus::Partial);
     let gave_up = (stop.reason() == Some(StopReason::GaveUp)).then(|| {
+        let last = run.stats.last_failure();
         format!(
             "gave up: no call succeeded for {}{}; unfinished messages are in errors.csv as 'aborted'",
             human_duration(plan.give_up_after),
-            stats
-                .last_failure()
-                .map(|f| format!(" (last answer: {f})"))
-                .unwrap_or_default()
+            last.map(|f| format!(" (last answer: {f})")).unwrap_or_default()
         )
     });
+    let interrupted =
+        (status == RunStatus::Interrupted).then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned());
     let summary = Summary {
-        run_id: run_id.clone(),
-        kind,
+        run_id: run.run_id.clone(),
+        kind: run.kind,
         status,
-        started_at: meta.started_at.clone(),
+        started_at: run.meta.started_at.clone(),
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-        elapsed_secs: clock.elapsed().as_secs_f64(),
+        elapsed_secs: run.clock.elapsed().as_secs_f64(),
         input_file: plan.input.display().to_string(),
         out: plan.out.display(),
         format: plan.format.extension().to_owned(),
@@ -470,30 +587,24 @@ async fn run_to_end(
         retries: tally.totals.retries,
         rate_limited: tally.totals.rate_limited,
         wal_syncs: tally.wal_syncs,
-        rate_limit: limiter.as_ref().map(|l| l.rate()),
+        rate_limit: run.limiter.as_ref().map(|l| l.rate()),
         stop_reason: crashed
             .or(tally.fatal)
             .or(tally.input_error)
             .or(gave_up)
-            .or_else(|| {
-                (status == RunStatus::Interrupted)
-                    .then(|| "interrupted (Ctrl-C / SIGTERM)".to_owned())
-            }),
-        errors_csv: errors_path,
+            .or(interrupted),
+        errors_csv: run
+            .lake
+            .display(&format!("_runs/{}/errors.csv", run.run_id)),
         files: tally.files,
         resumable: !finished,
     };
-    if let Ok(mut progress) = progress {
+    if let Some(mut progress) = progress {
         progress.finish(&view(), status);
     }
-    write_reports(&*lake, &run_id, &summary, finished)?;
-    tracing::info!(
-        run_id = %run_id,
-        status = ?summary.status,
-        requests = summary.requests,
-        kv_rows = summary.kv_rows,
-        "export ended"
-    );
+    write_reports(&*run.lake, &run.run_id, &summary, finished)?;
+    tracing::info!(run_id = %run.run_id, status = ?summary.status, requests = summary.requests,
+        kv_rows = summary.kv_rows, "export ended");
     Ok(summary)
 }
 
