@@ -6,7 +6,6 @@ use crate::cli::{
     Cli, Command, DemoArgs, ExportArgs, MockArgs, RunsAction, RunsArgs, ValidateArgs,
 };
 use crate::export::{self, Tuning, Ui};
-use crate::fetch::limiter::Pacer;
 use crate::fetch::{StopReason, StopSignal};
 use crate::job::{self, Env, JobFile};
 use crate::mock::{Faults, MockConfig, MockServer};
@@ -48,7 +47,6 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    let pacer = Pacer::default();
     if matches!(cli.command, Command::Export(_)) {
         // One thread carries the API's whole quota (200 calls/s) with CPU to
         // spare; a second only adds wake-ups between the two (measured with
@@ -56,11 +54,6 @@ pub fn main() -> ExitCode {
         // call with two, 2.8 with one). Encoding and file I/O run on the
         // writer's own thread, uploads on the object store's own runtime.
         builder.worker_threads(1);
-        // At the quota that thread sleeps on the rate limiter's grid while
-        // the workers run, and reads the answers that came in meanwhile
-        // together (`fetch::limiter::Pacer`).
-        let pacer = pacer.clone();
-        builder.on_thread_park(move || pacer.before_park());
     }
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
@@ -70,7 +63,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = match cli.command {
-        Command::Export(a) => rt.block_on(export_cmd(a, pacer)),
+        Command::Export(a) => rt.block_on(export_cmd(a)),
         Command::Validate(a) => validate_cmd(&a),
         Command::Runs(a) => runs_cmd(&a),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
@@ -161,7 +154,7 @@ fn watch_signals(stop: StopSignal, quiet: bool) {
     });
 }
 
-async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
+async fn export_cmd(args: ExportArgs) -> u8 {
     let job_text = match &args.job {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
@@ -211,11 +204,7 @@ async fn export_cmd(args: ExportArgs, pacer: Pacer) -> u8 {
     let ui = ui(quiet, ProgressMode::JsonLines);
     let stop = StopSignal::default();
     watch_signals(stop.clone(), quiet);
-    let tuning = Tuning {
-        pacer,
-        ..Tuning::default()
-    };
-    match export::run(plan, ui, tuning, stop).await {
+    match export::run(plan, ui, Tuning::default(), stop).await {
         Ok(summary) => {
             let resume = summary.resumable.then(|| {
                 format!(

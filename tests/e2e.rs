@@ -304,20 +304,6 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     ] {
         assert!(log.contains(line), "{line:?} in:\n{log}");
     }
-    // With the limit off nothing is paced; at the quota the fetch thread
-    // sleeps on the limiter's grid (the runtime's park hook is installed
-    // and follows the limiter).
-    let paced = "the fetch thread is paced on the rate limiter's grid tick_ms=20";
-    assert!(!log.contains("is paced"), "{log}");
-    let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
-    let mut args = export_args(&server, &input, &out, "parquet", "paced");
-    let rate = args.iter().position(|a| a == "--rate").unwrap();
-    args[rate + 1] = "200".into();
-    args.push("--quiet".into());
-    let o = common::run_msgext(args, DEMO_SECRET_KEY, &[("RUST_LOG", "msgext=debug")]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    let log = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(log.matches(paced).count(), 1, "{paced:?} once in:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

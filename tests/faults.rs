@@ -68,7 +68,6 @@ fn fast() -> Tuning {
             max_wait: Duration::from_secs(60),
         },
         timeout: Duration::from_secs(10),
-        ..Tuning::default()
     }
 }
 

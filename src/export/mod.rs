@@ -11,7 +11,7 @@ pub use writer::{COMMIT_EVERY, GROUP_COMMIT};
 use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::fetch::concurrency::{Concurrency, MAX_AUTO, MIN_AUTO, target_in_flight};
-use crate::fetch::limiter::{Limiter, Pacer};
+use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
 use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, StopSignal};
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
@@ -103,10 +103,6 @@ pub struct Ui {
 pub struct Tuning {
     pub retry: RetryPolicy,
     pub timeout: std::time::Duration,
-    /// Hooked into the runtime by `app` (`on_thread_park`): at the quota,
-    /// the thread that runs the workers sleeps on the limiter's grid while
-    /// the workers run. The default is hooked into nothing.
-    pub pacer: Pacer,
 }
 
 impl Default for Tuning {
@@ -114,24 +110,7 @@ impl Default for Tuning {
         Tuning {
             retry: RetryPolicy::default(),
             timeout: DEFAULT_TIMEOUT,
-            pacer: Pacer::default(),
         }
-    }
-}
-
-/// The pacer follows the limiter's grid while this lives.
-struct Paced(Pacer);
-
-impl Paced {
-    fn start(pacer: &Pacer, limiter: &Option<Arc<Limiter>>) -> Paced {
-        pacer.set(limiter.as_ref().and_then(|l| l.grid()));
-        Paced(pacer.clone())
-    }
-}
-
-impl Drop for Paced {
-    fn drop(&mut self) {
-        self.0.set(None);
     }
 }
 
@@ -385,7 +364,6 @@ struct Stages {
     writer_done: tokio::sync::oneshot::Sender<()>,
     reporter: tokio::task::JoinHandle<Progress>,
     view: ProgressFn,
-    paced: Paced,
 }
 
 /// A look at the run in progress, for the progress reporter and its last line.
@@ -411,7 +389,6 @@ fn launch(
     let spool_path = writer::spool_path(&run.run_dir);
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
     let (stats, limiter) = (&run.stats, &run.limiter);
-    let paced = Paced::start(&tuning.pacer, limiter);
     let fetcher = build_fetcher(plan, kind, tuning, stats, limiter, stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
@@ -479,7 +456,6 @@ fn launch(
         writer_done,
         reporter,
         view,
-        paced,
     })
 }
 
@@ -513,7 +489,6 @@ async fn wait(stages: Stages, stop: &StopSignal) -> Result<Ended, ExportError> {
             crashed.push(format!("a fetch worker crashed: {}", join_error_text(e)));
         }
     }
-    drop(stages.paced);
     stages.breaker.abort();
     if let Some(t) = stages.tuner {
         t.abort();

@@ -12,37 +12,23 @@
 //!
 //! At the API's quota the calls start on a grid (`TICK`, 20 ms): the calls
 //! whose even-spaced times fall within one tick all start at its first
-//! instant, so that no second holds more calls than the rate. The export's
-//! runtime thread then sleeps from one grid instant to the next (`Pacer`)
-//! rather than waking for every answer and every slot: the answers that
-//! came in between are read together, and the calls due start together.
-//! This costs an answer at most one tick (against 150 ms of API latency;
-//! the calls in flight follow the latency seen, tick included) and saves
-//! most of the wake-ups, which were most of the CPU at the quota (`cargo
-//! bench --bench throughput -- quota`: 10 ms ticks took CPU a call from
-//! 0.25–0.36 ms to 0.23–0.30 ms, 20 ms to 0.16–0.21 ms, 50 ms to 0.17 ms).
+//! instant, so that no second holds more calls than the rate, and the
+//! runtime wakes once a tick to start them rather than once a call.
 //!
 //! `RateState` is the pure decision part (times are durations since the
 //! limiter's start); `Limiter` adds the clock (`tokio::time`, so tests can
 //! pause it) and the lock.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The grid calls start on, and the pacer's step. It divides a second, so
+/// The grid calls start on. It divides a second, so
 /// that every second holds the same number of grid instants.
 pub const TICK: Duration = Duration::from_millis(20);
-/// Below this rate there is less than one call a tick: no grid, no pacing
-/// (sleeping to the grid would then add wake-ups, not save them).
-pub const PACE_FROM_RATE: u32 = (1000 / TICK.as_millis()) as u32;
-/// The pacer wakes this long after a grid instant, so that tokio's timer
-/// wheel (1 ms resolution, deadlines rounded up) sees the calls due at the
-/// instant as due.
-const PARK_OFFSET: Duration = Duration::from_millis(1);
-
+/// Below this rate there is less than one call a tick: no grid.
+pub const GRID_FROM_RATE: u32 = (1000 / TICK.as_millis()) as u32;
 /// After a quota answer, no call starts for this long.
 pub const HOLD_AFTER_QUOTA: Duration = Duration::from_millis(100);
 /// Quota answers closer together than this count as one event (one cut).
@@ -213,9 +199,9 @@ impl RateState {
     }
 }
 
-/// The grid for a `--rate`: `TICK` from `PACE_FROM_RATE` calls a second.
+/// The grid for a `--rate`: `TICK` from `GRID_FROM_RATE` calls a second.
 fn grid_for(rate: u32) -> Option<Duration> {
-    (rate >= PACE_FROM_RATE).then_some(TICK)
+    (rate >= GRID_FROM_RATE).then_some(TICK)
 }
 
 /// The last `phase` + a multiple of `tick` at or before `t` (`t` itself
@@ -234,86 +220,11 @@ fn grid_floor(t: Duration, tick: Duration) -> Duration {
     Duration::from_nanos(u64::try_from(n * tick_ns).unwrap_or(u64::MAX))
 }
 
-/// How long to sleep at `since_epoch` to wake `PARK_OFFSET` after the next
-/// grid instant that is still ahead.
-fn until_next_tick(since_epoch: Duration, tick: Duration) -> Duration {
-    let next = match since_epoch.checked_sub(PARK_OFFSET) {
-        Some(passed) => grid_floor(passed, tick) + tick + PARK_OFFSET,
-        None => PARK_OFFSET,
-    };
-    next.saturating_sub(since_epoch)
-}
-
-/// Where the grid is: its first instant, its step, and the phase calls
-/// start at within a step (nanoseconds; the limiter moves it, `Verdict::Shifted`).
-#[derive(Debug, Clone)]
-pub struct Grid {
-    pub epoch: std::time::Instant,
-    pub tick: Duration,
-    pub phase_ns: Arc<AtomicU64>,
-}
-
-impl Grid {
-    /// How long to sleep now to wake just after the next grid instant.
-    fn until_next_tick(&self) -> Duration {
-        self.until_next_tick_at(self.epoch.elapsed())
-    }
-
-    /// The same, `since_epoch` after the epoch.
-    fn until_next_tick_at(&self, since_epoch: Duration) -> Duration {
-        let phase = Duration::from_nanos(self.phase_ns.load(Ordering::Relaxed));
-        match since_epoch.checked_sub(phase) {
-            Some(on_grid) => until_next_tick(on_grid, self.tick),
-            None => phase - since_epoch + PARK_OFFSET,
-        }
-    }
-}
-
-/// Makes the runtime thread that runs the fetch workers sleep from one grid
-/// instant to the next before it waits for events (tokio's
-/// `on_thread_park`), while a grid is set: events that come in between
-/// wait in the kernel and are read together. Without a grid, or with no
-/// hook installed, it does nothing.
-#[derive(Debug, Clone, Default)]
-pub struct Pacer(Arc<PacerState>);
-
-#[derive(Debug, Default)]
-pub struct PacerState {
-    grid: Mutex<Option<Grid>>,
-    /// The first paced park was logged.
-    told: std::sync::atomic::AtomicBool,
-}
-
-impl Pacer {
-    pub fn set(&self, grid: Option<Grid>) {
-        *self.0.grid.lock().unwrap_or_else(|p| p.into_inner()) = grid;
-    }
-
-    /// The hook: called by a runtime thread with nothing left to run.
-    pub fn before_park(&self) {
-        let sleep = {
-            let grid = self.0.grid.lock().unwrap_or_else(|p| p.into_inner());
-            grid.as_ref().map(|g| (g.tick, g.until_next_tick()))
-        };
-        if let Some((tick, sleep)) = sleep {
-            if !self.0.told.swap(true, Ordering::Relaxed) {
-                tracing::debug!(
-                    tick_ms = tick.as_millis() as u64,
-                    "the fetch thread is paced on the rate limiter's grid"
-                );
-            }
-            std::thread::sleep(sleep);
-        }
-    }
-}
-
 /// The shared, adaptive limiter.
 #[derive(Debug)]
 pub struct Limiter {
     epoch: Instant,
     state: Mutex<RateState>,
-    /// `RateState::phase`, for the `Pacer` (nanoseconds).
-    phase_ns: Arc<AtomicU64>,
 }
 
 impl Limiter {
@@ -322,7 +233,6 @@ impl Limiter {
         (rate > 0).then(|| Limiter {
             epoch: Instant::now(),
             state: Mutex::new(RateState::new(rate).with_grid(grid_for(rate))),
-            phase_ns: Arc::default(),
         })
     }
 
@@ -357,13 +267,8 @@ impl Limiter {
         let was = state.rate();
         match state.on_quota(now) {
             Verdict::Shifted => {
-                let phase = state.phase();
-                self.phase_ns.store(
-                    u64::try_from(phase.as_nanos()).unwrap_or(0),
-                    Ordering::Relaxed,
-                );
                 tracing::info!(
-                    phase_ms = phase.as_millis() as u64,
+                    phase_ms = state.phase().as_millis() as u64,
                     rate = was,
                     "a quota answer at the full rate: calls move half a tick, off the edge of the API's second"
                 );
@@ -380,15 +285,6 @@ impl Limiter {
     /// The rate in force, calls per second.
     pub fn rate(&self) -> f64 {
         self.lock().rate()
-    }
-
-    /// The grid calls start on, if any, for the `Pacer`.
-    pub fn grid(&self) -> Option<Grid> {
-        self.lock().grid().map(|tick| Grid {
-            epoch: self.epoch.into_std(),
-            tick,
-            phase_ns: self.phase_ns.clone(),
-        })
     }
 }
 
@@ -490,7 +386,7 @@ mod tests {
             // Less: a lower quota (or a --rate above it), cut as always.
             (true, 200, 190, vec![0, 100], vec![Cut, Held], 184.3, 0),
             (true, 400, 200, vec![0], vec![Cut], 200.0, 0),
-            // No grid (below PACE_FROM_RATE, or a test's limiter): cut.
+            // No grid (below GRID_FROM_RATE, or a test's limiter): cut.
             (false, 200, 200, vec![0], vec![Cut], 194.0, 0),
         ];
         // Climbing back after a cut (a --rate above the quota): the API
@@ -563,21 +459,6 @@ mod tests {
     }
 
     #[test]
-    fn the_pacer_follows_the_phase() {
-        let grid = Grid {
-            epoch: std::time::Instant::now(),
-            tick: TICK,
-            phase_ns: Arc::new(AtomicU64::new(0)),
-        };
-        let at = |g: &Grid, since: u64| g.until_next_tick_at(ms(since));
-        assert_eq!(at(&grid, 105), ms(16), "wakes at 121 (tick 120 + 1)");
-        grid.phase_ns.store(10_000_000, Ordering::Relaxed);
-        assert_eq!(at(&grid, 105), ms(6), "wakes at 111 (tick 110 + 1)");
-        assert_eq!(at(&grid, 5), ms(6), "before the phase: at the phase + 1");
-        assert!(grid.until_next_tick() <= TICK + PARK_OFFSET);
-    }
-
-    #[test]
     fn the_rate_climbs_back_slowly_and_never_passes_the_ceiling() {
         let mut s = RateState::new(200);
         s.on_quota(ms(0));
@@ -634,7 +515,7 @@ mod tests {
                 assert!(n <= rate as usize, "rate {rate}: {n} in [{from}, +1 s)");
             }
         }
-        // Below PACE_FROM_RATE, no grid.
+        // Below GRID_FROM_RATE, no grid.
         assert_eq!(grid_for(49), None);
         let mut s = RateState::new(25).with_grid(grid_for(25));
         assert_eq!(starts(&mut s, 3), [0, 40, 80]);
@@ -653,25 +534,6 @@ mod tests {
             "623 is not: back on the grid"
         );
         assert_eq!(s.reserve(ms(503)).0, ms(620));
-    }
-
-    #[test]
-    fn the_pacer_wakes_just_after_the_next_grid_instant() {
-        // (time since the grid's epoch, sleep), tick 20 ms, offset 1 ms
-        let cases = [
-            (0, 1),
-            (1, 20), // exactly at the offset: the next one
-            (2, 19),
-            (15, 6),
-            (20, 1),
-            (21, 20),
-            (1234, 7),
-        ];
-        for (now, sleep) in cases {
-            assert_eq!(until_next_tick(ms(now), TICK), ms(sleep), "at {now} ms");
-        }
-        assert_eq!(grid_floor(ms(39), TICK), ms(20));
-        assert_eq!(grid_floor(Duration::from_micros(40_001), TICK), ms(40));
     }
 
     #[tokio::test(start_paused = true)]
@@ -694,10 +556,8 @@ mod tests {
         // 100 a second on the 20 ms grid: two calls at each tick.
         let want: Vec<Duration> = (0..10).map(|i| ms(i / 2 * 20)).collect();
         assert_eq!(times, want);
-        assert_eq!(l.grid().map(|g| g.tick), Some(TICK));
-        // Under PACE_FROM_RATE: every call at its own time, no grid.
+        // Under GRID_FROM_RATE: every call at its own time, no grid.
         let slow = std::sync::Arc::new(Limiter::new(10).unwrap());
-        assert!(slow.grid().is_none());
         let t0 = Instant::now();
         slow.acquire().await;
         slow.acquire().await;

@@ -162,10 +162,9 @@ impl CutShort {
 }
 
 /// The store's requests run on a runtime of their own (one thread), not on
-/// the export's: at the quota the export's thread sleeps from one tick of
-/// the rate limiter to the next (`fetch::limiter::Pacer`), which must not
-/// hold up an upload's I/O, and an upload's TLS work must not hold up the
-/// fetching.
+/// the export's single worker thread: an upload's TLS work and I/O must not
+/// hold up the fetching, and the writer's blocking thread waits on them
+/// without taking a thread from the fetch workers.
 struct StoreRuntime(Option<tokio::runtime::Runtime>);
 
 impl StoreRuntime {
