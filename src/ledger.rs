@@ -499,6 +499,80 @@ fn segment_of(name: &str) -> Option<(u32, Option<u32>)> {
     Some((seq.parse().ok()?, Some(k.parse().ok()?)))
 }
 
+/// Roll every committed checkpoint of the ledger forward (its files
+/// published), cut a torn last line, and tell what the checkpoints hold:
+/// the settled messages, counts and files, and the committed file paths.
+fn roll_forward(
+    lake: &dyn LakeStore,
+    ledger_path: &Path,
+    ledger: &File,
+) -> Result<(Recovered, HashSet<String>), LedgerError> {
+    let mut rec = Recovered::default();
+    let mut committed: HashSet<String> = HashSet::new();
+    let good = read_ledger(ledger_path, BufReader::new(ledger), |c| {
+        for f in &c.files {
+            lake.roll_forward(&f.path)?;
+            let name = f.path.rsplit('/').next().unwrap_or("");
+            if let Some(n) = crate::write::part_number(name) {
+                rec.next_part = rec.next_part.max(n + 1);
+            }
+            committed.insert(f.path.clone());
+        }
+        for m in &c.messages {
+            let fp = decode_fingerprint(m)
+                .ok_or_else(|| LedgerError::Corrupt(format!("ledger: bad fingerprint {m:?}")))?;
+            rec.settled.insert(fp);
+        }
+        rec.checkpoints += 1;
+        rec.counts.add(&c.counts);
+        rec.committed_messages += c.messages.len() as u64;
+        rec.files.extend(c.files);
+        Ok::<_, LedgerError>(())
+    })?;
+    let len = ledger.metadata().map_err(io(ledger_path))?.len();
+    if good < len {
+        ledger.set_len(good).map_err(io(ledger_path))?;
+        ledger.sync_all().map_err(io(ledger_path))?;
+    }
+    Ok((rec, committed))
+}
+
+/// The WAL segments after `checkpoints` committed ones, as replay files in
+/// order: committed segments go, uncommitted ones are renamed for replay.
+fn replay_segments(run_dir: &Path, checkpoints: u32) -> Result<Vec<PathBuf>, LedgerError> {
+    let mut replay: Vec<(u32, PathBuf)> = Vec::new();
+    let mut next_k = 0u32;
+    let mut wals: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(run_dir).map_err(io(run_dir))? {
+        let path = entry.map_err(io(run_dir))?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let Some((seq, k)) = segment_of(&name) else {
+            continue;
+        };
+        if seq < checkpoints {
+            std::fs::remove_file(&path).map_err(io(&path))?;
+        } else if let Some(k) = k {
+            next_k = next_k.max(k + 1);
+            replay.push((k, path));
+        } else {
+            wals.push(path);
+        }
+    }
+    wals.sort();
+    for path in wals {
+        let to = replay_path(run_dir, checkpoints, next_k);
+        next_k += 1;
+        std::fs::rename(&path, &to).map_err(io(&path))?;
+        replay.push((next_k - 1, to));
+    }
+    sync_dir(run_dir)?;
+    replay.sort();
+    Ok(replay.into_iter().map(|(_, p)| p).collect())
+}
+
 impl RunFiles {
     /// Open the run's files, recovering whatever an earlier attempt left in
     /// `run_dir` and in the lake below `out`.
@@ -520,67 +594,8 @@ impl RunFiles {
             .read(true)
             .open(&ledger_path)
             .map_err(io(&ledger_path))?;
-        let mut rec = Recovered::default();
-        let mut committed: HashSet<String> = HashSet::new();
-        let good = read_ledger(&ledger_path, BufReader::new(&ledger), |c| {
-            for f in &c.files {
-                lake.roll_forward(&f.path)?;
-                let name = f.path.rsplit('/').next().unwrap_or("");
-                if let Some(n) = crate::write::part_number(name) {
-                    rec.next_part = rec.next_part.max(n + 1);
-                }
-                committed.insert(f.path.clone());
-            }
-            for m in &c.messages {
-                let fp = decode_fingerprint(m).ok_or_else(|| {
-                    LedgerError::Corrupt(format!("ledger: bad fingerprint {m:?}"))
-                })?;
-                rec.settled.insert(fp);
-            }
-            rec.checkpoints += 1;
-            rec.counts.add(&c.counts);
-            rec.committed_messages += c.messages.len() as u64;
-            rec.files.extend(c.files);
-            Ok::<_, LedgerError>(())
-        })?;
-        let len = ledger.metadata().map_err(io(&ledger_path))?.len();
-        if good < len {
-            ledger.set_len(good).map_err(io(&ledger_path))?;
-            ledger.sync_all().map_err(io(&ledger_path))?;
-        }
-
-        // Committed segments go; uncommitted WAL segments become replay files.
-        let mut replay: Vec<(u32, PathBuf)> = Vec::new();
-        let mut next_k = 0u32;
-        let mut wals: Vec<PathBuf> = Vec::new();
-        for entry in std::fs::read_dir(run_dir).map_err(io(run_dir))? {
-            let path = entry.map_err(io(run_dir))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let Some((seq, k)) = segment_of(&name) else {
-                continue;
-            };
-            if seq < rec.checkpoints {
-                std::fs::remove_file(&path).map_err(io(&path))?;
-            } else if let Some(k) = k {
-                next_k = next_k.max(k + 1);
-                replay.push((k, path));
-            } else {
-                wals.push(path);
-            }
-        }
-        wals.sort();
-        for path in wals {
-            let to = replay_path(run_dir, rec.checkpoints, next_k);
-            next_k += 1;
-            std::fs::rename(&path, &to).map_err(io(&path))?;
-            replay.push((next_k - 1, to));
-        }
-        sync_dir(run_dir)?;
-        replay.sort();
-        rec.replay = replay.into_iter().map(|(_, p)| p).collect();
+        let (mut rec, committed) = roll_forward(lake, &ledger_path, &ledger)?;
+        rec.replay = replay_segments(run_dir, rec.checkpoints)?;
         for path in &rec.replay {
             read_wal(path, |r| {
                 rec.settled.insert(r.msg.fingerprint());
@@ -593,22 +608,19 @@ impl RunFiles {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         lake.remove_strays(&run_id, &committed)?;
-
         let wal_seq = rec.checkpoints;
         let wal = open_wal(run_dir, wal_seq)?;
-        Ok((
-            RunFiles {
-                dir: run_dir.to_owned(),
-                ledger,
-                wal,
-                wal_seq,
-                wal_dirty: false,
-                wal_bytes: 0,
-                syncs: 0,
-                scratch: Vec::new(),
-            },
-            rec,
-        ))
+        let files = RunFiles {
+            dir: run_dir.to_owned(),
+            ledger,
+            wal,
+            wal_seq,
+            wal_dirty: false,
+            wal_bytes: 0,
+            syncs: 0,
+            scratch: Vec::new(),
+        };
+        Ok((files, rec))
     }
 
     /// Append a settled message (buffered; durable after `sync`).
