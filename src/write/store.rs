@@ -431,7 +431,12 @@ impl LakeStore for LocalDir {
             source,
         };
         std::fs::create_dir_all(&self.root).map_err(unwritable)?;
-        let probe = self.root.join(".msgext-write-check");
+        // A name of its own: two runs may check one folder at once.
+        let probe = self.root.join(format!(
+            ".msgext-write-check-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
         std::fs::write(&probe, b"").map_err(unwritable)?;
         std::fs::remove_file(&probe).map_err(unwritable)
     }
