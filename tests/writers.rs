@@ -7,7 +7,7 @@ use common::KvRow;
 use msgext::kind::Kind;
 use msgext::model::{MessageId, MessageRef, PairList, PairRef};
 use msgext::write::schema::MessageRow;
-use msgext::write::{FileInfo, Format, Lake, LakeStore, LocalDir, Sealed, WriteOptions};
+use msgext::write::{FileInfo, Format, LakeStore, LocalDir, RunTables, Sealed, WriteOptions};
 
 fn publish(dir: &LocalDir, sealed: Vec<Sealed>) -> Vec<FileInfo> {
     sealed
@@ -46,7 +46,7 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         MessageRef::new(None, "to, \"quoted\"", "1_2_3").into(),
         MessageRef::new(Some("中文 sender"), "b", "k\n2").into(),
     ];
-    let mut lake = Lake::new(
+    let mut lake = RunTables::new(
         std::sync::Arc::new(LocalDir::new(out)),
         Kind::OneToOne,
         "2026-11-26",
@@ -207,7 +207,7 @@ fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
 #[test]
 fn a_table_without_rows_gets_no_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lake = Lake::new(
+    let mut lake = RunTables::new(
         std::sync::Arc::new(LocalDir::new(dir.path())),
         Kind::OneToOne,
         "2026-11-26",

@@ -20,7 +20,7 @@ use crate::model::InputMessage;
 use crate::report::{
     ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
 };
-use crate::write::{Lake, LakeStore};
+use crate::write::{LakeStore, RunTables};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -411,7 +411,7 @@ fn launch(
     let live = Arc::new(LiveCounts::default());
     let writer = {
         let w = writer::Writer {
-            lake: Lake::new(
+            tables: RunTables::new(
                 run.lake.clone(),
                 kind,
                 &run.meta.dt,

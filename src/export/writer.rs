@@ -21,7 +21,7 @@ use crate::ledger::{
 use crate::model::InputMessage;
 use crate::report::{ErrorsCsv, InputSummary, LiveCounts, MessageSummary};
 use crate::write::schema::MessageRow;
-use crate::write::{FileInfo, Lake, LakeStore, WriteError};
+use crate::write::{FileInfo, LakeStore, RunTables, WriteError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
@@ -50,7 +50,7 @@ pub struct Tally {
 
 /// Everything the writer thread owns.
 pub struct Writer {
-    pub lake: Lake,
+    pub tables: RunTables,
     pub dir: std::sync::Arc<dyn LakeStore>,
     pub run_files: RunFiles,
     pub recovered: Recovered,
@@ -85,7 +85,7 @@ struct State<'a> {
 }
 
 /// A text as the run keeps it (WAL, tables, errors.csv, stderr): no UserSig.
-fn kept(info: String) -> String {
+fn redacted(info: String) -> String {
     match crate::report::redact(&info) {
         std::borrow::Cow::Borrowed(_) => info,
         std::borrow::Cow::Owned(r) => r,
@@ -280,8 +280,8 @@ impl State<'_> {
     /// Whether to checkpoint now: a part file is full, or enough messages,
     /// WAL bytes or time have gone by since the last checkpoint.
     fn checkpoint_due(&self) -> bool {
-        let o = self.w.lake.options();
-        self.w.lake.part_full()
+        let o = self.w.tables.options();
+        self.w.tables.part_full()
             || self.pending.messages.len() >= o.checkpoint_messages
             || self.w.run_files.wal_bytes() >= o.checkpoint_log_bytes
             || self.last_checkpoint.elapsed() >= o.checkpoint_every
@@ -308,7 +308,7 @@ impl State<'_> {
             } => (
                 WalStatus::NotFound {
                     code,
-                    info: kept(info),
+                    info: redacted(info),
                 },
                 attempts,
                 pages,
@@ -321,7 +321,7 @@ impl State<'_> {
             } => (
                 WalStatus::Failed {
                     code,
-                    info: kept(info),
+                    info: redacted(info),
                 },
                 attempts,
                 pages,
@@ -331,7 +331,7 @@ impl State<'_> {
                 info,
                 attempts,
             } => {
-                let info = kept(info);
+                let info = redacted(info);
                 self.t.fatal.get_or_insert_with(|| info.clone());
                 return self.unfinished(&m, &code, &info, attempts);
             }
@@ -430,12 +430,12 @@ impl State<'_> {
         };
         if let (Some(latest), Some(clear)) = (latest, clear) {
             self.w
-                .lake
+                .tables
                 .add_pairs(msg, r.pairs(), latest, clear)
                 .doing("writing key_values")?;
         }
         self.w
-            .lake
+            .tables
             .add_message(&MessageRow {
                 msg,
                 status,
@@ -477,7 +477,7 @@ impl State<'_> {
 
     /// Seal the open parts, commit them in the ledger, publish them.
     fn checkpoint(&mut self) -> Result<(), WriterError> {
-        let sealed = self.w.lake.seal().doing("sealing part files")?;
+        let sealed = self.w.tables.seal().doing("sealing part files")?;
         let now = (
             self.stats.requests.load(Ordering::Relaxed),
             self.stats.retries.load(Ordering::Relaxed),
@@ -539,7 +539,7 @@ impl State<'_> {
         spool.finish().doing("errors spool")?;
         // Staged in the lake, whole or not at all, like the data files.
         let (staged, file) = self.w.dir.stage(&self.w.errors_rel).doing("errors.csv")?;
-        let mut out = ErrorsCsv::to_writer(file, self.w.lake.kind()).doing("errors.csv")?;
+        let mut out = ErrorsCsv::to_writer(file, self.w.tables.kind()).doing("errors.csv")?;
         self.w
             .run_files
             .committed_errors(|r| out.row(r).doing("errors.csv"))?;

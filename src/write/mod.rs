@@ -404,7 +404,7 @@ pub fn part_number(file_name: &str) -> Option<u32> {
 }
 
 /// The two tables of a run and their row buffers: what the writer task owns.
-pub struct Lake {
+pub struct RunTables {
     kind: Kind,
     kv: TableSink,
     messages: TableSink,
@@ -415,7 +415,7 @@ pub struct Lake {
     opts: WriteOptions,
 }
 
-impl Lake {
+impl RunTables {
     /// The tables of `kind` go into the lake `dir`, in partition
     /// `dt=<dt>/run_id=<run_id>`; part numbers start at `first_part` (after
     /// those of an earlier attempt).
@@ -442,7 +442,7 @@ impl Lake {
                 first_part,
             )
         };
-        Lake {
+        RunTables {
             kind,
             kv: sink(kind.tables()[0], schema::key_values_schema(kind)),
             messages: sink(kind.tables()[1], schema::messages_schema(kind)),
