@@ -78,6 +78,13 @@ fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
 /// environment names none (AWS's and GCP's metadata services).
 const METADATA_ADDRESS: &str = "169.254.169.254";
 
+/// What to say when a store's error `text` shows that the client found no
+/// credential in the environment and asked the instance metadata service.
+fn no_credentials(url: &str, text: &str) -> Option<String> {
+    text.contains(METADATA_ADDRESS)
+        .then(|| format!("no credentials were found: {}", credential_variables(url)))
+}
+
 /// The credentials a store URL's client reads, for messages.
 fn credential_variables(url: &str) -> &'static str {
     match url.split("://").next().unwrap_or("") {
@@ -369,12 +376,8 @@ impl Bucket {
         // No credential in the environment: the client asked the instance
         // metadata service, which did not give one. Its words (a refused
         // request to a link-local address) would only mislead.
-        if text.contains(METADATA_ADDRESS) {
-            return WriteError::Store(format!(
-                "{}: no credentials were found: {}",
-                self.display(rel),
-                credential_variables(&self.url)
-            ));
+        if let Some(why) = no_credentials(&self.url, &text) {
+            return WriteError::Store(format!("{}: {why}", self.display(rel)));
         }
         let hint = match Refusal::of(&e) {
             Some(Refusal::Denied) => &format!(
@@ -970,6 +973,19 @@ mod tests {
                 "{endpoint:?} {allow:?}"
             );
         }
+        // The error object_store gave here for an s3:// URL without credentials.
+        let text = "Generic S3 error: Error performing PUT http://169.254.169.254/latest/api/token \
+                    in 3.6ms - Server returned non-2xx status code: 403 Forbidden";
+        let said = no_credentials("s3://b/p", text).unwrap();
+        assert!(
+            said.starts_with("no credentials were found: an s3:// URL reads AWS_ACCESS_KEY_ID")
+                && !said.contains("169.254"),
+            "{said}"
+        );
+        assert_eq!(
+            no_credentials("s3://b/p", "403 Forbidden: AccessDenied"),
+            None
+        );
         assert!(credential_variables("s3://b/p").contains("AWS_ACCESS_KEY_ID"));
         assert!(!credential_variables("s3://b/p").contains("GOOGLE"));
         assert!(credential_variables("gs://b/p").contains("GOOGLE_APPLICATION_CREDENTIALS"));
