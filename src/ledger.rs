@@ -140,8 +140,9 @@ impl RunLock {
 
 /// The version of the formats of `run.json`, the WAL and the ledger. A run
 /// whose files carry another version is not resumed (or rolled forward) by
-/// this msgext: it says so instead of guessing.
-pub const FORMAT_VERSION: u32 = 1;
+/// this msgext: it says so instead of guessing. Version 2: WAL and ledger
+/// records name their message's kind (`"kind": "one_to_one"`, `"group"`).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// What stays fixed for a run across attempts (`run.json`), and what a
 /// resume checks: the same input, format, endpoint and app.
@@ -846,9 +847,9 @@ mod tests {
             parse_ledger("garbage\n").is_err(),
             "a complete bad line is corruption, not a tear"
         );
-        let other_version = serde_json::to_string(&Checkpoint { v: 2, ..cp(0) }).unwrap() + "\n";
+        let other_version = serde_json::to_string(&Checkpoint { v: 1, ..cp(0) }).unwrap() + "\n";
         let e = parse_ledger(&other_version).unwrap_err();
-        assert!(e.contains("format version 2"), "{e}");
+        assert!(e.contains("format version 1"), "{e}");
     }
 
     #[test]
@@ -909,8 +910,10 @@ mod tests {
         let seg = wal_path(&run_dir, 0);
         let first = std::fs::read_to_string(&seg).unwrap();
         assert!(
-            first.starts_with("{\"v\":1,\"from\":null,\"to\":\"t0\",\"msg_key\":\"k\",\"line\":2,"),
-            "the WAL keeps the message's fields at the top level: {first}"
+            first.starts_with(
+                "{\"v\":2,\"kind\":\"one_to_one\",\"from\":null,\"to\":\"t0\",\"msg_key\":\"k\",\"line\":2,"
+            ),
+            "the WAL keeps the message's kind and fields at the top level: {first}"
         );
         let mut text = std::fs::read_to_string(&seg).unwrap();
         text.push_str("{\"from\":null,\"to\":\"t9");

@@ -119,9 +119,11 @@ impl Kind {
     }
 }
 
-/// The identity of one message of either kind.
+/// The identity of one message of either kind. In the WAL and the ledger
+/// it carries its kind by name (`"kind": "group"`), so that a record is
+/// never read as another kind whose fields happen to fit.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(untagged)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum MessageId {
     OneToOne(MessageRef),
     Group(GroupMessageRef),
@@ -309,17 +311,33 @@ mod tests {
     }
 
     #[test]
-    fn the_wal_keeps_each_kind_in_its_own_fields() {
-        for id in [
-            MessageId::from(MessageRef::new(Some("a"), "b", "k")),
-            MessageId::from(GroupMessageRef::new("@TGS#1", 7)),
+    fn the_wal_names_each_message_s_kind() {
+        for (id, kind) in [
+            (
+                MessageId::from(MessageRef::new(Some("a"), "b", "k")),
+                "one_to_one",
+            ),
+            (MessageId::from(GroupMessageRef::new("@TGS#1", 7)), "group"),
         ] {
             let json = serde_json::to_string(&id).unwrap();
+            assert!(
+                json.starts_with(&format!(r#"{{"kind":"{kind}","#)),
+                "{json}"
+            );
             assert_eq!(
                 serde_json::from_str::<MessageId>(&json).unwrap(),
                 id,
                 "{json}"
             );
         }
+        // A record without its kind (format version 1) is not guessed at.
+        assert!(serde_json::from_str::<MessageId>(r#"{"group_id":"@TGS#1","msg_seq":7}"#).is_err());
+        assert!(
+            serde_json::from_str::<MessageId>(
+                r#"{"kind":"group","from":"a","to":"b","msg_key":"k"}"#
+            )
+            .is_err(),
+            "the fields of another kind do not pass for this one"
+        );
     }
 }
