@@ -387,38 +387,8 @@ fn answer(
     if method != Method::POST {
         return fail(codes::BAD_URL, "only POST is supported");
     }
-    let params: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    for name in ["sdkappid", "identifier", "usersig", "random", "contenttype"] {
-        if !params.contains_key(name) {
-            return fail(codes::BAD_URL, format!("missing URL parameter {name}"));
-        }
-    }
-    if params["contenttype"] != "json" {
-        return fail(codes::BAD_URL, "contenttype must be json");
-    }
-    if params["random"].parse::<u32>().is_err() {
-        return fail(codes::BAD_URL, "random must be a 32-bit unsigned integer");
-    }
-    let Ok(sdkappid) = params["sdkappid"].parse::<u64>() else {
-        return fail(codes::BAD_URL, "sdkappid must be a number");
-    };
-    if sdkappid != state.config.sdkappid {
-        return fail(
-            codes::SDKAPPID_NOT_FOUND,
-            format!("SDKAppID {sdkappid} not found in this data center"),
-        );
-    }
-    let identifier = &params["identifier"];
-    if let Err((code, info)) = check_sig(state, &params["usersig"], identifier, sdkappid, now) {
-        return fail(code, info);
-    }
-    if !state.config.admins.iter().any(|a| a == identifier) {
-        return fail(
-            codes::ADMIN_REQUIRED,
-            format!("{identifier} is not an App admin"),
-        );
+    if let Some(reply) = query_refused(state, query, now) {
+        return reply;
     }
     if over_quota(state) {
         if state.config.faults.quota_429 {
@@ -469,6 +439,52 @@ fn answer(
         return r;
     }
     Reply::Page(i, req.start_seq)
+}
+
+/// Why the query of a call is refused, if it is: every parameter must be
+/// there and well-formed, the SDKAppID this simulator's, the UserSig
+/// valid, the identifier an admin.
+fn query_refused(state: &State, query: Option<&str>, now: i64) -> Option<Reply> {
+    let params: HashMap<String, String> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    for name in ["sdkappid", "identifier", "usersig", "random", "contenttype"] {
+        if !params.contains_key(name) {
+            return Some(fail(
+                codes::BAD_URL,
+                format!("missing URL parameter {name}"),
+            ));
+        }
+    }
+    if params["contenttype"] != "json" {
+        return Some(fail(codes::BAD_URL, "contenttype must be json"));
+    }
+    if params["random"].parse::<u32>().is_err() {
+        return Some(fail(
+            codes::BAD_URL,
+            "random must be a 32-bit unsigned integer",
+        ));
+    }
+    let Ok(sdkappid) = params["sdkappid"].parse::<u64>() else {
+        return Some(fail(codes::BAD_URL, "sdkappid must be a number"));
+    };
+    if sdkappid != state.config.sdkappid {
+        return Some(fail(
+            codes::SDKAPPID_NOT_FOUND,
+            format!("SDKAppID {sdkappid} not found in this data center"),
+        ));
+    }
+    let identifier = &params["identifier"];
+    if let Err((code, info)) = check_sig(state, &params["usersig"], identifier, sdkappid, now) {
+        return Some(fail(code, info));
+    }
+    if !state.config.admins.iter().any(|a| a == identifier) {
+        return Some(fail(
+            codes::ADMIN_REQUIRED,
+            format!("{identifier} is not an App admin"),
+        ));
+    }
+    None
 }
 
 /// A scripted answer: `"http_503"`, `"http_503:3600"` (with that
