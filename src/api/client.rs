@@ -160,6 +160,7 @@ pub struct ApiClient {
     url: Arc<str>,
     sdkappid: Arc<str>,
     identifier: Arc<str>,
+    /// The whole call, from connecting to the body's last byte (`call`).
     timeout: Duration,
 }
 
@@ -189,7 +190,6 @@ impl ApiClient {
         let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(USER_AGENT)
-            .timeout(timeout)
             .connect_timeout(CONNECT_TIMEOUT.min(timeout))
             .pool_idle_timeout(Duration::from_secs(60));
         let via = match proxies {
@@ -677,6 +677,52 @@ mod tests {
             request.starts_with("POST /v4/openim_msg_ext_http_svc/get_key_values?sdkappid="),
             "{request}"
         );
+    }
+
+    /// An endpoint that takes the connection and never answers: the call
+    /// ends at the client's timeout as `Timeout` (retried by `fetch`), and
+    /// so does one that sends its head and never the body.
+    #[tokio::test]
+    async fn a_call_that_gets_no_answer_ends_at_the_timeout() {
+        use tokio::io::AsyncWriteExt;
+        for head in ["", "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let (mut conn, _) = listener.accept().await.unwrap();
+                // The whole request (head and its 2-byte body), then the answer's start.
+                let mut got = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !got.ends_with(b"\r\n\r\n{}") {
+                    let n = conn.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the request ended early");
+                    got.extend_from_slice(&buf[..n]);
+                }
+                conn.write_all(head.as_bytes()).await.unwrap();
+                // Hold the connection open, silent, until the test ends.
+                std::future::pending::<()>().await;
+                drop(conn);
+            });
+            let c = ApiClient::new(
+                &url,
+                "/v4/openim_msg_ext_http_svc/get_key_values",
+                1400000000,
+                "administrator",
+                Duration::from_millis(300),
+                &Proxies::Environment,
+            )
+            .unwrap();
+            let err = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.call("sig", Bytes::from_static(b"{}")),
+            )
+            .await
+            .expect("the call outlived its timeout")
+            .unwrap_err();
+            assert_eq!(err, CallError::Timeout, "head {head:?}");
+            server.abort();
+        }
     }
 
     #[test]
