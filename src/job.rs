@@ -156,15 +156,20 @@ fn without_values(msg: &str) -> String {
 /// a secret key (64 hex characters). Told by line and key, never by value,
 /// and before any call (an identifier goes into every call's URL).
 pub fn refuse_secret_values(path: &Path, text: &str, secrets: &[&str]) -> Result<(), JobError> {
+    // The key a line belongs to: its own, or the last one above it (the
+    // lines of a multi-line string or array carry no key of their own).
+    let mut key = "";
     for (i, line) in text.lines().enumerate() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let key = key.trim();
-        if key.starts_with('#') {
+        if line.trim_start().starts_with('#') {
             continue;
         }
-        let value = value.trim();
+        let value = match line.split_once('=') {
+            Some((k, v)) if !k.contains(['"', '\'']) => {
+                key = k.trim();
+                v.trim()
+            }
+            _ => line.trim(),
+        };
         let is_secret = secrets
             .iter()
             .map(|s| s.trim())
@@ -587,6 +592,18 @@ mod tests {
             e.contains("line 1, key endpoint: holds a secret key"),
             "{e}"
         );
+        // On a line of its own inside a multi-line string: told by the key above it.
+        let e = JobFile::parse(
+            Path::new("j.toml"),
+            &format!("sdkappid = 1\nidentifier = \"\"\"\n{hex}\n\"\"\"\n"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("line 3, key identifier: holds a secret key"),
+            "{e}"
+        );
+        assert!(!e.contains(&hex[..16]), "{e}");
         // 63 are not a key; a comment is not a value.
         JobFile::parse(
             Path::new("j.toml"),

@@ -10,7 +10,7 @@ use common::{export_args, run_msgext, show};
 use msgext::mock::store::{Store, StoredMessage};
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn messages(n: usize, tag: &str) -> Vec<MessageRef> {
     (0..n)
@@ -28,6 +28,17 @@ async fn serve(msgs: &[MessageRef], faults: Faults) -> (Store, MockServer) {
     let store = Store::generate(msgs, 3, 0);
     let server = common::start_mock(store.clone(), faults, 7).await;
     (store, server)
+}
+
+/// The simulator holding `n` messages, and a temporary folder with their
+/// list in `in.csv`.
+async fn fixture(n: usize, tag: &str) -> (Store, MockServer, tempfile::TempDir, PathBuf) {
+    let msgs = messages(n, tag);
+    let (store, server) = serve(&msgs, Faults::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    (store, server, dir, input)
 }
 
 /// `msgext export` without `--run-id`: the command cron runs.
@@ -113,11 +124,7 @@ async fn an_input_truncated_mid_run_fails_the_run_and_resumes_only_with_its_cont
 /// that create nothing, not a folder called `s3:` in the working directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mistyped_lake_or_a_mixed_header_is_refused_and_creates_nothing() {
-    let msgs = messages(3, "m");
-    let (_store, server) = serve(&msgs, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    let (_store, server, dir, input) = fixture(3, "m").await;
     let cwd = dir.path().join("cwd");
     std::fs::create_dir(&cwd).unwrap();
     let table = [
@@ -169,11 +176,7 @@ async fn a_mistyped_lake_or_a_mixed_header_is_refused_and_creates_nothing() {
 /// any call; so is one typed where a region goes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secret_key_in_a_job_file_is_refused_by_line_and_key_before_any_call() {
-    let msgs = messages(3, "s");
-    let (_store, server) = serve(&msgs, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    let (_store, server, dir, input) = fixture(3, "s").await;
     let secret = "Zq9-the-apps-own-secret-key";
     let endpoint = format!("endpoint = \"{}\"\n", server.url());
     let table = [
@@ -218,11 +221,7 @@ async fn the_secret_key_in_a_job_file_is_refused_by_line_and_key_before_any_call
 /// `_CLAIM` in the other lake; the plain command does not pick that run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_another_lake_in_the_state_folder_is_refused_naming_both() {
-    let msgs = messages(60, "l");
-    let (store, server) = serve(&msgs, Faults::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    let (store, server, dir, input) = fixture(60, "l").await;
     let state = dir.path().join("state");
     let (lake_a, lake_b) = (dir.path().join("lake-a"), dir.path().join("lake-b"));
     let with_state = |mut a: Vec<String>| {

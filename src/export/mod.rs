@@ -56,7 +56,7 @@ pub enum ExportError {
     /// Ctrl-C / SIGTERM, and the run could not end cleanly after it (the
     /// store did not answer within the grace): exit 130.
     #[error("interrupted: {0}")]
-    Interrupted(String),
+    Interrupted(#[source] Box<ExportError>),
     /// The run already completed: exit 2.
     #[error("run {run_id} already completed ({path} exists); give a new --run-id to export again")]
     AlreadyComplete { run_id: String, path: String },
@@ -236,7 +236,7 @@ pub async fn run(
         // Whatever failed after Ctrl-C / SIGTERM (most often a store that
         // stopped answering, given up on), the run was interrupted: 130.
         Err(e) if stop.reason() == Some(StopReason::Interrupted) => {
-            Err(ExportError::Interrupted(e.to_string()))
+            Err(ExportError::Interrupted(Box::new(e)))
         }
         done => done,
     }
