@@ -717,7 +717,9 @@ impl Bucket {
         }
     }
 
-    /// A walk of the folders below `prefix`, one listing a folder.
+    /// One flat listing of everything below `prefix` (the store pages it,
+    /// 1,000 keys a request on S3), not a request a folder: a lake of years
+    /// of nightly runs is listed in a few requests at each run's start.
     fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
         let root = self.prefix.as_ref();
         let strip = |key: &Key| {
@@ -731,16 +733,12 @@ impl Bucket {
                     .to_owned(),
             }
         };
-        let mut out = Vec::new();
-        let mut folders = vec![self.key(prefix)?];
-        while let Some(folder) = folders.pop() {
-            let listed = self
-                .request(self.store.list_with_delimiter(Some(&folder)))
-                .map_err(|e| self.err(&strip(&folder), e))?;
-            out.extend(listed.objects.iter().map(|o| strip(&o.location)));
-            folders.extend(listed.common_prefixes);
-        }
-        Ok(out)
+        use futures_util::TryStreamExt;
+        let folder = self.key(prefix)?;
+        let listed: Vec<object_store::ObjectMeta> = self
+            .request(self.store.list(Some(&folder)).try_collect())
+            .map_err(|e| self.err(prefix, e))?;
+        Ok(listed.iter().map(|o| strip(&o.location)).collect())
     }
 
     fn delete(&self, rel: &str) -> Result<(), WriteError> {
