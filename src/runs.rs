@@ -143,9 +143,12 @@ fn data_run_id(rel: &str) -> Option<&str> {
 /// kept in the lake (`OUT/_runs` by default) holds others beside them.
 const RUN_MARKERS: [&str; 4] = ["_CLAIM", "summary.json", "_SUCCESS", "run.json"];
 
-/// Every run in the lake, oldest first.
-pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
-    let mut reports: BTreeMap<String, Vec<String>> = BTreeMap::new();
+/// The lake's files by run: those under `_runs/<run id>/` (for the runs
+/// that have a marker there) and the data files of each run's partitions.
+type FilesByRun = BTreeMap<String, Vec<String>>;
+
+fn files_by_run(lake: &dyn LakeStore) -> Result<(FilesByRun, FilesByRun), RunsError> {
+    let mut reports = FilesByRun::new();
     for rel in lake.list("_runs")? {
         if let Some((run_id, _)) = report_path(&rel) {
             reports.entry(run_id.to_owned()).or_default().push(rel);
@@ -156,7 +159,7 @@ pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
             .iter()
             .any(|f| report_path(f).is_some_and(|(_, n)| RUN_MARKERS.contains(&n)))
     });
-    let mut data: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut data = FilesByRun::new();
     for table in all_tables() {
         for rel in lake.list(table)? {
             if let Some(run_id) = data_run_id(&rel) {
@@ -164,6 +167,12 @@ pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
             }
         }
     }
+    Ok((reports, data))
+}
+
+/// Every run in the lake, oldest first.
+pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
+    let (reports, data) = files_by_run(lake)?;
     let ids: HashSet<&String> = reports.keys().chain(data.keys()).collect();
     let mut runs = Vec::with_capacity(ids.len());
     for run_id in ids {
@@ -173,6 +182,20 @@ pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
     }
     runs.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
     Ok(runs)
+}
+
+/// One run of the lake, if it has any file there.
+fn find(lake: &dyn LakeStore, run_id: &str) -> Result<Option<RunInfo>, RunsError> {
+    let (mut reports, mut data) = files_by_run(lake)?;
+    let (report_files, data_files) = (reports.remove(run_id), data.remove(run_id));
+    if report_files.is_none() && data_files.is_none() {
+        return Ok(None);
+    }
+    let (r, d) = (
+        report_files.unwrap_or_default(),
+        data_files.unwrap_or_default(),
+    );
+    describe(lake, run_id, r, d).map(Some)
 }
 
 /// Read one run's claim and summary and tell where it stands.
@@ -278,8 +301,7 @@ pub fn drop_run(
     force: bool,
     this_host: &str,
 ) -> Result<Dropped, RunsError> {
-    let runs = list(lake)?;
-    let Some(run) = runs.into_iter().find(|r| r.run_id == run_id) else {
+    let Some(run) = find(lake, run_id)? else {
         return Err(RunsError::Refused(format!(
             "no run {run_id} in {}",
             lake.display("").trim_end_matches('/')
