@@ -8,6 +8,7 @@ use crate::cli::{
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
 use crate::job::{self, Env, JobFile};
+use crate::kind::Kind;
 use crate::mock::{Faults, MockConfig, MockServer};
 use crate::report::ProgressMode;
 use clap::Parser;
@@ -373,8 +374,12 @@ async fn mock_cmd(args: MockArgs) -> u8 {
         (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
         (None, None) => crate::demo::demo_store(),
     };
+    let kind = store
+        .messages
+        .first()
+        .map_or(Kind::OneToOne, |m| m.id.kind());
     if let Some(path) = &args.write_input
-        && let Err(e) = std::fs::write(path, store.input_csv())
+        && let Err(e) = std::fs::write(path, store.input_csv(kind))
     {
         return fail(1, format!("{}: {e}", path.display()));
     }

@@ -207,7 +207,8 @@ pub struct MockArgs {
     /// Pairs per synthetic message (the API holds at most 300 a message).
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = parse_pairs)]
     pub pairs: usize,
-    /// Write the list of the served messages as an input CSV here.
+    /// Write the list of the served messages as an input CSV here (those of
+    /// the first message's kind: one file lists one kind).
     #[arg(long, value_name = "FILE")]
     pub write_input: Option<std::path::PathBuf>,
 }

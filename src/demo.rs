@@ -152,10 +152,14 @@ mod tests {
             })
             .collect();
         assert_eq!(input.len() as u64, counts.distinct);
-        let (groups, one_to_one): (Vec<_>, Vec<_>) =
-            store.messages.iter().partition(|m| m.group.is_some());
+        let (groups, one_to_one): (Vec<_>, Vec<_>) = store
+            .messages
+            .iter()
+            .partition(|m| m.id.kind() == crate::kind::Kind::Group);
         assert!(
-            one_to_one.iter().all(|m| input.contains(&m.message_ref())),
+            one_to_one
+                .iter()
+                .all(|m| matches!(&m.id, crate::kind::MessageId::OneToOne(r) if input.contains(r))),
             "every stored message is one of the sample's"
         );
         let missing = input.len() - one_to_one.len();

@@ -46,14 +46,15 @@ pub enum InputError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: no header row (expected From_Account,To_Account,MsgKey or GroupId,MsgSeq)")]
+    #[error("{path}: no header row (expected {})", header_choices())]
     NoHeader { path: PathBuf },
     #[error(
-        "{path}: line 1: the header has no {column} column, nor GroupId and MsgSeq for group messages (found: {found})"
+        "{path}: line 1: the header lacks the columns of a message list: {missing} (found: {found})"
     )]
     MissingColumn {
         path: PathBuf,
-        column: &'static str,
+        /// For each kind, the columns it needs that the header lacks.
+        missing: String,
         found: String,
     },
     #[error(
@@ -186,7 +187,7 @@ impl<R: Read> InputReader<R> {
         let find = |name: &str| names.iter().position(|n| n.eq_ignore_ascii_case(name));
         let named: Vec<Kind> = Kind::ALL
             .into_iter()
-            .filter(|k| required_columns(*k).any(|c| find(c).is_some()))
+            .filter(|k| k.required_columns().any(|c| find(c).is_some()))
             .collect();
         if named.len() > 1 {
             return Err(InputError::MixedKinds {
@@ -194,30 +195,23 @@ impl<R: Read> InputReader<R> {
                 kinds: named
                     .iter()
                     .map(|k| {
-                        let cols: Vec<&str> = required_columns(*k).collect();
-                        format!("{} ({})", k.name(), cols.join(", "))
+                        let cols: Vec<&str> = k.required_columns().collect();
+                        format!("{} ({})", k.spec().name(), cols.join(", "))
                     })
                     .collect::<Vec<_>>()
                     .join(" and "),
             });
         }
         let Some(kind) = Kind::from_header(&names) else {
-            let one = Kind::OneToOne;
-            let column = one
-                .columns()
-                .iter()
-                .copied()
-                .find(|c| !one.is_optional(c) && find(c).is_none())
-                .unwrap_or("To_Account");
             return Err(InputError::MissingColumn {
                 path: path.to_owned(),
-                column,
+                missing: missing_columns(|c| find(c).is_some()),
                 found: names.join(","),
             });
         };
         let cols = Columns {
             kind,
-            id: kind.columns().iter().map(|c| find(c)).collect(),
+            id: kind.spec().columns().iter().map(|c| find(c)).collect(),
             error_code: find("error_code"),
             width: names.len(),
         };
@@ -282,7 +276,7 @@ impl<R: Read> InputReader<R> {
         }
         let mut trimmed = false;
         let mut cells: Vec<&str> = Vec::with_capacity(self.cols.id.len());
-        for (name, &i) in self.cols.kind.columns().iter().zip(&self.cols.id) {
+        for (name, &i) in self.cols.kind.spec().columns().iter().zip(&self.cols.id) {
             let Ok(raw) = std::str::from_utf8(field(i)) else {
                 return invalid(format!("{name} is not valid UTF-8"));
             };
@@ -292,7 +286,7 @@ impl<R: Read> InputReader<R> {
             trimmed |= t.len() != raw.len();
             cells.push(t);
         }
-        match self.cols.kind.parse_cells(&cells) {
+        match self.cols.kind.spec().parse_cells(&cells) {
             Err(reason) => invalid(reason),
             Ok(msg) => Row::Message(msg, trimmed),
         }
@@ -305,7 +299,8 @@ impl<R: Read> InputReader<R> {
             Row::Message(msg, trimmed) => {
                 let fp = msg.fingerprint();
                 // Without a sender, and the same message is listed with one.
-                let has_sender_elsewhere = msg.lacks_sender() && self.senders.contains(fp);
+                let has_sender_elsewhere =
+                    msg.identity().lacks_sender() && self.senders.contains(fp);
                 if !has_sender_elsewhere && self.seen.insert(fp) {
                     InputItem::Message(InputMessage { msg, line, trimmed })
                 } else {
@@ -359,12 +354,22 @@ impl<R: Read> InputReader<R> {
     }
 }
 
-/// The columns a header must have to list messages of `kind`.
-fn required_columns(kind: Kind) -> impl Iterator<Item = &'static str> {
-    kind.columns()
-        .iter()
-        .copied()
-        .filter(move |c| !kind.is_optional(c))
+/// The headers of each kind: "From_Account,To_Account,MsgKey or GroupId,MsgSeq".
+fn header_choices() -> String {
+    Kind::ALL.map(|k| k.spec().columns().join(",")).join(" or ")
+}
+
+/// What a header lacks to list messages of each kind: "To_Account for
+/// one-to-one messages, or GroupId and MsgSeq for group messages".
+fn missing_columns(has: impl Fn(&str) -> bool) -> String {
+    Kind::ALL
+        .into_iter()
+        .map(|k| {
+            let lacks: Vec<&str> = k.required_columns().filter(|c| !has(c)).collect();
+            format!("{} for {} messages", lacks.join(" and "), k.spec().name())
+        })
+        .collect::<Vec<_>>()
+        .join(", or ")
 }
 
 /// A record as read, before de-duplication.
@@ -583,7 +588,7 @@ fn prescan_file(path: &Path, file: &mut std::fs::File, show: bool) -> Result<Pre
                 shown.tick(rows);
             }
             if let Row::Message(m, _) = row?
-                && m.lacks_sender()
+                && m.identity().lacks_sender()
             {
                 senderless.insert(m.fingerprint());
             }
@@ -611,7 +616,7 @@ fn prescan_file(path: &Path, file: &mut std::fs::File, show: bool) -> Result<Pre
         let mut r = InputReader::new(path, verified)?;
         while let Some(row) = r.next_row() {
             if let Row::Message(m, _) = row?
-                && let Some(base) = m.without_sender()
+                && let Some(base) = m.identity().without_sender()
             {
                 let fp = base.fingerprint();
                 if senderless.contains(fp) {
@@ -904,7 +909,7 @@ mod tests {
             match item {
                 Ok(InputItem::Message(m)) => {
                     // Every message handed on is one of the prescan's rows.
-                    let key = &m.msg.one_to_one().unwrap().msg_key;
+                    let key = &m.msg.identity().cells()[2];
                     assert!(key.starts_with("old_"), "{key}");
                     n += 1;
                     if n == after {
@@ -1008,19 +1013,24 @@ mod tests {
     #[test]
     fn header_only_empty_and_headerless_inputs() {
         assert_eq!(read(b"From_Account,To_Account,MsgKey\r\n").unwrap(), vec![]);
-        assert!(matches!(read(b""), Err(InputError::NoHeader { .. })));
-        let e = read(b"alice,bob,1_2_3\n").err().unwrap();
+        let e = read(b"").err().unwrap();
+        assert!(matches!(e, InputError::NoHeader { .. }), "{e}");
         assert!(
-            matches!(
-                e,
-                InputError::MissingColumn {
-                    column: "To_Account",
-                    ..
-                }
+            e.to_string()
+                .ends_with("(expected From_Account,To_Account,MsgKey or GroupId,MsgSeq)"),
+            "{e}"
+        );
+        let e = read(b"alice,bob,1_2_3\n").err().unwrap();
+        assert!(matches!(e, InputError::MissingColumn { .. }), "{e}");
+        assert!(e.to_string().starts_with("in.csv: line 1:"), "{e}");
+        assert!(
+            e.to_string().contains(
+                "To_Account and MsgKey for one-to-one messages, or GroupId and MsgSeq for group messages"
             ),
             "{e}"
         );
-        assert!(e.to_string().starts_with("in.csv: line 1:"), "{e}");
+        let e = read(b"from_account,msgkey\n").err().unwrap();
+        assert!(e.to_string().contains(": To_Account for one-to-one"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod columns;
 pub mod demo;
 pub mod export;
 pub mod failpoint;

@@ -2,7 +2,7 @@
 //! with its line, sets of message fingerprints, and one key-value pair as the
 //! API returns it. The identity of a message itself is the `kind` module's.
 
-pub use crate::kind::{GroupMessageRef, MessageId, MessageRef};
+pub use crate::kind::{GroupMessageRef, Identity, MessageId, MessageRef};
 
 /// A set of message fingerprints that stays small for huge inputs: 4,096
 /// shards chosen by 12 bits of the fingerprint, each holding 64 more bits, so
@@ -373,6 +373,7 @@ impl<'de> serde::Deserialize<'de> for PairList {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::Identity;
 
     #[test]
     fn fingerprint_sets_find_what_was_put_in() {

@@ -15,12 +15,12 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 /// The columns of errors.csv after the kind's identity columns
-/// (`Kind::errors_columns`), which make it a valid `--input`.
+/// (`KindSpec::columns`), which make it a valid `--input`.
 pub const ERRORS_COLUMNS: [&str; 4] = ["error_code", "error_info", "attempts", "line"];
 
 /// The header of errors.csv for a run of `kind`.
 pub fn errors_header(kind: Kind) -> Vec<&'static str> {
-    let mut h = kind.errors_columns().to_vec();
+    let mut h = kind.spec().columns().to_vec();
     h.extend(ERRORS_COLUMNS);
     h
 }
@@ -81,7 +81,7 @@ impl<W: std::io::Write> ErrorsCsv<W> {
         attempts: u32,
         line: u64,
     ) -> std::io::Result<()> {
-        self.record(&m.errors_cells(), code, info, attempts, line)
+        self.record(&m.identity().cells(), code, info, attempts, line)
     }
 
     pub fn row(&mut self, r: &crate::ledger::ErrorRow) -> std::io::Result<()> {
@@ -308,9 +308,9 @@ impl Summary {
             },
             self.elapsed_secs,
             self.out,
-            self.kind.tables()[0],
+            self.kind.spec().tables()[0],
             self.out,
-            self.kind.tables()[1],
+            self.kind.spec().tables()[1],
             self.format,
             self.files.len(),
             self.errors_csv,

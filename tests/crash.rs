@@ -84,7 +84,10 @@ fn fetched_twice(s: &Setup, out: &Path) -> usize {
         .iter()
         .enumerate()
         .filter(|(i, m)| {
-            let row = msgs.iter().find(|r| r.to == m.to).unwrap();
+            let row = msgs
+                .iter()
+                .find(|r| r.to == common::one_to_one(&m.id).to)
+                .unwrap();
             s.server.stats().calls_for(*i) as i64 > row.attempts
         })
         .count()
@@ -418,7 +421,11 @@ async fn errors_csv_fed_back_exports_exactly_the_failed_messages() {
     // The second run's partition holds exactly the ten messages' data.
     let second: Vec<_> = common::kv_from_parquet(&out)
         .into_iter()
-        .filter(|r| store.messages[..10].iter().any(|m| m.to == r.to))
+        .filter(|r| {
+            store.messages[..10]
+                .iter()
+                .any(|m| common::one_to_one(&m.id).to == r.to)
+        })
         .collect();
     assert_eq!(
         second,
@@ -527,6 +534,7 @@ async fn the_same_command_resumes_without_a_run_id_and_ctrl_c_says_how() {
     let mut input = std::fs::read_to_string(&s.input).unwrap();
     let extra: String = s.store.messages[1..6]
         .iter()
+        .map(|m| common::one_to_one(&m.id))
         .map(|m| format!(",{},{}\n", m.to, m.msg_key))
         .collect();
     input.insert_str(input.find('\n').unwrap() + 1, &extra);

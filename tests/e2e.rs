@@ -44,14 +44,14 @@ fn fixture(with_trouble: bool) -> Fixture {
             seq: if i < 7 { 1 } else { 2 + (i as i64 - 7) / 20 },
         })
         .collect();
-    store
-        .messages
-        .push(StoredMessage::new(Some("alice"), "bob", "big_1_1", 0, big));
+    store.messages.push(StoredMessage::new(
+        MessageRef::new(Some("alice"), "bob", "big_1_1"),
+        0,
+        big,
+    ));
     // 10002 three times, then fine.
     let mut flaky = StoredMessage::new(
-        Some("alice"),
-        "bob",
-        "flaky_1_1",
+        MessageRef::new(Some("alice"), "bob", "flaky_1_1"),
         0,
         vec![StoredPair {
             key: "k".into(),
@@ -61,11 +61,16 @@ fn fixture(with_trouble: bool) -> Fixture {
     );
     flaky.script = vec!["10002".into(), "10002".into(), "10002".into()];
     store.messages.push(flaky);
-    let mut all: Vec<MessageRef> = store.messages.iter().map(|m| m.message_ref()).collect();
+    let mut all: Vec<MessageRef> = store
+        .messages
+        .iter()
+        .map(|m| common::one_to_one(&m.id).clone())
+        .collect();
     if with_trouble {
-        let mut bad = StoredMessage::new(Some("alice"), "bob", "bad_1_1", 0, vec![]);
+        let mut bad =
+            StoredMessage::new(MessageRef::new(Some("alice"), "bob", "bad_1_1"), 0, vec![]);
         bad.always = Some("10004".into());
-        all.push(bad.message_ref());
+        all.push(common::one_to_one(&bad.id).clone());
         store.messages.push(bad);
     }
     let store = Store::new(store.messages);
@@ -279,7 +284,7 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
         .store
         .messages
         .iter()
-        .position(|m| m.msg_key == "flaky_1_1")
+        .position(|m| common::one_to_one(&m.id).msg_key == "flaky_1_1")
         .unwrap();
     assert_eq!(server.stats().calls_for(flaky), 4);
     // --quiet: nothing at all when all is well.
@@ -506,7 +511,10 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
     let exported: Vec<&StoredMessage> = store
         .messages
         .iter()
-        .filter(|m| ok.iter().any(|o| o.to == m.to && o.msg_key == m.msg_key))
+        .filter(|m| {
+            let id = common::one_to_one(&m.id);
+            ok.iter().any(|o| o.to == id.to && o.msg_key == id.msg_key)
+        })
         .collect();
     assert_eq!(
         common::kv_from_parquet(&out),

@@ -86,9 +86,7 @@ async fn run(plan: ExportPlan, tuning: Tuning) -> Summary {
 
 fn one_pair(m: &MessageRef, script: &[&str]) -> StoredMessage {
     let mut s = StoredMessage::new(
-        m.from.as_deref(),
-        &m.to,
-        &m.msg_key,
+        m.clone(),
         0,
         vec![StoredPair {
             key: "k".into(),
@@ -363,7 +361,7 @@ async fn retry_after_is_read_from_the_answer() {
     .await;
     let client = msgext::api::client::ApiClient::new(
         &server.url(),
-        msgext::api::GET_KEY_VALUES_PATH,
+        msgext::kind::Kind::OneToOne.spec().api_path(),
         DEMO_SDKAPPID,
         "administrator",
         Duration::from_secs(5),
@@ -492,7 +490,7 @@ async fn answers_that_cannot_be_the_whole_truth_are_retried_never_taken_for_data
                 seq: 1 + i as i64 / 10,
             })
             .collect();
-        StoredMessage::new(m.from.as_deref(), &m.to, &m.msg_key, 0, pairs)
+        StoredMessage::new(m.clone(), 0, pairs)
     };
     let with_script = |mut s: StoredMessage, script: &[&str]| {
         s.script = script.iter().map(|x| x.to_string()).collect();

@@ -27,7 +27,7 @@ fn big(group: &str, seq: i64) -> StoredMessage {
             seq: if i < 7 { 1 } else { 2 + (i as i64 - 7) / 20 },
         })
         .collect();
-    StoredMessage::of(&GroupMessageRef::new(group, seq).into(), 0, pairs)
+    StoredMessage::new(GroupMessageRef::new(group, seq), 0, pairs)
 }
 
 struct Setup {
@@ -75,7 +75,7 @@ fn missing(s: &Setup) -> Vec<(String, i64)> {
         .store
         .messages
         .iter()
-        .filter_map(|m| m.group.clone())
+        .map(|m| common::group_of(&m.id).clone())
         .collect();
     let mut out: Vec<_> = refs(3)
         .into_iter()
@@ -214,18 +214,18 @@ async fn group_faults_are_retried_and_a_bad_request_fails_only_its_message() {
             seq: 1,
         }]
     };
-    let mut flaky = StoredMessage::of(&msgs[0].clone().into(), 0, pair());
+    let mut flaky = StoredMessage::new(msgs[0].clone(), 0, pair());
     flaky.script = ["10002", "http_502", "drop", "60008"]
         .map(String::from)
         .to_vec();
-    let mut bad = StoredMessage::of(&msgs[1].clone().into(), 0, pair());
+    let mut bad = StoredMessage::new(msgs[1].clone(), 0, pair());
     bad.always = Some("10004".into());
-    let plain = StoredMessage::of(&msgs[2].clone().into(), 0, pair());
+    let plain = StoredMessage::new(msgs[2].clone(), 0, pair());
     let store = Store::new(vec![flaky, bad, plain]);
     let server = common::start_mock(store.clone(), Faults::default(), 5).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("g.csv");
-    std::fs::write(&input, store.group_input_csv()).unwrap();
+    std::fs::write(&input, store.input_csv(msgext::kind::Kind::Group)).unwrap();
     let out = dir.path().join("lake");
     let o = run_msgext(
         common::export_args(&server.url(), &input, &out, "parquet", "f", 4),

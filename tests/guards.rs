@@ -53,7 +53,7 @@ fn stored<'a>(store: &'a Store, msgs: &[MessageRef]) -> Vec<&'a StoredMessage> {
     store
         .messages
         .iter()
-        .filter(|m| msgs.iter().any(|r| r.to == m.to && r.msg_key == m.msg_key))
+        .filter(|m| msgs.contains(common::one_to_one(&m.id)))
         .collect()
 }
 

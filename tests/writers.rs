@@ -95,7 +95,7 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         if lake.part_full() {
             files.extend(publish(&dir, lake.seal().unwrap()));
         }
-        let m = msg.one_to_one().unwrap();
+        let m = common::one_to_one(msg);
         for p in pairs.iter() {
             want.push(KvRow {
                 from: m.from.clone(),

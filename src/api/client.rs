@@ -171,7 +171,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ApiClient {
     /// `base` is `https://{domain}` or an `--endpoint` such as
-    /// `http://127.0.0.1:PORT`; `path` is the API's (`Kind::api_path`).
+    /// `http://127.0.0.1:PORT`; `path` is the API's (`KindSpec::api_path`).
+    /// The error is text naming the setting to fix, the proxy without its
+    /// password: reqwest's own error would quote the proxy URL whole.
     pub fn new(
         base: &str,
         path: &str,

@@ -1,42 +1,18 @@
 //! The Tencent Cloud Chat REST API as msgext uses it: regions and their
 //! domains, the wire types of `get_key_values`, UserSig signing (`sign`) and a
-//! single HTTP call (`client`, on reqwest). Nothing here retries, sleeps or decides policy.
+//! single HTTP call (`client`, on reqwest), and what each error code means
+//! (`codes`). Nothing here retries, sleeps or decides policy.
 
 pub mod client;
+pub mod codes;
 pub mod sign;
 pub mod wire;
 
 use std::fmt;
 use std::str::FromStr;
 
-/// The path of the one-to-one call, relative to the region's domain or `--endpoint`.
-pub const GET_KEY_VALUES_PATH: &str = crate::kind::one_to_one::API_PATH;
-
 /// At most this many pairs come back in one page.
 pub const PAGE_SIZE: usize = 200;
-
-/// Error codes the client and the simulator both name.
-pub mod codes {
-    pub const OK: i64 = 0;
-    pub const INTERNAL: i64 = 10002;
-    pub const INVALID_PARAM: i64 = 10004;
-    pub const FREQ_LIMIT_10006: i64 = 10006;
-    pub const NOT_PREMIUM: i64 = 10008;
-    pub const NOT_FOUND: i64 = 23004;
-    /// The group does not exist or was dismissed (group API).
-    pub const GROUP_NOT_FOUND: i64 = 10010;
-    pub const BAD_URL: i64 = 60002;
-    pub const BAD_JSON: i64 = 60004;
-    pub const FREQ_LIMIT: i64 = 60007;
-    /// The simulator's answer to a non-admin identifier (the real code is not documented).
-    pub const ADMIN_REQUIRED: i64 = 60016;
-    pub const SIG_EXPIRED: i64 = 70001;
-    pub const SIG_EMPTY: i64 = 70002;
-    pub const SIG_INVALID: i64 = 70003;
-    pub const SIG_IDENTIFIER_MISMATCH: i64 = 70013;
-    pub const SIG_SDKAPPID_MISMATCH: i64 = 70014;
-    pub const SDKAPPID_NOT_FOUND: i64 = 70020;
-}
 
 /// A data center, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -155,7 +131,10 @@ mod tests {
         }
         assert_eq!(Region::from_base_url("http://127.0.0.1:8080"), None);
         assert_eq!(
-            call_url("http://127.0.0.1:9/", GET_KEY_VALUES_PATH),
+            call_url(
+                "http://127.0.0.1:9/",
+                "/v4/openim_msg_ext_http_svc/get_key_values"
+            ),
             "http://127.0.0.1:9/v4/openim_msg_ext_http_svc/get_key_values"
         );
     }

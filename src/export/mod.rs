@@ -682,7 +682,7 @@ fn build_fetcher(
 ) -> Result<Fetcher, ExportError> {
     let client = ApiClient::new(
         &plan.base_url,
-        kind.api_path(),
+        kind.spec().api_path(),
         plan.sdkappid,
         &plan.identifier,
         tuning.timeout,

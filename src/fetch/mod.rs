@@ -409,9 +409,7 @@ impl<C: Call> Fetcher<C> {
     ) -> Result<GetKeyValuesResponse, Judged> {
         match answer {
             Ok(r) => {
-                let action = kind
-                    .classify_code(r.error_code)
-                    .unwrap_or_else(|| classify(Observed::Api(r.error_code)));
+                let action = kind.classify_code(r.error_code);
                 match (action, pager.check(&r)) {
                     (Action::Success, Ok(())) => {
                         self.observe(action);

@@ -225,6 +225,7 @@ fn has_duplicate_keys(pairs: &PairList) -> bool {
 mod tests {
     use super::*;
     use crate::api::wire::ExtensionList;
+    use crate::kind::MessageRef;
     use crate::mock::store::{StoredMessage, StoredPair};
 
     /// A message of `n` pairs whose Seq runs are 20 long after a first run of
@@ -237,7 +238,7 @@ mod tests {
                 seq: if i < 7 { 1 } else { 2 + ((i - 7) / 20) as i64 },
             })
             .collect();
-        StoredMessage::new(Some("a"), "b", "1_2_3", 0, pairs)
+        StoredMessage::new(MessageRef::new(Some("a"), "b", "1_2_3"), 0, pairs)
     }
 
     /// Drain a stored message through the simulator's own paging rule.
@@ -308,7 +309,7 @@ mod tests {
                 seq: 4,
             },
         ];
-        let m = StoredMessage::new(None, "b", "k", 2, pairs);
+        let m = StoredMessage::new(MessageRef::new(None, "b", "k"), 2, pairs);
         let (got, _) = drain(&m);
         let keys: Vec<_> = got.pairs.iter().map(|p| p.key).collect();
         assert_eq!(keys, ["k1", "k2"]);

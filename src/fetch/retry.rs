@@ -3,6 +3,7 @@
 //! computes capped exponential delays with full jitter.
 
 use crate::api::client::CallError;
+pub use crate::api::codes::{Action, classify_code};
 use std::time::Duration;
 
 /// What one attempt produced, as far as policy is concerned.
@@ -12,25 +13,6 @@ pub enum Observed<'a> {
     Api(i64),
     /// No usable answer.
     Call(&'a CallError),
-}
-
-/// What to do after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// The answer carries data.
-    Success,
-    /// Transient: try again after a backoff.
-    Retry,
-    /// Over the quota: try again after a longer wait, and slow the whole run down.
-    RateLimited,
-    /// UserSig expired: sign anew (if the secret is known) and try again.
-    RenewSignature,
-    /// The message does not exist (23004): recorded as `not_found`, not retried.
-    NotFound,
-    /// This message cannot be exported; the run goes on.
-    FailMessage,
-    /// Every later call would fail too: stop the run.
-    FailRun,
 }
 
 /// The one place that maps every code of the API notes' table to an action.
@@ -50,23 +32,6 @@ pub fn classify(o: Observed<'_>) -> Action {
             // endpoint is not the API (wrong --endpoint, a proxy refusing us).
             CallError::Http { .. } => Action::FailRun,
         },
-    }
-}
-
-pub fn classify_code(code: i64) -> Action {
-    match code {
-        0 => Action::Success,
-        10002 | 60008 | 60013 | 60014 => Action::Retry,
-        60007 | 60011 | 60018 | 60019 | 10006 => Action::RateLimited,
-        70001 => Action::RenewSignature,
-        23004 => Action::NotFound,
-        10004 => Action::FailMessage,
-        10008 => Action::FailRun,
-        60002..=60006 | 60009 | 60010 | 60012 | 60015..=60017 | 60020 | 60021 => Action::FailRun,
-        70002..=70020 | 70050 | 70051 => Action::FailRun,
-        // A code the notes do not list: fail this message (it lands in
-        // errors.csv with its code) rather than retry blindly or stop the run.
-        _ => Action::FailMessage,
     }
 }
 

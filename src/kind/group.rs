@@ -2,43 +2,100 @@
 //! identified by (GroupId, MsgSeq). The API's answer has exactly the shape
 //! of the one-to-one call's; its error codes are not all documented.
 
-use crate::fetch::retry::Action;
+use super::{Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId};
+use crate::api::codes::{self, Action};
+use crate::columns::{finish_int, finish_text};
 use arrow_array::ArrayRef;
 use arrow_array::builder::{Int64Builder, StringBuilder};
 use arrow_schema::{DataType, Field};
 use serde::Serialize;
 use std::fmt;
 
-/// The input columns (any case, any order).
-pub const COLUMNS: &[&str] = &["GroupId", "MsgSeq"];
+/// The group kind (`KindSpec`).
+pub struct Group;
 
-/// A message from (GroupId, MsgSeq): a non-empty ID and a positive integer.
-pub fn parse_cells(cells: &[&str]) -> Result<GroupMessageRef, String> {
-    let [group_id, msg_seq] = cells else {
-        return Err("wrong number of identity cells".into());
-    };
-    if group_id.is_empty() {
-        return Err("GroupId is empty".into());
+impl KindSpec for Group {
+    fn name(&self) -> &'static str {
+        "group"
     }
-    match msg_seq.parse::<i64>() {
-        Ok(seq) if seq > 0 => Ok(GroupMessageRef::new(group_id, seq)),
-        _ => Err(format!(
-            "MsgSeq must be a positive integer, not {msg_seq:?}"
-        )),
+
+    fn columns(&self) -> &'static [&'static str] {
+        &["GroupId", "MsgSeq"]
     }
-}
 
-pub const API_PATH: &str = "/v4/openim_msg_ext_http_svc/group_get_key_values";
+    /// A non-empty GroupId and a positive integer MsgSeq.
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String> {
+        let [group_id, msg_seq] = cells else {
+            return Err("wrong number of identity cells".into());
+        };
+        if group_id.is_empty() {
+            return Err("GroupId is empty".into());
+        }
+        match msg_seq.parse::<i64>() {
+            Ok(seq) if seq > 0 => Ok(GroupMessageRef::new(group_id, seq).into()),
+            _ => Err(format!(
+                "MsgSeq must be a positive integer, not {msg_seq:?}"
+            )),
+        }
+    }
 
-/// Codes of the group API that read differently from the common table: the
-/// group is missing or dissolved (10010), the group ID is invalid (10015),
-/// no such message (23004) are "not found"; no permission (10007) and a plan
-/// without the feature (10059) stop the run.
-pub fn classify_code(code: i64) -> Option<Action> {
-    match code {
-        10010 | 10015 | 23004 => Some(Action::NotFound),
-        10007 | 10059 => Some(Action::FailRun),
-        _ => None,
+    fn api_path(&self) -> &'static str {
+        "/v4/openim_msg_ext_http_svc/group_get_key_values"
+    }
+
+    /// GroupId a non-empty string, MsgSeq a positive integer.
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String> {
+        let group_id = match body.get("GroupId") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s,
+            Some(serde_json::Value::String(_)) => return Err("GroupId is empty".into()),
+            Some(_) => return Err("GroupId must be a string".into()),
+            None => return Err("GroupId is required".into()),
+        };
+        let msg_seq = match body.get("MsgSeq") {
+            Some(v) => v
+                .as_i64()
+                .filter(|s| *s > 0)
+                .ok_or("MsgSeq must be a positive integer")?,
+            None => return Err("MsgSeq is required".into()),
+        };
+        Ok(GroupMessageRef::new(group_id, msg_seq).into())
+    }
+
+    /// Codes of the group API that read differently from the common table:
+    /// the group is missing or dissolved (10010), the group ID is invalid
+    /// (10015), no such message (23004) are "not found"; no permission
+    /// (10007) and a plan without the feature (10059) stop the run.
+    fn classify_code(&self, code: i64) -> Option<Action> {
+        match code {
+            10010 | 10015 | 23004 => Some(Action::NotFound),
+            10007 | 10059 => Some(Action::FailRun),
+            _ => None,
+        }
+    }
+
+    fn not_found(&self, group_known: bool) -> (i64, &'static str) {
+        match group_known {
+            false => (
+                codes::GROUP_NOT_FOUND,
+                "the group does not exist or was dismissed",
+            ),
+            true => (codes::NOT_FOUND, "the group message does not exist"),
+        }
+    }
+
+    fn tables(&self) -> [&'static str; 2] {
+        ["group_key_values", "group_messages"]
+    }
+
+    fn identity_fields(&self) -> Vec<Field> {
+        vec![
+            Field::new("group_id", DataType::Utf8, false),
+            Field::new("msg_seq", DataType::Int64, false),
+        ]
+    }
+
+    fn identity_columns(&self) -> Box<dyn IdentityColumns> {
+        Box::<Columns>::default()
     }
 }
 
@@ -56,32 +113,42 @@ impl GroupMessageRef {
             msg_seq,
         }
     }
+}
 
-    /// A 128-bit fingerprint of the identity; the leading tag keeps it apart
-    /// from every one-to-one fingerprint.
-    pub fn fingerprint(&self) -> u128 {
+impl Identity for GroupMessageRef {
+    fn kind(&self) -> Kind {
+        Kind::Group
+    }
+
+    /// The leading tag keeps it apart from every one-to-one fingerprint.
+    fn fingerprint(&self) -> u128 {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update([2u8]);
         h.update((self.group_id.len() as u64).to_le_bytes());
         h.update(self.group_id.as_bytes());
         h.update(self.msg_seq.to_le_bytes());
-        let d = h.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d[..16]);
-        u128::from_le_bytes(b)
+        super::fingerprint_of(&h.finalize())
     }
 
-    pub fn request(&self, start_seq: Option<i64>) -> Request<'_> {
-        Request {
+    fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
+        super::json_body(&Request {
             group_id: &self.group_id,
             msg_seq: self.msg_seq,
             start_seq,
-        }
+        })
     }
 
-    pub fn errors_cells(&self) -> Vec<String> {
+    fn cells(&self) -> Vec<String> {
         vec![self.group_id.clone(), self.msg_seq.to_string()]
+    }
+
+    fn text_len(&self) -> usize {
+        self.group_id.len() + 8
+    }
+
+    fn scope(&self) -> Option<&str> {
+        Some(&self.group_id)
     }
 }
 
@@ -93,37 +160,33 @@ impl fmt::Display for GroupMessageRef {
 
 /// The JSON body of a call. `StartSeq` is optional.
 #[derive(Debug, Serialize)]
-pub struct Request<'a> {
+struct Request<'a> {
     #[serde(rename = "GroupId")]
-    pub group_id: &'a str,
+    group_id: &'a str,
     #[serde(rename = "MsgSeq")]
-    pub msg_seq: i64,
+    msg_seq: i64,
     #[serde(rename = "StartSeq", skip_serializing_if = "Option::is_none")]
-    pub start_seq: Option<i64>,
-}
-
-pub fn identity_fields() -> Vec<Field> {
-    vec![
-        Field::new("group_id", DataType::Utf8, false),
-        Field::new("msg_seq", DataType::Int64, false),
-    ]
+    start_seq: Option<i64>,
 }
 
 /// The builders of `group_id`, `msg_seq`.
 #[derive(Default)]
-pub struct Columns {
+struct Columns {
     group_id: StringBuilder,
     msg_seq: Int64Builder,
 }
 
-impl Columns {
-    pub fn append(&mut self, m: &GroupMessageRef) {
+impl IdentityColumns for Columns {
+    fn append(&mut self, id: &MessageId) -> Result<(), KindMismatch> {
+        let MessageId::Group(m) = id else {
+            return Err(KindMismatch(id.kind()));
+        };
         self.group_id.append_value(&m.group_id);
         self.msg_seq.append_value(m.msg_seq);
+        Ok(())
     }
 
-    pub fn finish(&mut self) -> Vec<ArrayRef> {
-        use crate::write::schema::{finish_int, finish_text};
+    fn finish(&mut self) -> Vec<ArrayRef> {
         vec![
             finish_text(&mut self.group_id),
             finish_int(&mut self.msg_seq),
@@ -134,6 +197,7 @@ impl Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::codes::Action;
 
     #[test]
     fn rows_are_a_group_id_and_a_positive_seq() {
@@ -147,8 +211,8 @@ mod tests {
             (&["g", ""], Err("MsgSeq must be a positive integer")),
         ];
         for (cells, want) in table {
-            match (parse_cells(cells), want) {
-                (Ok(got), Ok(w)) => assert_eq!(got, w),
+            match (Group.parse_cells(cells), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w.into()),
                 (Err(got), Err(w)) => assert!(got.starts_with(w), "{got}"),
                 (got, w) => panic!("{cells:?}: {got:?} vs {w:?}"),
             }
@@ -168,7 +232,44 @@ mod tests {
             (10006, None),
         ];
         for (code, want) in table {
-            assert_eq!(classify_code(code), want, "{code}");
+            assert_eq!(Group.classify_code(code), want, "{code}");
         }
+    }
+
+    #[test]
+    fn request_bodies_are_read_as_strictly_as_the_service_reads_them() {
+        let table: [(&str, Result<GroupMessageRef, &str>); 7] = [
+            (
+                r#"{"GroupId":"@TGS#1","MsgSeq":158}"#,
+                Ok(GroupMessageRef::new("@TGS#1", 158)),
+            ),
+            (
+                r#"{"GroupId":"g","MsgSeq":1,"StartSeq":9}"#,
+                Ok(GroupMessageRef::new("g", 1)),
+            ),
+            (r#"{"MsgSeq":1}"#, Err("GroupId is required")),
+            (r#"{"GroupId":"","MsgSeq":1}"#, Err("GroupId is empty")),
+            (
+                r#"{"GroupId":5,"MsgSeq":1}"#,
+                Err("GroupId must be a string"),
+            ),
+            (r#"{"GroupId":"g"}"#, Err("MsgSeq is required")),
+            (
+                r#"{"GroupId":"g","MsgSeq":"1"}"#,
+                Err("MsgSeq must be a positive integer"),
+            ),
+        ];
+        for (body, want) in table {
+            let obj: JsonObject = serde_json::from_str(body).unwrap();
+            let got = Group.parse_request(&obj);
+            assert_eq!(
+                got,
+                want.map(MessageId::from).map_err(str::to_owned),
+                "{body}"
+            );
+        }
+        let m = GroupMessageRef::new("@TGS#\"1", 7);
+        let obj: JsonObject = serde_json::from_slice(&m.request_body(None)).unwrap();
+        assert_eq!(Group.parse_request(&obj), Ok(m.into()));
     }
 }

@@ -1,12 +1,16 @@
 //! The kind of message, the one seam of a message's identity: one-to-one
 //! messages (`get_key_values`, keyed by From/To/MsgKey) and group messages
-//! (`group_get_key_values`, keyed by GroupId/MsgSeq). `Kind` says what a run
-//! of that kind reads and writes (input columns, API path, per-API error
-//! codes, table names, identity columns, errors.csv columns); `MessageId`
-//! carries one message through every stage (its request body, fingerprint,
-//! identity cells). The pager, limiter, retry loop, writer loop, WAL and
-//! ledger carry a `MessageId` without looking inside. Each kind lives in a
-//! file of its own; this file only dispatches.
+//! (`group_get_key_values`, keyed by GroupId/MsgSeq).
+//!
+//! A kind is one file that implements two traits: `KindSpec` says what a run
+//! of that kind reads and writes (input columns, API path and request body
+//! rules, its own error codes, table names, identity columns, errors.csv
+//! columns), `Identity` what one message offers (request body, fingerprint,
+//! cells, a looser form of itself). The input reader, the pager, limiter,
+//! retry loop, writer, WAL, ledger and the simulator carry a `MessageId`
+//! and ask these traits; none of them names a kind. Adding a kind is its
+//! file plus one line in each of the three tables below (`Kind`,
+//! `Kind::spec`, `MessageId` with `MessageId::identity`).
 
 pub mod group;
 pub mod one_to_one;
@@ -14,109 +18,20 @@ pub mod one_to_one;
 pub use group::GroupMessageRef;
 pub use one_to_one::MessageRef;
 
-use crate::fetch::retry::Action;
+use crate::api::codes::{self, Action};
 use arrow_array::ArrayRef;
 use arrow_schema::Field;
 use std::fmt;
 
+/// A JSON object, as a request body is read by the simulator.
+pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+
 /// Which API a run exports, decided by the input's header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     OneToOne,
     Group,
-}
-
-impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::OneToOne, Kind::Group];
-
-    /// The kind whose required input columns the header (lower-cased names) holds.
-    pub fn from_header(names: &[String]) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| {
-            k.columns()
-                .iter()
-                .filter(|c| !k.is_optional(c))
-                .all(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
-        })
-    }
-
-    /// The input columns a message of this kind is read from, as documented.
-    pub fn columns(self) -> &'static [&'static str] {
-        match self {
-            Kind::OneToOne => one_to_one::COLUMNS,
-            Kind::Group => group::COLUMNS,
-        }
-    }
-
-    /// Whether an input may leave this column out.
-    pub fn is_optional(self, column: &str) -> bool {
-        self == Kind::OneToOne && column == one_to_one::OPTIONAL_COLUMN
-    }
-
-    /// A message from its input cells (in `columns` order, trimmed; an
-    /// absent optional column is empty), or why the row is invalid.
-    pub fn parse_cells(self, cells: &[&str]) -> Result<MessageId, String> {
-        match self {
-            Kind::OneToOne => one_to_one::parse_cells(cells).map(MessageId::OneToOne),
-            Kind::Group => group::parse_cells(cells).map(MessageId::Group),
-        }
-    }
-
-    /// The path of the API call, relative to the region's domain or `--endpoint`.
-    pub fn api_path(self) -> &'static str {
-        match self {
-            Kind::OneToOne => one_to_one::API_PATH,
-            Kind::Group => group::API_PATH,
-        }
-    }
-
-    /// This API's own reading of an error code, where it differs from the
-    /// common table (`fetch::retry::classify`).
-    pub fn classify_code(self, code: i64) -> Option<Action> {
-        match self {
-            Kind::OneToOne => None,
-            Kind::Group => group::classify_code(code),
-        }
-    }
-
-    /// Whether the API's `code` says the message does not exist (a final
-    /// answer: asking again gives the same).
-    pub fn is_not_found(self, code: i64) -> bool {
-        let action = self
-            .classify_code(code)
-            .unwrap_or_else(|| crate::fetch::retry::classify_code(code));
-        action == Action::NotFound
-    }
-
-    /// The lake's two tables for this kind: (pairs, messages).
-    pub fn tables(self) -> [&'static str; 2] {
-        match self {
-            Kind::OneToOne => ["key_values", "messages"],
-            Kind::Group => ["group_key_values", "group_messages"],
-        }
-    }
-
-    /// The identity columns that open both tables.
-    pub fn identity_fields(self) -> Vec<Field> {
-        match self {
-            Kind::OneToOne => one_to_one::identity_fields(),
-            Kind::Group => group::identity_fields(),
-        }
-    }
-
-    /// The first columns of errors.csv: those of the input, so that the file
-    /// can be fed back as `--input`.
-    pub fn errors_columns(self) -> &'static [&'static str] {
-        self.columns()
-    }
-
-    /// What the API calls a message of this kind, for messages to users.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::OneToOne => "one-to-one",
-            Kind::Group => "group",
-        }
-    }
 }
 
 /// The identity of one message of either kind. In the WAL and the ledger
@@ -127,6 +42,162 @@ impl Kind {
 pub enum MessageId {
     OneToOne(MessageRef),
     Group(GroupMessageRef),
+}
+
+impl Kind {
+    pub const ALL: [Kind; 2] = [Kind::OneToOne, Kind::Group];
+
+    /// What this kind is to a run: the dispatch table of kinds.
+    pub fn spec(self) -> &'static dyn KindSpec {
+        match self {
+            Kind::OneToOne => &one_to_one::OneToOne,
+            Kind::Group => &group::Group,
+        }
+    }
+}
+
+impl MessageId {
+    /// What this message offers: the dispatch table of identities.
+    pub fn identity(&self) -> &dyn Identity {
+        match self {
+            MessageId::OneToOne(m) => m,
+            MessageId::Group(m) => m,
+        }
+    }
+}
+
+/// What a kind of message is to a run; each kind implements it in its file.
+pub trait KindSpec: Sync {
+    /// What the API calls a message of this kind, for messages to users.
+    fn name(&self) -> &'static str;
+    /// The input columns a message is read from, as documented (any case, any order).
+    fn columns(&self) -> &'static [&'static str];
+    /// The columns of `columns` an input may leave out.
+    fn optional_columns(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// A message from its input cells (in `columns` order, trimmed; an
+    /// absent optional column is empty), or why the row is invalid.
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String>;
+    /// The path of the API call, relative to the region's domain or `--endpoint`.
+    fn api_path(&self) -> &'static str;
+    /// The message a request body names, read as strictly as the service
+    /// reads it (the simulator's side of `Identity::request_body`).
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String>;
+    /// This API's own reading of an error code, where it differs from the
+    /// common table (`api::codes::classify_code`).
+    fn classify_code(&self, _code: i64) -> Option<Action> {
+        None
+    }
+    /// The API's answer (code, text) for a message it does not have;
+    /// `scope_known` says whether the conversation it names exists
+    /// (`Identity::scope`).
+    fn not_found(&self, _scope_known: bool) -> (i64, &'static str) {
+        (codes::NOT_FOUND, "the message does not exist")
+    }
+    /// The lake's two tables for this kind: (pairs, messages).
+    fn tables(&self) -> [&'static str; 2];
+    /// The identity columns that open both tables.
+    fn identity_fields(&self) -> Vec<Field>;
+    /// Empty builders of those columns.
+    fn identity_columns(&self) -> Box<dyn IdentityColumns>;
+}
+
+/// What one message of a kind offers; each kind's identity implements it.
+pub trait Identity: fmt::Display + Sync {
+    fn kind(&self) -> Kind;
+    /// A 128-bit fingerprint of the identity, to de-duplicate huge inputs
+    /// and to name settled messages in the ledger without their strings.
+    /// Each kind tags its own, so that two kinds' never meet.
+    fn fingerprint(&self) -> u128;
+    /// The JSON body of the call for the page from `start_seq`.
+    fn request_body(&self, start_seq: Option<i64>) -> Vec<u8>;
+    /// The identity's input cells, in `KindSpec::columns` order (errors.csv
+    /// opens with them, so that it can be fed back as `--input`).
+    fn cells(&self) -> Vec<String>;
+    /// Bytes of the identity, for sizing batches.
+    fn text_len(&self) -> usize;
+    /// The same message listed without an optional part of its identity
+    /// (a one-to-one message without its sender), when it has that part:
+    /// the API finds the message by either, so a row of that form is a
+    /// duplicate of this one.
+    fn without_sender(&self) -> Option<MessageId> {
+        None
+    }
+    /// Whether the message is listed without that optional part.
+    fn lacks_sender(&self) -> bool {
+        false
+    }
+    /// The conversation the message belongs to, when the API tells a
+    /// missing conversation from a missing message (a group).
+    fn scope(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The Arrow builders of the identity columns of one table.
+pub trait IdentityColumns: Send {
+    /// Append the identity of `id`; a message of another kind than the
+    /// table's is a bug, reported as such.
+    fn append(&mut self, id: &MessageId) -> Result<(), KindMismatch>;
+    /// The gathered columns; the builders start empty again.
+    fn finish(&mut self) -> Vec<ArrayRef>;
+}
+
+/// A message of one kind handed to a table of the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a {} message was given to a table of another kind", .0.spec().name())]
+pub struct KindMismatch(pub Kind);
+
+impl Kind {
+    /// The kind whose required input columns the header (lower-cased names) holds.
+    pub fn from_header(names: &[String]) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| {
+            k.required_columns()
+                .all(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
+        })
+    }
+
+    /// The kind whose API answers at `path`.
+    pub fn from_api_path(path: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.spec().api_path() == path)
+    }
+
+    /// The input columns no input of this kind may leave out.
+    pub fn required_columns(self) -> impl Iterator<Item = &'static str> {
+        let spec = self.spec();
+        spec.columns()
+            .iter()
+            .copied()
+            .filter(move |c| !spec.optional_columns().contains(c))
+    }
+
+    /// Whether the API's `code` says the message does not exist (a final
+    /// answer: asking again gives the same).
+    pub fn is_not_found(self, code: i64) -> bool {
+        self.classify_code(code) == Action::NotFound
+    }
+
+    /// What `code` means to a call of this kind: its own reading, else the common one.
+    pub fn classify_code(self, code: i64) -> Action {
+        self.spec()
+            .classify_code(code)
+            .unwrap_or_else(|| codes::classify_code(code))
+    }
+}
+
+impl MessageId {
+    pub fn kind(&self) -> Kind {
+        self.identity().kind()
+    }
+
+    pub fn fingerprint(&self) -> u128 {
+        self.identity().fingerprint()
+    }
+
+    pub fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
+        self.identity().request_body(start_seq)
+    }
 }
 
 impl From<MessageRef> for MessageId {
@@ -141,123 +212,23 @@ impl From<GroupMessageRef> for MessageId {
     }
 }
 
-impl MessageId {
-    pub fn kind(&self) -> Kind {
-        match self {
-            MessageId::OneToOne(_) => Kind::OneToOne,
-            MessageId::Group(_) => Kind::Group,
-        }
-    }
-
-    /// A 128-bit fingerprint of the identity, to de-duplicate huge inputs
-    /// and to name settled messages in the ledger without their strings.
-    pub fn fingerprint(&self) -> u128 {
-        match self {
-            MessageId::OneToOne(m) => m.fingerprint(),
-            MessageId::Group(m) => m.fingerprint(),
-        }
-    }
-
-    /// The JSON body of the call for the page from `start_seq`.
-    pub fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
-        let body = match self {
-            MessageId::OneToOne(m) => serde_json::to_vec(&m.request(start_seq)),
-            MessageId::Group(m) => serde_json::to_vec(&m.request(start_seq)),
-        };
-        // Plain structs of strings and integers always serialize.
-        body.unwrap_or_default()
-    }
-
-    /// The identity's cells of errors.csv, in `Kind::errors_columns` order.
-    pub fn errors_cells(&self) -> Vec<String> {
-        match self {
-            MessageId::OneToOne(m) => m.errors_cells(),
-            MessageId::Group(m) => m.errors_cells(),
-        }
-    }
-
-    /// Bytes of the identity, for sizing batches.
-    pub fn text_len(&self) -> usize {
-        match self {
-            MessageId::OneToOne(m) => m.text_len(),
-            MessageId::Group(m) => m.group_id.len() + 8,
-        }
-    }
-
-    /// Whether the message is listed without an optional part of its
-    /// identity (a one-to-one message without From_Account).
-    pub fn lacks_sender(&self) -> bool {
-        matches!(self, MessageId::OneToOne(m) if m.from.is_none())
-    }
-
-    /// The same message without its sender, when it has one: a row listing
-    /// that form is a duplicate of this one.
-    pub fn without_sender(&self) -> Option<MessageId> {
-        match self {
-            MessageId::OneToOne(m) if m.from.is_some() => Some(MessageId::OneToOne(MessageRef {
-                from: None,
-                ..m.clone()
-            })),
-            _ => None,
-        }
-    }
-
-    /// The one-to-one identity, if this is one.
-    pub fn one_to_one(&self) -> Option<&MessageRef> {
-        match self {
-            MessageId::OneToOne(m) => Some(m),
-            MessageId::Group(_) => None,
-        }
-    }
-}
-
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            MessageId::OneToOne(m) => m.fmt(f),
-            MessageId::Group(m) => m.fmt(f),
-        }
+        self.identity().fmt(f)
     }
 }
 
-/// The Arrow builders of the identity columns of one table.
-pub enum IdentityColumns {
-    OneToOne(one_to_one::Columns),
-    Group(group::Columns),
+/// The first 16 bytes of a SHA-256, as a fingerprint.
+pub(crate) fn fingerprint_of(digest: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&digest[..16]);
+    u128::from_le_bytes(b)
 }
 
-impl IdentityColumns {
-    pub fn new(kind: Kind) -> Self {
-        match kind {
-            Kind::OneToOne => IdentityColumns::OneToOne(one_to_one::Columns::default()),
-            Kind::Group => IdentityColumns::Group(group::Columns::default()),
-        }
-    }
-
-    /// Append the identity of `id`; a message of another kind than the
-    /// table's is a bug, reported as such.
-    pub fn append(&mut self, id: &MessageId) -> Result<(), KindMismatch> {
-        match (self, id) {
-            (IdentityColumns::OneToOne(c), MessageId::OneToOne(m)) => c.append(m),
-            (IdentityColumns::Group(c), MessageId::Group(m)) => c.append(m),
-            (_, id) => return Err(KindMismatch(id.kind())),
-        }
-        Ok(())
-    }
-
-    /// The gathered columns; the builders start empty again.
-    pub fn finish(&mut self) -> Vec<ArrayRef> {
-        match self {
-            IdentityColumns::OneToOne(c) => c.finish(),
-            IdentityColumns::Group(c) => c.finish(),
-        }
-    }
+/// Serialize a request body; plain structs of strings and integers always do.
+pub(crate) fn json_body(body: &impl serde::Serialize) -> Vec<u8> {
+    serde_json::to_vec(body).unwrap_or_default()
 }
-
-/// A message of one kind handed to a table of the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("a {} message was given to a table of another kind", .0.name())]
-pub struct KindMismatch(pub Kind);
 
 #[cfg(test)]
 mod tests {

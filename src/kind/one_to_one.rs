@@ -1,31 +1,91 @@
 //! One-to-one messages: `v4/openim_msg_ext_http_svc/get_key_values`,
 //! identified by (From_Account, To_Account, MsgKey), From_Account optional.
 
+use super::{Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId};
+use crate::columns::finish_text;
 use arrow_array::ArrayRef;
 use arrow_array::builder::StringBuilder;
 use arrow_schema::{DataType, Field};
 use serde::Serialize;
 use std::fmt;
 
-/// The input columns (any case, any order); From_Account may be absent.
-pub const COLUMNS: &[&str] = &["From_Account", "To_Account", "MsgKey"];
-pub const OPTIONAL_COLUMN: &str = "From_Account";
+/// The one-to-one kind (`KindSpec`).
+pub struct OneToOne;
 
-/// A message from (From_Account, To_Account, MsgKey); an empty sender is none.
-pub fn parse_cells(cells: &[&str]) -> Result<MessageRef, String> {
-    let [from, to, msg_key] = cells else {
-        return Err("wrong number of identity cells".into());
-    };
-    if to.is_empty() {
-        return Err("To_Account is empty".into());
+impl KindSpec for OneToOne {
+    fn name(&self) -> &'static str {
+        "one-to-one"
     }
-    if msg_key.is_empty() {
-        return Err("MsgKey is empty".into());
+
+    fn columns(&self) -> &'static [&'static str] {
+        &["From_Account", "To_Account", "MsgKey"]
     }
-    Ok(MessageRef::new(Some(from), to, msg_key))
+
+    /// The API finds a message by (To_Account, MsgKey) alone.
+    fn optional_columns(&self) -> &'static [&'static str] {
+        &["From_Account"]
+    }
+
+    /// An empty sender is none; To_Account and MsgKey must not be empty.
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String> {
+        let [from, to, msg_key] = cells else {
+            return Err("wrong number of identity cells".into());
+        };
+        if to.is_empty() {
+            return Err("To_Account is empty".into());
+        }
+        if msg_key.is_empty() {
+            return Err("MsgKey is empty".into());
+        }
+        Ok(MessageRef::new(Some(from), to, msg_key).into())
+    }
+
+    fn api_path(&self) -> &'static str {
+        "/v4/openim_msg_ext_http_svc/get_key_values"
+    }
+
+    /// To_Account and MsgKey non-empty strings, From_Account an optional string.
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String> {
+        let string = |name: &str, required: bool| -> Result<Option<&str>, String> {
+            match body.get(name) {
+                None if required => Err(format!("{name} is required")),
+                None => Ok(None),
+                Some(serde_json::Value::String(s)) if s.is_empty() && required => {
+                    Err(format!("{name} is empty"))
+                }
+                Some(serde_json::Value::String(s)) => Ok(Some(s)),
+                Some(_) => Err(format!("{name} must be a string")),
+            }
+        };
+        let from = string("From_Account", false)?;
+        let to = string("To_Account", true)?.unwrap_or_default();
+        let msg_key = string("MsgKey", true)?.unwrap_or_default();
+        Ok(MessageRef::new(from, to, msg_key).into())
+    }
+
+    fn not_found(&self, _scope_known: bool) -> (i64, &'static str) {
+        (
+            crate::api::codes::NOT_FOUND,
+            "the one-to-one message does not exist",
+        )
+    }
+
+    fn tables(&self) -> [&'static str; 2] {
+        ["key_values", "messages"]
+    }
+
+    fn identity_fields(&self) -> Vec<Field> {
+        vec![
+            Field::new("from_account", DataType::Utf8, true),
+            Field::new("to_account", DataType::Utf8, false),
+            Field::new("msg_key", DataType::Utf8, false),
+        ]
+    }
+
+    fn identity_columns(&self) -> Box<dyn IdentityColumns> {
+        Box::<Columns>::default()
+    }
 }
-
-pub const API_PATH: &str = "/v4/openim_msg_ext_http_svc/get_key_values";
 
 /// One one-to-one message, as identified by the API: (From_Account, To_Account, MsgKey).
 /// `from` is `None` when the input had no sender (the API treats it as optional).
@@ -44,11 +104,16 @@ impl MessageRef {
             msg_key: msg_key.to_owned(),
         }
     }
+}
 
-    /// A 128-bit fingerprint of the identity, used to de-duplicate huge inputs
-    /// without keeping the strings. Fields are length-prefixed so that
-    /// ("ab","c") and ("a","bc") differ, and `None` differs from `Some("")`.
-    pub fn fingerprint(&self) -> u128 {
+impl Identity for MessageRef {
+    fn kind(&self) -> Kind {
+        Kind::OneToOne
+    }
+
+    /// Fields are length-prefixed so that ("ab","c") and ("a","bc") differ,
+    /// and `None` differs from `Some("")`.
+    fn fingerprint(&self) -> u128 {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         match &self.from {
@@ -63,10 +128,43 @@ impl MessageRef {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
-        let d = h.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&d[..16]);
-        u128::from_le_bytes(b)
+        super::fingerprint_of(&h.finalize())
+    }
+
+    fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
+        super::json_body(&Request {
+            from_account: self.from.as_deref(),
+            to_account: &self.to,
+            msg_key: &self.msg_key,
+            start_seq,
+        })
+    }
+
+    fn cells(&self) -> Vec<String> {
+        vec![
+            self.from.clone().unwrap_or_default(),
+            self.to.clone(),
+            self.msg_key.clone(),
+        ]
+    }
+
+    fn text_len(&self) -> usize {
+        self.from.as_ref().map_or(0, String::len) + self.to.len() + self.msg_key.len()
+    }
+
+    fn without_sender(&self) -> Option<MessageId> {
+        self.from.as_ref()?;
+        Some(
+            MessageRef {
+                from: None,
+                ..self.clone()
+            }
+            .into(),
+        )
+    }
+
+    fn lacks_sender(&self) -> bool {
+        self.from.is_none()
     }
 }
 
@@ -84,69 +182,99 @@ impl fmt::Display for MessageRef {
 
 /// The JSON body of a call. `From_Account` and `StartSeq` are optional.
 #[derive(Debug, Serialize)]
-pub struct Request<'a> {
+struct Request<'a> {
     #[serde(rename = "From_Account", skip_serializing_if = "Option::is_none")]
-    pub from_account: Option<&'a str>,
+    from_account: Option<&'a str>,
     #[serde(rename = "To_Account")]
-    pub to_account: &'a str,
+    to_account: &'a str,
     #[serde(rename = "MsgKey")]
-    pub msg_key: &'a str,
+    msg_key: &'a str,
     #[serde(rename = "StartSeq", skip_serializing_if = "Option::is_none")]
-    pub start_seq: Option<i64>,
-}
-
-impl MessageRef {
-    pub fn request(&self, start_seq: Option<i64>) -> Request<'_> {
-        Request {
-            from_account: self.from.as_deref(),
-            to_account: &self.to,
-            msg_key: &self.msg_key,
-            start_seq,
-        }
-    }
-
-    pub fn errors_cells(&self) -> Vec<String> {
-        vec![
-            self.from.clone().unwrap_or_default(),
-            self.to.clone(),
-            self.msg_key.clone(),
-        ]
-    }
-
-    pub fn text_len(&self) -> usize {
-        self.from.as_ref().map_or(0, String::len) + self.to.len() + self.msg_key.len()
-    }
-}
-
-pub fn identity_fields() -> Vec<Field> {
-    vec![
-        Field::new("from_account", DataType::Utf8, true),
-        Field::new("to_account", DataType::Utf8, false),
-        Field::new("msg_key", DataType::Utf8, false),
-    ]
+    start_seq: Option<i64>,
 }
 
 /// The builders of `from_account`, `to_account`, `msg_key`.
 #[derive(Default)]
-pub struct Columns {
+struct Columns {
     from: StringBuilder,
     to: StringBuilder,
     msg_key: StringBuilder,
 }
 
-impl Columns {
-    pub fn append(&mut self, m: &MessageRef) {
+impl IdentityColumns for Columns {
+    fn append(&mut self, id: &MessageId) -> Result<(), KindMismatch> {
+        let MessageId::OneToOne(m) = id else {
+            return Err(KindMismatch(id.kind()));
+        };
         self.from.append_option(m.from.as_deref());
         self.to.append_value(&m.to);
         self.msg_key.append_value(&m.msg_key);
+        Ok(())
     }
 
-    pub fn finish(&mut self) -> Vec<ArrayRef> {
-        use crate::write::schema::finish_text;
+    fn finish(&mut self) -> Vec<ArrayRef> {
         vec![
             finish_text(&mut self.from),
             finish_text(&mut self.to),
             finish_text(&mut self.msg_key),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_bodies_are_read_as_strictly_as_the_service_reads_them() {
+        let table: [(&str, Result<MessageRef, &str>); 9] = [
+            (
+                r#"{"To_Account":"b","MsgKey":"k"}"#,
+                Ok(MessageRef::new(None, "b", "k")),
+            ),
+            (
+                r#"{"From_Account":"","To_Account":"b","MsgKey":"k","StartSeq":3}"#,
+                Ok(MessageRef::new(None, "b", "k")),
+            ),
+            (
+                r#"{"From_Account":"a","To_Account":"b","MsgKey":"k"}"#,
+                Ok(MessageRef::new(Some("a"), "b", "k")),
+            ),
+            (r#"{"MsgKey":"k"}"#, Err("To_Account is required")),
+            (r#"{"To_Account":"b"}"#, Err("MsgKey is required")),
+            (
+                r#"{"To_Account":"","MsgKey":"k"}"#,
+                Err("To_Account is empty"),
+            ),
+            (
+                r#"{"To_Account":1,"MsgKey":"k"}"#,
+                Err("To_Account must be a string"),
+            ),
+            (
+                r#"{"From_Account":7,"To_Account":"b","MsgKey":"k"}"#,
+                Err("From_Account must be a string"),
+            ),
+            (r#"{"To_Account":"b","MsgKey":""}"#, Err("MsgKey is empty")),
+        ];
+        for (body, want) in table {
+            let obj: JsonObject = serde_json::from_str(body).unwrap();
+            let got = OneToOne.parse_request(&obj);
+            assert_eq!(
+                got,
+                want.map(MessageId::from).map_err(str::to_owned),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_body_is_read_back_as_the_message_it_names() {
+        for m in [
+            MessageRef::new(Some("62768"), "116400", "44739199_12_1665388280"),
+            MessageRef::new(None, "b", "k\"\\"),
+        ] {
+            let obj: JsonObject = serde_json::from_slice(&m.request_body(Some(4))).unwrap();
+            assert_eq!(OneToOne.parse_request(&obj), Ok(m.into()));
+        }
     }
 }

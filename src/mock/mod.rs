@@ -12,6 +12,7 @@ pub mod store;
 use crate::api::codes;
 use crate::api::sign::{self, SigClaims, SigError};
 use crate::api::wire::GetKeyValuesResponse;
+use crate::kind::{Kind, MessageId};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -377,11 +378,7 @@ fn answer(
     now: i64,
     internal: bool,
 ) -> Reply {
-    let group = if path == crate::api::GET_KEY_VALUES_PATH {
-        false
-    } else if path == crate::kind::group::API_PATH {
-        true
-    } else {
+    let Some(kind) = Kind::from_api_path(path) else {
         return Reply::Status(StatusCode::NOT_FOUND);
     };
     if method != Method::POST {
@@ -396,37 +393,16 @@ fn answer(
         }
         return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
     }
-    let parsed = if group {
-        parse_group_body(body)
-    } else {
-        parse_body(body)
-    };
-    let req = match parsed {
+    let (id, start_seq) = match parse_body(kind, body) {
         Ok(r) => r,
         Err(e) => return fail(codes::INVALID_PARAM, e),
     };
     if internal {
         return fail(codes::INTERNAL, "internal server error, try again");
     }
-    let found = match &req.target {
-        Target::OneToOne { from, to, msg_key } => state
-            .index
-            .lookup(&state.store, from.as_deref(), to, msg_key)
-            .ok_or_else(|| fail(codes::NOT_FOUND, "the one-to-one message does not exist")),
-        Target::Group { group_id, msg_seq } => state
-            .index
-            .lookup_group(group_id, *msg_seq)
-            .map_err(|no_group| match no_group {
-                true => fail(
-                    codes::GROUP_NOT_FOUND,
-                    "the group does not exist or was dismissed",
-                ),
-                false => fail(codes::NOT_FOUND, "the group message does not exist"),
-            }),
-    };
-    let i = match found {
+    let i = match state.index.lookup(&id) {
         Ok(i) => i,
-        Err(reply) => return reply,
+        Err((code, text)) => return fail(code, text),
     };
     let n = state.stats.per_message[i].fetch_add(1, Ordering::Relaxed) as usize;
     let m = &state.store.messages[i];
@@ -438,7 +414,7 @@ fn answer(
     {
         return r;
     }
-    Reply::Page(i, req.start_seq)
+    Reply::Page(i, start_seq)
 }
 
 /// Why the query of a call is refused, if it is: every parameter must be
@@ -606,29 +582,9 @@ fn over_quota(state: &State) -> bool {
     w.1 > limit
 }
 
-#[derive(Debug)]
-struct ParsedBody {
-    target: Target,
-    start_seq: Option<i64>,
-}
-
-#[derive(Debug)]
-enum Target {
-    OneToOne {
-        from: Option<String>,
-        to: String,
-        msg_key: String,
-    },
-    Group {
-        group_id: String,
-        msg_seq: i64,
-    },
-}
-
-/// The JSON object of a body, and its optional StartSeq.
-fn body_object(
-    body: &[u8],
-) -> Result<(serde_json::Map<String, serde_json::Value>, Option<i64>), String> {
+/// The message a body names (read by its kind, as strictly as the service
+/// reads it) and its optional StartSeq.
+fn parse_body(kind: Kind, body: &[u8]) -> Result<(MessageId, Option<i64>), String> {
     if body.is_empty() {
         return Err("request body is empty".into());
     }
@@ -645,53 +601,7 @@ fn body_object(
                 .ok_or("StartSeq must be a non-negative integer")?,
         ),
     };
-    Ok((obj, start_seq))
-}
-
-/// A `group_get_key_values` body: GroupId a non-empty string, MsgSeq a
-/// positive integer, StartSeq optional.
-fn parse_group_body(body: &[u8]) -> Result<ParsedBody, String> {
-    let (obj, start_seq) = body_object(body)?;
-    let group_id = match obj.get("GroupId") {
-        Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        Some(serde_json::Value::String(_)) => return Err("GroupId is empty".into()),
-        Some(_) => return Err("GroupId must be a string".into()),
-        None => return Err("GroupId is required".into()),
-    };
-    let msg_seq = match obj.get("MsgSeq") {
-        Some(v) => v
-            .as_i64()
-            .filter(|s| *s > 0)
-            .ok_or("MsgSeq must be a positive integer")?,
-        None => return Err("MsgSeq is required".into()),
-    };
-    Ok(ParsedBody {
-        target: Target::Group { group_id, msg_seq },
-        start_seq,
-    })
-}
-
-fn parse_body(body: &[u8]) -> Result<ParsedBody, String> {
-    let (obj, start_seq) = body_object(body)?;
-    let string = |name: &str, required: bool| -> Result<Option<String>, String> {
-        match obj.get(name) {
-            None if required => Err(format!("{name} is required")),
-            None => Ok(None),
-            Some(serde_json::Value::String(s)) if s.is_empty() && required => {
-                Err(format!("{name} is empty"))
-            }
-            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(format!("{name} must be a string")),
-        }
-    };
-    Ok(ParsedBody {
-        target: Target::OneToOne {
-            from: string("From_Account", false)?.filter(|s| !s.is_empty()),
-            to: string("To_Account", true)?.unwrap_or_default(),
-            msg_key: string("MsgKey", true)?.unwrap_or_default(),
-        },
-        start_seq,
-    })
+    Ok((kind.spec().parse_request(&obj)?, start_seq))
 }
 
 #[cfg(test)]
@@ -699,56 +609,53 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bad_bodies_are_refused() {
-        let table: [(&[u8], bool); 9] = [
-            (br#"{"To_Account":"b","MsgKey":"k"}"#, true),
+    fn bodies_are_refused_before_the_kind_reads_them() {
+        let one = Kind::OneToOne;
+        let group = Kind::Group;
+        type Want = Result<Option<i64>, &'static str>;
+        let table: [(Kind, &[u8], Want); 8] = [
+            (one, br#"{"To_Account":"b","MsgKey":"k"}"#, Ok(None)),
             (
-                br#"{"From_Account":"","To_Account":"b","MsgKey":"k","StartSeq":3}"#,
-                true,
+                one,
+                br#"{"To_Account":"b","MsgKey":"k","StartSeq":3}"#,
+                Ok(Some(3)),
             ),
-            (b"", false),
-            (b"not json", false),
-            (b"[1]", false),
-            (br#"{"MsgKey":"k"}"#, false),
-            (br#"{"To_Account":"","MsgKey":"k"}"#, false),
-            (br#"{"To_Account":1,"MsgKey":"k"}"#, false),
-            (br#"{"To_Account":"b","MsgKey":"k","StartSeq":"x"}"#, false),
+            (
+                group,
+                br#"{"GroupId":"g","MsgSeq":1,"StartSeq":0}"#,
+                Ok(Some(0)),
+            ),
+            (one, b"", Err("request body is empty")),
+            (one, b"not json", Err("body is not JSON")),
+            (group, b"[1]", Err("body is not a JSON object")),
+            (
+                one,
+                br#"{"To_Account":"b","MsgKey":"k","StartSeq":"x"}"#,
+                Err("StartSeq must be"),
+            ),
+            (
+                group,
+                br#"{"GroupId":"g","MsgSeq":1,"StartSeq":-1}"#,
+                Err("StartSeq must be"),
+            ),
         ];
-        for (body, ok) in table {
-            assert_eq!(
-                parse_body(body).is_ok(),
-                ok,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
+        for (kind, body, want) in table {
+            let got = parse_body(kind, body).map(|(_, start)| start);
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.starts_with(want), "{got}"),
+                (got, want) => panic!("{}: {got:?} vs {want:?}", String::from_utf8_lossy(body)),
+            }
         }
-    }
-
-    #[test]
-    fn bad_group_bodies_are_refused() {
-        let table: [(&[u8], bool); 8] = [
-            (br#"{"GroupId":"@TGS#1YMVAB3IZ","MsgSeq":158}"#, true),
-            (br#"{"GroupId":"@TGS#1","MsgSeq":1,"StartSeq":2}"#, true),
-            (br#"{"GroupId":"","MsgSeq":1}"#, false),
-            (br#"{"MsgSeq":1}"#, false),
-            (br#"{"GroupId":"g"}"#, false),
-            (br#"{"GroupId":"g","MsgSeq":0}"#, false),
-            (br#"{"GroupId":"g","MsgSeq":"1"}"#, false),
-            (br#"{"GroupId":7,"MsgSeq":1}"#, false),
-        ];
-        for (body, ok) in table {
-            assert_eq!(
-                parse_group_body(body).is_ok(),
-                ok,
-                "{}",
-                String::from_utf8_lossy(body)
-            );
-        }
+        assert!(
+            parse_body(group, br#"{"To_Account":"b","MsgKey":"k"}"#).is_err(),
+            "the kind reads the rest"
+        );
     }
 
     #[test]
     fn scripted_answers() {
-        let m = store::StoredMessage::new(None, "b", "k", 0, vec![]);
+        let m = store::StoredMessage::new(crate::kind::MessageRef::new(None, "b", "k"), 0, vec![]);
         assert_eq!(scripted("drop", &m), Some(Reply::Drop));
         assert_eq!(
             scripted("http_503", &m),

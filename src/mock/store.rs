@@ -3,9 +3,9 @@
 //! Seq too), and a deterministic generator for the demo and the tests.
 
 use crate::api::wire::{ExtensionList, GetKeyValuesResponse};
-use crate::model::{GroupMessageRef, MessageId, MessageRef};
+use crate::kind::{Kind, MessageId, MessageRef};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// A pair as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,15 +15,15 @@ pub struct StoredPair {
     pub seq: i64,
 }
 
-/// One message of the store. `script` lists answers given to the first calls
-/// for this message (an API code such as `"10002"`, `"http_502"` or `"drop"`),
+/// One message of the store: its identity (tagged with its kind, as in the
+/// WAL: `{"kind": "group", "group_id": "@TGS#1", "msg_seq": 7, ...}`), its
+/// ClearSeq and pairs. `script` lists answers given to the first calls for
+/// this message (an API code such as `"10002"`, `"http_502"` or `"drop"`),
 /// `always` an answer given to every call: faults scripted per message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredMessage {
-    #[serde(default)]
-    pub from: Option<String>,
-    pub to: String,
-    pub msg_key: String,
+    #[serde(flatten)]
+    pub id: MessageId,
     #[serde(default)]
     pub clear_seq: i64,
     pub pairs: Vec<StoredPair>,
@@ -31,54 +31,17 @@ pub struct StoredMessage {
     pub script: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub always: Option<String>,
-    /// A group message (GroupId, MsgSeq); `from`, `to` and `msg_key` are then empty.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub group: Option<GroupMessageRef>,
 }
 
 impl StoredMessage {
-    pub fn new(
-        from: Option<&str>,
-        to: &str,
-        msg_key: &str,
-        clear_seq: i64,
-        mut pairs: Vec<StoredPair>,
-    ) -> Self {
+    pub fn new(id: impl Into<MessageId>, clear_seq: i64, mut pairs: Vec<StoredPair>) -> Self {
         pairs.sort_by_key(|p| p.seq);
         StoredMessage {
-            from: from.map(str::to_owned),
-            to: to.to_owned(),
-            msg_key: msg_key.to_owned(),
+            id: id.into(),
             clear_seq,
             pairs,
             script: Vec::new(),
             always: None,
-            group: None,
-        }
-    }
-
-    /// A stored message of either kind, for `id`.
-    pub fn of(id: &MessageId, clear_seq: i64, pairs: Vec<StoredPair>) -> Self {
-        match id {
-            MessageId::OneToOne(m) => {
-                StoredMessage::new(m.from.as_deref(), &m.to, &m.msg_key, clear_seq, pairs)
-            }
-            MessageId::Group(g) => StoredMessage {
-                group: Some(g.clone()),
-                ..StoredMessage::new(None, "", "", clear_seq, pairs)
-            },
-        }
-    }
-
-    pub fn message_ref(&self) -> MessageRef {
-        MessageRef::new(self.from.as_deref(), &self.to, &self.msg_key)
-    }
-
-    /// The message's identity, of its kind.
-    pub fn id(&self) -> MessageId {
-        match &self.group {
-            Some(g) => g.clone().into(),
-            None => self.message_ref().into(),
         }
     }
 
@@ -146,20 +109,19 @@ impl Store {
         Ok(Store::new(store.messages))
     }
 
-    /// An index from (To_Account, MsgKey) and from (GroupId, MsgSeq) to message positions.
+    /// An index from every identity a request may name a message by to its
+    /// position: the full one, and the looser one without the sender (the
+    /// first message of that form wins).
     pub fn index(&self) -> StoreIndex {
         let mut idx = StoreIndex::default();
         for (i, m) in self.messages.iter().enumerate() {
-            match &m.group {
-                Some(g) => {
-                    idx.by_group.insert((g.group_id.clone(), g.msg_seq), i);
-                    idx.groups.insert(g.group_id.clone());
-                }
-                None => idx
-                    .by_key
-                    .entry((m.to.clone(), m.msg_key.clone()))
-                    .or_default()
-                    .push(i),
+            let id = m.id.identity();
+            idx.by_id.entry(m.id.clone()).or_insert(i);
+            if let Some(loose) = id.without_sender() {
+                idx.by_id.entry(loose).or_insert(i);
+            }
+            if let Some(scope) = id.scope() {
+                idx.scopes.insert((m.id.kind(), scope.to_owned()));
             }
         }
         idx
@@ -217,7 +179,7 @@ impl Store {
                     k += 1;
                 }
             }
-            out.push(StoredMessage::of(&msg, clear_seq, pairs));
+            out.push(StoredMessage::new(msg, clear_seq, pairs));
         }
         Store::new(out)
     }
@@ -244,9 +206,11 @@ impl Store {
                     })
                     .collect();
                 StoredMessage::new(
-                    Some(&from),
-                    &format!("bench_to_{i}"),
-                    &format!("{i}_1_1700000000"),
+                    MessageRef::new(
+                        Some(&from),
+                        &format!("bench_to_{i}"),
+                        &format!("{i}_1_1700000000"),
+                    ),
                     0,
                     ps,
                 )
@@ -255,28 +219,18 @@ impl Store {
         Store { messages }
     }
 
-    /// The input CSV listing every message of the store.
-    pub fn input_csv(&self) -> String {
-        let mut out = b"From_Account,To_Account,MsgKey\n".to_vec();
-        for m in self.messages.iter().filter(|m| m.group.is_none()) {
-            if let Some(f) = &m.from {
-                crate::write::csv::push_text(&mut out, f);
+    /// The input CSV listing every message of the store of `kind`.
+    pub fn input_csv(&self, kind: Kind) -> String {
+        let mut out = kind.spec().columns().join(",").into_bytes();
+        out.push(b'\n');
+        for m in self.messages.iter().filter(|m| m.id.kind() == kind) {
+            for (i, cell) in m.id.identity().cells().iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                crate::write::csv::push_text(&mut out, cell);
             }
-            out.push(b',');
-            crate::write::csv::push_text(&mut out, &m.to);
-            out.push(b',');
-            crate::write::csv::push_text(&mut out, &m.msg_key);
             out.push(b'\n');
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-
-    /// The input CSV listing every group message of the store.
-    pub fn group_input_csv(&self) -> String {
-        let mut out = b"GroupId,MsgSeq\n".to_vec();
-        for g in self.messages.iter().filter_map(|m| m.group.as_ref()) {
-            crate::write::csv::push_text(&mut out, &g.group_id);
-            out.extend_from_slice(format!(",{}\n", g.msg_seq).as_bytes());
         }
         String::from_utf8_lossy(&out).into_owned()
     }
@@ -307,34 +261,23 @@ fn tricky_value(rng: &mut SplitMix64, k: usize) -> String {
 /// Lookup from a request's identity to a stored message.
 #[derive(Debug, Default)]
 pub struct StoreIndex {
-    by_key: HashMap<(String, String), Vec<usize>>,
-    by_group: HashMap<(String, i64), usize>,
-    groups: std::collections::HashSet<String>,
+    by_id: HashMap<MessageId, usize>,
+    scopes: HashSet<(Kind, String)>,
 }
 
 impl StoreIndex {
-    /// `From_Account` is optional in the API: when given it must match.
-    pub fn lookup(
-        &self,
-        store: &Store,
-        from: Option<&str>,
-        to: &str,
-        msg_key: &str,
-    ) -> Option<usize> {
-        let candidates = self.by_key.get(&(to.to_owned(), msg_key.to_owned()))?;
-        candidates
-            .iter()
-            .copied()
-            .find(|&i| from.is_none() || store.messages[i].from.as_deref() == from)
-    }
-
-    /// A group message: `Err(true)` when the group itself is unknown (10010),
-    /// `Err(false)` when only the message is (23004).
-    pub fn lookup_group(&self, group_id: &str, msg_seq: i64) -> Result<usize, bool> {
-        match self.by_group.get(&(group_id.to_owned(), msg_seq)) {
-            Some(&i) => Ok(i),
-            None => Err(!self.groups.contains(group_id)),
+    /// The stored message a request names, or the API's answer (code,
+    /// text) for one it does not have.
+    pub fn lookup(&self, id: &MessageId) -> Result<usize, (i64, &'static str)> {
+        if let Some(&i) = self.by_id.get(id) {
+            return Ok(i);
         }
+        let kind = id.kind();
+        let scope_known = id
+            .identity()
+            .scope()
+            .is_none_or(|s| self.scopes.contains(&(kind, s.to_owned())));
+        Err(kind.spec().not_found(scope_known))
     }
 }
 
@@ -420,7 +363,7 @@ mod tests {
                 seq: 1 + i / 20,
             })
             .collect();
-        let m = StoredMessage::new(None, "b", "k", 0, pairs);
+        let m = StoredMessage::new(MessageRef::new(None, "b", "k"), 0, pairs);
         let p1 = m.page(None, 200);
         assert_eq!(p1.pairs().len(), 200);
         assert_eq!(p1.complete_flag, Some(0));
@@ -434,15 +377,38 @@ mod tests {
     }
 
     #[test]
-    fn lookup_honours_an_optional_sender() {
+    fn lookup_honours_an_optional_sender_and_tells_a_missing_group() {
+        use crate::kind::GroupMessageRef;
+        let one = |from, key| MessageId::from(MessageRef::new(from, "b", key));
+        let group = |g, seq| MessageId::from(GroupMessageRef::new(g, seq));
         let store = Store::new(vec![
-            StoredMessage::new(Some("a"), "b", "k", 0, vec![]),
-            StoredMessage::new(Some("c"), "b", "k", 0, vec![]),
+            StoredMessage::new(one(Some("a"), "k"), 0, vec![]),
+            StoredMessage::new(one(Some("c"), "k"), 0, vec![]),
+            StoredMessage::new(group("@TGS#1", 7), 0, vec![]),
         ]);
         let idx = store.index();
-        assert_eq!(idx.lookup(&store, Some("c"), "b", "k"), Some(1));
-        assert_eq!(idx.lookup(&store, None, "b", "k"), Some(0));
-        assert_eq!(idx.lookup(&store, Some("z"), "b", "k"), None);
-        assert_eq!(idx.lookup(&store, None, "b", "other"), None);
+        let table = [
+            (one(Some("c"), "k"), Ok(1)),
+            (one(None, "k"), Ok(0)),
+            (one(Some("z"), "k"), Err(23004)),
+            (one(None, "other"), Err(23004)),
+            (group("@TGS#1", 7), Ok(2)),
+            (group("@TGS#1", 8), Err(23004)),
+            (group("@TGS#2", 7), Err(10010)),
+        ];
+        for (id, want) in table {
+            assert_eq!(idx.lookup(&id).map_err(|(code, _)| code), want, "{id}");
+        }
+    }
+
+    #[test]
+    fn a_store_file_names_each_message_s_kind() {
+        let m = StoredMessage::new(crate::kind::GroupMessageRef::new("@TGS#1", 7), 3, vec![]);
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            json,
+            r#"{"kind":"group","group_id":"@TGS#1","msg_seq":7,"clear_seq":3,"pairs":[]}"#
+        );
+        assert_eq!(serde_json::from_str::<StoredMessage>(&json).unwrap(), m);
     }
 }

@@ -58,7 +58,11 @@ pub enum WriteError {
     Format(String),
     #[error(transparent)]
     Kind(#[from] crate::kind::KindMismatch),
-    /// An object store refused or failed a request (the text names the URL).
+    /// An object store refused or failed a request: the text names the
+    /// URL and what to do, with every credential of the environment taken
+    /// out. It is text, not the store's error kept as a source, on purpose:
+    /// that error's own text (and its sources') may quote a signed URL or a
+    /// key, and a kept source is printed by whatever walks the chain.
     #[error("{0}")]
     Store(String),
     /// A folder msgext must write cannot be created or written.
@@ -266,7 +270,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 
 /// Every table of every kind of message.
 pub fn all_tables() -> impl Iterator<Item = &'static str> {
-    Kind::ALL.into_iter().flat_map(Kind::tables)
+    Kind::ALL.into_iter().flat_map(|k| k.spec().tables())
 }
 
 /// Rename a staged file to its final name and fsync the folder.
@@ -444,8 +448,8 @@ impl RunTables {
         };
         RunTables {
             kind,
-            kv: sink(kind.tables()[0], schema::key_values_schema(kind)),
-            messages: sink(kind.tables()[1], schema::messages_schema(kind)),
+            kv: sink(kind.spec().tables()[0], schema::key_values_schema(kind)),
+            messages: sink(kind.spec().tables()[1], schema::messages_schema(kind)),
             kv_rows: KvRows::new(kind),
             msg_rows: MessageRows::new(kind),
             batch_rows: opts.batch_rows.max(1),

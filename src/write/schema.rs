@@ -4,44 +4,13 @@
 //! for every kind. Both output formats are written from these batches, so
 //! Parquet and CSV always hold the same values.
 
+use crate::columns::{UTC, finish_int, finish_text, finish_time};
 use crate::kind::{IdentityColumns, Kind, KindMismatch, MessageId};
 use crate::model::PairRef;
-use arrow_array::builder::{
-    ArrayBuilder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
-};
+use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
-
-/// Finish a text column's builder into its array, and start it again with
-/// room for as much as it held: a run's batches are alike in size, so the
-/// next one is appended without the builder growing (and copying) itself
-/// ten times over.
-pub(crate) fn finish_text(b: &mut StringBuilder) -> ArrayRef {
-    let (rows, bytes) = (b.len(), b.values_slice().len());
-    let array = b.finish();
-    *b = StringBuilder::with_capacity(rows, bytes);
-    Arc::new(array)
-}
-
-/// `finish_text` for an integer column.
-pub(crate) fn finish_int(b: &mut Int64Builder) -> ArrayRef {
-    let rows = b.len();
-    let array = b.finish();
-    *b = Int64Builder::with_capacity(rows);
-    Arc::new(array)
-}
-
-/// `finish_text` for a UTC timestamp column.
-fn finish_time(b: &mut TimestampMicrosecondBuilder) -> ArrayRef {
-    let rows = b.len();
-    let array = b.finish();
-    *b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
-    Arc::new(array)
-}
-
-/// The zone of every timestamp column.
-const UTC: &str = "UTC";
 
 fn utf8(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Utf8, nullable)
@@ -52,7 +21,7 @@ fn int64(name: &str, nullable: bool) -> Field {
 }
 
 fn with_identity(kind: Kind, rest: Vec<Field>) -> SchemaRef {
-    let mut fields = kind.identity_fields();
+    let mut fields = kind.spec().identity_fields();
     fields.extend(rest);
     Arc::new(Schema::new(fields))
 }
@@ -96,7 +65,7 @@ pub fn messages_schema(kind: Kind) -> SchemaRef {
 /// Rows of `key_values` being gathered into a batch.
 pub struct KvRows {
     schema: SchemaRef,
-    id: IdentityColumns,
+    id: Box<dyn IdentityColumns>,
     key: StringBuilder,
     value: StringBuilder,
     seq: Int64Builder,
@@ -111,7 +80,7 @@ impl KvRows {
     pub fn new(kind: Kind) -> Self {
         KvRows {
             schema: key_values_schema(kind),
-            id: IdentityColumns::new(kind),
+            id: kind.spec().identity_columns(),
             key: StringBuilder::new(),
             value: StringBuilder::new(),
             seq: Int64Builder::new(),
@@ -146,7 +115,7 @@ impl KvRows {
         self.clear_seq.append_value(clear_seq);
         self.fetched_at.append_value(p.fetched_at_us);
         self.len += 1;
-        self.bytes += msg.text_len() + p.key.len() + p.value.len() + 32;
+        self.bytes += msg.identity().text_len() + p.key.len() + p.value.len() + 32;
         Ok(())
     }
 
@@ -189,7 +158,7 @@ pub struct MessageRow<'a> {
 /// Rows of `messages` being gathered into a batch.
 pub struct MessageRows {
     schema: SchemaRef,
-    id: IdentityColumns,
+    id: Box<dyn IdentityColumns>,
     status: StringBuilder,
     kv_count: Int64Builder,
     pages: Int64Builder,
@@ -205,7 +174,7 @@ impl MessageRows {
     pub fn new(kind: Kind) -> Self {
         MessageRows {
             schema: messages_schema(kind),
-            id: IdentityColumns::new(kind),
+            id: kind.spec().identity_columns(),
             status: StringBuilder::new(),
             kv_count: Int64Builder::new(),
             pages: Int64Builder::new(),

@@ -236,17 +236,34 @@ pub fn errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u64)> {
     error_tuples(out, run_id, &header, 1)
 }
 
+/// The one-to-one identity of a stored message (a test's fixture is of that kind).
+pub fn one_to_one(id: &msgext::kind::MessageId) -> &msgext::model::MessageRef {
+    match id {
+        msgext::kind::MessageId::OneToOne(m) => m,
+        other => panic!("{other} is not a one-to-one message"),
+    }
+}
+
+/// The group identity of a stored message.
+pub fn group_of(id: &msgext::kind::MessageId) -> &msgext::model::GroupMessageRef {
+    match id {
+        msgext::kind::MessageId::Group(g) => g,
+        other => panic!("{other} is not a group message"),
+    }
+}
+
 /// The rows a correct export of these stored messages holds.
 pub fn expected_rows<'a>(
     messages: impl IntoIterator<Item = &'a msgext::mock::store::StoredMessage>,
 ) -> Vec<KvRow> {
     let mut rows = Vec::new();
     for m in messages {
+        let id = one_to_one(&m.id);
         for p in m.live_pairs() {
             rows.push(KvRow {
-                from: m.from.clone(),
-                to: m.to.clone(),
-                msg_key: m.msg_key.clone(),
+                from: id.from.clone(),
+                to: id.to.clone(),
+                msg_key: id.msg_key.clone(),
                 key: p.key,
                 value: p.value,
                 seq: p.seq,
@@ -534,7 +551,7 @@ pub fn expected_group_rows<'a>(
 ) -> Vec<GroupKvRow> {
     let mut rows = Vec::new();
     for m in messages {
-        let g = m.group.as_ref().expect("a group message");
+        let g = group_of(&m.id);
         for p in m.live_pairs() {
             rows.push(GroupKvRow {
                 group_id: g.group_id.clone(),
