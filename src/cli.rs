@@ -2,7 +2,7 @@
 //! or sockets are opened here.
 
 use crate::api::Region;
-use crate::write::Format;
+use crate::write::{Format, TableFormat};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -66,6 +66,10 @@ pub struct ExportArgs {
     /// The files' format [default: parquet].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
+    /// How Parquet tables are laid out: Delta tables (a `_delta_log` commits each run) or plain
+    /// folders for readers without Delta [default: delta for Parquet; CSV is always plain].
+    #[arg(long, value_enum)]
+    pub table_format: Option<TableFormat>,
     /// Required unless --endpoint: the data center of the SDKAppID (china, singapore, seoul, tokyo,
     /// frankfurt, mumbai, silicon-valley, jakarta).
     #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]

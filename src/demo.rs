@@ -89,6 +89,10 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
         out: crate::write::Out::Dir(args.out.clone()),
         state_dir: args.out.join("_runs"),
         format: args.format,
+        table_format: match args.format {
+            crate::write::Format::Parquet => crate::write::TableFormat::Delta,
+            crate::write::Format::Csv => crate::write::TableFormat::Plain,
+        },
         base_url: url,
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),
@@ -104,26 +108,27 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
     }
 }
 
-/// What to type to look at the demo's result.
+/// What to type to look at the demo's result: the Delta tables through
+/// DuckDB's `delta_scan`, CSV through `read_csv`.
 pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
-    let ext = format.extension();
-    let reader = match format {
-        crate::write::Format::Parquet => "read_parquet",
-        crate::write::Format::Csv => "read_csv",
-    };
-    // A CSV null is an empty field and an empty string is "": DuckDB keeps
-    // them apart only with allow_quoted_nulls = false.
-    let opts = match format {
-        crate::write::Format::Parquet => "hive_partitioning=true",
-        crate::write::Format::Csv => "hive_partitioning=true, allow_quoted_nulls=false",
-    };
     let out = out.display();
+    let from = |table: &str| match format {
+        crate::write::Format::Parquet => format!("delta_scan('{out}/{table}')"),
+        // A CSV null is an empty field and an empty string is "": DuckDB
+        // keeps them apart only with allow_quoted_nulls = false.
+        crate::write::Format::Csv => format!(
+            "read_csv('{out}/{table}/dt=*/run_id=*/*.csv', hive_partitioning=true, allow_quoted_nulls=false)"
+        ),
+    };
     format!(
         "Look at it with DuckDB:\n  duckdb -c \"SELECT msg_key, count(*) AS pairs, max(latest_seq) AS latest_seq \
-         FROM {reader}('{out}/key_values/**/*.{ext}', {opts}) GROUP BY msg_key ORDER BY pairs DESC LIMIT 10\"\n  \
-         duckdb -c \"SELECT status, count(*) FROM {reader}('{out}/messages/**/*.{ext}', {opts}) GROUP BY status\"\n  \
-         duckdb -c \"SELECT group_id, msg_seq, count(*) AS pairs FROM {reader}('{out}/group_key_values/**/*.{ext}', {opts}) \
-         GROUP BY ALL ORDER BY pairs DESC LIMIT 10\"\n"
+         FROM {} GROUP BY msg_key ORDER BY pairs DESC LIMIT 10\"\n  \
+         duckdb -c \"SELECT status, count(*) FROM {} GROUP BY status\"\n  \
+         duckdb -c \"SELECT group_id, msg_seq, count(*) AS pairs FROM {} \
+         GROUP BY ALL ORDER BY pairs DESC LIMIT 10\"\n",
+        from("key_values"),
+        from("messages"),
+        from("group_key_values"),
     )
 }
 

@@ -5,7 +5,7 @@
 
 use crate::api::Region;
 use crate::cli::ExportArgs;
-use crate::write::{Format, Out, WriteOptions};
+use crate::write::{Format, Out, TableFormat, WriteOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -31,6 +31,7 @@ pub struct JobFile {
     pub out: Option<PathBuf>,
     pub state_dir: Option<PathBuf>,
     pub format: Option<Format>,
+    pub table_format: Option<TableFormat>,
     pub region: Option<Region>,
     pub endpoint: Option<String>,
     pub sdkappid: Option<u64>,
@@ -245,6 +246,8 @@ pub struct ExportPlan {
     /// The run's control files: `<state_dir>/<run_id>/` and the folder lock.
     pub state_dir: PathBuf,
     pub format: Format,
+    /// Delta tables or plain folders (always plain for CSV).
+    pub table_format: TableFormat,
     /// `https://{domain}` of the region, or the `--endpoint`.
     pub base_url: String,
     pub sdkappid: u64,
@@ -279,7 +282,8 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         input,
         state_dir: state_dir(args, job, &out, env)?,
         out,
-        format: args.format.or(job.format).unwrap_or(Format::Parquet),
+        format: format(args, job),
+        table_format: table_format(args, job)?,
         sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
         base_url: base_url(args, job)?,
         identifier: identifier(args, job)?,
@@ -293,6 +297,21 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         give_up_after: give_up_after(args, job)?,
         secret: secret(env)?,
     })
+}
+
+fn format(args: &ExportArgs, job: &JobFile) -> Format {
+    args.format.or(job.format).unwrap_or(Format::Parquet)
+}
+
+/// Delta for Parquet unless asked otherwise; CSV has no Delta tables.
+fn table_format(args: &ExportArgs, job: &JobFile) -> Result<TableFormat, JobError> {
+    match (format(args, job), args.table_format.or(job.table_format)) {
+        (Format::Csv, Some(TableFormat::Delta)) => Err(invalid(
+            "--table-format delta needs --format parquet: Delta tables hold Parquet files".into(),
+        )),
+        (Format::Csv, _) => Ok(TableFormat::Plain),
+        (Format::Parquet, t) => Ok(t.unwrap_or(TableFormat::Delta)),
+    }
 }
 
 fn invalid(message: String) -> JobError {

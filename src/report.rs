@@ -154,6 +154,16 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// The status as summary.json spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RunStatus::Complete => "complete",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
     /// The process exit code (DESIGN §4).
     pub fn exit_code(self) -> u8 {
         match self {

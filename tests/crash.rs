@@ -118,6 +118,7 @@ fn assert_exact_run(s: &Setup, out: &Path, run_id: &str) {
     assert!(msgs.iter().all(|m| m.status == "ok"));
     assert!(out.join("_runs").join(run_id).join("_SUCCESS").exists());
     assert_summary_matches_files(out, run_id);
+    common::assert_delta_exact(out, run_id, &rows);
 }
 
 /// summary.json and manifest.json list exactly the files on disk, with their rows, bytes and sha256.
@@ -257,6 +258,21 @@ async fn killed_between_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_the_final_commit() {
     crash_then_resume("before_success").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_before_the_delta_commits() {
+    crash_then_resume("before_delta_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_two_tables_commits() {
+    crash_then_resume("between_delta_commits").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_after_the_delta_commits_before_the_reports() {
+    crash_then_resume("after_delta_commits").await;
 }
 
 #[cfg(unix)]
@@ -517,7 +533,8 @@ async fn a_crashed_worker_or_input_reader_fails_the_run_and_the_same_command_com
 /// The `run_id=` partitions of the key_values table.
 fn run_partitions(out: &Path) -> Vec<String> {
     let mut ids = Vec::new();
-    for day in std::fs::read_dir(out.join("key_values")).unwrap().flatten() {
+    let days = std::fs::read_dir(out.join("key_values")).unwrap().flatten();
+    for day in days.filter(|d| d.file_name().to_string_lossy().starts_with("dt=")) {
         for run in std::fs::read_dir(day.path()).unwrap().flatten() {
             ids.push(run.file_name().to_string_lossy().into_owned());
         }

@@ -40,6 +40,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         out: msgext::write::Out::Dir(dir.join("lake")),
         state_dir: dir.join("lake/_runs"),
         format: Format::Parquet,
+        table_format: msgext::write::TableFormat::Delta,
         base_url: server.url(),
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),

@@ -258,7 +258,7 @@ impl Setup {
         listed.sort();
         let data: Vec<String> = rels
             .iter()
-            .filter(|r| !r.starts_with("_runs/"))
+            .filter(|r| !r.starts_with("_runs/") && !r.contains("/_delta_log/"))
             .cloned()
             .collect();
         assert_eq!(

@@ -7,7 +7,9 @@ use common::KvRow;
 use msgext::kind::Kind;
 use msgext::model::{MessageId, MessageRef, PairList, PairRef};
 use msgext::write::schema::MessageRow;
-use msgext::write::{FileInfo, Format, LakeStore, LocalDir, RunTables, Sealed, WriteOptions};
+use msgext::write::{
+    FileInfo, Format, LakeStore, LocalDir, RunKey, RunTables, Sealed, WriteOptions,
+};
 
 fn publish(dir: &LocalDir, sealed: Vec<Sealed>) -> Vec<FileInfo> {
     sealed
@@ -49,8 +51,11 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
     let mut lake = RunTables::new(
         std::sync::Arc::new(LocalDir::new(out)),
         Kind::OneToOne,
-        "2026-11-26",
-        "r1",
+        RunKey {
+            sdkappid: 1400000000,
+            dt: "2026-11-26",
+            run_id: "r1",
+        },
         format,
         opts,
         0,
@@ -133,7 +138,7 @@ fn csv_round_trips_every_value() {
     let raw =
         std::fs::read_to_string(&common::files(&dir.path().join("key_values"), "csv")[0]).unwrap();
     assert!(raw.starts_with(
-        "from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at\r\n"
+        "sdkappid,from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at\r\n"
     ));
     assert!(
         raw.contains(",2025-11-26T00:00:00.123456Z\r\n"),
@@ -190,6 +195,7 @@ fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
     assert_eq!(
         names,
         [
+            "sdkappid",
             "from_account",
             "to_account",
             "msg_key",
@@ -210,8 +216,11 @@ fn a_table_without_rows_gets_no_file() {
     let mut lake = RunTables::new(
         std::sync::Arc::new(LocalDir::new(dir.path())),
         Kind::OneToOne,
-        "2026-11-26",
-        "r0",
+        RunKey {
+            sdkappid: 1400000000,
+            dt: "2026-11-26",
+            run_id: "r0",
+        },
         Format::Parquet,
         WriteOptions::default(),
         0,

@@ -86,6 +86,7 @@ impl ExportError {
             | ExportError::Input(InputError::NoHeader { .. })
             | ExportError::Input(InputError::MissingColumn { .. })
             | ExportError::Input(InputError::MixedKinds { .. }) => 2,
+            ExportError::Lake(crate::write::WriteError::Delta(e)) if e.is_wrong_lake() => 2,
             ExportError::Interrupted(_) => 130,
             _ => 1,
         }
@@ -265,6 +266,8 @@ struct Run {
     rows: u64,
     stats: Arc<FetchStats>,
     limiter: Option<Arc<Limiter>>,
+    /// The lake's Delta tables the run commits to (none: plain folders).
+    delta: Option<crate::write::delta::DeltaRun>,
     /// Held to the end: one run at a time per state folder.
     _lock: crate::ledger::RunLock,
     _interrupts_lake: AbortOnDrop,
@@ -318,6 +321,14 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
             .unwrap_or_else(|| default_run_id(started)),
     };
     lock.describe(&holder(&run_id))?;
+    // The lake's tables are the ones this run may write (Delta or plain,
+    // msgext's schema), before anything of the run is written.
+    let delta = crate::write::delta::prepare(
+        &*lake,
+        reader.kind(),
+        &run_id,
+        (plan.format, plan.table_format),
+    )?;
     tracing::info!(run_id = %run_id, input = %plan.input.display(), rows = scan.rows,
         out = %plan.out.display(), state = %plan.state_dir.display(), "export started");
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
@@ -343,6 +354,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         rows: scan.rows,
         stats: Arc::new(FetchStats::default()),
         limiter: Limiter::new(plan.rate).map(Arc::new),
+        delta,
         _lock: lock,
         _interrupts_lake: interrupts_lake,
     };
@@ -414,8 +426,11 @@ fn launch(
             tables: RunTables::new(
                 run.lake.clone(),
                 kind,
-                &run.meta.dt,
-                &run.run_id,
+                crate::write::RunKey {
+                    sdkappid: plan.sdkappid,
+                    dt: &run.meta.dt,
+                    run_id: &run.run_id,
+                },
                 plan.format,
                 plan.write,
                 recovered.next_part,
@@ -576,6 +591,18 @@ fn summarize(
     };
     if let Some(mut progress) = progress {
         progress.finish(&view(), status);
+    }
+    if finished && let Some(delta) = &run.delta {
+        crate::failpoint::hit("before_delta_commit");
+        let commit = crate::write::delta::RunCommit {
+            run_id: &run.run_id,
+            sdkappid: plan.sdkappid,
+            status: summary.status.name(),
+            messages: summary.messages.ok + summary.messages.not_found + summary.messages.failed,
+            kv_rows: summary.kv_rows,
+        };
+        delta.commit(&*run.lake, &summary.files, &commit)?;
+        crate::failpoint::hit("after_delta_commits");
     }
     write_reports(&*run.lake, &run.run_id, &summary, finished)?;
     tracing::info!(run_id = %run.run_id, status = ?summary.status, requests = summary.requests,

@@ -5,6 +5,7 @@
 //! see a half-written file. Knows nothing about the chat API.
 
 pub mod csv;
+pub mod delta;
 pub mod object;
 pub mod parquet;
 pub mod schema;
@@ -23,6 +24,15 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+
+/// How a Parquet table is laid out: a Delta table (its files plus the
+/// `_delta_log` that commits each run), or a plain Hive-style folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum TableFormat {
+    Delta,
+    Plain,
+}
 
 /// Output file format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -73,6 +83,9 @@ pub enum WriteError {
         setting: &'static str,
         source: std::io::Error,
     },
+    /// A Delta table's log could not be read or committed to.
+    #[error(transparent)]
+    Delta(Box<delta::DeltaError>),
     /// A file that must be created once already exists.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -408,6 +421,15 @@ pub fn part_number(file_name: &str) -> Option<u32> {
 }
 
 /// The two tables of a run and their row buffers: what the writer task owns.
+/// What every row and file of a run shares: its app, and its partition
+/// `dt=<dt>/run_id=<run_id>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunKey<'a> {
+    pub sdkappid: u64,
+    pub dt: &'a str,
+    pub run_id: &'a str,
+}
+
 pub struct RunTables {
     kind: Kind,
     kv: TableSink,
@@ -423,16 +445,19 @@ impl RunTables {
     /// The tables of `kind` go into the lake `dir`, in partition
     /// `dt=<dt>/run_id=<run_id>`; part numbers start at `first_part` (after
     /// those of an earlier attempt).
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: std::sync::Arc<dyn LakeStore>,
         kind: Kind,
-        dt: &str,
-        run_id: &str,
+        key: RunKey<'_>,
         format: Format,
         opts: WriteOptions,
         first_part: u32,
     ) -> Self {
+        let RunKey {
+            sdkappid,
+            dt,
+            run_id,
+        } = key;
         let partition = partition_dir(dt, run_id);
         let sink = |table: &str, schema| {
             TableSink::new(
@@ -450,8 +475,8 @@ impl RunTables {
             kind,
             kv: sink(kind.spec().tables()[0], schema::key_values_schema(kind)),
             messages: sink(kind.spec().tables()[1], schema::messages_schema(kind)),
-            kv_rows: KvRows::new(kind),
-            msg_rows: MessageRows::new(kind),
+            kv_rows: KvRows::new(kind, sdkappid),
+            msg_rows: MessageRows::new(kind, sdkappid),
             batch_rows: opts.batch_rows.max(1),
             // Hand rows to the file often enough that its size is known.
             batch_bytes: (opts.max_file_bytes / 8).clamp(1, 4 << 20) as usize,

@@ -620,6 +620,17 @@ impl LakeStore for ObjectLake {
         self.bucket.check()
     }
 
+    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError> {
+        let b = &self.bucket;
+        let url = reqwest::Url::parse(&format!("{}/", b.url))
+            .map_err(|e| WriteError::Store(format!("{}: {e}", b.url)))?;
+        Ok(super::delta::TableRoot {
+            store: b.store.clone(),
+            url,
+            runtime: Some(b.handle.clone()),
+        })
+    }
+
     fn interrupt(&self) {
         self.bucket.interrupt()
     }

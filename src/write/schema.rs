@@ -20,10 +20,18 @@ fn int64(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Int64, nullable)
 }
 
+/// `sdkappid` (the app, so that several apps share one table), the kind's
+/// identity columns, then the table's own.
 fn with_identity(kind: Kind, rest: Vec<Field>) -> SchemaRef {
-    let mut fields = kind.spec().identity_fields();
+    let mut fields = vec![int64("sdkappid", false)];
+    fields.extend(kind.spec().identity_fields());
     fields.extend(rest);
     Arc::new(Schema::new(fields))
+}
+
+/// The `sdkappid` column of a batch: one value, `rows` times.
+fn sdkappid_column(sdkappid: i64, rows: usize) -> ArrayRef {
+    Arc::new(arrow_array::Int64Array::from_value(sdkappid, rows))
 }
 
 /// `key_values` (`group_key_values`): one row per (message, key).
@@ -65,6 +73,7 @@ pub fn messages_schema(kind: Kind) -> SchemaRef {
 /// Rows of `key_values` being gathered into a batch.
 pub struct KvRows {
     schema: SchemaRef,
+    sdkappid: i64,
     id: Box<dyn IdentityColumns>,
     key: StringBuilder,
     value: StringBuilder,
@@ -77,9 +86,10 @@ pub struct KvRows {
 }
 
 impl KvRows {
-    pub fn new(kind: Kind) -> Self {
+    pub fn new(kind: Kind, sdkappid: u64) -> Self {
         KvRows {
             schema: key_values_schema(kind),
+            sdkappid: sdkappid as i64,
             id: kind.spec().identity_columns(),
             key: StringBuilder::new(),
             value: StringBuilder::new(),
@@ -126,7 +136,8 @@ impl KvRows {
 
     /// The gathered rows as a batch; the builders start empty again.
     pub fn take(&mut self) -> RecordBatch {
-        let mut cols: Vec<ArrayRef> = self.id.finish();
+        let mut cols: Vec<ArrayRef> = vec![sdkappid_column(self.sdkappid, self.len)];
+        cols.extend(self.id.finish());
         cols.extend([
             finish_text(&mut self.key),
             finish_text(&mut self.value),
@@ -158,6 +169,7 @@ pub struct MessageRow<'a> {
 /// Rows of `messages` being gathered into a batch.
 pub struct MessageRows {
     schema: SchemaRef,
+    sdkappid: i64,
     id: Box<dyn IdentityColumns>,
     status: StringBuilder,
     kv_count: Int64Builder,
@@ -171,9 +183,10 @@ pub struct MessageRows {
 }
 
 impl MessageRows {
-    pub fn new(kind: Kind) -> Self {
+    pub fn new(kind: Kind, sdkappid: u64) -> Self {
         MessageRows {
             schema: messages_schema(kind),
+            sdkappid: sdkappid as i64,
             id: kind.spec().identity_columns(),
             status: StringBuilder::new(),
             kv_count: Int64Builder::new(),
@@ -210,7 +223,8 @@ impl MessageRows {
     }
 
     pub fn take(&mut self) -> RecordBatch {
-        let mut cols: Vec<ArrayRef> = self.id.finish();
+        let mut cols: Vec<ArrayRef> = vec![sdkappid_column(self.sdkappid, self.len)];
+        cols.extend(self.id.finish());
         cols.extend([
             Arc::new(self.status.finish()) as ArrayRef,
             Arc::new(self.kv_count.finish()),
@@ -242,11 +256,11 @@ mod tests {
         };
         assert_eq!(
             names(key_values_schema(Kind::OneToOne)),
-            "from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at"
+            "sdkappid,from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at"
         );
         assert_eq!(
             names(messages_schema(Kind::Group)),
-            "group_id,msg_seq,status,kv_count,pages,attempts,latest_seq,clear_seq,error_code,error_info"
+            "sdkappid,group_id,msg_seq,status,kv_count,pages,attempts,latest_seq,clear_seq,error_code,error_info"
         );
         let pair = PairRef {
             key: "k",
@@ -254,7 +268,7 @@ mod tests {
             seq: 1,
             fetched_at_us: 0,
         };
-        let mut rows = KvRows::new(Kind::Group);
+        let mut rows = KvRows::new(Kind::Group, 1400000000);
         rows.append(&GroupMessageRef::new("@TGS#1", 9).into(), pair, 1, 0)
             .unwrap();
         assert!(
@@ -264,6 +278,10 @@ mod tests {
         );
         let batch = rows.take();
         assert_eq!(batch.num_rows(), 1);
-        assert_eq!(batch.schema().field(1).data_type(), &DataType::Int64);
+        assert_eq!(batch.schema().field(2).data_type(), &DataType::Int64);
+        assert_eq!(
+            batch.column(0).as_ref(),
+            &arrow_array::Int64Array::from(vec![1400000000]) as &dyn arrow_array::Array
+        );
     }
 }

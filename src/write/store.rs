@@ -66,6 +66,9 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     fn check(&self) -> Result<(), WriteError> {
         Ok(())
     }
+    /// The lake's root as the Delta kernel reaches it: the store, its URL
+    /// and the runtime its requests run on.
+    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError>;
     /// The run was interrupted (Ctrl-C / SIGTERM): stop waiting on a lake
     /// that does not answer, after a short grace, so the run ends promptly.
     /// A local folder answers or fails at once.
@@ -420,6 +423,22 @@ impl LakeStore for LocalDir {
 
     fn display(&self, rel: &str) -> String {
         self.final_path(rel).display().to_string()
+    }
+
+    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError> {
+        let bad = |why: String| WriteError::Path {
+            path: self.root.clone(),
+            source: std::io::Error::other(why),
+        };
+        let root =
+            std::path::absolute(&self.root).map_err(|e| bad(format!("no absolute path: {e}")))?;
+        let url = reqwest::Url::from_directory_path(&root)
+            .map_err(|()| bad("cannot be named as a file:// URL".into()))?;
+        Ok(super::delta::TableRoot {
+            store: std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+            url,
+            runtime: None,
+        })
     }
 
     /// The folder exists or can be made, and a file can be made in it.

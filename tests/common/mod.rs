@@ -42,7 +42,8 @@ pub fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
     };
     for e in rd {
         let p = e.unwrap().path();
-        if p.is_dir() {
+        // A Delta log's checkpoints are Parquet too, and no data file.
+        if p.is_dir() && !p.ends_with("_delta_log") {
             out.extend(files(&p, ext));
         } else if p.extension().and_then(|e| e.to_str()) == Some(ext)
             && !p.file_name().unwrap().to_string_lossy().starts_with('.')
@@ -80,30 +81,167 @@ pub fn kv_from_parquet(out: &Path) -> Vec<KvRow> {
     let mut rows = Vec::new();
     for f in files(&out.join("key_values"), "parquet") {
         for b in parquet_batches(&f) {
-            let ts = b
-                .column_by_name("fetched_at")
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>();
-            for i in 0..b.num_rows() {
-                assert!(
-                    ts.value(i) > 1_600_000_000_000_000,
-                    "fetched_at is µs since the epoch"
-                );
-                rows.push(KvRow {
-                    from: opt_str(&b, "from_account", i),
-                    to: opt_str(&b, "to_account", i).unwrap(),
-                    msg_key: opt_str(&b, "msg_key", i).unwrap(),
-                    key: opt_str(&b, "key", i).unwrap(),
-                    value: opt_str(&b, "value", i).unwrap(),
-                    seq: int(&b, "seq", i),
-                    latest_seq: int(&b, "latest_seq", i),
-                    clear_seq: int(&b, "clear_seq", i),
-                });
-            }
+            rows.extend(kv_rows_of(&b));
         }
     }
     rows.sort();
     rows
+}
+
+/// The `key_values` rows of a batch (of a file or of a Delta scan).
+pub fn kv_rows_of(b: &RecordBatch) -> Vec<KvRow> {
+    let ts = b
+        .column_by_name("fetched_at")
+        .unwrap()
+        .as_primitive::<TimestampMicrosecondType>();
+    (0..b.num_rows())
+        .map(|i| {
+            assert!(
+                ts.value(i) > 1_600_000_000_000_000,
+                "fetched_at is µs since the epoch"
+            );
+            KvRow {
+                from: opt_str(b, "from_account", i),
+                to: opt_str(b, "to_account", i).unwrap(),
+                msg_key: opt_str(b, "msg_key", i).unwrap(),
+                key: opt_str(b, "key", i).unwrap(),
+                value: opt_str(b, "value", i).unwrap(),
+                seq: int(b, "seq", i),
+                latest_seq: int(b, "latest_seq", i),
+                clear_seq: int(b, "clear_seq", i),
+            }
+        })
+        .collect()
+}
+
+/// A Delta table read through its log by the kernel's own scan (not a
+/// glob of files): what Spark, DuckDB or delta-rs readers see.
+pub fn delta_batches(
+    store: std::sync::Arc<dyn object_store::ObjectStore>,
+    table_url: &str,
+) -> Vec<RecordBatch> {
+    use delta_kernel::engine::arrow_data::ArrowEngineData;
+    let engine: std::sync::Arc<dyn delta_kernel::Engine> =
+        std::sync::Arc::new(delta_kernel_default_engine::DefaultEngineBuilder::new(store).build());
+    let snapshot = delta_kernel::Snapshot::builder_for(table_url)
+        .build(engine.as_ref())
+        .unwrap_or_else(|e| panic!("{table_url}: {e}"));
+    let scan = snapshot.scan_builder().build().unwrap();
+    scan.execute(engine)
+        .unwrap()
+        .map(|d| {
+            ArrowEngineData::try_from_engine_data(d.unwrap())
+                .unwrap()
+                .record_batch()
+                .clone()
+        })
+        .collect()
+}
+
+/// A local Delta table's batches (`delta_batches` on the folder).
+pub fn local_delta_batches(table: &Path) -> Vec<RecordBatch> {
+    let url = reqwest::Url::from_directory_path(table).unwrap();
+    delta_batches(
+        std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+        url.as_str(),
+    )
+}
+
+/// Check a local lake's tables through their Delta logs: run `run_id` is in
+/// exactly one commit of each table, which adds exactly its data files,
+/// and `key_values` read through the log holds `want`.
+pub fn assert_delta_exact(out: &Path, run_id: &str, want: &[KvRow]) {
+    assert_eq!(kv_from_delta(out), want, "key_values through the Delta log");
+    let app_id = format!("msgext-run-{run_id}");
+    for table in ["key_values", "messages"] {
+        let commits = delta_commits(&out.join(table));
+        let versions: Vec<u64> = commits.iter().map(|c| c.version).collect();
+        assert_eq!(
+            versions,
+            (0..commits.len() as u64).collect::<Vec<_>>(),
+            "{table}: no gaps"
+        );
+        let ours: Vec<&DeltaCommit> = commits
+            .iter()
+            .filter(|c| c.app_ids.contains(&app_id))
+            .collect();
+        assert_eq!(
+            ours.len(),
+            1,
+            "{table}: run {run_id} in one commit: {commits:?}"
+        );
+        let mut adds = ours[0].adds.clone();
+        adds.sort();
+        let own = format!("/run_id={run_id}/");
+        let mut files: Vec<String> = files(&out.join(table), "parquet")
+            .iter()
+            .map(|p| {
+                p.strip_prefix(out.join(table))
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .filter(|p| p.contains(&own))
+            .collect();
+        files.sort();
+        assert_eq!(
+            adds, files,
+            "{table}: the commit adds exactly the run's files"
+        );
+    }
+}
+
+/// The `key_values` rows of a local lake, read through the Delta log.
+pub fn kv_from_delta(out: &Path) -> Vec<KvRow> {
+    let mut rows: Vec<KvRow> = local_delta_batches(&out.join("key_values"))
+        .iter()
+        .flat_map(kv_rows_of)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// One commit of a table's log, as written: its version, the `txn`
+/// application ids and the files it adds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaCommit {
+    pub version: u64,
+    pub app_ids: Vec<String>,
+    pub adds: Vec<String>,
+}
+
+/// Every commit of a local table's log, in version order.
+pub fn delta_commits(table: &Path) -> Vec<DeltaCommit> {
+    let mut out = Vec::new();
+    let log = std::fs::read_dir(table.join("_delta_log")).unwrap();
+    let mut entries: Vec<PathBuf> = log.map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for f in entries
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(version) = name.strip_suffix(".json").and_then(|v| v.parse().ok()) else {
+            continue;
+        };
+        let mut commit = DeltaCommit {
+            version,
+            app_ids: Vec::new(),
+            adds: Vec::new(),
+        };
+        for line in std::fs::read_to_string(&f).unwrap().lines() {
+            let action: serde_json::Value = serde_json::from_str(line).unwrap();
+            if let Some(t) = action.get("txn") {
+                commit.app_ids.push(t["appId"].as_str().unwrap().to_owned());
+            }
+            if let Some(a) = action.get("add") {
+                commit.adds.push(a["path"].as_str().unwrap().to_owned());
+            }
+        }
+        out.push(commit);
+    }
+    out.sort_by_key(|c| c.version);
+    out
 }
 
 pub fn messages_from_parquet(out: &Path) -> Vec<MsgRow> {

@@ -1,0 +1,617 @@
+//! Delta Lake tables: each Parquet table of a run (`key_values`, `messages`,
+//! and the group ones) is a Delta table at `OUT/<table>/`, partitioned by
+//! `dt` and `run_id` as the files already are. A run's data files are
+//! written and published as before; at the end of the run, after every
+//! upload and before `_SUCCESS`, they are added to each table's log in one
+//! commit. A reader through the log sees a run all at once or not at all.
+//!
+//! Exactly once: the commit carries a Delta `txn` action whose application
+//! id names the run (`msgext-run-<run_id>`). Before committing, the run
+//! reads the table's transaction ids; a run already there (it crashed after
+//! its commit, before `_SUCCESS`) is not committed again.
+//!
+//! Several writers: a log entry is created only if absent (object_store's
+//! `PutMode::Create`, through the kernel's file-system committer); on a
+//! conflict the run reads the table again and commits at the next version.
+//! Every `CHECKPOINT_EVERY` versions a checkpoint keeps reads fast.
+//!
+//! All of it goes through `delta_kernel` (delta-io's Rust kernel) on
+//! msgext's own object store; nothing of the log is written by hand.
+
+use super::{Format, LakeStore, TableFormat, WriteError};
+use crate::kind::Kind;
+use arrow_array::builder::{MapBuilder, MapFieldNames, StringBuilder};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use delta_kernel::Engine;
+use delta_kernel::committer::FileSystemCommitter;
+use delta_kernel::engine::arrow_conversion::TryFromArrow;
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use delta_kernel::schema::{DataType as KernelType, StructField, StructType};
+use delta_kernel::snapshot::{Snapshot, SnapshotRef};
+use delta_kernel::transaction::data_layout::DataLayout;
+use delta_kernel::transaction::{CommitResult, UpdateTableOperation, create_table::create_table};
+use reqwest::Url;
+use std::sync::Arc;
+
+/// The partition columns of every table, in path order (`dt=…/run_id=…/`).
+pub const PARTITION_COLUMNS: [&str; 2] = ["dt", "run_id"];
+
+/// A checkpoint every this many versions, as Spark and delta-rs do.
+pub const CHECKPOINT_EVERY: u64 = 100;
+
+/// Conflicting commits in a row before the run gives up (each one means
+/// another writer committed in between; 50 is far beyond any real fleet).
+const MAX_CONFLICTS: usize = 50;
+
+/// Where the lake's tables live, for the kernel: the store and the URL of
+/// the lake's root (`file:///…/` or `s3://bucket/prefix/`), and the runtime
+/// the store's requests run on (a bucket's own), if any.
+pub struct TableRoot {
+    pub store: Arc<dyn object_store::ObjectStore>,
+    pub url: Url,
+    pub runtime: Option<tokio::runtime::Handle>,
+}
+
+/// One file of a run, as the log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// Relative to the table, `dt=…/run_id=…/part-….parquet`.
+    pub path: String,
+    pub dt: String,
+    pub run_id: String,
+    pub bytes: u64,
+    pub rows: u64,
+}
+
+/// What a run's commit says of it (in `commitInfo`).
+#[derive(Debug, Clone)]
+pub struct RunCommit<'a> {
+    pub run_id: &'a str,
+    pub sdkappid: u64,
+    pub status: &'a str,
+    pub messages: u64,
+    pub kv_rows: u64,
+}
+
+/// What committing a run to one table did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// At this version of the table's log.
+    At(u64),
+    /// The run was already in the table (committed before a crash).
+    Already(u64),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("{table}: {what}: {source}")]
+    Kernel {
+        table: String,
+        what: &'static str,
+        source: delta_kernel::KernelError,
+    },
+    #[error(
+        "{table} is a Delta table of another schema than msgext's: {differences}; export to another --out, or with --table-format plain"
+    )]
+    OtherSchema { table: String, differences: String },
+    #[error("{table}: gave up after {MAX_CONFLICTS} conflicting commits in a row")]
+    Conflicts { table: String },
+    #[error(
+        "{table} holds Parquet files of earlier runs but no Delta log (a lake written with --table-format plain or by msgext before Delta); give --table-format plain to go on writing it so, or export to a new --out"
+    )]
+    PlainLake { table: String },
+    #[error(
+        "{table} is a Delta table: Parquet files written beside it with --table-format plain would not be in its log; drop --table-format plain, or export to another --out"
+    )]
+    IsDelta { table: String },
+}
+
+impl DeltaError {
+    /// A lake that is not the one this run should write (exit 2), rather
+    /// than a failure to read or write it (exit 1).
+    pub fn is_wrong_lake(&self) -> bool {
+        matches!(
+            self,
+            DeltaError::OtherSchema { .. }
+                | DeltaError::PlainLake { .. }
+                | DeltaError::IsDelta { .. }
+        )
+    }
+}
+
+/// The lake's Delta tables, through the kernel's default engine.
+pub struct DeltaLake {
+    engine: Arc<dyn Engine>,
+    root: Url,
+    display_root: String,
+}
+
+impl DeltaLake {
+    pub fn open(root: TableRoot) -> Self {
+        use delta_kernel_default_engine::DefaultEngineBuilder;
+        use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
+        let builder = DefaultEngineBuilder::new(root.store);
+        let engine: Arc<dyn Engine> = match root.runtime {
+            Some(handle) => Arc::new(
+                builder
+                    .with_task_executor(Arc::new(TokioMultiThreadExecutor::new(handle)))
+                    .build(),
+            ),
+            None => Arc::new(builder.build()),
+        };
+        let display_root = root.url.to_string();
+        DeltaLake {
+            engine,
+            root: root.url,
+            display_root,
+        }
+    }
+
+    /// The URL of a table, `<root>/<table>/`.
+    pub fn table_url(&self, table: &str) -> Url {
+        // A table name is one plain path segment (`key_values`).
+        let mut url = self.root.clone();
+        url.set_path(&format!("{}{table}/", self.root.path()));
+        url
+    }
+
+    fn name(&self, table: &str) -> String {
+        format!("{}{table}", self.display_root)
+    }
+
+    fn kernel(
+        &self,
+        table: &str,
+        what: &'static str,
+    ) -> impl Fn(delta_kernel::KernelError) -> DeltaError {
+        let table = self.name(table);
+        move |source| DeltaError::Kernel {
+            table: table.clone(),
+            what,
+            source,
+        }
+    }
+
+    /// The table's latest snapshot, or `None` when it has no log yet.
+    pub fn snapshot(&self, table: &str, has_log: bool) -> Result<Option<SnapshotRef>, DeltaError> {
+        if !has_log {
+            return Ok(None);
+        }
+        Snapshot::builder_for(self.table_url(table).as_str())
+            .build(self.engine.as_ref())
+            .map(Some)
+            .map_err(self.kernel(table, "cannot read the table's log"))
+    }
+
+    /// Refuse a table whose log holds another schema than `want`.
+    pub fn check_schema(
+        &self,
+        table: &str,
+        snapshot: &Snapshot,
+        want: &StructType,
+    ) -> Result<(), DeltaError> {
+        let have = snapshot.schema();
+        match schema_differences(&have, want) {
+            None => Ok(()),
+            Some(differences) => Err(DeltaError::OtherSchema {
+                table: self.name(table),
+                differences,
+            }),
+        }
+    }
+
+    /// Add the run's files to the table in one commit, exactly once.
+    pub fn commit_run(
+        &self,
+        table: &str,
+        schema: &StructType,
+        files: &[DataFile],
+        run: &RunCommit<'_>,
+        mut snapshot: Option<SnapshotRef>,
+    ) -> Result<Committed, DeltaError> {
+        let app_id = app_id(run.run_id);
+        for _ in 0..MAX_CONFLICTS {
+            if let Some(s) = &snapshot {
+                let done = s
+                    .get_app_id_version(&app_id, self.engine.as_ref())
+                    .map_err(self.kernel(table, "cannot read the table's transactions"))?;
+                if done.is_some() {
+                    return Ok(Committed::Already(s.version()));
+                }
+            }
+            match self.try_commit(table, schema, files, run, snapshot.clone())? {
+                Ok(version) => {
+                    self.checkpoint_if_due(table, version);
+                    return Ok(Committed::At(version));
+                }
+                // Another writer committed (or created the table) first.
+                Err(()) => {
+                    snapshot = self.snapshot(table, true)?;
+                }
+            }
+        }
+        Err(DeltaError::Conflicts {
+            table: self.name(table),
+        })
+    }
+
+    /// One attempt: `Ok(Err(()))` when another writer took the version.
+    fn try_commit(
+        &self,
+        table: &str,
+        schema: &StructType,
+        files: &[DataFile],
+        run: &RunCommit<'_>,
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Result<u64, ()>, DeltaError> {
+        let engine = self.engine.as_ref();
+        let fail = self.kernel(table, "cannot commit the run");
+        let info = engine_info();
+        let committer = Box::new(FileSystemCommitter::new());
+        let adds = add_files_batch(files).map_err(&fail)?;
+        let params = [
+            ("runId", Some(run.run_id.to_owned())),
+            ("sdkappid", Some(run.sdkappid.to_string())),
+            ("status", Some(run.status.to_owned())),
+        ];
+        let metrics = [
+            ("numFiles", Some(files.len().to_string())),
+            (
+                "numOutputRows",
+                Some(files.iter().map(|f| f.rows).sum::<u64>().to_string()),
+            ),
+            (
+                "numOutputBytes",
+                Some(files.iter().map(|f| f.bytes).sum::<u64>().to_string()),
+            ),
+            ("messages", Some(run.messages.to_string())),
+            ("kvRows", Some(run.kv_rows.to_string())),
+        ];
+        let result = match snapshot {
+            None => {
+                let mut txn = create_table(
+                    self.table_url(table).as_str(),
+                    Arc::new(schema.clone()),
+                    info,
+                    true,
+                )
+                .with_data_layout(DataLayout::partitioned(PARTITION_COLUMNS))
+                .with_transaction_id(app_id(run.run_id), 1)
+                .with_operation_parameters(params)
+                .with_operation_metrics(metrics)
+                .build(engine, committer)
+                .map_err(&fail)?;
+                txn.add_files(adds);
+                match txn.commit(engine).map_err(&fail)? {
+                    CommitResult::Committed(c) => Ok(c.commit_version()),
+                    _ => Err(()),
+                }
+            }
+            Some(s) => {
+                let mut txn = s
+                    .update_table(UpdateTableOperation::Write, info, true)
+                    .with_blind_append()
+                    .with_transaction_id(app_id(run.run_id), 1)
+                    .with_operation_parameters(params)
+                    .with_operation_metrics(metrics)
+                    .build(engine, committer)
+                    .map_err(&fail)?;
+                txn.add_files(adds);
+                match txn.commit(engine).map_err(&fail)? {
+                    CommitResult::Committed(c) => Ok(c.commit_version()),
+                    _ => Err(()),
+                }
+            }
+        };
+        Ok(result)
+    }
+
+    /// A checkpoint at every `CHECKPOINT_EVERY`th version. A failed one
+    /// costs readers speed, not data: it is logged, not fatal.
+    fn checkpoint_if_due(&self, table: &str, version: u64) {
+        if version == 0 || version % CHECKPOINT_EVERY != 0 {
+            return;
+        }
+        let written = Snapshot::builder_for(self.table_url(table).as_str())
+            .at_version(version)
+            .build(self.engine.as_ref())
+            .and_then(|s| s.checkpoint(self.engine.as_ref(), None));
+        if let Err(e) = written {
+            tracing::warn!(table, version, error = %e, "could not write a checkpoint");
+        }
+    }
+}
+
+/// The Delta side of a run: its kind's two tables in the lake, checked
+/// before any API call and committed at the end.
+pub struct DeltaRun {
+    delta: DeltaLake,
+    tables: Vec<(&'static str, StructType)>,
+}
+
+/// Check the lake's tables for a run of `kind` before any API call. With
+/// Delta: a table's log must hold msgext's schema, and a table without a
+/// log must not hold other runs' files (a plain lake is not silently half
+/// converted). Plain Parquet: no table may be a Delta table (its readers
+/// would miss the files). CSV files sit beside either.
+pub fn prepare(
+    lake: &dyn LakeStore,
+    kind: Kind,
+    run_id: &str,
+    (format, tables): (Format, TableFormat),
+) -> Result<Option<DeltaRun>, WriteError> {
+    let names = kind.spec().tables();
+    let has_log = |t: &str| -> Result<bool, WriteError> {
+        Ok(!lake.list(&format!("{t}/_delta_log"))?.is_empty())
+    };
+    if format == Format::Csv {
+        return Ok(None);
+    }
+    if tables == TableFormat::Plain {
+        for t in names {
+            if has_log(t)? {
+                return Err(DeltaError::IsDelta {
+                    table: lake.display(t),
+                }
+                .into());
+            }
+        }
+        return Ok(None);
+    }
+    let delta = DeltaLake::open(lake.table_root()?);
+    let schemas = [
+        super::schema::key_values_schema(kind),
+        super::schema::messages_schema(kind),
+    ];
+    let mut tables = Vec::new();
+    for (t, arrow) in names.into_iter().zip(schemas) {
+        let schema = table_schema(&arrow).map_err(delta.kernel(t, "msgext's schema"))?;
+        if has_log(t)? {
+            if let Some(s) = delta.snapshot(t, true)? {
+                delta.check_schema(t, &s, &schema)?;
+            }
+        } else if finished_plain_runs(lake, t, run_id)? {
+            return Err(DeltaError::PlainLake {
+                table: lake.display(t),
+            }
+            .into());
+        }
+        tables.push((t, schema));
+    }
+    Ok(Some(DeltaRun { delta, tables }))
+}
+
+/// Whether the table folder holds Parquet files of finished runs (their
+/// `_SUCCESS` is there) other than `run_id`: a plain lake. Files of runs
+/// that did not finish are in no log yet; CSV runs beside a Delta table
+/// are no part of it and harm neither its readers nor theirs.
+fn finished_plain_runs(
+    lake: &dyn LakeStore,
+    table: &str,
+    run_id: &str,
+) -> Result<bool, WriteError> {
+    let mut runs: Vec<&str> = Vec::new();
+    let files = lake.list(table)?;
+    for p in files.iter().filter(|p| p.ends_with(".parquet")) {
+        let run = p.split('/').find_map(|part| part.strip_prefix("run_id="));
+        if let Some(run) = run.filter(|r| *r != run_id && !runs.contains(r)) {
+            runs.push(run);
+        }
+    }
+    for run in runs {
+        if lake.exists(&format!("_runs/{run}/_SUCCESS"))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+impl DeltaRun {
+    /// Commit the run's files (`files`: every data file of the run, paths
+    /// relative to the lake) to each table, in one commit per table.
+    pub fn commit(
+        &self,
+        lake: &dyn LakeStore,
+        files: &[super::FileInfo],
+        run: &RunCommit<'_>,
+    ) -> Result<Vec<Committed>, WriteError> {
+        let mut out = Vec::new();
+        for (i, (table, schema)) in self.tables.iter().enumerate() {
+            if i > 0 {
+                crate::failpoint::hit("between_delta_commits");
+            }
+            let files: Vec<DataFile> = files.iter().filter_map(|f| data_file(table, f)).collect();
+            if files.is_empty() {
+                continue;
+            }
+            let has_log = !lake.list(&format!("{table}/_delta_log"))?.is_empty();
+            let snapshot = self.delta.snapshot(table, has_log)?;
+            out.push(
+                self.delta
+                    .commit_run(table, schema, &files, run, snapshot)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+/// A file of the run under `table`, as the log records it.
+fn data_file(table: &str, f: &super::FileInfo) -> Option<DataFile> {
+    let path = f.path.strip_prefix(table)?.strip_prefix('/')?;
+    let mut parts = path.split('/');
+    let dt = parts.next()?.strip_prefix("dt=")?;
+    let run_id = parts.next()?.strip_prefix("run_id=")?;
+    Some(DataFile {
+        path: path.to_owned(),
+        dt: dt.to_owned(),
+        run_id: run_id.to_owned(),
+        bytes: f.bytes,
+        rows: f.rows,
+    })
+}
+
+impl From<DeltaError> for WriteError {
+    fn from(e: DeltaError) -> Self {
+        WriteError::Delta(Box::new(e))
+    }
+}
+
+/// The application id of a run's `txn` action.
+pub fn app_id(run_id: &str) -> String {
+    format!("msgext-run-{run_id}")
+}
+
+/// `msgext/<version>`, the log's `engineInfo`.
+fn engine_info() -> String {
+    format!("msgext/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// A table's Delta schema: its data files' columns, then the partition
+/// columns (strings, as in the paths).
+pub fn table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelError> {
+    let columns = StructType::try_from_arrow(data)?;
+    let partitions = PARTITION_COLUMNS
+        .iter()
+        .map(|c| StructField::not_null(*c, KernelType::STRING));
+    StructType::try_new(columns.fields().cloned().chain(partitions))
+}
+
+/// The columns that differ between a table's schema and msgext's: missing,
+/// extra, or of another type. `None` when they match.
+pub fn schema_differences(have: &StructType, want: &StructType) -> Option<String> {
+    let mut out = Vec::new();
+    for w in want.fields() {
+        match have.field(w.name()) {
+            None => out.push(format!("no column {}", w.name())),
+            Some(h) if h.data_type() != w.data_type() => out.push(format!(
+                "column {} is {} (msgext writes {})",
+                w.name(),
+                h.data_type(),
+                w.data_type()
+            )),
+            Some(_) => {}
+        }
+    }
+    for h in have.fields() {
+        if want.field(h.name()).is_none() {
+            out.push(format!("extra column {}", h.name()));
+        }
+    }
+    (!out.is_empty()).then(|| out.join(", "))
+}
+
+/// The `add_files` batch of a run's files: path (percent-encoded),
+/// partition values, size, modification time, and the row count as stats.
+fn add_files_batch(files: &[DataFile]) -> Result<Box<ArrowEngineData>, delta_kernel::KernelError> {
+    let now = chrono::Utc::now().timestamp_millis();
+    let names = MapFieldNames {
+        entry: "key_value".into(),
+        key: "key".into(),
+        value: "value".into(),
+    };
+    let mut partitions = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
+    for f in files {
+        for (k, v) in PARTITION_COLUMNS.iter().zip([&f.dt, &f.run_id]) {
+            partitions.keys().append_value(k);
+            partitions.values().append_value(v);
+        }
+        partitions.append(true)?;
+    }
+    let partitions = Arc::new(partitions.finish());
+    let num_records: ArrayRef = Arc::new(Int64Array::from_iter_values(
+        files.iter().map(|f| f.rows as i64),
+    ));
+    let stats = StructArray::from(vec![(
+        Arc::new(Field::new("numRecords", DataType::Int64, true)),
+        num_records,
+    )]);
+    let entry = DataType::Struct(
+        vec![
+            Field::new("key", DataType::Utf8, false),
+            Field::new("value", DataType::Utf8, true),
+        ]
+        .into(),
+    );
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new(
+            "partitionValues",
+            DataType::Map(Arc::new(Field::new("key_value", entry, false)), false),
+            false,
+        ),
+        Field::new("size", DataType::Int64, false),
+        Field::new("modificationTime", DataType::Int64, false),
+        Field::new("stats", stats.data_type().clone(), true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            files.iter().map(|f| encode_path(&f.path)),
+        )),
+        partitions,
+        Arc::new(Int64Array::from_iter_values(
+            files.iter().map(|f| f.bytes as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(files.iter().map(|_| now))),
+        Arc::new(stats),
+    ];
+    let batch = RecordBatch::try_new(schema, columns)?;
+    Ok(Box::new(ArrowEngineData::new(batch)))
+}
+
+/// A relative path as the log records it: percent-encoded but for the
+/// characters that need none, `/` included.
+pub fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for b in path.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' | b'=' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_percent_encoded_but_for_plain_characters() {
+        let table = [
+            (
+                "dt=2026-12-02/run_id=r1/part-00000-a.parquet",
+                "dt=2026-12-02/run_id=r1/part-00000-a.parquet",
+            ),
+            (
+                "dt=2026-12-02/run_id=a b/x.parquet",
+                "dt=2026-12-02/run_id=a%20b/x.parquet",
+            ),
+            ("dt=x/run_id=a:b%/y", "dt=x/run_id=a%3Ab%25/y"),
+        ];
+        for (path, want) in table {
+            assert_eq!(encode_path(path), want);
+        }
+    }
+
+    #[test]
+    fn schema_differences_name_each_column() {
+        let s = |fields: &[(&str, KernelType)]| {
+            StructType::try_new(
+                fields
+                    .iter()
+                    .map(|(n, t)| StructField::nullable(*n, t.clone())),
+            )
+            .unwrap()
+        };
+        let want = s(&[("a", KernelType::STRING), ("b", KernelType::LONG)]);
+        assert_eq!(schema_differences(&want, &want), None);
+        let have = s(&[("a", KernelType::LONG), ("c", KernelType::STRING)]);
+        assert_eq!(
+            schema_differences(&have, &want).unwrap(),
+            "column a is long (msgext writes string), no column b, extra column c"
+        );
+    }
+}
