@@ -313,6 +313,15 @@ pub fn drop_run(
             run.state.name()
         )));
     }
+    let committed = crate::write::delta::tables_holding(lake, run_id)?;
+    if !committed.is_empty() {
+        return Err(RunsError::Refused(format!(
+            "run {run_id} is committed to the Delta table(s) {} (it stopped after its commit, \
+             before _SUCCESS); its files are part of them: finish it with the same export \
+             command instead",
+            committed.join(", ")
+        )));
+    }
     let claim = run.claim.clone().unwrap_or_default();
     let elsewhere = !claim.host.is_empty() && claim.host != this_host;
     if elsewhere && !force {

@@ -49,6 +49,19 @@ impl S3 {
             .unwrap()
     }
 
+    /// The `key_values` rows of the lake at `prefix`, read by the Delta
+    /// kernel's scan through the S3 protocol.
+    fn kv_through_log(&self, prefix: &str) -> Vec<common::KvRow> {
+        let url = format!("s3://{BUCKET}/{prefix}/key_values/");
+        let mut rows: Vec<common::KvRow> =
+            common::delta_batches(std::sync::Arc::new(self.client()), &url)
+                .iter()
+                .flat_map(common::kv_rows_of)
+                .collect();
+        rows.sort();
+        rows
+    }
+
     /// Every key under `prefix`, listed through the S3 protocol.
     async fn keys(&self, prefix: &str) -> Vec<String> {
         let store = self.client();
@@ -226,6 +239,13 @@ impl Setup {
             common::expected_rows(&self.store.messages),
             "exactly the simulator's data, no row twice"
         );
+        // What Delta readers see: the bucket's tables through their logs.
+        let through_log = self.s3.kv_through_log(prefix);
+        assert_eq!(
+            rows, through_log,
+            "the Delta log lists exactly the run's files"
+        );
+        common::assert_run_committed_once(&local, RUN);
         let msgs = common::messages_from_parquet(&local);
         assert_eq!(msgs.len(), self.store.messages.len());
         assert!(msgs.iter().all(|m| m.status == "ok"));
@@ -872,4 +892,76 @@ async fn a_plain_http_endpoint_without_aws_allow_http_names_the_setting() {
     assert!(show(&o).contains("set AWS_ALLOW_HTTP=true"), "{}", show(&o));
     assert!(!show(&o).contains("builder error"), "{}", show(&o));
     assert_eq!(s.server.stats().calls(), 0);
+}
+
+/// Two apps' nightly exports into the same bucket tables at the same time
+/// (two machines: two state folders, two simulators with their own
+/// SDKAppID): both runs land, each in one commit per table, the log's
+/// versions without a gap, and the tables hold both apps' rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
+    let s = setup(120, 0).await;
+    const OTHER_APP: u64 = 1_400_000_077;
+    let other = msgext::mock::MockServer::start(
+        s.store.clone(),
+        msgext::mock::MockConfig {
+            sdkappid: OTHER_APP,
+            ..msgext::mock::MockConfig::default()
+        },
+        ([127, 0, 0, 1], 0).into(),
+    )
+    .await
+    .unwrap();
+    let env = s.user_env(SECRET);
+    let env = refs(&env);
+    let mut first = s.args("shared", "state-a", "parquet");
+    let mut second = s.args("shared", "state-b", "parquet");
+    let set = |a: &mut Vec<String>, flag: &str, value: &str| {
+        let at = a.iter().position(|x| x == flag).unwrap();
+        a[at + 1] = value.to_owned();
+    };
+    set(&mut first, "--run-id", "app-a");
+    set(&mut second, "--run-id", "app-b");
+    set(&mut second, "--sdkappid", &OTHER_APP.to_string());
+    set(&mut second, "--endpoint", &other.url());
+    let (a, b) = tokio::join!(
+        run_msgext(first, DEMO_SECRET_KEY, &env),
+        run_msgext(second, DEMO_SECRET_KEY, &env)
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", show(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", show(&b));
+
+    let local = s.dir.path().join("read-back-shared");
+    s.s3.download("shared", &local).await;
+    for run in ["app-a", "app-b"] {
+        common::assert_run_committed_once(&local, run);
+    }
+    for table in ["key_values", "messages"] {
+        let versions: Vec<u64> = common::delta_commits(&local.join(table))
+            .iter()
+            .map(|c| c.version)
+            .collect();
+        assert_eq!(versions, [0, 1], "{table}");
+    }
+    let mut want = common::expected_rows(&s.store.messages);
+    want.extend(want.clone());
+    want.sort();
+    assert_eq!(s.s3.kv_through_log("shared"), want, "both apps, each once");
+    let url = format!("s3://{BUCKET}/shared/key_values/");
+    let mut apps: Vec<i64> = common::delta_batches(std::sync::Arc::new(s.s3.client()), &url)
+        .iter()
+        .flat_map(|b| {
+            use arrow_array::cast::AsArray;
+            let c = b
+                .column_by_name("sdkappid")
+                .unwrap()
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .clone();
+            c.values().to_vec()
+        })
+        .collect();
+    apps.dedup();
+    apps.sort();
+    apps.dedup();
+    assert_eq!(apps, [msgext::mock::DEMO_SDKAPPID as i64, OTHER_APP as i64]);
 }

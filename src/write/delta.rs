@@ -45,12 +45,10 @@ pub const CHECKPOINT_EVERY: u64 = 100;
 const MAX_CONFLICTS: usize = 50;
 
 /// Where the lake's tables live, for the kernel: the store and the URL of
-/// the lake's root (`file:///…/` or `s3://bucket/prefix/`), and the runtime
-/// the store's requests run on (a bucket's own), if any.
+/// the lake's root (`file:///…/` or `s3://bucket/prefix/`).
 pub struct TableRoot {
     pub store: Arc<dyn object_store::ObjectStore>,
     pub url: Url,
-    pub runtime: Option<tokio::runtime::Handle>,
 }
 
 /// One file of a run, as the log records it.
@@ -125,27 +123,44 @@ pub struct DeltaLake {
     engine: Arc<dyn Engine>,
     root: Url,
     display_root: String,
+    _runtime: KernelRuntime,
+}
+
+/// The runtime the kernel's engine runs its I/O on: its own, with two
+/// threads, since writing a checkpoint waits on tasks of its own (on the
+/// kernel's one-thread background executor it never ends).
+struct KernelRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for KernelRuntime {
+    fn drop(&mut self) {
+        // The run ends on an async thread, where a runtime may not block
+        // to shut down; nothing of the kernel's is pending by then.
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl DeltaLake {
-    pub fn open(root: TableRoot) -> Self {
+    pub fn open(root: TableRoot) -> std::io::Result<Self> {
         use delta_kernel_default_engine::DefaultEngineBuilder;
         use delta_kernel_default_engine::executor::tokio::TokioMultiThreadExecutor;
-        let builder = DefaultEngineBuilder::new(root.store);
-        let engine: Arc<dyn Engine> = match root.runtime {
-            Some(handle) => Arc::new(
-                builder
-                    .with_task_executor(Arc::new(TokioMultiThreadExecutor::new(handle)))
-                    .build(),
-            ),
-            None => Arc::new(builder.build()),
-        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("msgext-delta")
+            .enable_all()
+            .build()?;
+        let executor = Arc::new(TokioMultiThreadExecutor::new(runtime.handle().clone()));
+        let engine = DefaultEngineBuilder::new(root.store)
+            .with_task_executor(executor)
+            .build();
         let display_root = root.url.to_string();
-        DeltaLake {
-            engine,
+        Ok(DeltaLake {
+            engine: Arc::new(engine),
             root: root.url,
             display_root,
-        }
+            _runtime: KernelRuntime(Some(runtime)),
+        })
     }
 
     /// The URL of a table, `<root>/<table>/`.
@@ -270,7 +285,7 @@ impl DeltaLake {
         ];
         let result = match snapshot {
             None => {
-                let mut txn = create_table(
+                let built = create_table(
                     self.table_url(table).as_str(),
                     Arc::new(schema.clone()),
                     info,
@@ -280,8 +295,14 @@ impl DeltaLake {
                 .with_transaction_id(app_id(run.run_id), 1)
                 .with_operation_parameters(params)
                 .with_operation_metrics(metrics)
-                .build(engine, committer)
-                .map_err(&fail)?;
+                .build(engine, committer);
+                let mut txn = match built {
+                    // Another writer created it since this one looked.
+                    Err(delta_kernel::KernelError::TableAlreadyExistsAtPath(_)) => {
+                        return Ok(Err(()));
+                    }
+                    other => other.map_err(&fail)?,
+                };
                 txn.add_files(adds);
                 match txn.commit(engine).map_err(&fail)? {
                     CommitResult::Committed(c) => Ok(c.commit_version()),
@@ -310,7 +331,7 @@ impl DeltaLake {
     /// A checkpoint at every `CHECKPOINT_EVERY`th version. A failed one
     /// costs readers speed, not data: it is logged, not fatal.
     fn checkpoint_if_due(&self, table: &str, version: u64) {
-        if version == 0 || version % CHECKPOINT_EVERY != 0 {
+        if version == 0 || !version.is_multiple_of(CHECKPOINT_EVERY) {
             return;
         }
         let written = Snapshot::builder_for(self.table_url(table).as_str())
@@ -359,7 +380,7 @@ pub fn prepare(
         }
         return Ok(None);
     }
-    let delta = DeltaLake::open(lake.table_root()?);
+    let delta = DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?;
     let schemas = [
         super::schema::key_values_schema(kind),
         super::schema::messages_schema(kind),
@@ -380,6 +401,31 @@ pub fn prepare(
         tables.push((t, schema));
     }
     Ok(Some(DeltaRun { delta, tables }))
+}
+
+/// The lake's tables whose Delta log holds run `run_id` (it crashed after
+/// its commit, before `_SUCCESS`): its files are part of those tables.
+pub fn tables_holding(lake: &dyn LakeStore, run_id: &str) -> Result<Vec<String>, WriteError> {
+    let mut out = Vec::new();
+    let mut delta = None;
+    for table in Kind::ALL.into_iter().flat_map(|k| k.spec().tables()) {
+        if lake.list(&format!("{table}/_delta_log"))?.is_empty() {
+            continue;
+        }
+        let d = match &mut delta {
+            Some(d) => d,
+            None => delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?),
+        };
+        if let Some(s) = d.snapshot(table, true)? {
+            let found = s
+                .get_app_id_version(&app_id(run_id), d.engine.as_ref())
+                .map_err(d.kernel(table, "cannot read the table's transactions"))?;
+            if found.is_some() {
+                out.push(lake.display(table));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Whether the table folder holds Parquet files of finished runs (their
@@ -577,6 +623,102 @@ pub fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A local lake's Delta side, for a test, with its table's folder
+    /// (a run's files are in it before its commit).
+    fn local(dir: &std::path::Path) -> DeltaLake {
+        std::fs::create_dir_all(dir.join("kv")).unwrap();
+        DeltaLake::open(super::super::LocalDir::new(dir).table_root().unwrap()).unwrap()
+    }
+
+    fn schema() -> StructType {
+        table_schema(&super::super::schema::key_values_schema(Kind::OneToOne)).unwrap()
+    }
+
+    fn run(id: &str) -> (Vec<DataFile>, RunCommit<'_>) {
+        let file = DataFile {
+            path: format!("dt=2026-12-02/run_id={id}/part-00000-{id}.parquet"),
+            dt: "2026-12-02".into(),
+            run_id: id.into(),
+            bytes: 10,
+            rows: 1,
+        };
+        let commit = RunCommit {
+            run_id: id,
+            sdkappid: 1,
+            status: "complete",
+            messages: 1,
+            kv_rows: 1,
+        };
+        (vec![file], commit)
+    }
+
+    fn commit(d: &DeltaLake, id: &str, snapshot: Option<SnapshotRef>) -> Committed {
+        let (files, c) = run(id);
+        d.commit_run("kv", &schema(), &files, &c, snapshot).unwrap()
+    }
+
+    #[test]
+    fn a_commit_from_a_stale_view_lands_at_the_next_version_and_only_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = local(dir.path());
+        assert_eq!(commit(&d, "a", None), Committed::At(0));
+        let stale = d.snapshot("kv", true).unwrap();
+        assert_eq!(commit(&d, "b", stale.clone()), Committed::At(1));
+        // Another writer took version 1: this one reads the log again.
+        assert_eq!(commit(&d, "c", stale.clone()), Committed::At(2));
+        // A run already committed (a crash before `_SUCCESS`) is found on the retry.
+        assert_eq!(commit(&d, "b", stale), Committed::Already(2));
+        // Two writers creating the table at once: the second appends.
+        let other = tempfile::tempdir().unwrap();
+        let d = local(other.path());
+        assert_eq!(commit(&d, "x", None), Committed::At(0));
+        assert_eq!(commit(&d, "y", None), Committed::At(1));
+        let s = d.snapshot("kv", true).unwrap().unwrap();
+        for id in ["x", "y"] {
+            assert_eq!(
+                s.get_app_id_version(&app_id(id), d.engine.as_ref())
+                    .unwrap(),
+                Some(1)
+            );
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_every_hundred_versions_and_the_table_reads_from_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = local(dir.path());
+        let mut snapshot = None;
+        for i in 0..=CHECKPOINT_EVERY {
+            let id = format!("r{i}");
+            let (files, c) = run(&id);
+            let done = d
+                .commit_run("kv", &schema(), &files, &c, snapshot.take())
+                .unwrap();
+            assert_eq!(done, Committed::At(i));
+            snapshot = d.snapshot("kv", true).unwrap();
+        }
+        let log = dir.path().join("kv/_delta_log");
+        assert!(
+            log.join(format!("{CHECKPOINT_EVERY:020}.checkpoint.parquet"))
+                .exists()
+        );
+        assert!(
+            !log.join(format!("{:020}.checkpoint.parquet", CHECKPOINT_EVERY - 1))
+                .exists()
+        );
+        // Read through the checkpoint: every run's transaction is still there.
+        let s = d.snapshot("kv", true).unwrap().unwrap();
+        assert_eq!(s.version(), CHECKPOINT_EVERY);
+        for i in [0, 57, CHECKPOINT_EVERY] {
+            let id = app_id(&format!("r{i}"));
+            assert_eq!(
+                s.get_app_id_version(&id, d.engine.as_ref()).unwrap(),
+                Some(1),
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn paths_are_percent_encoded_but_for_plain_characters() {

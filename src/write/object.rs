@@ -627,7 +627,6 @@ impl LakeStore for ObjectLake {
         Ok(super::delta::TableRoot {
             store: b.store.clone(),
             url,
-            runtime: Some(b.handle.clone()),
         })
     }
 

@@ -437,7 +437,6 @@ impl LakeStore for LocalDir {
         Ok(super::delta::TableRoot {
             store: std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
             url,
-            runtime: None,
         })
     }
 
