@@ -658,6 +658,48 @@ mod tests {
     }
 
     #[test]
+    fn parquet_tables_are_delta_unless_asked_and_csv_is_always_plain() {
+        use TableFormat::{Delta, Plain};
+        let (p, c) = (Some(Format::Parquet), Some(Format::Csv));
+        let table: [(
+            Option<Format>,
+            Option<TableFormat>,
+            Option<TableFormat>,
+            Result<TableFormat, &str>,
+        ); 7] = [
+            (None, None, None, Ok(Delta)),
+            (p, None, None, Ok(Delta)),
+            (p, Some(Plain), None, Ok(Plain)),
+            (p, None, Some(Plain), Ok(Plain)),
+            (p, Some(Delta), Some(Plain), Ok(Delta)),
+            (c, None, None, Ok(Plain)),
+            (
+                c,
+                Some(Delta),
+                None,
+                Err("--table-format delta needs --format parquet"),
+            ),
+        ];
+        for (format, flag, key, want) in table {
+            let args = ExportArgs {
+                format,
+                table_format: flag,
+                ..ExportArgs::default()
+            };
+            let job = JobFile {
+                table_format: key,
+                ..JobFile::default()
+            };
+            let got = table_format(&args, &job).map_err(|e| e.to_string());
+            match (got, want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{got}"),
+                (got, want) => panic!("{format:?} {flag:?} {key:?}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn what_is_missing_or_wrong_is_named() {
         let base = ExportArgs {
             input: Some("in.csv".into()),

@@ -386,6 +386,11 @@ impl Bucket {
             ),
             Some(Refusal::NoBucket) => "the bucket does not exist (or the endpoint is wrong): ",
             Some(Refusal::NotFound) => "not found; does the bucket exist? ",
+            Some(Refusal::NoConditionalWrites) => {
+                "the store does not create an object only if absent (a PUT with \
+                 If-None-Match: *), which msgext needs for its run claims and Delta commits; \
+                 use a store or a setting that supports conditional writes: "
+            }
             None if timed_out(&e) => &format!(
                 "no answer within --store-timeout {} s (each attempt and its retries); \
                  is the store reachable from here? ",
@@ -777,6 +782,9 @@ enum Refusal {
     Denied,
     NoBucket,
     NotFound,
+    /// No conditional create (`If-None-Match: *`): run claims and Delta
+    /// commits need one.
+    NoConditionalWrites,
 }
 
 impl Refusal {
@@ -786,6 +794,7 @@ impl Refusal {
         use object_store::Error as E;
         match e {
             E::PermissionDenied { .. } | E::Unauthenticated { .. } => Some(Refusal::Denied),
+            E::NotImplemented { .. } | E::NotSupported { .. } => Some(Refusal::NoConditionalWrites),
             _ => Self::from_text(&e.to_string()),
         }
     }
@@ -809,6 +818,8 @@ impl Refusal {
             Some(Refusal::NoBucket)
         } else if text.contains("404 Not Found") || text.contains("not found") {
             Some(Refusal::NotFound)
+        } else if text.contains("501 Not Implemented") || text.contains("<Code>NotImplemented<") {
+            Some(Refusal::NoConditionalWrites)
         } else {
             None
         }
@@ -949,6 +960,10 @@ mod tests {
             (
                 "Object at location x not found: 404 Not Found",
                 Some(Refusal::NotFound),
+            ),
+            (
+                "501 Not Implemented: <Code>NotImplemented</Code>A header you provided implies functionality that is not implemented",
+                Some(Refusal::NoConditionalWrites),
             ),
             ("error sending request: connection refused", None),
             ("500 Internal Server Error", None),

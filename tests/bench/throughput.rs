@@ -21,7 +21,8 @@
 //! `-- peer` runs msgext and a plain Python exporter (`peer_aiohttp.py`,
 //! aiohttp + pyarrow, with the Python in `MSGEXT_PEER_PYTHON`, default
 //! `python3`) back to back, at the quota and with the limit off, and
-//! compares their CPU.
+//! compares their CPU; `-- delta` times a run's commit to a Delta table
+//! with 10 and with 1,000 earlier versions (a checkpoint every 100).
 //! Nothing here asserts: it prints the numbers for the README.
 
 #[path = "../common/s3server.rs"]
@@ -456,6 +457,11 @@ fn main() {
         print_rows(rows);
         return;
     }
+    if std::env::args().any(|a| a == "delta") {
+        delta(dir.path(), &mut rows);
+        print_rows(rows);
+        return;
+    }
     if std::env::args().any(|a| a == "peer") {
         peer(dir.path(), &mut rows);
         print_rows(rows);
@@ -606,6 +612,72 @@ fn main() {
         ));
     }
     print_rows(rows);
+}
+
+/// A run's commit to a local Delta table (reading the table's state,
+/// checking the run's transaction id, writing the entry) after `n`
+/// earlier commits, as msgext makes it at the end of a run: the median of
+/// five, in milliseconds.
+fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
+    use msgext::kind::Kind;
+    use msgext::write::delta::{DataFile, DeltaLake, RunCommit, TableRoot, table_schema};
+    let schema =
+        table_schema(&msgext::write::schema::key_values_schema(Kind::OneToOne)).expect("schema");
+    let lake = dir.join("delta");
+    std::fs::create_dir_all(lake.join("kv")).expect("table folder");
+    let root = TableRoot {
+        store: std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+        url: reqwest::Url::from_directory_path(&lake).expect("url"),
+    };
+    let d = DeltaLake::open(root).expect("engine");
+    let commit = |i: usize| -> Duration {
+        let id = format!("r{i:05}");
+        // A nightly run: two part files.
+        let files: Vec<DataFile> = (0..2)
+            .map(|p| DataFile {
+                path: format!("dt=2026-12-02/run_id={id}/part-{p:05}-{id}.parquet"),
+                dt: "2026-12-02".into(),
+                run_id: id.clone(),
+                bytes: 128 << 20,
+                rows: 1_000_000,
+            })
+            .collect();
+        let run = RunCommit {
+            run_id: &id,
+            sdkappid: 1,
+            status: "complete",
+            messages: 1,
+            kv_rows: 2_000_000,
+        };
+        let t = Instant::now();
+        let has_log = i > 0;
+        let snapshot = d.snapshot("kv", has_log).expect("snapshot");
+        d.commit_run("kv", &schema, &files, &run, snapshot)
+            .expect("commit");
+        t.elapsed()
+    };
+    let median_ms = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1000.0
+    };
+    let mut i = 0;
+    for target in [10, 1000] {
+        while i < target {
+            commit(i);
+            i += 1;
+        }
+        let times: Vec<Duration> = (0..5)
+            .map(|_| {
+                let t = commit(i);
+                i += 1;
+                t
+            })
+            .collect();
+        rows.push((
+            format!("commit of a run at ~{target} prior versions (median of 5)"),
+            format!("{:.1} ms", median_ms(times)),
+        ));
+    }
 }
 
 fn print_rows(rows: Vec<(String, String)>) {
