@@ -661,12 +661,14 @@ mod tests {
     fn parquet_tables_are_delta_unless_asked_and_csv_is_always_plain() {
         use TableFormat::{Delta, Plain};
         let (p, c) = (Some(Format::Parquet), Some(Format::Csv));
-        let table: [(
+        // (--format, --table-format, the job's table_format, the outcome)
+        type Row = (
             Option<Format>,
             Option<TableFormat>,
             Option<TableFormat>,
-            Result<TableFormat, &str>,
-        ); 7] = [
+            Result<TableFormat, &'static str>,
+        );
+        let table: [Row; 7] = [
             (None, None, None, Ok(Delta)),
             (p, None, None, Ok(Delta)),
             (p, Some(Plain), None, Ok(Plain)),
