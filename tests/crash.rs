@@ -10,7 +10,7 @@ use common::{export_args, run_msgext, show};
 use msgext::mock::store::Store;
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const CONCURRENCY: usize = 8;
 /// What can be fetched but not yet durable when the process dies: the
@@ -37,29 +37,14 @@ async fn serve(store: Store, latency_ms: u64) -> MockServer {
     common::start_mock(store, faults, 1).await
 }
 
-struct Setup {
-    store: Store,
-    server: MockServer,
-    _dir: tempfile::TempDir,
-    input: PathBuf,
-    out: PathBuf,
-}
+type Setup = common::Exporting;
 
 async fn setup(n: usize, latency_ms: u64) -> Setup {
-    let msgs = refs(n, "to");
-    let store = Store::generate(&msgs, 11, 0);
-    let server = serve(store.clone(), latency_ms).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
-    let out = dir.path().join("lake");
-    Setup {
-        store,
-        server,
-        _dir: dir,
-        input,
-        out,
-    }
+    let faults = Faults {
+        latency_ms,
+        ..Faults::default()
+    };
+    common::exporting(&refs(n, "to"), 11, faults).await
 }
 
 fn args(s: &Setup, format: &str) -> Vec<String> {

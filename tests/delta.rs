@@ -10,36 +10,17 @@ use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use common::{export_args, run_msgext, show};
-use msgext::mock::store::Store;
-use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockServer};
+use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults};
 use msgext::model::MessageRef;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-struct Setup {
-    store: Store,
-    server: MockServer,
-    _dir: tempfile::TempDir,
-    input: PathBuf,
-    out: PathBuf,
-}
+type Setup = common::Exporting;
 
 async fn setup(n: usize) -> Setup {
     let msgs: Vec<MessageRef> = (0..n)
         .map(|i| MessageRef::new(Some("s"), &format!("u{i}"), &format!("{i}_1_1")))
         .collect();
-    let store = Store::generate(&msgs, 5, 0);
-    let server = common::start_mock(store.clone(), Faults::default(), 1).await;
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
-    let out = dir.path().join("lake");
-    Setup {
-        store,
-        server,
-        _dir: dir,
-        input,
-        out,
-    }
+    common::exporting(&msgs, 5, Faults::default()).await
 }
 
 fn args(s: &Setup, run_id: &str, extra: &[&str]) -> Vec<String> {
@@ -275,4 +256,23 @@ async fn a_run_stopped_after_its_commit_is_finished_not_dropped() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(s.out.join("_runs/nightly/_SUCCESS").exists());
     common::assert_delta_exact(&s.out, "nightly", &want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_entry_that_cannot_be_read_fails_the_run_naming_the_table() {
+    let s = setup(10).await;
+    let o = run_msgext(args(&s, "first", &[]), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let entry = s.out.join("messages/_delta_log/00000000000000000000.json");
+    std::fs::write(&entry, b"{\"commitInfo\": {\"timestamp\": 1}}\n{ not json").unwrap();
+    let calls = s.server.stats().calls();
+    let o = run_msgext(args(&s, "second", &[]), DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&s.out.join("messages").display().to_string())
+            && err.contains("cannot read the table's log"),
+        "{err}"
+    );
+    assert_eq!(s.server.stats().calls(), calls, "no API call");
 }

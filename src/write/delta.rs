@@ -304,10 +304,7 @@ impl DeltaLake {
                     other => other.map_err(&fail)?,
                 };
                 txn.add_files(adds);
-                match txn.commit(engine).map_err(&fail)? {
-                    CommitResult::Committed(c) => Ok(c.commit_version()),
-                    _ => Err(()),
-                }
+                committed(txn.commit(engine)).map_err(&fail)?
             }
             Some(s) => {
                 let mut txn = s
@@ -319,10 +316,7 @@ impl DeltaLake {
                     .build(engine, committer)
                     .map_err(&fail)?;
                 txn.add_files(adds);
-                match txn.commit(engine).map_err(&fail)? {
-                    CommitResult::Committed(c) => Ok(c.commit_version()),
-                    _ => Err(()),
-                }
+                committed(txn.commit(engine)).map_err(&fail)?
             }
         };
         Ok(result)
@@ -500,6 +494,26 @@ fn data_file(table: &str, f: &super::FileInfo) -> Option<DataFile> {
 impl From<DeltaError> for WriteError {
     fn from(e: DeltaError) -> Self {
         WriteError::Delta(Box::new(e))
+    }
+}
+
+/// A commit's outcome: its version, or `Err(())` when another writer took
+/// that version. The kernel reads a lost put-if-absent as a conflict only
+/// when the store says "already exists" (local disks, GCS, Azure); S3
+/// answers 412 Precondition Failed, which is the same thing.
+fn committed<S>(
+    result: delta_kernel::KernelResult<CommitResult<S>>,
+) -> delta_kernel::KernelResult<Result<u64, ()>> {
+    match result {
+        Ok(CommitResult::Committed(c)) => Ok(Ok(c.commit_version())),
+        Ok(CommitResult::Conflicted(_)) => Ok(Err(())),
+        // The store failed the write, its own retries spent: the run fails
+        // (the same command commits it later).
+        Ok(CommitResult::Retryable(r)) => Err(r.error),
+        Err(delta_kernel::KernelError::ObjectStore(object_store::Error::Precondition {
+            ..
+        })) => Ok(Err(())),
+        Err(e) => Err(e),
     }
 }
 
@@ -718,6 +732,23 @@ mod tests {
                 "{id}"
             );
         }
+    }
+
+    #[test]
+    fn s3_s_precondition_failed_is_a_conflict_not_a_failure() {
+        use delta_kernel::transaction::UpdateTable;
+        let lost = object_store::Error::Precondition {
+            path: "kv/_delta_log/00000000000000000001.json".into(),
+            source: "412 Precondition Failed".into(),
+        };
+        let got = committed::<UpdateTable>(Err(delta_kernel::KernelError::ObjectStore(lost)));
+        assert!(matches!(got, Ok(Err(()))), "{got:?}");
+        let denied = object_store::Error::PermissionDenied {
+            path: "kv".into(),
+            source: "403".into(),
+        };
+        let got = committed::<UpdateTable>(Err(delta_kernel::KernelError::ObjectStore(denied)));
+        assert!(got.is_err(), "{got:?}");
     }
 
     #[test]

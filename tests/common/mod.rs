@@ -444,6 +444,37 @@ pub fn input_csv(messages: &[msgext::model::MessageRef]) -> String {
     out
 }
 
+/// A simulator serving the store generated for `msgs` (seed `seed`, every
+/// message there) with `faults`, the input listing them and a lake folder
+/// to export into.
+pub struct Exporting {
+    pub store: msgext::mock::store::Store,
+    pub server: msgext::mock::MockServer,
+    pub dir: tempfile::TempDir,
+    pub input: PathBuf,
+    pub out: PathBuf,
+}
+
+pub async fn exporting(
+    msgs: &[msgext::model::MessageRef],
+    seed: u64,
+    faults: msgext::mock::Faults,
+) -> Exporting {
+    let store = msgext::mock::store::Store::generate(msgs, seed, 0);
+    let server = start_mock(store.clone(), faults, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    std::fs::write(&input, input_csv(msgs)).unwrap();
+    let out = dir.path().join("lake");
+    Exporting {
+        store,
+        server,
+        dir,
+        input,
+        out,
+    }
+}
+
 /// The arguments of `msgext export` against a simulator.
 pub fn export_args(
     url: &str,

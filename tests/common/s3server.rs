@@ -30,10 +30,27 @@ impl S3Server {
         // is not atomic under that: cut after it forgets the upload id, it
         // leaves the parts on disk for good. A test that kills msgext
         // mid-upload would then see server-side leaks no real store has.
-        let service = hyper::service::service_fn(move |req| {
-            let handled = tokio::spawn(hyper::service::Service::call(&s3, req));
-            async move { handled.await.expect("the S3 handler panicked") }
-        });
+        //
+        // s3s-fs checks If-None-Match and then writes: two conditional PUTs
+        // of one key at the same instant could both succeed, where S3, GCS
+        // and Azure let exactly one win. Conditional PUTs are served one at
+        // a time here, so that the server is as strict as a real store.
+        let conditional = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let one_at_a_time = (req.method() == hyper::Method::PUT
+                    && req.headers().contains_key(hyper::header::IF_NONE_MATCH))
+                .then(|| conditional.clone());
+                let call = hyper::service::Service::call(&s3, req);
+                let handled = tokio::spawn(async move {
+                    let _turn = match &one_at_a_time {
+                        Some(m) => Some(m.lock().await),
+                        None => None,
+                    };
+                    call.await
+                });
+                async move { handled.await.expect("the S3 handler panicked") }
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
