@@ -15,6 +15,7 @@ pub mod demo;
 pub mod export;
 pub mod failpoint;
 pub mod fetch;
+pub mod incremental;
 pub mod input;
 pub mod job;
 pub mod kind;

@@ -1,0 +1,373 @@
+//! The incremental rules (DESIGN §7) as pure functions: where a message's
+//! read starts, what its answer says about the stored state, and how the
+//! stored pairs follow. The state of a message (its `latest_seq`,
+//! `clear_seq` and live pairs) is what the current tables hold; nothing
+//! here reads or writes them.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What the current tables know of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub latest_seq: i64,
+    pub clear_seq: i64,
+    /// When it was last read in full, µs since the epoch.
+    pub last_full_read_us: i64,
+}
+
+/// Where a message's read starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// From the beginning (`StartSeq` absent): a message new to the table,
+    /// `--full`, or a last full read older than `full_every`.
+    Full,
+    /// From `StartSeq`: only what changed after the stored `LatestSeq`.
+    From(i64),
+}
+
+/// Where to start reading a message. `full_every`: the longest time
+/// between two full reads (for a service that hides deletes), none: never
+/// forced.
+pub fn start(
+    known: Option<&Known>,
+    now_us: i64,
+    full_every: Option<Duration>,
+    force_full: bool,
+) -> Start {
+    let Some(k) = known else {
+        return Start::Full;
+    };
+    let stale = full_every.is_some_and(|every| {
+        now_us.saturating_sub(k.last_full_read_us) >= every.as_micros().min(i64::MAX as u128) as i64
+    });
+    if force_full || stale {
+        Start::Full
+    } else {
+        Start::From(k.latest_seq + 1)
+    }
+}
+
+/// What an incremental read's answer (every page of it) means for the
+/// stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Same `LatestSeq` and `ClearSeq`, no pair: nothing to write.
+    Unchanged,
+    /// Drop the stored pairs at or below `clear_seq`, then let the returned
+    /// pairs replace the stored ones by key (`apply`).
+    Changed { clear_seq: i64 },
+    /// A change the answer does not show (`LatestSeq` went back, or moved
+    /// with no pair and no clear at that Seq, as a deleted key does on a
+    /// service that reports no tombstone): read the message in full and
+    /// replace its state.
+    ReadFull,
+}
+
+/// Judge an incremental answer against what was known. `returned`: the Seq
+/// of every pair the read returned.
+pub fn judge(
+    known: &Known,
+    latest_seq: i64,
+    clear_seq: i64,
+    returned: impl IntoIterator<Item = i64>,
+) -> Verdict {
+    let mut any = false;
+    let mut at_latest = false;
+    for seq in returned {
+        any = true;
+        at_latest |= seq == latest_seq;
+    }
+    if latest_seq < known.latest_seq || clear_seq < known.clear_seq {
+        return Verdict::ReadFull;
+    }
+    if latest_seq == known.latest_seq && clear_seq == known.clear_seq && !any {
+        return Verdict::Unchanged;
+    }
+    // Every operation moves LatestSeq to its own Seq: a set leaves a pair
+    // there, a "clear all" moves ClearSeq there. Anything else is hidden.
+    let explained = latest_seq == known.latest_seq || at_latest || clear_seq == latest_seq;
+    if explained {
+        Verdict::Changed { clear_seq }
+    } else {
+        Verdict::ReadFull
+    }
+}
+
+/// A stored pair: its value and Seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    pub value: String,
+    pub seq: i64,
+}
+
+/// Apply a `Changed` verdict: drop the pairs at or below `clear_seq`, then
+/// the returned pairs (`(key, value, seq)`, pages in order, a pair repeated
+/// across a page boundary included) replace the stored ones by key. A pair
+/// at or below `clear_seq` is dead and never stored; of two for one key the
+/// higher Seq wins.
+pub fn apply<'a>(
+    pairs: &mut BTreeMap<String, Stored>,
+    clear_seq: i64,
+    returned: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
+) {
+    pairs.retain(|_, p| p.seq > clear_seq);
+    for (key, value, seq) in returned {
+        if seq <= clear_seq {
+            continue;
+        }
+        match pairs.get(key) {
+            Some(old) if old.seq > seq => {}
+            _ => {
+                pairs.insert(
+                    key.to_owned(),
+                    Stored {
+                        value: value.to_owned(),
+                        seq,
+                    },
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_US: i64 = 86_400_000_000;
+
+    #[test]
+    fn a_read_starts_after_what_is_known_unless_a_full_read_is_due() {
+        let k = Known {
+            latest_seq: 41,
+            clear_seq: 3,
+            last_full_read_us: 10 * DAY_US,
+        };
+        let week = Some(Duration::from_secs(7 * 86_400));
+        let table = [
+            (None, 10 * DAY_US, week, false, Start::Full),
+            (Some(&k), 11 * DAY_US, week, false, Start::From(42)),
+            (Some(&k), 11 * DAY_US, week, true, Start::Full),
+            (Some(&k), 17 * DAY_US - 1, week, false, Start::From(42)),
+            (Some(&k), 17 * DAY_US, week, false, Start::Full),
+            (Some(&k), 900 * DAY_US, None, false, Start::From(42)),
+        ];
+        for (known, now, every, force, want) in table {
+            assert_eq!(
+                start(known, now, every, force),
+                want,
+                "{known:?} {now} {every:?} {force}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_answer_is_unchanged_changed_or_calls_for_a_full_read() {
+        let k = Known {
+            latest_seq: 10,
+            clear_seq: 2,
+            last_full_read_us: 0,
+        };
+        let changed = |clear_seq| Verdict::Changed { clear_seq };
+        // (LatestSeq, ClearSeq, Seqs returned, verdict)
+        let table: [(i64, i64, &[i64], Verdict); 10] = [
+            (10, 2, &[], Verdict::Unchanged),
+            // A set of two keys at Seq 11, then one at 12.
+            (12, 2, &[11, 11, 12], changed(2)),
+            // A tombstone (a deleted key returned with an empty value) is a pair like any other.
+            (11, 2, &[11], changed(2)),
+            // "Clear all" at Seq 11: ClearSeq moves there, no pair.
+            (11, 11, &[], changed(11)),
+            // A clear, then a set after it.
+            (13, 11, &[13], changed(11)),
+            // ClearSeq moved without LatestSeq (an older clear, seen late).
+            (10, 5, &[], changed(5)),
+            // LatestSeq moved with no pair there: a delete the service does not show.
+            (11, 2, &[], Verdict::ReadFull),
+            (14, 2, &[12], Verdict::ReadFull),
+            // LatestSeq or ClearSeq went back: the stored state is not the service's.
+            (9, 2, &[], Verdict::ReadFull),
+            (10, 1, &[], Verdict::ReadFull),
+        ];
+        for (latest, clear, seqs, want) in table {
+            assert_eq!(
+                judge(&k, latest, clear, seqs.iter().copied()),
+                want,
+                "{latest} {clear} {seqs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn applying_an_answer_gives_what_a_full_read_gives() {
+        let stored = |pairs: &[(&str, &str, i64)]| -> BTreeMap<String, Stored> {
+            pairs
+                .iter()
+                .map(|(k, v, s)| {
+                    (
+                        k.to_string(),
+                        Stored {
+                            value: v.to_string(),
+                            seq: *s,
+                        },
+                    )
+                })
+                .collect()
+        };
+        // (stored, ClearSeq, returned, after)
+        type Pairs = &'static [(&'static str, &'static str, i64)];
+        let table: [(Pairs, i64, Pairs, Pairs); 5] = [
+            // A new key and a changed one.
+            (
+                &[("a", "1", 3), ("b", "2", 4)],
+                0,
+                &[("b", "3", 5), ("c", "4", 5)],
+                &[("a", "1", 3), ("b", "3", 5), ("c", "4", 5)],
+            ),
+            // A clear at 4 drops what was set at or below it; a set after it stays.
+            (
+                &[("a", "1", 3), ("b", "2", 4)],
+                4,
+                &[("c", "5", 6)],
+                &[("c", "5", 6)],
+            ),
+            // A tombstone replaces the key's value with an empty one, as a full read returns it.
+            (&[("a", "1", 3)], 0, &[("a", "", 7)], &[("a", "", 7)]),
+            // Pages repeat the pairs of the Seq they were cut in: stored once.
+            (
+                &[],
+                0,
+                &[("a", "1", 2), ("b", "1", 2), ("b", "1", 2), ("c", "1", 3)],
+                &[("a", "1", 2), ("b", "1", 2), ("c", "1", 3)],
+            ),
+            // A dead pair is never stored; an older value never replaces a newer one.
+            (
+                &[("a", "new", 9)],
+                5,
+                &[("z", "dead", 5), ("a", "old", 8)],
+                &[("a", "new", 9)],
+            ),
+        ];
+        for (before, clear, returned, after) in table {
+            let mut pairs = stored(before);
+            apply(&mut pairs, clear, returned.iter().copied());
+            assert_eq!(pairs, stored(after), "{before:?} + {returned:?}");
+        }
+    }
+
+    /// A message changing over rounds (sets of up to 260 keys at one Seq,
+    /// tombstones, clears), read each round from where the last read left
+    /// it, through the simulator's own paging (pages of 200 cut inside runs
+    /// of equal Seq, continued from the last Seq seen): after every round
+    /// the state equals a full read.
+    #[test]
+    fn rounds_of_incremental_reads_equal_a_full_read() {
+        use crate::mock::store::{SplitMix64, StoredMessage, StoredPair};
+        let mut m = StoredMessage::new(crate::kind::MessageRef::new(None, "b", "k"), 0, vec![]);
+        let full = |m: &StoredMessage| -> BTreeMap<String, Stored> {
+            m.live_pairs()
+                .into_iter()
+                .map(|p| {
+                    (
+                        p.key,
+                        Stored {
+                            value: p.value,
+                            seq: p.seq,
+                        },
+                    )
+                })
+                .collect()
+        };
+        // Every page of a read from `start`, as (LatestSeq, ClearSeq, pairs).
+        let read = |m: &StoredMessage, start: Option<i64>| {
+            let (mut at, mut pairs, mut pages) = (start, Vec::new(), 0);
+            loop {
+                let page = m.page(at, 200);
+                pages += 1;
+                for i in 0..page.pairs().len() {
+                    let p = page.pairs().get(i).unwrap();
+                    pairs.push((p.key.to_owned(), p.value.to_owned(), p.seq));
+                }
+                if page.complete_flag == Some(1) {
+                    let (l, c) = (page.latest_seq.unwrap(), page.clear_seq.unwrap());
+                    return (l, c, pairs, pages);
+                }
+                at = pairs.last().map(|p| p.2);
+            }
+        };
+        let mut rng = SplitMix64::new(22);
+        let mut state = BTreeMap::new();
+        let mut known: Option<Known> = None;
+        let (mut incremental_pairs, mut full_pairs) = (0, 0);
+        for round in 0..60 {
+            let seq = m.latest_seq() + 1;
+            match rng.below(6) {
+                0 => m.clear_seq = seq,
+                1 if !m.live_pairs().is_empty() => {
+                    let live = m.live_pairs();
+                    let key = live[rng.below(live.len() as u64) as usize].key.clone();
+                    m.pairs.retain(|p| p.key != key);
+                    m.pairs.push(StoredPair {
+                        key,
+                        value: String::new(),
+                        seq,
+                    });
+                }
+                2 => {} // no change this round
+                _ => {
+                    for _ in 0..1 + rng.below(260) {
+                        let key = format!("k{}", rng.below(400));
+                        m.pairs.retain(|p| p.key != key);
+                        m.pairs.push(StoredPair {
+                            key,
+                            value: format!("v{round}"),
+                            seq,
+                        });
+                    }
+                }
+            }
+            m.pairs.sort_by_key(|p| p.seq);
+            let now = round * DAY_US;
+            let (latest, clear, pairs, _) = match start(known.as_ref(), now, None, false) {
+                Start::Full => read(&m, None),
+                Start::From(s) => read(&m, Some(s)),
+            };
+            incremental_pairs += pairs.len();
+            full_pairs += m.pairs.len();
+            let verdict = match &known {
+                None => Verdict::ReadFull,
+                Some(k) => judge(k, latest, clear, pairs.iter().map(|p| p.2)),
+            };
+            match verdict {
+                Verdict::Unchanged => {}
+                Verdict::Changed { clear_seq } => {
+                    apply(
+                        &mut state,
+                        clear_seq,
+                        pairs.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                    );
+                }
+                Verdict::ReadFull => {
+                    let (_, clear, all, _) = read(&m, None);
+                    state.clear();
+                    apply(
+                        &mut state,
+                        clear,
+                        all.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                    );
+                }
+            }
+            known = Some(Known {
+                latest_seq: latest,
+                clear_seq: clear,
+                last_full_read_us: 0,
+            });
+            assert_eq!(state, full(&m), "round {round}");
+        }
+        assert!(
+            incremental_pairs * 2 < full_pairs,
+            "incremental reads fetch less: {incremental_pairs} of {full_pairs} pairs"
+        );
+    }
+}
