@@ -368,13 +368,16 @@ async fn killed_at_each_commit_stage_then_the_same_command_gives_the_exact_lake(
     let s = setup(240, 1000).await;
     // After a part file is sealed, after the ledger commits it, in the middle
     // of its multipart upload, after the upload completed (before its record
-    // is removed), after it is published, before _SUCCESS.
+    // is removed), after it is published, between the two tables' Delta
+    // commits, after them (before the reports), before _SUCCESS.
     let stages = [
         "sealed:2",
         "committed:2",
         "uploaded_part:1",
         "completed_upload",
         "published:1",
+        "between_delta_commits",
+        "after_delta_commits",
         "before_success",
     ];
     for (i, stage) in stages.into_iter().enumerate() {
