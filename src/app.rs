@@ -23,7 +23,11 @@ fn init_logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
-    let warn_only = Targets::new().with_default(tracing::Level::WARN);
+    // The Delta kernel logs the errors it returns; msgext tells them once,
+    // with what to do.
+    let warn_only = Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("delta_kernel", tracing_subscriber::filter::LevelFilter::OFF);
     let (targets, bad) = match spec.trim() {
         "" => (warn_only, None),
         s => match s.parse::<Targets>() {

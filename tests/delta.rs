@@ -148,13 +148,11 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
     // A Delta lake: a plain run would write files its log does not list.
     let delta = s.out.with_file_name("delta-lake");
     let mut a = args(&s, "one", &[]);
-    let at = a.iter().position(|x| x == "--out").unwrap();
-    a[at + 1] = delta.to_string_lossy().into_owned();
+    common::set_arg(&mut a, "--out", &delta.to_string_lossy());
     let o = run_msgext(a.clone(), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let calls = s.server.stats().calls();
-    let last = a.len() - 1;
-    a[last] = "two".into();
+    common::set_arg(&mut a, "--run-id", "two");
     a.extend(["--table-format".into(), "plain".into()]);
     let o = run_msgext(a.clone(), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -167,8 +165,7 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
 
     // CSV has no Delta tables.
     let mut csv = args(&s, "csv", &["--table-format", "delta"]);
-    let at = csv.iter().position(|x| x == "parquet").unwrap();
-    csv[at] = "csv".into();
+    common::set_arg(&mut csv, "--format", "csv");
     let o = run_msgext(csv, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(

@@ -919,14 +919,10 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     let env = refs(&env);
     let mut first = s.args("shared", "state-a", "parquet");
     let mut second = s.args("shared", "state-b", "parquet");
-    let set = |a: &mut Vec<String>, flag: &str, value: &str| {
-        let at = a.iter().position(|x| x == flag).unwrap();
-        a[at + 1] = value.to_owned();
-    };
-    set(&mut first, "--run-id", "app-a");
-    set(&mut second, "--run-id", "app-b");
-    set(&mut second, "--sdkappid", &OTHER_APP.to_string());
-    set(&mut second, "--endpoint", &other.url());
+    common::set_arg(&mut first, "--run-id", "app-a");
+    common::set_arg(&mut second, "--run-id", "app-b");
+    common::set_arg(&mut second, "--sdkappid", &OTHER_APP.to_string());
+    common::set_arg(&mut second, "--endpoint", &other.url());
     let (a, b) = tokio::join!(
         run_msgext(first, DEMO_SECRET_KEY, &env),
         run_msgext(second, DEMO_SECRET_KEY, &env)
@@ -967,4 +963,27 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     apps.sort();
     apps.dedup();
     assert_eq!(apps, [msgext::mock::DEMO_SDKAPPID as i64, OTHER_APP as i64]);
+}
+
+/// A store that refuses the log's conditional writes: the run ends at its
+/// commit with exit 1 saying what the store lacks, with no `_SUCCESS` and
+/// nothing in the log; once the store allows them, the same command commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_refusing_the_log_s_conditional_writes_fails_the_run_and_it_resumes() {
+    let s = setup(60, 0).await;
+    *s.s3.refuse_conditional.lock().unwrap() = Some("/_delta_log/".into());
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        show(&o).contains("does not create an object only if absent"),
+        "{}",
+        show(&o)
+    );
+    let keys = s.s3.keys("lake").await;
+    assert!(!keys.iter().any(|k| k.ends_with("_SUCCESS")), "{keys:?}");
+    assert!(!keys.iter().any(|k| k.contains("/_delta_log/")), "{keys:?}");
+    *s.s3.refuse_conditional.lock().unwrap() = None;
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    s.assert_exact("lake").await;
 }

@@ -83,11 +83,14 @@ pub enum Committed {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeltaError {
-    #[error("{table}: {what}: {source}")]
+    /// The kernel's error as text, told as the lake's own store errors
+    /// are (a hint for what the store refused, credentials taken out): its
+    /// store errors quote URLs and a store's answer.
+    #[error("{table}: {what}: {detail}")]
     Kernel {
         table: String,
         what: &'static str,
-        source: delta_kernel::KernelError,
+        detail: String,
     },
     #[error(
         "{table} is a Delta table of another schema than msgext's: {differences}; export to another --out, or with --table-format plain"
@@ -184,18 +187,14 @@ impl DeltaLake {
         move |source| DeltaError::Kernel {
             table: table.clone(),
             what,
-            source,
+            detail: super::object::explain(&source.to_string()),
         }
     }
 
-    /// The table's latest snapshot, or `None` when it has no log yet.
-    pub fn snapshot(&self, table: &str, has_log: bool) -> Result<Option<SnapshotRef>, DeltaError> {
-        if !has_log {
-            return Ok(None);
-        }
+    /// The table's latest snapshot (it has a log: `has_log`).
+    pub fn snapshot(&self, table: &str) -> Result<SnapshotRef, DeltaError> {
         Snapshot::builder_for(self.table_url(table).as_str())
             .build(self.engine.as_ref())
-            .map(Some)
             .map_err(self.kernel(table, "cannot read the table's log"))
     }
 
@@ -242,7 +241,7 @@ impl DeltaLake {
                 }
                 // Another writer committed (or created the table) first.
                 Err(()) => {
-                    snapshot = self.snapshot(table, true)?;
+                    snapshot = Some(self.snapshot(table)?);
                 }
             }
         }
@@ -357,15 +356,12 @@ pub fn prepare(
     (format, tables): (Format, TableFormat),
 ) -> Result<Option<DeltaRun>, WriteError> {
     let names = kind.spec().tables();
-    let has_log = |t: &str| -> Result<bool, WriteError> {
-        Ok(!lake.list(&format!("{t}/_delta_log"))?.is_empty())
-    };
     if format == Format::Csv {
         return Ok(None);
     }
     if tables == TableFormat::Plain {
         for t in names {
-            if has_log(t)? {
+            if has_log(lake, t)? {
                 return Err(DeltaError::IsDelta {
                     table: lake.display(t),
                 }
@@ -382,10 +378,8 @@ pub fn prepare(
     let mut tables = Vec::new();
     for (t, arrow) in names.into_iter().zip(schemas) {
         let schema = table_schema(&arrow).map_err(delta.kernel(t, "msgext's schema"))?;
-        if has_log(t)? {
-            if let Some(s) = delta.snapshot(t, true)? {
-                delta.check_schema(t, &s, &schema)?;
-            }
+        if has_log(lake, t)? {
+            delta.check_schema(t, &*delta.snapshot(t)?, &schema)?;
         } else if finished_plain_runs(lake, t, run_id)? {
             return Err(DeltaError::PlainLake {
                 table: lake.display(t),
@@ -397,26 +391,30 @@ pub fn prepare(
     Ok(Some(DeltaRun { delta, tables }))
 }
 
+/// Whether `table` has a Delta log.
+fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
+    Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
+}
+
 /// The lake's tables whose Delta log holds run `run_id` (it crashed after
 /// its commit, before `_SUCCESS`): its files are part of those tables.
 pub fn tables_holding(lake: &dyn LakeStore, run_id: &str) -> Result<Vec<String>, WriteError> {
     let mut out = Vec::new();
     let mut delta = None;
     for table in Kind::ALL.into_iter().flat_map(|k| k.spec().tables()) {
-        if lake.list(&format!("{table}/_delta_log"))?.is_empty() {
+        if !has_log(lake, table)? {
             continue;
         }
         let d = match &mut delta {
             Some(d) => d,
             None => delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?),
         };
-        if let Some(s) = d.snapshot(table, true)? {
-            let found = s
-                .get_app_id_version(&app_id(run_id), d.engine.as_ref())
-                .map_err(d.kernel(table, "cannot read the table's transactions"))?;
-            if found.is_some() {
-                out.push(lake.display(table));
-            }
+        let found = d
+            .snapshot(table)?
+            .get_app_id_version(&app_id(run_id), d.engine.as_ref())
+            .map_err(d.kernel(table, "cannot read the table's transactions"))?;
+        if found.is_some() {
+            out.push(lake.display(table));
         }
     }
     Ok(out)
@@ -465,8 +463,11 @@ impl DeltaRun {
             if files.is_empty() {
                 continue;
             }
-            let has_log = !lake.list(&format!("{table}/_delta_log"))?.is_empty();
-            let snapshot = self.delta.snapshot(table, has_log)?;
+            // Read again: another writer may have created the table since `prepare`.
+            let snapshot = match has_log(lake, table)? {
+                true => Some(self.delta.snapshot(table)?),
+                false => None,
+            };
             out.push(
                 self.delta
                     .commit_run(table, schema, &files, run, snapshot)?,
@@ -677,7 +678,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = local(dir.path());
         assert_eq!(commit(&d, "a", None), Committed::At(0));
-        let stale = d.snapshot("kv", true).unwrap();
+        let stale = Some(d.snapshot("kv").unwrap());
         assert_eq!(commit(&d, "b", stale.clone()), Committed::At(1));
         // Another writer took version 1: this one reads the log again.
         assert_eq!(commit(&d, "c", stale.clone()), Committed::At(2));
@@ -688,7 +689,7 @@ mod tests {
         let d = local(other.path());
         assert_eq!(commit(&d, "x", None), Committed::At(0));
         assert_eq!(commit(&d, "y", None), Committed::At(1));
-        let s = d.snapshot("kv", true).unwrap().unwrap();
+        let s = d.snapshot("kv").unwrap();
         for id in ["x", "y"] {
             assert_eq!(
                 s.get_app_id_version(&app_id(id), d.engine.as_ref())
@@ -710,7 +711,7 @@ mod tests {
                 .commit_run("kv", &schema(), &files, &c, snapshot.take())
                 .unwrap();
             assert_eq!(done, Committed::At(i));
-            snapshot = d.snapshot("kv", true).unwrap();
+            snapshot = Some(d.snapshot("kv").unwrap());
         }
         let log = dir.path().join("kv/_delta_log");
         assert!(
@@ -722,7 +723,7 @@ mod tests {
                 .exists()
         );
         // Read through the checkpoint: every run's transaction is still there.
-        let s = d.snapshot("kv", true).unwrap().unwrap();
+        let s = d.snapshot("kv").unwrap();
         assert_eq!(s.version(), CHECKPOINT_EVERY);
         for i in [0, 57, CHECKPOINT_EVERY] {
             let id = app_id(&format!("r{i}"));

@@ -386,11 +386,7 @@ impl Bucket {
             ),
             Some(Refusal::NoBucket) => "the bucket does not exist (or the endpoint is wrong): ",
             Some(Refusal::NotFound) => "not found; does the bucket exist? ",
-            Some(Refusal::NoConditionalWrites) => {
-                "the store does not create an object only if absent (a PUT with \
-                 If-None-Match: *), which msgext needs for its run claims and Delta commits; \
-                 use a store or a setting that supports conditional writes: "
-            }
+            Some(Refusal::NoConditionalWrites) => NO_CONDITIONAL_WRITES,
             None if timed_out(&e) => &format!(
                 "no answer within --store-timeout {} s (each attempt and its retries); \
                  is the store reachable from here? ",
@@ -825,6 +821,22 @@ impl Refusal {
         }
     }
 }
+
+/// A store's error text as msgext tells it, for errors that come through
+/// another client of the same store (the Delta kernel's): what the store
+/// refused, then the text with every credential of the environment out.
+pub(crate) fn explain(text: &str) -> String {
+    let hint = match Refusal::from_text(text) {
+        Some(Refusal::NoConditionalWrites) => NO_CONDITIONAL_WRITES,
+        Some(Refusal::Denied) => "access denied; check the credentials and the bucket's policy: ",
+        _ => "",
+    };
+    redact(&format!("{hint}{text}"))
+}
+
+const NO_CONDITIONAL_WRITES: &str = "the store does not create an object only if absent (a PUT \
+     with If-None-Match: *), which msgext needs for its run claims and Delta commits; use a store \
+     or a setting that supports conditional writes: ";
 
 /// `text` with the value of every credential variable set in the
 /// environment cut out (a store's error body may quote the access key id).

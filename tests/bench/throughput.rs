@@ -650,8 +650,7 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
             kv_rows: 2_000_000,
         };
         let t = Instant::now();
-        let has_log = i > 0;
-        let snapshot = d.snapshot("kv", has_log).expect("snapshot");
+        let snapshot = (i > 0).then(|| d.snapshot("kv").expect("snapshot"));
         d.commit_run("kv", &schema, &files, &run, snapshot)
             .expect("commit");
         t.elapsed()

@@ -508,6 +508,15 @@ pub fn export_args(
     .collect()
 }
 
+/// Give `flag` another value in `args` (it must be there).
+pub fn set_arg(args: &mut [String], flag: &str, value: &str) {
+    let at = args
+        .iter()
+        .position(|x| x == flag)
+        .unwrap_or_else(|| panic!("{flag} in {args:?}"));
+    args[at + 1] = value.to_owned();
+}
+
 /// The real binary with these arguments, the secret key, and extra environment.
 pub fn msgext_command(
     args: &[String],

@@ -12,6 +12,9 @@ pub struct S3Server {
     /// `http://127.0.0.1:PORT`
     pub url: String,
     pub root: PathBuf,
+    /// While set, conditional PUTs of keys holding this text are answered
+    /// 501 NotImplemented, as by a store without conditional writes.
+    pub refuse_conditional: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl S3Server {
@@ -36,13 +39,29 @@ impl S3Server {
         // and Azure let exactly one win. Conditional PUTs are served one at
         // a time here, so that the server is as strict as a real store.
         let conditional = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        let refuse_conditional = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let refused = refuse_conditional.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                let one_at_a_time = (req.method() == hyper::Method::PUT
-                    && req.headers().contains_key(hyper::header::IF_NONE_MATCH))
-                .then(|| conditional.clone());
+                let is_conditional = req.method() == hyper::Method::PUT
+                    && req.headers().contains_key(hyper::header::IF_NONE_MATCH);
+                let refuse = is_conditional
+                    && refused
+                        .lock()
+                        .unwrap()
+                        .as_deref()
+                        .is_some_and(|k| req.uri().path().contains(k));
+                let one_at_a_time = is_conditional.then(|| conditional.clone());
                 let call = hyper::service::Service::call(&s3, req);
                 let handled = tokio::spawn(async move {
+                    if refuse {
+                        let body = "<Error><Code>NotImplemented</Code><Message>A header you \
+                                    provided implies functionality that is not implemented\
+                                    </Message></Error>";
+                        let mut answer = hyper::Response::new(s3s::Body::from(body.to_owned()));
+                        *answer.status_mut() = hyper::StatusCode::NOT_IMPLEMENTED;
+                        return Ok(answer);
+                    }
                     let _turn = match &one_at_a_time {
                         Some(m) => Some(m.lock().await),
                         None => None,
@@ -71,6 +90,7 @@ impl S3Server {
         S3Server {
             url: format!("http://{addr}"),
             root: root.to_owned(),
+            refuse_conditional,
         }
     }
 
