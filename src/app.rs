@@ -365,7 +365,9 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
 
 async fn mock_cmd(args: MockArgs) -> u8 {
     let store = match (&args.store, args.synthetic) {
-        (Some(path), _) => match crate::mock::store::Store::load(path) {
+        (Some(path), _) => match crate::mock::store::Store::load(path)
+            .and_then(|mut s| s.advance(args.round).map(|()| s))
+        {
             Ok(s) => s,
             Err(e) => return fail(2, e),
         },

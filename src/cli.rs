@@ -119,6 +119,11 @@ pub struct ExportArgs {
     /// otherwise [default: 60].
     #[arg(long, value_name = "SECONDS")]
     pub store_timeout: Option<f64>,
+    /// Read every message in full, not only what changed since the last run (the current tables
+    /// are rebuilt from what the API holds now); the job key full_every (default 7d) does so for
+    /// a message whose last full read is older.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -172,6 +177,10 @@ pub struct MockArgs {
     /// A JSON store of messages; default: data matching sample-input/.
     #[arg(long, value_name = "FILE")]
     pub store: Option<PathBuf>,
+    /// Serve the store as it stands after its first N rounds of changes (its "rounds": lists of
+    /// {kind, identity, op: set|delete|clear|vanish}), as the service would some nights later.
+    #[arg(long, value_name = "N", default_value_t = 0, requires = "store")]
+    pub round: usize,
     /// The SDKAppID the simulator answers for (its secret: env MSGEXT_SECRET_KEY, else the demo key).
     #[arg(long, default_value_t = crate::mock::DEMO_SDKAPPID)]
     pub sdkappid: u64,

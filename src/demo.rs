@@ -105,6 +105,10 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
         give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),
+        full: crate::table::FullReads {
+            always: false,
+            every: Some(crate::job::DEFAULT_FULL_EVERY),
+        },
     }
 }
 

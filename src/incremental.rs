@@ -94,6 +94,95 @@ pub fn judge(
     }
 }
 
+/// How a message was read in a run (the history `messages.read` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Read {
+    /// Every pair, from the first (`StartSeq` absent).
+    #[default]
+    Full,
+    /// Only what changed after the stored `LatestSeq`.
+    Incremental,
+    /// Asked from after the stored `LatestSeq`: nothing had changed.
+    Unchanged,
+}
+
+impl Read {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Read::Full => "full",
+            Read::Incremental => "incremental",
+            Read::Unchanged => "unchanged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Read> {
+        [Read::Full, Read::Incremental, Read::Unchanged]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+}
+
+/// What a run knows before it reads: the state of every message of its
+/// app and kind in the current tables, by fingerprint, and when a read
+/// must be full. Sorted by fingerprint: 40 bytes a message (a hash map
+/// would take twice that), looked up by binary search.
+#[derive(Debug, Default)]
+pub struct Prior {
+    known: Vec<(u128, Known)>,
+    now_us: i64,
+    full_every: Option<Duration>,
+    force_full: bool,
+}
+
+impl Prior {
+    /// `known` in any order; a fingerprint given twice keeps its last state.
+    pub fn new(
+        mut known: Vec<(u128, Known)>,
+        now_us: i64,
+        full_every: Option<Duration>,
+        force_full: bool,
+    ) -> Self {
+        known.sort_by_key(|(fp, _)| *fp);
+        known.dedup_by_key(|(fp, _)| *fp);
+        known.shrink_to_fit();
+        Prior {
+            known,
+            now_us,
+            full_every,
+            force_full,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.known.is_empty()
+    }
+
+    /// What is known of the message with fingerprint `fp`.
+    pub fn known(&self, fp: u128) -> Option<&Known> {
+        self.known
+            .binary_search_by_key(&fp, |(f, _)| *f)
+            .ok()
+            .map(|i| &self.known[i].1)
+    }
+
+    /// Where the read of message `fp` starts, and what is known of it.
+    pub fn plan(&self, fp: u128) -> (Start, Option<Known>) {
+        let known = self.known(fp).copied();
+        let start = start(
+            known.as_ref(),
+            self.now_us,
+            self.full_every,
+            self.force_full,
+        );
+        (start, known)
+    }
+}
+
 /// A stored pair: its value and Seq.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {

@@ -45,6 +45,8 @@ pub struct JobFile {
     pub max_file_mb: Option<f64>,
     pub give_up_after: Option<f64>,
     pub store_timeout: Option<f64>,
+    pub full: Option<bool>,
+    pub full_every: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -264,6 +266,8 @@ pub struct ExportPlan {
     pub write: WriteOptions,
     /// The circuit breaker: stop when no call succeeds for this long.
     pub give_up_after: std::time::Duration,
+    /// When a message the current tables know is read in full anyway.
+    pub full: crate::table::FullReads,
 }
 
 /// The secret key file named by flags or job file, for the caller to read.
@@ -295,6 +299,10 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         strict_input: args.strict_input || job.strict_input.unwrap_or(false),
         write: write_options(args, job)?,
         give_up_after: give_up_after(args, job)?,
+        full: crate::table::FullReads {
+            always: args.full || job.full.unwrap_or(false),
+            every: full_every(job)?,
+        },
         secret: secret(env)?,
     })
 }
@@ -452,6 +460,40 @@ fn give_up_after(args: &ExportArgs, job: &JobFile) -> Result<std::time::Duration
     Ok(std::time::Duration::from_secs_f64(minutes * 60.0))
 }
 
+/// A message's last full read may be this old [default: 7 days]. The job
+/// key `full_every`: `7d`, `36h`, `90m`, or `never`.
+pub const DEFAULT_FULL_EVERY: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+fn full_every(job: &JobFile) -> Result<Option<std::time::Duration>, JobError> {
+    let Some(text) = job.full_every.as_deref() else {
+        return Ok(Some(DEFAULT_FULL_EVERY));
+    };
+    parse_every(text).map_err(|()| {
+        invalid(format!(
+            "full_every = {text:?}: give a number of days, hours or minutes (7d, 36h, 90m), or never"
+        ))
+    })
+}
+
+/// `7d`, `36h`, `90m` (a positive whole number), or `never`.
+fn parse_every(text: &str) -> Result<Option<std::time::Duration>, ()> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("never") {
+        return Ok(None);
+    }
+    let unit = match t.chars().last() {
+        Some('d') => 86_400,
+        Some('h') => 3_600,
+        Some('m') => 60,
+        _ => return Err(()),
+    };
+    let n: u64 = t[..t.len() - 1].parse().map_err(|_| ())?;
+    match n {
+        0 => Err(()),
+        n => Ok(Some(std::time::Duration::from_secs(n.saturating_mul(unit)))),
+    }
+}
+
 /// The secret key file's, else the environment's key, else a ready UserSig.
 fn secret(env: &Env) -> Result<Secret, JobError> {
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
@@ -472,6 +514,35 @@ fn secret(env: &Env) -> Result<Secret, JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_every_takes_days_hours_minutes_or_never() {
+        let d = |s: u64| Ok(Some(std::time::Duration::from_secs(s)));
+        let table = [
+            ("7d", d(604_800)),
+            ("36h", d(129_600)),
+            ("90m", d(5_400)),
+            (" never ", Ok(None)),
+            ("0d", Err(())),
+            ("7", Err(())),
+            ("-1d", Err(())),
+            ("1.5d", Err(())),
+            ("", Err(())),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_every(text), want, "{text:?}");
+        }
+        let job = JobFile {
+            full_every: Some("weekly".into()),
+            ..JobFile::default()
+        };
+        let e = full_every(&job).unwrap_err().to_string();
+        assert!(e.contains("full_every") && e.contains("7d"), "{e}");
+        assert_eq!(
+            full_every(&JobFile::default()),
+            Ok(Some(DEFAULT_FULL_EVERY))
+        );
+    }
 
     fn env() -> Env {
         Env {

@@ -265,6 +265,10 @@ pub struct WalRecord {
     pub status: WalStatus,
     pub attempts: u32,
     pub pages: u32,
+    /// When the message settled, µs since the epoch (0 in records of
+    /// versions that did not keep it).
+    #[serde(default)]
+    pub at_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -275,6 +279,8 @@ pub enum WalStatus {
         clear_seq: i64,
         /// `[[key, value, seq, fetched_at µs], …]` in the file.
         pairs: PairList,
+        #[serde(default)]
+        read: crate::incremental::Read,
     },
     NotFound {
         /// The API's code (23004; for groups also 10010, 10015).
@@ -892,9 +898,11 @@ mod tests {
                 }]
                 .into_iter()
                 .collect(),
+                read: crate::incremental::Read::Incremental,
             },
             attempts: 1,
             pages: 1,
+            at_us: 9,
         };
         {
             let (mut f, r) =

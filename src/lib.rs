@@ -24,4 +24,5 @@ pub mod mock;
 pub mod model;
 pub mod report;
 pub mod runs;
+pub mod table;
 pub mod write;

@@ -277,6 +277,8 @@ struct Run {
 /// run's control files with what an earlier attempt left.
 struct Begun {
     reader: InputReader<crate::input::VerifiedRead>,
+    /// What the current tables know (incremental reads start from it).
+    prior: Arc<crate::incremental::Prior>,
     files: crate::ledger::RunFiles,
     recovered: crate::ledger::Recovered,
 }
@@ -329,6 +331,13 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         &run_id,
         (plan.format, plan.table_format),
     )?;
+    let prior = match &delta {
+        Some(d) => {
+            crate::table::check(&*lake, d.lake(), reader.kind())?;
+            crate::table::prior(&*lake, d.lake(), reader.kind(), plan.sdkappid, plan.full)?
+        }
+        None => crate::incremental::Prior::default(),
+    };
     tracing::info!(run_id = %run_id, input = %plan.input.display(), rows = scan.rows,
         out = %plan.out.display(), state = %plan.state_dir.display(), "export started");
     // The run's control files; its reports go to the lake's _runs/<run_id>/.
@@ -360,6 +369,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     };
     let begun = Begun {
         reader,
+        prior: Arc::new(prior),
         files: opened.files,
         recovered: opened.recovered,
     };
@@ -394,6 +404,7 @@ fn launch(
 ) -> Result<Stages, ExportError> {
     let Begun {
         reader,
+        prior,
         files: run_files,
         mut recovered,
     } = begun;
@@ -401,7 +412,7 @@ fn launch(
     let spool_path = writer::spool_path(&run.run_dir);
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
     let (stats, limiter) = (&run.stats, &run.limiter);
-    let fetcher = build_fetcher(plan, kind, tuning, stats, limiter, stop)?;
+    let fetcher = build_fetcher(plan, kind, tuning, (stats, limiter, &prior), stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
         None if plan.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
@@ -603,6 +614,16 @@ fn summarize(
         };
         delta.commit(&*run.lake, &summary.files, &commit)?;
         crate::failpoint::hit("after_delta_commits");
+        let current = crate::table::current::CurrentCommit {
+            lake: &run.lake,
+            delta: delta.lake(),
+            kind: run.kind,
+            sdkappid: plan.sdkappid,
+            files: &summary.files,
+            opts: plan.write,
+        };
+        crate::table::current::commit(&current, &commit)?;
+        crate::failpoint::hit("after_current_commits");
     }
     write_reports(&*run.lake, &run.run_id, &summary, finished)?;
     tracing::info!(run_id = %run.run_id, status = ?summary.status, requests = summary.requests,
@@ -703,8 +724,11 @@ fn build_fetcher(
     plan: &ExportPlan,
     kind: crate::kind::Kind,
     tuning: &Tuning,
-    stats: &Arc<FetchStats>,
-    limiter: &Option<Arc<Limiter>>,
+    (stats, limiter, prior): (
+        &Arc<FetchStats>,
+        &Option<Arc<Limiter>>,
+        &Arc<crate::incremental::Prior>,
+    ),
     stop: &StopSignal,
 ) -> Result<Fetcher, ExportError> {
     let client = ApiClient::new(
@@ -743,6 +767,7 @@ fn build_fetcher(
             region: crate::api::Region::from_base_url(&plan.base_url),
             endpoint: plan.base_url.clone(),
         },
+        prior: prior.clone(),
     })
 }
 

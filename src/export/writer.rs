@@ -291,11 +291,16 @@ impl State<'_> {
     /// unfinished ones only to errors.csv (a resume fetches them).
     fn settle(&mut self, m: InputMessage, outcome: FetchOutcome) -> Result<(), WriterError> {
         let (status, attempts, pages) = match outcome {
-            FetchOutcome::Exported { paged, attempts } => (
+            FetchOutcome::Exported {
+                paged,
+                attempts,
+                read,
+            } => (
                 WalStatus::Ok {
                     latest_seq: paged.latest_seq,
                     clear_seq: paged.clear_seq,
                     pairs: paged.pairs,
+                    read,
                 },
                 attempts,
                 paged.pages,
@@ -357,6 +362,7 @@ impl State<'_> {
             status,
             attempts,
             pages,
+            at_us: chrono::Utc::now().timestamp_micros(),
         };
         self.w.run_files.append(&r).doing("WAL")?;
         failpoint::hit("settled");
@@ -381,6 +387,7 @@ impl State<'_> {
     fn write_rows(&mut self, r: &WalRecord) -> Result<(), WriterError> {
         let msg = &r.msg;
         let c = &mut self.pending.counts;
+        let mut read = None;
         let (status, kv_count, latest, clear, code, info): (
             &str,
             usize,
@@ -393,9 +400,11 @@ impl State<'_> {
                 latest_seq,
                 clear_seq,
                 pairs,
+                read: how,
             } => {
                 c.ok += 1;
                 c.kv_rows += pairs.len() as u64;
+                read = Some(how.as_str());
                 (
                     "ok",
                     pairs.len(),
@@ -446,6 +455,8 @@ impl State<'_> {
                 clear_seq: clear,
                 error_code: code,
                 error_info: info,
+                read,
+                fetched_at_us: (status != "failed").then_some(r.at_us),
             })
             .doing("writing messages")?;
         if let (Some(code), Some(info)) = (code, info) {

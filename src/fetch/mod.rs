@@ -10,6 +10,7 @@ pub mod retry;
 
 use crate::api::client::{ApiClient, CallError, Credentials};
 use crate::api::wire::GetKeyValuesResponse;
+use crate::incremental::{Prior, Read, Start, Verdict};
 use crate::model::MessageId;
 use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
@@ -24,6 +25,8 @@ pub enum FetchOutcome {
     Exported {
         paged: PagedMessage,
         attempts: u32,
+        /// How it was read (`Read::Full` unless the current tables knew it).
+        read: Read,
     },
     /// The message does not exist (23004; for groups also 10010, 10015).
     NotFound {
@@ -46,10 +49,18 @@ pub enum FetchOutcome {
         attempts: u32,
     },
     /// The run was stopping before this message could finish.
-    Cancelled {
-        attempts: u32,
-        pages: u32,
-    },
+    Cancelled { attempts: u32, pages: u32 },
+}
+
+/// Count `pages` more pages (an incremental read before a full one) in an outcome.
+fn add_pages(out: &mut FetchOutcome, more: u32) {
+    match out {
+        FetchOutcome::Exported { paged, .. } => paged.pages += more,
+        FetchOutcome::NotFound { pages, .. }
+        | FetchOutcome::Failed { pages, .. }
+        | FetchOutcome::Cancelled { pages, .. } => *pages += more,
+        FetchOutcome::Fatal { .. } => {}
+    }
 }
 
 /// Why the run is stopping.
@@ -244,6 +255,8 @@ pub struct Fetcher<C: Call = ApiClient> {
     pub stats: Arc<FetchStats>,
     pub stop: StopSignal,
     pub target: Target,
+    /// What the current tables knew when the run began (empty: every read is full).
+    pub prior: Arc<Prior>,
 }
 
 fn now_us() -> i64 {
@@ -256,33 +269,81 @@ enum Attempt {
 }
 
 impl<C: Call> Fetcher<C> {
-    /// Drain every page of `msg`.
+    /// Read `msg`: from after what the current tables know of it (DESIGN
+    /// §7), or in full when they know nothing, a full read is due, or the
+    /// answer shows a change it cannot tell.
     pub async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
-        let mut pager = Pager::new();
+        let (start, known) = self.prior.plan(msg.fingerprint());
         let mut attempts = 0u32;
+        let (Start::From(seq), Some(known)) = (start, known) else {
+            return self.read(msg, None, &mut attempts, Read::Full).await;
+        };
+        let paged = match self.drain(msg, Some(seq), &mut attempts).await {
+            Ok(paged) => paged,
+            Err(end) => return end,
+        };
+        let seqs = paged.pairs.iter().map(|p| p.seq);
+        let read = match crate::incremental::judge(&known, paged.latest_seq, paged.clear_seq, seqs)
+        {
+            Verdict::Unchanged => Read::Unchanged,
+            Verdict::Changed { .. } => Read::Incremental,
+            Verdict::ReadFull => {
+                let pages = paged.pages;
+                let mut out = self.read(msg, None, &mut attempts, Read::Full).await;
+                add_pages(&mut out, pages);
+                return out;
+            }
+        };
+        FetchOutcome::Exported {
+            paged,
+            attempts,
+            read,
+        }
+    }
+
+    async fn read(
+        &self,
+        msg: &MessageId,
+        start_seq: Option<i64>,
+        attempts: &mut u32,
+        read: Read,
+    ) -> FetchOutcome {
+        match self.drain(msg, start_seq, attempts).await {
+            Ok(paged) => FetchOutcome::Exported {
+                paged,
+                attempts: *attempts,
+                read,
+            },
+            Err(end) => end,
+        }
+    }
+
+    /// Every page of `msg` from `start_seq`, or how the message ended.
+    async fn drain(
+        &self,
+        msg: &MessageId,
+        start_seq: Option<i64>,
+        attempts: &mut u32,
+    ) -> Result<PagedMessage, FetchOutcome> {
+        let mut pager = Pager::starting_at(start_seq);
         loop {
-            let page = match self.fetch_page(msg, &pager, &mut attempts).await {
+            let page = match self.fetch_page(msg, &pager, attempts).await {
                 Attempt::Page(p) => p,
-                Attempt::End(outcome) => return outcome,
+                Attempt::End(outcome) => return Err(outcome),
             };
             match pager.accept(page, now_us()) {
                 Step::Next(_) => continue,
-                Step::Done => {
-                    return FetchOutcome::Exported {
-                        paged: pager.finish(),
-                        attempts,
-                    };
-                }
+                Step::Done => return Ok(pager.finish()),
                 Step::Stuck => {
-                    return FetchOutcome::Failed {
+                    return Err(FetchOutcome::Failed {
                         code: "paging_stuck".into(),
                         info: format!(
                             "the API kept answering StartSeq {:?} without progress; pairs could be missed",
                             pager.start_seq()
                         ),
-                        attempts,
+                        attempts: *attempts,
                         pages: pager.pages(),
-                    };
+                    });
                 }
             }
         }
@@ -723,6 +784,7 @@ mod tests {
                 region: None,
                 endpoint: "http://api".into(),
             },
+            prior: Arc::default(),
         }
     }
 
@@ -739,7 +801,10 @@ mod tests {
             let f = fetcher(&script);
             let started = tokio::time::Instant::now();
             let out = f.fetch(&msg()).await;
-            let FetchOutcome::Exported { attempts, paged } = out else {
+            let FetchOutcome::Exported {
+                attempts, paged, ..
+            } = out
+            else {
                 panic!("n={n}: {out:?}");
             };
             assert_eq!((attempts as usize, paged.pairs.len()), (n + 1, 1), "n={n}");

@@ -53,6 +53,15 @@ impl Pager {
         Self::default()
     }
 
+    /// A pager whose first request asks from `start_seq` (an incremental
+    /// read: only pairs with a Seq at or above it).
+    pub fn starting_at(start_seq: Option<i64>) -> Self {
+        Pager {
+            start_seq,
+            ..Self::default()
+        }
+    }
+
     /// The `StartSeq` of the next request (`None` for the first).
     pub fn start_seq(&self) -> Option<i64> {
         self.start_seq

@@ -351,7 +351,8 @@ impl State {
         {
             return b.clone();
         }
-        let mut r = self.store.messages[i].page(start_seq, self.config.page_size);
+        let mut r =
+            self.store.messages[i].page_with(start_seq, self.config.page_size, self.store.deletes);
         if bare {
             r.action_status = None;
         }

@@ -31,6 +31,55 @@ pub struct StoredMessage {
     pub script: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub always: Option<String>,
+    /// The Seq of the last operation (a delete leaves no pair at it).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub op_seq: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// What the service does with a deleted key; undocumented, so each is a
+/// setting of the simulator and the tests run every one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Deletes {
+    /// The key stays as a pair with an empty Value at the delete's Seq (as
+    /// the extension callbacks report deletes).
+    #[default]
+    Tombstone,
+    /// The key is gone; LatestSeq moves to the delete's Seq.
+    Hidden,
+    /// The key is gone; LatestSeq is the highest Seq still held, so a
+    /// delete of an older key shows nowhere.
+    HighestHeld,
+}
+
+/// One operation on a message's extensions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Set {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// "Clear all": ClearSeq moves to this operation's Seq.
+    Clear,
+    /// The message is gone (deleted, expired): the service no longer has it.
+    Vanish,
+}
+
+/// An operation on one message, as a store file lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    #[serde(flatten)]
+    pub id: MessageId,
+    #[serde(flatten)]
+    pub op: Op,
 }
 
 impl StoredMessage {
@@ -42,16 +91,68 @@ impl StoredMessage {
             pairs,
             script: Vec::new(),
             always: None,
+            op_seq: 0,
         }
     }
 
-    pub fn latest_seq(&self) -> i64 {
+    /// The highest Seq of a pair held or of the last "clear all".
+    fn held_seq(&self) -> i64 {
         self.pairs
             .iter()
             .map(|p| p.seq)
             .max()
             .unwrap_or(0)
             .max(self.clear_seq)
+    }
+
+    /// LatestSeq as a service that reports every operation's Seq answers it.
+    pub fn latest_seq(&self) -> i64 {
+        self.held_seq().max(self.op_seq)
+    }
+
+    /// LatestSeq as the service answers it, under its way with deletes.
+    pub fn latest_seq_with(&self, deletes: Deletes) -> i64 {
+        match deletes {
+            Deletes::HighestHeld => self.held_seq(),
+            Deletes::Tombstone | Deletes::Hidden => self.latest_seq(),
+        }
+    }
+
+    /// Apply one operation at the next Seq; `false`: the message is gone.
+    pub fn apply(&mut self, op: &Op, deletes: Deletes) -> bool {
+        let seq = self.latest_seq() + 1;
+        match op {
+            Op::Vanish => return false,
+            Op::Set { key, value } => {
+                self.pairs.retain(|p| &p.key != key);
+                self.pairs.push(StoredPair {
+                    key: key.clone(),
+                    value: value.clone(),
+                    seq,
+                });
+            }
+            Op::Delete { key } => {
+                let clear = self.clear_seq;
+                if !self.pairs.iter().any(|p| &p.key == key && p.seq > clear) {
+                    return true;
+                }
+                self.pairs.retain(|p| &p.key != key);
+                if deletes == Deletes::Tombstone {
+                    self.pairs.push(StoredPair {
+                        key: key.clone(),
+                        value: String::new(),
+                        seq,
+                    });
+                }
+            }
+            Op::Clear => self.clear_seq = seq,
+        }
+        self.op_seq = seq;
+        true
+    }
+
+    fn live_pairs_ref(&self) -> impl Iterator<Item = &StoredPair> {
+        self.pairs.iter().filter(|p| p.seq > self.clear_seq)
     }
 
     /// What a correct export holds for this message: pairs with Seq > ClearSeq.
@@ -67,6 +168,16 @@ impl StoredMessage {
     /// pairs with Seq >= StartSeq, cut wherever the count ends. Pairs at or
     /// below ClearSeq are returned as they are: dropping them is the client's job.
     pub fn page(&self, start_seq: Option<i64>, page_size: usize) -> GetKeyValuesResponse {
+        self.page_with(start_seq, page_size, Deletes::default())
+    }
+
+    /// `page`, from a service with its own way with deletes.
+    pub fn page_with(
+        &self,
+        start_seq: Option<i64>,
+        page_size: usize,
+        deletes: Deletes,
+    ) -> GetKeyValuesResponse {
         let from = match start_seq {
             None => 0,
             Some(s) => self.pairs.partition_point(|p| p.seq < s),
@@ -77,7 +188,7 @@ impl StoredMessage {
             error_code: 0,
             error_info: String::new(),
             complete_flag: Some(i64::from(end == self.pairs.len())),
-            latest_seq: Some(self.latest_seq()),
+            latest_seq: Some(self.latest_seq_with(deletes)),
             clear_seq: Some(self.clear_seq),
             extension_list: Some(ExtensionList::of(
                 self.pairs[from..end]
@@ -88,10 +199,16 @@ impl StoredMessage {
     }
 }
 
-/// All messages the simulator knows.
+/// All messages the simulator knows. A store file may also list rounds
+/// of changes (`msgext mock --round N` serves the store after the first N),
+/// and say how the service shows deletes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Store {
     pub messages: Vec<StoredMessage>,
+    #[serde(default)]
+    pub deletes: Deletes,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds: Vec<Vec<Change>>,
 }
 
 impl Store {
@@ -99,14 +216,120 @@ impl Store {
         for m in &mut messages {
             m.pairs.sort_by_key(|p| p.seq);
         }
-        Store { messages }
+        Store {
+            messages,
+            deletes: Deletes::default(),
+            rounds: Vec::new(),
+        }
+    }
+
+    /// Apply changes in order; a change to a message the store does not
+    /// have (any more) is ignored, as the service would refuse it.
+    pub fn apply(&mut self, changes: &[Change]) {
+        let mut at: HashMap<MessageId, usize> = self
+            .messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m.id.clone(), i))
+            .collect();
+        let mut gone = HashSet::new();
+        for c in changes {
+            let Some(&i) = at.get(&c.id) else { continue };
+            if !self.messages[i].apply(&c.op, self.deletes) {
+                gone.insert(i);
+                at.remove(&c.id);
+            }
+        }
+        let mut i = 0;
+        self.messages.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
+    }
+
+    /// Apply the store's first `n` rounds of changes (`--round`).
+    pub fn advance(&mut self, n: usize) -> Result<(), String> {
+        if n > self.rounds.len() {
+            return Err(format!(
+                "--round {n}: the store lists {} rounds of changes",
+                self.rounds.len()
+            ));
+        }
+        let rounds = std::mem::take(&mut self.rounds);
+        for r in &rounds[..n] {
+            self.apply(r);
+        }
+        self.rounds = rounds;
+        Ok(())
+    }
+
+    /// A round of changes to about `share` of the messages (seeded): new
+    /// values and new keys, deletes, clears, messages that grow past two
+    /// pages, and some that vanish.
+    pub fn random_changes(&self, seed: u64, share: f64) -> Vec<Change> {
+        let mut rng = SplitMix64::new(seed);
+        let mut out = Vec::new();
+        let per_million = (share.clamp(0.0, 1.0) * 1e6) as u64;
+        for m in &self.messages {
+            if rng.below(1_000_000) >= per_million {
+                continue;
+            }
+            let live: Vec<&StoredPair> = m.live_pairs_ref().collect();
+            let pick = |rng: &mut SplitMix64| -> Option<String> {
+                (!live.is_empty()).then(|| live[rng.below(live.len() as u64) as usize].key.clone())
+            };
+            let change = |op| Change {
+                id: m.id.clone(),
+                op,
+            };
+            let roll = rng.below(100);
+            let set = |key: String, rng: &mut SplitMix64| Op::Set {
+                value: tricky_value(rng, key.len()),
+                key,
+            };
+            match roll {
+                0..=39 => {
+                    for _ in 0..=rng.below(3) {
+                        let key = pick(&mut rng).unwrap_or_else(|| "k000".into());
+                        out.push(change(set(key, &mut rng)));
+                    }
+                }
+                40..=59 => {
+                    let key = format!("new_{seed}_{}", rng.below(1000));
+                    out.push(change(set(key, &mut rng)));
+                }
+                60..=79 => {
+                    if let Some(key) = pick(&mut rng) {
+                        out.push(change(Op::Delete { key }));
+                    }
+                }
+                80..=86 => {
+                    out.push(change(Op::Clear));
+                    if rng.below(2) == 0 {
+                        out.push(change(set("after_clear".into(), &mut rng)));
+                    }
+                }
+                87..=93 => {
+                    // Grows past two pages, some keys in one Seq each.
+                    for k in 0..(250 + rng.below(200)) {
+                        out.push(change(set(format!("grow_{seed}_{k}"), &mut rng)));
+                    }
+                }
+                _ => out.push(change(Op::Vanish)),
+            }
+        }
+        out
     }
 
     pub fn load(path: &std::path::Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let store: Store =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Store::new(store.messages))
+        Ok(Store {
+            deletes: store.deletes,
+            rounds: store.rounds,
+            ..Store::new(store.messages)
+        })
     }
 
     /// An index from every identity a request may name a message by to its
@@ -216,7 +439,7 @@ impl Store {
                 )
             })
             .collect();
-        Store { messages }
+        Store::new(messages)
     }
 
     /// The input CSV listing every message of the store of `kind`.

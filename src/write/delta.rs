@@ -24,6 +24,7 @@ use arrow_array::builder::{MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use delta_kernel::Engine;
+use delta_kernel::FilteredEngineData;
 use delta_kernel::committer::FileSystemCommitter;
 use delta_kernel::engine::arrow_conversion::TryFromArrow;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
@@ -51,15 +52,30 @@ pub struct TableRoot {
     pub url: Url,
 }
 
-/// One file of a run, as the log records it.
+/// One data file, as the log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataFile {
     /// Relative to the table, `dt=…/run_id=…/part-….parquet`.
     pub path: String,
-    pub dt: String,
-    pub run_id: String,
+    /// The values of the table's partition columns, in their order.
+    pub partition: Vec<String>,
     pub bytes: u64,
     pub rows: u64,
+}
+
+/// A table as the log knows it: its schema and partition columns.
+#[derive(Debug, Clone)]
+pub struct TableSpec {
+    pub schema: StructType,
+    pub partitions: &'static [&'static str],
+}
+
+/// What one commit does to a table: files added, and files (their paths
+/// as the log holds them) removed.
+#[derive(Debug, Clone, Copy)]
+pub struct Changes<'a> {
+    pub adds: &'a [DataFile],
+    pub removes: &'a [String],
 }
 
 /// What a run's commit says of it (in `commitInfo`).
@@ -98,6 +114,10 @@ pub enum DeltaError {
     OtherSchema { table: String, differences: String },
     #[error("{table}: gave up after {MAX_CONFLICTS} conflicting commits in a row")]
     Conflicts { table: String },
+    #[error(
+        "{table}: another run of this app changed the app's rows while this run committed; run the same command again"
+    )]
+    Moved { table: String },
     #[error(
         "{table} holds Parquet files of earlier runs but no Delta log (a lake written with --table-format plain or by msgext before Delta); give --table-format plain to go on writing it so, or export to a new --out"
     )]
@@ -198,6 +218,19 @@ impl DeltaLake {
             .map_err(self.kernel(table, "cannot read the table's log"))
     }
 
+    /// Whether the table's log holds transaction `app_id` (a run committed).
+    pub fn has_transaction(
+        &self,
+        table: &str,
+        snapshot: &Snapshot,
+        app_id: &str,
+    ) -> Result<bool, DeltaError> {
+        let found = snapshot
+            .get_app_id_version(app_id, self.engine.as_ref())
+            .map_err(self.kernel(table, "cannot read the table's transactions"))?;
+        Ok(found.is_some())
+    }
+
     /// Refuse a table whose log holds another schema than `want`.
     pub fn check_schema(
         &self,
@@ -219,22 +252,19 @@ impl DeltaLake {
     pub fn commit_run(
         &self,
         table: &str,
-        schema: &StructType,
-        files: &[DataFile],
+        spec: &TableSpec,
+        changes: Changes<'_>,
         run: &RunCommit<'_>,
         mut snapshot: Option<SnapshotRef>,
     ) -> Result<Committed, DeltaError> {
         let app_id = app_id(run.run_id);
         for _ in 0..MAX_CONFLICTS {
-            if let Some(s) = &snapshot {
-                let done = s
-                    .get_app_id_version(&app_id, self.engine.as_ref())
-                    .map_err(self.kernel(table, "cannot read the table's transactions"))?;
-                if done.is_some() {
-                    return Ok(Committed::Already(s.version()));
-                }
+            if let Some(s) = &snapshot
+                && self.has_transaction(table, s, &app_id)?
+            {
+                return Ok(Committed::Already(s.version()));
             }
-            match self.try_commit(table, schema, files, run, snapshot.clone())? {
+            match self.try_commit(table, spec, changes, run, snapshot.clone())? {
                 Ok(version) => {
                     self.checkpoint_if_due(table, version);
                     return Ok(Committed::At(version));
@@ -254,8 +284,8 @@ impl DeltaLake {
     fn try_commit(
         &self,
         table: &str,
-        schema: &StructType,
-        files: &[DataFile],
+        spec: &TableSpec,
+        changes: Changes<'_>,
         run: &RunCommit<'_>,
         snapshot: Option<SnapshotRef>,
     ) -> Result<Result<u64, ()>, DeltaError> {
@@ -263,7 +293,8 @@ impl DeltaLake {
         let fail = self.kernel(table, "cannot commit the run");
         let info = engine_info();
         let committer = Box::new(FileSystemCommitter::new());
-        let adds = add_files_batch(files).map_err(&fail)?;
+        let files = changes.adds;
+        let adds = add_files_batch(files, spec.partitions).map_err(&fail)?;
         let params = [
             ("runId", Some(run.run_id.to_owned())),
             ("sdkappid", Some(run.sdkappid.to_string())),
@@ -284,13 +315,18 @@ impl DeltaLake {
         ];
         let result = match snapshot {
             None => {
+                if !changes.removes.is_empty() {
+                    return Err(DeltaError::Moved {
+                        table: self.name(table),
+                    });
+                }
                 let built = create_table(
                     self.table_url(table).as_str(),
-                    Arc::new(schema.clone()),
+                    Arc::new(spec.schema.clone()),
                     info,
                     true,
                 )
-                .with_data_layout(DataLayout::partitioned(PARTITION_COLUMNS))
+                .with_data_layout(DataLayout::partitioned(spec.partitions.iter().copied()))
                 .with_transaction_id(app_id(run.run_id), 1)
                 .with_operation_parameters(params)
                 .with_operation_metrics(metrics)
@@ -306,19 +342,112 @@ impl DeltaLake {
                 committed(txn.commit(engine)).map_err(&fail)?
             }
             Some(s) => {
-                let mut txn = s
-                    .update_table(UpdateTableOperation::Write, info, true)
-                    .with_blind_append()
+                let removes = self.selected_files(table, &s, changes.removes)?;
+                let builder = s.update_table(UpdateTableOperation::Write, info, true);
+                let builder = match removes.is_empty() {
+                    true => builder.with_blind_append(),
+                    false => builder,
+                };
+                let mut txn = builder
                     .with_transaction_id(app_id(run.run_id), 1)
                     .with_operation_parameters(params)
                     .with_operation_metrics(metrics)
                     .build(engine, committer)
                     .map_err(&fail)?;
                 txn.add_files(adds);
+                for r in removes {
+                    txn.remove_files(r);
+                }
                 committed(txn.commit(engine)).map_err(&fail)?
             }
         };
         Ok(result)
+    }
+
+    /// The live files of a table: their paths as the log holds them
+    /// (percent-encoded), sizes and partition values' directory (the path
+    /// up to the file name). Calls `each` with the scan's rows; `each`
+    /// says which rows to keep selected.
+    fn scan_files(
+        &self,
+        table: &str,
+        snapshot: &SnapshotRef,
+        mut each: impl FnMut(&str, i64) -> bool,
+    ) -> Result<Vec<FilteredEngineData>, DeltaError> {
+        let fail = self.kernel(table, "cannot list the table's files");
+        let scan = snapshot.clone().scan_builder().build().map_err(&fail)?;
+        let mut out = Vec::new();
+        for meta in scan.scan_metadata(self.engine.as_ref()).map_err(&fail)? {
+            let (data, mut selected) = meta.map_err(&fail)?.scan_files.into_parts();
+            let arrow = ArrowEngineData::try_from_engine_data(data).map_err(&fail)?;
+            let batch = arrow.record_batch();
+            let (Some(paths), Some(sizes)) = (
+                batch
+                    .column_by_name("path")
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
+                batch
+                    .column_by_name("size")
+                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
+            ) else {
+                return Err(fail(delta_kernel::KernelError::generic(
+                    "the scan's files have no path or size",
+                )));
+            };
+            selected.resize(batch.num_rows(), true);
+            for (i, sel) in selected.iter_mut().enumerate() {
+                if *sel && paths.is_valid(i) {
+                    *sel = each(paths.value(i), sizes.value(i));
+                } else {
+                    *sel = false;
+                }
+            }
+            out.push(FilteredEngineData::try_new(arrow, selected).map_err(&fail)?);
+        }
+        Ok(out)
+    }
+
+    /// The live files whose paths (as the log holds them) start with
+    /// `prefix`: (path decoded, size).
+    pub fn files_under(
+        &self,
+        table: &str,
+        snapshot: &SnapshotRef,
+        prefix: &str,
+    ) -> Result<Vec<(String, u64)>, DeltaError> {
+        let mut out = Vec::new();
+        self.scan_files(table, snapshot, |path, size| {
+            if let Some(p) = decode_path(path).filter(|p| p.starts_with(prefix)) {
+                out.push((p, size.max(0) as u64));
+            }
+            false
+        })?;
+        Ok(out)
+    }
+
+    /// The scan rows of `paths` (decoded), to remove them; every one must
+    /// still be live, or another writer changed them meanwhile.
+    fn selected_files(
+        &self,
+        table: &str,
+        snapshot: &SnapshotRef,
+        paths: &[String],
+    ) -> Result<Vec<FilteredEngineData>, DeltaError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let mut found = 0usize;
+        let out = self.scan_files(table, snapshot, |path, _| {
+            let hit = decode_path(path).is_some_and(|p| wanted.contains(p.as_str()));
+            found += usize::from(hit);
+            hit
+        })?;
+        if found != wanted.len() {
+            return Err(DeltaError::Moved {
+                table: self.name(table),
+            });
+        }
+        Ok(out)
     }
 
     /// A checkpoint at every `CHECKPOINT_EVERY`th version. A failed one
@@ -341,7 +470,7 @@ impl DeltaLake {
 /// before any API call and committed at the end.
 pub struct DeltaRun {
     delta: DeltaLake,
-    tables: Vec<(&'static str, StructType)>,
+    tables: Vec<(&'static str, TableSpec)>,
 }
 
 /// Check the lake's tables for a run of `kind` before any API call. With
@@ -378,21 +507,25 @@ pub fn prepare(
     let mut tables = Vec::new();
     for (t, arrow) in names.into_iter().zip(schemas) {
         let schema = table_schema(&arrow).map_err(delta.kernel(t, "msgext's schema"))?;
+        let spec = TableSpec {
+            schema,
+            partitions: &PARTITION_COLUMNS,
+        };
         if has_log(lake, t)? {
-            delta.check_schema(t, &*delta.snapshot(t)?, &schema)?;
+            delta.check_schema(t, &*delta.snapshot(t)?, &spec.schema)?;
         } else if finished_plain_runs(lake, t, run_id)? {
             return Err(DeltaError::PlainLake {
                 table: lake.display(t),
             }
             .into());
         }
-        tables.push((t, schema));
+        tables.push((t, spec));
     }
     Ok(Some(DeltaRun { delta, tables }))
 }
 
 /// Whether `table` has a Delta log.
-fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
+pub fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
     Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
 }
 
@@ -409,11 +542,7 @@ pub fn tables_holding(lake: &dyn LakeStore, run_id: &str) -> Result<Vec<String>,
             Some(d) => d,
             None => delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?),
         };
-        let found = d
-            .snapshot(table)?
-            .get_app_id_version(&app_id(run_id), d.engine.as_ref())
-            .map_err(d.kernel(table, "cannot read the table's transactions"))?;
-        if found.is_some() {
+        if d.has_transaction(table, &*d.snapshot(table)?, &app_id(run_id))? {
             out.push(lake.display(table));
         }
     }
@@ -446,6 +575,11 @@ fn finished_plain_runs(
 }
 
 impl DeltaRun {
+    /// The lake's Delta tables.
+    pub fn lake(&self) -> &DeltaLake {
+        &self.delta
+    }
+
     /// Commit the run's files (`files`: every data file of the run, paths
     /// relative to the lake) to each table, in one commit per table.
     pub fn commit(
@@ -455,7 +589,7 @@ impl DeltaRun {
         run: &RunCommit<'_>,
     ) -> Result<Vec<Committed>, WriteError> {
         let mut out = Vec::new();
-        for (i, (table, schema)) in self.tables.iter().enumerate() {
+        for (i, (table, spec)) in self.tables.iter().enumerate() {
             if i > 0 {
                 crate::failpoint::hit("between_delta_commits");
             }
@@ -468,10 +602,11 @@ impl DeltaRun {
                 true => Some(self.delta.snapshot(table)?),
                 false => None,
             };
-            out.push(
-                self.delta
-                    .commit_run(table, schema, &files, run, snapshot)?,
-            );
+            let changes = Changes {
+                adds: &files,
+                removes: &[],
+            };
+            out.push(self.delta.commit_run(table, spec, changes, run, snapshot)?);
         }
         Ok(out)
     }
@@ -485,8 +620,7 @@ fn data_file(table: &str, f: &super::FileInfo) -> Option<DataFile> {
     let run_id = parts.next()?.strip_prefix("run_id=")?;
     Some(DataFile {
         path: path.to_owned(),
-        dt: dt.to_owned(),
-        run_id: run_id.to_owned(),
+        partition: vec![dt.to_owned(), run_id.to_owned()],
         bytes: f.bytes,
         rows: f.rows,
     })
@@ -538,6 +672,14 @@ pub fn table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelErr
     StructType::try_new(columns.fields().cloned().chain(partitions))
 }
 
+/// A table partitioned by `sdkappid` (the current tables): that column
+/// (int64) first, then the data files' columns.
+pub fn app_table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelError> {
+    let columns = StructType::try_from_arrow(data)?;
+    let app = StructField::not_null("sdkappid", KernelType::LONG);
+    StructType::try_new(std::iter::once(app).chain(columns.fields().cloned()))
+}
+
 /// The columns that differ between a table's schema and msgext's: missing,
 /// extra, or of another type. `None` when they match.
 pub fn schema_differences(have: &StructType, want: &StructType) -> Option<String> {
@@ -564,7 +706,10 @@ pub fn schema_differences(have: &StructType, want: &StructType) -> Option<String
 
 /// The `add_files` batch of a run's files: path (percent-encoded),
 /// partition values, size, modification time, and the row count as stats.
-fn add_files_batch(files: &[DataFile]) -> Result<Box<ArrowEngineData>, delta_kernel::KernelError> {
+fn add_files_batch(
+    files: &[DataFile],
+    columns: &[&str],
+) -> Result<Box<ArrowEngineData>, delta_kernel::KernelError> {
     let now = chrono::Utc::now().timestamp_millis();
     let names = MapFieldNames {
         entry: "key_value".into(),
@@ -573,7 +718,7 @@ fn add_files_batch(files: &[DataFile]) -> Result<Box<ArrowEngineData>, delta_ker
     };
     let mut partitions = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     for f in files {
-        for (k, v) in PARTITION_COLUMNS.iter().zip([&f.dt, &f.run_id]) {
+        for (k, v) in columns.iter().zip(&f.partition) {
             partitions.keys().append_value(k);
             partitions.values().append_value(v);
         }
@@ -620,6 +765,21 @@ fn add_files_batch(files: &[DataFile]) -> Result<Box<ArrowEngineData>, delta_ker
     Ok(Box::new(ArrowEngineData::new(batch)))
 }
 
+/// A path as `encode_path` wrote it, decoded (`None`: not UTF-8 or a bad escape).
+pub fn decode_path(path: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut bytes = path.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 /// A relative path as the log records it: percent-encoded but for the
 /// characters that need none, `/` included.
 pub fn encode_path(path: &str) -> String {
@@ -646,15 +806,17 @@ mod tests {
         DeltaLake::open(super::super::LocalDir::new(dir).table_root().unwrap()).unwrap()
     }
 
-    fn schema() -> StructType {
-        table_schema(&super::super::schema::key_values_schema(Kind::OneToOne)).unwrap()
+    fn spec() -> TableSpec {
+        TableSpec {
+            schema: table_schema(&super::super::schema::key_values_schema(Kind::OneToOne)).unwrap(),
+            partitions: &PARTITION_COLUMNS,
+        }
     }
 
     fn run(id: &str) -> (Vec<DataFile>, RunCommit<'_>) {
         let file = DataFile {
             path: format!("dt=2026-12-02/run_id={id}/part-00000-{id}.parquet"),
-            dt: "2026-12-02".into(),
-            run_id: id.into(),
+            partition: vec!["2026-12-02".into(), id.into()],
             bytes: 10,
             rows: 1,
         };
@@ -670,7 +832,11 @@ mod tests {
 
     fn commit(d: &DeltaLake, id: &str, snapshot: Option<SnapshotRef>) -> Committed {
         let (files, c) = run(id);
-        d.commit_run("kv", &schema(), &files, &c, snapshot).unwrap()
+        let changes = Changes {
+            adds: &files,
+            removes: &[],
+        };
+        d.commit_run("kv", &spec(), changes, &c, snapshot).unwrap()
     }
 
     #[test]
@@ -707,8 +873,12 @@ mod tests {
         for i in 0..=CHECKPOINT_EVERY {
             let id = format!("r{i}");
             let (files, c) = run(&id);
+            let changes = Changes {
+                adds: &files,
+                removes: &[],
+            };
             let done = d
-                .commit_run("kv", &schema(), &files, &c, snapshot.take())
+                .commit_run("kv", &spec(), changes, &c, snapshot.take())
                 .unwrap();
             assert_eq!(done, Committed::At(i));
             snapshot = Some(d.snapshot("kv").unwrap());

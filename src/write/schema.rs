@@ -66,6 +66,12 @@ pub fn messages_schema(kind: Kind) -> SchemaRef {
             int64("clear_seq", true),
             utf8("error_code", true),
             utf8("error_info", true),
+            utf8("read", true),
+            Field::new(
+                "fetched_at",
+                DataType::Timestamp(TimeUnit::Microsecond, Some(UTC.into())),
+                true,
+            ),
         ],
     )
 }
@@ -164,6 +170,10 @@ pub struct MessageRow<'a> {
     pub clear_seq: Option<i64>,
     pub error_code: Option<&'a str>,
     pub error_info: Option<&'a str>,
+    /// How it was read (`full`, `incremental`, `unchanged`), when it was.
+    pub read: Option<&'a str>,
+    /// When the API answered for it (ok, not found), µs since the epoch.
+    pub fetched_at_us: Option<i64>,
 }
 
 /// Rows of `messages` being gathered into a batch.
@@ -179,6 +189,8 @@ pub struct MessageRows {
     clear_seq: Int64Builder,
     error_code: StringBuilder,
     error_info: StringBuilder,
+    read: StringBuilder,
+    fetched_at: TimestampMicrosecondBuilder,
     len: usize,
 }
 
@@ -196,6 +208,8 @@ impl MessageRows {
             clear_seq: Int64Builder::new(),
             error_code: StringBuilder::new(),
             error_info: StringBuilder::new(),
+            read: StringBuilder::new(),
+            fetched_at: TimestampMicrosecondBuilder::new().with_timezone(UTC),
             len: 0,
         }
     }
@@ -218,6 +232,8 @@ impl MessageRows {
         self.clear_seq.append_option(r.clear_seq);
         self.error_code.append_option(r.error_code);
         self.error_info.append_option(r.error_info);
+        self.read.append_option(r.read);
+        self.fetched_at.append_option(r.fetched_at_us);
         self.len += 1;
         Ok(())
     }
@@ -234,6 +250,8 @@ impl MessageRows {
             Arc::new(self.clear_seq.finish()),
             Arc::new(self.error_code.finish()),
             Arc::new(self.error_info.finish()),
+            Arc::new(self.read.finish()),
+            finish_time(&mut self.fetched_at),
         ]);
         self.len = 0;
         RecordBatch::try_new(self.schema.clone(), cols).expect("builders match the schema")
@@ -260,7 +278,7 @@ mod tests {
         );
         assert_eq!(
             names(messages_schema(Kind::Group)),
-            "sdkappid,group_id,msg_seq,status,kv_count,pages,attempts,latest_seq,clear_seq,error_code,error_info"
+            "sdkappid,group_id,msg_seq,status,kv_count,pages,attempts,latest_seq,clear_seq,error_code,error_info,read,fetched_at"
         );
         let pair = PairRef {
             key: "k",

@@ -53,6 +53,11 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     fn create(&self, rel: &str, bytes: &[u8]) -> Result<bool, WriteError>;
     /// The contents of a small file, `None` if there is none.
     fn get(&self, rel: &str) -> Result<Option<Vec<u8>>, WriteError>;
+    /// Where the file at `rel` is on this machine's disk, when the lake is
+    /// a local folder (read in place rather than copied into memory).
+    fn local_path(&self, _rel: &str) -> Option<std::path::PathBuf> {
+        None
+    }
     /// Every file below the folder `prefix` (without a trailing `/`), as
     /// paths relative to the lake, in no particular order; none if there is
     /// no such folder.
@@ -272,6 +277,10 @@ impl LocalDir {
 }
 
 impl LakeStore for LocalDir {
+    fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        Some(self.final_path(rel))
+    }
+
     fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError> {
         begin_staged(self.staging_path(rel), rel)
     }

@@ -620,9 +620,15 @@ fn main() {
 /// five, in milliseconds.
 fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
     use msgext::kind::Kind;
-    use msgext::write::delta::{DataFile, DeltaLake, RunCommit, TableRoot, table_schema};
-    let schema =
-        table_schema(&msgext::write::schema::key_values_schema(Kind::OneToOne)).expect("schema");
+    use msgext::write::delta::{
+        Changes, DataFile, DeltaLake, PARTITION_COLUMNS, RunCommit, TableRoot, TableSpec,
+        table_schema,
+    };
+    let spec = TableSpec {
+        schema: table_schema(&msgext::write::schema::key_values_schema(Kind::OneToOne))
+            .expect("schema"),
+        partitions: &PARTITION_COLUMNS,
+    };
     let lake = dir.join("delta");
     std::fs::create_dir_all(lake.join("kv")).expect("table folder");
     let root = TableRoot {
@@ -636,8 +642,7 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
         let files: Vec<DataFile> = (0..2)
             .map(|p| DataFile {
                 path: format!("dt=2026-12-02/run_id={id}/part-{p:05}-{id}.parquet"),
-                dt: "2026-12-02".into(),
-                run_id: id.clone(),
+                partition: vec!["2026-12-02".into(), id.clone()],
                 bytes: 128 << 20,
                 rows: 1_000_000,
             })
@@ -651,7 +656,11 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
         };
         let t = Instant::now();
         let snapshot = (i > 0).then(|| d.snapshot("kv").expect("snapshot"));
-        d.commit_run("kv", &schema, &files, &run, snapshot)
+        let changes = Changes {
+            adds: &files,
+            removes: &[],
+        };
+        d.commit_run("kv", &spec, changes, &run, snapshot)
             .expect("commit");
         t.elapsed()
     };

@@ -1,0 +1,737 @@
+//! A run's commit to the current tables: the rows of every message it read
+//! are replaced, the others left as they are, one Delta commit per table
+//! (remove + add), exactly once (the run's `txn`, as in the history commit).
+//!
+//! Everything comes from the lake: what the run read is in its own history
+//! files (`messages.read` says how each message was read, `key_values`
+//! holds what came back), the state before it in the current tables. So a
+//! run killed anywhere computes the same commit again. `current_messages`
+//! is committed first, then `current_key_values`; a crash between leaves
+//! the second to the same command, computed from the table it has not yet
+//! changed.
+//!
+//! It streams: the app's files of a table are read a batch at a time and
+//! written to new files of `FILE_BYTES`; what is held is one row of 48
+//! bytes per message read and the keys returned to incremental reads.
+//! Files of `current_key_values` without a row to drop stay as they are.
+
+use super::{app_dir, kv_schema, messages_schema, names, read, specs};
+use crate::incremental::Read;
+use crate::kind::Kind;
+use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, RunCommit, has_log};
+use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
+use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+/// The current tables' files are closed past this size: a bucket's file is
+/// read back whole, so it bounds the memory of the next run's rewrite.
+pub const FILE_BYTES: u64 = 16 << 20;
+
+/// How a message's read ended, as its history row says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Read(Read),
+    NotFound,
+}
+
+/// What the run learned of one message it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadRow {
+    pub fp: u128,
+    pub how: How,
+    pub latest_seq: i64,
+    pub clear_seq: i64,
+    /// Pairs the run received.
+    pub kv_count: i64,
+    pub at_us: i64,
+}
+
+/// Whether a stored pair (`seq`) of a message stays, given how the run
+/// read the message; `returned`: whether the run received a pair of its key.
+pub fn keeps(read: Option<&ReadRow>, seq: i64, returned: impl FnOnce() -> bool) -> bool {
+    match read {
+        None => true,
+        Some(r) => match r.how {
+            How::Read(Read::Unchanged) => true,
+            How::Read(Read::Full) | How::NotFound => false,
+            How::Read(Read::Incremental) => seq > r.clear_seq && !returned(),
+        },
+    }
+}
+
+/// Whether the run's pairs of a message go into the current table.
+fn adds_pairs(read: Option<&ReadRow>) -> bool {
+    matches!(
+        read.map(|r| r.how),
+        Some(How::Read(Read::Full | Read::Incremental))
+    )
+}
+
+/// The messages a run read, by fingerprint.
+#[derive(Debug, Default)]
+pub struct Reads(Vec<ReadRow>);
+
+impl Reads {
+    pub fn new(mut rows: Vec<ReadRow>) -> Self {
+        rows.sort_by_key(|r| r.fp);
+        rows.dedup_by_key(|r| r.fp);
+        Reads(rows)
+    }
+
+    fn index(&self, fp: u128) -> Option<usize> {
+        self.0.binary_search_by_key(&fp, |r| r.fp).ok()
+    }
+
+    pub fn get(&self, fp: u128) -> Option<&ReadRow> {
+        self.index(fp).map(|i| &self.0[i])
+    }
+
+    fn touches_pairs(&self) -> bool {
+        self.0.iter().any(|r| r.how != How::Read(Read::Unchanged))
+    }
+}
+
+/// What a run's commit to the current tables needs.
+pub struct CurrentCommit<'a> {
+    pub lake: &'a Arc<dyn LakeStore>,
+    pub delta: &'a DeltaLake,
+    pub kind: Kind,
+    pub sdkappid: u64,
+    /// Every data file of the run (its history tables).
+    pub files: &'a [FileInfo],
+    pub opts: WriteOptions,
+}
+
+/// What the commit did to each current table (none: nothing to change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CurrentCommitted {
+    pub messages: Option<Committed>,
+    pub key_values: Option<Committed>,
+}
+
+/// Replace the rows of the messages the run read, in each current table.
+pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommitted, WriteError> {
+    let lake = c.lake.as_ref();
+    let [kv_table, msg_table] = names(c.kind);
+    let [kv_spec, msg_spec] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
+    let snapshot = |t: &str| -> Result<_, WriteError> {
+        Ok(match has_log(lake, t)? {
+            true => Some(c.delta.snapshot(t)?),
+            false => None,
+        })
+    };
+    let (kv_snap, msg_snap) = (snapshot(&kv_table)?, snapshot(&msg_table)?);
+    let app_id = crate::write::delta::app_id(run.run_id);
+    let done =
+        |t: &str, s: &Option<delta_kernel::snapshot::SnapshotRef>| -> Result<bool, WriteError> {
+            Ok(match s {
+                Some(s) => c.delta.has_transaction(t, s, &app_id)?,
+                None => false,
+            })
+        };
+    let (kv_done, msg_done) = (done(&kv_table, &kv_snap)?, done(&msg_table, &msg_snap)?);
+    let mut out = CurrentCommitted::default();
+    if kv_done && msg_done {
+        return Ok(out);
+    }
+    let [hist_kv, hist_msgs] = c.kind.spec().tables();
+    let reads = read_history(c, hist_msgs)?;
+    if reads.0.is_empty() {
+        return Ok(out);
+    }
+    let keys = returned_keys(c, hist_kv, &reads)?;
+    let prefix = format!("{}/", app_dir(c.sdkappid));
+    let old_kv = match &kv_snap {
+        Some(s) if reads.touches_pairs() => c.delta.files_under(&kv_table, s, &prefix)?,
+        _ => Vec::new(),
+    };
+    let plan = plan_pairs(c, &kv_table, &old_kv, &reads, &keys)?;
+    if !msg_done {
+        let old = match &msg_snap {
+            Some(s) => c.delta.files_under(&msg_table, s, &prefix)?,
+            None => Vec::new(),
+        };
+        let (adds, removes) = write_messages(c, &msg_table, &old, &reads, &plan, run.run_id)?;
+        let changes = Changes {
+            adds: &adds,
+            removes: &removes,
+        };
+        out.messages = Some(
+            c.delta
+                .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?,
+        );
+    }
+    crate::failpoint::hit("between_current_commits");
+    if !kv_done {
+        let (adds, removes) = write_pairs(c, &kv_table, hist_kv, &plan, &reads, &keys, run.run_id)?;
+        if !adds.is_empty() || !removes.is_empty() {
+            let changes = Changes {
+                adds: &adds,
+                removes: &removes,
+            };
+            out.key_values = Some(
+                c.delta
+                    .commit_run(&kv_table, &kv_spec, changes, run, kv_snap)?,
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The run's files of history table `table`, relative to the lake.
+fn run_files<'a>(c: &'a CurrentCommit<'_>, table: &str) -> impl Iterator<Item = &'a str> {
+    let prefix = format!("{table}/");
+    c.files
+        .iter()
+        .map(|f| f.path.as_str())
+        .filter(move |p| p.starts_with(&prefix) && p.ends_with(".parquet"))
+}
+
+/// The messages the run read (ok or not found), from its `messages` files.
+fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError> {
+    let mut rows = Vec::new();
+    for rel in run_files(c, table) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let status = read::strings(&batch, "status")?;
+            let how = read::strings(&batch, "read")?;
+            let latest = read::ints(&batch, "latest_seq")?;
+            let clear = read::ints(&batch, "clear_seq")?;
+            let kv_count = read::ints(&batch, "kv_count")?;
+            let at = read::column::<TimestampMicrosecondArray>(&batch, "fetched_at")?;
+            for (i, fp) in fps.into_iter().enumerate() {
+                let how = match status.value(i) {
+                    "not_found" => How::NotFound,
+                    "ok" => How::Read(
+                        Read::parse(how.value(i))
+                            .ok_or_else(|| bad_row(rel, "a message row without its read"))?,
+                    ),
+                    _ => continue,
+                };
+                let int = |a: &arrow_array::Int64Array| (!a.is_null(i)).then(|| a.value(i));
+                rows.push(ReadRow {
+                    fp,
+                    how,
+                    latest_seq: int(latest).unwrap_or(0),
+                    clear_seq: int(clear).unwrap_or(0),
+                    kv_count: kv_count.value(i),
+                    at_us: if at.is_null(i) { 0 } else { at.value(i) },
+                });
+            }
+        }
+    }
+    Ok(Reads::new(rows))
+}
+
+fn bad_row(rel: &str, what: &str) -> WriteError {
+    WriteError::Store(format!("{rel}: {what}"))
+}
+
+/// The keys of the pairs each incremental read received.
+fn returned_keys(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    reads: &Reads,
+) -> Result<HashMap<u128, HashSet<String>>, WriteError> {
+    let mut out: HashMap<u128, HashSet<String>> = HashMap::new();
+    for rel in run_files(c, table) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let keys = read::strings(&batch, "key")?;
+            for (i, fp) in fps.into_iter().enumerate() {
+                if reads.get(fp).map(|r| r.how) == Some(How::Read(Read::Incremental)) {
+                    out.entry(fp).or_default().insert(keys.value(i).to_owned());
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What the run does to `current_key_values`: the files with a pair to
+/// drop (rewritten), and how many stored pairs of each incremental read stay.
+#[derive(Debug, Default)]
+struct PairPlan {
+    rewrite: Vec<String>,
+    kept: HashMap<u128, i64>,
+}
+
+/// Which stored pairs of a batch stay.
+fn kept_rows(
+    kind: Kind,
+    batch: &RecordBatch,
+    reads: &Reads,
+    keys: &HashMap<u128, HashSet<String>>,
+) -> Result<(Vec<u128>, Vec<bool>), WriteError> {
+    let fps = read::fingerprints(kind, batch)?;
+    let key = read::strings(batch, "key")?;
+    let seq = read::ints(batch, "seq")?;
+    let keep = fps
+        .iter()
+        .enumerate()
+        .map(|(i, fp)| {
+            keeps(reads.get(*fp), seq.value(i), || {
+                keys.get(fp).is_some_and(|k| k.contains(key.value(i)))
+            })
+        })
+        .collect();
+    Ok((fps, keep))
+}
+
+fn plan_pairs(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    files: &[(String, u64)],
+    reads: &Reads,
+    keys: &HashMap<u128, HashSet<String>>,
+) -> Result<PairPlan, WriteError> {
+    let mut plan = PairPlan::default();
+    for (path, _) in files {
+        // A file changes when a pair of it goes, or stays with its
+        // message's new LatestSeq and ClearSeq (an incremental read).
+        let mut changes = false;
+        for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
+            let (fps, keep) = kept_rows(c.kind, &batch?, reads, keys)?;
+            for (fp, k) in fps.into_iter().zip(keep) {
+                changes |= !k;
+                if k && reads.get(fp).map(|r| r.how) == Some(How::Read(Read::Incremental)) {
+                    *plan.kept.entry(fp).or_default() += 1;
+                    changes = true;
+                }
+            }
+        }
+        if changes {
+            plan.rewrite.push(path.clone());
+        }
+    }
+    Ok(plan)
+}
+
+/// New files of one current table, in the app's folder.
+struct NewFiles {
+    sink: TableSink,
+    table: String,
+    sdkappid: u64,
+    lake: Arc<dyn LakeStore>,
+    done: Vec<DataFile>,
+}
+
+impl NewFiles {
+    fn new(
+        c: &CurrentCommit<'_>,
+        table: &str,
+        schema: arrow_schema::SchemaRef,
+        run_id: &str,
+    ) -> Self {
+        let opts = WriteOptions {
+            max_file_bytes: FILE_BYTES,
+            ..c.opts
+        };
+        let dir = app_dir(c.sdkappid);
+        NewFiles {
+            sink: TableSink::new(
+                c.lake.clone(),
+                table,
+                &dir,
+                run_id,
+                Format::Parquet,
+                schema,
+                opts,
+                0,
+            ),
+            table: table.to_owned(),
+            sdkappid: c.sdkappid,
+            lake: c.lake.clone(),
+            done: Vec::new(),
+        }
+    }
+
+    fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        self.sink.write(batch)?;
+        if self.sink.open_bytes() >= FILE_BYTES {
+            self.close()?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), WriteError> {
+        if let Some(sealed) = self.sink.seal()? {
+            self.lake.publish(&sealed)?;
+            let path = sealed.info.path.strip_prefix(&format!("{}/", self.table));
+            self.done.push(DataFile {
+                path: path.unwrap_or(&sealed.info.path).to_owned(),
+                partition: vec![self.sdkappid.to_string()],
+                bytes: sealed.info.bytes,
+                rows: sealed.info.rows,
+            });
+        }
+        Ok(())
+    }
+
+    /// Every file written, at its final name.
+    fn finish(mut self) -> Result<Vec<DataFile>, WriteError> {
+        self.close()?;
+        self.lake.flush()?;
+        Ok(self.done)
+    }
+}
+
+/// Rewrite the app's rows of `current_messages`: the rows of the messages
+/// read replaced, the others copied, then the messages new to the table.
+fn write_messages(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    old: &[(String, u64)],
+    reads: &Reads,
+    plan: &PairPlan,
+    run_id: &str,
+) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
+    let schema = messages_schema(c.kind);
+    let mut out = NewFiles::new(c, table, schema.clone(), run_id);
+    let mut seen = vec![false; reads.0.len()];
+    let mut removes = Vec::new();
+    for (path, _) in old {
+        removes.push(path.clone());
+        for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let mut rows = MessageColumns::default();
+            for (i, fp) in fps.iter().enumerate() {
+                let stored = Stored::of(&batch, i)?;
+                match reads.index(*fp) {
+                    Some(j) => {
+                        seen[j] = true;
+                        rows.push(&merge(Some(&stored), &reads.0[j], plan), run_id);
+                    }
+                    None => rows.push(&stored, &stored.run_id),
+                }
+            }
+            out.write(&rows.finish(&schema, c.kind, &batch, None)?)?;
+        }
+    }
+    let [_, hist_msgs] = c.kind.spec().tables();
+    for rel in run_files(c, hist_msgs) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let mut rows = MessageColumns::default();
+            let mut mask = Vec::with_capacity(fps.len());
+            for fp in fps {
+                let new = reads.index(fp).filter(|j| !seen[*j]);
+                if let Some(j) = new {
+                    seen[j] = true;
+                    rows.push(&merge(None, &reads.0[j], plan), run_id);
+                }
+                mask.push(new.is_some());
+            }
+            let mask = BooleanArray::from(mask);
+            out.write(&rows.finish(&schema, c.kind, &batch, Some(&mask))?)?;
+        }
+    }
+    Ok((out.finish()?, removes))
+}
+
+/// A `current_messages` row, as stored or as it becomes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stored {
+    ok: bool,
+    latest_seq: Option<i64>,
+    clear_seq: Option<i64>,
+    kv_count: i64,
+    run_id: String,
+    read_at: i64,
+    full_read_at: Option<i64>,
+}
+
+impl Stored {
+    fn of(batch: &RecordBatch, i: usize) -> Result<Stored, WriteError> {
+        let int = |name: &str| -> Result<Option<i64>, WriteError> {
+            let a = read::ints(batch, name)?;
+            Ok((!a.is_null(i)).then(|| a.value(i)))
+        };
+        let time = |name: &str| -> Result<Option<i64>, WriteError> {
+            let a = read::column::<TimestampMicrosecondArray>(batch, name)?;
+            Ok((!a.is_null(i)).then(|| a.value(i)))
+        };
+        Ok(Stored {
+            ok: read::strings(batch, "status")?.value(i) == "ok",
+            latest_seq: int("latest_seq")?,
+            clear_seq: int("clear_seq")?,
+            kv_count: int("kv_count")?.unwrap_or(0),
+            run_id: read::strings(batch, "run_id")?.value(i).to_owned(),
+            read_at: time("read_at")?.unwrap_or(0),
+            full_read_at: time("full_read_at")?,
+        })
+    }
+}
+
+/// A message's row after the run read it (`stored`: its row before, if any).
+fn merge(stored: Option<&Stored>, r: &ReadRow, plan: &PairPlan) -> Stored {
+    let old_count = stored.map_or(0, |s| s.kv_count);
+    let old_full = stored.and_then(|s| s.full_read_at);
+    let (ok, kv_count, full_read_at) = match r.how {
+        How::NotFound => (false, 0, None),
+        How::Read(Read::Full) => (true, r.kv_count, Some(r.at_us)),
+        How::Read(Read::Unchanged) => (true, old_count, old_full),
+        How::Read(Read::Incremental) => (
+            true,
+            plan.kept.get(&r.fp).copied().unwrap_or(0) + r.kv_count,
+            old_full,
+        ),
+    };
+    Stored {
+        ok,
+        latest_seq: ok.then_some(r.latest_seq),
+        clear_seq: ok.then_some(r.clear_seq),
+        kv_count,
+        run_id: String::new(),
+        read_at: r.at_us,
+        full_read_at,
+    }
+}
+
+/// The columns of `current_messages` after the identity, being gathered.
+#[derive(Default)]
+struct MessageColumns {
+    status: StringBuilder,
+    latest: Int64Builder,
+    clear: Int64Builder,
+    kv_count: Int64Builder,
+    run_id: StringBuilder,
+    read_at: TimestampMicrosecondBuilder,
+    full_read_at: TimestampMicrosecondBuilder,
+}
+
+impl MessageColumns {
+    fn push(&mut self, s: &Stored, run_id: &str) {
+        self.status
+            .append_value(if s.ok { "ok" } else { "not_found" });
+        self.latest.append_option(s.latest_seq);
+        self.clear.append_option(s.clear_seq);
+        self.kv_count.append_value(s.kv_count);
+        self.run_id.append_value(run_id);
+        self.read_at.append_value(s.read_at);
+        self.full_read_at.append_option(s.full_read_at);
+    }
+
+    /// The batch: the identity columns of `from` (its rows where `mask`
+    /// holds), then the gathered ones.
+    fn finish(
+        mut self,
+        schema: &arrow_schema::SchemaRef,
+        kind: Kind,
+        from: &RecordBatch,
+        mask: Option<&BooleanArray>,
+    ) -> Result<RecordBatch, WriteError> {
+        let mut cols = identity(kind, from, mask)?;
+        let utc = crate::columns::UTC;
+        cols.extend([
+            Arc::new(self.status.finish()) as ArrayRef,
+            Arc::new(self.latest.finish()),
+            Arc::new(self.clear.finish()),
+            Arc::new(self.kv_count.finish()),
+            Arc::new(self.run_id.finish()),
+            Arc::new(self.read_at.finish().with_timezone(utc)),
+            Arc::new(self.full_read_at.finish().with_timezone(utc)),
+        ]);
+        RecordBatch::try_new(schema.clone(), cols).map_err(|e| WriteError::Store(e.to_string()))
+    }
+}
+
+/// The identity columns of a batch (its rows where `mask` holds).
+fn identity(
+    kind: Kind,
+    from: &RecordBatch,
+    mask: Option<&BooleanArray>,
+) -> Result<Vec<ArrayRef>, WriteError> {
+    kind.spec()
+        .identity_fields()
+        .iter()
+        .map(|f| {
+            let col = from.column_by_name(f.name()).ok_or_else(|| {
+                WriteError::Store(format!("a file without the column {}", f.name()))
+            })?;
+            match mask {
+                None => Ok(col.clone()),
+                Some(m) => arrow_select::filter::filter(col, m)
+                    .map_err(|e| WriteError::Store(e.to_string())),
+            }
+        })
+        .collect()
+}
+
+/// Rewrite the files of `current_key_values` with pairs to drop, and add
+/// the pairs the run's full and incremental reads received.
+#[allow(clippy::too_many_arguments)]
+fn write_pairs(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    hist_kv: &str,
+    plan: &PairPlan,
+    reads: &Reads,
+    keys: &HashMap<u128, HashSet<String>>,
+    run_id: &str,
+) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
+    let schema = kv_schema(c.kind);
+    let mut out = NewFiles::new(c, table, schema.clone(), run_id);
+    for path in &plan.rewrite {
+        for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
+            let batch = batch?;
+            let (fps, keep) = kept_rows(c.kind, &batch, reads, keys)?;
+            let batch = with_new_seqs(&batch, &fps, reads)?;
+            let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
+                .map_err(|e| WriteError::Store(e.to_string()))?;
+            out.write(&kept)?;
+        }
+    }
+    for rel in run_files(c, hist_kv) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let mask: BooleanArray = fps
+                .iter()
+                .map(|fp| Some(adds_pairs(reads.get(*fp))))
+                .collect();
+            let rows = arrow_select::filter::filter_record_batch(&batch, &mask)
+                .map_err(|e| WriteError::Store(e.to_string()))?;
+            out.write(&as_current(&schema, &rows, run_id)?)?;
+        }
+    }
+    Ok((out.finish()?, plan.rewrite.clone()))
+}
+
+/// Stored pairs with their message's `latest_seq` and `clear_seq` as the
+/// run's incremental read found them (a full read gives every pair those).
+fn with_new_seqs(
+    batch: &RecordBatch,
+    fps: &[u128],
+    reads: &Reads,
+) -> Result<RecordBatch, WriteError> {
+    let latest = read::ints(batch, "latest_seq")?;
+    let clear = read::ints(batch, "clear_seq")?;
+    let new = |old: &arrow_array::Int64Array, pick: fn(&ReadRow) -> i64| -> ArrayRef {
+        Arc::new(arrow_array::Int64Array::from_iter_values(
+            fps.iter().enumerate().map(|(i, fp)| match reads.get(*fp) {
+                Some(r) if r.how == How::Read(Read::Incremental) => pick(r),
+                _ => old.value(i),
+            }),
+        ))
+    };
+    let (latest, clear) = (new(latest, |r| r.latest_seq), new(clear, |r| r.clear_seq));
+    let schema = batch.schema();
+    let cols = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| match f.name().as_str() {
+            "latest_seq" => latest.clone(),
+            "clear_seq" => clear.clone(),
+            _ => c.clone(),
+        })
+        .collect();
+    RecordBatch::try_new(schema, cols).map_err(|e| WriteError::Store(e.to_string()))
+}
+
+/// History rows of `key_values` as rows of `current_key_values`: the same
+/// columns but `sdkappid`, and the run that fetched them.
+fn as_current(
+    schema: &arrow_schema::SchemaRef,
+    rows: &RecordBatch,
+    run_id: &str,
+) -> Result<RecordBatch, WriteError> {
+    let mut cols = Vec::with_capacity(schema.fields().len());
+    for f in schema.fields() {
+        if f.name() == "run_id" {
+            cols.push(Arc::new(arrow_array::StringArray::from_iter_values(
+                std::iter::repeat_n(run_id, rows.num_rows()),
+            )) as ArrayRef);
+        } else {
+            cols.push(rows.column_by_name(f.name()).cloned().ok_or_else(|| {
+                WriteError::Store(format!("a file without the column {}", f.name()))
+            })?);
+        }
+    }
+    RecordBatch::try_new(schema.clone(), cols).map_err(|e| WriteError::Store(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(how: How, clear: i64) -> ReadRow {
+        ReadRow {
+            fp: 1,
+            how,
+            latest_seq: 9,
+            clear_seq: clear,
+            kv_count: 0,
+            at_us: 0,
+        }
+    }
+
+    #[test]
+    fn a_stored_pair_stays_unless_the_run_read_its_message_anew() {
+        let inc = How::Read(Read::Incremental);
+        // (how the message was read, its new ClearSeq, the stored pair's Seq,
+        //  whether the run received its key, whether it stays)
+        let table = [
+            (None, 0, 3, false, true),
+            (Some(How::Read(Read::Unchanged)), 0, 3, false, true),
+            (Some(How::Read(Read::Full)), 0, 3, false, false),
+            (Some(How::NotFound), 0, 3, false, false),
+            (Some(inc), 0, 3, false, true),
+            (Some(inc), 0, 3, true, false),
+            (Some(inc), 3, 3, false, false),
+            (Some(inc), 2, 3, false, true),
+        ];
+        for (how, clear, seq, returned, want) in table {
+            let r = how.map(|h| row(h, clear));
+            assert_eq!(
+                keeps(r.as_ref(), seq, || returned),
+                want,
+                "{how:?} clear {clear} seq {seq} returned {returned}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_row_after_a_read_follows_how_the_message_was_read() {
+        let stored = Stored {
+            ok: true,
+            latest_seq: Some(5),
+            clear_seq: Some(0),
+            kv_count: 4,
+            run_id: "r0".into(),
+            read_at: 10,
+            full_read_at: Some(10),
+        };
+        let mut plan = PairPlan::default();
+        plan.kept.insert(1, 3);
+        let at = |how| ReadRow {
+            kv_count: 2,
+            at_us: 20,
+            ..row(how, 1)
+        };
+        let cases = [
+            (How::Read(Read::Full), (true, 2, Some(20))),
+            (How::Read(Read::Unchanged), (true, 4, Some(10))),
+            (How::Read(Read::Incremental), (true, 5, Some(10))),
+            (How::NotFound, (false, 0, None)),
+        ];
+        for (how, (ok, count, full)) in cases {
+            let m = merge(Some(&stored), &at(how), &plan);
+            assert_eq!(
+                (m.ok, m.kv_count, m.full_read_at, m.read_at),
+                (ok, count, full, 20),
+                "{how:?}"
+            );
+            assert_eq!(m.latest_seq.is_some(), ok);
+        }
+        let new = merge(None, &at(How::Read(Read::Full)), &plan);
+        assert_eq!((new.kv_count, new.full_read_at), (2, Some(20)));
+    }
+}

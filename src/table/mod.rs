@@ -1,0 +1,153 @@
+//! The current-state tables (DESIGN §3, §7): `current_key_values` holds
+//! the live pairs of every message exported, `current_messages` one row
+//! per message with its Seqs and when it was last read; the group kind has
+//! its own pair (`current_group_…`). Delta tables, partitioned by
+//! `sdkappid`, so that apps never touch each other's rows.
+//!
+//! They are the state incremental reads start from (`prior`): a run reads
+//! its app's rows of `current_messages` before its first call, and at its
+//! end replaces the rows of the messages it read (`current::commit`), in
+//! the same run as the history tables' commit. Nothing of the state lives
+//! on the machine.
+
+pub mod current;
+pub mod read;
+
+use crate::incremental::{Known, Prior};
+use crate::kind::Kind;
+use crate::write::delta::{DeltaLake, TableSpec, app_table_schema, has_log};
+use crate::write::{LakeStore, WriteError};
+use arrow_array::{Array, TimestampMicrosecondArray};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The partition column of the current tables.
+pub const APP_PARTITION: [&str; 1] = ["sdkappid"];
+
+/// The current tables of a kind: (pairs, messages).
+pub fn names(kind: Kind) -> [String; 2] {
+    kind.spec().tables().map(|t| format!("current_{t}"))
+}
+
+/// The folder of an app's rows in a current table: `sdkappid=<app>`.
+pub fn app_dir(sdkappid: u64) -> String {
+    format!("sdkappid={sdkappid}")
+}
+
+fn time(name: &str, nullable: bool) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some(crate::columns::UTC.into())),
+        nullable,
+    )
+}
+
+/// The data files' columns of `current_key_values`: the history table's
+/// (but `sdkappid`, a partition column here) and the run that fetched the pair.
+pub fn kv_schema(kind: Kind) -> SchemaRef {
+    let history = crate::write::schema::key_values_schema(kind);
+    let mut fields: Vec<Field> = history
+        .fields()
+        .iter()
+        .filter(|f| f.name() != "sdkappid")
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new("run_id", DataType::Utf8, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// The data files' columns of `current_messages`.
+pub fn messages_schema(kind: Kind) -> SchemaRef {
+    let mut fields = kind.spec().identity_fields();
+    fields.extend([
+        Field::new("status", DataType::Utf8, false),
+        Field::new("latest_seq", DataType::Int64, true),
+        Field::new("clear_seq", DataType::Int64, true),
+        Field::new("kv_count", DataType::Int64, false),
+        // The last good read (ok or not found): its run and time.
+        Field::new("run_id", DataType::Utf8, false),
+        time("read_at", false),
+        // The last full read (null once not found).
+        time("full_read_at", true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// The two current tables of a kind as the log knows them.
+pub fn specs(kind: Kind) -> Result<[TableSpec; 2], delta_kernel::KernelError> {
+    let spec = |data: SchemaRef| -> Result<TableSpec, delta_kernel::KernelError> {
+        Ok(TableSpec {
+            schema: app_table_schema(&data)?,
+            partitions: &APP_PARTITION,
+        })
+    };
+    Ok([spec(kv_schema(kind))?, spec(messages_schema(kind))?])
+}
+
+/// Refuse current tables of another schema (another kind's, another
+/// version's) before any call: exit 2, naming the table.
+pub fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), WriteError> {
+    let specs = specs(kind).map_err(|e| WriteError::Store(e.to_string()))?;
+    for (name, spec) in names(kind).iter().zip(&specs) {
+        if has_log(lake, name)? {
+            delta.check_schema(name, &*delta.snapshot(name)?, &spec.schema)?;
+        }
+    }
+    Ok(())
+}
+
+/// How a run chooses full reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullReads {
+    /// `--full`: every message.
+    pub always: bool,
+    /// `full_every`: a message whose last full read is older.
+    pub every: Option<Duration>,
+}
+
+/// What the current tables know of the app's messages of `kind`: its rows
+/// of `current_messages` with status ok (a message not found is read in
+/// full if it is listed again).
+pub fn prior(
+    lake: &dyn LakeStore,
+    delta: &DeltaLake,
+    kind: Kind,
+    sdkappid: u64,
+    full: FullReads,
+) -> Result<Prior, WriteError> {
+    let now = chrono::Utc::now().timestamp_micros();
+    let [_, table] = names(kind);
+    let mut known = Vec::new();
+    if has_log(lake, &table)? {
+        let snapshot = delta.snapshot(&table)?;
+        for (path, _) in delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))? {
+            for batch in read::batches(lake, &format!("{table}/{path}"))? {
+                let batch = batch?;
+                let fps = read::fingerprints(kind, &batch)?;
+                let status = read::strings(&batch, "status")?;
+                let latest = read::ints(&batch, "latest_seq")?;
+                let clear = read::ints(&batch, "clear_seq")?;
+                let full_at = read::column::<TimestampMicrosecondArray>(&batch, "full_read_at")?;
+                for (i, fp) in fps.into_iter().enumerate() {
+                    if status.value(i) != "ok" || latest.is_null(i) || clear.is_null(i) {
+                        continue;
+                    }
+                    known.push((
+                        fp,
+                        Known {
+                            latest_seq: latest.value(i),
+                            clear_seq: clear.value(i),
+                            last_full_read_us: if full_at.is_null(i) {
+                                0
+                            } else {
+                                full_at.value(i)
+                            },
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Prior::new(known, now, full.every, full.always))
+}

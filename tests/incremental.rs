@@ -1,0 +1,303 @@
+//! Incremental reads and the current tables (DESIGN §7), against a
+//! simulator whose messages change between runs: after every run,
+//! `current_key_values` read through its Delta log equals what a full read
+//! of every listed message returns at that moment, and a run reads only
+//! what changed.
+
+mod common;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::Int64Type;
+use arrow_array::{Array, RecordBatch};
+use common::{KvRow, export_args, run_msgext, show};
+use msgext::mock::store::{Change, Deletes, Op, Store, StoredMessage};
+use msgext::mock::{DEMO_SECRET_KEY, Faults};
+use msgext::model::{MessageId, MessageRef};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A lake, an input, and a store that changes between runs.
+struct Nights {
+    store: Store,
+    /// Every listed message (some not in the store: not found).
+    listed: Vec<MessageRef>,
+    dir: tempfile::TempDir,
+    input: PathBuf,
+    out: PathBuf,
+    /// What the current table must hold for a message that failed: what it held.
+    held: HashMap<MessageRef, Vec<KvRow>>,
+}
+
+impl Nights {
+    fn new(n: usize, deletes: Deletes) -> Nights {
+        let listed: Vec<MessageRef> = (0..n)
+            .map(|i| MessageRef::new(Some("s"), &format!("u{i}"), &format!("{i}_1_1")))
+            .collect();
+        let mut store = Store::generate(&listed, 11, 25);
+        store.deletes = deletes;
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.csv");
+        // A message listed twice is read once.
+        let mut csv = common::input_csv(&listed);
+        csv.push_str(
+            &common::input_csv(&listed[..1])
+                .lines()
+                .nth(1)
+                .unwrap()
+                .to_owned(),
+        );
+        csv.push('\n');
+        std::fs::write(&input, csv).unwrap();
+        let out = dir.path().join("lake");
+        Nights {
+            store,
+            listed,
+            dir,
+            input,
+            out,
+            held: HashMap::new(),
+        }
+    }
+
+    /// Export tonight's store (`extra` flags), with `failing` messages
+    /// answered 10002 for ever; the run's summary.
+    async fn run(&mut self, run_id: &str, extra: &[&str], failing: &[usize]) -> serde_json::Value {
+        let mut store = self.store.clone();
+        for &i in failing {
+            if let Some(m) = store
+                .messages
+                .iter_mut()
+                .find(|m| m.id == self.listed[i].clone().into())
+            {
+                m.always = Some("10002".into());
+            }
+        }
+        let server = common::start_mock(store, Faults::default(), 1).await;
+        let mut args = export_args(&server.url(), &self.input, &self.out, "parquet", run_id, 8);
+        args.extend(["--max-attempts", "2"].map(String::from));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+        let want = if failing.is_empty() { 0 } else { 3 };
+        assert_eq!(o.status.code(), Some(want), "{}", show(&o));
+        let text =
+            std::fs::read_to_string(self.out.join(format!("_runs/{run_id}/summary.json"))).unwrap();
+        let failing: Vec<MessageRef> = failing.iter().map(|&i| self.listed[i].clone()).collect();
+        self.expect(&failing);
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// What a full read of every listed message returns now (a failed
+    /// message: what the table held).
+    fn expect(&mut self, failing: &[MessageRef]) {
+        let by_id: HashMap<MessageId, &StoredMessage> = self
+            .store
+            .messages
+            .iter()
+            .map(|m| (m.id.clone(), m))
+            .collect();
+        for m in &self.listed {
+            if failing.contains(m) {
+                continue;
+            }
+            let rows = match by_id.get(&m.clone().into()) {
+                None => Vec::new(),
+                Some(s) => s
+                    .live_pairs()
+                    .into_iter()
+                    .map(|p| KvRow {
+                        from: m.from.clone(),
+                        to: m.to.clone(),
+                        msg_key: m.msg_key.clone(),
+                        key: p.key,
+                        value: p.value,
+                        seq: p.seq,
+                        latest_seq: s.latest_seq_with(self.store.deletes),
+                        clear_seq: s.clear_seq,
+                    })
+                    .collect(),
+            };
+            self.held.insert(m.clone(), rows);
+        }
+    }
+
+    fn want(&self) -> Vec<KvRow> {
+        let mut rows: Vec<KvRow> = self.held.values().flatten().cloned().collect();
+        rows.sort();
+        rows
+    }
+
+    fn current(&self) -> Vec<KvRow> {
+        current_rows(&self.out)
+    }
+
+    /// Pairs a full read would return now.
+    fn full_read_pairs(&self) -> usize {
+        self.store
+            .messages
+            .iter()
+            .map(|m| m.live_pairs().len())
+            .sum()
+    }
+
+    fn change(&mut self, seed: u64, share: f64) {
+        let changes = self.store.random_changes(seed, share);
+        self.store.apply(&changes);
+    }
+}
+
+fn current_rows(out: &Path) -> Vec<KvRow> {
+    let mut rows: Vec<KvRow> = common::local_delta_batches(&out.join("current_key_values"))
+        .iter()
+        .flat_map(common::kv_rows_of)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// `current_messages` through its log: (to_account, status, kv_count, latest_seq).
+fn current_messages(out: &Path) -> BTreeMap<String, (String, i64, Option<i64>)> {
+    let batches: Vec<RecordBatch> = common::local_delta_batches(&out.join("current_messages"));
+    let mut map = BTreeMap::new();
+    for b in &batches {
+        let to = b.column_by_name("to_account").unwrap().as_string::<i32>();
+        let status = b.column_by_name("status").unwrap().as_string::<i32>();
+        let count = b
+            .column_by_name("kv_count")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        let latest = b
+            .column_by_name("latest_seq")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            let prev = map.insert(
+                to.value(i).to_owned(),
+                (
+                    status.value(i).to_owned(),
+                    count.value(i),
+                    (!latest.is_null(i)).then(|| latest.value(i)),
+                ),
+            );
+            assert!(prev.is_none(), "one row per message: {}", to.value(i));
+        }
+    }
+    map
+}
+
+/// How the run read its messages: counts of the history `messages.read` values.
+fn reads(out: &Path, run_id: &str) -> BTreeMap<String, usize> {
+    let mut out_map = BTreeMap::new();
+    for b in common::local_delta_batches(&out.join("messages")) {
+        let run = b.column_by_name("run_id").unwrap().as_string::<i32>();
+        let read = b.column_by_name("read").unwrap().as_string::<i32>();
+        for i in 0..b.num_rows() {
+            if run.value(i) == run_id {
+                let r = if read.is_null(i) { "-" } else { read.value(i) };
+                *out_map.entry(r.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    out_map
+}
+
+fn kv_rows(summary: &serde_json::Value) -> u64 {
+    summary["kv_rows"].as_u64().unwrap()
+}
+
+fn check_messages(n: &Nights) {
+    let msgs = current_messages(&n.out);
+    assert_eq!(msgs.len(), n.listed.len(), "one row per listed message");
+    for (m, rows) in &n.held {
+        let (status, count, _) = &msgs[&m.to];
+        let exists = n.store.messages.iter().any(|s| s.id == m.clone().into());
+        if !exists && rows.is_empty() {
+            assert_eq!(status, "not_found", "{m}");
+        }
+        assert_eq!(*count as usize, rows.len(), "kv_count of {m}");
+    }
+}
+
+async fn nights_of_changes(deletes: Deletes) {
+    let mut n = Nights::new(150, deletes);
+    let first = n.run("night0", &[], &[]).await;
+    assert_eq!(n.current(), n.want(), "after the first, full, run");
+    assert_eq!(kv_rows(&first) as usize, n.full_read_pairs());
+    check_messages(&n);
+    for night in 1..=4u64 {
+        n.change(night, 0.10);
+        let run_id = format!("night{night}");
+        // One night, two messages fail: what the table knew of them stays.
+        let failing: &[usize] = if night == 2 { &[3, 4] } else { &[] };
+        let full = n.full_read_pairs();
+        let s = n.run(&run_id, &[], failing).await;
+        assert_eq!(n.current(), n.want(), "{deletes:?}: after {run_id}");
+        check_messages(&n);
+        let share = kv_rows(&s) as f64 / full as f64;
+        eprintln!(
+            "{deletes:?} {run_id}: {} pairs read of {full} ({:.1}%), {} calls, reads {:?}",
+            kv_rows(&s),
+            share * 100.0,
+            s["requests"],
+            reads(&n.out, &run_id)
+        );
+        assert!(share <= 0.30, "{run_id}: {share}");
+        assert!(
+            reads(&n.out, &run_id)
+                .get("unchanged")
+                .copied()
+                .unwrap_or(0)
+                > 100
+        );
+    }
+    // A night without changes: every message asked once, no pair read.
+    let s = n.run("quiet", &[], &[]).await;
+    assert_eq!(n.current(), n.want());
+    assert!(kv_rows(&s) as f64 <= 0.05 * n.full_read_pairs() as f64);
+    assert_eq!(
+        s["requests"].as_u64().unwrap() as usize,
+        n.listed.len(),
+        "{s}"
+    );
+    let _ = &n.dir;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_as_tombstones_keep_the_current_table_a_full_read() {
+    nights_of_changes(Deletes::Tombstone).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_that_move_latest_seq_keep_the_current_table_a_full_read() {
+    nights_of_changes(Deletes::Hidden).await;
+}
+
+/// A service that reports only the highest Seq still held hides the delete
+/// of an older key from any incremental read: `--full` reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hidden_delete_is_caught_by_a_full_read() {
+    let mut n = Nights::new(40, Deletes::HighestHeld);
+    n.run("n0", &[], &[]).await;
+    // Delete the oldest live key of every message with two or more.
+    let changes: Vec<Change> = n
+        .store
+        .messages
+        .iter()
+        .filter(|m| m.live_pairs().len() >= 2)
+        .map(|m| Change {
+            id: m.id.clone(),
+            op: Op::Delete {
+                key: m.live_pairs()[0].key.clone(),
+            },
+        })
+        .collect();
+    assert!(changes.len() > 10);
+    n.store.apply(&changes);
+    n.run("n1", &[], &[]).await;
+    assert_ne!(n.current(), n.want(), "invisible to an incremental read");
+    let s = n.run("n2", &["--full"], &[]).await;
+    assert_eq!(n.current(), n.want(), "--full reads every message anew");
+    assert_eq!(
+        reads(&n.out, "n2").get("full").copied(),
+        Some(s["messages"]["ok"].as_u64().unwrap() as usize)
+    );
+}
