@@ -374,6 +374,14 @@ async fn mock_cmd(args: MockArgs) -> u8 {
         (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
         (None, None) => crate::demo::demo_store(),
     };
+    let mut store = store;
+    if let Some(d) = args.deletes {
+        store.deletes = d;
+    }
+    if let Some(share) = args.change {
+        let changes = store.random_changes(args.seed, share);
+        store.apply(&changes);
+    }
     let kind = store
         .messages
         .first()

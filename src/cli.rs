@@ -181,6 +181,15 @@ pub struct MockArgs {
     /// {kind, identity, op: set|delete|clear|vanish}), as the service would some nights later.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "store")]
     pub round: usize,
+    /// Then change this share of the messages (0 to 1; new values and keys, deletes, clears,
+    /// growth, vanishing; seeded by --seed): a night's changes, for trying incremental reads.
+    #[arg(long, value_name = "P", value_parser = parse_share)]
+    pub change: Option<f64>,
+    /// How the service shows a deleted key: tombstone (a pair with an empty value), hidden
+    /// (gone, LatestSeq moves) or highest-held (gone, LatestSeq is the highest Seq held)
+    /// [default: the store's, else tombstone].
+    #[arg(long, value_enum)]
+    pub deletes: Option<crate::mock::store::Deletes>,
     /// The SDKAppID the simulator answers for (its secret: env MSGEXT_SECRET_KEY, else the demo key).
     #[arg(long, default_value_t = crate::mock::DEMO_SDKAPPID)]
     pub sdkappid: u64,

@@ -53,6 +53,10 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
         give_up_after: Duration::from_secs(600),
+        full: msgext::table::FullReads {
+            always: false,
+            every: Some(msgext::job::DEFAULT_FULL_EVERY),
+        },
     }
 }
 

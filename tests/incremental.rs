@@ -26,6 +26,8 @@ struct Nights {
     out: PathBuf,
     /// What the current table must hold for a message that failed: what it held.
     held: HashMap<MessageRef, Vec<KvRow>>,
+    /// The simulator serving tonight's store (a resume needs the same one).
+    server: Option<msgext::mock::MockServer>,
 }
 
 impl Nights {
@@ -39,13 +41,8 @@ impl Nights {
         let input = dir.path().join("in.csv");
         // A message listed twice is read once.
         let mut csv = common::input_csv(&listed);
-        csv.push_str(
-            &common::input_csv(&listed[..1])
-                .lines()
-                .nth(1)
-                .unwrap()
-                .to_owned(),
-        );
+        let first = common::input_csv(&listed[..1]);
+        csv.push_str(first.lines().nth(1).unwrap());
         csv.push('\n');
         std::fs::write(&input, csv).unwrap();
         let out = dir.path().join("lake");
@@ -56,12 +53,29 @@ impl Nights {
             input,
             out,
             held: HashMap::new(),
+            server: None,
         }
     }
 
     /// Export tonight's store (`extra` flags), with `failing` messages
     /// answered 10002 for ever; the run's summary.
     async fn run(&mut self, run_id: &str, extra: &[&str], failing: &[usize]) -> serde_json::Value {
+        let want = if failing.is_empty() { 0 } else { 3 };
+        self.run_env(run_id, extra, failing, &[], Some(want))
+            .await
+            .expect("a summary")
+    }
+
+    /// `run`, with this environment, ending with exit code `want` (none:
+    /// killed); the summary when it finished.
+    async fn run_env(
+        &mut self,
+        run_id: &str,
+        extra: &[&str],
+        failing: &[usize],
+        env: &[(&str, &str)],
+        want: Option<i32>,
+    ) -> Option<serde_json::Value> {
         let mut store = self.store.clone();
         for &i in failing {
             if let Some(m) = store
@@ -72,18 +86,24 @@ impl Nights {
                 m.always = Some("10002".into());
             }
         }
-        let server = common::start_mock(store, Faults::default(), 1).await;
-        let mut args = export_args(&server.url(), &self.input, &self.out, "parquet", run_id, 8);
+        if self.server.is_none() || !failing.is_empty() {
+            self.server = Some(common::start_mock(store, Faults::default(), 1).await);
+        }
+        let url = self.server.as_ref().map(|s| s.url()).unwrap_or_default();
+        let mut args = export_args(&url, &self.input, &self.out, "parquet", run_id, 8);
         args.extend(["--max-attempts", "2"].map(String::from));
         args.extend(extra.iter().map(|s| s.to_string()));
-        let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
-        let want = if failing.is_empty() { 0 } else { 3 };
-        assert_eq!(o.status.code(), Some(want), "{}", show(&o));
+        let o = run_msgext(args, DEMO_SECRET_KEY, env).await;
+        if !failing.is_empty() {
+            self.server = None;
+        }
+        assert_eq!(o.status.code(), want, "{}", show(&o));
+        want?;
         let text =
             std::fs::read_to_string(self.out.join(format!("_runs/{run_id}/summary.json"))).unwrap();
         let failing: Vec<MessageRef> = failing.iter().map(|&i| self.listed[i].clone()).collect();
         self.expect(&failing);
-        serde_json::from_str(&text).unwrap()
+        Some(serde_json::from_str(&text).unwrap())
     }
 
     /// What a full read of every listed message returns now (a failed
@@ -142,6 +162,7 @@ impl Nights {
     fn change(&mut self, seed: u64, share: f64) {
         let changes = self.store.random_changes(seed, share);
         self.store.apply(&changes);
+        self.server = None;
     }
 }
 
@@ -292,6 +313,7 @@ async fn a_hidden_delete_is_caught_by_a_full_read() {
         .collect();
     assert!(changes.len() > 10);
     n.store.apply(&changes);
+    n.server = None;
     n.run("n1", &[], &[]).await;
     assert_ne!(n.current(), n.want(), "invisible to an incremental read");
     let s = n.run("n2", &["--full"], &[]).await;
@@ -300,4 +322,143 @@ async fn a_hidden_delete_is_caught_by_a_full_read() {
         reads(&n.out, "n2").get("full").copied(),
         Some(s["messages"]["ok"].as_u64().unwrap() as usize)
     );
+}
+
+/// Killed as `kill -9` would be around the current tables' commits, then
+/// the same command: the tables are exact and the run is in one commit of
+/// each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_around_the_current_commits_then_the_same_command() {
+    for failpoint in [
+        "after_delta_commits",
+        "between_current_commits",
+        "after_current_commits",
+    ] {
+        let mut n = Nights::new(60, Deletes::Hidden);
+        n.run("n0", &[], &[]).await;
+        n.change(7, 0.3);
+        let env = [("MSGEXT_FAILPOINT", failpoint)];
+        n.run_env("n1", &[], &[], &env, None).await;
+        n.run("n1", &[], &[]).await;
+        assert_eq!(n.current(), n.want(), "{failpoint}");
+        check_messages(&n);
+        for table in ["current_key_values", "current_messages"] {
+            let commits = common::delta_commits(&n.out.join(table));
+            let ours = commits
+                .iter()
+                .filter(|c| c.app_ids.contains(&"msgext-run-n1".to_owned()))
+                .count();
+            assert_eq!(ours, 1, "{failpoint}: {table}: {commits:?}");
+        }
+    }
+}
+
+/// A current table of another schema (here another table copied there)
+/// is refused before any call, naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_table_of_another_schema_is_refused_before_any_call() {
+    let mut n = Nights::new(10, Deletes::Tombstone);
+    n.run("n0", &[], &[]).await;
+    let current = n.out.join("current_key_values");
+    std::fs::remove_dir_all(&current).unwrap();
+    copy_dir(&n.out.join("messages"), &current);
+    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("current_key_values") && err.contains("schema"),
+        "{err}"
+    );
+    assert_eq!(server.stats().calls(), 0);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// Group messages keep their own current tables the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_messages_keep_current_group_tables() {
+    use msgext::model::GroupMessageRef;
+    let listed: Vec<GroupMessageRef> = (1..=60)
+        .map(|i| GroupMessageRef::new("@TGS#g", i))
+        .collect();
+    let mut store = Store::generate(&listed, 3, 20);
+    store.deletes = Deletes::Hidden;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.csv");
+    let out = dir.path().join("lake");
+    let csv: String = std::iter::once("GroupId,MsgSeq\n".to_owned())
+        .chain(
+            listed
+                .iter()
+                .map(|m| format!("{},{}\n", m.group_id, m.msg_seq)),
+        )
+        .collect();
+    std::fs::write(&input, csv).unwrap();
+    for night in 0..3u64 {
+        let server = common::start_mock(store.clone(), Faults::default(), 1).await;
+        let args = export_args(
+            &server.url(),
+            &input,
+            &out,
+            "parquet",
+            &format!("g{night}"),
+            8,
+        );
+        let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+        let mut want: Vec<(i64, String, String, i64, i64)> = store
+            .messages
+            .iter()
+            .flat_map(|m| {
+                let id = common::group_of(&m.id).clone();
+                let latest = m.latest_seq_with(store.deletes);
+                m.live_pairs()
+                    .into_iter()
+                    .map(move |p| (id.msg_seq, p.key, p.value, p.seq, latest))
+            })
+            .collect();
+        want.sort();
+        let mut got = Vec::new();
+        for b in common::local_delta_batches(&out.join("current_group_key_values")) {
+            let seq = |c: &str| {
+                b.column_by_name(c)
+                    .unwrap()
+                    .as_primitive::<Int64Type>()
+                    .clone()
+            };
+            let text = |c: &str| b.column_by_name(c).unwrap().as_string::<i32>().clone();
+            let (msg_seq, key, value, s, latest) = (
+                seq("msg_seq"),
+                text("key"),
+                text("value"),
+                seq("seq"),
+                seq("latest_seq"),
+            );
+            for i in 0..b.num_rows() {
+                got.push((
+                    msg_seq.value(i),
+                    key.value(i).to_owned(),
+                    value.value(i).to_owned(),
+                    s.value(i),
+                    latest.value(i),
+                ));
+            }
+        }
+        got.sort();
+        assert_eq!(got, want, "night {night}");
+        let changes = store.random_changes(100 + night, 0.3);
+        store.apply(&changes);
+    }
 }

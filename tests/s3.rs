@@ -276,14 +276,17 @@ impl Setup {
             listed.push(rel.to_owned());
         }
         listed.sort();
+        // The current tables' files are named by their Delta log (a run
+        // replaces some of them): the manifest lists the run's own tables.
         let data: Vec<String> = rels
             .iter()
             .filter(|r| !r.starts_with("_runs/") && !r.contains("/_delta_log/"))
+            .filter(|r| !r.starts_with("current_"))
             .cloned()
             .collect();
         assert_eq!(
             data, listed,
-            "the manifest names every object and only them"
+            "the manifest names every object of the run's tables and only them"
         );
         assert!(
             data.iter().all(|r| {
@@ -924,8 +927,8 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     common::set_arg(&mut second, "--sdkappid", &OTHER_APP.to_string());
     common::set_arg(&mut second, "--endpoint", &other.url());
     let (a, b) = tokio::join!(
-        run_msgext(first, DEMO_SECRET_KEY, &env),
-        run_msgext(second, DEMO_SECRET_KEY, &env)
+        run_msgext(first.clone(), DEMO_SECRET_KEY, &env),
+        run_msgext(second.clone(), DEMO_SECRET_KEY, &env)
     );
     assert_eq!(a.status.code(), Some(0), "{}", show(&a));
     assert_eq!(b.status.code(), Some(0), "{}", show(&b));
@@ -963,6 +966,42 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     apps.sort();
     apps.dedup();
     assert_eq!(apps, [msgext::mock::DEMO_SDKAPPID as i64, OTHER_APP as i64]);
+
+    // Each app's current state is in its own partition of the current
+    // tables; both apps again at once replace their own rows (remove +
+    // add) without touching the other's.
+    let check_current = || {
+        let url = format!("s3://{BUCKET}/shared/current_key_values/");
+        let mut per_app: std::collections::BTreeMap<i64, Vec<common::KvRow>> = Default::default();
+        for b in common::delta_batches(std::sync::Arc::new(s.s3.client()), &url) {
+            use arrow_array::cast::AsArray;
+            let apps = b
+                .column_by_name("sdkappid")
+                .unwrap()
+                .as_primitive::<arrow_array::types::Int64Type>()
+                .clone();
+            for (i, row) in common::kv_rows_of(&b).into_iter().enumerate() {
+                per_app.entry(apps.value(i)).or_default().push(row);
+            }
+        }
+        assert_eq!(per_app.len(), 2);
+        for (app, mut rows) in per_app {
+            rows.sort();
+            assert_eq!(rows, common::expected_rows(&s.store.messages), "app {app}");
+        }
+    };
+    check_current();
+    for (args, run) in [(&mut first, "app-a2"), (&mut second, "app-b2")] {
+        common::set_arg(args, "--run-id", run);
+        args.push("--full".into());
+    }
+    let (a, b) = tokio::join!(
+        run_msgext(first, DEMO_SECRET_KEY, &env),
+        run_msgext(second, DEMO_SECRET_KEY, &env)
+    );
+    assert_eq!(a.status.code(), Some(0), "{}", show(&a));
+    assert_eq!(b.status.code(), Some(0), "{}", show(&b));
+    check_current();
 }
 
 /// A store that refuses the log's conditional writes: the run ends at its

@@ -94,6 +94,8 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
             clear_seq: Some(0),
             error_code: None,
             error_info: None,
+            read: Some("full"),
+            fetched_at_us: Some(1_764_115_200_123_456),
         })
         .unwrap();
         // As the export's writer does: a full part is sealed and published.

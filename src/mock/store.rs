@@ -42,7 +42,7 @@ fn is_zero(n: &i64) -> bool {
 
 /// What the service does with a deleted key; undocumented, so each is a
 /// setting of the simulator and the tests run every one.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Deletes {
     /// The key stays as a pair with an empty Value at the delete's Seq (as

@@ -43,8 +43,8 @@ pub struct ReadRow {
     pub how: How,
     pub latest_seq: i64,
     pub clear_seq: i64,
-    /// Pairs the run received.
-    pub kv_count: i64,
+    /// Pairs the run received (at most a few hundred).
+    pub kv_count: u32,
     pub at_us: i64,
 }
 
@@ -191,7 +191,15 @@ fn run_files<'a>(c: &'a CurrentCommit<'_>, table: &str) -> impl Iterator<Item = 
 
 /// The messages the run read (ok or not found), from its `messages` files.
 fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError> {
-    let mut rows = Vec::new();
+    // Sized once: growing by doubling would hold both copies at the peak.
+    let prefix = format!("{table}/");
+    let listed: u64 = c
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with(&prefix))
+        .map(|f| f.rows)
+        .sum();
+    let mut rows = Vec::with_capacity(usize::try_from(listed).unwrap_or(0));
     for rel in run_files(c, table) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
@@ -217,7 +225,7 @@ fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError>
                     how,
                     latest_seq: int(latest).unwrap_or(0),
                     clear_seq: int(clear).unwrap_or(0),
-                    kv_count: kv_count.value(i),
+                    kv_count: u32::try_from(kv_count.value(i)).unwrap_or(u32::MAX),
                     at_us: if at.is_null(i) { 0 } else { at.value(i) },
                 });
             }
@@ -475,11 +483,11 @@ fn merge(stored: Option<&Stored>, r: &ReadRow, plan: &PairPlan) -> Stored {
     let old_full = stored.and_then(|s| s.full_read_at);
     let (ok, kv_count, full_read_at) = match r.how {
         How::NotFound => (false, 0, None),
-        How::Read(Read::Full) => (true, r.kv_count, Some(r.at_us)),
+        How::Read(Read::Full) => (true, i64::from(r.kv_count), Some(r.at_us)),
         How::Read(Read::Unchanged) => (true, old_count, old_full),
         How::Read(Read::Incremental) => (
             true,
-            plan.kept.get(&r.fp).copied().unwrap_or(0) + r.kv_count,
+            plan.kept.get(&r.fp).copied().unwrap_or(0) + i64::from(r.kv_count),
             old_full,
         ),
     };

@@ -905,6 +905,50 @@ mod tests {
         }
     }
 
+    /// Two apps replacing their own files of a table partitioned by app,
+    /// from the same stale view: the second commits after the first, and a
+    /// file already removed by another writer is not removed twice.
+    #[test]
+    fn apps_replace_their_own_files_at_once_and_a_moved_file_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = local(dir.path());
+        let spec = TableSpec {
+            schema: app_table_schema(&crate::table::kv_schema(Kind::Group)).unwrap(),
+            partitions: &crate::table::APP_PARTITION,
+        };
+        let file = |app: &str, n: u32| DataFile {
+            path: format!("sdkappid={app}/part-{n:05}-r.parquet"),
+            partition: vec![app.into()],
+            bytes: 10,
+            rows: 1,
+        };
+        let run = |id: &'static str| RunCommit {
+            run_id: id,
+            sdkappid: 1,
+            status: "complete",
+            messages: 1,
+            kv_rows: 1,
+        };
+        let commit = |id, adds: &[DataFile], removes: &[String], snapshot| {
+            let changes = Changes { adds, removes };
+            d.commit_run("kv", &spec, changes, &run(id), snapshot)
+        };
+        commit("a0", &[file("1", 0), file("2", 0)], &[], None).unwrap();
+        let stale = d.snapshot("kv").unwrap();
+        let gone = |app: &str| vec![file(app, 0).path];
+        let one = commit("a1", &[file("1", 1)], &gone("1"), Some(stale.clone()));
+        assert_eq!(one.unwrap(), Committed::At(1));
+        let two = commit("b1", &[file("2", 1)], &gone("2"), Some(stale.clone()));
+        assert_eq!(two.unwrap(), Committed::At(2));
+        let live = d.files_under("kv", &d.snapshot("kv").unwrap(), "").unwrap();
+        let mut paths: Vec<String> = live.into_iter().map(|(p, _)| p).collect();
+        paths.sort();
+        assert_eq!(paths, [file("1", 1).path, file("2", 1).path]);
+        // Another run of app 1 from the stale view: its file is gone.
+        let again = commit("a2", &[file("1", 2)], &gone("1"), Some(stale));
+        assert!(matches!(again, Err(DeltaError::Moved { .. })), "{again:?}");
+    }
+
     #[test]
     fn s3_s_precondition_failed_is_a_conflict_not_a_failure() {
         use delta_kernel::transaction::UpdateTable;

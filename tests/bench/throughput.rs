@@ -22,7 +22,9 @@
 //! aiohttp + pyarrow, with the Python in `MSGEXT_PEER_PYTHON`, default
 //! `python3`) back to back, at the quota and with the limit off, and
 //! compares their CPU; `-- delta` times a run's commit to a Delta table
-//! with 10 and with 1,000 earlier versions (a checkpoint every 100).
+//! with 10 and with 1,000 earlier versions (a checkpoint every 100);
+//! `-- incremental` exports 1M messages, changes 10% of them, exports again
+//! and again with nothing changed (calls, pairs, peak RSS of each night).
 //! Nothing here asserts: it prints the numbers for the README.
 
 #[path = "../common/s3server.rs"]
@@ -152,17 +154,20 @@ fn export_to(
     // Crash points exist only in the tests' own build of the binary.
     let killed = env.iter().any(|(k, _)| *k == "MSGEXT_FAILPOINT");
     let program = if killed { crash_bin() } else { bin() };
+    let run_id: &[&str] = match extra.contains(&"--run-id") {
+        true => &[],
+        false => &["--run-id", "bench"],
+    };
     let child = Command::new(program)
         .args([
             "export",
             "--quiet",
             "--sdkappid",
             "1400000000",
-            "--run-id",
-            "bench",
             "--endpoint",
             &mock.url,
         ])
+        .args(run_id)
         .arg("--input")
         .arg(dir.join("in.csv"))
         .arg("--out")
@@ -462,6 +467,11 @@ fn main() {
         print_rows(rows);
         return;
     }
+    if std::env::args().any(|a| a == "incremental") {
+        incremental(dir.path(), &mut rows);
+        print_rows(rows);
+        return;
+    }
     if std::env::args().any(|a| a == "peer") {
         peer(dir.path(), &mut rows);
         print_rows(rows);
@@ -686,6 +696,71 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
             format!("{:.1} ms", median_ms(times)),
         ));
     }
+}
+
+/// `-- incremental`: `MSGEXT_BENCH_MESSAGES` (default 1,000,000) messages
+/// of 10 pairs exported in full, then again after 10% of them changed
+/// (deletes that move LatestSeq), then again with nothing changed: the
+/// calls and pairs of each night, its time, and its peak RSS (the current
+/// tables read, merged and rewritten).
+fn incremental(dir: &Path, rows: &mut Vec<(String, String)>) {
+    let n: usize = std::env::var("MSGEXT_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let count = n.to_string();
+    let base = [
+        "--synthetic",
+        count.as_str(),
+        "--pairs",
+        "10",
+        "--deletes",
+        "hidden",
+    ];
+    let out = dir.join("lake");
+    let night = |m: &Mock, run: &str| {
+        let summary = out.join(format!("_runs/{run}/summary.json"));
+        let extra = ["--rate", "0", "--run-id", run];
+        export_to(dir, m, &out.to_string_lossy(), &summary, &extra, &[])
+    };
+    let mut show = |what: &str, (u, s): (Usage, serde_json::Value)| {
+        rows.push((
+            format!("{what}: {n} messages"),
+            format!(
+                "{:.0} calls, {:.0} pairs, {:.1} s, peak RSS {:.1} MB, CPU {:.1} s (ok={})",
+                self::n(&s["requests"]),
+                self::n(&s["kv_rows"]),
+                u.wall.as_secs_f64(),
+                mb(u.max_rss_kb),
+                u.cpu.as_secs_f64(),
+                u.ok
+            ),
+        ));
+    };
+    let m = mock(dir, &base);
+    show("night 0, every message read in full", night(&m, "n0"));
+    drop(m);
+    let changed = [&base[..], &["--change", "0.1"]].concat();
+    let m = mock(dir, &changed);
+    show("night 1, 10% of messages changed", night(&m, "n1"));
+    show("night 2, nothing changed", night(&m, "n2"));
+    let live = dir.join("lake/current_key_values");
+    let bytes: u64 = walk_bytes(&live);
+    rows.push((
+        "current_key_values on disk".into(),
+        format!("{:.1} MB", bytes as f64 / 1e6),
+    ));
+}
+
+fn walk_bytes(p: &Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.filter_map(Result::ok)
+            .map(|e| match e.file_type().map(|t| t.is_dir()) {
+                Ok(true) => walk_bytes(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
 }
 
 fn print_rows(rows: Vec<(String, String)>) {
