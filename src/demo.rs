@@ -130,7 +130,11 @@ pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
          duckdb -c \"SELECT status, count(*) FROM {} GROUP BY status\"\n  \
          duckdb -c \"SELECT group_id, msg_seq, count(*) AS pairs FROM {} \
          GROUP BY ALL ORDER BY pairs DESC LIMIT 10\"\n",
-        from("key_values"),
+        // With Delta, the latest state; CSV runs are full snapshots.
+        from(match format {
+            crate::write::Format::Parquet => "current_key_values",
+            crate::write::Format::Csv => "key_values",
+        }),
         from("messages"),
         from("group_key_values"),
     )

@@ -1,11 +1,16 @@
 //! The incremental rules (DESIGN §7) as pure functions: where a message's
 //! read starts, what its answer says about the stored state, and how the
-//! stored pairs follow. The state of a message (its `latest_seq`,
+//! stored pairs follow (in the tests' reference model; a run applies them
+//! over the tables in `table::current`). The state of a message (its `latest_seq`,
 //! `clear_seq` and live pairs) is what the current tables hold; nothing
 //! here reads or writes them.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// A fingerprint as two halves, high first (so that they sort as it does).
+pub fn halves(fp: u128) -> [u64; 2] {
+    [(fp >> 64) as u64, fp as u64]
+}
 
 /// What the current tables know of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,23 +134,26 @@ impl Read {
 /// would take twice that), looked up by binary search.
 #[derive(Debug, Default)]
 pub struct Prior {
-    known: Vec<(u128, Known)>,
+    /// By fingerprint, as two halves: 40 bytes an entry (a `u128` would
+    /// align it to 48).
+    known: Vec<([u64; 2], Known)>,
     now_us: i64,
     full_every: Option<Duration>,
     force_full: bool,
 }
 
 impl Prior {
-    /// `known` in any order; a fingerprint given twice keeps its last state.
+    /// `known` in any order; a fingerprint given twice (which the current
+    /// tables never hold) keeps one of its states.
     pub fn new(
-        mut known: Vec<(u128, Known)>,
+        mut known: Vec<([u64; 2], Known)>,
         now_us: i64,
         full_every: Option<Duration>,
         force_full: bool,
     ) -> Self {
-        known.sort_by_key(|(fp, _)| *fp);
+        // In place: a stable sort would take half as much again.
+        known.sort_unstable_by_key(|(fp, _)| *fp);
         known.dedup_by_key(|(fp, _)| *fp);
-        known.shrink_to_fit();
         Prior {
             known,
             now_us,
@@ -165,7 +173,7 @@ impl Prior {
     /// What is known of the message with fingerprint `fp`.
     pub fn known(&self, fp: u128) -> Option<&Known> {
         self.known
-            .binary_search_by_key(&fp, |(f, _)| *f)
+            .binary_search_by_key(&halves(fp), |(f, _)| *f)
             .ok()
             .map(|i| &self.known[i].1)
     }
@@ -183,46 +191,49 @@ impl Prior {
     }
 }
 
-/// A stored pair: its value and Seq.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stored {
-    pub value: String,
-    pub seq: i64,
-}
-
-/// Apply a `Changed` verdict: drop the pairs at or below `clear_seq`, then
-/// the returned pairs (`(key, value, seq)`, pages in order, a pair repeated
-/// across a page boundary included) replace the stored ones by key. A pair
-/// at or below `clear_seq` is dead and never stored; of two for one key the
-/// higher Seq wins.
-pub fn apply<'a>(
-    pairs: &mut BTreeMap<String, Stored>,
-    clear_seq: i64,
-    returned: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
-) {
-    pairs.retain(|_, p| p.seq > clear_seq);
-    for (key, value, seq) in returned {
-        if seq <= clear_seq {
-            continue;
-        }
-        match pairs.get(key) {
-            Some(old) if old.seq > seq => {}
-            _ => {
-                pairs.insert(
-                    key.to_owned(),
-                    Stored {
-                        value: value.to_owned(),
-                        seq,
-                    },
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    /// A stored pair: its value and Seq.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    struct Stored {
+        value: String,
+        seq: i64,
+    }
+
+    /// The rules applied to one message in memory: the reference the tests
+    /// hold the rules to. A run applies them streaming over the current tables
+    /// (`table::current::keeps`). Apply a `Changed` verdict: drop the pairs at or below `clear_seq`, then
+    /// the returned pairs (`(key, value, seq)`, pages in order, a pair repeated
+    /// across a page boundary included) replace the stored ones by key. A pair
+    /// at or below `clear_seq` is dead and never stored; of two for one key the
+    /// higher Seq wins.
+    fn apply<'a>(
+        pairs: &mut BTreeMap<String, Stored>,
+        clear_seq: i64,
+        returned: impl IntoIterator<Item = (&'a str, &'a str, i64)>,
+    ) {
+        pairs.retain(|_, p| p.seq > clear_seq);
+        for (key, value, seq) in returned {
+            if seq <= clear_seq {
+                continue;
+            }
+            match pairs.get(key) {
+                Some(old) if old.seq > seq => {}
+                _ => {
+                    pairs.insert(
+                        key.to_owned(),
+                        Stored {
+                            value: value.to_owned(),
+                            seq,
+                        },
+                    );
+                }
+            }
+        }
+    }
 
     const DAY_US: i64 = 86_400_000_000;
 

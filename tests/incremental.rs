@@ -279,6 +279,12 @@ async fn nights_of_changes(deletes: Deletes) {
         n.listed.len(),
         "{s}"
     );
+    // An empty input reads nothing and changes nothing.
+    std::fs::write(&n.input, "From_Account,To_Account,MsgKey\n").unwrap();
+    let s = n.run("empty", &[], &[]).await;
+    assert_eq!(s["requests"], 0);
+    assert_eq!(n.current(), n.want(), "after an empty input");
+    check_messages(&n);
     let _ = &n.dir;
 }
 

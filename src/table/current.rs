@@ -11,18 +11,19 @@
 //! changed.
 //!
 //! It streams: the app's files of a table are read a batch at a time and
-//! written to new files of `FILE_BYTES`; what is held is one row of 48
-//! bytes per message read and the keys returned to incremental reads.
-//! Files of `current_key_values` without a row to drop stay as they are.
+//! written to new files of `FILE_BYTES`; what is held is 48 bytes per
+//! message read and 17 per stored pair of a message read incrementally
+//! (`Replaced`). Files of `current_key_values` without a pair of a message
+//! read anew stay as they are.
 
 use super::{app_dir, kv_schema, messages_schema, names, read, specs};
 use crate::incremental::Read;
 use crate::kind::Kind;
-use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, RunCommit, has_log};
+use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit, has_log};
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// The current tables' files are closed past this size: a bucket's file is
@@ -69,27 +70,85 @@ fn adds_pairs(read: Option<&ReadRow>) -> bool {
     )
 }
 
-/// The messages a run read, by fingerprint.
+/// The messages a run read, by fingerprint: those read anew as whole
+/// rows, those found unchanged (most of a nightly run) by fingerprint and
+/// time alone, 24 bytes rather than 48.
 #[derive(Debug, Default)]
-pub struct Reads(Vec<ReadRow>);
+pub struct Reads {
+    changed: Vec<ReadRow>,
+    unchanged: Vec<(u128, i64)>,
+}
 
 impl Reads {
-    pub fn new(mut rows: Vec<ReadRow>) -> Self {
-        rows.sort_by_key(|r| r.fp);
-        rows.dedup_by_key(|r| r.fp);
-        Reads(rows)
+    /// Room for `n` of each: pages never written take no memory, and
+    /// growing by doubling would hold both copies at the peak.
+    fn with_capacity(n: usize) -> Self {
+        Reads {
+            changed: Vec::with_capacity(n),
+            unchanged: Vec::with_capacity(n),
+        }
     }
 
-    fn index(&self, fp: u128) -> Option<usize> {
-        self.0.binary_search_by_key(&fp, |r| r.fp).ok()
+    fn push(&mut self, r: ReadRow) {
+        match r.how {
+            How::Read(Read::Unchanged) => self.unchanged.push((r.fp, r.at_us)),
+            _ => self.changed.push(r),
+        }
     }
 
-    pub fn get(&self, fp: u128) -> Option<&ReadRow> {
-        self.index(fp).map(|i| &self.0[i])
+    fn finish(mut self) -> Self {
+        self.changed.sort_unstable_by_key(|r| r.fp);
+        self.changed.dedup_by_key(|r| r.fp);
+        self.unchanged.sort_unstable_by_key(|r| r.0);
+        self.unchanged.dedup_by_key(|r| r.0);
+        self
+    }
+
+    pub fn new(rows: Vec<ReadRow>) -> Self {
+        let mut reads = Reads::default();
+        rows.into_iter().for_each(|r| reads.push(r));
+        reads.finish()
+    }
+
+    fn len(&self) -> usize {
+        self.changed.len() + self.unchanged.len()
+    }
+
+    /// Where `fp` is among the messages read: a number below `len`.
+    fn slot(&self, fp: u128) -> Option<usize> {
+        match self.changed.binary_search_by_key(&fp, |r| r.fp) {
+            Ok(i) => Some(i),
+            Err(_) => self
+                .unchanged
+                .binary_search_by_key(&fp, |r| r.0)
+                .ok()
+                .map(|i| self.changed.len() + i),
+        }
+    }
+
+    fn at(&self, slot: usize) -> ReadRow {
+        match self.changed.get(slot) {
+            Some(r) => *r,
+            None => {
+                let (fp, at_us) = self.unchanged[slot - self.changed.len()];
+                ReadRow {
+                    fp,
+                    how: How::Read(Read::Unchanged),
+                    latest_seq: 0,
+                    clear_seq: 0,
+                    kv_count: 0,
+                    at_us,
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, fp: u128) -> Option<ReadRow> {
+        self.slot(fp).map(|i| self.at(i))
     }
 
     fn touches_pairs(&self) -> bool {
-        self.0.iter().any(|r| r.how != How::Read(Read::Unchanged))
+        !self.changed.is_empty()
     }
 }
 
@@ -138,16 +197,15 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommi
     }
     let [hist_kv, hist_msgs] = c.kind.spec().tables();
     let reads = read_history(c, hist_msgs)?;
-    if reads.0.is_empty() {
+    if reads.len() == 0 {
         return Ok(out);
     }
-    let keys = returned_keys(c, hist_kv, &reads)?;
     let prefix = format!("{}/", app_dir(c.sdkappid));
     let old_kv = match &kv_snap {
         Some(s) if reads.touches_pairs() => c.delta.files_under(&kv_table, s, &prefix)?,
         _ => Vec::new(),
     };
-    let plan = plan_pairs(c, &kv_table, &old_kv, &reads, &keys)?;
+    let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads)?;
     if !msg_done {
         let old = match &msg_snap {
             Some(s) => c.delta.files_under(&msg_table, s, &prefix)?,
@@ -165,7 +223,7 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommi
     }
     crate::failpoint::hit("between_current_commits");
     if !kv_done {
-        let (adds, removes) = write_pairs(c, &kv_table, hist_kv, &plan, &reads, &keys, run.run_id)?;
+        let (adds, removes) = write_pairs(c, (&kv_table, hist_kv), &plan, &reads, run.run_id)?;
         if !adds.is_empty() || !removes.is_empty() {
             let changes = Changes {
                 adds: &adds,
@@ -199,7 +257,7 @@ fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError>
         .filter(|f| f.path.starts_with(&prefix))
         .map(|f| f.rows)
         .sum();
-    let mut rows = Vec::with_capacity(usize::try_from(listed).unwrap_or(0));
+    let mut rows = Reads::with_capacity(usize::try_from(listed).unwrap_or(0));
     for rel in run_files(c, table) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
@@ -231,41 +289,56 @@ fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError>
             }
         }
     }
-    Ok(Reads::new(rows))
+    Ok(rows.finish())
 }
 
 fn bad_row(rel: &str, what: &str) -> WriteError {
     WriteError::Store(format!("{rel}: {what}"))
 }
 
-/// The keys of the pairs each incremental read received.
-fn returned_keys(
-    c: &CurrentCommit<'_>,
-    table: &str,
-    reads: &Reads,
-) -> Result<HashMap<u128, HashSet<String>>, WriteError> {
-    let mut out: HashMap<u128, HashSet<String>> = HashMap::new();
-    for rel in run_files(c, table) {
-        for batch in read::batches(c.lake.as_ref(), rel)? {
-            let batch = batch?;
-            let fps = read::fingerprints(c.kind, &batch)?;
-            let keys = read::strings(&batch, "key")?;
-            for (i, fp) in fps.into_iter().enumerate() {
-                if reads.get(fp).map(|r| r.how) == Some(How::Read(Read::Incremental)) {
-                    out.entry(fp).or_default().insert(keys.value(i).to_owned());
-                }
-            }
-        }
-    }
-    Ok(out)
+/// The stored pairs of the messages read incrementally, as hashes of
+/// (message, key), each marked when the run received a pair of its key
+/// (the received pair replaces it): 17 bytes a stored pair of a changed
+/// message, whatever the run received.
+#[derive(Debug, Default)]
+struct Replaced {
+    /// (the message's fingerprint's low half, the key's hash << 1 | whether
+    /// the pair was alive after the new ClearSeq), sorted.
+    keys: Vec<(u64, u64)>,
+    returned: Vec<bool>,
 }
 
-/// What the run does to `current_key_values`: the files with a pair to
-/// drop (rewritten), and how many stored pairs of each incremental read stay.
+impl Replaced {
+    fn entry(fp: u128, key: &str, alive: bool) -> (u64, u64) {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        (fp as u64, (h.finish() << 1) | u64::from(alive))
+    }
+
+    fn find(&self, fp: u128, key: &str) -> Option<usize> {
+        let (f, k) = Self::entry(fp, key, false);
+        let i = self.keys.partition_point(|e| *e < (f, k));
+        (self
+            .keys
+            .get(i)
+            .is_some_and(|e| e.0 == f && e.1 >> 1 == k >> 1))
+        .then_some(i)
+    }
+
+    fn was_returned(&self, fp: u128, key: &str) -> bool {
+        self.find(fp, key).is_some_and(|i| self.returned[i])
+    }
+}
+
+/// What the run does to `current_key_values`: the files holding a pair of
+/// a message read anew (rewritten), how many stored pairs of each
+/// incremental read stay, and which are replaced.
 #[derive(Debug, Default)]
 struct PairPlan {
     rewrite: Vec<String>,
     kept: HashMap<u128, i64>,
+    replaced: Replaced,
 }
 
 /// Which stored pairs of a batch stay.
@@ -273,7 +346,7 @@ fn kept_rows(
     kind: Kind,
     batch: &RecordBatch,
     reads: &Reads,
-    keys: &HashMap<u128, HashSet<String>>,
+    replaced: &Replaced,
 ) -> Result<(Vec<u128>, Vec<bool>), WriteError> {
     let fps = read::fingerprints(kind, batch)?;
     let key = read::strings(batch, "key")?;
@@ -282,38 +355,68 @@ fn kept_rows(
         .iter()
         .enumerate()
         .map(|(i, fp)| {
-            keeps(reads.get(*fp), seq.value(i), || {
-                keys.get(fp).is_some_and(|k| k.contains(key.value(i)))
+            keeps(reads.get(*fp).as_ref(), seq.value(i), || {
+                replaced.was_returned(*fp, key.value(i))
             })
         })
         .collect();
     Ok((fps, keep))
 }
 
+/// Plan the rewrite of `current_key_values` from its app's `files` and the
+/// run's own `key_values` files (`hist_kv`).
 fn plan_pairs(
     c: &CurrentCommit<'_>,
-    table: &str,
-    files: &[(String, u64)],
+    (table, files): (&str, &[LiveFile]),
+    hist_kv: &str,
     reads: &Reads,
-    keys: &HashMap<u128, HashSet<String>>,
 ) -> Result<PairPlan, WriteError> {
     let mut plan = PairPlan::default();
-    for (path, _) in files {
-        // A file changes when a pair of it goes, or stays with its
-        // message's new LatestSeq and ClearSeq (an incremental read).
+    for LiveFile { path, .. } in files {
+        // A file changes when it holds a pair of a message read anew.
         let mut changes = false;
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
-            let (fps, keep) = kept_rows(c.kind, &batch?, reads, keys)?;
-            for (fp, k) in fps.into_iter().zip(keep) {
-                changes |= !k;
-                if k && reads.get(fp).map(|r| r.how) == Some(How::Read(Read::Incremental)) {
-                    *plan.kept.entry(fp).or_default() += 1;
-                    changes = true;
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let key = read::strings(&batch, "key")?;
+            let seq = read::ints(&batch, "seq")?;
+            for (i, fp) in fps.into_iter().enumerate() {
+                let Some(r) = reads.get(fp) else { continue };
+                changes |= r.how != How::Read(Read::Unchanged);
+                if r.how == How::Read(Read::Incremental) {
+                    let alive = seq.value(i) > r.clear_seq;
+                    plan.replaced
+                        .keys
+                        .push(Replaced::entry(fp, key.value(i), alive));
+                    *plan.kept.entry(fp).or_default() += i64::from(alive);
                 }
             }
         }
         if changes {
             plan.rewrite.push(path.clone());
+        }
+    }
+    plan.replaced.keys.sort_unstable();
+    plan.replaced.returned = vec![false; plan.replaced.keys.len()];
+    if plan.replaced.keys.is_empty() {
+        return Ok(plan);
+    }
+    for rel in run_files(c, hist_kv) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let key = read::strings(&batch, "key")?;
+            for (i, fp) in fps.into_iter().enumerate() {
+                let Some(at) = plan.replaced.find(fp, key.value(i)) else {
+                    continue;
+                };
+                if !std::mem::replace(&mut plan.replaced.returned[at], true)
+                    && plan.replaced.keys[at].1 & 1 == 1
+                    && let Some(k) = plan.kept.get_mut(&fp)
+                {
+                    *k -= 1;
+                }
+            }
         }
     }
     Ok(plan)
@@ -393,16 +496,16 @@ impl NewFiles {
 fn write_messages(
     c: &CurrentCommit<'_>,
     table: &str,
-    old: &[(String, u64)],
+    old: &[LiveFile],
     reads: &Reads,
     plan: &PairPlan,
     run_id: &str,
 ) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
     let schema = messages_schema(c.kind);
     let mut out = NewFiles::new(c, table, schema.clone(), run_id);
-    let mut seen = vec![false; reads.0.len()];
+    let mut seen = vec![false; reads.len()];
     let mut removes = Vec::new();
-    for (path, _) in old {
+    for LiveFile { path, .. } in old {
         removes.push(path.clone());
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
             let batch = batch?;
@@ -410,10 +513,10 @@ fn write_messages(
             let mut rows = MessageColumns::default();
             for (i, fp) in fps.iter().enumerate() {
                 let stored = Stored::of(&batch, i)?;
-                match reads.index(*fp) {
+                match reads.slot(*fp) {
                     Some(j) => {
                         seen[j] = true;
-                        rows.push(&merge(Some(&stored), &reads.0[j], plan), run_id);
+                        rows.push(&merge(Some(&stored), &reads.at(j), plan), run_id);
                     }
                     None => rows.push(&stored, &stored.run_id),
                 }
@@ -429,10 +532,10 @@ fn write_messages(
             let mut rows = MessageColumns::default();
             let mut mask = Vec::with_capacity(fps.len());
             for fp in fps {
-                let new = reads.index(fp).filter(|j| !seen[*j]);
+                let new = reads.slot(fp).filter(|j| !seen[*j]);
                 if let Some(j) = new {
                     seen[j] = true;
-                    rows.push(&merge(None, &reads.0[j], plan), run_id);
+                    rows.push(&merge(None, &reads.at(j), plan), run_id);
                 }
                 mask.push(new.is_some());
             }
@@ -481,6 +584,16 @@ impl Stored {
 fn merge(stored: Option<&Stored>, r: &ReadRow, plan: &PairPlan) -> Stored {
     let old_count = stored.map_or(0, |s| s.kv_count);
     let old_full = stored.and_then(|s| s.full_read_at);
+    if r.how == How::Read(Read::Unchanged) {
+        // Reads keep no Seqs of an unchanged message: they are the stored ones.
+        if let Some(s) = stored {
+            return Stored {
+                run_id: String::new(),
+                read_at: r.at_us,
+                ..s.clone()
+            };
+        }
+    }
     let (ok, kv_count, full_read_at) = match r.how {
         How::NotFound => (false, 0, None),
         How::Read(Read::Full) => (true, i64::from(r.kv_count), Some(r.at_us)),
@@ -574,14 +687,11 @@ fn identity(
 
 /// Rewrite the files of `current_key_values` with pairs to drop, and add
 /// the pairs the run's full and incremental reads received.
-#[allow(clippy::too_many_arguments)]
 fn write_pairs(
     c: &CurrentCommit<'_>,
-    table: &str,
-    hist_kv: &str,
+    (table, hist_kv): (&str, &str),
     plan: &PairPlan,
     reads: &Reads,
-    keys: &HashMap<u128, HashSet<String>>,
     run_id: &str,
 ) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
     let schema = kv_schema(c.kind);
@@ -589,7 +699,7 @@ fn write_pairs(
     for path in &plan.rewrite {
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
             let batch = batch?;
-            let (fps, keep) = kept_rows(c.kind, &batch, reads, keys)?;
+            let (fps, keep) = kept_rows(c.kind, &batch, reads, &plan.replaced)?;
             let batch = with_new_seqs(&batch, &fps, reads)?;
             let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
                 .map_err(|e| WriteError::Store(e.to_string()))?;
@@ -602,7 +712,7 @@ fn write_pairs(
             let fps = read::fingerprints(c.kind, &batch)?;
             let mask: BooleanArray = fps
                 .iter()
-                .map(|fp| Some(adds_pairs(reads.get(*fp))))
+                .map(|fp| Some(adds_pairs(reads.get(*fp).as_ref())))
                 .collect();
             let rows = arrow_select::filter::filter_record_batch(&batch, &mask)
                 .map_err(|e| WriteError::Store(e.to_string()))?;
@@ -624,7 +734,7 @@ fn with_new_seqs(
     let new = |old: &arrow_array::Int64Array, pick: fn(&ReadRow) -> i64| -> ArrayRef {
         Arc::new(arrow_array::Int64Array::from_iter_values(
             fps.iter().enumerate().map(|(i, fp)| match reads.get(*fp) {
-                Some(r) if r.how == How::Read(Read::Incremental) => pick(r),
+                Some(r) if r.how == How::Read(Read::Incremental) => pick(&r),
                 _ => old.value(i),
             }),
         ))

@@ -121,7 +121,11 @@ pub fn prior(
     let mut known = Vec::new();
     if has_log(lake, &table)? {
         let snapshot = delta.snapshot(&table)?;
-        for (path, _) in delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))? {
+        let files = delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))?;
+        // Sized once from the log's row counts: growing by doubling would
+        // hold both copies at the peak (40 bytes a message).
+        known.reserve_exact(files.iter().filter_map(|f| f.rows).sum::<u64>() as usize);
+        for crate::write::delta::LiveFile { path, .. } in files {
             for batch in read::batches(lake, &format!("{table}/{path}"))? {
                 let batch = batch?;
                 let fps = read::fingerprints(kind, &batch)?;
@@ -134,7 +138,7 @@ pub fn prior(
                         continue;
                     }
                     known.push((
-                        fp,
+                        crate::incremental::halves(fp),
                         Known {
                             latest_seq: latest.value(i),
                             clear_seq: clear.value(i),

@@ -63,6 +63,16 @@ pub struct DataFile {
     pub rows: u64,
 }
 
+/// A file in a table's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveFile {
+    /// Relative to the table, decoded.
+    pub path: String,
+    pub bytes: u64,
+    /// From the log's stats, when it has them.
+    pub rows: Option<u64>,
+}
+
 /// A table as the log knows it: its schema and partition columns.
 #[derive(Debug, Clone)]
 pub struct TableSpec {
@@ -343,8 +353,21 @@ impl DeltaLake {
             }
             Some(s) => {
                 let removes = self.selected_files(table, &s, changes.removes)?;
-                let builder = s.update_table(UpdateTableOperation::Write, info, true);
-                let builder = match removes.is_empty() {
+                // A table written by an earlier msgext lacks the nullable
+                // columns added since: this commit adds them (schema evolution).
+                let have = s.schema();
+                let mut builder = s.update_table(UpdateTableOperation::Write, info, true);
+                let mut evolves = false;
+                for f in spec
+                    .schema
+                    .fields()
+                    .filter(|f| have.field(f.name()).is_none())
+                {
+                    builder = builder.add_column(f.clone());
+                    evolves = true;
+                }
+                // A blind append adds files and nothing else.
+                let builder = match removes.is_empty() && !evolves {
                     true => builder.with_blind_append(),
                     false => builder,
                 };
@@ -372,7 +395,7 @@ impl DeltaLake {
         &self,
         table: &str,
         snapshot: &SnapshotRef,
-        mut each: impl FnMut(&str, i64) -> bool,
+        mut each: impl FnMut(&str, i64, Option<u64>) -> bool,
     ) -> Result<Vec<FilteredEngineData>, DeltaError> {
         let fail = self.kernel(table, "cannot list the table's files");
         let scan = snapshot.clone().scan_builder().build().map_err(&fail)?;
@@ -393,10 +416,17 @@ impl DeltaLake {
                     "the scan's files have no path or size",
                 )));
             };
+            let stats = batch
+                .column_by_name("stats")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
+            let rows = |i: usize| -> Option<u64> {
+                let text = stats.filter(|s| s.is_valid(i))?.value(i);
+                serde_json::from_str::<serde_json::Value>(text).ok()?["numRecords"].as_u64()
+            };
             selected.resize(batch.num_rows(), true);
             for (i, sel) in selected.iter_mut().enumerate() {
                 if *sel && paths.is_valid(i) {
-                    *sel = each(paths.value(i), sizes.value(i));
+                    *sel = each(paths.value(i), sizes.value(i), rows(i));
                 } else {
                     *sel = false;
                 }
@@ -407,17 +437,21 @@ impl DeltaLake {
     }
 
     /// The live files whose paths (as the log holds them) start with
-    /// `prefix`: (path decoded, size).
+    /// `prefix`: path decoded, size, rows (as the log's stats say).
     pub fn files_under(
         &self,
         table: &str,
         snapshot: &SnapshotRef,
         prefix: &str,
-    ) -> Result<Vec<(String, u64)>, DeltaError> {
+    ) -> Result<Vec<LiveFile>, DeltaError> {
         let mut out = Vec::new();
-        self.scan_files(table, snapshot, |path, size| {
+        self.scan_files(table, snapshot, |path, size, rows| {
             if let Some(p) = decode_path(path).filter(|p| p.starts_with(prefix)) {
-                out.push((p, size.max(0) as u64));
+                out.push(LiveFile {
+                    path: p,
+                    bytes: size.max(0) as u64,
+                    rows,
+                });
             }
             false
         })?;
@@ -437,7 +471,7 @@ impl DeltaLake {
         }
         let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
         let mut found = 0usize;
-        let out = self.scan_files(table, snapshot, |path, _| {
+        let out = self.scan_files(table, snapshot, |path, _, _| {
             let hit = decode_path(path).is_some_and(|p| wanted.contains(p.as_str()));
             found += usize::from(hit);
             hit
@@ -686,6 +720,8 @@ pub fn schema_differences(have: &StructType, want: &StructType) -> Option<String
     let mut out = Vec::new();
     for w in want.fields() {
         match have.field(w.name()) {
+            // A column a newer msgext added: the commit adds it to the table.
+            None if w.is_nullable() => {}
             None => out.push(format!("no column {}", w.name())),
             Some(h) if h.data_type() != w.data_type() => out.push(format!(
                 "column {} is {} (msgext writes {})",
@@ -941,12 +977,62 @@ mod tests {
         let two = commit("b1", &[file("2", 1)], &gone("2"), Some(stale.clone()));
         assert_eq!(two.unwrap(), Committed::At(2));
         let live = d.files_under("kv", &d.snapshot("kv").unwrap(), "").unwrap();
-        let mut paths: Vec<String> = live.into_iter().map(|(p, _)| p).collect();
+        let mut paths: Vec<String> = live.into_iter().map(|f| f.path).collect();
         paths.sort();
         assert_eq!(paths, [file("1", 1).path, file("2", 1).path]);
         // Another run of app 1 from the stale view: its file is gone.
         let again = commit("a2", &[file("1", 2)], &gone("1"), Some(stale));
         assert!(matches!(again, Err(DeltaError::Moved { .. })), "{again:?}");
+    }
+
+    /// A table of an earlier msgext, without the nullable columns added
+    /// since, passes the schema check and gains them in the next commit.
+    #[test]
+    fn a_table_without_newer_nullable_columns_gains_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = local(dir.path());
+        let now = spec();
+        let fields: Vec<StructField> = now
+            .schema
+            .fields()
+            .filter(|f| f.name() != "fetched_at")
+            .cloned()
+            .collect();
+        let mut older = now.clone();
+        // `fetched_at` is not null in key_values: make one nullable column to drop.
+        let extra = StructField::nullable("note", KernelType::STRING);
+        older.schema = StructType::try_new(fields.clone()).unwrap();
+        let mut newer = now.clone();
+        newer.schema = StructType::try_new(fields.into_iter().chain([extra])).unwrap();
+        let (files, c) = run("a");
+        let changes = Changes {
+            adds: &files,
+            removes: &[],
+        };
+        d.commit_run("kv", &older, changes, &c, None).unwrap();
+        let s = d.snapshot("kv").unwrap();
+        d.check_schema("kv", &s, &newer.schema).unwrap();
+        let (files, c) = run("b");
+        let changes = Changes {
+            adds: &files,
+            removes: &[],
+        };
+        assert_eq!(
+            d.commit_run("kv", &newer, changes, &c, Some(s)).unwrap(),
+            Committed::At(1)
+        );
+        let after = d.snapshot("kv").unwrap();
+        assert!(after.schema().field("note").is_some());
+        assert!(schema_differences(&after.schema(), &newer.schema).is_none());
+        // A column msgext writes not null cannot be added to old files.
+        let e = d
+            .check_schema("kv", &after, &now.schema)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("no column fetched_at") && e.contains("extra column note"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -994,8 +1080,15 @@ mod tests {
             )
             .unwrap()
         };
-        let want = s(&[("a", KernelType::STRING), ("b", KernelType::LONG)]);
+        let want = s(&[("a", KernelType::STRING), ("d", KernelType::LONG)]);
+        let want = StructType::try_new(
+            want.fields()
+                .cloned()
+                .chain([StructField::not_null("b", KernelType::LONG)]),
+        )
+        .unwrap();
         assert_eq!(schema_differences(&want, &want), None);
+        // `d` (nullable) is missing too: a commit adds it, it is no difference.
         let have = s(&[("a", KernelType::LONG), ("c", KernelType::STRING)]);
         assert_eq!(
             schema_differences(&have, &want).unwrap(),
