@@ -162,14 +162,6 @@ impl Prior {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.known.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.known.is_empty()
-    }
-
     /// What is known of the message with fingerprint `fp`.
     pub fn known(&self, fp: u128) -> Option<&Known> {
         self.known

@@ -16,6 +16,14 @@ use msgext::model::{MessageId, MessageRef};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+/// What the current tables hold of one message.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    rows: Vec<KvRow>,
+    status: &'static str,
+    latest_seq: Option<i64>,
+}
+
 /// A lake, an input, and a store that changes between runs.
 struct Nights {
     store: Store,
@@ -24,8 +32,10 @@ struct Nights {
     dir: tempfile::TempDir,
     input: PathBuf,
     out: PathBuf,
-    /// What the current table must hold for a message that failed: what it held.
-    held: HashMap<MessageRef, Vec<KvRow>>,
+    /// What the current tables must hold of each message: its pairs, its
+    /// status and LatestSeq as the simulator has them (for a message that
+    /// failed: what they held).
+    held: HashMap<MessageRef, Held>,
     /// The simulator serving tonight's store (a resume needs the same one).
     server: Option<msgext::mock::MockServer>,
 }
@@ -119,29 +129,40 @@ impl Nights {
             if failing.contains(m) {
                 continue;
             }
-            let rows = match by_id.get(&m.clone().into()) {
-                None => Vec::new(),
-                Some(s) => s
-                    .live_pairs()
-                    .into_iter()
-                    .map(|p| KvRow {
-                        from: m.from.clone(),
-                        to: m.to.clone(),
-                        msg_key: m.msg_key.clone(),
-                        key: p.key,
-                        value: p.value,
-                        seq: p.seq,
-                        latest_seq: s.latest_seq_with(self.store.deletes),
-                        clear_seq: s.clear_seq,
-                    })
-                    .collect(),
+            let held = match by_id.get(&m.clone().into()) {
+                None => Held {
+                    status: "not_found",
+                    ..Held::default()
+                },
+                Some(s) => Held {
+                    status: "ok",
+                    latest_seq: Some(s.latest_seq_with(self.store.deletes)),
+                    rows: s
+                        .live_pairs()
+                        .into_iter()
+                        .map(|p| KvRow {
+                            from: m.from.clone(),
+                            to: m.to.clone(),
+                            msg_key: m.msg_key.clone(),
+                            key: p.key,
+                            value: p.value,
+                            seq: p.seq,
+                            latest_seq: s.latest_seq_with(self.store.deletes),
+                            clear_seq: s.clear_seq,
+                        })
+                        .collect(),
+                },
             };
-            self.held.insert(m.clone(), rows);
+            self.held.insert(m.clone(), held);
         }
     }
 
     fn want(&self) -> Vec<KvRow> {
-        let mut rows: Vec<KvRow> = self.held.values().flatten().cloned().collect();
+        let mut rows: Vec<KvRow> = self
+            .held
+            .values()
+            .flat_map(|h| h.rows.iter().cloned())
+            .collect();
         rows.sort();
         rows
     }
@@ -228,13 +249,11 @@ fn kv_rows(summary: &serde_json::Value) -> u64 {
 fn check_messages(n: &Nights) {
     let msgs = current_messages(&n.out);
     assert_eq!(msgs.len(), n.listed.len(), "one row per listed message");
-    for (m, rows) in &n.held {
-        let (status, count, _) = &msgs[&m.to];
-        let exists = n.store.messages.iter().any(|s| s.id == m.clone().into());
-        if !exists && rows.is_empty() {
-            assert_eq!(status, "not_found", "{m}");
-        }
-        assert_eq!(*count as usize, rows.len(), "kv_count of {m}");
+    for (m, held) in &n.held {
+        let (status, count, latest) = &msgs[&m.to];
+        assert_eq!(status, held.status, "status of {m}");
+        assert_eq!(*latest, held.latest_seq, "latest_seq of {m}");
+        assert_eq!(*count as usize, held.rows.len(), "kv_count of {m}");
     }
 }
 

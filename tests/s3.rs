@@ -52,7 +52,13 @@ impl S3 {
     /// The `key_values` rows of the lake at `prefix`, read by the Delta
     /// kernel's scan through the S3 protocol.
     fn kv_through_log(&self, prefix: &str) -> Vec<common::KvRow> {
-        let url = format!("s3://{BUCKET}/{prefix}/key_values/");
+        self.rows_through_log(prefix, "key_values")
+    }
+
+    /// The rows of a pairs table (`key_values`, `current_key_values`) of
+    /// the bucket's lake, through its Delta log.
+    fn rows_through_log(&self, prefix: &str, table: &str) -> Vec<common::KvRow> {
+        let url = format!("s3://{BUCKET}/{prefix}/{table}/");
         let mut rows: Vec<common::KvRow> =
             common::delta_batches(std::sync::Arc::new(self.client()), &url)
                 .iter()
@@ -769,6 +775,36 @@ async fn sigterm_while_the_store_stalls_exits_130_promptly() {
     let o = s.export("lake", "state", &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     s.assert_exact("lake").await;
+}
+
+/// SIGTERM while the upload of the current tables' files stalls: the run
+/// ends at once with 130 (their commit is synchronous work; it must not
+/// hold the thread that hears the signal), and the same command commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_current_tables_commit_stalls_exits_130_promptly() {
+    let s = setup(40, 0).await;
+    let relay = silent_relay(&s.s3.url, b"current_messages/sdkappid").await;
+    let env = env_through(&s, &relay);
+    let mut args = s.args("lake", "state", "parquet");
+    args.extend(["--store-timeout".into(), "3600".into()]);
+    let child = spawn(&args, &refs(&env));
+    relay.wait_silent().await;
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = wait(child).await;
+    assert_eq!(o.status.code(), Some(130), "{}", show(&o));
+    assert!(show(&o).contains("interrupted"), "{}", show(&o));
+    let o = s.export("lake", "state", &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    s.assert_exact("lake").await;
+    assert_eq!(
+        s.s3.rows_through_log("lake", "current_key_values"),
+        common::expected_rows(&s.store.messages),
+        "the current table is a full read"
+    );
 }
 
 /// A refused claim leaves nothing that a later run would resume: the plain

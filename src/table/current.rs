@@ -19,7 +19,7 @@
 use super::{app_dir, kv_schema, messages_schema, names, read, specs};
 use crate::incremental::Read;
 use crate::kind::Kind;
-use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit, has_log};
+use crate::write::delta::{Changes, DataFile, DeltaLake, LiveFile, RunCommit, has_log};
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
@@ -51,7 +51,7 @@ pub struct ReadRow {
 
 /// Whether a stored pair (`seq`) of a message stays, given how the run
 /// read the message; `returned`: whether the run received a pair of its key.
-pub fn keeps(read: Option<&ReadRow>, seq: i64, returned: impl FnOnce() -> bool) -> bool {
+fn keeps(read: Option<&ReadRow>, seq: i64, returned: impl FnOnce() -> bool) -> bool {
     match read {
         None => true,
         Some(r) => match r.how {
@@ -102,12 +102,6 @@ impl Reads {
         self.unchanged.sort_unstable_by_key(|r| r.0);
         self.unchanged.dedup_by_key(|r| r.0);
         self
-    }
-
-    pub fn new(rows: Vec<ReadRow>) -> Self {
-        let mut reads = Reads::default();
-        rows.into_iter().for_each(|r| reads.push(r));
-        reads.finish()
     }
 
     fn len(&self) -> usize {
@@ -163,15 +157,8 @@ pub struct CurrentCommit<'a> {
     pub opts: WriteOptions,
 }
 
-/// What the commit did to each current table (none: nothing to change).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct CurrentCommitted {
-    pub messages: Option<Committed>,
-    pub key_values: Option<Committed>,
-}
-
 /// Replace the rows of the messages the run read, in each current table.
-pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommitted, WriteError> {
+pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
     let lake = c.lake.as_ref();
     let [kv_table, msg_table] = names(c.kind);
     let [kv_spec, msg_spec] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
@@ -191,14 +178,13 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommi
             })
         };
     let (kv_done, msg_done) = (done(&kv_table, &kv_snap)?, done(&msg_table, &msg_snap)?);
-    let mut out = CurrentCommitted::default();
     if kv_done && msg_done {
-        return Ok(out);
+        return Ok(());
     }
     let [hist_kv, hist_msgs] = c.kind.spec().tables();
     let reads = read_history(c, hist_msgs)?;
     if reads.len() == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let prefix = format!("{}/", app_dir(c.sdkappid));
     let old_kv = match &kv_snap {
@@ -216,10 +202,8 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommi
             adds: &adds,
             removes: &removes,
         };
-        out.messages = Some(
-            c.delta
-                .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?,
-        );
+        c.delta
+            .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?;
     }
     crate::failpoint::hit("between_current_commits");
     if !kv_done {
@@ -229,36 +213,27 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<CurrentCommi
                 adds: &adds,
                 removes: &removes,
             };
-            out.key_values = Some(
-                c.delta
-                    .commit_run(&kv_table, &kv_spec, changes, run, kv_snap)?,
-            );
+            c.delta
+                .commit_run(&kv_table, &kv_spec, changes, run, kv_snap)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
-/// The run's files of history table `table`, relative to the lake.
-fn run_files<'a>(c: &'a CurrentCommit<'_>, table: &str) -> impl Iterator<Item = &'a str> {
+/// The run's Parquet files of history table `table`.
+fn run_files<'a>(c: &'a CurrentCommit<'_>, table: &str) -> impl Iterator<Item = &'a FileInfo> {
     let prefix = format!("{table}/");
     c.files
         .iter()
-        .map(|f| f.path.as_str())
-        .filter(move |p| p.starts_with(&prefix) && p.ends_with(".parquet"))
+        .filter(move |f| f.path.starts_with(&prefix) && f.path.ends_with(".parquet"))
 }
 
 /// The messages the run read (ok or not found), from its `messages` files.
 fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError> {
     // Sized once: growing by doubling would hold both copies at the peak.
-    let prefix = format!("{table}/");
-    let listed: u64 = c
-        .files
-        .iter()
-        .filter(|f| f.path.starts_with(&prefix))
-        .map(|f| f.rows)
-        .sum();
+    let listed: u64 = run_files(c, table).map(|f| f.rows).sum();
     let mut rows = Reads::with_capacity(usize::try_from(listed).unwrap_or(0));
-    for rel in run_files(c, table) {
+    for FileInfo { path: rel, .. } in run_files(c, table) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
@@ -401,7 +376,7 @@ fn plan_pairs(
     if plan.replaced.keys.is_empty() {
         return Ok(plan);
     }
-    for rel in run_files(c, hist_kv) {
+    for FileInfo { path: rel, .. } in run_files(c, hist_kv) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
@@ -510,9 +485,10 @@ fn write_messages(
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
+            let columns = super::StoredColumns::of(&batch)?;
             let mut rows = MessageColumns::default();
             for (i, fp) in fps.iter().enumerate() {
-                let stored = Stored::of(&batch, i)?;
+                let stored = columns.row(i);
                 match reads.slot(*fp) {
                     Some(j) => {
                         seen[j] = true;
@@ -525,7 +501,7 @@ fn write_messages(
         }
     }
     let [_, hist_msgs] = c.kind.spec().tables();
-    for rel in run_files(c, hist_msgs) {
+    for FileInfo { path: rel, .. } in run_files(c, hist_msgs) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
@@ -548,36 +524,14 @@ fn write_messages(
 
 /// A `current_messages` row, as stored or as it becomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stored {
-    ok: bool,
-    latest_seq: Option<i64>,
-    clear_seq: Option<i64>,
-    kv_count: i64,
-    run_id: String,
-    read_at: i64,
-    full_read_at: Option<i64>,
-}
-
-impl Stored {
-    fn of(batch: &RecordBatch, i: usize) -> Result<Stored, WriteError> {
-        let int = |name: &str| -> Result<Option<i64>, WriteError> {
-            let a = read::ints(batch, name)?;
-            Ok((!a.is_null(i)).then(|| a.value(i)))
-        };
-        let time = |name: &str| -> Result<Option<i64>, WriteError> {
-            let a = read::column::<TimestampMicrosecondArray>(batch, name)?;
-            Ok((!a.is_null(i)).then(|| a.value(i)))
-        };
-        Ok(Stored {
-            ok: read::strings(batch, "status")?.value(i) == "ok",
-            latest_seq: int("latest_seq")?,
-            clear_seq: int("clear_seq")?,
-            kv_count: int("kv_count")?.unwrap_or(0),
-            run_id: read::strings(batch, "run_id")?.value(i).to_owned(),
-            read_at: time("read_at")?.unwrap_or(0),
-            full_read_at: time("full_read_at")?,
-        })
-    }
+pub(super) struct Stored {
+    pub(super) ok: bool,
+    pub(super) latest_seq: Option<i64>,
+    pub(super) clear_seq: Option<i64>,
+    pub(super) kv_count: i64,
+    pub(super) run_id: String,
+    pub(super) read_at: i64,
+    pub(super) full_read_at: Option<i64>,
 }
 
 /// A message's row after the run read it (`stored`: its row before, if any).
@@ -706,7 +660,7 @@ fn write_pairs(
             out.write(&kept)?;
         }
     }
-    for rel in run_files(c, hist_kv) {
+    for FileInfo { path: rel, .. } in run_files(c, hist_kv) {
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;

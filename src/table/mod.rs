@@ -17,7 +17,7 @@ use crate::incremental::{Known, Prior};
 use crate::kind::Kind;
 use crate::write::delta::{DeltaLake, TableSpec, app_table_schema, has_log};
 use crate::write::{LakeStore, WriteError};
-use arrow_array::{Array, TimestampMicrosecondArray};
+use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::sync::Arc;
 use std::time::Duration;
@@ -129,29 +129,69 @@ pub fn prior(
             for batch in read::batches(lake, &format!("{table}/{path}"))? {
                 let batch = batch?;
                 let fps = read::fingerprints(kind, &batch)?;
-                let status = read::strings(&batch, "status")?;
-                let latest = read::ints(&batch, "latest_seq")?;
-                let clear = read::ints(&batch, "clear_seq")?;
-                let full_at = read::column::<TimestampMicrosecondArray>(&batch, "full_read_at")?;
-                for (i, fp) in fps.into_iter().enumerate() {
-                    if status.value(i) != "ok" || latest.is_null(i) || clear.is_null(i) {
-                        continue;
-                    }
-                    known.push((
-                        crate::incremental::halves(fp),
-                        Known {
-                            latest_seq: latest.value(i),
-                            clear_seq: clear.value(i),
-                            last_full_read_us: if full_at.is_null(i) {
-                                0
-                            } else {
-                                full_at.value(i)
-                            },
-                        },
-                    ));
-                }
+                let columns = StoredColumns::of(&batch)?;
+                let found = fps.into_iter().enumerate();
+                known.extend(found.filter_map(|(i, fp)| {
+                    Some((crate::incremental::halves(fp), columns.known(i)?))
+                }));
             }
         }
     }
     Ok(Prior::new(known, now, full.every, full.always))
+}
+
+/// The columns of a `current_messages` batch, looked up once a batch.
+pub(crate) struct StoredColumns<'a> {
+    status: &'a arrow_array::StringArray,
+    latest: &'a arrow_array::Int64Array,
+    clear: &'a arrow_array::Int64Array,
+    kv_count: &'a arrow_array::Int64Array,
+    run_id: &'a arrow_array::StringArray,
+    read_at: &'a TimestampMicrosecondArray,
+    full_read_at: &'a TimestampMicrosecondArray,
+}
+
+impl<'a> StoredColumns<'a> {
+    pub(crate) fn of(batch: &'a RecordBatch) -> Result<Self, WriteError> {
+        Ok(StoredColumns {
+            status: read::strings(batch, "status")?,
+            latest: read::ints(batch, "latest_seq")?,
+            clear: read::ints(batch, "clear_seq")?,
+            kv_count: read::ints(batch, "kv_count")?,
+            run_id: read::strings(batch, "run_id")?,
+            read_at: read::column(batch, "read_at")?,
+            full_read_at: read::column(batch, "full_read_at")?,
+        })
+    }
+
+    /// What incremental reads start from: a message found, with its Seqs.
+    fn known(&self, i: usize) -> Option<Known> {
+        if self.status.value(i) != "ok" {
+            return None;
+        }
+        Some(Known {
+            latest_seq: opt(self.latest, i)?,
+            clear_seq: opt(self.clear, i)?,
+            last_full_read_us: opt(self.full_read_at, i).unwrap_or(0),
+        })
+    }
+
+    fn row(&self, i: usize) -> current::Stored {
+        current::Stored {
+            ok: self.status.value(i) == "ok",
+            latest_seq: opt(self.latest, i),
+            clear_seq: opt(self.clear, i),
+            kv_count: opt(self.kv_count, i).unwrap_or(0),
+            run_id: self.run_id.value(i).to_owned(),
+            read_at: opt(self.read_at, i).unwrap_or(0),
+            full_read_at: opt(self.full_read_at, i),
+        }
+    }
+}
+
+fn opt<T: arrow_array::types::ArrowPrimitiveType>(
+    a: &arrow_array::PrimitiveArray<T>,
+    i: usize,
+) -> Option<T::Native> {
+    a.is_valid(i).then(|| a.value(i))
 }

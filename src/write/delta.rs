@@ -68,7 +68,6 @@ pub struct DataFile {
 pub struct LiveFile {
     /// Relative to the table, decoded.
     pub path: String,
-    pub bytes: u64,
     /// From the log's stats, when it has them.
     pub rows: Option<u64>,
 }
@@ -387,15 +386,15 @@ impl DeltaLake {
         Ok(result)
     }
 
-    /// The live files of a table: their paths as the log holds them
-    /// (percent-encoded), sizes and partition values' directory (the path
-    /// up to the file name). Calls `each` with the scan's rows; `each`
-    /// says which rows to keep selected.
+    /// The live files of a table: `each` is called with each one's path
+    /// as the log holds it (percent-encoded) and its stats (JSON), and says
+    /// whether to keep it selected. The scan's batches with a file selected
+    /// come back, for `remove_files`.
     fn scan_files(
         &self,
         table: &str,
         snapshot: &SnapshotRef,
-        mut each: impl FnMut(&str, i64, Option<u64>) -> bool,
+        mut each: impl FnMut(&str, Option<&str>) -> bool,
     ) -> Result<Vec<FilteredEngineData>, DeltaError> {
         let fail = self.kernel(table, "cannot list the table's files");
         let scan = snapshot.clone().scan_builder().build().map_err(&fail)?;
@@ -404,40 +403,31 @@ impl DeltaLake {
             let (data, mut selected) = meta.map_err(&fail)?.scan_files.into_parts();
             let arrow = ArrowEngineData::try_from_engine_data(data).map_err(&fail)?;
             let batch = arrow.record_batch();
-            let (Some(paths), Some(sizes)) = (
+            let string = |name: &str| {
                 batch
-                    .column_by_name("path")
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
-                batch
-                    .column_by_name("size")
-                    .and_then(|c| c.as_any().downcast_ref::<Int64Array>()),
-            ) else {
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            };
+            let Some(paths) = string("path") else {
                 return Err(fail(delta_kernel::KernelError::generic(
-                    "the scan's files have no path or size",
+                    "the scan's files have no path",
                 )));
             };
-            let stats = batch
-                .column_by_name("stats")
-                .and_then(|c| c.as_any().downcast_ref::<StringArray>());
-            let rows = |i: usize| -> Option<u64> {
-                let text = stats.filter(|s| s.is_valid(i))?.value(i);
-                serde_json::from_str::<serde_json::Value>(text).ok()?["numRecords"].as_u64()
-            };
+            let stats = string("stats");
             selected.resize(batch.num_rows(), true);
             for (i, sel) in selected.iter_mut().enumerate() {
-                if *sel && paths.is_valid(i) {
-                    *sel = each(paths.value(i), sizes.value(i), rows(i));
-                } else {
-                    *sel = false;
-                }
+                let stat = stats.filter(|s| s.is_valid(i)).map(|s| s.value(i));
+                *sel = *sel && paths.is_valid(i) && each(paths.value(i), stat);
             }
-            out.push(FilteredEngineData::try_new(arrow, selected).map_err(&fail)?);
+            if selected.contains(&true) {
+                out.push(FilteredEngineData::try_new(arrow, selected).map_err(&fail)?);
+            }
         }
         Ok(out)
     }
 
     /// The live files whose paths (as the log holds them) start with
-    /// `prefix`: path decoded, size, rows (as the log's stats say).
+    /// `prefix`: path decoded, rows (as the log's stats say).
     pub fn files_under(
         &self,
         table: &str,
@@ -445,13 +435,12 @@ impl DeltaLake {
         prefix: &str,
     ) -> Result<Vec<LiveFile>, DeltaError> {
         let mut out = Vec::new();
-        self.scan_files(table, snapshot, |path, size, rows| {
+        self.scan_files(table, snapshot, |path, stats| {
             if let Some(p) = decode_path(path).filter(|p| p.starts_with(prefix)) {
-                out.push(LiveFile {
-                    path: p,
-                    bytes: size.max(0) as u64,
-                    rows,
-                });
+                let rows = stats
+                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+                    .and_then(|v| v["numRecords"].as_u64());
+                out.push(LiveFile { path: p, rows });
             }
             false
         })?;
@@ -471,7 +460,7 @@ impl DeltaLake {
         }
         let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
         let mut found = 0usize;
-        let out = self.scan_files(table, snapshot, |path, _, _| {
+        let out = self.scan_files(table, snapshot, |path, _| {
             let hit = decode_path(path).is_some_and(|p| wanted.contains(p.as_str()));
             found += usize::from(hit);
             hit
