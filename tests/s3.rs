@@ -758,8 +758,14 @@ async fn a_store_that_stops_answering_fails_the_run_within_the_store_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_store_stalls_exits_130_promptly() {
     let s = setup(40, 0).await;
-    let relay = silent_relay(&s.s3.url, b"key_values/").await;
-    let env = env_through(&s, &relay);
+    sigterm_while_stalled(&s, b"key_values/").await;
+}
+
+/// Stall the store at the first request holding `trigger`, send SIGTERM:
+/// 130 with "interrupted", then the same command finishes the lake exact.
+async fn sigterm_while_stalled(s: &Setup, trigger: &'static [u8]) {
+    let relay = silent_relay(&s.s3.url, trigger).await;
+    let env = env_through(s, &relay);
     let mut args = s.args("lake", "state", "parquet");
     args.extend(["--store-timeout".into(), "3600".into()]);
     let child = spawn(&args, &refs(&env));
@@ -783,23 +789,7 @@ async fn sigterm_while_the_store_stalls_exits_130_promptly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_current_tables_commit_stalls_exits_130_promptly() {
     let s = setup(40, 0).await;
-    let relay = silent_relay(&s.s3.url, b"current_messages/sdkappid").await;
-    let env = env_through(&s, &relay);
-    let mut args = s.args("lake", "state", "parquet");
-    args.extend(["--store-timeout".into(), "3600".into()]);
-    let child = spawn(&args, &refs(&env));
-    relay.wait_silent().await;
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    let o = wait(child).await;
-    assert_eq!(o.status.code(), Some(130), "{}", show(&o));
-    assert!(show(&o).contains("interrupted"), "{}", show(&o));
-    let o = s.export("lake", "state", &[]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    s.assert_exact("lake").await;
+    sigterm_while_stalled(&s, b"current_messages/sdkappid").await;
     assert_eq!(
         s.s3.rows_through_log("lake", "current_key_values"),
         common::expected_rows(&s.store.messages),
