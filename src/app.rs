@@ -3,7 +3,8 @@
 //! runtime, handles Ctrl-C / SIGTERM, prints, and maps results to exit codes.
 
 use crate::cli::{
-    Cli, Command, DemoArgs, ExportArgs, MockArgs, RunsAction, RunsArgs, ValidateArgs,
+    ApiArgs, Cli, Command, DemoArgs, DiscoverArgs, ExportArgs, MockArgs, RunsAction, RunsArgs,
+    ValidateArgs,
 };
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
@@ -69,6 +70,7 @@ pub fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Export(a) => rt.block_on(export_cmd(a)),
+        Command::Discover(a) => rt.block_on(discover_cmd(a)),
         Command::Validate(a) => validate_cmd(&a),
         Command::Runs(a) => runs_cmd(&a),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
@@ -153,26 +155,25 @@ fn watch_signals(stop: StopSignal, quiet: bool) {
     });
 }
 
-async fn export_cmd(args: ExportArgs) -> u8 {
-    let job_text = match &args.job {
+/// The job file (if one is named) and the environment's credentials, the
+/// job file refused if it holds a secret. `Err` is the exit code, told.
+fn job_and_env(job_path: Option<&std::path::Path>, api: &ApiArgs) -> Result<(JobFile, Env), u8> {
+    let job_text = match job_path {
         None => None,
         Some(path) => match std::fs::read_to_string(path) {
-            Err(e) => return fail(2, format!("{}: {e}", path.display())),
+            Err(e) => return Err(fail(2, format!("{}: {e}", path.display()))),
             Ok(text) => Some(text),
         },
     };
-    let job = match (&args.job, &job_text) {
-        (Some(path), Some(text)) => match JobFile::parse(path, text) {
-            Ok(j) => j,
-            Err(e) => return fail(2, e),
-        },
+    let job = match (job_path, &job_text) {
+        (Some(path), Some(text)) => JobFile::parse(path, text).map_err(|e| fail(2, e))?,
         _ => JobFile::default(),
     };
-    let secret_key_file = match job::secret_key_file(&args, &job) {
+    let secret_key_file = match job::secret_key_file(api, &job) {
         None => None,
         Some(p) => match std::fs::read_to_string(&p) {
             Ok(k) => Some(k),
-            Err(e) => return fail(2, format!("{}: {e}", p.display())),
+            Err(e) => return Err(fail(2, format!("{}: {e}", p.display()))),
         },
     };
     let env = Env {
@@ -185,16 +186,78 @@ async fn export_cmd(args: ExportArgs) -> u8 {
         secret_key_file,
         state_vars: Env::state_vars_from_process(),
     };
-    if let (Some(path), Some(text)) = (&args.job, &job_text) {
+    if let (Some(path), Some(text)) = (job_path, &job_text) {
         let secrets: Vec<&str> = [&env.secret_key, &env.usersig, &env.secret_key_file]
             .into_iter()
             .flatten()
             .map(String::as_str)
             .collect();
-        if let Err(e) = job::refuse_secret_values(path, text, &secrets) {
-            return fail(2, e);
-        }
+        job::refuse_secret_values(path, text, &secrets).map_err(|e| fail(2, e))?;
     }
+    Ok((job, env))
+}
+
+async fn discover_cmd(args: DiscoverArgs) -> u8 {
+    let (job, env) = match job_and_env(args.job.as_deref(), &args.api) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let plan = match job::discover_plan(&args, &job, &env, chrono::Utc::now()) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let quiet = plan.quiet;
+    let progress = ui(quiet, ProgressMode::JsonLines).progress;
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), quiet);
+    let out = match &plan.out {
+        crate::discover::ListOut::Stdout => "stdout".to_owned(),
+        crate::discover::ListOut::File(p) => p.display().to_string(),
+    };
+    let tuning = Tuning::default();
+    match crate::discover::run(plan, progress, tuning.retry, tuning.timeout, stop).await {
+        Ok(found) => {
+            for s in &found.gone {
+                eprintln!(
+                    "msgext: {}: not there ({}: {}); skipped",
+                    s.what, s.code, s.info
+                );
+            }
+            for s in &found.failed {
+                eprintln!(
+                    "msgext: warning: {}: failed ({}: {}); its messages are not listed",
+                    s.what, s.code, s.info
+                );
+            }
+            if !quiet {
+                eprintln!(
+                    "msgext: {} messages listed in {out} from {} {} ({} calls){}",
+                    found.messages,
+                    found.sources,
+                    if found.conversations > 0 || matches!(args.accounts, Some(_)) {
+                        "accounts"
+                    } else {
+                        "groups"
+                    },
+                    found.requests,
+                    if found.failed.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {} failed", found.failed.len())
+                    },
+                );
+            }
+            if found.failed.is_empty() { 0 } else { 3 }
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+async fn export_cmd(args: ExportArgs) -> u8 {
+    let (job, env) = match job_and_env(args.job.as_deref(), &args.api) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
     let plan = match job::plan(&args, &job, &env) {
         Ok(p) => p,
         Err(e) => return fail(2, e),
@@ -416,6 +479,7 @@ async fn mock_cmd(args: MockArgs) -> u8 {
         },
         seed: args.seed,
         page_size: crate::api::PAGE_SIZE,
+        paging: Default::default(),
     };
     let n = store.messages.len();
     let server = match MockServer::start(store, config, (args.bind, args.port).into()).await {

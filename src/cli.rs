@@ -25,6 +25,9 @@ pub struct Cli {
 pub enum Command {
     /// Export every key-value pair of every message listed in a CSV.
     Export(ExportArgs),
+    /// Build an input list from the app's history: every group's messages (--groups) or the
+    /// one-to-one messages of listed accounts (--accounts), within a time window.
+    Discover(DiscoverArgs),
     /// Check an input CSV without touching the network: counts, duplicates, bad lines.
     Validate(ValidateArgs),
     /// List the runs in a lake (id, status, start, rows, where the state lives), or drop an
@@ -63,6 +66,8 @@ pub struct ExportArgs {
     /// reports always go to OUT/_runs/<run id>/.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
     /// The files' format [default: parquet].
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -70,6 +75,39 @@ pub struct ExportArgs {
     /// folders for readers without Delta [default: delta for Parquet; CSV is always plain].
     #[arg(long, value_enum)]
     pub table_format: Option<TableFormat>,
+    /// Messages fetched at once [default: follows rate × latency, up to 512; 64 with --rate 0].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Names this run's files and its _runs/ folder [default: the newest unfinished run of the same
+    /// input and settings (it is resumed), else r<start time, UTC, ms>-<random>].
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// Print nothing but errors, and one line when the run does not complete.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Invalid input rows make the run partial (exit 3), as for an audit; without it they are
+    /// counted, listed in errors.csv and warned about, and the run can still exit 0.
+    #[arg(long)]
+    pub strict_input: bool,
+    /// Start a new part file past this size [default: 128].
+    #[arg(long, value_name = "MB")]
+    pub max_file_mb: Option<f64>,
+    /// With an object-store --out: fail the run when one request to the store, its retries
+    /// included, has not succeeded after this many seconds; each attempt and connection waits at
+    /// most this long too, unless AWS_TIMEOUT / AWS_CONNECT_TIMEOUT (GOOGLE_…, AZURE_…) say
+    /// otherwise [default: 60].
+    #[arg(long, value_name = "SECONDS")]
+    pub store_timeout: Option<f64>,
+    /// Read every message in full, not only what changed since the last run (the current tables
+    /// are rebuilt from what the API holds now); the job key full_every (default 7d) does so for
+    /// a message whose last full read is older.
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Where the API is and how it is called: the same for every command that calls it.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ApiArgs {
     /// Required unless --endpoint: the data center of the SDKAppID (china, singapore, seoul, tokyo,
     /// frankfurt, mumbai, silicon-valley, jakarta).
     #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]
@@ -87,43 +125,56 @@ pub struct ExportArgs {
     /// Calls per second for the whole run; 0 turns the limit off [default: 200].
     #[arg(long, value_name = "REQ_PER_S")]
     pub rate: Option<u32>,
-    /// Messages fetched at once [default: follows rate × latency, up to 512; 64 with --rate 0].
-    #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
     /// Attempts per call before a message is given up [default: 8].
     #[arg(long, value_name = "N")]
     pub max_attempts: Option<u32>,
-    /// Names this run's files and its _runs/ folder [default: the newest unfinished run of the same
-    /// input and settings (it is resumed), else r<start time, UTC, ms>-<random>].
-    #[arg(long, value_name = "ID")]
-    pub run_id: Option<String>,
-    /// Print nothing but errors, and one line when the run does not complete.
-    #[arg(long)]
-    pub quiet: bool,
-    /// Invalid input rows make the run partial (exit 3), as for an audit; without it they are
-    /// counted, listed in errors.csv and warned about, and the run can still exit 0.
-    #[arg(long)]
-    pub strict_input: bool,
     /// A file holding the secret key (else env MSGEXT_SECRET_KEY, or a ready MSGEXT_USERSIG).
     #[arg(long, value_name = "PATH")]
     pub secret_key_file: Option<PathBuf>,
-    /// Start a new part file past this size [default: 128].
-    #[arg(long, value_name = "MB")]
-    pub max_file_mb: Option<f64>,
     /// Stop cleanly when no call has succeeded for this many minutes [default: 10].
     #[arg(long, value_name = "MINUTES")]
     pub give_up_after: Option<f64>,
-    /// With an object-store --out: fail the run when one request to the store, its retries
-    /// included, has not succeeded after this many seconds; each attempt and connection waits at
-    /// most this long too, unless AWS_TIMEOUT / AWS_CONNECT_TIMEOUT (GOOGLE_…, AZURE_…) say
-    /// otherwise [default: 60].
-    #[arg(long, value_name = "SECONDS")]
-    pub store_timeout: Option<f64>,
-    /// Read every message in full, not only what changed since the last run (the current tables
-    /// are rebuilt from what the API holds now); the job key full_every (default 7d) does so for
-    /// a message whose last full read is older.
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    group(clap::ArgGroup::new("source").args(["groups", "accounts"])),
+    after_help = "The history APIs cover the app's retention window (7 days by default) and a \
+                  conversation list holds an account's most recent 100 conversations by default; no \
+                  list says which messages carry extensions, so the export calls each listed message \
+                  once. In a job file the settings of this command sit in a [discover] table (out \
+                  defaults to the job's input); the connection keys are the export's. Exit codes: 0 \
+                  the list is whole (groups dismissed and accounts unknown are told) · 3 written, but \
+                  some groups, accounts or conversations failed (told) · 1 the run failed, nothing \
+                  written · 2 usage · 130 interrupted, nothing written."
+)]
+pub struct DiscoverArgs {
+    /// A job file (TOML): the export's connection keys and a [discover] table.
+    #[arg(long, value_name = "FILE")]
+    pub job: Option<PathBuf>,
+    /// List the messages of every group of the app (get_appid_group_list, group_msg_get_simple).
     #[arg(long)]
-    pub full: bool,
+    pub groups: bool,
+    /// Only groups of this type (Private/Work, Public, ChatRoom/Meeting, Community) [default:
+    /// all four; AVChatRoom groups keep no history].
+    #[arg(long, value_name = "TYPE", requires = "groups")]
+    pub group_type: Option<String>,
+    /// List the one-to-one messages of the accounts of this CSV (a UserID column):
+    /// recentcontact/get_list, then admin_getroammsg for each conversation.
+    #[arg(long, value_name = "FILE.csv")]
+    pub accounts: Option<PathBuf>,
+    /// Messages sent since: 24h, 3d, 90m, or an RFC 3339 time [default: 7d, the default retention].
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Where the list goes (a valid --input for export), written whole or not at all; - for
+    /// stdout [default in a job file: its input].
+    #[arg(long, value_name = "FILE.csv")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Print nothing but errors and what was skipped.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -289,7 +340,7 @@ mod tests {
         let Command::Export(a) = ok.command else {
             panic!()
         };
-        assert_eq!(a.region, Some(Region::SiliconValley));
+        assert_eq!(a.api.region, Some(Region::SiliconValley));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //! port with data matching `sample-input/messages.csv` and
 //! `sample-input/group-messages.csv` (embedded in the binary), answering 5%
 //! of calls with 10002 so that retries show, exports both kinds into a
-//! folder, and prints the summaries and a DuckDB query for each.
+//! folder, then discovers the groups' messages of the last 7 days from the
+//! simulated history and exports that list too (the nightly pair), and
+//! prints the summaries and a DuckDB query for each.
 
 use crate::cli::DemoArgs;
 use crate::export::{self, Tuning, Ui};
@@ -39,7 +41,11 @@ pub fn demo_store() -> Store {
     };
     let mut msgs = read("sample-input/messages.csv", SAMPLE_INPUT);
     msgs.extend(read("sample-input/group-messages.csv", SAMPLE_GROUP_INPUT));
-    Store::generate(&msgs, DEMO_SEED, 30)
+    // The app's history for `discover`: a third of its messages carry
+    // extensions, the rest answer with an empty list.
+    let history = crate::mock::history::sample(chrono::Utc::now().timestamp(), DEMO_SEED);
+    msgs.extend(history.message_ids().step_by(3));
+    Store::generate(&msgs, DEMO_SEED, 30).with_history(history)
 }
 
 pub fn demo_mock_config() -> MockConfig {
@@ -79,7 +85,62 @@ pub async fn run(
         let plan = demo_plan(args, input, server.url());
         summaries.push(export::run(plan, ui, Tuning::default(), stop.clone()).await?);
     }
+    if stop.reason().is_none() {
+        summaries.push(discover_and_export(args, ui, &server.url(), &stop).await?);
+    }
     Ok((summaries, server.url()))
+}
+
+/// The nightly pair: discover the groups' messages of the last 7 days,
+/// then export that list.
+async fn discover_and_export(
+    args: &DemoArgs,
+    ui: Ui,
+    url: &str,
+    stop: &StopSignal,
+) -> Result<Summary, export::ExportError> {
+    let list = args.out.join("_demo").join("discovered-group-messages.csv");
+    let plan = crate::discover::DiscoverPlan {
+        api: demo_connection(url.to_owned()),
+        source: crate::discover::Source::Groups {
+            types: crate::job::group_types(None).unwrap_or_default(),
+        },
+        since: chrono::Utc::now().timestamp() - crate::job::DEFAULT_SINCE.as_secs() as i64,
+        out: crate::discover::ListOut::File(list.clone()),
+        quiet: true,
+    };
+    let tuning = Tuning::default();
+    let found = crate::discover::run(
+        plan,
+        ui.progress,
+        tuning.retry,
+        tuning.timeout,
+        stop.clone(),
+    )
+    .await
+    .map_err(|e| export::ExportError::Output(format!("discover: {e}")))?;
+    eprintln!(
+        "msgext demo: discovered {} group messages of the last 7 days in {} groups ({} calls) into {}; exporting them",
+        found.messages,
+        found.sources,
+        found.requests,
+        list.display()
+    );
+    let plan = demo_plan(args, list, url.to_owned());
+    export::run(plan, ui, Tuning::default(), stop.clone()).await
+}
+
+/// The simulator at `url`, as the demo calls it.
+pub fn demo_connection(url: String) -> crate::job::Connection {
+    crate::job::Connection {
+        base_url: url,
+        sdkappid: DEMO_SDKAPPID,
+        identifier: "administrator".into(),
+        rate: crate::job::DEFAULT_RATE,
+        max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
+        secret: Secret::Key(DEMO_SECRET_KEY.into()),
+        give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),
+    }
 }
 
 /// The export of one demo input against the simulator at `url`.
@@ -93,18 +154,12 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
             crate::write::Format::Parquet => crate::write::TableFormat::Delta,
             crate::write::Format::Csv => crate::write::TableFormat::Plain,
         },
-        base_url: url,
-        sdkappid: DEMO_SDKAPPID,
-        identifier: "administrator".into(),
-        rate: crate::job::DEFAULT_RATE,
+        api: demo_connection(url),
         concurrency: None,
-        max_attempts: crate::job::DEFAULT_MAX_ATTEMPTS,
         run_id: None,
         quiet: false,
         strict_input: false,
-        secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
-        give_up_after: std::time::Duration::from_secs_f64(crate::job::DEFAULT_GIVE_UP_MIN * 60.0),
         full: crate::table::FullReads {
             always: false,
             every: Some(crate::job::DEFAULT_FULL_EVERY),

@@ -4,7 +4,7 @@
 //! from any working directory. No I/O here beyond what the caller read.
 
 use crate::api::Region;
-use crate::cli::ExportArgs;
+use crate::cli::{ApiArgs, ExportArgs};
 use crate::write::{Format, Out, TableFormat, WriteOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -47,6 +47,20 @@ pub struct JobFile {
     pub store_timeout: Option<f64>,
     pub full: Option<bool>,
     pub full_every: Option<String>,
+    /// The settings of `msgext discover` (its connection is the keys above).
+    pub discover: Option<DiscoverJob>,
+}
+
+/// The `[discover]` table of a job file: the flags of `msgext discover`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverJob {
+    pub groups: Option<bool>,
+    pub group_type: Option<String>,
+    pub accounts: Option<PathBuf>,
+    pub since: Option<String>,
+    /// The list written [default: the job's `input`, the file the export reads].
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -73,6 +87,11 @@ impl JobFile {
             &mut job.secret_key_file,
         ]
         .into_iter()
+        .chain(
+            job.discover
+                .iter_mut()
+                .flat_map(|d| [&mut d.accounts, &mut d.out]),
+        )
         .flatten()
         {
             if p.is_relative() && !p.to_string_lossy().contains("://") {
@@ -250,31 +269,51 @@ pub struct ExportPlan {
     pub format: Format,
     /// Delta tables or plain folders (always plain for CSV).
     pub table_format: TableFormat,
+    /// Where the API is and how it is called.
+    pub api: Connection,
+    /// Messages fetched at once; `None`: follow rate × latency (see `fetch::concurrency`).
+    pub concurrency: Option<usize>,
+    pub run_id: Option<String>,
+    pub quiet: bool,
+    /// Invalid input rows make the run partial (exit 3).
+    pub strict_input: bool,
+    pub write: WriteOptions,
+    /// When a message the current tables know is read in full anyway.
+    pub full: crate::table::FullReads,
+}
+
+/// Where the API is and how every call goes: the same for export and discover.
+#[derive(Debug, Clone)]
+pub struct Connection {
     /// `https://{domain}` of the region, or the `--endpoint`.
     pub base_url: String,
     pub sdkappid: u64,
     pub identifier: String,
     pub rate: u32,
-    /// Messages fetched at once; `None`: follow rate × latency (see `fetch::concurrency`).
-    pub concurrency: Option<usize>,
     pub max_attempts: u32,
-    pub run_id: Option<String>,
-    pub quiet: bool,
-    /// Invalid input rows make the run partial (exit 3).
-    pub strict_input: bool,
     pub secret: Secret,
-    pub write: WriteOptions,
     /// The circuit breaker: stop when no call succeeds for this long.
     pub give_up_after: std::time::Duration,
-    /// When a message the current tables know is read in full anyway.
-    pub full: crate::table::FullReads,
 }
 
 /// The secret key file named by flags or job file, for the caller to read.
-pub fn secret_key_file(args: &ExportArgs, job: &JobFile) -> Option<PathBuf> {
+pub fn secret_key_file(args: &ApiArgs, job: &JobFile) -> Option<PathBuf> {
     args.secret_key_file
         .clone()
         .or_else(|| job.secret_key_file.clone())
+}
+
+/// The connection flags over the job file's, checked.
+pub fn connection(args: &ApiArgs, job: &JobFile, env: &Env) -> Result<Connection, JobError> {
+    Ok(Connection {
+        sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
+        base_url: base_url(args, job)?,
+        identifier: identifier(args, job)?,
+        rate: rate(args, job)?,
+        max_attempts: max_attempts(args, job)?,
+        give_up_after: give_up_after(args, job)?,
+        secret: secret(env)?,
+    })
 }
 
 /// Merge flags over the job file and check everything a run needs: one
@@ -288,22 +327,16 @@ pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, J
         out,
         format: format(args, job),
         table_format: table_format(args, job)?,
-        sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
-        base_url: base_url(args, job)?,
-        identifier: identifier(args, job)?,
-        rate: rate(args, job)?,
+        api: connection(&args.api, job, env)?,
         concurrency: concurrency(args, job)?,
-        max_attempts: max_attempts(args, job)?,
         run_id: run_id(args)?,
         quiet: args.quiet || job.quiet.unwrap_or(false),
         strict_input: args.strict_input || job.strict_input.unwrap_or(false),
         write: write_options(args, job)?,
-        give_up_after: give_up_after(args, job)?,
         full: crate::table::FullReads {
             always: args.full || job.full.unwrap_or(false),
             every: full_every(job)?,
         },
-        secret: secret(env)?,
     })
 }
 
@@ -345,7 +378,7 @@ fn state_dir(args: &ExportArgs, job: &JobFile, out: &Out, env: &Env) -> Result<P
 }
 
 /// A region given by flag overrides an endpoint from the job file and vice versa.
-fn base_url(args: &ExportArgs, job: &JobFile) -> Result<String, JobError> {
+fn base_url(args: &ApiArgs, job: &JobFile) -> Result<String, JobError> {
     let url = match (&args.region, &args.endpoint, &job.region, &job.endpoint) {
         (Some(r), _, _, _) => r.base_url(),
         (None, Some(e), _, _) => e.clone(),
@@ -366,7 +399,7 @@ fn base_url(args: &ExportArgs, job: &JobFile) -> Result<String, JobError> {
     Ok(url)
 }
 
-fn identifier(args: &ExportArgs, job: &JobFile) -> Result<String, JobError> {
+fn identifier(args: &ApiArgs, job: &JobFile) -> Result<String, JobError> {
     let identifier = args
         .identifier
         .clone()
@@ -387,7 +420,7 @@ fn concurrency(args: &ExportArgs, job: &JobFile) -> Result<Option<usize>, JobErr
     }
 }
 
-fn max_attempts(args: &ExportArgs, job: &JobFile) -> Result<u32, JobError> {
+fn max_attempts(args: &ApiArgs, job: &JobFile) -> Result<u32, JobError> {
     let n = args
         .max_attempts
         .or(job.max_attempts)
@@ -400,7 +433,7 @@ fn max_attempts(args: &ExportArgs, job: &JobFile) -> Result<u32, JobError> {
     Ok(n)
 }
 
-fn rate(args: &ExportArgs, job: &JobFile) -> Result<u32, JobError> {
+fn rate(args: &ApiArgs, job: &JobFile) -> Result<u32, JobError> {
     let rate = args.rate.or(job.rate).unwrap_or(DEFAULT_RATE);
     if rate > MAX_RATE {
         return Err(invalid(format!(
@@ -447,7 +480,7 @@ fn write_options(args: &ExportArgs, job: &JobFile) -> Result<WriteOptions, JobEr
 }
 
 /// At least a second (the breaker looks 5 times a second), at most a week.
-fn give_up_after(args: &ExportArgs, job: &JobFile) -> Result<std::time::Duration, JobError> {
+fn give_up_after(args: &ApiArgs, job: &JobFile) -> Result<std::time::Duration, JobError> {
     let minutes = args
         .give_up_after
         .or(job.give_up_after)
@@ -494,6 +527,99 @@ fn parse_every(text: &str) -> Result<Option<std::time::Duration>, ()> {
     }
 }
 
+/// `msgext discover`'s flags over the job file's `[discover]` table and its
+/// connection keys; the list goes to `--out`, else the table's `out`, else
+/// the job's `input` (the file the export reads).
+pub fn discover_plan(
+    args: &crate::cli::DiscoverArgs,
+    job: &JobFile,
+    env: &Env,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::discover::DiscoverPlan, JobError> {
+    use crate::discover::{DiscoverPlan, ListOut, Source};
+    let table = job.discover.clone().unwrap_or_default();
+    let groups = args.groups || table.groups.unwrap_or(false);
+    let accounts = args.accounts.clone().or(table.accounts);
+    let source = match (groups, accounts) {
+        (true, Some(_)) => {
+            return Err(invalid(
+                "give --groups or --accounts, not both: one list holds one kind of message".into(),
+            ));
+        }
+        (false, None) => {
+            return Err(invalid(
+                "give --groups (every group's messages) or --accounts FILE.csv (one-to-one messages)"
+                    .into(),
+            ));
+        }
+        (true, None) => Source::Groups {
+            types: group_types(args.group_type.as_deref().or(table.group_type.as_deref()))?,
+        },
+        (false, Some(file)) => Source::Accounts(file),
+    };
+    let since = match args.since.as_deref().or(table.since.as_deref()) {
+        None => now.timestamp() - DEFAULT_SINCE.as_secs() as i64,
+        Some(text) => parse_since(text, now)?,
+    };
+    let out = args.out.clone().or(table.out).or_else(|| job.input.clone());
+    Ok(DiscoverPlan {
+        api: connection(&args.api, job, env)?,
+        source,
+        since,
+        out: ListOut::parse(&required(out, "--out")?),
+        quiet: args.quiet || job.quiet.unwrap_or(false),
+    })
+}
+
+/// The history APIs keep 7 days by default: discover looks that far back.
+pub const DEFAULT_SINCE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// `--since`: `24h`, `3d`, `90m` back from `now`, or an RFC 3339 time, not
+/// in the future; as Unix seconds.
+pub fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, JobError> {
+    let at = match parse_every(text) {
+        Ok(Some(back)) => now.timestamp().saturating_sub(back.as_secs() as i64),
+        _ => match chrono::DateTime::parse_from_rfc3339(text.trim()) {
+            Ok(t) => t.timestamp(),
+            Err(_) => {
+                return Err(invalid(format!(
+                    "--since {text:?}: give 24h, 3d, 90m, or an RFC 3339 time such as 2026-12-01T00:00:00Z"
+                )));
+            }
+        },
+    };
+    if at > now.timestamp() {
+        return Err(invalid(format!("--since {text:?} is in the future")));
+    }
+    Ok(at)
+}
+
+/// The `GroupType` names to list: the one asked for (the console's names
+/// Work and Meeting too), or every type whose messages carry extensions.
+pub fn group_types(asked: Option<&str>) -> Result<Vec<String>, JobError> {
+    use crate::api::history::EXTENSION_GROUP_TYPES;
+    let Some(asked) = asked else {
+        return Ok(EXTENSION_GROUP_TYPES.map(String::from).to_vec());
+    };
+    let name = match asked.trim().to_ascii_lowercase().as_str() {
+        "private" | "work" => "Private",
+        "public" => "Public",
+        "chatroom" | "meeting" => "ChatRoom",
+        "community" => "Community",
+        "avchatroom" | "bchatroom" => {
+            return Err(invalid(format!(
+                "--group-type {asked}: these groups keep no history and carry no message extensions"
+            )));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "--group-type {asked:?}: one of Private (Work), Public, ChatRoom (Meeting), Community"
+            )));
+        }
+    };
+    Ok(vec![name.to_owned()])
+}
+
 /// The secret key file's, else the environment's key, else a ready UserSig.
 fn secret(env: &Env) -> Result<Secret, JobError> {
     let secret = match (&env.secret_key_file, &env.secret_key, &env.usersig) {
@@ -514,6 +640,84 @@ fn secret(env: &Env) -> Result<Secret, JobError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_takes_hours_days_minutes_or_a_time_and_never_the_future() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        let t = now.timestamp();
+        let table: [(&str, Result<i64, &str>); 8] = [
+            ("24h", Ok(t - 86_400)),
+            ("3d", Ok(t - 3 * 86_400)),
+            ("90m", Ok(t - 5_400)),
+            ("2026-12-01T00:00:00Z", Ok(t - 36 * 3_600)),
+            ("2026-12-01T08:00:00+08:00", Ok(t - 36 * 3_600)),
+            ("2026-12-03T00:00:00Z", Err("in the future")),
+            ("yesterday", Err("24h, 3d, 90m")),
+            ("never", Err("24h, 3d, 90m")),
+        ];
+        for (text, want) in table {
+            match (parse_since(text, now), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{text}"),
+                (Err(e), Err(want)) => assert!(e.to_string().contains(want), "{text}: {e}"),
+                (got, want) => panic!("{text}: {got:?} vs {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn group_types_are_the_api_names_and_only_those_with_history() {
+        assert_eq!(
+            group_types(None).unwrap(),
+            ["Private", "Public", "ChatRoom", "Community"]
+        );
+        assert_eq!(group_types(Some("work")).unwrap(), ["Private"]);
+        assert_eq!(group_types(Some("Meeting")).unwrap(), ["ChatRoom"]);
+        assert_eq!(group_types(Some("Public")).unwrap(), ["Public"]);
+        let e = group_types(Some("AVChatRoom")).unwrap_err().to_string();
+        assert!(e.contains("keep no history"), "{e}");
+        let e = group_types(Some("club")).unwrap_err().to_string();
+        assert!(e.contains("Private (Work)"), "{e}");
+    }
+
+    /// The nightly pair in one job file: discover writes the file the
+    /// export reads, unless its table names another.
+    #[test]
+    fn a_discover_table_writes_the_job_s_input_by_default() {
+        let job = JobFile::parse(
+            Path::new("/etc/msgext/nightly.toml"),
+            "input = \"list.csv\"\nout = \"/lake\"\nsdkappid = 1\nregion = \"china\"\n[discover]\ngroups = true\nsince = \"1d\"\n",
+        )
+        .unwrap();
+        let now = chrono::Utc::now();
+        let args = crate::cli::DiscoverArgs::default();
+        let p = discover_plan(&args, &job, &env(), now).unwrap();
+        assert_eq!(
+            p.out,
+            crate::discover::ListOut::File(PathBuf::from("/etc/msgext/list.csv"))
+        );
+        assert_eq!(p.since, now.timestamp() - 86_400);
+        assert!(
+            matches!(p.source, crate::discover::Source::Groups { ref types } if types.len() == 4)
+        );
+        // The export still plans from the same file.
+        assert!(plan(&ExportArgs::default(), &job, &env()).is_ok());
+        let both = crate::cli::DiscoverArgs {
+            accounts: Some("a.csv".into()),
+            ..args.clone()
+        };
+        let e = discover_plan(&both, &job, &env(), now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = discover_plan(&args, &JobFile::default(), &env(), now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--groups"), "{e}");
+        let bad = JobFile::parse(Path::new("j.toml"), "[discover]\ngroup = true\n").unwrap_err();
+        assert!(bad.to_string().contains("group"), "{bad}");
+    }
 
     #[test]
     fn full_every_takes_days_hours_minutes_or_never() {
@@ -711,21 +915,27 @@ mod tests {
         .unwrap();
         assert_eq!(job.input, Some(PathBuf::from("/etc/msgext/in.csv")));
         let args = ExportArgs {
-            rate: Some(10),
-            endpoint: Some("http://127.0.0.1:1".into()),
+            api: ApiArgs {
+                rate: Some(10),
+                endpoint: Some("http://127.0.0.1:1".into()),
+                ..ApiArgs::default()
+            },
             ..ExportArgs::default()
         };
         let p = plan(&args, &job, &env()).unwrap();
-        assert_eq!(p.rate, 10);
-        assert_eq!(p.base_url, "http://127.0.0.1:1");
+        assert_eq!(p.api.rate, 10);
+        assert_eq!(p.api.base_url, "http://127.0.0.1:1");
         assert_eq!(p.format, Format::Csv);
         assert_eq!(p.out, Out::Dir(PathBuf::from("/lake")));
         assert_eq!(p.state_dir, PathBuf::from("/lake/_runs"));
-        assert_eq!(p.identifier, "administrator");
+        assert_eq!(p.api.identifier, "administrator");
         assert_eq!(p.write.store_timeout, std::time::Duration::from_secs(90));
         let p = plan(&ExportArgs::default(), &job, &env()).unwrap();
-        assert_eq!(p.base_url, "https://adminapisgp.im.qcloud.com");
-        assert_eq!((p.rate, p.concurrency, p.max_attempts), (50, None, 8));
+        assert_eq!(p.api.base_url, "https://adminapisgp.im.qcloud.com");
+        assert_eq!(
+            (p.api.rate, p.concurrency, p.api.max_attempts),
+            (50, None, 8)
+        );
     }
 
     #[test]
@@ -775,10 +985,13 @@ mod tests {
     #[test]
     fn what_is_missing_or_wrong_is_named() {
         let base = ExportArgs {
+            api: ApiArgs {
+                sdkappid: Some(1),
+                region: Some(Region::China),
+                ..ApiArgs::default()
+            },
             input: Some("in.csv".into()),
             out: Some("out".into()),
-            sdkappid: Some(1),
-            region: Some(Region::China),
             ..ExportArgs::default()
         };
         let cases: Vec<(ExportArgs, Env, &str)> = vec![
@@ -792,7 +1005,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    sdkappid: None,
+                    api: ApiArgs {
+                        sdkappid: None,
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -800,7 +1016,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    region: None,
+                    api: ApiArgs {
+                        region: None,
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -816,7 +1035,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    max_attempts: Some(0),
+                    api: ApiArgs {
+                        max_attempts: Some(0),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -832,8 +1054,11 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    region: None,
-                    endpoint: Some("ftp://x".into()),
+                    api: ApiArgs {
+                        region: None,
+                        endpoint: Some("ftp://x".into()),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -849,7 +1074,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    give_up_after: Some(0.5 / 60.0),
+                    api: ApiArgs {
+                        give_up_after: Some(0.5 / 60.0),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -857,7 +1085,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    give_up_after: Some(f64::NAN),
+                    api: ApiArgs {
+                        give_up_after: Some(f64::NAN),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -865,7 +1096,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    max_attempts: Some(1000),
+                    api: ApiArgs {
+                        max_attempts: Some(1000),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),
@@ -873,7 +1107,10 @@ mod tests {
             ),
             (
                 ExportArgs {
-                    rate: Some(1_000_000),
+                    api: ApiArgs {
+                        rate: Some(1_000_000),
+                        ..base.api.clone()
+                    },
                     ..base.clone()
                 },
                 env(),

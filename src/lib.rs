@@ -12,6 +12,7 @@ pub mod app;
 pub mod cli;
 pub mod columns;
 pub mod demo;
+pub mod discover;
 pub mod export;
 pub mod failpoint;
 pub mod fetch;

@@ -41,18 +41,20 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         state_dir: dir.join("lake/_runs"),
         format: Format::Parquet,
         table_format: msgext::write::TableFormat::Delta,
-        base_url: server.url(),
-        sdkappid: DEMO_SDKAPPID,
-        identifier: "administrator".into(),
-        rate,
+        api: msgext::job::Connection {
+            base_url: server.url(),
+            sdkappid: DEMO_SDKAPPID,
+            identifier: "administrator".into(),
+            rate,
+            max_attempts: 8,
+            secret: Secret::Key(DEMO_SECRET_KEY.into()),
+            give_up_after: Duration::from_secs(600),
+        },
         concurrency: Some(32),
-        max_attempts: 8,
         run_id: Some("t".into()),
         quiet: true,
         strict_input: false,
-        secret: Secret::Key(DEMO_SECRET_KEY.into()),
         write: WriteOptions::default(),
-        give_up_after: Duration::from_secs(600),
         full: msgext::table::FullReads {
             always: false,
             every: Some(msgext::job::DEFAULT_FULL_EVERY),
@@ -281,8 +283,8 @@ async fn the_circuit_breaker_stops_a_run_that_cannot_succeed_and_lists_everythin
     let server = serve(store, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = plan(&server, dir.path(), &refs, 0);
-    p.give_up_after = Duration::from_millis(300);
-    p.max_attempts = 1_000_000;
+    p.api.give_up_after = Duration::from_millis(300);
+    p.api.max_attempts = 1_000_000;
     let s = run(p, fast()).await;
     assert_eq!(s.status, RunStatus::Partial);
     assert_eq!(s.status.exit_code(), 3);
@@ -416,7 +418,7 @@ async fn an_hour_of_retry_after_never_stalls_the_run_and_the_breaker_says_what_h
     let server = serve(store, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = plan(&server, dir.path(), &refs, 0);
-    p.give_up_after = Duration::from_secs(1);
+    p.api.give_up_after = Duration::from_secs(1);
     // The product's own backoff: only Retry-After could make a wait long.
     let s = run_guarded(p, Tuning::default()).await;
     assert_eq!(s.status, RunStatus::Partial, "{s:?}");

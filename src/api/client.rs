@@ -12,7 +12,6 @@
 //! `user:password@`); certificates are checked against the system's roots.
 
 use super::sign;
-use super::wire::GetKeyValuesResponse;
 use bytes::Bytes;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -240,14 +239,27 @@ impl ApiClient {
         format!("{prefix}{}", rand::random::<u32>())
     }
 
-    /// One POST of a JSON `body` (`MessageId::request_body`). `Ok` means a
-    /// decodable answer, whatever its `ErrorCode`. The whole call, body
-    /// included, ends within the client's timeout.
-    pub async fn call(
+    /// The same client (connections, settings, proxy) calling another path
+    /// of the same endpoint: the history APIs beside `get_key_values`.
+    pub fn at(&self, path: &str) -> Result<Self, String> {
+        let mut url = reqwest::Url::parse(&self.url).map_err(|e| e.to_string())?;
+        url.set_path(path);
+        Ok(ApiClient {
+            url: Arc::from(url.as_str()),
+            signed: Arc::default(),
+            ..self.clone()
+        })
+    }
+
+    /// One POST of a JSON `body` (`MessageId::request_body`, or a history
+    /// API's request). `Ok` means a decodable answer, whatever its
+    /// `ErrorCode`. The whole call, body included, ends within the client's
+    /// timeout.
+    pub async fn post<T: serde::de::DeserializeOwned>(
         &self,
         usersig: &str,
         body: Bytes,
-    ) -> Result<GetKeyValuesResponse, CallError> {
+    ) -> Result<T, CallError> {
         let request = self
             .http
             .post(self.call_url(usersig))
@@ -256,10 +268,19 @@ impl ApiClient {
         let bytes = tokio::time::timeout(self.timeout, self.exchange(request))
             .await
             .map_err(|_| CallError::Timeout)??;
-        GetKeyValuesResponse::decode(&bytes).map_err(|e| {
+        serde_json::from_slice(&bytes).map_err(|e| {
             let head = String::from_utf8_lossy(&bytes[..bytes.len().min(80)]).into_owned();
             CallError::Decode(format!("{e}; body starts {head:?}"))
         })
+    }
+
+    /// One `get_key_values` (or `group_get_key_values`) call.
+    pub async fn call(
+        &self,
+        usersig: &str,
+        body: Bytes,
+    ) -> Result<super::wire::GetKeyValuesResponse, CallError> {
+        self.post(usersig, body).await
     }
 
     /// Send, check the status, read the body.

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod codes;
+pub mod history;
 pub mod sign;
 pub mod wire;
 

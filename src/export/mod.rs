@@ -8,14 +8,13 @@ mod writer;
 
 pub use writer::{COMMIT_EVERY, GROUP_COMMIT};
 
-use crate::api::client::{ApiClient, Credentials, DEFAULT_TIMEOUT};
-use crate::api::sign::DEFAULT_EXPIRE_SECS;
+use crate::api::client::DEFAULT_TIMEOUT;
 use crate::fetch::concurrency::{Concurrency, MAX_AUTO, MIN_AUTO, target_in_flight};
 use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
-use crate::fetch::{FetchOutcome, FetchStats, Fetcher, ProbeGate, StopReason, StopSignal};
+use crate::fetch::{Calls, FetchOutcome, FetchStats, Fetcher, StopReason, StopSignal};
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
-use crate::job::{ExportPlan, Secret};
+use crate::job::ExportPlan;
 use crate::model::InputMessage;
 use crate::report::{
     ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
@@ -177,8 +176,8 @@ fn run_meta(
         input: plan.input.display().to_string(),
         input_bytes: scan.bytes,
         input_sha256: scan.sha256.clone(),
-        endpoint: plan.base_url.clone(),
-        sdkappid: plan.sdkappid,
+        endpoint: plan.api.base_url.clone(),
+        sdkappid: plan.api.sdkappid,
         out: lake_identity(&plan.out),
     }
 }
@@ -334,7 +333,13 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     let prior = match &delta {
         Some(d) => {
             crate::table::check(&*lake, d.lake(), reader.kind())?;
-            crate::table::prior(&*lake, d.lake(), reader.kind(), plan.sdkappid, plan.full)?
+            crate::table::prior(
+                &*lake,
+                d.lake(),
+                reader.kind(),
+                plan.api.sdkappid,
+                plan.full,
+            )?
         }
         None => crate::incremental::Prior::default(),
     };
@@ -362,7 +367,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         kind: reader.kind(),
         rows: scan.rows,
         stats: Arc::new(FetchStats::default()),
-        limiter: Limiter::new(plan.rate).map(Arc::new),
+        limiter: Limiter::new(plan.api.rate).map(Arc::new),
         delta,
         _lock: lock,
         _interrupts_lake: interrupts_lake,
@@ -415,7 +420,7 @@ fn launch(
     let fetcher = build_fetcher(plan, kind, tuning, (stats, limiter, &prior), stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
-        None if plan.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
+        None if plan.api.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
         None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
     });
     let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
@@ -430,7 +435,7 @@ fn launch(
     // when the last one ends the input thread ends too.
     let workers = spawn_workers(&slots, work_rx, ev_tx, &fetcher);
     let tuner = spawn_tuner(&slots, stats, limiter);
-    let breaker = spawn_breaker(stats, stop, plan.give_up_after);
+    let breaker = crate::fetch::spawn_breaker(stats, stop, plan.api.give_up_after);
     let live = Arc::new(LiveCounts::default());
     let writer = {
         let w = writer::Writer {
@@ -438,7 +443,7 @@ fn launch(
                 run.lake.clone(),
                 kind,
                 crate::write::RunKey {
-                    sdkappid: plan.sdkappid,
+                    sdkappid: plan.api.sdkappid,
                     dt: &run.meta.dt,
                     run_id: &run.run_id,
                 },
@@ -565,7 +570,7 @@ fn summarize(
         let last = run.stats.last_failure();
         format!(
             "gave up: no call succeeded for {}{}; unfinished messages are in errors.csv as 'aborted'",
-            human_duration(plan.give_up_after),
+            human_duration(plan.api.give_up_after),
             last.map(|f| format!(" (last answer: {f})")).unwrap_or_default()
         )
     });
@@ -608,7 +613,7 @@ fn summarize(
         crate::failpoint::hit("before_delta_commit");
         let commit = crate::write::delta::RunCommit {
             run_id: &run.run_id,
-            sdkappid: plan.sdkappid,
+            sdkappid: plan.api.sdkappid,
             status: summary.status.name(),
             messages: summary.messages.ok + summary.messages.not_found + summary.messages.failed,
             kv_rows: summary.kv_rows,
@@ -619,7 +624,7 @@ fn summarize(
             lake: &run.lake,
             delta: delta.lake(),
             kind: run.kind,
-            sdkappid: plan.sdkappid,
+            sdkappid: plan.api.sdkappid,
             files: &summary.files,
             opts: plan.write,
         };
@@ -746,42 +751,12 @@ fn build_fetcher(
     ),
     stop: &StopSignal,
 ) -> Result<Fetcher, ExportError> {
-    let client = ApiClient::new(
-        &plan.base_url,
-        kind.spec().api_path(),
-        plan.sdkappid,
-        &plan.identifier,
-        tuning.timeout,
-        &crate::api::client::Proxies::Environment,
-    )
-    .map_err(ExportError::Usage)?;
-    let credentials = Arc::new(match &plan.secret {
-        Secret::Key(k) => Credentials::from_secret(
-            k.clone(),
-            plan.sdkappid,
-            &plan.identifier,
-            DEFAULT_EXPIRE_SECS,
-        ),
-        Secret::UserSig(s) => Credentials::ready(s),
-    });
+    let client = crate::fetch::client(&plan.api, kind.spec().api_path(), tuning.timeout)
+        .map_err(ExportError::Usage)?;
+    let calls = Calls::new(&plan.api, tuning.retry, stats, limiter, stop);
     Ok(Fetcher {
         client,
-        credentials,
-        limiter: limiter.clone(),
-        gate: Arc::new(ProbeGate::default()),
-        policy: RetryPolicy {
-            max_attempts: plan.max_attempts,
-            // No wait outlasts the circuit breaker.
-            max_wait: tuning.retry.max_wait.min(plan.give_up_after),
-            ..tuning.retry
-        },
-        stats: stats.clone(),
-        stop: stop.clone(),
-        target: crate::fetch::Target {
-            sdkappid: plan.sdkappid,
-            region: crate::api::Region::from_base_url(&plan.base_url),
-            endpoint: plan.base_url.clone(),
-        },
+        calls,
         prior: prior.clone(),
     })
 }
@@ -839,31 +814,6 @@ fn spawn_tuner(
                 }
             }
         })
-    })
-}
-
-/// The circuit breaker: stop when no call has had a definitive answer for
-/// `give_up_after` while calls were being made.
-fn spawn_breaker(
-    stats: &Arc<FetchStats>,
-    stop: &StopSignal,
-    give_up_after: std::time::Duration,
-) -> tokio::task::JoinHandle<()> {
-    let (stats, stop) = (stats.clone(), stop.clone());
-    tokio::spawn(async move {
-        let mut tick =
-            tokio::time::interval(std::time::Duration::from_millis(200).min(give_up_after));
-        loop {
-            tick.tick().await;
-            if stop.reason().is_some() {
-                return;
-            }
-            if stats.since_progress() >= give_up_after && stats.requests.load(Ordering::Relaxed) > 0
-            {
-                stop.trigger(StopReason::GaveUp);
-                return;
-            }
-        }
     })
 }
 

@@ -9,8 +9,10 @@ pub mod pager;
 pub mod retry;
 
 use crate::api::client::{ApiClient, CallError, Credentials};
+use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::api::wire::GetKeyValuesResponse;
 use crate::incremental::{Prior, Read, Start, Verdict};
+use crate::job::{Connection, Secret};
 use crate::model::MessageId;
 use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
@@ -229,7 +231,7 @@ impl ProbeGate {
 pub trait Call: Clone + Send + Sync + 'static {
     fn call(
         &self,
-        usersig: &str,
+        usersig: Arc<str>,
         body: bytes::Bytes,
     ) -> impl std::future::Future<Output = Result<GetKeyValuesResponse, CallError>> + Send;
 }
@@ -237,17 +239,33 @@ pub trait Call: Clone + Send + Sync + 'static {
 impl Call for ApiClient {
     fn call(
         &self,
-        usersig: &str,
+        usersig: Arc<str>,
         body: bytes::Bytes,
     ) -> impl std::future::Future<Output = Result<GetKeyValuesResponse, CallError>> + Send {
-        ApiClient::call(self, usersig, body)
+        async move { self.post(&usersig, body).await }
     }
 }
 
-/// Fetches messages; cheap to clone, one per worker.
+/// An answer of the API: every one carries an `ErrorCode` and `ErrorInfo`.
+pub trait Answer {
+    fn error_code(&self) -> i64;
+    fn into_info(self) -> String;
+}
+
+impl Answer for GetKeyValuesResponse {
+    fn error_code(&self) -> i64 {
+        self.error_code
+    }
+    fn into_info(self) -> String {
+        self.error_info
+    }
+}
+
+/// The rules every call of a run follows, whatever the API: the credentials,
+/// the shared limiter, the probe gate, the retry policy, the counters and the
+/// stop switch. Cheap to clone.
 #[derive(Clone)]
-pub struct Fetcher<C: Call = ApiClient> {
-    pub client: C,
+pub struct Calls {
     pub credentials: Arc<Credentials>,
     pub limiter: Option<Arc<Limiter>>,
     pub gate: Arc<ProbeGate>,
@@ -255,6 +273,120 @@ pub struct Fetcher<C: Call = ApiClient> {
     pub stats: Arc<FetchStats>,
     pub stop: StopSignal,
     pub target: Target,
+}
+
+impl Calls {
+    /// A run's calls to `conn`: credentials from its secret, the retry
+    /// policy capped by its attempts and circuit breaker, one probe gate.
+    pub fn new(
+        conn: &Connection,
+        retry: RetryPolicy,
+        stats: &Arc<FetchStats>,
+        limiter: &Option<Arc<Limiter>>,
+        stop: &StopSignal,
+    ) -> Self {
+        let credentials = Arc::new(match &conn.secret {
+            Secret::Key(k) => Credentials::from_secret(
+                k.clone(),
+                conn.sdkappid,
+                &conn.identifier,
+                DEFAULT_EXPIRE_SECS,
+            ),
+            Secret::UserSig(s) => Credentials::ready(s),
+        });
+        Calls {
+            credentials,
+            limiter: limiter.clone(),
+            gate: Arc::new(ProbeGate::default()),
+            policy: RetryPolicy {
+                max_attempts: conn.max_attempts,
+                // No wait outlasts the circuit breaker.
+                max_wait: retry.max_wait.min(conn.give_up_after),
+                ..retry
+            },
+            stats: stats.clone(),
+            stop: stop.clone(),
+            target: Target {
+                sdkappid: conn.sdkappid,
+                region: crate::api::Region::from_base_url(&conn.base_url),
+                endpoint: conn.base_url.clone(),
+            },
+        }
+    }
+
+    /// The same calls under another limiter (an API with a quota of its own).
+    pub fn limited_by(&self, limiter: Option<Arc<Limiter>>) -> Self {
+        Calls {
+            limiter,
+            ..self.clone()
+        }
+    }
+}
+
+/// The client of one API path of `conn`'s endpoint, calls through the
+/// environment's proxies; the error names the setting to fix.
+pub fn client(conn: &Connection, path: &str, timeout: Duration) -> Result<ApiClient, String> {
+    ApiClient::new(
+        &conn.base_url,
+        path,
+        conn.sdkappid,
+        &conn.identifier,
+        timeout,
+        &crate::api::client::Proxies::Environment,
+    )
+}
+
+/// How a call ended without an answer to take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// What was asked for does not exist (a final answer).
+    NotFound { code: String, info: String },
+    /// Given up on; the run goes on.
+    Failed { code: String, info: String },
+    /// Every later call would fail too: the run stops (already triggered).
+    Fatal { code: String, info: String },
+    /// The run was stopping.
+    Cancelled,
+}
+
+impl Ended {
+    /// As the outcome of a message `attempts` calls and `pages` pages in.
+    fn outcome(self, attempts: u32, pages: u32) -> FetchOutcome {
+        match self {
+            Ended::NotFound { code, info } => FetchOutcome::NotFound {
+                code,
+                attempts,
+                pages,
+                info,
+            },
+            Ended::Failed { code, info } => FetchOutcome::Failed {
+                code,
+                info,
+                attempts,
+                pages,
+            },
+            Ended::Fatal { code, info } => FetchOutcome::Fatal {
+                code,
+                info,
+                attempts,
+            },
+            Ended::Cancelled => FetchOutcome::Cancelled { attempts, pages },
+        }
+    }
+}
+
+/// What a caller of `Calls::retried` says about its API: how it reads the
+/// codes, and whether an OK answer is whole.
+pub struct Rules<'a, R> {
+    pub classify: &'a (dyn Fn(i64) -> Action + Sync),
+    pub check: &'a (dyn Fn(&R) -> Result<(), String> + Sync),
+}
+
+/// Fetches messages; cheap to clone, one per worker.
+#[derive(Clone)]
+pub struct Fetcher<C: Call = ApiClient> {
+    pub client: C,
+    pub calls: Calls,
     /// What the current tables knew when the run began (empty: every read is full).
     pub prior: Arc<Prior>,
 }
@@ -351,49 +483,60 @@ impl<C: Call> Fetcher<C> {
 
     /// One page, retried per policy.
     async fn fetch_page(&self, msg: &MessageId, pager: &Pager, attempts: &mut u32) -> Attempt {
-        let mut tries = 0u32;
-        let mut renewed = false;
-        let pages = pager.pages();
-        let cancelled = |attempts: u32| Attempt::End(FetchOutcome::Cancelled { attempts, pages });
         let body = bytes::Bytes::from(msg.request_body(pager.start_seq()));
         let kind = msg.kind();
+        let client = &self.client;
+        let rules = Rules {
+            classify: &|code| kind.classify_code(code),
+            check: &|page| pager.check(page).map_err(|bad| bad.to_string()),
+        };
+        let send = |sig| client.call(sig, body.clone());
+        match self.calls.retried(attempts, send, rules).await {
+            Ok(page) => Attempt::Page(page),
+            Err(end) => Attempt::End(end.outcome(*attempts, pager.pages())),
+        }
+    }
+}
+
+impl Calls {
+    /// One call (`send`, given the UserSig), retried per policy: the answer
+    /// to take, or how the call ended. `attempts` counts every try.
+    pub async fn retried<R, F, Fut>(
+        &self,
+        attempts: &mut u32,
+        send: F,
+        rules: Rules<'_, R>,
+    ) -> Result<R, Ended>
+    where
+        R: Answer,
+        F: Fn(Arc<str>) -> Fut,
+        Fut: std::future::Future<Output = Result<R, CallError>>,
+    {
+        let mut tries = 0u32;
+        let mut renewed = false;
         loop {
             let Some(probe) = self.wait_turn().await else {
-                return cancelled(*attempts);
+                return Err(Ended::Cancelled);
             };
             tries += 1;
             *attempts += 1;
             self.stats.requests.fetch_add(1, Ordering::Relaxed);
             let sig = self.credentials.usersig(chrono::Utc::now().timestamp());
             let sent = std::time::Instant::now();
-            let answer = self.client.call(&sig, body.clone()).await;
+            let answer = send(sig).await;
             self.stats.record_latency(sent.elapsed());
             let Judged {
                 action,
                 code,
                 info,
                 retry_after,
-            } = match self.judge(kind, pager, answer) {
-                Ok(page) => return Attempt::Page(page),
+            } = match self.judge(&rules, answer) {
+                Ok(answer) => return Ok(answer),
                 Err(j) => j,
             };
             let backoff = match action {
-                Action::NotFound => {
-                    return Attempt::End(FetchOutcome::NotFound {
-                        code,
-                        attempts: *attempts,
-                        pages,
-                        info,
-                    });
-                }
-                Action::FailMessage => {
-                    return Attempt::End(FetchOutcome::Failed {
-                        code,
-                        info,
-                        attempts: *attempts,
-                        pages,
-                    });
-                }
+                Action::NotFound => return Err(Ended::NotFound { code, info }),
+                Action::FailMessage => return Err(Ended::Failed { code, info }),
                 Action::RenewSignature if self.credentials.can_renew() && !renewed => {
                     self.credentials.renew();
                     renewed = true;
@@ -401,9 +544,7 @@ impl<C: Call> Fetcher<C> {
                 }
                 // Stop while this call still holds the probe permit, so that
                 // no other call starts.
-                Action::FailRun | Action::RenewSignature => {
-                    return self.fail_run(&code, &info, *attempts);
-                }
+                Action::FailRun | Action::RenewSignature => return Err(self.fail_run(code, &info)),
                 Action::Retry | Action::Success => self.policy.transient,
                 Action::RateLimited => self.policy.rate_limited,
             };
@@ -411,12 +552,8 @@ impl<C: Call> Fetcher<C> {
             // (a not-found or a failed message is an answer, not this).
             self.stats.record_failure(&code, &info);
             if tries >= self.policy.max_attempts {
-                return Attempt::End(FetchOutcome::Failed {
-                    code,
-                    info: format!("{info} (gave up after {tries} attempts)"),
-                    attempts: *attempts,
-                    pages,
-                });
+                let info = format!("{info} (gave up after {tries} attempts)");
+                return Err(Ended::Failed { code, info });
             }
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             drop(probe);
@@ -460,18 +597,17 @@ impl<C: Call> Fetcher<C> {
         self.stop.reason().is_none().then_some(probe)
     }
 
-    /// What one answer means: a page to take (`Ok`), or what to do about
-    /// it. Feeds the limiter and the probe gate on the way.
-    fn judge(
+    /// What one answer means: an answer to take (`Ok`), or what to do
+    /// about it. Feeds the limiter and the probe gate on the way.
+    fn judge<R: Answer>(
         &self,
-        kind: crate::kind::Kind,
-        pager: &Pager,
-        answer: Result<GetKeyValuesResponse, CallError>,
-    ) -> Result<GetKeyValuesResponse, Judged> {
+        rules: &Rules<'_, R>,
+        answer: Result<R, CallError>,
+    ) -> Result<R, Judged> {
         match answer {
             Ok(r) => {
-                let action = kind.classify_code(r.error_code);
-                match (action, pager.check(&r)) {
+                let action = (rules.classify)(r.error_code());
+                match (action, (rules.check)(&r)) {
                     (Action::Success, Ok(())) => {
                         self.observe(action);
                         Ok(r)
@@ -479,15 +615,15 @@ impl<C: Call> Fetcher<C> {
                     // An OK answer that cannot be the whole truth: a bad
                     // response, retried like an unparseable body.
                     (Action::Success, Err(bad)) => {
-                        let e = CallError::Decode(bad.to_string());
+                        let e = CallError::Decode(bad);
                         Err(Judged::of(classify(Observed::Call(&e)), &e))
                     }
                     (action, _) => {
                         self.observe(action);
                         Err(Judged {
                             action,
-                            code: r.error_code.to_string(),
-                            info: r.error_info,
+                            code: r.error_code().to_string(),
+                            info: r.into_info(),
                             retry_after: None,
                         })
                     }
@@ -517,17 +653,14 @@ impl<C: Call> Fetcher<C> {
     }
 
     /// Stop the run on an answer every later call would get too.
-    fn fail_run(&self, code: &str, info: &str, attempts: u32) -> Attempt {
+    fn fail_run(&self, code: String, info: &str) -> Ended {
         self.stop.trigger(StopReason::Fatal);
-        Attempt::End(FetchOutcome::Fatal {
-            info: explain_fatal(code, info, &self.target),
-            code: code.to_owned(),
-            attempts,
-        })
+        Ended::Fatal {
+            info: explain_fatal(&code, info, &self.target),
+            code,
+        }
     }
-}
 
-impl<C: Call> Fetcher<C> {
     /// Feed a decoded API answer to the limiter, the probe gate and the circuit breaker.
     fn observe(&self, action: Action) {
         match action {
@@ -575,6 +708,31 @@ impl Judged {
             },
         }
     }
+}
+
+/// The circuit breaker: stop when no call has had a definitive answer for
+/// `give_up_after` while calls were being made.
+pub fn spawn_breaker(
+    stats: &Arc<FetchStats>,
+    stop: &StopSignal,
+    give_up_after: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    let (stats, stop) = (stats.clone(), stop.clone());
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(200).min(give_up_after));
+        loop {
+            tick.tick().await;
+            if stop.reason().is_some() {
+                return;
+            }
+            if stats.since_progress() >= give_up_after && stats.requests.load(Ordering::Relaxed) > 0
+            {
+                stop.trigger(StopReason::GaveUp);
+                return;
+            }
+        }
+    })
 }
 
 /// The app a run calls, as named in messages that stop it.
@@ -733,7 +891,7 @@ mod tests {
     impl Call for Script {
         async fn call(
             &self,
-            _usersig: &str,
+            _usersig: Arc<str>,
             _body: bytes::Bytes,
         ) -> Result<GetKeyValuesResponse, CallError> {
             self.calls.fetch_add(1, Ordering::SeqCst);
@@ -768,21 +926,23 @@ mod tests {
     fn fetcher(script: &Script) -> Fetcher<Script> {
         Fetcher {
             client: script.clone(),
-            credentials: Arc::new(Credentials::from_secret(
-                "key".into(),
-                1,
-                "administrator",
-                86400,
-            )),
-            limiter: None,
-            gate: Arc::new(ProbeGate::default()),
-            policy: RetryPolicy::default(),
-            stats: Arc::new(FetchStats::default()),
-            stop: StopSignal::default(),
-            target: Target {
-                sdkappid: 1,
-                region: None,
-                endpoint: "http://api".into(),
+            calls: Calls {
+                credentials: Arc::new(Credentials::from_secret(
+                    "key".into(),
+                    1,
+                    "administrator",
+                    86400,
+                )),
+                limiter: None,
+                gate: Arc::new(ProbeGate::default()),
+                policy: RetryPolicy::default(),
+                stats: Arc::new(FetchStats::default()),
+                stop: StopSignal::default(),
+                target: Target {
+                    sdkappid: 1,
+                    region: None,
+                    endpoint: "http://api".into(),
+                },
             },
             prior: Arc::default(),
         }

@@ -7,6 +7,7 @@
 //! random (seeded per call, so reproducible) and scripted per message.
 //! Served by `msgext mock`, used by `msgext demo` and by the tests.
 
+pub mod history;
 pub mod store;
 
 use crate::api::codes;
@@ -60,6 +61,8 @@ pub struct MockConfig {
     pub faults: Faults,
     pub seed: u64,
     pub page_size: usize,
+    /// How the history APIs page (the service's limits by default).
+    pub paging: history::HistoryPaging,
 }
 
 impl Default for MockConfig {
@@ -71,6 +74,7 @@ impl Default for MockConfig {
             faults: Faults::default(),
             seed: 1,
             page_size: crate::api::PAGE_SIZE,
+            paging: history::HistoryPaging::default(),
         }
     }
 }
@@ -125,8 +129,10 @@ impl MockStats {
 
 /// What the handler decided to do with one call.
 #[derive(Debug, Clone, PartialEq)]
-enum Reply {
+pub(crate) enum Reply {
     Json(GetKeyValuesResponse),
+    /// A history API's answer with this ErrorCode, rendered.
+    Body(i64, Bytes),
     /// A page of stored message `.0` from StartSeq `.1`, rendered once and cached.
     Page(usize, Option<i64>),
     Status(StatusCode),
@@ -140,7 +146,7 @@ enum Reply {
 /// A rendered page: (stored message, StartSeq, ActionStatus left out).
 type PageKey = (usize, Option<i64>, bool);
 
-struct State {
+pub(crate) struct State {
     store: Store,
     index: StoreIndex,
     config: MockConfig,
@@ -149,6 +155,10 @@ struct State {
     pages: std::sync::RwLock<HashMap<PageKey, Bytes>>,
     started: Instant,
     window: Mutex<(u64, u32)>,
+    /// The group list's own second: (second, calls in it).
+    list_window: Mutex<(u64, u32)>,
+    /// History calls per group (a group may be dismissed after some).
+    group_calls: Mutex<HashMap<String, u32>>,
 }
 
 /// A running simulator.
@@ -182,6 +192,8 @@ impl MockServer {
             pages: std::sync::RwLock::new(HashMap::new()),
             started: Instant::now(),
             window: Mutex::new((0, 0)),
+            list_window: Mutex::new((0, 0)),
+            group_calls: Mutex::new(HashMap::new()),
         });
         let task = tokio::spawn(async move {
             loop {
@@ -292,6 +304,8 @@ async fn handle(
         Reply::Page(..) => "ok".to_owned(),
         Reply::Json(r) if r.error_code == 0 => "ok".to_owned(),
         Reply::Json(r) => r.error_code.to_string(),
+        Reply::Body(0, _) => "ok".to_owned(),
+        Reply::Body(code, _) => code.to_string(),
         Reply::Status(s) | Reply::StatusAfter(s, _) | Reply::Raw(s, ..) => {
             format!("http_{}", s.as_u16())
         }
@@ -320,6 +334,7 @@ async fn handle(
             .header("content-type", content_type)
             .body(Full::new(body))
             .unwrap_or_default()),
+        Reply::Body(_, body) => Ok(json_response(body)),
         Reply::Json(r) => Ok(json_response(Bytes::from(
             serde_json::to_vec(&r).unwrap_or_default(),
         ))),
@@ -379,7 +394,8 @@ fn answer(
     now: i64,
     internal: bool,
 ) -> Reply {
-    let Some(kind) = Kind::from_api_path(path) else {
+    let history = history::HistoryApi::from_path(path);
+    let Some(kind) = Kind::from_api_path(path).or(history.map(|_| Kind::OneToOne)) else {
         return Reply::Status(StatusCode::NOT_FOUND);
     };
     if method != Method::POST {
@@ -393,6 +409,12 @@ fn answer(
             return Reply::Status(StatusCode::TOO_MANY_REQUESTS);
         }
         return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
+    }
+    if let Some(api) = history {
+        if internal {
+            return api.fail(api.internal_code(), "internal server error, try again");
+        }
+        return history::answer(state, api, body, now);
     }
     let (id, start_seq) = match parse_body(kind, body) {
         Ok(r) => r,
@@ -568,6 +590,27 @@ fn check_sig(
         ));
     }
     Ok(())
+}
+
+impl State {
+    /// A call of the group list beyond its 1 a second.
+    fn over_group_list_quota(&self) -> bool {
+        let second = self.started.elapsed().as_secs();
+        let mut w = self.list_window.lock().unwrap_or_else(|p| p.into_inner());
+        if w.0 != second {
+            *w = (second, 0);
+        }
+        w.1 += 1;
+        w.1 > crate::api::history::GROUP_LIST_RATE
+    }
+
+    /// Count a history call for a group; the calls before this one.
+    fn history_call(&self, group_id: &str) -> u32 {
+        let mut calls = self.group_calls.lock().unwrap_or_else(|p| p.into_inner());
+        let n = calls.entry(group_id.to_owned()).or_default();
+        *n += 1;
+        *n - 1
+    }
 }
 
 fn over_quota(state: &State) -> bool {

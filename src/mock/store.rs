@@ -209,6 +209,9 @@ pub struct Store {
     pub deletes: Deletes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rounds: Vec<Vec<Change>>,
+    /// The app's history (groups, accounts, one-to-one messages) the history APIs serve.
+    #[serde(default, skip_serializing_if = "super::history::History::is_empty")]
+    pub history: super::history::History,
 }
 
 impl Store {
@@ -220,7 +223,23 @@ impl Store {
             messages,
             deletes: Deletes::default(),
             rounds: Vec::new(),
+            history: Default::default(),
         }
+    }
+
+    /// The store with this history: a message of the history the store has
+    /// no extensions for is stored without pairs (get_key_values answers it
+    /// with an empty list, as the service does).
+    pub fn with_history(mut self, history: super::history::History) -> Self {
+        let known: HashSet<MessageId> = self.messages.iter().map(|m| m.id.clone()).collect();
+        let bare: Vec<StoredMessage> = history
+            .message_ids()
+            .filter(|id| !known.contains(id))
+            .map(|id| StoredMessage::new(id, 0, Vec::new()))
+            .collect();
+        self.messages.extend(bare);
+        self.history = history;
+        self
     }
 
     /// Apply changes in order; a change to a message the store does not
@@ -329,7 +348,8 @@ impl Store {
             deletes: store.deletes,
             rounds: store.rounds,
             ..Store::new(store.messages)
-        })
+        }
+        .with_history(store.history))
     }
 
     /// An index from every identity a request may name a message by to its

@@ -1,0 +1,638 @@
+//! `msgext discover`: the message list, built from the app's history APIs
+//! (the API notes, "Where message lists come from"), written as a valid
+//! `--input` for `msgext export`.
+//!
+//! Groups: the app's groups of the types that carry extensions
+//! (`get_appid_group_list`, at its own 1 call a second), then each group's
+//! history backwards (`group_msg_get_simple`). Accounts: each listed
+//! account's conversations (`recentcontact/get_list`), then each one-to-one
+//! conversation's history in the window (`admin_getroammsg`), a pair of two
+//! listed accounts read once. Every call goes through the export's `Calls`
+//! (limiter, retries, probe gate, stop rules). Walks run concurrently and
+//! come back in order (`buffered`), so the list is the same run after run
+//! for the same history: sources in the order listed, messages oldest first.
+
+mod output;
+pub mod walk;
+
+use crate::api::client::ApiClient;
+use crate::api::history::{self as h, Cursors};
+use crate::fetch::limiter::Limiter;
+use crate::fetch::retry::RetryPolicy;
+use crate::fetch::{Answer, Calls, Ended, FetchStats, Rules, StopReason, StopSignal};
+use crate::job::Connection;
+use crate::report::ProgressMode;
+use futures_util::StreamExt;
+use futures_util::stream;
+pub use output::ListOut;
+use output::ListWriter;
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use walk::{RoamCursor, Stuck};
+
+/// Walks in flight at once: enough to keep 200 calls a second going at a
+/// quarter-second latency.
+pub const IN_FLIGHT: usize = 64;
+
+/// Where the messages come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// Every group of these types (`GroupType` names of the API).
+    Groups { types: Vec<String> },
+    /// The one-to-one conversations of the accounts of this CSV (`UserID`).
+    Accounts(PathBuf),
+}
+
+/// A validated `msgext discover`.
+#[derive(Debug, Clone)]
+pub struct DiscoverPlan {
+    pub api: Connection,
+    pub source: Source,
+    /// Messages sent at or after this (Unix seconds).
+    pub since: i64,
+    pub out: ListOut,
+    pub quiet: bool,
+}
+
+/// Something the walk could not list: told on stderr and in the summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `group @TGS#1`, `account alice`, `conversation alice/bob`.
+    pub what: String,
+    pub code: String,
+    pub info: String,
+}
+
+/// How a discovery ended that wrote its list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Rows written.
+    pub messages: u64,
+    /// Groups, or accounts, walked.
+    pub sources: u64,
+    /// One-to-one conversations read (accounts only).
+    pub conversations: u64,
+    /// Not there (a dismissed group, an account never imported): nothing to list.
+    pub gone: Vec<Skipped>,
+    /// Given up on after retries: the list misses their messages (exit 3).
+    pub failed: Vec<Skipped>,
+    pub requests: u64,
+}
+
+/// Why nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoverError {
+    /// A usage problem (the accounts file): exit 2.
+    #[error("{0}")]
+    Usage(String),
+    /// An answer every call would get (auth, region, admin): exit 1.
+    #[error("{0}")]
+    Fatal(String),
+    /// Writing the list failed: exit 1.
+    #[error("{0}")]
+    Output(String),
+    /// Nothing succeeded for `--give-up-after`: exit 1.
+    #[error("no call succeeded for {0:?} (last: {1}); nothing written")]
+    GaveUp(std::time::Duration, String),
+    /// Ctrl-C / SIGTERM: exit 130.
+    #[error("interrupted; nothing written")]
+    Interrupted,
+}
+
+impl DiscoverError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            DiscoverError::Usage(_) => 2,
+            DiscoverError::Interrupted => 130,
+            _ => 1,
+        }
+    }
+}
+
+/// What one walk (a group, an account, a pair) came to.
+enum Walked<T> {
+    Found(T),
+    Gone(Skipped),
+    Failed(Skipped),
+    /// The run is stopping (fatal answer, interrupt, breaker).
+    Stopped(Option<String>),
+}
+
+impl<T> Walked<T> {
+    fn ended(what: String, end: Ended) -> Self {
+        match end {
+            Ended::NotFound { code, info } => Walked::Gone(Skipped { what, code, info }),
+            Ended::Failed { code, info } => Walked::Failed(Skipped { what, code, info }),
+            Ended::Fatal { info, .. } => Walked::Stopped(Some(info)),
+            Ended::Cancelled => Walked::Stopped(None),
+        }
+    }
+
+    fn stuck(what: String, s: Stuck) -> Self {
+        let code = "paging_stuck".to_owned();
+        Walked::Failed(Skipped {
+            what,
+            code,
+            info: s.0,
+        })
+    }
+}
+
+/// The clients of the four APIs and the calls' rules.
+struct Walker {
+    calls: Calls,
+    /// The group list's calls, at its own 1 call a second.
+    list_calls: Calls,
+    group_list: ApiClient,
+    group_history: ApiClient,
+    conversations: ApiClient,
+    roam: ApiClient,
+    since: i64,
+    /// Where roaming ends (Unix seconds): the start of the run.
+    now: i64,
+    found: AtomicU64,
+    walked: AtomicU64,
+}
+
+/// Run a discovery to its end: the list written, or why not.
+pub async fn run(
+    plan: DiscoverPlan,
+    progress: ProgressMode,
+    retry: RetryPolicy,
+    timeout: std::time::Duration,
+    stop: StopSignal,
+) -> Result<Found, DiscoverError> {
+    let stats = Arc::new(FetchStats::default());
+    let limiter = Limiter::new(plan.api.rate).map(Arc::new);
+    let calls = Calls::new(&plan.api, retry, &stats, &limiter, &stop);
+    let client = |path| crate::fetch::client(&plan.api, path, timeout);
+    let walker = Arc::new(Walker {
+        list_calls: calls.limited_by(Limiter::new(h::GROUP_LIST_RATE).map(Arc::new)),
+        calls,
+        group_list: client(h::GROUP_LIST_PATH).map_err(DiscoverError::Usage)?,
+        group_history: client(h::GROUP_HISTORY_PATH).map_err(DiscoverError::Usage)?,
+        conversations: client(h::CONVERSATIONS_PATH).map_err(DiscoverError::Usage)?,
+        roam: client(h::ROAM_PATH).map_err(DiscoverError::Usage)?,
+        since: plan.since,
+        now: chrono::Utc::now().timestamp(),
+        found: AtomicU64::new(0),
+        walked: AtomicU64::new(0),
+    });
+    let accounts = match &plan.source {
+        Source::Accounts(path) => Some(read_accounts(path)?),
+        Source::Groups { .. } => None,
+    };
+    let mut list = ListWriter::create(&plan.out, &plan.source)?;
+    let breaker = crate::fetch::spawn_breaker(&stats, &stop, plan.api.give_up_after);
+    let (progress_done, reporter) = progress::spawn(walker.clone(), stats.clone(), progress);
+    let mut found = match (&plan.source, accounts) {
+        (Source::Groups { types }, _) => groups(&walker, types, &mut list).await,
+        (Source::Accounts(_), Some(accounts)) => pairs(&walker, accounts, &mut list).await,
+        (Source::Accounts(_), None) => Ok(Found::default()),
+    };
+    breaker.abort();
+    let _ = progress_done.send(());
+    let _ = reporter.await;
+    if let Ok(f) = &mut found {
+        f.requests = stats.requests.load(Ordering::Relaxed);
+    }
+    match (stop.reason(), found) {
+        (_, Err(e)) => Err(e),
+        (Some(StopReason::Interrupted), _) => Err(DiscoverError::Interrupted),
+        (Some(StopReason::GaveUp), _) => Err(DiscoverError::GaveUp(
+            plan.api.give_up_after,
+            stats.last_failure().unwrap_or_default(),
+        )),
+        (Some(StopReason::Fatal), _) => Err(DiscoverError::Fatal("the run stopped".into())),
+        (None, Ok(found)) => {
+            list.finish()?;
+            Ok(found)
+        }
+    }
+}
+
+/// Every group of the types, then each group's messages.
+async fn groups(
+    walker: &Arc<Walker>,
+    types: &[String],
+    list: &mut ListWriter,
+) -> Result<Found, DiscoverError> {
+    let ids = walker.group_ids(types).await?;
+    let mut found = Found::default();
+    let mut walks = stream::iter(ids)
+        .map(|id| {
+            let walker = walker.clone();
+            async move {
+                let walked = walker.group_messages(&id).await;
+                (id, walked)
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some((id, walked)) = walks.next().await {
+        found.sources += 1;
+        match walked {
+            Walked::Found(mut seqs) => {
+                seqs.sort_unstable();
+                seqs.dedup();
+                for seq in seqs {
+                    list.row(&[&id, &seq.to_string()])?;
+                    found.messages += 1;
+                }
+            }
+            other => tell(other, &mut found)?,
+        }
+    }
+    Ok(found)
+}
+
+/// Each account's conversations, then each pair's messages, a pair once.
+async fn pairs(
+    walker: &Arc<Walker>,
+    accounts: Vec<String>,
+    list: &mut ListWriter,
+) -> Result<Found, DiscoverError> {
+    let mut found = Found::default();
+    let mut read: HashSet<(String, String)> = HashSet::new();
+    let conversations = stream::iter(accounts)
+        .map(|account| {
+            let walker = walker.clone();
+            async move {
+                let peers = walker.peers(&account).await;
+                (account, peers)
+            }
+        })
+        .buffered(IN_FLIGHT);
+    // The peers' list, in order, becomes pairs not read yet (or what an
+    // account's list came to); then each pair is walked.
+    let mut walks = conversations
+        .flat_map(|(account, peers)| {
+            let items: Vec<Walked<Pair>> = match peers {
+                Walked::Found(peers) => peers
+                    .into_iter()
+                    .filter(|peer| read.insert(pair_key(&account, peer)))
+                    .map(|peer| Walked::Found((account.clone(), peer)))
+                    .collect(),
+                Walked::Gone(s) => vec![Walked::Gone(s)],
+                Walked::Failed(s) => vec![Walked::Failed(s)],
+                Walked::Stopped(s) => vec![Walked::Stopped(s)],
+            };
+            stream::iter(items)
+        })
+        .map(|item| {
+            let walker = walker.clone();
+            async move {
+                match item {
+                    Walked::Found((a, b)) => walker.pair_messages(&a, &b).await,
+                    Walked::Gone(s) => Walked::Gone(s),
+                    Walked::Failed(s) => Walked::Failed(s),
+                    Walked::Stopped(s) => Walked::Stopped(s),
+                }
+            }
+        })
+        .buffered(IN_FLIGHT);
+    while let Some(walked) = walks.next().await {
+        match walked {
+            Walked::Found(rows) => {
+                found.conversations += 1;
+                for (from, to, key) in rows.iter().rev() {
+                    list.row(&[from, to, key])?;
+                    found.messages += 1;
+                }
+            }
+            other => tell(other, &mut found)?,
+        }
+    }
+    found.sources = walker.walked.load(Ordering::Relaxed);
+    Ok(found)
+}
+
+/// Two accounts, in one-to-one conversation.
+type Pair = (String, String);
+
+/// A pair the same whichever side lists it.
+fn pair_key(a: &str, b: &str) -> Pair {
+    if a <= b {
+        (a.to_owned(), b.to_owned())
+    } else {
+        (b.to_owned(), a.to_owned())
+    }
+}
+
+/// A walk that found nothing to list, kept in `found` to be told; a stop
+/// ends the discovery.
+fn tell<T>(walked: Walked<T>, found: &mut Found) -> Result<(), DiscoverError> {
+    match walked {
+        Walked::Found(_) => {}
+        Walked::Gone(s) => found.gone.push(s),
+        Walked::Failed(s) => found.failed.push(s),
+        Walked::Stopped(Some(info)) => return Err(DiscoverError::Fatal(info)),
+        // Interrupted or given up: `run` tells which.
+        Walked::Stopped(None) => {}
+    }
+    Ok(())
+}
+
+/// The group list answered 10018 (over 1 MB): ask again with a smaller `Limit`.
+const ANSWER_TOO_LARGE: &str = "10018";
+
+impl Walker {
+    /// One call of a history API, with the run's retries and stop rules.
+    async fn call<R>(
+        &self,
+        calls: &Calls,
+        client: &ApiClient,
+        request: &impl serde::Serialize,
+        rules: Rules<'_, R>,
+    ) -> Result<R, Ended>
+    where
+        R: Answer + serde::de::DeserializeOwned,
+    {
+        let body = bytes::Bytes::from(serde_json::to_vec(request).unwrap_or_default());
+        let send = |sig: Arc<str>| {
+            let body = body.clone();
+            async move { client.post::<R>(&sig, body).await }
+        };
+        let mut attempts = 0;
+        calls.retried(&mut attempts, send, rules).await
+    }
+
+    /// Every group ID of the types, each once, in the order listed.
+    async fn group_ids(&self, types: &[String]) -> Result<Vec<String>, DiscoverError> {
+        let mut seen = HashSet::new();
+        let mut ids = Vec::new();
+        for group_type in types {
+            let mut request = h::GroupListRequest {
+                limit: Some(h::GROUP_LIST_LIMIT),
+                next: None,
+                group_type: Some(group_type.clone()),
+            };
+            loop {
+                let rules = Rules {
+                    classify: &h::classify_group_list,
+                    check: &h::GroupListResponse::check,
+                };
+                let page = match self
+                    .call(&self.list_calls, &self.group_list, &request, rules)
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(Ended::Failed { code, .. })
+                        if code == ANSWER_TOO_LARGE && request.limit > Some(1) =>
+                    {
+                        request.limit = request.limit.map(|l| l / 2);
+                        continue;
+                    }
+                    Err(end) => return Err(list_failed(end)),
+                };
+                for g in page.group_id_list.unwrap_or_default() {
+                    if seen.insert(g.group_id.clone()) {
+                        ids.push(g.group_id);
+                    }
+                }
+                match page.next {
+                    Some(0) | None => break,
+                    Some(n) if Some(n) == request.next => {
+                        return Err(DiscoverError::Fatal(format!(
+                            "the group list answered Next {n} again; groups could be missed"
+                        )));
+                    }
+                    next => request.next = next,
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The seqs of one group's messages in the window, not deleted.
+    async fn group_messages(&self, group_id: &str) -> Walked<Vec<u64>> {
+        let what = || format!("group {group_id}");
+        let mut request = h::GroupHistoryRequest {
+            group_id: group_id.to_owned(),
+            req_msg_number: h::GROUP_HISTORY_PAGE,
+            req_msg_seq: None,
+            with_recalled_msg: Some(1),
+        };
+        let mut seqs = Vec::new();
+        let walked = loop {
+            let rules = Rules {
+                classify: &h::classify_group_history,
+                check: &h::GroupHistoryResponse::check,
+            };
+            let page = match self
+                .call(&self.calls, &self.group_history, &request, rules)
+                .await
+            {
+                Ok(page) => page,
+                Err(end) => break Walked::ended(what(), end),
+            };
+            match walk::group_page(&page, request.req_msg_seq, self.since) {
+                Ok(step) => {
+                    self.found
+                        .fetch_add(step.keep.len() as u64, Ordering::Relaxed);
+                    seqs.extend(step.keep);
+                    match step.next {
+                        Some(next) => request.req_msg_seq = Some(next),
+                        None => break Walked::Found(std::mem::take(&mut seqs)),
+                    }
+                }
+                Err(stuck) => break Walked::stuck(what(), stuck),
+            }
+        };
+        self.walked.fetch_add(1, Ordering::Relaxed);
+        walked
+    }
+
+    /// The one-to-one peers of an account with messages in the window.
+    async fn peers(&self, account: &str) -> Walked<Vec<String>> {
+        let what = || format!("account {account}");
+        let mut request = h::ConversationsRequest {
+            from_account: account.to_owned(),
+            cursors: Cursors::default(),
+            assist_flags: 7,
+        };
+        let mut peers = Vec::new();
+        let walked = loop {
+            let rules = Rules {
+                classify: &h::classify_conversations,
+                check: &h::ConversationsResponse::check,
+            };
+            let page = match self
+                .call(&self.calls, &self.conversations, &request, rules)
+                .await
+            {
+                Ok(page) => page,
+                Err(end) => break Walked::ended(what(), end),
+            };
+            match walk::conversations_page(&page, &request.cursors, self.since) {
+                Ok((more, next)) => {
+                    peers.extend(more);
+                    match next {
+                        Some(c) => request.cursors = c,
+                        None => break Walked::Found(std::mem::take(&mut peers)),
+                    }
+                }
+                Err(stuck) => break Walked::stuck(what(), stuck),
+            }
+        };
+        self.walked.fetch_add(1, Ordering::Relaxed);
+        walked
+    }
+
+    /// The messages of one pair in the window, each once, newest first.
+    async fn pair_messages(
+        &self,
+        operator: &str,
+        peer: &str,
+    ) -> Walked<Vec<(String, String, String)>> {
+        let what = || format!("conversation {operator}/{peer}");
+        let mut cursor = RoamCursor {
+            max_time: self.now,
+            last_msg_key: None,
+        };
+        let mut keys = HashSet::new();
+        let mut rows = Vec::new();
+        loop {
+            let request = h::RoamRequest {
+                operator_account: operator.to_owned(),
+                peer_account: peer.to_owned(),
+                max_cnt: h::ROAM_MAX_CNT,
+                min_time: self.since,
+                max_time: cursor.max_time,
+                last_msg_key: cursor.last_msg_key.clone(),
+            };
+            let rules = Rules {
+                classify: &h::classify_roam,
+                check: &h::RoamResponse::check,
+            };
+            let page = match self.call(&self.calls, &self.roam, &request, rules).await {
+                Ok(page) => page,
+                Err(end) => return Walked::ended(what(), end),
+            };
+            let next = match walk::roam_page(&page, &cursor, self.since) {
+                Ok((keep, next)) => {
+                    for m in keep {
+                        if keys.insert(m.msg_key.clone()) {
+                            rows.push((
+                                m.from_account.clone(),
+                                m.to_account.clone(),
+                                m.msg_key.clone(),
+                            ));
+                            self.found.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    next
+                }
+                Err(stuck) => return Walked::stuck(what(), stuck),
+            };
+            match next {
+                Some(next) => cursor = next,
+                None => return Walked::Found(rows),
+            }
+        }
+    }
+}
+
+/// The group list could not be read: nothing can be listed.
+fn list_failed(end: Ended) -> DiscoverError {
+    match end {
+        Ended::Fatal { info, .. } => DiscoverError::Fatal(info),
+        Ended::NotFound { code, info } | Ended::Failed { code, info } => DiscoverError::Fatal(
+            format!("the group list failed ({code}: {info}); nothing written"),
+        ),
+        Ended::Cancelled => DiscoverError::Interrupted,
+    }
+}
+
+/// The accounts of a CSV with a `UserID` column, each once, in file order.
+fn read_accounts(path: &std::path::Path) -> Result<Vec<String>, DiscoverError> {
+    let usage =
+        |e: &dyn std::fmt::Display| DiscoverError::Usage(format!("{}: {e}", path.display()));
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| usage(&e))?;
+    let headers = reader.headers().map_err(|e| usage(&e))?.clone();
+    let Some(col) = headers
+        .iter()
+        .position(|h| h.trim_start_matches('\u{feff}') == "UserID")
+    else {
+        return Err(usage(&"no UserID column in the header line"));
+    };
+    let mut seen = HashSet::new();
+    let mut accounts = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| usage(&e))?;
+        let line = i + 2;
+        match record.get(col) {
+            Some(id) if !id.is_empty() => {
+                if seen.insert(id.to_owned()) {
+                    accounts.push(id.to_owned());
+                }
+            }
+            _ => return Err(usage(&format!("line {line}: UserID is empty"))),
+        }
+    }
+    Ok(accounts)
+}
+
+/// What the user sees while the walk goes on: how many groups or accounts
+/// and messages so far, a line on a terminal, JSON lines elsewhere.
+mod progress {
+    use super::Walker;
+    use crate::fetch::FetchStats;
+    use crate::report::{JSON_EVERY, ProgressMode};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    /// Runs until the sender is dropped or sent on.
+    pub(super) fn spawn(
+        walker: Arc<Walker>,
+        stats: Arc<FetchStats>,
+        mode: ProgressMode,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (done, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let bar = (mode == ProgressMode::Bar).then(indicatif::ProgressBar::new_spinner);
+            let mut last_json = started;
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = &mut done_rx => break,
+                }
+                let (walked, messages, requests) = (
+                    walker.walked.load(Ordering::Relaxed),
+                    walker.found.load(Ordering::Relaxed),
+                    stats.requests.load(Ordering::Relaxed),
+                );
+                if let Some(bar) = &bar {
+                    bar.set_message(format!(
+                        "{walked} walked  {messages} messages  {requests} calls"
+                    ));
+                    bar.tick();
+                } else if mode == ProgressMode::JsonLines && last_json.elapsed() >= JSON_EVERY {
+                    last_json = std::time::Instant::now();
+                    let line = serde_json::json!({
+                        "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        "event": "discover_progress",
+                        "walked": walked,
+                        "messages": messages,
+                        "requests": requests,
+                        "elapsed_secs": started.elapsed().as_secs(),
+                    });
+                    eprintln!("{line}");
+                }
+            }
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+        });
+        (done, task)
+    }
+}
