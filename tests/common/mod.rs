@@ -663,23 +663,38 @@ pub struct GroupKvRow {
 /// One group_messages row: (group_id, msg_seq, status, error_code).
 pub type GroupMsgRow = (String, i64, String, Option<String>);
 
+/// The group_key_values rows of one batch.
+pub fn group_kv_rows_of(b: &RecordBatch) -> Vec<GroupKvRow> {
+    (0..b.num_rows())
+        .map(|i| GroupKvRow {
+            group_id: opt_str(b, "group_id", i).unwrap(),
+            msg_seq: int(b, "msg_seq", i),
+            key: opt_str(b, "key", i).unwrap(),
+            value: opt_str(b, "value", i).unwrap(),
+            seq: int(b, "seq", i),
+            latest_seq: int(b, "latest_seq", i),
+            clear_seq: int(b, "clear_seq", i),
+        })
+        .collect()
+}
+
+/// The `group_key_values` rows of a local lake, read through the Delta log.
+pub fn group_kv_from_delta(out: &Path) -> Vec<GroupKvRow> {
+    let mut rows: Vec<GroupKvRow> = local_delta_batches(&out.join("group_key_values"))
+        .iter()
+        .flat_map(group_kv_rows_of)
+        .collect();
+    rows.sort();
+    rows
+}
+
 /// group_key_values read back with the parquet (`ext` "parquet") or csv reader.
 pub fn group_kv(out: &Path, ext: &str) -> Vec<GroupKvRow> {
     let mut rows = Vec::new();
     if ext == "parquet" {
         for f in files(&out.join("group_key_values"), "parquet") {
             for b in parquet_batches(&f) {
-                for i in 0..b.num_rows() {
-                    rows.push(GroupKvRow {
-                        group_id: opt_str(&b, "group_id", i).unwrap(),
-                        msg_seq: int(&b, "msg_seq", i),
-                        key: opt_str(&b, "key", i).unwrap(),
-                        value: opt_str(&b, "value", i).unwrap(),
-                        seq: int(&b, "seq", i),
-                        latest_seq: int(&b, "latest_seq", i),
-                        clear_seq: int(&b, "clear_seq", i),
-                    });
-                }
+                rows.extend(group_kv_rows_of(&b));
             }
         }
     } else {
