@@ -234,11 +234,7 @@ async fn discover_cmd(args: DiscoverArgs) -> u8 {
                     "msgext: {} messages listed in {out} from {} {} ({} calls){}",
                     found.messages,
                     found.sources,
-                    if found.conversations > 0 || matches!(args.accounts, Some(_)) {
-                        "accounts"
-                    } else {
-                        "groups"
-                    },
+                    found.source_name,
                     found.requests,
                     if found.failed.is_empty() {
                         String::new()

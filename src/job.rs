@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn every_example_job_file_loads_and_plans() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
-        let mut n = 0;
+        let (mut n, mut discovering) = (0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -768,9 +768,16 @@ mod tests {
             let job = JobFile::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
             plan(&ExportArgs::default(), &job, &env())
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if job.discover.is_some() {
+                let args = crate::cli::DiscoverArgs::default();
+                discover_plan(&args, &job, &env(), chrono::Utc::now())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                discovering += 1;
+            }
             n += 1;
         }
         assert!(n >= 2, "jobs/ holds example job files");
+        assert!(discovering >= 1, "and one of the nightly pair");
     }
 
     #[test]
@@ -1171,6 +1178,7 @@ mod tests {
         assert_eq!(
             plan(&base, &JobFile::default(), &usersig_only)
                 .unwrap()
+                .api
                 .secret,
             Secret::UserSig("sig".into())
         );

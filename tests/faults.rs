@@ -233,7 +233,7 @@ async fn an_expired_usersig_is_renewed_once_when_the_secret_is_known() {
     let server = serve(store, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = plan(&server, dir.path(), &refs[..1], 0);
-    p.secret = Secret::UserSig(msgext::api::sign::user_sig(
+    p.api.secret = Secret::UserSig(msgext::api::sign::user_sig(
         DEMO_SECRET_KEY,
         DEMO_SDKAPPID,
         "administrator",
@@ -255,7 +255,7 @@ async fn a_wrong_sdkappid_stops_after_one_call_and_names_the_region() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     let mut p = plan(&server, dir.path(), &refs, 0);
-    p.sdkappid = 1400000999;
+    p.api.sdkappid = 1400000999;
     p.concurrency = Some(256);
     let s = run(p, fast()).await;
     assert_eq!(s.status, RunStatus::Failed);
@@ -468,7 +468,7 @@ async fn an_endpoint_that_cannot_be_reached_fails_the_run_on_the_first_call() {
     for endpoint in [closed, tls_to_plain] {
         let dir = tempfile::tempdir().unwrap();
         let mut p = plan(&server, dir.path(), &refs, 0);
-        p.base_url = endpoint.clone();
+        p.api.base_url = endpoint.clone();
         let s = run_guarded(p, Tuning::default()).await;
         assert_eq!(s.status, RunStatus::Failed, "{endpoint}: {s:?}");
         assert_eq!(s.status.exit_code(), 1);

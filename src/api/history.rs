@@ -412,7 +412,8 @@ mod tests {
     #[test]
     fn each_api_reads_its_documented_codes() {
         use Action::*;
-        let table: [(fn(i64) -> Action, i64, Action); 24] = [
+        type Classify = fn(i64) -> Action;
+        let table: [(Classify, i64, Action); 24] = [
             (classify_group_list, 0, Success),
             (classify_group_list, 10002, Retry),
             (classify_group_list, 10006, RateLimited),

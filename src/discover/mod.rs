@@ -72,6 +72,8 @@ pub struct Found {
     pub messages: u64,
     /// Groups, or accounts, walked.
     pub sources: u64,
+    /// What the sources are: `groups` or `accounts`.
+    pub source_name: &'static str,
     /// One-to-one conversations read (accounts only).
     pub conversations: u64,
     /// Not there (a dismissed group, an account never imported): nothing to list.
@@ -220,7 +222,10 @@ async fn groups(
     list: &mut ListWriter,
 ) -> Result<Found, DiscoverError> {
     let ids = walker.group_ids(types).await?;
-    let mut found = Found::default();
+    let mut found = Found {
+        source_name: "groups",
+        ..Found::default()
+    };
     let mut walks = stream::iter(ids)
         .map(|id| {
             let walker = walker.clone();
@@ -253,7 +258,10 @@ async fn pairs(
     accounts: Vec<String>,
     list: &mut ListWriter,
 ) -> Result<Found, DiscoverError> {
-    let mut found = Found::default();
+    let mut found = Found {
+        source_name: "accounts",
+        ..Found::default()
+    };
     let mut read: HashSet<(String, String)> = HashSet::new();
     let conversations = stream::iter(accounts)
         .map(|account| {

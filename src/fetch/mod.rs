@@ -237,12 +237,12 @@ pub trait Call: Clone + Send + Sync + 'static {
 }
 
 impl Call for ApiClient {
-    fn call(
+    async fn call(
         &self,
         usersig: Arc<str>,
         body: bytes::Bytes,
-    ) -> impl std::future::Future<Output = Result<GetKeyValuesResponse, CallError>> + Send {
-        async move { self.post(&usersig, body).await }
+    ) -> Result<GetKeyValuesResponse, CallError> {
+        self.post(&usersig, body).await
     }
 }
 
@@ -968,10 +968,10 @@ mod tests {
                 panic!("n={n}: {out:?}");
             };
             assert_eq!((attempts as usize, paged.pairs.len()), (n + 1, 1), "n={n}");
-            assert_eq!(f.stats.retries.load(Ordering::Relaxed) as usize, n);
+            assert_eq!(f.calls.stats.retries.load(Ordering::Relaxed) as usize, n);
             // Full jitter under ceilings of 100 ms doubling to 10 s.
             let ceiling: u64 = (1..=n as u32)
-                .map(|r| f.policy.transient.ceiling(r).as_millis() as u64)
+                .map(|r| f.calls.policy.transient.ceiling(r).as_millis() as u64)
                 .sum();
             assert!(started.elapsed() <= Duration::from_millis(ceiling), "n={n}");
         }
@@ -999,7 +999,7 @@ mod tests {
         assert!(info.contains("gave up after 8 attempts"), "{info}");
         assert_eq!(script.calls(), 9);
         assert_eq!(
-            f.stop.reason(),
+            f.calls.stop.reason(),
             None,
             "one message's failure is not the run's"
         );
@@ -1019,12 +1019,16 @@ mod tests {
             f.fetch(&msg()).await,
             FetchOutcome::NotFound { .. }
         ));
-        assert_eq!(f.stats.last_failure(), None, "a not-found is an answer");
+        assert_eq!(
+            f.calls.stats.last_failure(),
+            None,
+            "a not-found is an answer"
+        );
         assert!(matches!(
             f.fetch(&msg()).await,
             FetchOutcome::Exported { .. }
         ));
-        let last = f.stats.last_failure().unwrap_or_default();
+        let last = f.calls.stats.last_failure().unwrap_or_default();
         assert!(last.starts_with("http_503"), "{last}");
     }
 
@@ -1032,7 +1036,7 @@ mod tests {
     async fn an_hour_of_retry_after_waits_at_most_max_wait() {
         let script = Script::new(vec![http(503, Some(3600)), page()]);
         let mut f = fetcher(&script);
-        f.policy.max_wait = Duration::from_secs(20);
+        f.calls.policy.max_wait = Duration::from_secs(20);
         let started = tokio::time::Instant::now();
         assert!(matches!(
             f.fetch(&msg()).await,
@@ -1060,7 +1064,7 @@ mod tests {
             info.contains("http://api") && info.contains("refused"),
             "{info}"
         );
-        assert_eq!(f.stop.reason(), Some(StopReason::Fatal));
+        assert_eq!(f.calls.stop.reason(), Some(StopReason::Fatal));
 
         let script = Script::new(vec![page(), refused(), refused(), page()]);
         let f = fetcher(&script);
@@ -1072,7 +1076,7 @@ mod tests {
             f.fetch(&msg()).await,
             FetchOutcome::Exported { attempts: 3, .. }
         ));
-        assert_eq!(f.stop.reason(), None);
+        assert_eq!(f.calls.stop.reason(), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1106,7 +1110,7 @@ mod tests {
             f.fetch(&msg()).await,
             FetchOutcome::Exported { .. }
         ));
-        let stop = f.stop.clone();
+        let stop = f.calls.stop.clone();
         let fetch = tokio::spawn(async move { f.fetch(&msg()).await });
         // Let the first attempt happen and the backoff begin.
         while script.calls() < 2 {

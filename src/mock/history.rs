@@ -125,7 +125,7 @@ impl History {
                 top_flag: 0,
             })
             .collect();
-        sessions.sort_by(|a, b| b.msg_time.cmp(&a.msg_time));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.msg_time));
         sessions.truncate(cap);
         sessions
     }
@@ -323,7 +323,7 @@ fn group_history(state: &State, r: &GroupHistoryRequest) -> Reply {
         .filter(|m| r.req_msg_seq.is_none_or(|s| m.seq <= s))
         .filter(|m| with_recalled || m.place != 2)
         .collect();
-    msgs.sort_by(|a, b| b.seq.cmp(&a.seq));
+    msgs.sort_by_key(|m| std::cmp::Reverse(m.seq));
     let lowest = g.messages.iter().map(|m| m.seq).min();
     msgs.truncate(r.req_msg_number.min(h::GROUP_HISTORY_PAGE) as usize);
     let finished = msgs.last().map(|m| m.seq) == lowest || msgs.is_empty();
