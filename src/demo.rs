@@ -220,9 +220,25 @@ mod tests {
             })
             .collect();
         assert_eq!(input.len() as u64, counts.distinct);
+        // The history's messages all answer get_key_values (a third with
+        // pairs); the rest of the store is the sample's.
+        let history: std::collections::HashSet<MessageId> = store.history.message_ids().collect();
+        let stored: std::collections::HashSet<&MessageId> =
+            store.messages.iter().map(|m| &m.id).collect();
+        assert!(history.len() > 100 && history.iter().all(|id| stored.contains(id)));
+        let with_pairs = store
+            .messages
+            .iter()
+            .filter(|m| history.contains(&m.id) && !m.pairs.is_empty())
+            .count();
+        assert!(
+            (history.len() / 5..history.len() / 2).contains(&with_pairs),
+            "{with_pairs}"
+        );
         let (groups, one_to_one): (Vec<_>, Vec<_>) = store
             .messages
             .iter()
+            .filter(|m| !history.contains(&m.id))
             .partition(|m| m.id.kind() == crate::kind::Kind::Group);
         assert!(
             one_to_one
