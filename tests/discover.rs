@@ -212,6 +212,15 @@ fn list_rows(path: &Path, header: &[&str]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Export a discovered list into `dir`/lake (exit 0); the lake.
+async fn export(server: &MockServer, list: &Path, dir: &Path) -> std::path::PathBuf {
+    let out = dir.join("lake");
+    let args = export_args(&server.url(), list, &out, "parquet", "r1", 8);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    out
+}
+
 /// Each row once: no row counted twice.
 fn assert_once<T: Ord + std::fmt::Debug + Clone>(rows: &[T]) {
     let mut counts: BTreeMap<T, usize> = BTreeMap::new();
@@ -263,14 +272,7 @@ async fn every_group_message_of_the_window_is_listed_once_and_exports_exactly() 
     );
 
     // The list is a valid input, and its export is exact.
-    let out = dir.path().join("lake");
-    let o = run_msgext(
-        export_args(&server.url(), &list, &out, "parquet", "r1", 8),
-        DEMO_SECRET_KEY,
-        &[],
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = export(&server, &list, dir.path()).await;
     let listed: std::collections::HashSet<MessageId> = want
         .iter()
         .map(|(g, s)| GroupMessageRef::new(g, *s as i64).into())
@@ -321,14 +323,7 @@ async fn every_one_to_one_message_of_the_listed_accounts_is_listed_once_and_expo
     let burst = rows.iter().filter(|r| r.2.starts_with("burst_")).count();
     assert_eq!(burst, 30, "the whole burst, across roaming pages");
 
-    let out = dir.path().join("lake");
-    let o = run_msgext(
-        export_args(&server.url(), &list, &out, "parquet", "r1", 8),
-        DEMO_SECRET_KEY,
-        &[],
-    )
-    .await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let out = export(&server, &list, dir.path()).await;
     let listed: std::collections::HashSet<MessageId> = want
         .iter()
         .map(|(f, t, k)| MessageRef::new(Some(f), t, k).into())
