@@ -217,31 +217,14 @@ async fn discover_cmd(args: DiscoverArgs) -> u8 {
     let tuning = Tuning::default();
     match crate::discover::run(plan, progress, tuning.retry, tuning.timeout, stop).await {
         Ok(found) => {
-            for s in &found.gone {
-                eprintln!(
-                    "msgext: {}: not there ({}: {}); skipped",
-                    s.what, s.code, s.info
-                );
-            }
-            for s in &found.failed {
-                eprintln!(
-                    "msgext: warning: {}: failed ({}: {}); its messages are not listed",
-                    s.what, s.code, s.info
-                );
+            for line in found.told() {
+                eprintln!("msgext: {line}");
             }
             if !quiet {
-                eprintln!(
-                    "msgext: {} messages listed in {out} from {} {} ({} calls){}",
-                    found.messages,
-                    found.sources,
-                    found.source_name,
-                    found.requests,
-                    if found.failed.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {} failed", found.failed.len())
-                    },
-                );
+                eprintln!("msgext: {}", found.one_line(&out));
+            }
+            if progress == ProgressMode::JsonLines {
+                eprintln!("{}", found.json(&out));
             }
             if found.failed.is_empty() { 0 } else { 3 }
         }

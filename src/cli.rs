@@ -33,7 +33,8 @@ pub enum Command {
     /// List the runs in a lake (id, status, start, rows, where the state lives), or drop an
     /// unfinished one.
     Runs(RunsArgs),
-    /// Serve the simulated get_key_values API and print its URL.
+    /// Serve the simulated API (the extension calls and the history APIs discover walks) and
+    /// print its URL.
     Mock(MockArgs),
     /// Run a real export of sample-input/ against an embedded simulator; no account needed.
     Demo(DemoArgs),
@@ -157,7 +158,7 @@ pub struct DiscoverArgs {
     pub groups: bool,
     /// Only groups of this type (Private/Work, Public, ChatRoom/Meeting, Community) [default:
     /// all four; AVChatRoom groups keep no history].
-    #[arg(long, value_name = "TYPE", requires = "groups")]
+    #[arg(long, value_name = "TYPE")]
     pub group_type: Option<String>,
     /// List the one-to-one messages of the accounts of this CSV (a UserID column):
     /// recentcontact/get_list, then admin_getroammsg for each conversation.
@@ -225,7 +226,8 @@ pub struct MockArgs {
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1")]
     pub bind: std::net::IpAddr,
-    /// A JSON store of messages; default: data matching sample-input/.
+    /// A JSON store of messages (and a "history" of groups, accounts and one-to-one messages for
+    /// discover); default: data matching sample-input/ and a sample history.
     #[arg(long, value_name = "FILE")]
     pub store: Option<PathBuf>,
     /// Serve the store as it stands after its first N rounds of changes (its "rounds": lists of

@@ -555,6 +555,11 @@ pub fn discover_plan(
         (true, None) => Source::Groups {
             types: group_types(args.group_type.as_deref().or(table.group_type.as_deref()))?,
         },
+        (false, Some(_)) if args.group_type.is_some() || table.group_type.is_some() => {
+            return Err(invalid(
+                "--group-type is for --groups; --accounts lists one-to-one messages".into(),
+            ));
+        }
         (false, Some(file)) => Source::Accounts(file),
     };
     let since = match args.since.as_deref().or(table.since.as_deref()) {
@@ -715,6 +720,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--groups"), "{e}");
+        // A type given on the command line narrows the job file's groups.
+        let public = crate::cli::DiscoverArgs {
+            group_type: Some("public".into()),
+            ..args.clone()
+        };
+        let p = discover_plan(&public, &job, &env(), now).unwrap();
+        assert_eq!(
+            p.source,
+            crate::discover::Source::Groups {
+                types: vec!["Public".into()]
+            }
+        );
+        let accounts_typed = crate::cli::DiscoverArgs {
+            accounts: Some("a.csv".into()),
+            group_type: Some("public".into()),
+            ..crate::cli::DiscoverArgs::default()
+        };
+        let e = discover_plan(&accounts_typed, &JobFile::default(), &env(), now)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--group-type is for --groups"), "{e}");
         let bad = JobFile::parse(Path::new("j.toml"), "[discover]\ngroup = true\n").unwrap_err();
         assert!(bad.to_string().contains("group"), "{bad}");
     }

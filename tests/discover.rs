@@ -256,6 +256,18 @@ async fn every_group_message_of_the_window_is_listed_once_and_exports_exactly() 
     let want = want_groups(&store, since(now));
     assert_eq!(sorted, want);
     assert!(want.len() > 60, "{} messages", want.len());
+    // Off a terminal, the last line is JSON for the scheduler's log.
+    let done: serde_json::Value = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .find(|v: &serde_json::Value| v["event"] == "discover_done")
+        .unwrap_or_else(|| panic!("no discover_done line: {stderr}"));
+    assert_eq!(done["messages"], want.len());
+    assert_eq!(
+        (done["gone"].as_u64(), done["failed"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(done["status"], "complete");
     // Five list calls (Public in 2 pages, the other types in one), at 1 a
     // second: never a quota answer.
     assert_eq!(

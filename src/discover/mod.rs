@@ -83,6 +83,56 @@ pub struct Found {
     pub requests: u64,
 }
 
+impl Found {
+    /// What was skipped or failed, a line each.
+    pub fn told(&self) -> Vec<String> {
+        let gone = self
+            .gone
+            .iter()
+            .map(|s| format!("{}: not there ({}: {}); skipped", s.what, s.code, s.info));
+        let failed = self.failed.iter().map(|s| {
+            format!(
+                "warning: {}: failed ({}: {}); its messages are not listed",
+                s.what, s.code, s.info
+            )
+        });
+        gone.chain(failed).collect()
+    }
+
+    /// The summary: what was listed where, from what, at what cost.
+    pub fn one_line(&self, out: &str) -> String {
+        let conversations = match self.source_name {
+            "accounts" => format!("{} conversations, ", self.conversations),
+            _ => String::new(),
+        };
+        let failed = match self.failed.len() {
+            0 => String::new(),
+            n => format!("; {n} failed"),
+        };
+        format!(
+            "{} messages listed in {out} from {} {} ({conversations}{} calls){failed}",
+            self.messages, self.sources, self.source_name, self.requests
+        )
+    }
+
+    /// The last JSON log line (off a terminal), as export's `done`.
+    pub fn json(&self, out: &str) -> String {
+        serde_json::json!({
+            "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "event": "discover_done",
+            "status": if self.failed.is_empty() { "complete" } else { "partial" },
+            "out": out,
+            "messages": self.messages,
+            "sources": self.sources,
+            "conversations": self.conversations,
+            "gone": self.gone.len(),
+            "failed": self.failed.len(),
+            "requests": self.requests,
+        })
+        .to_string()
+    }
+}
+
 /// Why nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoverError {
@@ -158,6 +208,12 @@ struct Walker {
     walked: AtomicU64,
 }
 
+/// What a run walks: group types, or the accounts read from the file.
+enum Walk<'a> {
+    Groups(&'a [String]),
+    Accounts(Vec<String>),
+}
+
 /// Run a discovery to its end: the list written, or why not.
 pub async fn run(
     plan: DiscoverPlan,
@@ -182,17 +238,17 @@ pub async fn run(
         found: AtomicU64::new(0),
         walked: AtomicU64::new(0),
     });
-    let accounts = match &plan.source {
-        Source::Accounts(path) => Some(read_accounts(path)?),
-        Source::Groups { .. } => None,
+    // The accounts file is read whole before any call: a bad one is a usage error.
+    let walk = match &plan.source {
+        Source::Groups { types } => Walk::Groups(types),
+        Source::Accounts(path) => Walk::Accounts(read_accounts(path)?),
     };
     let mut list = ListWriter::create(&plan.out, &plan.source)?;
     let breaker = crate::fetch::spawn_breaker(&stats, &stop, plan.api.give_up_after);
     let (progress_done, reporter) = progress::spawn(walker.clone(), stats.clone(), progress);
-    let mut found = match (&plan.source, accounts) {
-        (Source::Groups { types }, _) => groups(&walker, types, &mut list).await,
-        (Source::Accounts(_), Some(accounts)) => pairs(&walker, accounts, &mut list).await,
-        (Source::Accounts(_), None) => Ok(Found::default()),
+    let mut found = match walk {
+        Walk::Groups(types) => groups(&walker, types, &mut list).await,
+        Walk::Accounts(accounts) => pairs(&walker, accounts, &mut list).await,
     };
     breaker.abort();
     let _ = progress_done.send(());
