@@ -29,6 +29,7 @@ fn group(id: &str, group_type: &str, messages: Vec<GroupEvent>) -> HistoryGroup 
         group_type: group_type.into(),
         messages,
         dismissed_after: None,
+        always: None,
     }
 }
 
@@ -510,4 +511,77 @@ async fn bad_settings_are_refused_before_any_call_and_a_failed_run_writes_nothin
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(left, ["accounts.csv"], "no list, no temporary file");
+}
+
+/// A group whose every call fails is told and the rest is written (exit
+/// 3); Ctrl-C / SIGTERM mid-walk exits 130 and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_group_is_told_and_an_interrupted_run_writes_nothing() {
+    let now = chrono::Utc::now().timestamp();
+    let mut failing = group("@TGS#flaky", "Public", events(5, now, |_| 0));
+    failing.always = Some(10002);
+    let mut groups = vec![group("@TGS#ok", "Public", events(5, now, |_| 0)), failing];
+    groups.extend((0..200).map(|i| {
+        group(
+            &format!("@TGS#many{i:03}"),
+            "Private",
+            events(60, now, |_| 0),
+        )
+    }));
+    let history = History {
+        accounts: Vec::new(),
+        groups,
+        chats: Vec::new(),
+    };
+    let server = serve(
+        Store::default().with_history(history),
+        HistoryPaging::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("list.csv");
+
+    let mut args = discover_args(
+        &server.url(),
+        &["--groups", "--group-type", "Public"],
+        since(now),
+        &list,
+    );
+    args.extend(["--max-attempts", "2"].map(String::from));
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(3), "{}", show(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("warning: group @TGS#flaky: failed (10002"),
+        "{stderr}"
+    );
+    let rows = list_rows(&list, &["GroupId", "MsgSeq"]);
+    let want: Vec<Vec<String>> = events(5, now, |_| 0)
+        .iter()
+        .filter(|m| m.time >= since(now))
+        .map(|m| vec!["@TGS#ok".into(), m.seq.to_string()])
+        .collect();
+    assert_eq!(want.len(), 4, "seq 1 is older than the window");
+    assert_eq!(rows, want, "the rest is written");
+    std::fs::remove_file(&list).unwrap();
+
+    // 200 groups of 3 pages at 20 calls a second: still walking when the signal comes.
+    let mut args = discover_args(
+        &server.url(),
+        &["--groups", "--group-type", "Private"],
+        since(now),
+        &list,
+    );
+    args.extend(["--rate", "20"].map(String::from));
+    let before = server.stats().calls();
+    let cmd = common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
+    let status = common::signal_midway(cmd, server.stats(), before + 20, "-TERM").await;
+    assert_eq!(status.code(), Some(130));
+    let left: Vec<_> = dir
+        .path()
+        .read_dir()
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "no list, no temporary file: {left:?}");
 }

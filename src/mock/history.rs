@@ -37,6 +37,10 @@ pub struct HistoryGroup {
     /// History calls answered before the group is dismissed (10010 after).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dismissed_after: Option<u32>,
+    /// Every history call of the group is answered with this code (a fault
+    /// that does not pass).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub always: Option<i64>,
 }
 
 /// A group message: `place` 0 normal, 1 deleted, 2 recalled.
@@ -313,6 +317,9 @@ fn group_history(state: &State, r: &GroupHistoryRequest) -> Reply {
     if g.dismissed_after.is_some_and(|n| calls >= n) {
         return api.fail(10010, "the group does not exist or was dismissed");
     }
+    if let Some(code) = g.always {
+        return api.fail(code, format!("scripted error {code}"));
+    }
     if g.group_type == "AVChatRoom" || g.group_type == "BChatRoom" {
         return api.fail(10004, "this group type keeps no history");
     }
@@ -503,6 +510,7 @@ pub fn sample(now: i64, seed: u64) -> History {
             group_type: (*group_type).to_owned(),
             messages,
             dismissed_after: None,
+            always: None,
         });
     }
     let mut chats = Vec::new();
