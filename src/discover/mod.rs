@@ -618,10 +618,11 @@ fn read_accounts(path: &std::path::Path) -> Result<Vec<String>, DiscoverError> {
         .from_path(path)
         .map_err(|e| usage(&e))?;
     let headers = reader.headers().map_err(|e| usage(&e))?.clone();
-    let Some(col) = headers
-        .iter()
-        .position(|h| h.trim_start_matches('\u{feff}') == "UserID")
-    else {
+    // Any case, a BOM before it: as the export's input header.
+    let Some(col) = headers.iter().position(|h| {
+        h.trim_start_matches('\u{feff}')
+            .eq_ignore_ascii_case("UserID")
+    }) else {
         return Err(usage(&"no UserID column in the header line"));
     };
     let mut seen = HashSet::new();
@@ -698,5 +699,27 @@ mod progress {
             }
         });
         (done, task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The accounts header is read as the export's input header: any case,
+    /// a BOM, CRLF; each account once; an empty one names its line.
+    #[test]
+    fn accounts_are_read_once_each_with_any_header_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.csv");
+        std::fs::write(
+            &path,
+            "\u{feff}note,userid\r\nx, alice\r\ny,bob\r\nz,alice\r\n",
+        )
+        .unwrap();
+        assert_eq!(read_accounts(&path).unwrap(), ["alice", "bob"]);
+        std::fs::write(&path, "UserID\nalice\n\"\"\n").unwrap();
+        let e = read_accounts(&path).unwrap_err().to_string();
+        assert!(e.contains("line 3") && e.contains("a.csv"), "{e}");
     }
 }

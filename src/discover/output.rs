@@ -131,14 +131,8 @@ impl ListWriter {
                 std::fs::File::open(tmp)
                     .and_then(|f| f.sync_all())
                     .map_err(|e| output_error(tmp, e))?;
-                std::fs::rename(tmp, target).map_err(|e| output_error(target, e))?;
-                let dir = match target.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
-                if let Ok(d) = std::fs::File::open(dir) {
-                    let _ = d.sync_all();
-                }
+                crate::write::publish_staged(tmp, target)
+                    .map_err(|e| DiscoverError::Output(e.to_string()))?;
             }
         }
         self.finished = true;

@@ -394,9 +394,14 @@ fn answer(
     now: i64,
     internal: bool,
 ) -> Reply {
-    let history = history::HistoryApi::from_path(path);
-    let Some(kind) = Kind::from_api_path(path).or(history.map(|_| Kind::OneToOne)) else {
-        return Reply::Status(StatusCode::NOT_FOUND);
+    // The extension call of a kind, or a history API; any other path is 404.
+    let api = match (
+        Kind::from_api_path(path),
+        history::HistoryApi::from_path(path),
+    ) {
+        (Some(kind), _) => Ok(kind),
+        (None, Some(h)) => Err(h),
+        (None, None) => return Reply::Status(StatusCode::NOT_FOUND),
     };
     if method != Method::POST {
         return fail(codes::BAD_URL, "only POST is supported");
@@ -410,12 +415,11 @@ fn answer(
         }
         return fail(codes::FREQ_LIMIT, "API call frequency over the limit");
     }
-    if let Some(api) = history {
-        if internal {
-            return api.fail(api.internal_code(), "internal server error, try again");
-        }
-        return history::answer(state, api, body, now);
-    }
+    let kind = match api {
+        Ok(kind) => kind,
+        Err(h) if internal => return h.fail(h.internal_code(), "internal server error, try again"),
+        Err(h) => return history::answer(state, h, body, now),
+    };
     let (id, start_seq) = match parse_body(kind, body) {
         Ok(r) => r,
         Err(e) => return fail(codes::INVALID_PARAM, e),

@@ -292,10 +292,12 @@ pub fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
         path: final_path.to_owned(),
         source,
     })?;
-    if let Some(dir) = final_path.parent() {
-        sync_dir(dir)?;
+    match final_path.parent() {
+        // A bare file name: its folder is the working one.
+        Some(dir) if dir.as_os_str().is_empty() => sync_dir(Path::new(".")),
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A complete, fsynced file under its temporary name, waiting to be published.
