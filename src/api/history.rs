@@ -202,7 +202,7 @@ impl GroupHistoryResponse {
 
 /// `recentcontact/get_list`: the four cursors are copied from each answer
 /// into the next request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Cursors {
     #[serde(rename = "TimeStamp")]
     pub time_stamp: u64,

@@ -427,6 +427,7 @@ impl Walker {
         let mut seen = HashSet::new();
         let mut ids = Vec::new();
         for group_type in types {
+            let mut nexts = walk::Seen::default();
             let mut request = h::GroupListRequest {
                 limit: Some(h::GROUP_LIST_LIMIT),
                 next: None,
@@ -457,12 +458,14 @@ impl Walker {
                 }
                 match page.next {
                     Some(0) | None => break,
-                    Some(n) if Some(n) == request.next => {
-                        return Err(DiscoverError::Fatal(format!(
-                            "the group list answered Next {n} again; groups could be missed"
-                        )));
+                    Some(n) => {
+                        if let Err(walk::Stuck(why)) = nexts.fresh(n) {
+                            return Err(DiscoverError::Fatal(format!(
+                                "the group list: {why}; groups could be missed"
+                            )));
+                        }
+                        request.next = Some(n);
                     }
-                    next => request.next = next,
                 }
             }
         }
@@ -516,6 +519,7 @@ impl Walker {
             cursors: Cursors::default(),
             assist_flags: 7,
         };
+        let mut seen = walk::Seen::default();
         let mut peers = Vec::new();
         let walked = loop {
             let rules = Rules {
@@ -533,7 +537,10 @@ impl Walker {
                 Ok((more, next)) => {
                     peers.extend(more);
                     match next {
-                        Some(c) => request.cursors = c,
+                        Some(c) => match seen.fresh(c) {
+                            Ok(()) => request.cursors = c,
+                            Err(stuck) => break Walked::stuck(what(), stuck),
+                        },
                         None => break Walked::Found(std::mem::take(&mut peers)),
                     }
                 }
@@ -557,6 +564,7 @@ impl Walker {
         };
         let mut keys = HashSet::new();
         let mut rows = Vec::new();
+        let mut seen = walk::Seen::default();
         loop {
             let request = h::RoamRequest {
                 operator_account: operator.to_owned(),
@@ -591,7 +599,10 @@ impl Walker {
                 Err(stuck) => return Walked::stuck(what(), stuck),
             };
             match next {
-                Some(next) => cursor = next,
+                Some(next) => match seen.fresh((next.max_time, next.last_msg_key.clone())) {
+                    Ok(()) => cursor = next,
+                    Err(stuck) => return Walked::stuck(what(), stuck),
+                },
                 None => return Walked::Found(rows),
             }
         }

@@ -11,6 +11,22 @@ use crate::api::history::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stuck(pub String);
 
+/// The cursors a walk has been given: one given again means the server is
+/// going round in circles (OK answers, so the breaker never trips), and the
+/// walk ends as stuck instead of for ever.
+#[derive(Debug, Default)]
+pub struct Seen<T>(std::collections::HashSet<T>);
+
+impl<T: std::hash::Hash + Eq + std::fmt::Debug> Seen<T> {
+    pub fn fresh(&mut self, cursor: T) -> Result<(), Stuck> {
+        let text = format!("{cursor:?}");
+        match self.0.insert(cursor) {
+            true => Ok(()),
+            false => Err(Stuck(format!("the server gave cursor {text} again"))),
+        }
+    }
+}
+
 /// One page of a group's history: the seqs to list, and the `ReqMsgSeq` of
 /// the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +149,14 @@ mod tests {
             rsp_msg_list: msgs,
             ..GroupHistoryResponse::default()
         }
+    }
+
+    #[test]
+    fn a_cursor_given_again_is_stuck_even_after_another() {
+        let mut seen = Seen::default();
+        assert!(seen.fresh(7u64).is_ok());
+        assert!(seen.fresh(9u64).is_ok());
+        assert!(seen.fresh(7u64).is_err(), "7, 9, 7: a cycle");
     }
 
     #[test]
