@@ -71,28 +71,41 @@ pub enum Verdict {
 
 /// Judge an incremental answer against what was known. `returned`: the Seq
 /// of every pair the read returned.
+///
+/// Every operation (a set, a delete, a clear) takes the message's next Seq,
+/// so the answer must account for each Seq from `known.latest_seq + 1` to
+/// the new LatestSeq: a Seq at or below a moved ClearSeq is covered by the
+/// clear (every pair up to it is dead, whatever happened there), any other
+/// by a pair returned at it. A Seq neither covers is an operation the
+/// answer hides (a delete that left no pair, a key set and set again): the
+/// message is read in full. "A pair at the new LatestSeq" is not enough: a
+/// delete and a later set between two reads would pass it.
 pub fn judge(
     known: &Known,
     latest_seq: i64,
     clear_seq: i64,
     returned: impl IntoIterator<Item = i64>,
 ) -> Verdict {
-    let mut any = false;
-    let mut at_latest = false;
-    for seq in returned {
-        any = true;
-        at_latest |= seq == latest_seq;
-    }
     if latest_seq < known.latest_seq || clear_seq < known.clear_seq {
         return Verdict::ReadFull;
+    }
+    // Seqs above `covered` must each show a pair.
+    let covered = known.latest_seq.max(clear_seq);
+    let mut any = false;
+    let mut shown: Vec<i64> = Vec::new();
+    for seq in returned {
+        any = true;
+        if seq > covered && seq <= latest_seq {
+            shown.push(seq);
+        }
     }
     if latest_seq == known.latest_seq && clear_seq == known.clear_seq && !any {
         return Verdict::Unchanged;
     }
-    // Every operation moves LatestSeq to its own Seq: a set leaves a pair
-    // there, a "clear all" moves ClearSeq there. Anything else is hidden.
-    let explained = latest_seq == known.latest_seq || at_latest || clear_seq == latest_seq;
-    if explained {
+    shown.sort_unstable();
+    shown.dedup();
+    let needed = u64::try_from(latest_seq.saturating_sub(covered)).unwrap_or(0);
+    if shown.len() as u64 == needed {
         Verdict::Changed { clear_seq }
     } else {
         Verdict::ReadFull
@@ -263,16 +276,32 @@ mod tests {
         };
         let changed = |clear_seq| Verdict::Changed { clear_seq };
         // (LatestSeq, ClearSeq, Seqs returned, verdict)
-        let table: [(i64, i64, &[i64], Verdict); 10] = [
+        let table: [(i64, i64, &[i64], Verdict); 18] = [
             (10, 2, &[], Verdict::Unchanged),
             // A set of two keys at Seq 11, then one at 12.
             (12, 2, &[11, 11, 12], changed(2)),
+            // A delete at 11 that left no pair, then a set at 12: the pair
+            // at the new LatestSeq does not account for Seq 11.
+            (12, 2, &[12], Verdict::ReadFull),
+            // A key set at 11 and set again at 12: only 12 shows (read in full to be sure).
+            (12, 2, &[12, 12], Verdict::ReadFull),
+            // A clear at 13 covers whatever happened at 11 and 12; a set at 14 follows.
+            (14, 13, &[14], changed(13)),
+            (14, 13, &[], Verdict::ReadFull),
+            // Tombstones at 11 and 13, a set at 12: every Seq shown.
+            (13, 2, &[11, 12, 13], changed(2)),
+            // A pair at or below the stored LatestSeq (which StartSeq excludes) explains nothing.
+            (11, 2, &[10], Verdict::ReadFull),
+            // Pairs across a page boundary, repeated: still one Seq each.
+            (12, 2, &[11, 12, 12, 11], changed(2)),
             // A tombstone (a deleted key returned with an empty value) is a pair like any other.
             (11, 2, &[11], changed(2)),
             // "Clear all" at Seq 11: ClearSeq moves there, no pair.
             (11, 11, &[], changed(11)),
-            // A clear, then a set after it.
-            (13, 11, &[13], changed(11)),
+            // A clear at 11, then a set at 12.
+            (12, 11, &[12], changed(11)),
+            // A clear at 11, a set at 13: what happened at 12 is not shown.
+            (13, 11, &[13], Verdict::ReadFull),
             // ClearSeq moved without LatestSeq (an older clear, seen late).
             (10, 5, &[], changed(5)),
             // LatestSeq moved with no pair there: a delete the service does not show.
@@ -462,4 +491,83 @@ mod tests {
             "incremental reads fetch less: {incremental_pairs} of {full_pairs} pairs"
         );
     }
+
+    /// Sequences of operations (sets, deletes shown as tombstones or not,
+    /// clears) between two reads, each read from where the last left it
+    /// through the simulator's own answers: after every read the state
+    /// equals a full read. Each operation takes the next Seq, as on the
+    /// service (`StoredMessage::apply`).
+    #[test]
+    fn several_operations_between_two_reads_equal_a_full_read() {
+        use crate::mock::store::{Deletes, Op, SplitMix64, StoredMessage};
+        for deletes in [Deletes::Tombstone, Deletes::Hidden] {
+            let mut m = StoredMessage::new(crate::kind::MessageRef::new(None, "b", "k"), 0, vec![]);
+            let mut rng = SplitMix64::new(29);
+            let (mut state, mut known) = (BTreeMap::new(), None::<Known>);
+            let mut full_reads = 0;
+            for round in 0..400 {
+                for _ in 0..rng.below(5) {
+                    let live = m.live_pairs();
+                    let op = match rng.below(8) {
+                        0 => Op::Clear,
+                        1..=3 if !live.is_empty() => Op::Delete {
+                            key: live[rng.below(live.len() as u64) as usize].key.clone(),
+                        },
+                        _ => Op::Set {
+                            key: format!("k{}", rng.below(12)),
+                            value: format!("v{round}"),
+                        },
+                    };
+                    m.apply(&op, deletes);
+                }
+                let answer = |start| {
+                    let page = m.page_with(start, 300, deletes);
+                    let pairs: Vec<(String, String, i64)> = (0..page.pairs().len())
+                        .map(|i| page.pairs().get(i).unwrap())
+                        .map(|p| (p.key.to_owned(), p.value.to_owned(), p.seq))
+                        .collect();
+                    (page.latest_seq.unwrap(), page.clear_seq.unwrap(), pairs)
+                };
+                let verdict = match &known {
+                    None => Verdict::ReadFull,
+                    Some(k) => {
+                        let (latest, clear, pairs) = answer(Some(k.latest_seq + 1));
+                        let v = judge(k, latest, clear, pairs.iter().map(|p| p.2));
+                        if let Verdict::Changed { clear_seq } = v {
+                            apply(
+                                &mut state,
+                                clear_seq,
+                                pairs.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                            );
+                        }
+                        v
+                    }
+                };
+                if verdict == Verdict::ReadFull {
+                    full_reads += 1;
+                    let (_, clear, all) = answer(None);
+                    state.clear();
+                    apply(
+                        &mut state,
+                        clear,
+                        all.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                    );
+                }
+                let (latest, clear, _) = answer(None);
+                known = Some(Known {
+                    latest_seq: latest,
+                    clear_seq: clear,
+                    last_full_read_us: 0,
+                });
+                let want: BTreeMap<String, Stored> = m
+                    .live_pairs()
+                    .into_iter()
+                    .map(|p| (p.key, Stored { value: p.value, seq: p.seq }))
+                    .collect();
+                assert_eq!(state, want, "{deletes:?} round {round}");
+            }
+            assert!(full_reads < 400, "{deletes:?}: some reads stay incremental");
+        }
+    }
+
 }
