@@ -156,8 +156,10 @@ pub struct Prior {
 }
 
 impl Prior {
-    /// `known` in any order; a fingerprint given twice (which the current
-    /// tables never hold) keeps one of its states.
+    /// `known` in any order. A fingerprint given twice (a message the
+    /// current tables of an earlier msgext held once with its sender and
+    /// once without) is known as neither: it is read in full, and its
+    /// commit leaves one row.
     pub fn new(
         mut known: Vec<([u64; 2], Known)>,
         now_us: i64,
@@ -166,7 +168,14 @@ impl Prior {
     ) -> Self {
         // In place: a stable sort would take half as much again.
         known.sort_unstable_by_key(|(fp, _)| *fp);
-        known.dedup_by_key(|(fp, _)| *fp);
+        let twice: Vec<[u64; 2]> = known
+            .windows(2)
+            .filter(|w| w[0].0 == w[1].0)
+            .map(|w| w[0].0)
+            .collect();
+        if !twice.is_empty() {
+            known.retain(|(fp, _)| twice.binary_search(fp).is_err());
+        }
         Prior {
             known,
             now_us,

@@ -38,6 +38,9 @@ struct Nights {
     held: HashMap<MessageRef, Held>,
     /// The simulator serving tonight's store (a resume needs the same one).
     server: Option<msgext::mock::MockServer>,
+    /// The sender the current tables must carry for each message: the
+    /// last one an input gave.
+    sender: Option<String>,
 }
 
 impl Nights {
@@ -64,6 +67,20 @@ impl Nights {
             out,
             held: HashMap::new(),
             server: None,
+            sender: Some("s".into()),
+        }
+    }
+
+    /// List the messages `range` of `listed` from now on, with or without
+    /// their sender.
+    fn list(&mut self, range: std::ops::Range<usize>, with_sender: bool) {
+        let msgs: Vec<MessageRef> = self.listed[range]
+            .iter()
+            .map(|m| MessageRef::new(m.from.as_deref().filter(|_| with_sender), &m.to, &m.msg_key))
+            .collect();
+        std::fs::write(&self.input, common::input_csv(&msgs)).unwrap();
+        if with_sender {
+            self.sender = Some("s".into());
         }
     }
 
@@ -141,7 +158,7 @@ impl Nights {
                         .live_pairs()
                         .into_iter()
                         .map(|p| KvRow {
-                            from: m.from.clone(),
+                            from: self.sender.clone(),
                             to: m.to.clone(),
                             msg_key: m.msg_key.clone(),
                             key: p.key,
@@ -169,6 +186,39 @@ impl Nights {
 
     fn current(&self) -> Vec<KvRow> {
         current_rows(&self.out)
+    }
+
+    /// The current pairs equal a full read's, or the messages that differ are named.
+    fn assert_current(&self, what: &str) {
+        let (got, want) = (self.current(), self.want());
+        if got == want {
+            return;
+        }
+        let by = |rows: Vec<KvRow>| {
+            let mut m: BTreeMap<String, Vec<KvRow>> = BTreeMap::new();
+            for r in rows {
+                m.entry(r.to.clone()).or_default().push(r);
+            }
+            m
+        };
+        let (got, want) = (by(got), by(want));
+        let differ: Vec<&String> = got
+            .keys()
+            .chain(want.keys())
+            .filter(|k| got.get(*k) != want.get(*k))
+            .collect();
+        let first = differ[0];
+        let keys = |m: &BTreeMap<String, Vec<KvRow>>| -> Vec<(String, String, i64)> {
+            m.get(first)
+                .map(|rs| rs.iter().map(|r| (r.key.clone(), r.value.chars().take(12).collect(), r.seq)).collect())
+                .unwrap_or_default()
+        };
+        panic!(
+            "{what}: {} messages differ from a full read; {first}: held {:?} want {:?}",
+            differ.len(),
+            keys(&got),
+            keys(&want)
+        );
     }
 
     /// Pairs a full read would return now.
@@ -486,4 +536,162 @@ async fn group_messages_keep_current_group_tables() {
         let changes = store.random_changes(100 + night, 0.3);
         store.apply(&changes);
     }
+}
+
+/// A delete and then a set on one message between two reads (a reaction
+/// taken back and another given): the delete leaves no pair, the set one
+/// at the new LatestSeq; the tables must still drop the deleted key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_then_a_set_between_two_reads_drops_the_deleted_key() {
+    for deletes in [Deletes::Hidden, Deletes::Tombstone] {
+        let mut n = Nights::new(60, deletes);
+        n.run("n0", &[], &[]).await;
+        let mut changes = Vec::new();
+        for m in n.store.messages.iter().filter(|m| !m.live_pairs().is_empty()) {
+            let key = m.live_pairs()[0].key.clone();
+            changes.push(Change { id: m.id.clone(), op: Op::Delete { key } });
+            changes.push(Change {
+                id: m.id.clone(),
+                op: Op::Set { key: "late".into(), value: "1".into() },
+            });
+        }
+        assert!(changes.len() > 60);
+        n.store.apply(&changes);
+        n.server = None;
+        n.run("n1", &[], &[]).await;
+        n.assert_current(&format!("{deletes:?}"));
+        check_messages(&n);
+    }
+}
+
+/// A message listed with its sender one night and without it the next
+/// (and the other way round) is one message of the current tables, which
+/// keep the last sender given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_with_and_without_its_sender_is_one_message() {
+    for first_with in [true, false] {
+        let mut n = Nights::new(40, Deletes::Hidden);
+        n.list(0..40, first_with);
+        if !first_with {
+            n.sender = None;
+        }
+        n.run("n0", &[], &[]).await;
+        n.change(3, 0.5);
+        n.list(0..40, !first_with);
+        n.run("n1", &[], &[]).await;
+        assert_eq!(n.current(), n.want(), "first with sender: {first_with}");
+        check_messages(&n);
+        n.change(4, 0.5);
+        n.list(0..40, first_with);
+        n.run("n2", &["--full"], &[]).await;
+        assert_eq!(n.current(), n.want(), "first with sender: {first_with}, --full");
+        check_messages(&n);
+    }
+}
+
+/// Killed between the two current commits, then another list: the next
+/// run completes the killed one's commits before it reads what is known,
+/// and the killed run's own command later finds nothing to redo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_the_current_commits_then_another_list() {
+    let mut n = Nights::new(80, Deletes::Hidden);
+    n.run("n0", &[], &[]).await;
+    n.change(11, 0.5);
+    let env = [("MSGEXT_FAILPOINT", "between_current_commits")];
+    n.run_env("n1", &[], &[], &env, None).await;
+    let (n1_input, n1_server) = (std::fs::read(&n.input).unwrap(), n.server.take());
+    // What n1 read.
+    n.expect(&[]);
+    // Another list: half the messages, changed again.
+    n.change(12, 0.5);
+    let held_before = n.held.clone();
+    n.list(40..80, true);
+    n.run("n2", &[], &[]).await;
+    // The messages n2 did not list hold what n1 read.
+    for (m, h) in &held_before {
+        let i: usize = m.to[1..].parse().unwrap();
+        if i < 40 {
+            n.held.insert(m.clone(), h.clone());
+        }
+    }
+    n.assert_current("after another list");
+    check_messages(&n);
+    // n1's own command (its input, its endpoint): nothing left to redo.
+    let before = n.current();
+    std::fs::write(&n.input, n1_input).unwrap();
+    n.server = n1_server;
+    let url = n.server.as_ref().unwrap().url();
+    let args = export_args(&url, &n.input, &n.out, "parquet", "n1", 8);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(n.current() == before, "the killed run's own command changed nothing");
+    n.server = None;
+    n.list(0..80, true);
+    n.run("n3", &[], &[]).await;
+    n.assert_current("after the killed run's own command and a full list");
+    check_messages(&n);
+}
+
+/// A run killed before its commits and finished after a later run
+/// committed: its history goes in, and its older reads never replace the
+/// later run's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_resume_leaves_newer_rows_alone() {
+    let mut n = Nights::new(80, Deletes::Hidden);
+    n.run("n0", &[], &[]).await;
+    n.change(21, 0.5);
+    let env = [("MSGEXT_FAILPOINT", "before_delta_commit")];
+    n.run_env("n1", &[], &[], &env, None).await;
+    let n1_server = n.server.take();
+    n.change(22, 0.5);
+    n.run("n2", &[], &[]).await;
+    n.assert_current("after the later run");
+    // n1's own command, as `msgext runs` advises (its endpoint, so the
+    // same simulator; it has nothing left to fetch).
+    n.server = n1_server;
+    let s = n.run("n1", &[], &[]).await;
+    n.expect(&[]);
+    assert_eq!(s["status"], "complete", "{s}");
+    n.assert_current("after the late resume");
+    check_messages(&n);
+    assert_eq!(reads(&n.out, "n1").values().sum::<usize>(), 80, "n1's history is in");
+}
+
+/// The newest log entry of `current_key_values` lost: the next run puts
+/// back what it held before reading. A data file of the current tables
+/// lost: the run stops before any call, naming `--full`, which rebuilds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_current_table_is_repaired_or_rebuilt_with_full() {
+    let mut n = Nights::new(60, Deletes::Hidden);
+    n.run("n0", &[], &[]).await;
+    n.change(31, 0.5);
+    n.run("n1", &[], &[]).await;
+    let log = n.out.join("current_key_values/_delta_log");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    entries.sort();
+    std::fs::remove_file(entries.last().unwrap()).unwrap();
+    n.change(32, 0.5);
+    n.run("n2", &[], &[]).await;
+    n.assert_current("a lost log entry put back");
+    check_messages(&n);
+    // A data file gone.
+    let commits = common::delta_commits(&n.out.join("current_key_values"));
+    let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
+    std::fs::remove_file(n.out.join("current_key_values").join(&live.adds[0])).unwrap();
+    n.change(33, 0.5);
+    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n3", 8);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("damaged") && err.contains("--full"), "{err}");
+    assert_eq!(server.stats().calls(), 0);
+    n.server = None;
+    n.run("n4", &["--full"], &[]).await;
+    n.assert_current("rebuilt by --full");
+    check_messages(&n);
 }

@@ -267,6 +267,8 @@ struct Run {
     limiter: Option<Arc<Limiter>>,
     /// The lake's Delta tables the run commits to (none: plain folders).
     delta: Option<crate::write::delta::DeltaRun>,
+    /// `--full` over damaged current tables: the commit replaces the app's rows.
+    rebuild: bool,
     /// Held to the end: one run at a time per state folder.
     _lock: crate::ledger::RunLock,
     _interrupts_lake: AbortOnDrop,
@@ -330,18 +332,34 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         &run_id,
         (plan.format, plan.table_format),
     )?;
-    let prior = match &delta {
+    let (prior, rebuild) = match &delta {
         Some(d) => {
             crate::table::check(&*lake, d.lake(), reader.kind())?;
-            crate::table::prior(
-                &*lake,
-                d.lake(),
-                reader.kind(),
-                plan.api.sdkappid,
-                plan.full,
-            )?
+            let unfinished = crate::runs::unfinished_others(&*lake, &run_id)
+                .map_err(|e| ExportError::Output(e.to_string()))?;
+            let settle = crate::table::settle::Settle {
+                lake: &lake,
+                delta: d.lake(),
+                kind: reader.kind(),
+                opts: plan.write,
+            };
+            let state = crate::table::state(&settle, plan.api.sdkappid, plan.full, &unfinished)?;
+            if !plan.quiet {
+                for c in &state.completed {
+                    eprintln!(
+                        "msgext: completed run {}'s commits to the current tables (it stopped between them)",
+                        c.run_id
+                    );
+                }
+                if let Some(why) = &state.rebuild {
+                    eprintln!(
+                        "msgext: the current tables cannot be read ({why}); --full rebuilds this app's rows from this run"
+                    );
+                }
+            }
+            (state.prior, state.rebuild.is_some())
         }
-        None => crate::incremental::Prior::default(),
+        None => (crate::incremental::Prior::default(), false),
     };
     tracing::info!(run_id = %run_id, input = %plan.input.display(), rows = scan.rows,
         out = %plan.out.display(), state = %plan.state_dir.display(), "export started");
@@ -369,6 +387,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         stats: Arc::new(FetchStats::default()),
         limiter: Limiter::new(plan.api.rate).map(Arc::new),
         delta,
+        rebuild,
         _lock: lock,
         _interrupts_lake: interrupts_lake,
     };
@@ -627,6 +646,7 @@ fn summarize(
             sdkappid: plan.api.sdkappid,
             files: &summary.files,
             opts: plan.write,
+            rebuild: run.rebuild,
         };
         crate::table::current::commit(&current, &commit)?;
         crate::failpoint::hit("after_current_commits");

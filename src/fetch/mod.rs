@@ -405,7 +405,7 @@ impl<C: Call> Fetcher<C> {
     /// §7), or in full when they know nothing, a full read is due, or the
     /// answer shows a change it cannot tell.
     pub async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
-        let (start, known) = self.prior.plan(msg.fingerprint());
+        let (start, known) = self.prior.plan(msg.state_fingerprint());
         let mut attempts = 0u32;
         let (Start::From(seq), Some(known)) = (start, known) else {
             return self.read(msg, None, &mut attempts, Read::Full).await;

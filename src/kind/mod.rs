@@ -99,6 +99,12 @@ pub trait KindSpec: Sync {
     fn tables(&self) -> [&'static str; 2];
     /// The identity columns that open both tables.
     fn identity_fields(&self) -> Vec<Field>;
+    /// The identity column an input may leave empty (a one-to-one
+    /// message's sender): the current tables know a message without it
+    /// (`MessageId::state_fingerprint`) and keep the last one given.
+    fn sender_column(&self) -> Option<&'static str> {
+        None
+    }
     /// Empty builders of those columns.
     fn identity_columns(&self) -> Box<dyn IdentityColumns>;
 }
@@ -193,6 +199,16 @@ impl MessageId {
 
     pub fn fingerprint(&self) -> u128 {
         self.identity().fingerprint()
+    }
+
+    /// The fingerprint of the message as the current tables know it: the
+    /// same message with or without its optional sender is one message
+    /// (DESIGN §2, §7), so the sender is left out.
+    pub fn state_fingerprint(&self) -> u128 {
+        match self.identity().without_sender() {
+            Some(bare) => bare.fingerprint(),
+            None => self.fingerprint(),
+        }
     }
 
     pub fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {

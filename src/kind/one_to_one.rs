@@ -85,6 +85,10 @@ impl KindSpec for OneToOne {
     fn identity_columns(&self) -> Box<dyn IdentityColumns> {
         Box::<Columns>::default()
     }
+
+    fn sender_column(&self) -> Option<&'static str> {
+        Some("from_account")
+    }
 }
 
 /// One one-to-one message, as identified by the API: (From_Account, To_Account, MsgKey).

@@ -19,7 +19,10 @@
 use super::{app_dir, kv_schema, messages_schema, names, read, specs};
 use crate::incremental::Read;
 use crate::kind::Kind;
-use crate::write::delta::{Changes, DataFile, DeltaLake, LiveFile, RunCommit, has_log};
+use crate::write::delta::{
+    Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit, app_id, has_log,
+};
+use delta_kernel::snapshot::SnapshotRef;
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
@@ -47,7 +50,29 @@ pub struct ReadRow {
     /// Pairs the run received (at most a few hundred).
     pub kv_count: u32,
     pub at_us: i64,
+    /// The hash of the sender its rows carry (`sender_hash`): the one the
+    /// run's input gave, or, once `stand` has looked, the stored one when
+    /// the input gave none.
+    pub sender: u64,
 }
+
+/// The hash of a sender (0: none), to tell whether a stored row carries
+/// the sender a message's rows should, without holding the strings.
+pub(crate) fn sender_hash(sender: Option<&str>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    match sender {
+        None => 0,
+        Some(s) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            s.hash(&mut h);
+            h.finish() | 1
+        }
+    }
+}
+
+/// The sender every row of a message must carry, for the messages whose
+/// stored or new rows carry another: the last one an input gave.
+type Senders = HashMap<u128, Option<String>>;
 
 /// Whether a stored pair (`seq`) of a message stays, given how the run
 /// read the message; `returned`: whether the run received a pair of its key.
@@ -70,13 +95,15 @@ fn adds_pairs(read: Option<&ReadRow>) -> bool {
     )
 }
 
-/// The messages a run read, by fingerprint: those read anew as whole
-/// rows, those found unchanged (most of a nightly run) by fingerprint and
-/// time alone, 24 bytes rather than 48.
+/// The messages a run read, by state fingerprint: those read anew as
+/// whole rows, those found unchanged (most of a nightly run) by
+/// fingerprint, time and sender alone, 32 bytes rather than 56. A read
+/// older than the stored one (`stand`) is stale: the table keeps what it has.
 #[derive(Debug, Default)]
 pub struct Reads {
     changed: Vec<ReadRow>,
-    unchanged: Vec<(u128, i64)>,
+    unchanged: Vec<(u128, i64, u64)>,
+    stale: Vec<bool>,
 }
 
 impl Reads {
@@ -86,12 +113,13 @@ impl Reads {
         Reads {
             changed: Vec::with_capacity(n),
             unchanged: Vec::with_capacity(n),
+            stale: Vec::new(),
         }
     }
 
     fn push(&mut self, r: ReadRow) {
         match r.how {
-            How::Read(Read::Unchanged) => self.unchanged.push((r.fp, r.at_us)),
+            How::Read(Read::Unchanged) => self.unchanged.push((r.fp, r.at_us, r.sender)),
             _ => self.changed.push(r),
         }
     }
@@ -101,6 +129,12 @@ impl Reads {
         self.changed.dedup_by_key(|r| r.fp);
         self.unchanged.sort_unstable_by_key(|r| r.0);
         self.unchanged.dedup_by_key(|r| r.0);
+        // A message read anew and found unchanged (two input rows of one
+        // message, with and without its sender): the read anew counts.
+        let changed = &self.changed;
+        self.unchanged
+            .retain(|u| changed.binary_search_by_key(&u.0, |r| r.fp).is_err());
+        self.stale = vec![false; self.len()];
         self
     }
 
@@ -124,7 +158,7 @@ impl Reads {
         match self.changed.get(slot) {
             Some(r) => *r,
             None => {
-                let (fp, at_us) = self.unchanged[slot - self.changed.len()];
+                let (fp, at_us, sender) = self.unchanged[slot - self.changed.len()];
                 ReadRow {
                     fp,
                     how: How::Read(Read::Unchanged),
@@ -132,13 +166,24 @@ impl Reads {
                     clear_seq: 0,
                     kv_count: 0,
                     at_us,
+                    sender,
                 }
             }
         }
     }
 
+    fn set_sender(&mut self, slot: usize, sender: u64) {
+        match self.changed.get_mut(slot) {
+            Some(r) => r.sender = sender,
+            None => self.unchanged[slot - self.changed.len()].2 = sender,
+        }
+    }
+
+    /// The run's read of `fp`, unless the table holds a newer one.
     pub fn get(&self, fp: u128) -> Option<ReadRow> {
-        self.slot(fp).map(|i| self.at(i))
+        self.slot(fp)
+            .filter(|i| !self.stale[*i])
+            .map(|i| self.at(i))
     }
 
     fn touches_pairs(&self) -> bool {
@@ -155,69 +200,274 @@ pub struct CurrentCommit<'a> {
     /// Every data file of the run (its history tables).
     pub files: &'a [FileInfo],
     pub opts: WriteOptions,
+    /// Replace the app's rows without reading them (`--full` over damaged
+    /// tables): what the run read becomes all the tables hold of the app.
+    pub rebuild: bool,
 }
 
-/// Replace the rows of the messages the run read, in each current table.
+/// Commits another writer overtook (it changed the app's rows between this
+/// run's read of a table and its commit) before the run gives up; each is
+/// computed again from the lake.
+const MAX_MOVES: usize = 8;
+
+/// Replace the rows of the messages the run read, in each current table:
+/// `current_messages` first, then `current_key_values` (always a commit,
+/// so that its log names every run the first one does). A message's row
+/// is replaced only by a read at least as new as the one it holds.
 pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
-    let lake = c.lake.as_ref();
+    let mut tries = 0;
+    loop {
+        match commit_once(c, run) {
+            Err(WriteError::Delta(e)) if e.is_moved() && tries < MAX_MOVES => {
+                tries += 1;
+                tracing::info!(run_id = run.run_id, "another run changed the current tables first; computing the commit again");
+            }
+            done => return done,
+        }
+    }
+}
+
+/// A table's latest snapshot, none before its first commit.
+fn latest(c: &CurrentCommit<'_>, table: &str) -> Result<Option<SnapshotRef>, WriteError> {
+    Ok(match has_log(c.lake.as_ref(), table)? {
+        true => Some(c.delta.snapshot(table)?),
+        false => None,
+    })
+}
+
+/// Whether `snapshot` holds the run's transaction.
+fn holds(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    snapshot: &Option<SnapshotRef>,
+    run_id: &str,
+) -> Result<bool, WriteError> {
+    Ok(match snapshot {
+        Some(s) => c.delta.has_transaction(table, s, &app_id(run_id))?,
+        None => false,
+    })
+}
+
+/// The app's live files of a table.
+fn app_files(
+    c: &CurrentCommit<'_>,
+    table: &str,
+    snapshot: &Option<SnapshotRef>,
+) -> Result<Vec<LiveFile>, WriteError> {
+    match snapshot {
+        Some(s) => Ok(c
+            .delta
+            .files_under(table, s, &format!("{}/", app_dir(c.sdkappid)))?),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// What the `current_messages` commit decided, reused by the pairs' commit
+/// when no other writer came between.
+struct Planned {
+    msg_version: u64,
+    kv_version: Option<u64>,
+    reads: Reads,
+    senders: Senders,
+    plan: PairPlan,
+}
+
+fn commit_once(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
     let [kv_table, msg_table] = names(c.kind);
     let [kv_spec, msg_spec] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
-    let snapshot = |t: &str| -> Result<_, WriteError> {
-        Ok(match has_log(lake, t)? {
-            true => Some(c.delta.snapshot(t)?),
-            false => None,
-        })
-    };
-    let (kv_snap, msg_snap) = (snapshot(&kv_table)?, snapshot(&msg_table)?);
-    let app_id = crate::write::delta::app_id(run.run_id);
-    let done =
-        |t: &str, s: &Option<delta_kernel::snapshot::SnapshotRef>| -> Result<bool, WriteError> {
-            Ok(match s {
-                Some(s) => c.delta.has_transaction(t, s, &app_id)?,
-                None => false,
-            })
-        };
-    let (kv_done, msg_done) = (done(&kv_table, &kv_snap)?, done(&msg_table, &msg_snap)?);
-    if kv_done && msg_done {
+    let (msg_snap, kv_snap) = (latest(c, &msg_table)?, latest(c, &kv_table)?);
+    let msg_done = holds(c, &msg_table, &msg_snap, run.run_id)?;
+    if msg_done && holds(c, &kv_table, &kv_snap, run.run_id)? {
         return Ok(());
     }
     let [hist_kv, hist_msgs] = c.kind.spec().tables();
-    let reads = read_history(c, hist_msgs)?;
-    if reads.len() == 0 {
-        return Ok(());
-    }
-    let prefix = format!("{}/", app_dir(c.sdkappid));
-    let old_kv = match &kv_snap {
-        Some(s) if reads.touches_pairs() => c.delta.files_under(&kv_table, s, &prefix)?,
-        _ => Vec::new(),
-    };
-    let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads)?;
+    let mut planned = None;
     if !msg_done {
-        let old = match &msg_snap {
-            Some(s) => c.delta.files_under(&msg_table, s, &prefix)?,
-            None => Vec::new(),
+        let mut reads = read_history(c, hist_msgs)?;
+        if reads.len() == 0 {
+            return Ok(());
+        }
+        let mut old = app_files(c, &msg_table, &msg_snap)?;
+        let dropped = match c.rebuild {
+            true => std::mem::take(&mut old),
+            false => Vec::new(),
         };
-        let (adds, removes) = write_messages(c, &msg_table, &old, &reads, &plan, run.run_id)?;
+        let mut senders = stand(c, (&msg_table, &old), &mut reads, run.run_id, false)?;
+        let old_kv = match (reads.touches_pairs() || !senders.is_empty()) && !c.rebuild {
+            true => app_files(c, &kv_table, &kv_snap)?,
+            false => Vec::new(),
+        };
+        let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads, &mut senders)?;
+        let (adds, mut removes) =
+            write_messages(c, &msg_table, &old, (&reads, &senders), &plan, run.run_id)?;
+        removes.extend(dropped.into_iter().map(|f| f.path));
         let changes = Changes {
             adds: &adds,
             removes: &removes,
         };
-        c.delta
-            .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?;
+        let msg_version = match c
+            .delta
+            .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?
+        {
+            Committed::At(v) | Committed::Already(v) => v,
+        };
+        planned = Some(Planned {
+            msg_version,
+            kv_version: kv_snap.as_ref().map(|s| s.version()),
+            reads,
+            senders,
+            plan,
+        });
     }
     crate::failpoint::hit("between_current_commits");
-    if !kv_done {
-        let (adds, removes) = write_pairs(c, (&kv_table, hist_kv), &plan, &reads, run.run_id)?;
-        if !adds.is_empty() || !removes.is_empty() {
-            let changes = Changes {
-                adds: &adds,
-                removes: &removes,
+    let (msg_snap, kv_snap) = (latest(c, &msg_table)?, latest(c, &kv_table)?);
+    if holds(c, &kv_table, &kv_snap, run.run_id)? {
+        return Ok(());
+    }
+    let kv_version = kv_snap.as_ref().map(|s| s.version());
+    let (reads, senders, plan) = match planned {
+        Some(p)
+            if Some(p.msg_version) == msg_snap.as_ref().map(|s| s.version())
+                && p.kv_version == kv_version =>
+        {
+            (p.reads, p.senders, p.plan)
+        }
+        // Resumed between the two commits, or another writer came between:
+        // what the table now holds decides, as its rows say.
+        _ => {
+            let mut reads = read_history(c, hist_msgs)?;
+            let old = app_files(c, &msg_table, &msg_snap)?;
+            let mut senders = stand(c, (&msg_table, &old), &mut reads, run.run_id, true)?;
+            let old_kv = match c.rebuild {
+                true => Vec::new(),
+                false => app_files(c, &kv_table, &kv_snap)?,
             };
-            c.delta
-                .commit_run(&kv_table, &kv_spec, changes, run, kv_snap)?;
+            let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads, &mut senders)?;
+            (reads, senders, plan)
+        }
+    };
+    let (adds, mut removes) =
+        write_pairs(c, (&kv_table, hist_kv), &plan, (&reads, &senders), run.run_id)?;
+    if c.rebuild {
+        removes = app_files(c, &kv_table, &kv_snap)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
+    }
+    let changes = Changes {
+        adds: &adds,
+        removes: &removes,
+    };
+    c.delta
+        .commit_run(&kv_table, &kv_spec, changes, run, kv_snap)?;
+    Ok(())
+}
+
+/// Which of the run's reads the tables take, from the app's rows of
+/// `current_messages` (`files`): a read older than the row's (another run
+/// read the message later and committed first) is stale, and the row and
+/// its pairs stay; once the run's own commit of that table is in
+/// (`committed`), the rows that name the run are the ones it took. Also
+/// which messages' rows must change sender (`Senders`): a read without a
+/// sender keeps the stored one, a read with another one replaces it.
+fn stand(
+    c: &CurrentCommit<'_>,
+    (table, files): (&str, &[LiveFile]),
+    reads: &mut Reads,
+    run_id: &str,
+    committed: bool,
+) -> Result<Senders, WriteError> {
+    let mut senders = Senders::new();
+    let mut from_input = Vec::new();
+    for LiveFile { path, .. } in files {
+        for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
+            let batch = batch?;
+            let fps = read::fingerprints(c.kind, &batch)?;
+            let columns = super::StoredColumns::of(&batch)?;
+            let sender = read::sender(c.kind, &batch)?;
+            for (i, fp) in fps.into_iter().enumerate() {
+                let Some(j) = reads.slot(fp) else { continue };
+                let r = reads.at(j);
+                let ours = columns.run_id.value(i) == run_id;
+                let older = columns.read_at.is_valid(i) && columns.read_at.value(i) > r.at_us;
+                if !ours && (committed || older) {
+                    reads.stale[j] = true;
+                    continue;
+                }
+                let have = sender.and_then(|s| s.is_valid(i).then(|| s.value(i)));
+                if r.sender == 0 {
+                    if let Some(h) = have {
+                        senders.insert(fp, Some(h.to_owned()));
+                        reads.set_sender(j, sender_hash(Some(h)));
+                    }
+                } else if sender_hash(have) != r.sender {
+                    from_input.push(fp);
+                }
+            }
+        }
+    }
+    senders_from_history(c, &from_input, &mut senders)?;
+    Ok(senders)
+}
+
+/// The senders the run's input gave the messages `fps`, from its history rows.
+fn senders_from_history(
+    c: &CurrentCommit<'_>,
+    fps: &[u128],
+    senders: &mut Senders,
+) -> Result<(), WriteError> {
+    if fps.is_empty() {
+        return Ok(());
+    }
+    let wanted: std::collections::HashSet<u128> = fps.iter().copied().collect();
+    let [_, hist_msgs] = c.kind.spec().tables();
+    for FileInfo { path: rel, .. } in run_files(c, hist_msgs) {
+        for batch in read::batches(c.lake.as_ref(), rel)? {
+            let batch = batch?;
+            let Some(sender) = read::sender(c.kind, &batch)? else {
+                return Ok(());
+            };
+            for (i, fp) in read::fingerprints(c.kind, &batch)?.into_iter().enumerate() {
+                if wanted.contains(&fp) {
+                    let given = sender.is_valid(i).then(|| sender.value(i).to_owned());
+                    senders.insert(fp, given);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// `batch` with the sender column of every row whose message is in
+/// `senders` set to the one its rows must carry.
+fn with_senders(
+    kind: Kind,
+    batch: RecordBatch,
+    fps: &[u128],
+    senders: &Senders,
+) -> Result<RecordBatch, WriteError> {
+    let Some(name) = kind.spec().sender_column() else {
+        return Ok(batch);
+    };
+    if senders.is_empty() || !fps.iter().any(|fp| senders.contains_key(fp)) {
+        return Ok(batch);
+    }
+    let old = read::strings(&batch, name)?;
+    let new: arrow_array::StringArray = fps
+        .iter()
+        .enumerate()
+        .map(|(i, fp)| match senders.get(fp) {
+            Some(s) => s.as_deref(),
+            None => old.is_valid(i).then(|| old.value(i)),
+        })
+        .collect();
+    let schema = batch.schema();
+    let at = schema
+        .index_of(name)
+        .map_err(|e| WriteError::Store(e.to_string()))?;
+    let mut cols = batch.columns().to_vec();
+    cols[at] = Arc::new(new);
+    RecordBatch::try_new(schema, cols).map_err(|e| WriteError::Store(e.to_string()))
 }
 
 /// The run's Parquet files of history table `table`.
@@ -243,6 +493,7 @@ fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError>
             let clear = read::ints(&batch, "clear_seq")?;
             let kv_count = read::ints(&batch, "kv_count")?;
             let at = read::column::<TimestampMicrosecondArray>(&batch, "fetched_at")?;
+            let sender = read::sender(c.kind, &batch)?;
             for (i, fp) in fps.into_iter().enumerate() {
                 let how = match status.value(i) {
                     "not_found" => How::NotFound,
@@ -260,6 +511,7 @@ fn read_history(c: &CurrentCommit<'_>, table: &str) -> Result<Reads, WriteError>
                     clear_seq: int(clear).unwrap_or(0),
                     kv_count: u32::try_from(kv_count.value(i)).unwrap_or(u32::MAX),
                     at_us: if at.is_null(i) { 0 } else { at.value(i) },
+                    sender: sender_hash(sender.and_then(|s| s.is_valid(i).then(|| s.value(i)))),
                 });
             }
         }
@@ -345,19 +597,31 @@ fn plan_pairs(
     (table, files): (&str, &[LiveFile]),
     hist_kv: &str,
     reads: &Reads,
+    senders: &mut Senders,
 ) -> Result<PairPlan, WriteError> {
     let mut plan = PairPlan::default();
+    let mut from_input = Vec::new();
     for LiveFile { path, .. } in files {
-        // A file changes when it holds a pair of a message read anew.
+        // A file changes when it holds a pair of a message read anew, or
+        // one whose sender is no longer the message's.
         let mut changes = false;
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
             let key = read::strings(&batch, "key")?;
             let seq = read::ints(&batch, "seq")?;
+            let sender = read::sender(c.kind, &batch)?;
             for (i, fp) in fps.into_iter().enumerate() {
                 let Some(r) = reads.get(fp) else { continue };
                 changes |= r.how != How::Read(Read::Unchanged);
+                let have = sender.and_then(|s| s.is_valid(i).then(|| s.value(i)));
+                if sender_hash(have) != r.sender && !senders.contains_key(&fp) {
+                    changes = true;
+                    match r.sender {
+                        0 => drop(senders.insert(fp, None)),
+                        _ => from_input.push(fp),
+                    }
+                }
                 if r.how == How::Read(Read::Incremental) {
                     let alive = seq.value(i) > r.clear_seq;
                     plan.replaced
@@ -371,6 +635,9 @@ fn plan_pairs(
             plan.rewrite.push(path.clone());
         }
     }
+    from_input.sort_unstable();
+    from_input.dedup();
+    senders_from_history(c, &from_input, senders)?;
     plan.replaced.keys.sort_unstable();
     plan.replaced.returned = vec![false; plan.replaced.keys.len()];
     if plan.replaced.keys.is_empty() {
@@ -418,12 +685,15 @@ impl NewFiles {
             ..c.opts
         };
         let dir = app_dir(c.sdkappid);
+        // Each attempt names its files anew: a run completed by another
+        // (`complete`) while it commits never writes over files in a log.
+        let name = format!("{run_id}-{:08x}", rand::random::<u32>());
         NewFiles {
             sink: TableSink::new(
                 c.lake.clone(),
                 table,
                 &dir,
-                run_id,
+                &name,
                 Format::Parquet,
                 schema,
                 opts,
@@ -467,12 +737,14 @@ impl NewFiles {
 }
 
 /// Rewrite the app's rows of `current_messages`: the rows of the messages
-/// read replaced, the others copied, then the messages new to the table.
+/// read replaced (one row a message, with the sender its rows carry), the
+/// others and those the run read before another run did copied, then the
+/// messages new to the table.
 fn write_messages(
     c: &CurrentCommit<'_>,
     table: &str,
     old: &[LiveFile],
-    reads: &Reads,
+    (reads, senders): (&Reads, &Senders),
     plan: &PairPlan,
     run_id: &str,
 ) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
@@ -487,17 +759,38 @@ fn write_messages(
             let fps = read::fingerprints(c.kind, &batch)?;
             let columns = super::StoredColumns::of(&batch)?;
             let mut rows = MessageColumns::default();
+            let mut mask = Vec::with_capacity(fps.len());
+            let mut kept_fps = Vec::with_capacity(fps.len());
             for (i, fp) in fps.iter().enumerate() {
                 let stored = columns.row(i);
-                match reads.slot(*fp) {
+                let slot = reads.slot(*fp);
+                let keep = match slot {
+                    Some(j) if reads.stale[j] => {
+                        seen[j] = true;
+                        rows.push(&stored, &stored.run_id);
+                        true
+                    }
+                    // A second row of one message (an earlier msgext kept
+                    // it with and without its sender): one stays.
+                    Some(j) if seen[j] => false,
                     Some(j) => {
                         seen[j] = true;
                         rows.push(&merge(Some(&stored), &reads.at(j), plan), run_id);
+                        true
                     }
-                    None => rows.push(&stored, &stored.run_id),
+                    None => {
+                        rows.push(&stored, &stored.run_id);
+                        true
+                    }
+                };
+                mask.push(keep);
+                if keep {
+                    kept_fps.push(*fp);
                 }
             }
-            out.write(&rows.finish(&schema, c.kind, &batch, None)?)?;
+            let mask = BooleanArray::from(mask);
+            let batch = rows.finish(&schema, c.kind, &batch, Some(&mask))?;
+            out.write(&with_senders(c.kind, batch, &kept_fps, senders)?)?;
         }
     }
     let [_, hist_msgs] = c.kind.spec().tables();
@@ -645,7 +938,7 @@ fn write_pairs(
     c: &CurrentCommit<'_>,
     (table, hist_kv): (&str, &str),
     plan: &PairPlan,
-    reads: &Reads,
+    (reads, senders): (&Reads, &Senders),
     run_id: &str,
 ) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
     let schema = kv_schema(c.kind);
@@ -655,6 +948,7 @@ fn write_pairs(
             let batch = batch?;
             let (fps, keep) = kept_rows(c.kind, &batch, reads, &plan.replaced)?;
             let batch = with_new_seqs(&batch, &fps, reads)?;
+            let batch = with_senders(c.kind, batch, &fps, senders)?;
             let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
                 .map_err(|e| WriteError::Store(e.to_string()))?;
             out.write(&kept)?;
@@ -668,6 +962,7 @@ fn write_pairs(
                 .iter()
                 .map(|fp| Some(adds_pairs(reads.get(*fp).as_ref())))
                 .collect();
+            let batch = with_senders(c.kind, batch, &fps, senders)?;
             let rows = arrow_select::filter::filter_record_batch(&batch, &mask)
                 .map_err(|e| WriteError::Store(e.to_string()))?;
             out.write(&as_current(&schema, &rows, run_id)?)?;

@@ -12,6 +12,7 @@
 
 pub mod current;
 pub mod read;
+pub mod settle;
 
 use crate::incremental::{Known, Prior};
 use crate::kind::Kind;
@@ -19,6 +20,7 @@ use crate::write::delta::{DeltaLake, TableSpec, app_table_schema, has_log};
 use crate::write::{LakeStore, WriteError};
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,19 +108,68 @@ pub struct FullReads {
     pub every: Option<Duration>,
 }
 
+/// What a run starts from: what the current tables know, once every run
+/// in them is whole (`settle`).
+pub struct State {
+    pub prior: Prior,
+    /// `--full` over damaged current tables: the run's commit replaces the
+    /// app's rows without reading them.
+    pub rebuild: Option<String>,
+    /// Earlier runs whose current commits this run completed first.
+    pub completed: Vec<settle::Completed>,
+}
+
+/// Bring the app's current tables of `kind` to whole runs (completing
+/// those that are not, `unfinished`: the lake's runs without `_SUCCESS`),
+/// then read what they know. Damage (a data file or a run's history gone)
+/// is an error that names `--full`; with `--full` it is rebuilt instead.
+pub fn state(
+    s: &settle::Settle<'_>,
+    sdkappid: u64,
+    full: FullReads,
+    unfinished: &[String],
+) -> Result<State, WriteError> {
+    let load = || prior(s.lake.as_ref(), s.delta, s.kind, sdkappid, full);
+    let settled = s
+        .check_files(sdkappid)
+        .and_then(|()| load())
+        .and_then(|(_, runs)| s.complete(&runs, unfinished));
+    let completed = match settled {
+        Ok(done) => done,
+        Err(e) if full.always => {
+            tracing::warn!(error = %e, "the current tables cannot be read: --full rebuilds this app's rows");
+            return Ok(State {
+                prior: Prior::new(Vec::new(), 0, full.every, true),
+                rebuild: Some(e.to_string()),
+                completed: Vec::new(),
+            });
+        }
+        Err(WriteError::Delta(e)) => return Err(WriteError::Delta(e)),
+        Err(e @ WriteError::Damaged(_)) => return Err(e),
+        Err(e) => return Err(settle::damaged(e.to_string())),
+    };
+    let (prior, _) = load()?;
+    Ok(State {
+        prior,
+        rebuild: None,
+        completed,
+    })
+}
+
 /// What the current tables know of the app's messages of `kind`: its rows
 /// of `current_messages` with status ok (a message not found is read in
-/// full if it is listed again).
+/// full if it is listed again), and the runs those rows name.
 pub fn prior(
     lake: &dyn LakeStore,
     delta: &DeltaLake,
     kind: Kind,
     sdkappid: u64,
     full: FullReads,
-) -> Result<Prior, WriteError> {
+) -> Result<(Prior, BTreeSet<String>), WriteError> {
     let now = chrono::Utc::now().timestamp_micros();
     let [_, table] = names(kind);
     let mut known = Vec::new();
+    let mut runs = BTreeSet::new();
     if has_log(lake, &table)? {
         let snapshot = delta.snapshot(&table)?;
         let files = delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))?;
@@ -130,6 +181,12 @@ pub fn prior(
                 let batch = batch?;
                 let fps = read::fingerprints(kind, &batch)?;
                 let columns = StoredColumns::of(&batch)?;
+                for i in 0..batch.num_rows() {
+                    let run = columns.run_id.value(i);
+                    if (i == 0 || columns.run_id.value(i - 1) != run) && !runs.contains(run) {
+                        runs.insert(run.to_owned());
+                    }
+                }
                 let found = fps.into_iter().enumerate();
                 known.extend(found.filter_map(|(i, fp)| {
                     Some((crate::incremental::halves(fp), columns.known(i)?))
@@ -137,7 +194,7 @@ pub fn prior(
             }
         }
     }
-    Ok(Prior::new(known, now, full.every, full.always))
+    Ok((Prior::new(known, now, full.every, full.always), runs))
 }
 
 /// The columns of a `current_messages` batch, looked up once a batch.

@@ -59,9 +59,18 @@ pub fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Wr
     column::<Int64Array>(batch, name)
 }
 
-/// The fingerprint of each row's message, from a batch's identity columns
-/// (the kind's `identity_fields`), read back through the kind's own input
-/// rules so that it is the fingerprint the run computes. Rows of one
+/// The kind's sender column of a batch (none for a kind without one).
+pub fn sender<'a>(kind: Kind, batch: &'a RecordBatch) -> Result<Option<&'a StringArray>, WriteError> {
+    kind.spec()
+        .sender_column()
+        .map(|name| strings(batch, name))
+        .transpose()
+}
+
+/// The state fingerprint of each row's message (`MessageId::state_fingerprint`:
+/// a one-to-one message with or without its sender is one), from a batch's
+/// identity columns (the kind's `identity_fields`), read back through the
+/// kind's own input rules so that it is the fingerprint the run computes. Rows of one
 /// message come together, so a row like the one before reuses its print.
 pub fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>, WriteError> {
     let spec = kind.spec();
@@ -90,7 +99,7 @@ pub fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>, WriteE
         let id: MessageId = spec.parse_cells(&refs).map_err(|e| {
             WriteError::Store(format!("a row whose identity msgext cannot read: {e}"))
         })?;
-        out.push(id.fingerprint());
+        out.push(id.state_fingerprint());
     }
     Ok(out)
 }

@@ -138,6 +138,11 @@ pub enum DeltaError {
 }
 
 impl DeltaError {
+    /// Another writer changed the files this commit meant to replace.
+    pub fn is_moved(&self) -> bool {
+        matches!(self, DeltaError::Moved { .. })
+    }
+
     /// A lake that is not the one this run should write (exit 2), rather
     /// than a failure to read or write it (exit 1).
     pub fn is_wrong_lake(&self) -> bool {
@@ -366,7 +371,7 @@ impl DeltaLake {
                     evolves = true;
                 }
                 // A blind append adds files and nothing else.
-                let builder = match removes.is_empty() && !evolves {
+                let builder = match removes.is_empty() && !evolves && !files.is_empty() {
                     true => builder.with_blind_append(),
                     false => builder,
                 };
@@ -445,6 +450,21 @@ impl DeltaLake {
             false
         })?;
         Ok(out)
+    }
+
+    /// The live files of run `run_id` in a history table (`dt=…/run_id=<run_id>/…`).
+    pub fn run_files(
+        &self,
+        table: &str,
+        snapshot: &SnapshotRef,
+        run_id: &str,
+    ) -> Result<Vec<LiveFile>, DeltaError> {
+        let folder = format!("run_id={run_id}");
+        let files = self.files_under(table, snapshot, "")?;
+        Ok(files
+            .into_iter()
+            .filter(|f| f.path.split('/').nth(1) == Some(folder.as_str()))
+            .collect())
     }
 
     /// The scan rows of `paths` (decoded), to remove them; every one must

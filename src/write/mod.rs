@@ -89,6 +89,12 @@ pub enum WriteError {
     /// A file that must be created once already exists.
     #[error("{0} already exists")]
     AlreadyExists(String),
+    /// The current tables cannot be brought to one state (a data file or
+    /// a run's history gone): exit 1, with the way out.
+    #[error(
+        "the current tables are damaged: {0}; `msgext export --full` with the same settings rebuilds this app's current tables from a full read of its input (messages it does not list leave them until listed again)"
+    )]
+    Damaged(String),
 }
 
 /// The default of `--store-timeout`, in seconds: long enough to ride out a
