@@ -695,3 +695,33 @@ async fn a_damaged_current_table_is_repaired_or_rebuilt_with_full() {
     n.assert_current("rebuilt by --full");
     check_messages(&n);
 }
+
+/// A current table another engine gave deletion vectors (as a Spark
+/// `DELETE` does): msgext reads the tables' files whole, so it refuses the
+/// table by the feature's name before any call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_current_table_with_deletion_vectors_is_refused_by_name() {
+    let mut n = Nights::new(10, Deletes::Tombstone);
+    n.run("n0", &[], &[]).await;
+    let table = n.out.join("current_key_values");
+    let version = common::delta_commits(&table).len();
+    let upgrade = serde_json::json!({"protocol": {
+        "minReaderVersion": 3, "minWriterVersion": 7,
+        "readerFeatures": ["deletionVectors"],
+        "writerFeatures": ["deletionVectors"]}});
+    std::fs::write(
+        table.join(format!("_delta_log/{version:020}.json")),
+        format!("{upgrade}\n"),
+    )
+    .unwrap();
+    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("current_key_values") && err.contains("deletionVectors"),
+        "{err}"
+    );
+    assert_eq!(server.stats().calls(), 0);
+}

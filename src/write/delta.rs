@@ -121,6 +121,10 @@ pub enum DeltaError {
         "{table} is a Delta table of another schema than msgext's: {differences}; export to another --out, or with --table-format plain"
     )]
     OtherSchema { table: String, differences: String },
+    #[error(
+        "{table} uses the Delta table feature {feature} (another engine turned it on), which msgext does not read or write; export to another --out, or turn the feature off with the engine that set it"
+    )]
+    Unsupported { table: String, feature: String },
     #[error("{table}: gave up after {MAX_CONFLICTS} conflicting commits in a row")]
     Conflicts { table: String },
     #[error(
@@ -149,6 +153,7 @@ impl DeltaError {
         matches!(
             self,
             DeltaError::OtherSchema { .. }
+                | DeltaError::Unsupported { .. }
                 | DeltaError::PlainLake { .. }
                 | DeltaError::IsDelta { .. }
         )
@@ -245,13 +250,21 @@ impl DeltaLake {
         Ok(found.is_some())
     }
 
-    /// Refuse a table whose log holds another schema than `want`.
+    /// Refuse a table whose log holds another schema than `want`, or that
+    /// uses a reader feature msgext's reads by file do not follow
+    /// (deletion vectors, column mapping: its rows would be misread).
     pub fn check_schema(
         &self,
         table: &str,
         snapshot: &Snapshot,
         want: &StructType,
     ) -> Result<(), DeltaError> {
+        if let Some(feature) = unsupported_feature(snapshot) {
+            return Err(DeltaError::Unsupported {
+                table: self.name(table),
+                feature,
+            });
+        }
         let have = snapshot.schema();
         match schema_differences(&have, want) {
             None => Ok(()),
@@ -693,6 +706,28 @@ fn committed<S>(
         })) => Ok(Err(())),
         Err(e) => Err(e),
     }
+}
+
+/// The first reader feature of the table that msgext does not handle:
+/// only those that change nothing for a reader of whole Parquet files
+/// by the log's paths are accepted.
+fn unsupported_feature(snapshot: &Snapshot) -> Option<String> {
+    use delta_kernel::table_features::TableFeature;
+    let protocol = snapshot.table_configuration().protocol();
+    if protocol.min_reader_version() == 2 {
+        return Some("columnMapping".into());
+    }
+    let harmless = [
+        TableFeature::TimestampWithoutTimezone,
+        TableFeature::V2Checkpoint,
+        TableFeature::VacuumProtocolCheck,
+    ];
+    protocol
+        .reader_features()
+        .unwrap_or_default()
+        .iter()
+        .find(|f| !harmless.contains(f))
+        .map(|f| f.to_string())
 }
 
 /// The application id of a run's `txn` action.

@@ -444,7 +444,9 @@ impl LakeStore for LocalDir {
         let url = reqwest::Url::from_directory_path(&root)
             .map_err(|()| bad("cannot be named as a file:// URL".into()))?;
         Ok(super::delta::TableRoot {
-            store: std::sync::Arc::new(object_store::local::LocalFileSystem::new()),
+            // The log entry is fsynced, file and folder, before the commit
+            // returns: `_SUCCESS` (fsynced after it) never outlives it.
+            store: std::sync::Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
             url,
         })
     }
