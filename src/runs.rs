@@ -222,8 +222,7 @@ fn describe(
     let running = claim
         .as_ref()
         .and_then(|c| c.state_dir())
-        .and_then(|d| RunLock::holder(&d))
-        .is_some_and(|h| h.run_id == run_id);
+        .is_some_and(|d| RunLock::holders(&d).iter().any(|h| h.run_id == run_id));
     let status = summary.as_ref().and_then(|s| s["status"].as_str());
     let started_at = summary
         .as_ref()

@@ -725,3 +725,32 @@ async fn a_current_table_with_deletion_vectors_is_refused_by_name() {
     );
     assert_eq!(server.stats().calls(), 0);
 }
+
+/// Two exports of one app with different inputs, started together into
+/// one lake with the default state folder: both run (the lock guards an
+/// input, not the lake), and the current tables hold both lists exactly,
+/// whichever commits first. The same input twice is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exports_of_different_inputs_run_together_into_one_lake() {
+    let mut n = Nights::new(80, Deletes::Hidden);
+    n.run("n0", &[], &[]).await;
+    for round in 0..3u64 {
+        n.change(40 + round, 0.5);
+        let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+        let other = n.dir.path().join("other.csv");
+        n.list(40..80, true);
+        std::fs::copy(&n.input, &other).unwrap();
+        n.list(0..40, true);
+        let a = export_args(&server.url(), &n.input, &n.out, "parquet", &format!("a{round}"), 8);
+        let b = export_args(&server.url(), &other, &n.out, "parquet", &format!("b{round}"), 8);
+        let (oa, ob) = tokio::join!(
+            run_msgext(a, DEMO_SECRET_KEY, &[]),
+            run_msgext(b, DEMO_SECRET_KEY, &[])
+        );
+        assert_eq!(oa.status.code(), Some(0), "{}", show(&oa));
+        assert_eq!(ob.status.code(), Some(0), "{}", show(&ob));
+        n.expect(&[]);
+        n.assert_current(&format!("round {round}"));
+        check_messages(&n);
+    }
+}

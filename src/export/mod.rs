@@ -269,7 +269,7 @@ struct Run {
     delta: Option<crate::write::delta::DeltaRun>,
     /// `--full` over damaged current tables: the commit replaces the app's rows.
     rebuild: bool,
-    /// Held to the end: one run at a time per state folder.
+    /// Held to the end: one run of this input at a time.
     _lock: crate::ledger::RunLock,
     _interrupts_lake: AbortOnDrop,
 }
@@ -303,14 +303,15 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
             plan.state_dir.display()
         );
     }
-    // One run at a time per state folder, before the input's full pass.
+    // One run of an input at a time, before the input's full pass.
     let holder = |run_id: &str| crate::ledger::Holder {
         run_id: run_id.to_owned(),
         pid: std::process::id(),
         started_at: started.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     };
-    let mut lock = crate::ledger::RunLock::acquire(
+    let mut lock = crate::ledger::RunLock::acquire_input(
         &plan.state_dir,
+        &plan.input,
         &holder(plan.run_id.as_deref().unwrap_or("(reading its input)")),
     )
     .map_err(|e| unwritable_state(e, &plan.state_dir))?;
