@@ -11,10 +11,12 @@ use std::path::PathBuf;
     name = "msgext",
     version,
     about = "Export Tencent Cloud Chat message extensions (get_key_values, group_get_key_values) into a Parquet/CSV data-lake folder",
-    after_help = "Exit codes: 0 everything exported or confirmed not found · 3 finished, but some messages failed \
-                  or input rows were invalid (see errors.csv) · 1 the run failed (auth, region, plan, I/O, an \
-                  input that changed while it was read) · 2 usage or config error (a mistyped --out, a state \
-                  folder of another lake) · 130 interrupted."
+    after_help = "Exit codes: 0 every valid message exported or confirmed not found (invalid input rows are \
+                  counted, listed in errors.csv and warned about; with --strict-input they give 3) · 3 finished, \
+                  but some messages failed (see errors.csv) · 1 the run failed (auth, region, plan, I/O, an \
+                  input that changed while it was read, damaged current tables) · 2 usage or config error (a \
+                  mistyped --out, a state folder of another lake, a table feature msgext does not handle) · 130 \
+                  interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
