@@ -360,6 +360,18 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
         Ok(o) => o,
         Err(e) => return fail(2, e),
     };
+    // A mistyped folder is no lake: told, not listed as empty.
+    if let crate::write::Out::Dir(d) = &out
+        && !d.is_dir()
+    {
+        return fail(
+            2,
+            format!(
+                "{}: no such folder; give the lake as msgext export wrote it (--out)",
+                d.display()
+            ),
+        );
+    }
     let state_dir = match args.state_dir.clone() {
         Some(d) => d,
         None => match out.default_state_dir(&|k| std::env::var(k).ok()) {

@@ -571,12 +571,19 @@ mod tests {
                 let want: BTreeMap<String, Stored> = m
                     .live_pairs()
                     .into_iter()
-                    .map(|p| (p.key, Stored { value: p.value, seq: p.seq }))
+                    .map(|p| {
+                        (
+                            p.key,
+                            Stored {
+                                value: p.value,
+                                seq: p.seq,
+                            },
+                        )
+                    })
                     .collect();
                 assert_eq!(state, want, "{deletes:?} round {round}");
             }
             assert!(full_reads < 400, "{deletes:?}: some reads stay incremental");
         }
     }
-
 }

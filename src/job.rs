@@ -115,6 +115,11 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
         out.push_str(&format!("line {line_no}"));
         if let Some((key, _)) = line.split_once('=') {
             let key = key.trim();
+            // A key that looks like a secret (pasted into the wrong place) is not quoted.
+            if has_hex_run(key, 32) {
+                out.push_str(SECRETS_ELSEWHERE);
+                return out;
+            }
             out.push_str(&format!(", key {key}"));
             if is_secret_key_name(key) {
                 out.push_str(SECRETS_ELSEWHERE);
@@ -185,25 +190,27 @@ pub fn refuse_secret_values(path: &Path, text: &str, secrets: &[&str]) -> Result
         if line.trim_start().starts_with('#') {
             continue;
         }
-        let value = match line.split_once('=') {
-            Some((k, v)) if !k.contains(['"', '\'']) => {
-                key = k.trim();
-                v.trim()
-            }
-            _ => line.trim(),
+        if let Some((k, _)) = line.split_once('=')
+            && !k.contains(['"', '\''])
+        {
+            key = k.trim();
+        }
+        let holds = |text: &str| {
+            secrets
+                .iter()
+                .map(|s| s.trim())
+                .any(|s| s.len() >= 8 && text.contains(s))
+                || has_hex_run(text, 64)
         };
-        let is_secret = secrets
-            .iter()
-            .map(|s| s.trim())
-            .any(|s| s.len() >= 8 && value.contains(s))
-            || has_hex_run(value, 64);
-        if is_secret {
+        if holds(line) {
+            // A key named after the secret is not quoted either.
+            let key = match holds(key) {
+                true => String::new(),
+                false => format!(", key {key}"),
+            };
             return Err(JobError::Parse {
                 path: path.to_owned(),
-                message: format!(
-                    "line {}, key {key}: holds a secret key{SECRETS_ELSEWHERE}",
-                    i + 1
-                ),
+                message: format!("line {}{key}: holds a secret key{SECRETS_ELSEWHERE}", i + 1),
             });
         }
     }
@@ -502,9 +509,10 @@ fn full_every(job: &JobFile) -> Result<Option<std::time::Duration>, JobError> {
         return Ok(Some(DEFAULT_FULL_EVERY));
     };
     parse_every(text).map_err(|()| {
-        invalid(format!(
-            "full_every = {text:?}: give a number of days, hours or minutes (7d, 36h, 90m), or never"
-        ))
+        // The value is not quoted back: a job file's values are never echoed.
+        invalid(
+            "full_every: give a number of days, hours or minutes (7d, 36h, 90m), or never".into(),
+        )
     })
 }
 
@@ -768,6 +776,7 @@ mod tests {
         };
         let e = full_every(&job).unwrap_err().to_string();
         assert!(e.contains("full_every") && e.contains("7d"), "{e}");
+        assert!(!e.contains("weekly"), "the value is not quoted back: {e}");
         assert_eq!(
             full_every(&JobFile::default()),
             Ok(Some(DEFAULT_FULL_EVERY))
@@ -930,6 +939,18 @@ mod tests {
             e.contains("line 3, key identifier: holds a secret key"),
             "{e}"
         );
+        assert!(!e.contains(&hex[..16]), "{e}");
+        // A key named after the secret: refused, and the key not quoted either.
+        for text in [format!("{secret} = 1\n"), format!("{hex} = 1\n")] {
+            let e = refuse_secret_values(Path::new("j.toml"), &text, &[secret])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("line 1: holds a secret key"), "{e}");
+            assert!(!e.contains(&secret[..10]) && !e.contains(&hex[..16]), "{e}");
+        }
+        let e = JobFile::parse(Path::new("j.toml"), &format!("{hex} = 1\n"))
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains(&hex[..16]), "{e}");
         // 63 are not a key; a comment is not a value.
         JobFile::parse(

@@ -114,7 +114,11 @@ impl RunLock {
 
     /// The lock of one input (`input`: its path), with the state folder's
     /// lock shared: exports of other inputs run beside this one.
-    pub fn acquire_input(state_dir: &Path, input: &Path, me: &Holder) -> Result<RunLock, LockError> {
+    pub fn acquire_input(
+        state_dir: &Path,
+        input: &Path,
+        me: &Holder,
+    ) -> Result<RunLock, LockError> {
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
         let shared_path = state_dir.join(".lock");
         let shared = open_lock(&shared_path)?;
@@ -159,7 +163,6 @@ impl RunLock {
             .filter_map(|e| held_by(&e.path()))
             .collect()
     }
-
 
     /// Say who holds the lock (shown to a run that finds it taken): the run
     /// id is known only once the input is read.

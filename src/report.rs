@@ -354,7 +354,10 @@ pub struct LiveCounts {
     /// Input rows settled: exported, not found, failed, duplicate or invalid.
     pub settled: AtomicU64,
     pub kv_rows: AtomicU64,
+    /// Messages failed (what an alert should count).
     pub errors: AtomicU64,
+    /// Messages the API says do not exist (a final answer, not a failure).
+    pub not_found: AtomicU64,
 }
 
 /// How progress is shown.
@@ -378,7 +381,9 @@ pub struct ProgressView {
     pub total: u64,
     pub kv_rows: u64,
     pub requests: u64,
+    /// Messages failed.
     pub errors: u64,
+    pub not_found: u64,
     pub rate_limit: Option<f64>,
     pub elapsed: Duration,
 }
@@ -411,6 +416,7 @@ impl ProgressView {
             "calls_per_s": (self.calls_per_s() * 10.0).round() / 10.0,
             "rate_limit": self.rate_limit.map(|r| r.round()),
             "errors": self.errors,
+            "not_found": self.not_found,
             "elapsed_secs": (self.elapsed.as_secs_f64() * 10.0).round() / 10.0,
             "eta_secs": self.eta_secs().map(f64::round),
         });
@@ -426,10 +432,11 @@ impl ProgressView {
             None => String::new(),
         };
         format!(
-            "{} pairs  {:.0} calls/s{limit}  {} errors",
+            "{} pairs  {:.0} calls/s{limit}  {} failed  {} not found",
             self.kv_rows,
             self.calls_per_s(),
-            self.errors
+            self.errors,
+            self.not_found
         )
     }
 }
@@ -524,6 +531,7 @@ mod tests {
             kv_rows: 12_345,
             requests: 300,
             errors: 2,
+            not_found: 0,
             rate_limit: Some(187.6),
             elapsed: Duration::from_secs(2),
         };

@@ -163,6 +163,18 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
         show(&o)
     );
     assert_eq!(s.server.stats().calls(), calls, "no API call");
+    // CSV files inside a Delta table's folders would be in no log: refused too.
+    common::set_arg(&mut a, "--run-id", "three");
+    a.retain(|x| x != "--table-format" && x != "plain");
+    common::set_arg(&mut a, "--format", "csv");
+    let o = run_msgext(a, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(
+        show(&o).contains("CSV files written into it"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(s.server.stats().calls(), calls, "no API call");
 
     // CSV has no Delta tables.
     let mut csv = args(&s, "csv", &["--table-format", "delta"]);

@@ -279,6 +279,9 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     );
     assert_eq!(last["kv_rows"], expected_rows(&fx.store).len() as u64);
     assert_eq!(last["rows_settled"], last["rows_total"]);
+    // "errors" counts what an alert should: failed messages, not those the API says do not exist.
+    assert_eq!(last["errors"], 0, "{last}");
+    assert_eq!(last["not_found"], fx.missing.len() as u64, "{last}");
     // The flaky message needed its three 10002 answers retried.
     let flaky = fx
         .store

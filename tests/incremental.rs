@@ -210,7 +210,11 @@ impl Nights {
         let first = differ[0];
         let keys = |m: &BTreeMap<String, Vec<KvRow>>| -> Vec<(String, String, i64)> {
             m.get(first)
-                .map(|rs| rs.iter().map(|r| (r.key.clone(), r.value.chars().take(12).collect(), r.seq)).collect())
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| (r.key.clone(), r.value.chars().take(12).collect(), r.seq))
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         panic!(
@@ -547,12 +551,23 @@ async fn a_delete_then_a_set_between_two_reads_drops_the_deleted_key() {
         let mut n = Nights::new(60, deletes);
         n.run("n0", &[], &[]).await;
         let mut changes = Vec::new();
-        for m in n.store.messages.iter().filter(|m| !m.live_pairs().is_empty()) {
+        for m in n
+            .store
+            .messages
+            .iter()
+            .filter(|m| !m.live_pairs().is_empty())
+        {
             let key = m.live_pairs()[0].key.clone();
-            changes.push(Change { id: m.id.clone(), op: Op::Delete { key } });
             changes.push(Change {
                 id: m.id.clone(),
-                op: Op::Set { key: "late".into(), value: "1".into() },
+                op: Op::Delete { key },
+            });
+            changes.push(Change {
+                id: m.id.clone(),
+                op: Op::Set {
+                    key: "late".into(),
+                    value: "1".into(),
+                },
             });
         }
         assert!(changes.len() > 60);
@@ -584,7 +599,11 @@ async fn a_message_with_and_without_its_sender_is_one_message() {
         n.change(4, 0.5);
         n.list(0..40, first_with);
         n.run("n2", &["--full"], &[]).await;
-        assert_eq!(n.current(), n.want(), "first with sender: {first_with}, --full");
+        assert_eq!(
+            n.current(),
+            n.want(),
+            "first with sender: {first_with}, --full"
+        );
         check_messages(&n);
     }
 }
@@ -624,7 +643,10 @@ async fn killed_between_the_current_commits_then_another_list() {
     let args = export_args(&url, &n.input, &n.out, "parquet", "n1", 8);
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert!(n.current() == before, "the killed run's own command changed nothing");
+    assert!(
+        n.current() == before,
+        "the killed run's own command changed nothing"
+    );
     n.server = None;
     n.list(0..80, true);
     n.run("n3", &[], &[]).await;
@@ -654,7 +676,11 @@ async fn a_late_resume_leaves_newer_rows_alone() {
     assert_eq!(s["status"], "complete", "{s}");
     n.assert_current("after the late resume");
     check_messages(&n);
-    assert_eq!(reads(&n.out, "n1").values().sum::<usize>(), 80, "n1's history is in");
+    assert_eq!(
+        reads(&n.out, "n1").values().sum::<usize>(),
+        80,
+        "n1's history is in"
+    );
 }
 
 /// The newest log entry of `current_key_values` lost: the next run puts
@@ -741,8 +767,22 @@ async fn exports_of_different_inputs_run_together_into_one_lake() {
         n.list(40..80, true);
         std::fs::copy(&n.input, &other).unwrap();
         n.list(0..40, true);
-        let a = export_args(&server.url(), &n.input, &n.out, "parquet", &format!("a{round}"), 8);
-        let b = export_args(&server.url(), &other, &n.out, "parquet", &format!("b{round}"), 8);
+        let a = export_args(
+            &server.url(),
+            &n.input,
+            &n.out,
+            "parquet",
+            &format!("a{round}"),
+            8,
+        );
+        let b = export_args(
+            &server.url(),
+            &other,
+            &n.out,
+            "parquet",
+            &format!("b{round}"),
+            8,
+        );
         let (oa, ob) = tokio::join!(
             run_msgext(a, DEMO_SECRET_KEY, &[]),
             run_msgext(b, DEMO_SECRET_KEY, &[])

@@ -490,6 +490,7 @@ fn launch(
             kv_rows: live.kv_rows.load(Ordering::Relaxed),
             requests: stats.requests.load(Ordering::Relaxed),
             errors: live.errors.load(Ordering::Relaxed),
+            not_found: live.not_found.load(Ordering::Relaxed),
             rate_limit: limiter.as_ref().map(|l| l.rate()),
             elapsed: clock.elapsed(),
         })

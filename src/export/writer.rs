@@ -478,12 +478,14 @@ impl State<'_> {
             self.t.totals.kv_rows + self.pending.counts.kv_rows,
             Ordering::Relaxed,
         );
-        let spooled = self.w.spool.as_ref().map_or(0, |s| s.rows());
-        let settled_errors =
-            self.t.totals.not_found + self.t.totals.failed + self.pending.errors.len() as u64;
+        // Messages not exported (failed, or left by an early stop) alone:
+        // not found is a final answer, invalid input rows the summary's own count.
+        let (done, now) = (&self.t.totals, &self.pending.counts);
+        let failed = done.failed + now.failed + self.t.messages.unfinished;
+        self.live.errors.store(failed, Ordering::Relaxed);
         self.live
-            .errors
-            .store(spooled + settled_errors, Ordering::Relaxed);
+            .not_found
+            .store(done.not_found + now.not_found, Ordering::Relaxed);
     }
 
     /// Seal the open parts, commit them in the ledger, publish them.

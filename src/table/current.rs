@@ -22,10 +22,10 @@ use crate::kind::Kind;
 use crate::write::delta::{
     Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit, app_id, has_log,
 };
-use delta_kernel::snapshot::SnapshotRef;
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use delta_kernel::snapshot::SnapshotRef;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -220,7 +220,10 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteErr
         match commit_once(c, run) {
             Err(WriteError::Delta(e)) if e.is_moved() && tries < MAX_MOVES => {
                 tries += 1;
-                tracing::info!(run_id = run.run_id, "another run changed the current tables first; computing the commit again");
+                tracing::info!(
+                    run_id = run.run_id,
+                    "another run changed the current tables first; computing the commit again"
+                );
             }
             done => return done,
         }
@@ -346,8 +349,13 @@ fn commit_once(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteEr
             (reads, senders, plan)
         }
     };
-    let (adds, mut removes) =
-        write_pairs(c, (&kv_table, hist_kv), &plan, (&reads, &senders), run.run_id)?;
+    let (adds, mut removes) = write_pairs(
+        c,
+        (&kv_table, hist_kv),
+        &plan,
+        (&reads, &senders),
+        run.run_id,
+    )?;
     if c.rebuild {
         removes = app_files(c, &kv_table, &kv_snap)?
             .into_iter()
@@ -1037,6 +1045,7 @@ mod tests {
             clear_seq: clear,
             kv_count: 0,
             at_us: 0,
+            sender: 0,
         }
     }
 

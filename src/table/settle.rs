@@ -100,8 +100,10 @@ impl Settle<'_> {
             let live = self
                 .delta
                 .files_under(&table, &snapshot, &format!("{folder}/"))?;
-            let there: std::collections::HashSet<String> =
-                lake.list(&format!("{table}/{folder}"))?.into_iter().collect();
+            let there: std::collections::HashSet<String> = lake
+                .list(&format!("{table}/{folder}"))?
+                .into_iter()
+                .collect();
             if let Some(gone) = live
                 .iter()
                 .map(|f| format!("{table}/{}", f.path))

@@ -139,6 +139,10 @@ pub enum DeltaError {
         "{table} is a Delta table: Parquet files written beside it with --table-format plain would not be in its log; drop --table-format plain, or export to another --out"
     )]
     IsDelta { table: String },
+    #[error(
+        "{table} is a Delta table: CSV files written into it would be in no log and no reader would see them; export CSV to another --out, or drop --format csv"
+    )]
+    CsvIntoDelta { table: String },
 }
 
 impl DeltaError {
@@ -156,6 +160,7 @@ impl DeltaError {
                 | DeltaError::Unsupported { .. }
                 | DeltaError::PlainLake { .. }
                 | DeltaError::IsDelta { .. }
+                | DeltaError::CsvIntoDelta { .. }
         )
     }
 }
@@ -542,6 +547,15 @@ pub fn prepare(
 ) -> Result<Option<DeltaRun>, WriteError> {
     let names = kind.spec().tables();
     if format == Format::Csv {
+        // CSV files inside a Delta table's folders are in no log: no reader sees them.
+        for t in names {
+            if has_log(lake, t)? {
+                return Err(DeltaError::CsvIntoDelta {
+                    table: lake.display(t),
+                }
+                .into());
+            }
+        }
         return Ok(None);
     }
     if tables == TableFormat::Plain {

@@ -103,6 +103,17 @@ impl Out {
         if scheme.is_empty() || url_like_scheme(text).is_none() {
             return Ok(Out::Dir(PathBuf::from(text)));
         }
+        // `user:password@` before the host: refused, and never echoed.
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(format!(
+                "--out {scheme}://…: the URL holds credentials (user:password@); give the bucket as \
+                 {scheme}://BUCKET/prefix and the credentials in the environment (AWS_*, \
+                 GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*)"
+            ));
+        }
         match scheme.to_ascii_lowercase().as_str() {
             "file" if rest.starts_with('/') => Ok(Out::Dir(PathBuf::from(rest))),
             "file" => Err(format!(
@@ -446,7 +457,9 @@ impl LakeStore for LocalDir {
         Ok(super::delta::TableRoot {
             // The log entry is fsynced, file and folder, before the commit
             // returns: `_SUCCESS` (fsynced after it) never outlives it.
-            store: std::sync::Arc::new(object_store::local::LocalFileSystem::new().with_fsync(true)),
+            store: std::sync::Arc::new(
+                object_store::local::LocalFileSystem::new().with_fsync(true),
+            ),
             url,
         })
     }
@@ -519,7 +532,7 @@ mod tests {
 
     #[test]
     fn out_names_a_folder_or_a_bucket_and_nothing_else() {
-        let table: [(&str, Result<Out, &str>); 25] = [
+        let table: [(&str, Result<Out, &str>); 27] = [
             ("s3:/lake/nightly", Err("did you mean s3://lake/nightly?")),
             ("s3:lake/x", Err("did you mean s3://lake/x?")),
             ("gs:/b/x", Err("did you mean gs://b/x?")),
@@ -548,11 +561,16 @@ mod tests {
             ("s3://b/../x", Err("'..'")),
             ("https://b.s3.amazonaws.com/p", Err("AWS_ENDPOINT_URL")),
             ("ftp://host/x", Err("unknown scheme")),
+            ("s3://user:SECRET@bucket/x", Err("holds credentials")),
+            ("https://u:SECRET@host/x", Err("holds credentials")),
         ];
         for (text, want) in table {
             match (Out::parse(text), want) {
                 (Ok(got), Ok(w)) => assert_eq!(got, w, "{text}"),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{text}: {e}"),
+                (Err(e), Err(w)) => {
+                    assert!(e.contains(w), "{text}: {e}");
+                    assert!(!e.contains("SECRET"), "{text}: credentials echoed: {e}");
+                }
                 (got, w) => panic!("{text}: {got:?} vs {w:?}"),
             }
         }
