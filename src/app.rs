@@ -506,8 +506,8 @@ async fn demo_cmd(args: DemoArgs) -> u8 {
     watch_signals(stop.clone(), false);
     let ui = ui(false, ProgressMode::Off);
     eprintln!(
-        "msgext demo: starting the simulator and exporting sample-input/messages.csv and \
-         sample-input/group-messages.csv into {}/",
+        "msgext demo: starting the simulator and exporting sample-input/messages.csv, \
+         sample-input/polls.csv and sample-input/group-messages.csv into {}/",
         args.out.display()
     );
     match crate::demo::run(&args, ui, stop).await {
@@ -515,6 +515,22 @@ async fn demo_cmd(args: DemoArgs) -> u8 {
             println!("(simulator at {url}, answering 5% of calls with error 10002)");
             for s in &summaries {
                 print!("{}", s.human());
+            }
+            if args.format == crate::write::Format::Parquet {
+                match crate::demo::most_voted_poll(&args.out) {
+                    Ok(Some(p)) => println!(
+                        "The poll with the most votes now (from current_key_values): {:?} ({} votes: {})",
+                        p.question,
+                        p.total(),
+                        p.votes
+                            .iter()
+                            .map(|(o, n)| format!("{o} {n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    Ok(None) => {}
+                    Err(e) => eprintln!("msgext demo: cannot read the current tables: {e}"),
+                }
             }
             print!("{}", crate::demo::duckdb_hint(&args.out, args.format));
             summaries

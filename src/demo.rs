@@ -25,6 +25,125 @@ pub const SAMPLE_GROUP_INPUT: &str = include_str!("../sample-input/group-message
 /// The seed of the demo data: the same data on every machine.
 pub const DEMO_SEED: u64 = 2026;
 
+/// The use case's messages (polls, reactions, sign-up lists), as shipped
+/// in `sample-input/polls.csv`; their store is `sample-input/store.json`
+/// (`use_case_store`), which `msgext mock --store` serves.
+pub const POLLS_INPUT: &str = include_str!("../sample-input/polls.csv");
+
+/// The people of the use case's team chat.
+const TEAM: [&str; 12] = [
+    "alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy", "mallory",
+    "oscar",
+];
+
+/// Polls, reactions and sign-up lists as an app keeps them in message
+/// extensions, each built operation by operation as the service would
+/// have applied them (so Seqs, tombstones and ClearSeq are real): a poll
+/// holds `poll:question`, `poll:options` and a `vote:<user>` per voter
+/// (some changed their vote, some took it back); a message's reactions are
+/// `reaction:<emoji>:<user>` (some taken back); a sign-up list holds
+/// `signup:<user>` (one list was cleared and started again).
+pub fn use_case_store() -> Store {
+    use crate::mock::store::{Op, SplitMix64, StoredMessage};
+    let ids = crate::input::InputReader::new(Path::new("polls.csv"), POLLS_INPUT.as_bytes())
+        .map(|r| {
+            r.filter_map(|item| match item {
+                Ok(InputItem::Message(m)) => Some(m.msg),
+                _ => None,
+            })
+            .collect::<Vec<MessageId>>()
+        })
+        .unwrap_or_default();
+    let mut rng = SplitMix64::new(DEMO_SEED);
+    let mut pick = |n: usize| rng.below(n as u64) as usize;
+    let set = |key: String, value: &str| Op::Set {
+        key,
+        value: value.to_owned(),
+    };
+    let polls = [
+        (
+            "Where do we eat on Friday?",
+            ["noodles", "dumplings", "pizza"],
+        ),
+        (
+            "Which day for the offsite?",
+            ["Tuesday", "Wednesday", "Thursday"],
+        ),
+        ("Name of the new service?", ["Lark", "Heron", "Kestrel"]),
+    ];
+    let emojis = ["👍", "🎉", "😂", "❤️"];
+    let mut messages = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut m = StoredMessage::new(id, 0, Vec::new());
+        let mut ops = Vec::new();
+        match i % 3 {
+            0 => {
+                let (question, options) = polls[(i / 3) % polls.len()];
+                ops.push(set("poll:question".into(), question));
+                ops.push(set("poll:options".into(), &options.join("|")));
+                for _ in 0..4 + pick(16) {
+                    let who = TEAM[pick(TEAM.len())];
+                    match pick(10) {
+                        // Took the vote back.
+                        0 => ops.push(Op::Delete {
+                            key: format!("vote:{who}"),
+                        }),
+                        // A vote, or a changed one (the same key again).
+                        _ => ops.push(set(format!("vote:{who}"), options[pick(options.len())])),
+                    }
+                }
+            }
+            1 => {
+                for _ in 0..3 + pick(20) {
+                    let key = format!(
+                        "reaction:{}:{}",
+                        emojis[pick(emojis.len())],
+                        TEAM[pick(TEAM.len())]
+                    );
+                    match pick(6) {
+                        0 => ops.push(Op::Delete { key }),
+                        _ => ops.push(set(key, "1")),
+                    }
+                }
+            }
+            _ => {
+                ops.push(set("signup:title".into(), "Badminton, Thursday 7 pm"));
+                for _ in 0..2 + pick(8) {
+                    let who = TEAM[pick(TEAM.len())];
+                    ops.push(set(
+                        format!("signup:{who}"),
+                        &format!("{} seat(s)", 1 + pick(3)),
+                    ));
+                }
+                // Every third list was cleared and started again.
+                if i % 9 == 2 {
+                    ops.push(Op::Clear);
+                    ops.push(set(
+                        "signup:title".into(),
+                        "Badminton, moved to Friday 7 pm",
+                    ));
+                    ops.push(set(
+                        format!("signup:{}", TEAM[pick(TEAM.len())]),
+                        "1 seat(s)",
+                    ));
+                }
+            }
+        }
+        for op in &ops {
+            m.apply(op, crate::mock::store::Deletes::Tombstone);
+        }
+        messages.push(m);
+    }
+    Store::new(messages)
+}
+
+/// The use case's store as `sample-input/store.json` holds it.
+pub fn use_case_store_json() -> String {
+    let mut text = serde_json::to_string_pretty(&use_case_store()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 /// The simulator's store for the sample input: about one message in 30 does
 /// not exist (23004), the rest carry 0 to 300 pairs.
 pub fn demo_store() -> Store {
@@ -45,7 +164,9 @@ pub fn demo_store() -> Store {
     // extensions, the rest answer with an empty list.
     let history = crate::mock::history::sample(chrono::Utc::now().timestamp(), DEMO_SEED);
     msgs.extend(history.message_ids().step_by(3));
-    Store::generate(&msgs, DEMO_SEED, 30).with_history(history)
+    let mut store = Store::generate(&msgs, DEMO_SEED, 30).with_history(history);
+    store.messages.extend(use_case_store().messages);
+    store
 }
 
 pub fn demo_mock_config() -> MockConfig {
@@ -74,6 +195,7 @@ pub async fn run(
     let mut summaries = Vec::new();
     for (name, text) in [
         ("messages.csv", SAMPLE_INPUT),
+        ("polls.csv", POLLS_INPUT),
         ("group-messages.csv", SAMPLE_GROUP_INPUT),
     ] {
         if stop.reason().is_some() {
@@ -167,6 +289,78 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
     }
 }
 
+/// A poll as the current tables hold it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Poll {
+    pub msg_key: String,
+    pub question: String,
+    /// Votes by option, most first.
+    pub votes: Vec<(String, u64)>,
+}
+
+impl Poll {
+    pub fn total(&self) -> u64 {
+        self.votes.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// One question answered from `current_key_values`: the poll with the
+/// most votes now (a vote taken back is a pair with an empty value).
+pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteError> {
+    use crate::table::read;
+    use std::collections::BTreeMap;
+    let lake = crate::write::Out::Dir(out.to_owned())
+        .open(&out.join("_runs"), WriteOptions::default().store_timeout)?;
+    let delta = crate::write::delta::DeltaLake::open(lake.table_root()?)
+        .map_err(crate::write::WriteError::Io)?;
+    let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
+    let mut failed = None;
+    crate::table::current_pairs(
+        &*lake,
+        &delta,
+        crate::kind::Kind::OneToOne,
+        crate::mock::DEMO_SDKAPPID,
+        |batch| {
+            let columns = read::strings(batch, "msg_key").and_then(|k| {
+                Ok((
+                    k,
+                    read::strings(batch, "key")?,
+                    read::strings(batch, "value")?,
+                ))
+            });
+            let (msg_key, key, value) = match columns {
+                Ok(c) => c,
+                Err(e) => return failed = Some(e),
+            };
+            for i in 0..batch.num_rows() {
+                let (k, v) = (key.value(i), value.value(i));
+                let poll = polls.entry(msg_key.value(i).to_owned()).or_default();
+                if k == "poll:question" {
+                    poll.question = v.to_owned();
+                } else if k.starts_with("vote:") && !v.is_empty() {
+                    match poll.votes.iter_mut().find(|(o, _)| o == v) {
+                        Some((_, n)) => *n += 1,
+                        None => poll.votes.push((v.to_owned(), 1)),
+                    }
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let best = polls
+        .into_iter()
+        .filter(|(_, p)| !p.question.is_empty())
+        .map(|(msg_key, mut p)| {
+            p.msg_key = msg_key;
+            p.votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            p
+        })
+        .max_by(|a, b| a.total().cmp(&b.total()).then(b.msg_key.cmp(&a.msg_key)));
+    Ok(best)
+}
+
 /// What to type to look at the demo's result: the Delta tables through
 /// DuckDB's `delta_scan`, CSV through `read_csv`.
 pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
@@ -198,6 +392,57 @@ pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shipped example store is the demo's use case, and it holds what
+    /// the use case says: polls with one vote a voter, votes changed and
+    /// taken back, reactions taken back, a list cleared and started again.
+    #[test]
+    fn the_example_store_is_the_use_case_the_demo_serves() {
+        let shipped = include_str!("../sample-input/store.json");
+        assert!(
+            shipped == use_case_store_json(),
+            "sample-input/store.json is stale: write demo::use_case_store_json() to it"
+        );
+        let store = Store::load(Path::new("sample-input/store.json")).unwrap();
+        assert_eq!(store.messages.len(), 24);
+        let live = |m: &crate::mock::store::StoredMessage, prefix: &str| {
+            m.live_pairs()
+                .into_iter()
+                .filter(|p| p.key.starts_with(prefix))
+                .collect::<Vec<_>>()
+        };
+        let polls: Vec<_> = store
+            .messages
+            .iter()
+            .filter(|m| !live(m, "poll:question").is_empty())
+            .collect();
+        assert_eq!(polls.len(), 8);
+        for p in &polls {
+            let options = live(p, "poll:options")[0].value.clone();
+            for v in live(p, "vote:").iter().filter(|v| !v.value.is_empty()) {
+                assert!(options.split('|').any(|o| o == v.value), "{v:?}");
+            }
+        }
+        // A vote changed: a voter's key at a later Seq than the poll's own
+        // keys, with ops skipped in between; a vote taken back: a tombstone.
+        let all: Vec<_> = store.messages.iter().flat_map(|m| m.live_pairs()).collect();
+        assert!(
+            all.iter()
+                .any(|p| p.key.starts_with("vote:") && p.value.is_empty())
+        );
+        assert!(
+            all.iter()
+                .any(|p| p.key.starts_with("reaction:") && p.value.is_empty())
+        );
+        assert!(store.messages.iter().any(|m| m.clear_seq > 0));
+        assert!(
+            store
+                .messages
+                .iter()
+                .any(|m| m.latest_seq() as usize > m.pairs.len()),
+            "some keys were set more than once"
+        );
+    }
 
     #[test]
     fn demo_data_matches_the_sample_input() {
@@ -235,8 +480,13 @@ mod tests {
             (history.len() / 5..history.len() / 2).contains(&with_pairs),
             "{with_pairs}"
         );
-        let (groups, one_to_one): (Vec<_>, Vec<_>) = store
-            .messages
+        // The use case's messages (polls.csv) are the store's last.
+        let polls = use_case_store().messages.len();
+        assert_eq!(
+            store.messages[store.messages.len() - polls..],
+            use_case_store().messages
+        );
+        let (groups, one_to_one): (Vec<_>, Vec<_>) = store.messages[..store.messages.len() - polls]
             .iter()
             .filter(|m| !history.contains(&m.id))
             .partition(|m| m.id.kind() == crate::kind::Kind::Group);

@@ -672,3 +672,48 @@ async fn the_binary_users_run_has_no_crash_points() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     drop(dir);
 }
+
+/// `msgext demo` exports the samples (the use case's polls among them) and
+/// answers one question from the current tables: the poll with the most
+/// votes, as the shipped store holds it (votes with an empty value were
+/// taken back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_answers_which_poll_has_the_most_votes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo-lake");
+    let args = vec![
+        "demo".to_owned(),
+        "--out".to_owned(),
+        out.to_string_lossy().into_owned(),
+    ];
+    let o = common::run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let store = Store::load(Path::new("sample-input/store.json")).unwrap();
+    let (question, votes) = store
+        .messages
+        .iter()
+        .filter_map(|m| {
+            let live = m.live_pairs();
+            let question = live
+                .iter()
+                .find(|p| p.key == "poll:question")?
+                .value
+                .clone();
+            let votes = live
+                .iter()
+                .filter(|p| p.key.starts_with("vote:") && !p.value.is_empty())
+                .count();
+            Some((question, votes))
+        })
+        .max_by_key(|(_, v)| *v)
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("The poll with the most votes"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(
+        line.contains(&format!("{question:?} ({votes} votes:")),
+        "{line}"
+    );
+}

@@ -197,6 +197,28 @@ pub fn prior(
     Ok((Prior::new(known, now, full.every, full.always), runs))
 }
 
+/// Every batch of the app's rows of `current_key_values` (of `kind`), as
+/// its latest version holds them.
+pub fn current_pairs(
+    lake: &dyn LakeStore,
+    delta: &DeltaLake,
+    kind: Kind,
+    sdkappid: u64,
+    mut each: impl FnMut(&RecordBatch),
+) -> Result<(), WriteError> {
+    let [table, _] = names(kind);
+    if !has_log(lake, &table)? {
+        return Ok(());
+    }
+    let snapshot = delta.snapshot(&table)?;
+    for f in delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))? {
+        for batch in read::batches(lake, &format!("{table}/{}", f.path))? {
+            each(&batch?);
+        }
+    }
+    Ok(())
+}
+
 /// The columns of a `current_messages` batch, looked up once a batch.
 pub(crate) struct StoredColumns<'a> {
     status: &'a arrow_array::StringArray,
