@@ -513,9 +513,16 @@ impl VerifiedRead {
         std::io::Error::other(Changed(how))
     }
 
-    /// Load and check the next block; `Ok(false)` at the verified end.
+    /// Load and check the next block; `Ok(false)` at the verified end. The
+    /// file's length is looked at with every block: a file appended to
+    /// while it is read (a list still being written) is told within a
+    /// block, not at its end, thousands of calls later.
     fn next_block(&mut self) -> std::io::Result<bool> {
         use sha2::Digest;
+        let len = self.file.metadata()?.len();
+        if len > self.total {
+            return Err(Self::changed("it grew"));
+        }
         let Some(want) = self.blocks.get(self.next_block) else {
             let mut probe = [0u8; 1];
             if self.file.read(&mut probe)? > 0 {
@@ -966,6 +973,11 @@ mod tests {
                 (None, Ok(())) => assert_eq!(n, rows, "{what}"),
                 (Some(how), Err(e @ InputError::Changed { .. })) => {
                     assert!(n <= rows, "{what}: {n} rows read");
+                    // Growth is told within a block of the change (at row
+                    // 100 of 10,000 rows in more than 5 blocks), not at the end.
+                    if how == "it grew" {
+                        assert!(n < rows / 2, "{what}: told after {n} rows");
+                    }
                     let text = e.to_string();
                     assert!(
                         text.contains("in.csv: changed while it was read") && text.contains(how),

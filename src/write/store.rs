@@ -316,8 +316,14 @@ impl LakeStore for LocalDir {
         if tmp.exists() {
             return publish_staged(&tmp, &final_path);
         }
+        let run = rel
+            .split('/')
+            .find_map(|p| p.strip_prefix("run_id="))
+            .unwrap_or("RUN");
         Err(WriteError::Format(format!(
-            "{}: committed by the ledger but missing; the folder was changed by hand?",
+            "{}: a file this run already published is gone from the lake (removed by another tool?); \
+             this run cannot be resumed: `msgext runs drop {run} --out LAKE` removes it, and a new run \
+             exports its list again",
             final_path.display()
         )))
     }
