@@ -60,10 +60,7 @@ pub fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, Wr
 }
 
 /// The kind's sender column of a batch (none for a kind without one).
-pub fn sender<'a>(
-    kind: Kind,
-    batch: &'a RecordBatch,
-) -> Result<Option<&'a StringArray>, WriteError> {
+pub fn sender(kind: Kind, batch: &RecordBatch) -> Result<Option<&StringArray>, WriteError> {
     kind.spec()
         .sender_column()
         .map(|name| strings(batch, name))
