@@ -794,3 +794,29 @@ async fn exports_of_different_inputs_run_together_into_one_lake() {
         check_messages(&n);
     }
 }
+
+/// A current-table file msgext cannot read (here its bytes overwritten) is
+/// no licence to rebuild: even with `--full` the run fails with the cause,
+/// before any call, and the tables keep every message they held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_current_file_fails_the_run_even_with_full() {
+    let mut n = Nights::new(40, Deletes::Hidden);
+    n.run("n0", &[], &[]).await;
+    let before = n.current();
+    let table = n.out.join("current_messages");
+    let commits = common::delta_commits(&table);
+    let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
+    let file = table.join(&live.adds[0]);
+    let len = std::fs::metadata(&file).unwrap().len() as usize;
+    std::fs::write(&file, vec![b'x'; len]).unwrap();
+    // Tonight's list is a part of the messages: a rebuild would drop the rest.
+    n.list(0..10, true);
+    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let mut args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
+    args.push("--full".into());
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(show(&o).contains("current_messages"), "{}", show(&o));
+    assert_eq!(server.stats().calls(), 0);
+    assert!(n.current() == before, "the pairs of every message stay");
+}

@@ -333,11 +333,15 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         &run_id,
         (plan.format, plan.table_format),
     )?;
+    // The lake's unfinished runs, listed once: told to the user, and
+    // completed first where their current commits are not whole.
+    let others = crate::runs::unfinished_others(&*lake, &run_id)
+        .map_err(|e| ExportError::Output(e.to_string()))?;
     let (prior, rebuild) = match &delta {
         Some(d) => {
             crate::table::check(&*lake, d.lake(), reader.kind())?;
-            let unfinished = crate::runs::unfinished_others(&*lake, &run_id)
-                .map_err(|e| ExportError::Output(e.to_string()))?;
+            // This run too, resumed after a kill between its own commits.
+            let unfinished: Vec<String> = others.iter().cloned().chain([run_id.clone()]).collect();
             let settle = crate::table::settle::Settle {
                 lake: &lake,
                 delta: d.lake(),
@@ -374,7 +378,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
                 opened.meta.started_at,
                 opened.recovered.resumed()
             ),
-            false => note_unfinished_runs(&*lake, &run_id, &plan.out),
+            false => note_unfinished_runs(&others, &plan.out),
         }
     }
     let run = Run {
@@ -998,14 +1002,7 @@ const CLAIM_COPY: &str = "claim.json";
 /// One line when the lake holds unfinished runs that this new run does not
 /// resume (another input, another state folder): their rows are in the
 /// folder, and a plain `SELECT *` counts them.
-fn note_unfinished_runs(lake: &dyn LakeStore, run_id: &str, out: &crate::write::Out) {
-    let others = match crate::runs::unfinished_others(lake, run_id) {
-        Ok(o) => o,
-        Err(e) => {
-            tracing::warn!("cannot list the lake's runs: {e}");
-            return;
-        }
-    };
+fn note_unfinished_runs(others: &[String], out: &crate::write::Out) {
     if let Some(first) = others.first() {
         let lake = crate::app::shell_quote(&out.display());
         eprintln!(

@@ -19,9 +19,7 @@
 use super::{app_dir, kv_schema, messages_schema, names, read, specs};
 use crate::incremental::Read;
 use crate::kind::Kind;
-use crate::write::delta::{
-    Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit, app_id, has_log,
-};
+use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit};
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};
@@ -230,25 +228,17 @@ pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteErr
     }
 }
 
-/// A table's latest snapshot, none before its first commit.
 fn latest(c: &CurrentCommit<'_>, table: &str) -> Result<Option<SnapshotRef>, WriteError> {
-    Ok(match has_log(c.lake.as_ref(), table)? {
-        true => Some(c.delta.snapshot(table)?),
-        false => None,
-    })
+    super::latest(c.lake.as_ref(), c.delta, table)
 }
 
-/// Whether `snapshot` holds the run's transaction.
 fn holds(
     c: &CurrentCommit<'_>,
     table: &str,
     snapshot: &Option<SnapshotRef>,
     run_id: &str,
 ) -> Result<bool, WriteError> {
-    Ok(match snapshot {
-        Some(s) => c.delta.has_transaction(table, s, &app_id(run_id))?,
-        None => false,
-    })
+    super::holds(c.delta, table, snapshot, run_id)
 }
 
 /// The app's live files of a table.

@@ -20,6 +20,7 @@ use crate::write::delta::{DeltaLake, TableSpec, app_table_schema, has_log};
 use crate::write::{LakeStore, WriteError};
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use delta_kernel::snapshot::SnapshotRef;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,9 +121,12 @@ pub struct State {
 }
 
 /// Bring the app's current tables of `kind` to whole runs (completing
-/// those that are not, `unfinished`: the lake's runs without `_SUCCESS`),
+/// those that are not; `unfinished`: the lake's runs without `_SUCCESS`),
 /// then read what they know. Damage (a data file or a run's history gone)
-/// is an error that names `--full`; with `--full` it is rebuilt instead.
+/// is an error that names `--full`; with `--full` the run rebuilds the
+/// app's rows instead. Any other failure (a store that does not answer, a
+/// file it cannot read) fails the run with its cause: it is no licence to
+/// replace what the tables hold.
 pub fn state(
     s: &settle::Settle<'_>,
     sdkappid: u64,
@@ -130,30 +134,48 @@ pub fn state(
     unfinished: &[String],
 ) -> Result<State, WriteError> {
     let load = || prior(s.lake.as_ref(), s.delta, s.kind, sdkappid, full);
-    let settled = s
-        .check_files(sdkappid)
-        .and_then(|()| load())
-        .and_then(|(_, runs)| s.complete(&runs, unfinished));
-    let completed = match settled {
-        Ok(done) => done,
-        Err(e) if full.always => {
-            tracing::warn!(error = %e, "the current tables cannot be read: --full rebuilds this app's rows");
-            return Ok(State {
+    let settled = s.check_files(sdkappid).and_then(|()| {
+        let (prior, runs) = load()?;
+        // A run is whole once it has _SUCCESS; the newest one is looked at
+        // too (its log entry may have been lost by hand).
+        let candidates: BTreeSet<String> = unfinished
+            .iter()
+            .filter(|r| runs.named.contains(*r))
+            .chain(&runs.newest)
+            .cloned()
+            .collect();
+        Ok((prior, s.complete(&candidates, unfinished)?))
+    });
+    match settled {
+        Ok((prior, completed)) if completed.is_empty() => Ok(State {
+            prior,
+            rebuild: None,
+            completed,
+        }),
+        // What was completed changed the tables: read them again.
+        Ok((_, completed)) => Ok(State {
+            prior: load()?.0,
+            rebuild: None,
+            completed,
+        }),
+        Err(WriteError::Damaged(why)) if full.always => {
+            tracing::warn!(error = %why, "the current tables are damaged: --full rebuilds this app's rows");
+            Ok(State {
                 prior: Prior::new(Vec::new(), 0, full.every, true),
-                rebuild: Some(e.to_string()),
+                rebuild: Some(why),
                 completed: Vec::new(),
-            });
+            })
         }
-        Err(WriteError::Delta(e)) => return Err(WriteError::Delta(e)),
-        Err(e @ WriteError::Damaged(_)) => return Err(e),
-        Err(e) => return Err(settle::damaged(e.to_string())),
-    };
-    let (prior, _) = load()?;
-    Ok(State {
-        prior,
-        rebuild: None,
-        completed,
-    })
+        Err(e) => Err(e),
+    }
+}
+
+/// The runs the app's rows of `current_messages` name.
+#[derive(Debug, Default)]
+pub struct RowRuns {
+    pub named: BTreeSet<String>,
+    /// The run of the newest read.
+    pub newest: Option<String>,
 }
 
 /// What the current tables know of the app's messages of `kind`: its rows
@@ -165,13 +187,13 @@ pub fn prior(
     kind: Kind,
     sdkappid: u64,
     full: FullReads,
-) -> Result<(Prior, BTreeSet<String>), WriteError> {
+) -> Result<(Prior, RowRuns), WriteError> {
     let now = chrono::Utc::now().timestamp_micros();
     let [_, table] = names(kind);
     let mut known = Vec::new();
-    let mut runs = BTreeSet::new();
-    if has_log(lake, &table)? {
-        let snapshot = delta.snapshot(&table)?;
+    let mut runs = RowRuns::default();
+    let mut newest_at = i64::MIN;
+    if let Some(snapshot) = latest(lake, delta, &table)? {
         let files = delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))?;
         // Sized once from the log's row counts: growing by doubling would
         // hold both copies at the peak (40 bytes a message).
@@ -183,8 +205,13 @@ pub fn prior(
                 let columns = StoredColumns::of(&batch)?;
                 for i in 0..batch.num_rows() {
                     let run = columns.run_id.value(i);
-                    if (i == 0 || columns.run_id.value(i - 1) != run) && !runs.contains(run) {
-                        runs.insert(run.to_owned());
+                    if (i == 0 || columns.run_id.value(i - 1) != run) && !runs.named.contains(run) {
+                        runs.named.insert(run.to_owned());
+                    }
+                    let at = opt(columns.read_at, i).unwrap_or(i64::MIN);
+                    if at > newest_at {
+                        newest_at = at;
+                        runs.newest = Some(run.to_owned());
                     }
                 }
                 let found = fps.into_iter().enumerate();
@@ -195,6 +222,31 @@ pub fn prior(
         }
     }
     Ok((Prior::new(known, now, full.every, full.always), runs))
+}
+
+/// A table's latest snapshot, none before its first commit.
+pub(crate) fn latest(
+    lake: &dyn LakeStore,
+    delta: &DeltaLake,
+    table: &str,
+) -> Result<Option<SnapshotRef>, WriteError> {
+    Ok(match has_log(lake, table)? {
+        true => Some(delta.snapshot(table)?),
+        false => None,
+    })
+}
+
+/// Whether `snapshot` (none: no table yet) holds run `run_id`'s transaction.
+pub(crate) fn holds(
+    delta: &DeltaLake,
+    table: &str,
+    snapshot: &Option<SnapshotRef>,
+    run_id: &str,
+) -> Result<bool, WriteError> {
+    Ok(match snapshot {
+        Some(s) => delta.has_transaction(table, s, &crate::write::delta::app_id(run_id))?,
+        None => false,
+    })
 }
 
 /// Every batch of the app's rows of `current_key_values` (of `kind`), as

@@ -39,39 +39,33 @@ pub struct Completed {
 }
 
 impl Settle<'_> {
-    /// Complete every run that is not whole: those named by the app's
-    /// `current_messages` rows (`in_rows`) and the unfinished runs of the
-    /// lake (`unfinished`, no `_SUCCESS`) whose history is committed.
+    /// Complete every run that is not whole: `named` (runs the app's
+    /// `current_messages` rows name that may lack their pairs' commit)
+    /// and the unfinished runs of the lake (`unfinished`, no `_SUCCESS`)
+    /// whose history is committed.
     pub fn complete(
         &self,
-        in_rows: &BTreeSet<String>,
+        named: &BTreeSet<String>,
         unfinished: &[String],
     ) -> Result<Vec<Completed>, WriteError> {
+        if named.is_empty() && unfinished.is_empty() {
+            return Ok(Vec::new());
+        }
         let [kv_table, msg_table] = names(self.kind);
         let [hist_kv, hist_msgs] = self.kind.spec().tables();
-        let lake = self.lake.as_ref();
-        let snap = |t: &str| -> Result<_, WriteError> {
-            Ok(match has_log(lake, t)? {
-                true => Some(self.delta.snapshot(t)?),
-                false => None,
-            })
-        };
-        let holds = |t: &str, s: &Option<SnapshotRef>, run: &str| -> Result<bool, WriteError> {
-            Ok(match s {
-                Some(s) => self.delta.has_transaction(t, s, &app_id(run))?,
-                None => false,
-            })
-        };
+        let (lake, delta) = (self.lake.as_ref(), self.delta);
+        let snap = |t: &str| super::latest(lake, delta, t);
+        let holds = |t: &str, s: &Option<SnapshotRef>, run: &str| super::holds(delta, t, s, run);
         let (kv, msgs) = (snap(&kv_table)?, snap(&msg_table)?);
         let (hkv, hmsgs) = (snap(hist_kv)?, snap(hist_msgs)?);
         let mut todo = Vec::new();
-        for run in in_rows {
+        for run in named {
             if !holds(&kv_table, &kv, run)? {
                 todo.push(run.clone());
             }
         }
         for run in unfinished {
-            if in_rows.contains(run) {
+            if named.contains(run) {
                 continue;
             }
             let history = holds(hist_msgs, &hmsgs, run)? && holds(hist_kv, &hkv, run)?;
@@ -167,7 +161,7 @@ impl Settle<'_> {
             opts: self.opts,
             rebuild: false,
         };
-        current::commit(&current, &commit).map_err(|e| damaged(format!("run {run}: {e}")))?;
+        current::commit(&current, &commit)?;
         tracing::info!(
             run_id = run,
             sdkappid,
