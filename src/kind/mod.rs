@@ -116,6 +116,11 @@ pub trait Identity: fmt::Display + Sync {
     /// and to name settled messages in the ledger without their strings.
     /// Each kind tags its own, so that two kinds' never meet.
     fn fingerprint(&self) -> u128;
+    /// The fingerprint of the message as the current tables know it
+    /// (without an optional sender: `without_sender`'s fingerprint).
+    fn state_fingerprint(&self) -> u128 {
+        self.fingerprint()
+    }
     /// The JSON body of the call for the page from `start_seq`.
     fn request_body(&self, start_seq: Option<i64>) -> Vec<u8>;
     /// The identity's input cells, in `KindSpec::columns` order (errors.csv
@@ -205,10 +210,7 @@ impl MessageId {
     /// same message with or without its optional sender is one message
     /// (DESIGN §2, §7), so the sender is left out.
     pub fn state_fingerprint(&self) -> u128 {
-        match self.identity().without_sender() {
-            Some(bare) => bare.fingerprint(),
-            None => self.fingerprint(),
-        }
+        self.identity().state_fingerprint()
     }
 
     pub fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
@@ -264,6 +266,19 @@ mod tests {
         for (header, want) in table {
             assert_eq!(Kind::from_header(&names(header)), want, "{header}");
         }
+    }
+
+    #[test]
+    fn a_message_with_or_without_its_sender_is_one_message_of_the_current_tables() {
+        let with = MessageId::from(MessageRef::new(Some("s"), "b", "k"));
+        let bare = MessageId::from(MessageRef::new(None, "b", "k"));
+        assert_ne!(with.fingerprint(), bare.fingerprint());
+        assert_eq!(with.state_fingerprint(), bare.fingerprint());
+        assert_eq!(bare.state_fingerprint(), bare.fingerprint());
+        let other = MessageId::from(MessageRef::new(Some("s"), "b", "k2"));
+        assert_ne!(other.state_fingerprint(), with.state_fingerprint());
+        let group = MessageId::from(GroupMessageRef::new("g", 1));
+        assert_eq!(group.state_fingerprint(), group.fingerprint());
     }
 
     #[test]

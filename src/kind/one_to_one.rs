@@ -115,24 +115,13 @@ impl Identity for MessageRef {
         Kind::OneToOne
     }
 
-    /// Fields are length-prefixed so that ("ab","c") and ("a","bc") differ,
-    /// and `None` differs from `Some("")`.
     fn fingerprint(&self) -> u128 {
-        use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        match &self.from {
-            None => h.update([0u8]),
-            Some(f) => {
-                h.update([1u8]);
-                h.update((f.len() as u64).to_le_bytes());
-                h.update(f.as_bytes());
-            }
-        }
-        for part in [&self.to, &self.msg_key] {
-            h.update((part.len() as u64).to_le_bytes());
-            h.update(part.as_bytes());
-        }
-        super::fingerprint_of(&h.finalize())
+        fingerprint(self.from.as_deref(), &self.to, &self.msg_key)
+    }
+
+    /// The message without its sender, with no copy of its strings.
+    fn state_fingerprint(&self) -> u128 {
+        fingerprint(None, &self.to, &self.msg_key)
     }
 
     fn request_body(&self, start_seq: Option<i64>) -> Vec<u8> {
@@ -281,4 +270,24 @@ mod tests {
             assert_eq!(OneToOne.parse_request(&obj), Ok(m.into()));
         }
     }
+}
+
+/// A one-to-one identity's fingerprint. Fields are length-prefixed so that
+/// ("ab","c") and ("a","bc") differ, and `None` differs from `Some("")`.
+fn fingerprint(from: Option<&str>, to: &str, msg_key: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match from {
+        None => h.update([0u8]),
+        Some(f) => {
+            h.update([1u8]);
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f.as_bytes());
+        }
+    }
+    for part in [to, msg_key] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    super::fingerprint_of(&h.finalize())
 }
