@@ -314,26 +314,19 @@ pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteEr
     let delta = crate::write::delta::DeltaLake::open(lake.table_root()?)
         .map_err(crate::write::WriteError::Io)?;
     let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
-    let mut failed = None;
     crate::table::current_pairs(
         &*lake,
         &delta,
         crate::kind::Kind::OneToOne,
         crate::mock::DEMO_SDKAPPID,
         |batch| {
-            let columns = read::strings(batch, "msg_key").and_then(|k| {
-                Ok((
-                    k,
-                    read::strings(batch, "key")?,
-                    read::strings(batch, "value")?,
-                ))
-            });
-            let (msg_key, key, value) = match columns {
-                Ok(c) => c,
-                Err(e) => return failed = Some(e),
-            };
+            let msg_key = read::strings(batch, "msg_key")?;
+            let (key, value) = (read::strings(batch, "key")?, read::strings(batch, "value")?);
             for i in 0..batch.num_rows() {
                 let (k, v) = (key.value(i), value.value(i));
+                if k != "poll:question" && !k.starts_with("vote:") {
+                    continue;
+                }
                 let poll = polls.entry(msg_key.value(i).to_owned()).or_default();
                 if k == "poll:question" {
                     poll.question = v.to_owned();
@@ -344,11 +337,9 @@ pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteEr
                     }
                 }
             }
+            Ok(())
         },
     )?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
     let best = polls
         .into_iter()
         .filter(|(_, p)| !p.question.is_empty())

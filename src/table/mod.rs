@@ -256,7 +256,7 @@ pub fn current_pairs(
     delta: &DeltaLake,
     kind: Kind,
     sdkappid: u64,
-    mut each: impl FnMut(&RecordBatch),
+    mut each: impl FnMut(&RecordBatch) -> Result<(), WriteError>,
 ) -> Result<(), WriteError> {
     let [table, _] = names(kind);
     if !has_log(lake, &table)? {
@@ -265,7 +265,7 @@ pub fn current_pairs(
     let snapshot = delta.snapshot(&table)?;
     for f in delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))? {
         for batch in read::batches(lake, &format!("{table}/{}", f.path))? {
-            each(&batch?);
+            each(&batch?)?;
         }
     }
     Ok(())
