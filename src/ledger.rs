@@ -84,23 +84,10 @@ impl RunLock {
     pub fn acquire(state_dir: &Path, me: &Holder) -> Result<RunLock, LockError> {
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
         let path = state_dir.join(".lock");
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = open_lock(&path)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let out = state_dir.display().to_string();
-                return Err(match serde_json::from_str::<Holder>(&text) {
-                    Ok(holder) => LockError::Held { out, holder },
-                    Err(_) => LockError::HeldUnknown { out },
-                });
-            }
+            Err(std::fs::TryLockError::WouldBlock) => return Err(busy(state_dir)),
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e).into()),
         }
         let mut lock = RunLock {
@@ -122,24 +109,25 @@ impl RunLock {
         std::fs::create_dir_all(state_dir).map_err(io(state_dir))?;
         let shared_path = state_dir.join(".lock");
         let shared = open_lock(&shared_path)?;
-        let busy = |path: &Path| {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let out = state_dir.display().to_string();
-            match serde_json::from_str::<Holder>(&text) {
-                Ok(holder) => LockError::Held { out, holder },
-                Err(_) => LockError::HeldUnknown { out },
-            }
-        };
         match shared.try_lock_shared() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(busy(&shared_path)),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(busy(state_dir)),
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&shared_path)(e).into()),
         }
         let path = state_dir.join(input_lock_name(input));
         let file = open_lock(&path)?;
         match file.try_lock() {
             Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => return Err(busy(&path)),
+            // The holder of this input, not of another one.
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(match held_by(&path).filter(|h| !h.run_id.is_empty()) {
+                    Some(holder) => LockError::Held {
+                        out: state_dir.display().to_string(),
+                        holder,
+                    },
+                    None => busy(state_dir),
+                });
+            }
             Err(std::fs::TryLockError::Error(e)) => return Err(io(&path)(e).into()),
         }
         let mut lock = RunLock {
@@ -176,6 +164,26 @@ impl RunLock {
             .map_err(io(path))?;
         self.file.write_all(&json).map_err(io(path))?;
         self.file.flush().map_err(io(path))
+    }
+}
+
+/// A state folder in use: by whom, as its locks say.
+fn busy(state_dir: &Path) -> LockError {
+    let out = state_dir.display().to_string();
+    match RunLock::holders(state_dir)
+        .into_iter()
+        .find(|h| !h.run_id.is_empty())
+    {
+        Some(holder) => LockError::Held { out, holder },
+        None => LockError::HeldUnknown { out },
+    }
+}
+
+impl Drop for RunLock {
+    /// A lock released says no holder: its file is emptied while still
+    /// held, so a look at it later never names a run that is gone.
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
     }
 }
 
@@ -958,6 +966,39 @@ mod tests {
         assert!(e.contains("run r1") && e.contains("pid 42"), "{e}");
         drop(held);
         RunLock::acquire(dir.path(), &other).unwrap();
+    }
+
+    /// Inputs lock apart; the state folder's whole lock (`runs drop`)
+    /// waits for every one, and names the run that holds one, never a
+    /// holder that is gone.
+    #[test]
+    fn each_input_locks_apart_and_a_released_lock_names_no_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let who = |run: &str| Holder {
+            run_id: run.into(),
+            pid: 7,
+            started_at: "2026-12-05T00:00:00Z".into(),
+        };
+        // A drop that came and went.
+        drop(RunLock::acquire(dir.path(), &who("gone")).unwrap());
+        let (a, b) = (Path::new("a.csv"), Path::new("b.csv"));
+        let held = RunLock::acquire_input(dir.path(), a, &who("ra")).unwrap();
+        let beside = RunLock::acquire_input(dir.path(), b, &who("rb")).unwrap();
+        let again = RunLock::acquire_input(dir.path(), a, &who("rc")).unwrap_err();
+        assert!(again.to_string().contains("run ra"), "{again}");
+        let whole = RunLock::acquire(dir.path(), &who("dropper")).unwrap_err();
+        let text = whole.to_string();
+        assert!(text.contains("run ra") || text.contains("run rb"), "{text}");
+        let mut running: Vec<String> = RunLock::holders(dir.path())
+            .into_iter()
+            .map(|h| h.run_id)
+            .filter(|r| !r.is_empty())
+            .collect();
+        running.sort();
+        assert_eq!(running, ["ra", "rb"]);
+        drop((held, beside));
+        assert!(RunLock::holders(dir.path()).is_empty());
+        RunLock::acquire(dir.path(), &who("dropper")).unwrap();
     }
 
     #[test]
