@@ -608,49 +608,72 @@ async fn a_message_with_and_without_its_sender_is_one_message() {
     }
 }
 
-/// Killed between the two current commits, then another list: the next
-/// run completes the killed one's commits before it reads what is known,
-/// and the killed run's own command later finds nothing to redo.
+/// Killed between any two of its commits, then another list: the next run
+/// completes the killed one's current commits when its history is in
+/// (else the tables keep what was known before it), before it reads what
+/// is known; the killed run's own command later adds what is left, and
+/// a full list then equals a full read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_between_the_current_commits_then_another_list() {
+async fn killed_between_any_two_commits_then_another_list() {
+    for failpoint in [
+        "between_delta_commits",
+        "after_delta_commits",
+        "between_current_commits",
+        "after_current_commits",
+    ] {
+        killed_then_another_list(failpoint).await;
+    }
+}
+
+async fn killed_then_another_list(failpoint: &str) {
+    // Whether the next run finds the killed one's history whole.
+    let history_in = failpoint != "between_delta_commits";
     let mut n = Nights::new(80, Deletes::Hidden);
     n.run("n0", &[], &[]).await;
+    let held_n0 = n.held.clone();
     n.change(11, 0.5);
-    let env = [("MSGEXT_FAILPOINT", "between_current_commits")];
+    let env = [("MSGEXT_FAILPOINT", failpoint)];
     n.run_env("n1", &[], &[], &env, None).await;
     let (n1_input, n1_server) = (std::fs::read(&n.input).unwrap(), n.server.take());
     // What n1 read.
     n.expect(&[]);
+    let held_n1 = n.held.clone();
     // Another list: half the messages, changed again.
     n.change(12, 0.5);
-    let held_before = n.held.clone();
     n.list(40..80, true);
     n.run("n2", &[], &[]).await;
-    // The messages n2 did not list hold what n1 read.
-    for (m, h) in &held_before {
-        let i: usize = m.to[1..].parse().unwrap();
-        if i < 40 {
-            n.held.insert(m.clone(), h.clone());
+    // The messages n2 did not list hold what the last whole run read.
+    let unlisted = |n: &mut Nights, held: &HashMap<MessageRef, Held>| {
+        for (m, h) in held {
+            if m.to[1..].parse::<usize>().unwrap() < 40 {
+                n.held.insert(m.clone(), h.clone());
+            }
         }
-    }
-    n.assert_current("after another list");
+    };
+    unlisted(&mut n, if history_in { &held_n1 } else { &held_n0 });
+    n.assert_current(&format!("{failpoint}: after another list"));
     check_messages(&n);
-    // n1's own command (its input, its endpoint): nothing left to redo.
+    // n1's own command (its input, its endpoint): what is left of it goes
+    // in, and its reads never replace n2's newer ones.
     let before = n.current();
     std::fs::write(&n.input, n1_input).unwrap();
     n.server = n1_server;
     let url = n.server.as_ref().unwrap().url();
     let args = export_args(&url, &n.input, &n.out, "parquet", "n1", 8);
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
-    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert!(
-        n.current() == before,
-        "the killed run's own command changed nothing"
-    );
+    assert_eq!(o.status.code(), Some(0), "{failpoint}: {}", show(&o));
+    if history_in {
+        assert!(
+            n.current() == before,
+            "{failpoint}: the killed run's own command changed nothing"
+        );
+    }
+    unlisted(&mut n, &held_n1);
+    n.assert_current(&format!("{failpoint}: after the killed run's own command"));
     n.server = None;
     n.list(0..80, true);
     n.run("n3", &[], &[]).await;
-    n.assert_current("after the killed run's own command and a full list");
+    n.assert_current(&format!("{failpoint}: after a full list"));
     check_messages(&n);
 }
 

@@ -538,7 +538,7 @@ pub struct DeltaRun {
 /// Delta: a table's log must hold msgext's schema, and a table without a
 /// log must not hold other runs' files (a plain lake is not silently half
 /// converted). Plain Parquet: no table may be a Delta table (its readers
-/// would miss the files). CSV files sit beside either.
+/// would miss the files), and no more may CSV: CSV sits beside plain tables only.
 pub fn prepare(
     lake: &dyn LakeStore,
     kind: Kind,
@@ -546,23 +546,15 @@ pub fn prepare(
     (format, tables): (Format, TableFormat),
 ) -> Result<Option<DeltaRun>, WriteError> {
     let names = kind.spec().tables();
-    if format == Format::Csv {
-        // CSV files inside a Delta table's folders are in no log: no reader sees them.
+    // Files written outside a Delta table's log (CSV, or plain Parquet)
+    // would be seen by no reader of the table.
+    if format == Format::Csv || tables == TableFormat::Plain {
         for t in names {
             if has_log(lake, t)? {
-                return Err(DeltaError::CsvIntoDelta {
-                    table: lake.display(t),
-                }
-                .into());
-            }
-        }
-        return Ok(None);
-    }
-    if tables == TableFormat::Plain {
-        for t in names {
-            if has_log(lake, t)? {
-                return Err(DeltaError::IsDelta {
-                    table: lake.display(t),
+                let table = lake.display(t);
+                return Err(match format {
+                    Format::Csv => DeltaError::CsvIntoDelta { table },
+                    Format::Parquet => DeltaError::IsDelta { table },
                 }
                 .into());
             }
