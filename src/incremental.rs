@@ -251,6 +251,20 @@ mod tests {
 
     const DAY_US: i64 = 86_400_000_000;
 
+    /// What a full read of `m` holds: its live pairs by key.
+    fn full_state(m: &crate::mock::store::StoredMessage) -> BTreeMap<String, Stored> {
+        m.live_pairs()
+            .into_iter()
+            .map(|p| {
+                let stored = Stored {
+                    value: p.value,
+                    seq: p.seq,
+                };
+                (p.key, stored)
+            })
+            .collect()
+    }
+
     #[test]
     fn a_read_starts_after_what_is_known_unless_a_full_read_is_due() {
         let k = Known {
@@ -395,20 +409,6 @@ mod tests {
     fn rounds_of_incremental_reads_equal_a_full_read() {
         use crate::mock::store::{SplitMix64, StoredMessage, StoredPair};
         let mut m = StoredMessage::new(crate::kind::MessageRef::new(None, "b", "k"), 0, vec![]);
-        let full = |m: &StoredMessage| -> BTreeMap<String, Stored> {
-            m.live_pairs()
-                .into_iter()
-                .map(|p| {
-                    (
-                        p.key,
-                        Stored {
-                            value: p.value,
-                            seq: p.seq,
-                        },
-                    )
-                })
-                .collect()
-        };
         // Every page of a read from `start`, as (LatestSeq, ClearSeq, pairs).
         let read = |m: &StoredMessage, start: Option<i64>| {
             let (mut at, mut pairs, mut pages) = (start, Vec::new(), 0);
@@ -493,7 +493,7 @@ mod tests {
                 clear_seq: clear,
                 last_full_read_us: 0,
             });
-            assert_eq!(state, full(&m), "round {round}");
+            assert_eq!(state, full_state(&m), "round {round}");
         }
         assert!(
             incremental_pairs * 2 < full_pairs,
@@ -537,51 +537,40 @@ mod tests {
                         .collect();
                     (page.latest_seq.unwrap(), page.clear_seq.unwrap(), pairs)
                 };
+                // The Seqs a run keeps are those of the answer it took.
+                let (mut latest, mut clear, pairs) = match &known {
+                    None => (0, 0, Vec::new()),
+                    Some(k) => answer(Some(k.latest_seq + 1)),
+                };
                 let verdict = match &known {
                     None => Verdict::ReadFull,
-                    Some(k) => {
-                        let (latest, clear, pairs) = answer(Some(k.latest_seq + 1));
-                        let v = judge(k, latest, clear, pairs.iter().map(|p| p.2));
-                        if let Verdict::Changed { clear_seq } = v {
-                            apply(
-                                &mut state,
-                                clear_seq,
-                                pairs.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
-                            );
-                        }
-                        v
-                    }
+                    Some(k) => judge(k, latest, clear, pairs.iter().map(|p| p.2)),
                 };
-                if verdict == Verdict::ReadFull {
-                    full_reads += 1;
-                    let (_, clear, all) = answer(None);
-                    state.clear();
-                    apply(
+                match verdict {
+                    Verdict::Unchanged => {}
+                    Verdict::Changed { clear_seq } => apply(
                         &mut state,
-                        clear,
-                        all.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
-                    );
+                        clear_seq,
+                        pairs.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                    ),
+                    Verdict::ReadFull => {
+                        full_reads += 1;
+                        let all;
+                        (latest, clear, all) = answer(None);
+                        state.clear();
+                        apply(
+                            &mut state,
+                            clear,
+                            all.iter().map(|(k, v, s)| (k.as_str(), v.as_str(), *s)),
+                        );
+                    }
                 }
-                let (latest, clear, _) = answer(None);
                 known = Some(Known {
                     latest_seq: latest,
                     clear_seq: clear,
                     last_full_read_us: 0,
                 });
-                let want: BTreeMap<String, Stored> = m
-                    .live_pairs()
-                    .into_iter()
-                    .map(|p| {
-                        (
-                            p.key,
-                            Stored {
-                                value: p.value,
-                                seq: p.seq,
-                            },
-                        )
-                    })
-                    .collect();
-                assert_eq!(state, want, "{deletes:?} round {round}");
+                assert_eq!(state, full_state(&m), "{deletes:?} round {round}");
             }
             assert!(full_reads < 400, "{deletes:?}: some reads stay incremental");
         }
