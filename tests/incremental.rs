@@ -728,9 +728,7 @@ async fn a_damaged_current_table_is_repaired_or_rebuilt_with_full() {
     n.assert_current("a lost log entry put back");
     check_messages(&n);
     // A data file gone.
-    let commits = common::delta_commits(&n.out.join("current_key_values"));
-    let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
-    std::fs::remove_file(n.out.join("current_key_values").join(&live.adds[0])).unwrap();
+    std::fs::remove_file(a_live_file(&n.out.join("current_key_values"))).unwrap();
     n.change(33, 0.5);
     let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
     let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n3", 8);
@@ -826,10 +824,7 @@ async fn an_unreadable_current_file_fails_the_run_even_with_full() {
     let mut n = Nights::new(40, Deletes::Hidden);
     n.run("n0", &[], &[]).await;
     let before = n.current();
-    let table = n.out.join("current_messages");
-    let commits = common::delta_commits(&table);
-    let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
-    let file = table.join(&live.adds[0]);
+    let file = a_live_file(&n.out.join("current_messages"));
     let len = std::fs::metadata(&file).unwrap().len() as usize;
     std::fs::write(&file, vec![b'x'; len]).unwrap();
     // Tonight's list is a part of the messages: a rebuild would drop the rest.
@@ -842,4 +837,11 @@ async fn an_unreadable_current_file_fails_the_run_even_with_full() {
     assert!(show(&o).contains("current_messages"), "{}", show(&o));
     assert_eq!(server.stats().calls(), 0);
     assert!(n.current() == before, "the pairs of every message stay");
+}
+
+/// A data file the table's newest commit that adds any added.
+fn a_live_file(table: &Path) -> PathBuf {
+    let commits = common::delta_commits(table);
+    let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
+    table.join(&live.adds[0])
 }
