@@ -338,32 +338,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     let others = crate::runs::unfinished_others(&*lake, &run_id)
         .map_err(|e| ExportError::Output(e.to_string()))?;
     let (prior, rebuild) = match &delta {
-        Some(d) => {
-            crate::table::check(&*lake, d.lake(), reader.kind())?;
-            // This run too, resumed after a kill between its own commits.
-            let unfinished: Vec<String> = others.iter().cloned().chain([run_id.clone()]).collect();
-            let settle = crate::table::settle::Settle {
-                lake: &lake,
-                delta: d.lake(),
-                kind: reader.kind(),
-                opts: plan.write,
-            };
-            let state = crate::table::state(&settle, plan.api.sdkappid, plan.full, &unfinished)?;
-            if !plan.quiet {
-                for c in &state.completed {
-                    eprintln!(
-                        "msgext: completed run {}'s commits to the current tables (it stopped between them)",
-                        c.run_id
-                    );
-                }
-                if let Some(why) = &state.rebuild {
-                    eprintln!(
-                        "msgext: the current tables cannot be read ({why}); --full rebuilds this app's rows from this run"
-                    );
-                }
-            }
-            (state.prior, state.rebuild.is_some())
-        }
+        Some(d) => current_state(plan, (&lake, d.lake()), reader.kind(), &run_id, &others)?,
         None => (crate::incremental::Prior::default(), false),
     };
     tracing::info!(run_id = %run_id, input = %plan.input.display(), rows = scan.rows,
@@ -403,6 +378,40 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
         recovered: opened.recovered,
     };
     Ok((run, begun))
+}
+
+/// What the current tables know, once every run in them is whole (this
+/// run's `others`: the lake's unfinished runs), and whether the run must
+/// rebuild them (`--full` over damage); what was done is told.
+fn current_state(
+    plan: &ExportPlan,
+    (lake, delta): (&Arc<dyn LakeStore>, &crate::write::delta::DeltaLake),
+    kind: crate::kind::Kind,
+    run_id: &str,
+    others: &[String],
+) -> Result<(crate::incremental::Prior, bool), ExportError> {
+    crate::table::check(&**lake, delta, kind)?;
+    // This run too, resumed after a kill between its own commits.
+    let unfinished: Vec<String> = others.iter().cloned().chain([run_id.to_owned()]).collect();
+    let settle = crate::table::settle::Settle {
+        lake,
+        delta,
+        kind,
+        opts: plan.write,
+    };
+    let state = crate::table::state(&settle, plan.api.sdkappid, plan.full, &unfinished)?;
+    if !plan.quiet {
+        for c in &state.completed {
+            eprintln!(
+                "msgext: completed run {}'s commits to the current tables (it stopped between them)",
+                c.run_id
+            );
+        }
+        if let Some(why) = &state.rebuild {
+            eprintln!("msgext: {why}; --full rebuilds this app's rows from this run");
+        }
+    }
+    Ok((state.prior, state.rebuild.is_some()))
 }
 
 /// The stages of a started run, running.
