@@ -214,6 +214,26 @@ impl IdentityColumns for Columns {
     }
 }
 
+/// A one-to-one identity's fingerprint. Fields are length-prefixed so that
+/// ("ab","c") and ("a","bc") differ, and `None` differs from `Some("")`.
+fn fingerprint(from: Option<&str>, to: &str, msg_key: &str) -> u128 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match from {
+        None => h.update([0u8]),
+        Some(f) => {
+            h.update([1u8]);
+            h.update((f.len() as u64).to_le_bytes());
+            h.update(f.as_bytes());
+        }
+    }
+    for part in [to, msg_key] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    super::fingerprint_of(&h.finalize())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,24 +290,4 @@ mod tests {
             assert_eq!(OneToOne.parse_request(&obj), Ok(m.into()));
         }
     }
-}
-
-/// A one-to-one identity's fingerprint. Fields are length-prefixed so that
-/// ("ab","c") and ("a","bc") differ, and `None` differs from `Some("")`.
-fn fingerprint(from: Option<&str>, to: &str, msg_key: &str) -> u128 {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    match from {
-        None => h.update([0u8]),
-        Some(f) => {
-            h.update([1u8]);
-            h.update((f.len() as u64).to_le_bytes());
-            h.update(f.as_bytes());
-        }
-    }
-    for part in [to, msg_key] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    super::fingerprint_of(&h.finalize())
 }
