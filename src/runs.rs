@@ -6,6 +6,7 @@
 //! files by one pure function (`RunState::of`).
 
 use crate::ledger::{Holder, RunLock};
+use crate::table::RunCommits;
 use crate::write::{LakeStore, WriteError, all_tables};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -88,6 +89,9 @@ pub struct RunInfo {
     /// Files under `_runs/<run id>/` in the lake.
     pub report_files: Vec<String>,
     pub claim: Option<Claim>,
+    /// Which of its Delta commits the lake holds; looked up for runs that
+    /// did not finish (a finished run committed all of them).
+    pub commits: Option<RunCommits>,
 }
 
 impl RunInfo {
@@ -178,7 +182,11 @@ pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
     for run_id in ids {
         let report_files = reports.get(run_id).cloned().unwrap_or_default();
         let data_files = data.get(run_id).cloned().unwrap_or_default();
-        runs.push(describe(lake, run_id, report_files, data_files)?);
+        let mut run = describe(lake, run_id, report_files, data_files)?;
+        if !run.state.finished() {
+            run.commits = Some(RunCommits::of(lake, run_id)?);
+        }
+        runs.push(run);
     }
     runs.sort_by(|a, b| (&a.started_at, &a.run_id).cmp(&(&b.started_at, &b.run_id)));
     Ok(runs)
@@ -237,27 +245,45 @@ fn describe(
         data_files,
         report_files,
         claim,
+        commits: None,
     })
 }
 
-/// The runs as a table for people.
+/// The runs as a table for people, then a line for each run whose Delta
+/// commits are not whole (COMMITTED: which of them the lake holds).
 pub fn render(runs: &[RunInfo]) -> String {
-    let mut out = format!(
-        "{:<28} {:<10} {:<27} {:>12} {:>6}  {}\n",
-        "RUN", "STATUS", "STARTED", "ROWS", "FILES", "STATE"
-    );
+    let line = |cells: [&str; 7]| {
+        let [run, status, started, rows, files, committed, state] = cells;
+        format!(
+            "{run:<28} {status:<10} {started:<27} {rows:>12} {files:>6}  {committed:<11}  {state}\n"
+        )
+    };
+    let mut out = line([
+        "RUN",
+        "STATUS",
+        "STARTED",
+        "ROWS",
+        "FILES",
+        "COMMITTED",
+        "STATE",
+    ]);
+    let mut notes = String::new();
     for r in runs {
-        out.push_str(&format!(
-            "{:<28} {:<10} {:<27} {:>12} {:>6}  {}\n",
-            r.run_id,
+        let (committed, note) = r.commits.map_or(("-", None), RunCommits::describe);
+        out.push_str(&line([
+            &r.run_id,
             r.state.name(),
             r.started_at.as_deref().unwrap_or("-"),
-            r.kv_rows.map_or("-".to_owned(), |n| n.to_string()),
-            r.data_files.len(),
-            r.state_at()
-        ));
+            &r.kv_rows.map_or("-".to_owned(), |n| n.to_string()),
+            &r.data_files.len().to_string(),
+            committed,
+            &r.state_at(),
+        ]));
+        if let Some(note) = note {
+            notes.push_str(&format!("run {}: {note}\n", r.run_id));
+        }
     }
-    out
+    out + &notes
 }
 
 /// The unfinished runs in the lake other than `this_run`, for the one line

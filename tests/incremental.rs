@@ -625,6 +625,49 @@ async fn killed_between_any_two_commits_then_another_list() {
     }
 }
 
+/// `msgext runs` names which of a killed run's commits the lake holds,
+/// and who completes the rest.
+async fn runs_show_the_commits_of(n: &Nights, run: &str, failpoint: &str) {
+    let (committed, note) = match failpoint {
+        "between_delta_commits" => ("part-history", Some("its own export command completes it")),
+        "after_delta_commits" => (
+            "history",
+            Some("its current tables are not: the next export"),
+        ),
+        "between_current_commits" => ("history+part", Some("completes the other")),
+        "after_current_commits" => ("all", None),
+        other => panic!("no expectation for {other}"),
+    };
+    let args = vec![
+        "runs".to_owned(),
+        "--out".into(),
+        n.out.to_string_lossy().into_owned(),
+    ];
+    let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&format!("{run} ")))
+        .unwrap_or_else(|| panic!("{failpoint}: no row for {run} in\n{text}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[1], "unfinished", "{failpoint}: {row}");
+    assert!(
+        cells.contains(&committed),
+        "{failpoint}: {committed} in {row}"
+    );
+    let noted = text
+        .lines()
+        .find(|l| l.starts_with(&format!("run {run}: ")));
+    match note {
+        Some(note) => assert!(
+            noted.is_some_and(|l| l.contains(note)),
+            "{failpoint}: a line saying {note:?} in\n{text}"
+        ),
+        None => assert!(noted.is_none(), "{failpoint}: no note in\n{text}"),
+    }
+}
+
 async fn killed_then_another_list(failpoint: &str) {
     // Whether the next run finds the killed one's history whole.
     let history_in = failpoint != "between_delta_commits";
@@ -634,6 +677,7 @@ async fn killed_then_another_list(failpoint: &str) {
     n.change(11, 0.5);
     let env = [("MSGEXT_FAILPOINT", failpoint)];
     n.run_env("n1", &[], &[], &env, None).await;
+    runs_show_the_commits_of(&n, "n1", failpoint).await;
     let (n1_input, n1_server) = (std::fs::read(&n.input).unwrap(), n.server.take());
     // What n1 read.
     n.expect(&[]);

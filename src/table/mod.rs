@@ -100,6 +100,80 @@ pub fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), 
     Ok(())
 }
 
+/// Which of a run's four Delta commits the lake holds: its history
+/// tables' and its current tables' (each a pair; a run writes one kind).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunCommits {
+    pub history: u8,
+    pub current: u8,
+}
+
+impl RunCommits {
+    /// Look the run's txn up in every table of both kinds that has a log.
+    pub fn of(lake: &dyn LakeStore, run_id: &str) -> Result<RunCommits, WriteError> {
+        let mut out = RunCommits::default();
+        let mut delta = None;
+        for kind in Kind::ALL {
+            let history = kind.spec().tables().map(str::to_owned);
+            for (table, current) in history
+                .into_iter()
+                .map(|t| (t, false))
+                .chain(names(kind).map(|t| (t, true)))
+            {
+                if !has_log(lake, &table)? {
+                    continue;
+                }
+                let d = match &mut delta {
+                    Some(d) => d,
+                    None => {
+                        delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?)
+                    }
+                };
+                if holds(d, &table, &Some(d.snapshot(&table)?), run_id)? {
+                    *if current {
+                        &mut out.current
+                    } else {
+                        &mut out.history
+                    } += 1;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// For `msgext runs`: what is committed, and what a person should know.
+    pub fn describe(self) -> (&'static str, Option<&'static str>) {
+        match (self.history, self.current) {
+            (0, 0) => ("none", None),
+            (2, 2) => ("all", None),
+            (2, 0) => (
+                "history",
+                Some(
+                    "its history is committed, its current tables are not: the next export of this app into this lake completes them",
+                ),
+            ),
+            (2, _) => (
+                "history+part",
+                Some(
+                    "its history is committed and one of its two current tables: the next export of this app into this lake completes the other",
+                ),
+            ),
+            (_, 0) => (
+                "part-history",
+                Some(
+                    "one of its two history tables is committed: its own export command completes it",
+                ),
+            ),
+            _ => (
+                "partly",
+                Some(
+                    "its commits are not whole: the next export of this app into this lake completes them",
+                ),
+            ),
+        }
+    }
+}
+
 /// How a run chooses full reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FullReads {
