@@ -24,11 +24,12 @@ fn init_logging() {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::prelude::*;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
-    // The Delta kernel logs the errors it returns; msgext tells them once,
-    // with what to do.
     let warn_only = Targets::new()
         .with_default(tracing::Level::WARN)
-        .with_target("delta_kernel", tracing_subscriber::filter::LevelFilter::OFF);
+        .with_target(
+            crate::table::delta::QUIET_LOG,
+            tracing_subscriber::filter::LevelFilter::OFF,
+        );
     let (targets, bad) = match spec.trim() {
         "" => (warn_only, None),
         s => match s.parse::<Targets>() {

@@ -311,7 +311,7 @@ pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteEr
     use std::collections::BTreeMap;
     let lake = crate::write::Out::Dir(out.to_owned())
         .open(&out.join("_runs"), WriteOptions::default().store_timeout)?;
-    let delta = crate::write::delta::DeltaLake::open(lake.table_root()?)
+    let delta = crate::table::delta::DeltaLake::open(lake.table_root()?)
         .map_err(crate::write::WriteError::Io)?;
     let mut polls: BTreeMap<String, Poll> = BTreeMap::new();
     crate::table::current_pairs(

@@ -269,7 +269,7 @@ pub fn render(runs: &[RunInfo]) -> String {
     ]);
     let mut notes = String::new();
     for r in runs {
-        let (committed, note) = r.commits.map_or(("-", None), RunCommits::describe);
+        let (committed, note) = r.commits.as_ref().map_or(("-", None), RunCommits::describe);
         out.push_str(&line([
             &r.run_id,
             r.state.name(),
@@ -338,8 +338,9 @@ pub fn drop_run(
             run.state.name()
         )));
     }
-    let committed = crate::write::delta::tables_holding(lake, run_id)?;
-    if !committed.is_empty() {
+    let commits = RunCommits::of(lake, run_id)?;
+    if commits.any() {
+        let committed = [commits.history, commits.current].concat();
         return Err(RunsError::Refused(format!(
             "run {run_id} is committed to the Delta table(s) {} (it stopped after its commit, \
              before _SUCCESS); its files are part of them: finish it with the same export \

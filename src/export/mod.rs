@@ -266,7 +266,7 @@ struct Run {
     stats: Arc<FetchStats>,
     limiter: Option<Arc<Limiter>>,
     /// The lake's Delta tables the run commits to (none: plain folders).
-    delta: Option<crate::write::delta::DeltaRun>,
+    delta: Option<crate::table::history::DeltaRun>,
     /// `--full` over damaged current tables: the commit replaces the app's rows.
     rebuild: bool,
     /// Held to the end: one run of this input at a time.
@@ -327,7 +327,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     lock.describe(&holder(&run_id))?;
     // The lake's tables are the ones this run may write (Delta or plain,
     // msgext's schema), before anything of the run is written.
-    let delta = crate::write::delta::prepare(
+    let delta = crate::table::history::prepare(
         &*lake,
         reader.kind(),
         &run_id,
@@ -385,7 +385,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
 /// rebuild them (`--full` over damage); what was done is told.
 fn current_state(
     plan: &ExportPlan,
-    (lake, delta): (&Arc<dyn LakeStore>, &crate::write::delta::DeltaLake),
+    (lake, delta): (&Arc<dyn LakeStore>, &crate::table::delta::DeltaLake),
     kind: crate::kind::Kind,
     run_id: &str,
     others: &[String],
@@ -645,7 +645,7 @@ fn summarize(
     if finished && let Some(delta) = &run.delta {
         release_free_heap();
         crate::failpoint::hit("before_delta_commit");
-        let commit = crate::write::delta::RunCommit {
+        let commit = crate::table::delta::RunCommit {
             run_id: &run.run_id,
             sdkappid: plan.api.sdkappid,
             status: summary.status.name(),

@@ -19,7 +19,7 @@
 use super::{app_dir, kv_schema, messages_schema, names, read, specs};
 use crate::incremental::{Read, halves};
 use crate::kind::Kind;
-use crate::write::delta::{Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit};
+use crate::table::delta::{Changes, Committed, DataFile, DeltaLake, LiveFile, RunCommit};
 use crate::write::{FileInfo, Format, LakeStore, TableSink, WriteError, WriteOptions};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray};

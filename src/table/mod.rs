@@ -1,3 +1,8 @@
+//! Every Delta table of the lake, and nothing of Delta outside this folder:
+//! `delta` opens the tables through the kernel (snapshots, transactions,
+//! commits, checkpoints), `history` commits a run to the history tables,
+//! and the rest keeps the current tables.
+//!
 //! The current-state tables (DESIGN §3, §7): `current_key_values` holds
 //! the live pairs of every message exported, `current_messages` one row
 //! per message with its Seqs and when it was last read; the group kind has
@@ -11,15 +16,17 @@
 //! on the machine.
 
 pub mod current;
+pub mod delta;
+pub mod history;
 pub mod read;
 pub mod settle;
 
 use crate::incremental::{Known, Prior};
 use crate::kind::Kind;
-use crate::write::delta::{DeltaLake, TableSpec, app_table_schema, has_log};
 use crate::write::{LakeStore, WriteError};
 use arrow_array::{Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use delta::{DeltaLake, TableSpec, app_table_schema, has_log};
 use delta_kernel::snapshot::SnapshotRef;
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -100,12 +107,13 @@ pub fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), 
     Ok(())
 }
 
-/// Which of a run's four Delta commits the lake holds: its history
-/// tables' and its current tables' (each a pair; a run writes one kind).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Which of a run's Delta commits the lake holds: the history tables and
+/// the current tables whose log has its `txn` (a run writes one kind, so
+/// at most two of each), as people find them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunCommits {
-    pub history: u8,
-    pub current: u8,
+    pub history: Vec<String>,
+    pub current: Vec<String>,
 }
 
 impl RunCommits {
@@ -114,12 +122,8 @@ impl RunCommits {
         let mut out = RunCommits::default();
         let mut delta = None;
         for kind in Kind::ALL {
-            let history = kind.spec().tables().map(str::to_owned);
-            for (table, current) in history
-                .into_iter()
-                .map(|t| (t, false))
-                .chain(names(kind).map(|t| (t, true)))
-            {
+            let history = kind.spec().tables().map(|t| (t.to_owned(), false));
+            for (table, current) in history.into_iter().chain(names(kind).map(|t| (t, true))) {
                 if !has_log(lake, &table)? {
                     continue;
                 }
@@ -130,20 +134,26 @@ impl RunCommits {
                     }
                 };
                 if holds(d, &table, &Some(d.snapshot(&table)?), run_id)? {
-                    *if current {
+                    let tables = if current {
                         &mut out.current
                     } else {
                         &mut out.history
-                    } += 1;
+                    };
+                    tables.push(lake.display(&table));
                 }
             }
         }
         Ok(out)
     }
 
+    /// Whether any table holds the run: its files are part of the lake.
+    pub fn any(&self) -> bool {
+        !(self.history.is_empty() && self.current.is_empty())
+    }
+
     /// For `msgext runs`: what is committed, and what a person should know.
-    pub fn describe(self) -> (&'static str, Option<&'static str>) {
-        match (self.history, self.current) {
+    pub fn describe(&self) -> (&'static str, Option<&'static str>) {
+        match (self.history.len(), self.current.len()) {
             (0, 0) => ("none", None),
             (2, 2) => ("all", None),
             (2, 0) => (
@@ -272,7 +282,7 @@ pub fn prior(
         // Sized once from the log's row counts: growing by doubling would
         // hold both copies at the peak (40 bytes a message).
         known.reserve_exact(files.iter().filter_map(|f| f.rows).sum::<u64>() as usize);
-        for crate::write::delta::LiveFile { path, .. } in files {
+        for delta::LiveFile { path, .. } in files {
             for batch in read::batches(lake, &format!("{table}/{path}"))? {
                 let batch = batch?;
                 let fps = read::fingerprints(kind, &batch)?;
@@ -318,7 +328,7 @@ pub(crate) fn holds(
     run_id: &str,
 ) -> Result<bool, WriteError> {
     Ok(match snapshot {
-        Some(s) => delta.has_transaction(table, s, &crate::write::delta::app_id(run_id))?,
+        Some(s) => delta.has_transaction(table, s, &delta::app_id(run_id))?,
         None => false,
     })
 }

@@ -17,7 +17,7 @@
 use super::current::{self, CurrentCommit};
 use super::{names, read};
 use crate::kind::Kind;
-use crate::write::delta::{DeltaLake, RunCommit, app_id, has_log};
+use crate::table::delta::{DeltaLake, RunCommit, app_id, has_log};
 use crate::write::{FileInfo, LakeStore, WriteError, WriteOptions};
 use delta_kernel::snapshot::SnapshotRef;
 use std::collections::BTreeSet;

@@ -5,14 +5,13 @@
 //! see a half-written file. Knows nothing about the chat API.
 
 pub mod csv;
-pub mod delta;
 pub mod object;
 pub mod parquet;
 pub mod schema;
 pub mod store;
 
 pub use object::ObjectLake;
-pub use store::{LakeStore, LocalDir, Out};
+pub use store::{LakeStore, LocalDir, Out, TableRoot};
 
 use crate::kind::{Kind, MessageId};
 use crate::model::PairRef;
@@ -85,7 +84,7 @@ pub enum WriteError {
     },
     /// A Delta table's log could not be read or committed to.
     #[error(transparent)]
-    Delta(Box<delta::DeltaError>),
+    Delta(Box<DeltaError>),
     /// A file that must be created once already exists.
     #[error("{0} already exists")]
     AlreadyExists(String),
@@ -95,6 +94,73 @@ pub enum WriteError {
         "the current tables are damaged: {0}; `msgext export --full` with the same settings rebuilds this app's current tables from a full read of its input (messages it does not list leave them until listed again)"
     )]
     Damaged(String),
+}
+
+/// What went wrong with one of the lake's Delta tables (`table::delta`
+/// reads and commits them): plain text, as the store's errors are.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    /// The kernel's error as text, told as the lake's own store errors
+    /// are (a hint for what the store refused, credentials taken out): its
+    /// store errors quote URLs and a store's answer.
+    #[error("{table}: {what}: {detail}")]
+    Kernel {
+        table: String,
+        what: &'static str,
+        detail: String,
+    },
+    #[error(
+        "{table} is a Delta table of another schema than msgext's: {differences}; export to another --out, or with --table-format plain"
+    )]
+    OtherSchema { table: String, differences: String },
+    #[error(
+        "{table} uses the Delta table feature {feature} (another engine turned it on), which msgext does not read or write; export to another --out, or turn the feature off with the engine that set it"
+    )]
+    Unsupported { table: String, feature: String },
+    #[error("{table}: gave up after {tries} conflicting commits in a row")]
+    Conflicts { table: String, tries: usize },
+    #[error(
+        "{table}: another run of this app changed the app's rows while this run committed; run the same command again"
+    )]
+    Moved { table: String },
+    #[error(
+        "{table} holds Parquet files of earlier runs but no Delta log (a lake written with --table-format plain or by msgext before Delta); give --table-format plain to go on writing it so, or export to a new --out"
+    )]
+    PlainLake { table: String },
+    #[error(
+        "{table} is a Delta table: Parquet files written beside it with --table-format plain would not be in its log; drop --table-format plain, or export to another --out"
+    )]
+    IsDelta { table: String },
+    #[error(
+        "{table} is a Delta table: CSV files written into it would be in no log and no reader would see them; export CSV to another --out, or drop --format csv"
+    )]
+    CsvIntoDelta { table: String },
+}
+
+impl DeltaError {
+    /// Another writer changed the files this commit meant to replace.
+    pub fn is_moved(&self) -> bool {
+        matches!(self, DeltaError::Moved { .. })
+    }
+
+    /// A lake that is not the one this run should write (exit 2), rather
+    /// than a failure to read or write it (exit 1).
+    pub fn is_wrong_lake(&self) -> bool {
+        matches!(
+            self,
+            DeltaError::OtherSchema { .. }
+                | DeltaError::Unsupported { .. }
+                | DeltaError::PlainLake { .. }
+                | DeltaError::IsDelta { .. }
+                | DeltaError::CsvIntoDelta { .. }
+        )
+    }
+}
+
+impl From<DeltaError> for WriteError {
+    fn from(e: DeltaError) -> Self {
+        WriteError::Delta(Box::new(e))
+    }
 }
 
 /// The default of `--store-timeout`, in seconds: long enough to ride out a

@@ -621,11 +621,11 @@ impl LakeStore for ObjectLake {
         self.bucket.check()
     }
 
-    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError> {
+    fn table_root(&self) -> Result<super::TableRoot, WriteError> {
         let b = &self.bucket;
         let url = reqwest::Url::parse(&format!("{}/", b.url))
             .map_err(|e| WriteError::Store(format!("{}: {e}", b.url)))?;
-        Ok(super::delta::TableRoot {
+        Ok(super::TableRoot {
             store: b.store.clone(),
             url,
         })

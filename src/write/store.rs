@@ -16,6 +16,13 @@ use std::collections::HashSet;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// Where the lake's tables live, for the kernel: the store and the URL of
+/// the lake's root (`file:///…/` or `s3://bucket/prefix/`).
+pub struct TableRoot {
+    pub store: std::sync::Arc<dyn object_store::ObjectStore>,
+    pub url: reqwest::Url,
+}
+
 /// A lake: paths are `/`-separated and relative to its root.
 pub trait LakeStore: std::fmt::Debug + Send + Sync {
     /// Begin the file that will be at `rel`.
@@ -73,7 +80,7 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     }
     /// The lake's root as the Delta kernel reaches it: the store, its URL
     /// and the runtime its requests run on.
-    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError>;
+    fn table_root(&self) -> Result<TableRoot, WriteError>;
     /// The run was interrupted (Ctrl-C / SIGTERM): stop waiting on a lake
     /// that does not answer, after a short grace, so the run ends promptly.
     /// A local folder answers or fails at once.
@@ -451,7 +458,7 @@ impl LakeStore for LocalDir {
         self.final_path(rel).display().to_string()
     }
 
-    fn table_root(&self) -> Result<super::delta::TableRoot, WriteError> {
+    fn table_root(&self) -> Result<TableRoot, WriteError> {
         let bad = |why: String| WriteError::Path {
             path: self.root.clone(),
             source: std::io::Error::other(why),
@@ -460,7 +467,7 @@ impl LakeStore for LocalDir {
             std::path::absolute(&self.root).map_err(|e| bad(format!("no absolute path: {e}")))?;
         let url = reqwest::Url::from_directory_path(&root)
             .map_err(|()| bad("cannot be named as a file:// URL".into()))?;
-        Ok(super::delta::TableRoot {
+        Ok(TableRoot {
             // The log entry is fsynced, file and folder, before the commit
             // returns: `_SUCCESS` (fsynced after it) never outlives it.
             store: std::sync::Arc::new(

@@ -630,10 +630,10 @@ fn main() {
 /// five, in milliseconds.
 fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
     use msgext::kind::Kind;
-    use msgext::write::delta::{
-        Changes, DataFile, DeltaLake, PARTITION_COLUMNS, RunCommit, TableRoot, TableSpec,
-        table_schema,
+    use msgext::table::delta::{
+        Changes, DataFile, DeltaLake, PARTITION_COLUMNS, RunCommit, TableSpec, table_schema,
     };
+    use msgext::write::TableRoot;
     let spec = TableSpec {
         schema: table_schema(&msgext::write::schema::key_values_schema(Kind::OneToOne))
             .expect("schema"),

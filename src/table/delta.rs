@@ -1,11 +1,9 @@
-//! Delta Lake tables: each Parquet table of a run (`key_values`, `messages`,
-//! and the group ones) is a Delta table at `OUT/<table>/`, partitioned by
-//! `dt` and `run_id` as the files already are. A run's data files are
-//! written and published as before; at the end of the run, after every
-//! upload and before `_SUCCESS`, they are added to each table's log in one
-//! commit. A reader through the log sees a run all at once or not at all.
+//! The lake's Delta tables through `delta_kernel` (delta-io's Rust kernel)
+//! on msgext's own object store; nothing of the log is written by hand.
+//! `history` commits a run's files to the history tables with it, the
+//! current tables replace an app's rows with it.
 //!
-//! Exactly once: the commit carries a Delta `txn` action whose application
+//! Exactly once: a commit carries a Delta `txn` action whose application
 //! id names the run (`msgext-run-<run_id>`). Before committing, the run
 //! reads the table's transaction ids; a run already there (it crashed after
 //! its commit, before `_SUCCESS`) is not committed again.
@@ -14,12 +12,8 @@
 //! `PutMode::Create`, through the kernel's file-system committer); on a
 //! conflict the run reads the table again and commits at the next version.
 //! Every `CHECKPOINT_EVERY` versions a checkpoint keeps reads fast.
-//!
-//! All of it goes through `delta_kernel` (delta-io's Rust kernel) on
-//! msgext's own object store; nothing of the log is written by hand.
 
-use super::{Format, LakeStore, TableFormat, WriteError};
-use crate::kind::Kind;
+use crate::write::{DeltaError, LakeStore, TableRoot, WriteError};
 use arrow_array::builder::{MapBuilder, MapFieldNames, StringBuilder};
 use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
@@ -38,19 +32,16 @@ use std::sync::Arc;
 /// The partition columns of every table, in path order (`dt=…/run_id=…/`).
 pub const PARTITION_COLUMNS: [&str; 2] = ["dt", "run_id"];
 
+/// The kernel logs the errors it returns; msgext tells them once, with
+/// what to do: its log target is off unless `RUST_LOG` names it.
+pub const QUIET_LOG: &str = "delta_kernel";
+
 /// A checkpoint every this many versions, as Spark and delta-rs do.
 pub const CHECKPOINT_EVERY: u64 = 100;
 
 /// Conflicting commits in a row before the run gives up (each one means
 /// another writer committed in between; 50 is far beyond any real fleet).
 const MAX_CONFLICTS: usize = 50;
-
-/// Where the lake's tables live, for the kernel: the store and the URL of
-/// the lake's root (`file:///…/` or `s3://bucket/prefix/`).
-pub struct TableRoot {
-    pub store: Arc<dyn object_store::ObjectStore>,
-    pub url: Url,
-}
 
 /// One data file, as the log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,65 +95,6 @@ pub enum Committed {
     At(u64),
     /// The run was already in the table (committed before a crash).
     Already(u64),
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DeltaError {
-    /// The kernel's error as text, told as the lake's own store errors
-    /// are (a hint for what the store refused, credentials taken out): its
-    /// store errors quote URLs and a store's answer.
-    #[error("{table}: {what}: {detail}")]
-    Kernel {
-        table: String,
-        what: &'static str,
-        detail: String,
-    },
-    #[error(
-        "{table} is a Delta table of another schema than msgext's: {differences}; export to another --out, or with --table-format plain"
-    )]
-    OtherSchema { table: String, differences: String },
-    #[error(
-        "{table} uses the Delta table feature {feature} (another engine turned it on), which msgext does not read or write; export to another --out, or turn the feature off with the engine that set it"
-    )]
-    Unsupported { table: String, feature: String },
-    #[error("{table}: gave up after {MAX_CONFLICTS} conflicting commits in a row")]
-    Conflicts { table: String },
-    #[error(
-        "{table}: another run of this app changed the app's rows while this run committed; run the same command again"
-    )]
-    Moved { table: String },
-    #[error(
-        "{table} holds Parquet files of earlier runs but no Delta log (a lake written with --table-format plain or by msgext before Delta); give --table-format plain to go on writing it so, or export to a new --out"
-    )]
-    PlainLake { table: String },
-    #[error(
-        "{table} is a Delta table: Parquet files written beside it with --table-format plain would not be in its log; drop --table-format plain, or export to another --out"
-    )]
-    IsDelta { table: String },
-    #[error(
-        "{table} is a Delta table: CSV files written into it would be in no log and no reader would see them; export CSV to another --out, or drop --format csv"
-    )]
-    CsvIntoDelta { table: String },
-}
-
-impl DeltaError {
-    /// Another writer changed the files this commit meant to replace.
-    pub fn is_moved(&self) -> bool {
-        matches!(self, DeltaError::Moved { .. })
-    }
-
-    /// A lake that is not the one this run should write (exit 2), rather
-    /// than a failure to read or write it (exit 1).
-    pub fn is_wrong_lake(&self) -> bool {
-        matches!(
-            self,
-            DeltaError::OtherSchema { .. }
-                | DeltaError::Unsupported { .. }
-                | DeltaError::PlainLake { .. }
-                | DeltaError::IsDelta { .. }
-                | DeltaError::CsvIntoDelta { .. }
-        )
-    }
 }
 
 /// The lake's Delta tables, through the kernel's default engine.
@@ -222,7 +154,7 @@ impl DeltaLake {
         format!("{}{table}", self.display_root)
     }
 
-    fn kernel(
+    pub(super) fn kernel(
         &self,
         table: &str,
         what: &'static str,
@@ -231,7 +163,7 @@ impl DeltaLake {
         move |source| DeltaError::Kernel {
             table: table.clone(),
             what,
-            detail: super::object::explain(&source.to_string()),
+            detail: crate::write::object::explain(&source.to_string()),
         }
     }
 
@@ -309,6 +241,7 @@ impl DeltaLake {
         }
         Err(DeltaError::Conflicts {
             table: self.name(table),
+            tries: MAX_CONFLICTS,
         })
     }
 
@@ -527,171 +460,9 @@ impl DeltaLake {
     }
 }
 
-/// The Delta side of a run: its kind's two tables in the lake, checked
-/// before any API call and committed at the end.
-pub struct DeltaRun {
-    delta: DeltaLake,
-    tables: Vec<(&'static str, TableSpec)>,
-}
-
-/// Check the lake's tables for a run of `kind` before any API call. With
-/// Delta: a table's log must hold msgext's schema, and a table without a
-/// log must not hold other runs' files (a plain lake is not silently half
-/// converted). Plain Parquet: no table may be a Delta table (its readers
-/// would miss the files), and no more may CSV: CSV sits beside plain tables only.
-pub fn prepare(
-    lake: &dyn LakeStore,
-    kind: Kind,
-    run_id: &str,
-    (format, tables): (Format, TableFormat),
-) -> Result<Option<DeltaRun>, WriteError> {
-    let names = kind.spec().tables();
-    // Files written outside a Delta table's log (CSV, or plain Parquet)
-    // would be seen by no reader of the table.
-    if format == Format::Csv || tables == TableFormat::Plain {
-        for t in names {
-            if has_log(lake, t)? {
-                let table = lake.display(t);
-                return Err(match format {
-                    Format::Csv => DeltaError::CsvIntoDelta { table },
-                    Format::Parquet => DeltaError::IsDelta { table },
-                }
-                .into());
-            }
-        }
-        return Ok(None);
-    }
-    let delta = DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?;
-    let schemas = [
-        super::schema::key_values_schema(kind),
-        super::schema::messages_schema(kind),
-    ];
-    let mut tables = Vec::new();
-    for (t, arrow) in names.into_iter().zip(schemas) {
-        let schema = table_schema(&arrow).map_err(delta.kernel(t, "msgext's schema"))?;
-        let spec = TableSpec {
-            schema,
-            partitions: &PARTITION_COLUMNS,
-        };
-        if has_log(lake, t)? {
-            delta.check_schema(t, &*delta.snapshot(t)?, &spec.schema)?;
-        } else if finished_plain_runs(lake, t, run_id)? {
-            return Err(DeltaError::PlainLake {
-                table: lake.display(t),
-            }
-            .into());
-        }
-        tables.push((t, spec));
-    }
-    Ok(Some(DeltaRun { delta, tables }))
-}
-
 /// Whether `table` has a Delta log.
 pub fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
     Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
-}
-
-/// The lake's tables whose Delta log holds run `run_id` (it crashed after
-/// its commit, before `_SUCCESS`): its files are part of those tables.
-pub fn tables_holding(lake: &dyn LakeStore, run_id: &str) -> Result<Vec<String>, WriteError> {
-    let mut out = Vec::new();
-    let mut delta = None;
-    for table in Kind::ALL.into_iter().flat_map(|k| k.spec().tables()) {
-        if !has_log(lake, table)? {
-            continue;
-        }
-        let d = match &mut delta {
-            Some(d) => d,
-            None => delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?),
-        };
-        if d.has_transaction(table, &*d.snapshot(table)?, &app_id(run_id))? {
-            out.push(lake.display(table));
-        }
-    }
-    Ok(out)
-}
-
-/// Whether the table folder holds Parquet files of finished runs (their
-/// `_SUCCESS` is there) other than `run_id`: a plain lake. Files of runs
-/// that did not finish are in no log yet; CSV runs beside a Delta table
-/// are no part of it and harm neither its readers nor theirs.
-fn finished_plain_runs(
-    lake: &dyn LakeStore,
-    table: &str,
-    run_id: &str,
-) -> Result<bool, WriteError> {
-    let mut runs: Vec<&str> = Vec::new();
-    let files = lake.list(table)?;
-    for p in files.iter().filter(|p| p.ends_with(".parquet")) {
-        let run = p.split('/').find_map(|part| part.strip_prefix("run_id="));
-        if let Some(run) = run.filter(|r| *r != run_id && !runs.contains(r)) {
-            runs.push(run);
-        }
-    }
-    for run in runs {
-        if lake.exists(&format!("_runs/{run}/_SUCCESS"))? {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-impl DeltaRun {
-    /// The lake's Delta tables.
-    pub fn lake(&self) -> &DeltaLake {
-        &self.delta
-    }
-
-    /// Commit the run's files (`files`: every data file of the run, paths
-    /// relative to the lake) to each table, in one commit per table.
-    pub fn commit(
-        &self,
-        lake: &dyn LakeStore,
-        files: &[super::FileInfo],
-        run: &RunCommit<'_>,
-    ) -> Result<Vec<Committed>, WriteError> {
-        let mut out = Vec::new();
-        for (i, (table, spec)) in self.tables.iter().enumerate() {
-            if i > 0 {
-                crate::failpoint::hit("between_delta_commits");
-            }
-            let files: Vec<DataFile> = files.iter().filter_map(|f| data_file(table, f)).collect();
-            if files.is_empty() {
-                continue;
-            }
-            // Read again: another writer may have created the table since `prepare`.
-            let snapshot = match has_log(lake, table)? {
-                true => Some(self.delta.snapshot(table)?),
-                false => None,
-            };
-            let changes = Changes {
-                adds: &files,
-                removes: &[],
-            };
-            out.push(self.delta.commit_run(table, spec, changes, run, snapshot)?);
-        }
-        Ok(out)
-    }
-}
-
-/// A file of the run under `table`, as the log records it.
-fn data_file(table: &str, f: &super::FileInfo) -> Option<DataFile> {
-    let path = f.path.strip_prefix(table)?.strip_prefix('/')?;
-    let mut parts = path.split('/');
-    let dt = parts.next()?.strip_prefix("dt=")?;
-    let run_id = parts.next()?.strip_prefix("run_id=")?;
-    Some(DataFile {
-        path: path.to_owned(),
-        partition: vec![dt.to_owned(), run_id.to_owned()],
-        bytes: f.bytes,
-        rows: f.rows,
-    })
-}
-
-impl From<DeltaError> for WriteError {
-    fn from(e: DeltaError) -> Self {
-        WriteError::Delta(Box::new(e))
-    }
 }
 
 /// A commit's outcome: its version, or `Err(())` when another writer took
@@ -884,17 +655,18 @@ pub fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kind::Kind;
 
     /// A local lake's Delta side, for a test, with its table's folder
     /// (a run's files are in it before its commit).
     fn local(dir: &std::path::Path) -> DeltaLake {
         std::fs::create_dir_all(dir.join("kv")).unwrap();
-        DeltaLake::open(super::super::LocalDir::new(dir).table_root().unwrap()).unwrap()
+        DeltaLake::open(crate::write::LocalDir::new(dir).table_root().unwrap()).unwrap()
     }
 
     fn spec() -> TableSpec {
         TableSpec {
-            schema: table_schema(&super::super::schema::key_values_schema(Kind::OneToOne)).unwrap(),
+            schema: table_schema(&crate::write::schema::key_values_schema(Kind::OneToOne)).unwrap(),
             partitions: &PARTITION_COLUMNS,
         }
     }
