@@ -299,20 +299,9 @@ pub fn resume_command(mut argv: Vec<String>, run_id: &str) -> String {
         argv.push(run_id.into());
     }
     argv.iter()
-        .map(|a| shell_quote(a))
+        .map(|a| crate::report::shell_quote(a))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));
-    if plain {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
 }
 
 fn validate_cmd(args: &ValidateArgs) -> u8 {

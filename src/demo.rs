@@ -6,11 +6,12 @@
 //! simulated history and exports that list too (the nightly pair), and
 //! prints the summaries and a DuckDB query for each.
 
+use crate::api::Secret;
 use crate::cli::DemoArgs;
+use crate::export::ExportPlan;
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::StopSignal;
 use crate::input::{InputItem, InputReader};
-use crate::job::{ExportPlan, Secret};
 use crate::mock::store::Store;
 use crate::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
 use crate::model::MessageId;
@@ -253,8 +254,8 @@ async fn discover_and_export(
 }
 
 /// The simulator at `url`, as the demo calls it.
-pub fn demo_connection(url: String) -> crate::job::Connection {
-    crate::job::Connection {
+pub fn demo_connection(url: String) -> crate::api::Connection {
+    crate::api::Connection {
         base_url: url,
         sdkappid: DEMO_SDKAPPID,
         identifier: "administrator".into(),

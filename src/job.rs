@@ -3,14 +3,14 @@
 //! in a job file are relative to the job file's folder, so a cron entry works
 //! from any working directory. No I/O here beyond what the caller read.
 
-use crate::api::Region;
+use crate::api::{Connection, Region, Secret};
 use crate::cli::{ApiArgs, ExportArgs};
+use crate::export::ExportPlan;
 use crate::write::{Format, Out, TableFormat, WriteOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub const DEFAULT_RATE: u32 = 200;
-pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
 pub const DEFAULT_GIVE_UP_MIN: f64 = 10.0;
@@ -229,22 +229,6 @@ fn has_hex_run(text: &str, n: usize) -> bool {
     false
 }
 
-/// Where the UserSig comes from.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Secret {
-    Key(String),
-    UserSig(String),
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Secret::Key(_) => "Secret::Key(<redacted>)",
-            Secret::UserSig(_) => "Secret::UserSig(<redacted>)",
-        })
-    }
-}
-
 /// What the environment supplies (read by the caller).
 #[derive(Debug, Clone, Default)]
 pub struct Env {
@@ -264,43 +248,6 @@ impl Env {
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
             .collect()
     }
-}
-
-/// A validated export.
-#[derive(Debug, Clone)]
-pub struct ExportPlan {
-    pub input: PathBuf,
-    pub out: Out,
-    /// The run's control files: `<state_dir>/<run_id>/` and the folder lock.
-    pub state_dir: PathBuf,
-    pub format: Format,
-    /// Delta tables or plain folders (always plain for CSV).
-    pub table_format: TableFormat,
-    /// Where the API is and how it is called.
-    pub api: Connection,
-    /// Messages fetched at once; `None`: follow rate × latency (see `fetch::concurrency`).
-    pub concurrency: Option<usize>,
-    pub run_id: Option<String>,
-    pub quiet: bool,
-    /// Invalid input rows make the run partial (exit 3).
-    pub strict_input: bool,
-    pub write: WriteOptions,
-    /// When a message the current tables know is read in full anyway.
-    pub full: crate::table::FullReads,
-}
-
-/// Where the API is and how every call goes: the same for export and discover.
-#[derive(Debug, Clone)]
-pub struct Connection {
-    /// `https://{domain}` of the region, or the `--endpoint`.
-    pub base_url: String,
-    pub sdkappid: u64,
-    pub identifier: String,
-    pub rate: u32,
-    pub max_attempts: u32,
-    pub secret: Secret,
-    /// The circuit breaker: stop when no call succeeds for this long.
-    pub give_up_after: std::time::Duration,
 }
 
 /// The secret key file named by flags or job file, for the caller to read.

@@ -12,7 +12,8 @@
 //! nothing is written twice, and only messages that were in flight are
 //! fetched again.
 
-use crate::model::{MessageId, PairList, PairRef};
+use crate::api::pairs::{PairList, PairRef};
+use crate::model::MessageId;
 use crate::write::{FileInfo, LakeStore, sync_dir};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -392,7 +393,7 @@ impl WalRecord {
     pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
         match &self.status {
             WalStatus::Ok { pairs, .. } => pairs,
-            _ => &crate::model::NO_PAIRS,
+            _ => &crate::api::pairs::NO_PAIRS,
         }
         .iter()
     }

@@ -4,10 +4,11 @@
 
 mod common;
 
+use msgext::api::Secret;
+use msgext::export::ExportPlan;
 use msgext::export::{self, Tuning, Ui};
 use msgext::fetch::StopSignal;
 use msgext::fetch::retry::{Backoff, RetryPolicy};
-use msgext::job::{ExportPlan, Secret};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
 use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
@@ -41,7 +42,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
         state_dir: dir.join("lake/_runs"),
         format: Format::Parquet,
         table_format: msgext::write::TableFormat::Delta,
-        api: msgext::job::Connection {
+        api: msgext::api::Connection {
             base_url: server.url(),
             sdkappid: DEMO_SDKAPPID,
             identifier: "administrator".into(),

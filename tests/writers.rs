@@ -4,8 +4,9 @@
 mod common;
 
 use common::KvRow;
+use msgext::api::pairs::{PairList, PairRef};
 use msgext::kind::Kind;
-use msgext::model::{MessageId, MessageRef, PairList, PairRef};
+use msgext::model::{MessageId, MessageRef};
 use msgext::write::schema::MessageRow;
 use msgext::write::{
     FileInfo, Format, LakeStore, LocalDir, RunKey, RunTables, Sealed, WriteOptions,

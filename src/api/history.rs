@@ -76,7 +76,7 @@ impl Status {
 
 macro_rules! answer {
     ($t:ty) => {
-        impl crate::fetch::Answer for $t {
+        impl super::Answer for $t {
             fn error_code(&self) -> i64 {
                 self.status.error_code
             }

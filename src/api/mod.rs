@@ -6,11 +6,48 @@
 pub mod client;
 pub mod codes;
 pub mod history;
+pub mod pairs;
 pub mod sign;
 pub mod wire;
 
 use std::fmt;
 use std::str::FromStr;
+
+/// An answer of the API: every one carries an `ErrorCode` and `ErrorInfo`.
+pub trait Answer {
+    fn error_code(&self) -> i64;
+    fn into_info(self) -> String;
+}
+
+/// Where the UserSig comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    Key(String),
+    UserSig(String),
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Secret::Key(_) => "Secret::Key(<redacted>)",
+            Secret::UserSig(_) => "Secret::UserSig(<redacted>)",
+        })
+    }
+}
+
+/// Where the API is and how every call goes: the same for export and discover.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    /// `https://{domain}` of the region, or the `--endpoint`.
+    pub base_url: String,
+    pub sdkappid: u64,
+    pub identifier: String,
+    pub rate: u32,
+    pub max_attempts: u32,
+    pub secret: Secret,
+    /// The circuit breaker: stop when no call succeeds for this long.
+    pub give_up_after: std::time::Duration,
+}
 
 /// At most this many pairs come back in one page.
 pub const PAGE_SIZE: usize = 200;

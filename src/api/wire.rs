@@ -2,7 +2,7 @@
 //! (the same shape), which the client decodes and the simulator encodes. The
 //! request bodies belong to the kinds of message (`kind`).
 
-use crate::model::{PairList, PairRef, StrInto};
+use super::pairs::{PairList, PairRef, StrInto};
 use serde::de::{Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeSeq, SerializeStruct};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -178,7 +178,16 @@ impl GetKeyValuesResponse {
     pub fn pairs(&self) -> &PairList {
         self.extension_list
             .as_ref()
-            .map_or(&crate::model::NO_PAIRS, |l| &l.0)
+            .map_or(&super::pairs::NO_PAIRS, |l| &l.0)
+    }
+}
+
+impl super::Answer for GetKeyValuesResponse {
+    fn error_code(&self) -> i64 {
+        self.error_code
+    }
+    fn into_info(self) -> String {
+        self.error_info
     }
 }
 

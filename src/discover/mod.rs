@@ -15,12 +15,13 @@
 mod output;
 pub mod walk;
 
+use crate::api::Answer;
+use crate::api::Connection;
 use crate::api::client::ApiClient;
 use crate::api::history::{self as h, Cursors};
 use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
-use crate::fetch::{Answer, Calls, Ended, FetchStats, Rules, StopReason, StopSignal};
-use crate::job::Connection;
+use crate::fetch::{Calls, Ended, FetchStats, Rules, StopReason, StopSignal};
 use crate::report::ProgressMode;
 use futures_util::StreamExt;
 use futures_util::stream;

@@ -14,7 +14,6 @@ use crate::fetch::limiter::Limiter;
 use crate::fetch::retry::RetryPolicy;
 use crate::fetch::{Calls, FetchOutcome, FetchStats, Fetcher, StopReason, StopSignal};
 use crate::input::{InputError, InputItem, InputReader, InvalidRow};
-use crate::job::ExportPlan;
 use crate::model::InputMessage;
 use crate::report::{
     ErrorsCsv, LiveCounts, Progress, ProgressMode, ProgressView, RunStatus, Summary,
@@ -25,6 +24,29 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use tokio::sync::{Mutex, mpsc};
+
+/// A validated export.
+#[derive(Debug, Clone)]
+pub struct ExportPlan {
+    pub input: std::path::PathBuf,
+    pub out: crate::write::Out,
+    /// The run's control files: `<state_dir>/<run_id>/` and the folder lock.
+    pub state_dir: std::path::PathBuf,
+    pub format: crate::write::Format,
+    /// Delta tables or plain folders (always plain for CSV).
+    pub table_format: crate::write::TableFormat,
+    /// Where the API is and how it is called.
+    pub api: crate::api::Connection,
+    /// Messages fetched at once; `None`: follow rate × latency (see `fetch::concurrency`).
+    pub concurrency: Option<usize>,
+    pub run_id: Option<String>,
+    pub quiet: bool,
+    /// Invalid input rows make the run partial (exit 3).
+    pub strict_input: bool,
+    pub write: crate::write::WriteOptions,
+    /// When a message the current tables know is read in full anyway.
+    pub full: crate::table::FullReads,
+}
 
 /// Why a run could not start or could not finish writing.
 #[derive(Debug, thiserror::Error)]
@@ -453,10 +475,14 @@ fn launch(
     let fetcher = build_fetcher(plan, kind, tuning, (stats, limiter, &prior), stop)?;
     let slots = Arc::new(match plan.concurrency {
         Some(n) => Concurrency::fixed(n),
-        None if plan.api.rate == 0 => Concurrency::fixed(crate::job::DEFAULT_CONCURRENCY),
+        None if plan.api.rate == 0 => {
+            Concurrency::fixed(crate::fetch::concurrency::DEFAULT_CONCURRENCY)
+        }
         None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
     });
-    let queue = slots.max().min(crate::job::DEFAULT_CONCURRENCY);
+    let queue = slots
+        .max()
+        .min(crate::fetch::concurrency::DEFAULT_CONCURRENCY);
     let (work_tx, work_rx) = mpsc::channel::<Vec<InputMessage>>((queue * 2 / WORK_CHUNK).max(2));
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
     let input_thread = {
@@ -1013,7 +1039,7 @@ const CLAIM_COPY: &str = "claim.json";
 /// folder, and a plain `SELECT *` counts them.
 fn note_unfinished_runs(others: &[String], out: &crate::write::Out) {
     if let Some(first) = others.first() {
-        let lake = crate::app::shell_quote(&out.display());
+        let lake = crate::report::shell_quote(&out.display());
         eprintln!(
             "msgext: note: {lake} holds {} unfinished run(s) that this run does not resume ({}{}); \
              `msgext runs --out {lake}` lists them, `msgext runs drop {first} --out {lake}` removes one",

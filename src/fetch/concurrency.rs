@@ -7,6 +7,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+/// Messages fetched at once at most when the concurrency follows the rate
+/// (and with `--rate 0`, where there is no rate to follow).
+pub const DEFAULT_CONCURRENCY: usize = 64;
+
 /// The fewest messages in flight when adapting.
 pub const MIN_AUTO: usize = 8;
 /// The most messages in flight when adapting.

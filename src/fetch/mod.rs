@@ -11,8 +11,8 @@ pub mod retry;
 use crate::api::client::{ApiClient, CallError, Credentials};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::api::wire::GetKeyValuesResponse;
+use crate::api::{Answer, Connection, Secret};
 use crate::incremental::{Prior, Read, Start, Verdict};
-use crate::job::{Connection, Secret};
 use crate::model::MessageId;
 use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
@@ -243,21 +243,6 @@ impl Call for ApiClient {
         body: bytes::Bytes,
     ) -> Result<GetKeyValuesResponse, CallError> {
         self.post(&usersig, body).await
-    }
-}
-
-/// An answer of the API: every one carries an `ErrorCode` and `ErrorInfo`.
-pub trait Answer {
-    fn error_code(&self) -> i64;
-    fn into_info(self) -> String;
-}
-
-impl Answer for GetKeyValuesResponse {
-    fn error_code(&self) -> i64 {
-        self.error_code
-    }
-    fn into_info(self) -> String {
-        self.error_info
     }
 }
 

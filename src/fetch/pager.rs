@@ -8,8 +8,8 @@
 //! (a whole page of one Seq), in which case the message is reported stuck
 //! rather than silently cut short.
 
+use crate::api::pairs::{PairList, PairRef};
 use crate::api::wire::GetKeyValuesResponse;
-use crate::model::{PairList, PairRef};
 use std::collections::HashMap;
 
 /// Hard limit on pages per message; the API's 300 keys need at most a few.

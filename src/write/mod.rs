@@ -5,16 +5,20 @@
 //! see a half-written file. Knows nothing about the chat API.
 
 pub mod csv;
+pub mod local;
 pub mod object;
+pub mod out;
 pub mod parquet;
 pub mod schema;
 pub mod store;
 
+pub use local::LocalDir;
 pub use object::ObjectLake;
-pub use store::{LakeStore, LocalDir, Out, TableRoot};
+pub use out::Out;
+pub use store::{LakeStore, TableRoot};
 
+use crate::api::pairs::PairRef;
 use crate::kind::{Kind, MessageId};
-use crate::model::PairRef;
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use schema::{KvRows, MessageRow, MessageRows};

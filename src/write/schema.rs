@@ -4,9 +4,9 @@
 //! for every kind. Both output formats are written from these batches, so
 //! Parquet and CSV always hold the same values.
 
+use crate::api::pairs::PairRef;
 use crate::columns::{UTC, finish_int, finish_text, finish_time};
 use crate::kind::{IdentityColumns, Kind, KindMismatch, MessageId};
-use crate::model::PairRef;
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};

@@ -1,0 +1,287 @@
+//! `--out`: a local folder or a bucket URL, read strictly (a mistyped URL
+//! is never taken for a folder), and the backend it opens.
+
+use super::WriteError;
+use super::local::LocalDir;
+use super::store::LakeStore;
+use std::path::{Path, PathBuf};
+
+/// Where `--out` points: a local folder or an object-store URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Out {
+    Dir(PathBuf),
+    /// `s3://bucket/prefix`, `gs://…` or `az://…`, without a trailing `/`.
+    Url(String),
+}
+
+impl Out {
+    /// A path, a `file://` URL, or an object-store URL (`s3://`, `s3a://`,
+    /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything that starts like
+    /// a URL (`word:`) and is not a well-formed one is refused, with what was
+    /// probably meant, rather than taken for a folder called `s3:`.
+    pub fn parse(text: &str) -> Result<Out, String> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return match url_like_scheme(text) {
+                Some(scheme) => Err(not_a_url(text, scheme)),
+                None => Ok(Out::Dir(PathBuf::from(text))),
+            };
+        };
+        if scheme.is_empty() || url_like_scheme(text).is_none() {
+            return Ok(Out::Dir(PathBuf::from(text)));
+        }
+        // `user:password@` before the host: refused, and never echoed.
+        let authority = rest.split('/').next().unwrap_or("");
+        if let Some((userinfo, _)) = authority.rsplit_once('@')
+            && userinfo.contains(':')
+        {
+            return Err(format!(
+                "--out {scheme}://…: the URL holds credentials (user:password@); give the bucket as \
+                 {scheme}://BUCKET/prefix and the credentials in the environment (AWS_*, \
+                 GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*)"
+            ));
+        }
+        match scheme.to_ascii_lowercase().as_str() {
+            "file" if rest.starts_with('/') => Ok(Out::Dir(PathBuf::from(rest))),
+            "file" => Err(format!(
+                "--out {text}: a file:// URL needs an absolute path (file:///path)"
+            )),
+            s if BUCKET_SCHEMES.contains(&s) => bucket_url(text, rest),
+            "http" | "https" => Err(format!(
+                "--out {text}: give the bucket as s3://BUCKET/prefix (gs://, az://); an S3-compatible \
+                 endpoint goes in AWS_ENDPOINT_URL"
+            )),
+            other => Err(format!(
+                "--out {text}: unknown scheme {other:?}; give a local folder or s3://, gs://, az://"
+            )),
+        }
+    }
+    /// How the lake is shown: the folder or the URL.
+    pub fn display(&self) -> String {
+        match self {
+            Out::Dir(d) => d.display().to_string(),
+            Out::Url(u) => u.clone(),
+        }
+    }
+
+    /// The state folder when none is given: `OUT/_runs` for a folder; for a
+    /// URL, one under the user's state folder (`$XDG_STATE_HOME`, or
+    /// `~/.local/state`) named after the URL, so the same command finds it.
+    pub fn default_state_dir(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<PathBuf, String> {
+        match self {
+            Out::Dir(d) => Ok(d.join("_runs")),
+            Out::Url(u) => {
+                let base = env("XDG_STATE_HOME")
+                    .filter(|s| s.starts_with('/'))
+                    .map(PathBuf::from)
+                    .or_else(|| {
+                        env("HOME")
+                            .filter(|s| !s.is_empty())
+                            .map(|h| Path::new(&h).join(".local").join("state"))
+                    })
+                    .ok_or_else(|| {
+                        format!(
+                            "--out {u}: no HOME to keep the run's state under; give --state-dir"
+                        )
+                    })?;
+                Ok(base.join("msgext").join(state_key(u)))
+            }
+        }
+    }
+
+    /// The lake behind this location; an object store's files are staged
+    /// under `state_dir` until they are uploaded, and each of its requests,
+    /// retries included, takes at most `store_timeout`.
+    pub fn open(
+        &self,
+        state_dir: &Path,
+        store_timeout: std::time::Duration,
+    ) -> Result<std::sync::Arc<dyn LakeStore>, WriteError> {
+        Ok(match self {
+            Out::Dir(d) => std::sync::Arc::new(LocalDir::new(d)),
+            Out::Url(u) => std::sync::Arc::new(super::ObjectLake::open(
+                u,
+                &state_dir.join("_staging"),
+                store_timeout,
+            )?),
+        })
+    }
+}
+
+/// The schemes of the object stores msgext writes to.
+const BUCKET_SCHEMES: [&str; 7] = ["s3", "s3a", "gs", "az", "azure", "abfs", "abfss"];
+
+/// The scheme of a text that starts like a URL (`word:`, RFC 3986's scheme
+/// characters, at least two of them so that `C:` stays a drive).
+fn url_like_scheme(text: &str) -> Option<&str> {
+    let (scheme, _) = text.split_once(':')?;
+    let mut chars = scheme.chars();
+    let first = chars.next()?;
+    (scheme.len() >= 2
+        && first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)))
+    .then_some(scheme)
+}
+
+/// Why `text` (`s3:/lake/x`, `s3:lake/x`, `backup:2026`) is not taken as
+/// `--out`, and what was probably meant.
+fn not_a_url(text: &str, scheme: &str) -> String {
+    let rest = text[scheme.len() + 1..].trim_start_matches('/');
+    let lower = scheme.to_ascii_lowercase();
+    if BUCKET_SCHEMES.contains(&lower.as_str()) {
+        format!("--out {text} is not a well-formed URL; did you mean {lower}://{rest}?")
+    } else if lower == "file" {
+        format!("--out {text} is not a well-formed URL; did you mean file:///{rest}?")
+    } else {
+        format!(
+            "--out {text} looks like a URL but is not one; give s3://, gs:// or az:// for a bucket, \
+             or ./{text} for a folder of that name"
+        )
+    }
+}
+
+/// A bucket URL (`rest` is what follows `scheme://`): a bucket, a prefix of
+/// plain segments, no query or fragment (which the store would drop or refuse).
+fn bucket_url(text: &str, rest: &str) -> Result<Out, String> {
+    if rest.contains(['?', '#']) {
+        return Err(format!(
+            "--out {text}: a bucket URL takes no ?query or #fragment (settings go in the environment)"
+        ));
+    }
+    let rest = rest.trim_end_matches('/');
+    let mut segments = rest.split('/');
+    if segments.next().is_none_or(str::is_empty) {
+        return Err(format!("--out {text}: no bucket (s3://BUCKET/prefix)"));
+    }
+    let segments: Vec<&str> = segments.collect();
+    if segments.iter().any(|p| p.is_empty()) {
+        let scheme = &text[..text.find("://").unwrap_or(0)];
+        let fixed: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        return Err(format!(
+            "--out {text}: an empty prefix segment ('//'); did you mean {scheme}://{}?",
+            fixed.join("/")
+        ));
+    }
+    if segments.iter().any(|p| *p == "." || *p == "..") {
+        return Err(format!("--out {text}: '.' and '..' are not prefixes"));
+    }
+    Ok(Out::Url(text.trim_end_matches('/').to_owned()))
+}
+
+/// A folder name for a URL: readable, and unique by a hash of the whole URL.
+fn state_key(url: &str) -> String {
+    use sha2::Digest;
+    let readable: String = url
+        .replace("://", "-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    let hash = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    format!("{readable}-{hex}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_names_a_folder_or_a_bucket_and_nothing_else() {
+        let table: [(&str, Result<Out, &str>); 27] = [
+            ("s3:/lake/nightly", Err("did you mean s3://lake/nightly?")),
+            ("s3:lake/x", Err("did you mean s3://lake/x?")),
+            ("gs:/b/x", Err("did you mean gs://b/x?")),
+            ("az:/c/x", Err("did you mean az://c/x?")),
+            ("S3:/Lake", Err("did you mean s3://Lake?")),
+            ("file:/data/lake", Err("did you mean file:///data/lake?")),
+            ("backup:2026", Err("./backup:2026 for a folder")),
+            ("./backup:2026", Ok(Out::Dir("./backup:2026".into()))),
+            ("C:/lake", Ok(Out::Dir("C:/lake".into()))),
+            ("s3://lake//x", Err("did you mean s3://lake/x?")),
+            ("s3://lake/x?region=eu", Err("no ?query or #fragment")),
+            ("s3://lake/x#frag", Err("no ?query or #fragment")),
+            ("s3://lake/x/", Ok(Out::Url("s3://lake/x".into()))),
+            ("lake/with:colon", Ok(Out::Dir("lake/with:colon".into()))),
+            ("lake", Ok(Out::Dir("lake".into()))),
+            ("/data/lake", Ok(Out::Dir("/data/lake".into()))),
+            ("file:///data/lake", Ok(Out::Dir("/data/lake".into()))),
+            ("file://lake", Err("absolute path")),
+            (
+                "s3://bucket/prefix/",
+                Ok(Out::Url("s3://bucket/prefix".into())),
+            ),
+            ("gs://bucket", Ok(Out::Url("gs://bucket".into()))),
+            ("az://container/p", Ok(Out::Url("az://container/p".into()))),
+            ("s3:///prefix", Err("no bucket")),
+            ("s3://b/../x", Err("'..'")),
+            ("https://b.s3.amazonaws.com/p", Err("AWS_ENDPOINT_URL")),
+            ("ftp://host/x", Err("unknown scheme")),
+            ("s3://user:SECRET@bucket/x", Err("holds credentials")),
+            ("https://u:SECRET@host/x", Err("holds credentials")),
+        ];
+        for (text, want) in table {
+            match (Out::parse(text), want) {
+                (Ok(got), Ok(w)) => assert_eq!(got, w, "{text}"),
+                (Err(e), Err(w)) => {
+                    assert!(e.contains(w), "{text}: {e}");
+                    assert!(!e.contains("SECRET"), "{text}: credentials echoed: {e}");
+                }
+                (got, w) => panic!("{text}: {got:?} vs {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_bucket_s_state_lives_under_the_user_state_folder_named_after_the_url() {
+        let env = |home: Option<&'static str>, xdg: Option<&'static str>| {
+            move |k: &str| match k {
+                "HOME" => home.map(str::to_owned),
+                "XDG_STATE_HOME" => xdg.map(str::to_owned),
+                _ => None,
+            }
+        };
+        let out = Out::Url("s3://bucket/lake".into());
+        let a = out.default_state_dir(&env(Some("/home/u"), None)).unwrap();
+        assert!(
+            a.to_string_lossy()
+                .starts_with("/home/u/.local/state/msgext/s3-bucket_lake-"),
+            "{a:?}"
+        );
+        let b = out
+            .default_state_dir(&env(Some("/home/u"), Some("/var/st")))
+            .unwrap();
+        assert!(
+            b.to_string_lossy()
+                .starts_with("/var/st/msgext/s3-bucket_lake-"),
+            "{b:?}"
+        );
+        assert_eq!(a.file_name(), b.file_name(), "keyed by the URL only");
+        let other = Out::Url("s3://bucket/lake2".into());
+        assert_ne!(
+            other
+                .default_state_dir(&env(Some("/h"), None))
+                .unwrap()
+                .file_name(),
+            a.file_name()
+        );
+        assert!(
+            out.default_state_dir(&env(None, None))
+                .unwrap_err()
+                .contains("--state-dir")
+        );
+        let dir = Out::Dir("/l".into());
+        assert_eq!(
+            dir.default_state_dir(&env(None, None)).unwrap(),
+            PathBuf::from("/l/_runs")
+        );
+    }
+}
