@@ -4,9 +4,7 @@
 //! the group list keeps to its 1 call a second, what is not there is told
 //! and skipped, and exporting the list is exact.
 
-mod common;
-
-use common::{export_args, run_msgext, show};
+use crate::common::{export_args, run_msgext, show};
 use msgext::api::client::{ApiClient, Proxies};
 use msgext::api::history::{self as h, GroupListResponse, RoamRequest, RoamResponse};
 use msgext::mock::history::{ChatMsg, GroupEvent, History, HistoryGroup, HistoryPaging};
@@ -291,9 +289,9 @@ async fn every_group_message_of_the_window_is_listed_once_and_exports_exactly() 
         .map(|(g, s)| GroupMessageRef::new(g, *s as i64).into())
         .collect();
     let stored = store.messages.iter().filter(|m| listed.contains(&m.id));
-    let want_rows = common::expected_group_rows(stored);
+    let want_rows = crate::common::expected_group_rows(stored);
     assert!(!want_rows.is_empty());
-    assert_eq!(common::group_kv_from_delta(&out), want_rows);
+    assert_eq!(crate::common::group_kv_from_delta(&out), want_rows);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,9 +339,10 @@ async fn every_one_to_one_message_of_the_listed_accounts_is_listed_once_and_expo
         .iter()
         .map(|(f, t, k)| MessageRef::new(Some(f), t, k).into())
         .collect();
-    let want_rows = common::expected_rows(store.messages.iter().filter(|m| listed.contains(&m.id)));
+    let want_rows =
+        crate::common::expected_rows(store.messages.iter().filter(|m| listed.contains(&m.id)));
     assert!(!want_rows.is_empty());
-    assert_eq!(common::kv_from_delta(&out), want_rows);
+    assert_eq!(crate::common::kv_from_delta(&out), want_rows);
 }
 
 fn client(url: &str, path: &str) -> ApiClient {
@@ -455,7 +454,7 @@ async fn bad_settings_are_refused_before_any_call_and_a_failed_run_writes_nothin
         (
             {
                 let mut a = base.clone();
-                common::set_arg(&mut a, "--since", "yesterday");
+                crate::common::set_arg(&mut a, "--since", "yesterday");
                 a
             },
             "24h, 3d, 90m, or an RFC 3339 time",
@@ -574,8 +573,8 @@ async fn a_failing_group_is_told_and_an_interrupted_run_writes_nothing() {
     );
     args.extend(["--rate", "20"].map(String::from));
     let before = server.stats().calls();
-    let cmd = common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
-    let status = common::signal_midway(cmd, server.stats(), before + 20, "-TERM").await;
+    let cmd = crate::common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
+    let status = crate::common::signal_midway(cmd, server.stats(), before + 20, "-TERM").await;
     assert_eq!(status.code(), Some(130));
     let left: Vec<_> = dir
         .path()

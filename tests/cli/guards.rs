@@ -4,9 +4,7 @@
 //! runs and drops an unfinished one. Each runs the real binary against the
 //! simulator on 127.0.0.1:0 and reads the lake back with the Parquet reader.
 
-mod common;
-
-use common::{export_args, run_msgext, show};
+use crate::common::{export_args, run_msgext, show};
 use msgext::mock::store::{Store, StoredMessage};
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
@@ -26,7 +24,7 @@ fn messages(n: usize, tag: &str) -> Vec<MessageRef> {
 
 async fn serve(msgs: &[MessageRef], faults: Faults) -> (Store, MockServer) {
     let store = Store::generate(msgs, 3, 0);
-    let server = common::start_mock(store.clone(), faults, 7).await;
+    let server = crate::common::start_mock(store.clone(), faults, 7).await;
     (store, server)
 }
 
@@ -37,7 +35,7 @@ async fn fixture(n: usize, tag: &str) -> (Store, MockServer, tempfile::TempDir, 
     let (store, server) = serve(&msgs, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    std::fs::write(&input, crate::common::input_csv(&msgs)).unwrap();
     (store, server, dir, input)
 }
 
@@ -53,7 +51,7 @@ fn stored<'a>(store: &'a Store, msgs: &[MessageRef]) -> Vec<&'a StoredMessage> {
     store
         .messages
         .iter()
-        .filter(|m| msgs.contains(common::one_to_one(&m.id)))
+        .filter(|m| msgs.contains(crate::common::one_to_one(&m.id)))
         .collect()
 }
 
@@ -74,16 +72,16 @@ async fn an_input_truncated_mid_run_fails_the_run_and_resumes_only_with_its_cont
     .await;
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("in.csv"), dir.path().join("lake"));
-    let content = common::input_csv(&msgs);
+    let content = crate::common::input_csv(&msgs);
     assert!(content.len() > 4 * msgext::input::BLOCK, "several blocks");
     std::fs::write(&input, &content).unwrap();
     let args = export_args(&server.url(), &input, &out, "parquet", "r1", 4);
-    let child = common::msgext_command(&args, DEMO_SECRET_KEY, &[])
+    let child = crate::common::msgext_command(&args, DEMO_SECRET_KEY, &[])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    common::wait_for_answers(server.stats(), 200).await;
+    crate::common::wait_for_answers(server.stats(), 200).await;
     std::fs::write(
         &input,
         "From_Account,To_Account,MsgKey\nsender,someone,1_2_3\n",
@@ -100,7 +98,8 @@ async fn an_input_truncated_mid_run_fails_the_run_and_resumes_only_with_its_cont
     );
     assert!(!out.join("_runs/r1/_SUCCESS").exists());
     assert!(
-        common::kv_from_parquet(&out).len() < common::expected_rows(&store.messages).len(),
+        crate::common::kv_from_parquet(&out).len()
+            < crate::common::expected_rows(&store.messages).len(),
         "stopped early"
     );
     // Resumable only with the same content.
@@ -114,8 +113,8 @@ async fn an_input_truncated_mid_run_fails_the_run_and_resumes_only_with_its_cont
     let o = run_msgext(again, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(
-        common::kv_from_parquet(&out),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&out),
+        crate::common::expected_rows(&store.messages)
     );
     assert!(out.join("_runs/r1/_SUCCESS").exists());
 }
@@ -138,7 +137,7 @@ async fn a_mistyped_lake_or_a_mixed_header_is_refused_and_creates_nothing() {
     ];
     for (out, want) in table {
         let args = export_args(&server.url(), &input, Path::new(out), "parquet", "x", 2);
-        let o = common::msgext_command(&args, DEMO_SECRET_KEY, &[])
+        let o = crate::common::msgext_command(&args, DEMO_SECRET_KEY, &[])
             .current_dir(&cwd)
             .output()
             .unwrap();
@@ -260,15 +259,15 @@ async fn a_run_of_another_lake_in_the_state_folder_is_refused_naming_both() {
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(!lake_b.join("_runs/r1").exists());
     assert_eq!(
-        common::kv_from_parquet(&lake_b),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&lake_b),
+        crate::common::expected_rows(&store.messages)
     );
     // And run r1 still resumes into lake A, exactly.
     let o = run_msgext(args(&lake_a), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(
-        common::kv_from_parquet(&lake_a),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&lake_a),
+        crate::common::expected_rows(&store.messages)
     );
 }
 
@@ -308,7 +307,7 @@ async fn unfinished_runs_are_listed_and_dropped() {
     let (store, server) = serve(&all, Faults::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let (input, out) = (dir.path().join("in.csv"), dir.path().join("lake"));
-    std::fs::write(&input, common::input_csv(&first)).unwrap();
+    std::fs::write(&input, crate::common::input_csv(&first)).unwrap();
     let mut small_files = plain_args(&server, &input, &out);
     small_files.extend(["--max-file-mb".into(), "0.002".into()]);
     let o = run_msgext(
@@ -323,7 +322,7 @@ async fn unfinished_runs_are_listed_and_dropped() {
     let (old, status) = runs[0].clone();
     assert_eq!(status, "unfinished");
 
-    std::fs::write(&input, common::input_csv(&second)).unwrap();
+    std::fs::write(&input, crate::common::input_csv(&second)).unwrap();
     let o = run_msgext(plain_args(&server, &input, &out), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let text = String::from_utf8_lossy(&o.stderr).into_owned();
@@ -369,19 +368,19 @@ async fn unfinished_runs_are_listed_and_dropped() {
         assert!(show(&o).contains(want), "{}", show(&o));
     }
     let of_old = |out: &Path| {
-        common::files(out, "parquet")
+        crate::common::files(out, "parquet")
             .iter()
             .filter(|f| f.to_string_lossy().contains(&format!("run_id={old}")))
             .count()
     };
     assert!(of_old(&out) > 0, "the killed run left data files");
-    let before: Vec<_> = common::kv_from_parquet(&out);
+    let before: Vec<_> = crate::common::kv_from_parquet(&out);
     let o = run_msgext(runs_args(&out, &["drop", &old]), "", &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(listed(&out).await, vec![(new, "complete".into())]);
-    let after = common::kv_from_parquet(&out);
+    let after = crate::common::kv_from_parquet(&out);
     assert!(after.len() < before.len());
-    assert_eq!(after, common::expected_rows(stored(&store, &second)));
+    assert_eq!(after, crate::common::expected_rows(stored(&store, &second)));
     assert!(!out.join("_runs").join(&old).exists());
     assert_eq!(of_old(&out), 0, "no file of the dropped run");
 }
@@ -395,7 +394,7 @@ async fn first_mistakes_are_told_plainly_and_leave_no_data_file() {
     let msgs = messages(5, "n");
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    std::fs::write(&input, crate::common::input_csv(&msgs)).unwrap();
     // A port nobody listens on: bound, then closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -413,7 +412,7 @@ async fn first_mistakes_are_told_plainly_and_leave_no_data_file() {
         show(&o)
     );
     assert_eq!(
-        common::files(&out, "parquet"),
+        crate::common::files(&out, "parquet"),
         Vec::<std::path::PathBuf>::new(),
         "no data file without rows"
     );

@@ -2,8 +2,6 @@
 //! port 0, through `export::run` in-process (backoff shortened where the
 //! test is about counting, the product's own where it is about behaviour).
 
-mod common;
-
 use msgext::api::Secret;
 use msgext::export::ExportPlan;
 use msgext::export::{self, Tuning, Ui};
@@ -30,12 +28,12 @@ fn messages(n: usize, tag: &str) -> Vec<MessageRef> {
 }
 
 async fn serve(store: Store, faults: Faults) -> MockServer {
-    common::start_mock(store, faults, 99).await
+    crate::common::start_mock(store, faults, 99).await
 }
 
 fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> ExportPlan {
     let path = dir.join("in.csv");
-    std::fs::write(&path, common::input_csv(input)).unwrap();
+    std::fs::write(&path, crate::common::input_csv(input)).unwrap();
     ExportPlan {
         input: path,
         out: msgext::write::Out::Dir(dir.join("lake")),
@@ -132,10 +130,10 @@ async fn every_transient_class_is_retried_until_it_succeeds_and_attempts_are_cou
     assert_eq!(s.status, RunStatus::Complete);
     let out = dir.path().join("lake");
     assert_eq!(
-        common::kv_from_parquet(&out),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&out),
+        crate::common::expected_rows(&store.messages)
     );
-    let msgs = common::messages_from_parquet(&out);
+    let msgs = crate::common::messages_from_parquet(&out);
     for (m, script) in refs.iter().zip(scripts) {
         let row = msgs.iter().find(|r| r.to == m.to).unwrap();
         assert_eq!(
@@ -164,7 +162,7 @@ async fn a_message_failing_past_max_attempts_is_recorded_with_its_last_code_and_
     let s = run(plan(&server, dir.path(), &refs, 0), fast()).await;
     assert_eq!(s.status, RunStatus::Partial);
     assert_eq!((s.messages.ok, s.messages.failed), (1, 2));
-    let errors = common::errors(&dir.path().join("lake"), "t");
+    let errors = crate::common::errors(&dir.path().join("lake"), "t");
     assert_eq!(
         errors,
         vec![
@@ -297,12 +295,12 @@ async fn the_circuit_breaker_stops_a_run_that_cannot_succeed_and_lists_everythin
         "{:?}",
         s.stop_reason
     );
-    let errors = common::errors(&dir.path().join("lake"), "t");
+    let errors = crate::common::errors(&dir.path().join("lake"), "t");
     assert_eq!(errors.len(), 40, "every message, read or not, is listed");
     assert!(errors.iter().all(|e| e.2 == "aborted"), "{errors:?}");
     assert_eq!(s.messages.unfinished, 40);
     assert!(
-        common::messages_from_parquet(&dir.path().join("lake")).is_empty(),
+        crate::common::messages_from_parquet(&dir.path().join("lake")).is_empty(),
         "nothing settled"
     );
     assert!(
@@ -333,8 +331,8 @@ async fn a_hostile_api_with_a_lower_quota_still_gives_exactly_its_data() {
     let s = run(plan(&server, dir.path(), &refs, 300), Tuning::default()).await;
     assert_eq!(s.status, RunStatus::Complete, "{s:?}");
     assert_eq!(
-        common::kv_from_parquet(&dir.path().join("lake")),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&dir.path().join("lake")),
+        crate::common::expected_rows(&store.messages)
     );
     let quota = server.stats().answered("60007");
     let calls = server.stats().calls();
@@ -399,7 +397,7 @@ async fn retry_after_is_read_from_the_answer() {
 
 /// `run`, failing the test instead of waiting for ever.
 async fn run_guarded(plan: ExportPlan, tuning: Tuning) -> Summary {
-    tokio::time::timeout(common::RUN_GUARD, run(plan, tuning))
+    tokio::time::timeout(crate::common::RUN_GUARD, run(plan, tuning))
         .await
         .expect("the run must end by itself")
 }
@@ -527,7 +525,7 @@ async fn answers_that_cannot_be_the_whole_truth_are_retried_never_taken_for_data
     assert_eq!(s.status, RunStatus::Partial, "{s:?}");
     assert_eq!((s.messages.ok, s.messages.failed), (6, 2));
     let lake = dir.path().join("lake");
-    let failed: Vec<(String, String)> = common::messages_from_parquet(&lake)
+    let failed: Vec<(String, String)> = crate::common::messages_from_parquet(&lake)
         .into_iter()
         .filter(|m| m.status == "failed")
         .map(|m| (m.to, m.error_code.unwrap_or_default()))
@@ -541,8 +539,8 @@ async fn answers_that_cannot_be_the_whole_truth_are_retried_never_taken_for_data
     );
     // Everything exported is exactly the simulator's data.
     assert_eq!(
-        common::kv_from_parquet(&lake),
-        common::expected_rows(store.messages[1..7].iter())
+        crate::common::kv_from_parquet(&lake),
+        crate::common::expected_rows(store.messages[1..7].iter())
     );
     let errors = std::fs::read_to_string(lake.join("_runs/t/errors.csv")).unwrap();
     assert!(errors.contains("16 MiB"), "{errors}");
@@ -563,8 +561,8 @@ async fn http_429_from_a_gateway_slows_the_run_like_the_quota_codes() {
     let s = run_guarded(plan(&server, dir.path(), &refs, 400), fast()).await;
     assert_eq!(s.status, RunStatus::Complete, "{s:?}");
     assert_eq!(
-        common::kv_from_parquet(&dir.path().join("lake")),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&dir.path().join("lake")),
+        crate::common::expected_rows(&store.messages)
     );
     let refused = server.stats().answered("http_429");
     let calls = server.stats().calls();
@@ -594,7 +592,7 @@ async fn a_proxy_echoing_the_url_never_puts_the_usersig_in_the_lake() {
     let errors = std::fs::read_to_string(lake.join("_runs/t/errors.csv")).unwrap();
     assert!(errors.contains("usersig=<redacted>"), "{errors}");
     let mut kept = errors.clone();
-    for m in common::messages_from_parquet(&lake) {
+    for m in crate::common::messages_from_parquet(&lake) {
         kept.push_str(&format!("{m:?}"));
     }
     // The query goes on after usersig with &random=...: none of it is kept.
@@ -623,8 +621,8 @@ async fn small_messages_are_checkpointed_by_count_and_by_log_bytes_not_only_by_f
         assert_eq!(s.status, RunStatus::Complete, "{what}: {s:?}");
         let lake = dir.path().join("lake");
         assert_eq!(
-            common::kv_from_parquet(&lake),
-            common::expected_rows(&store.messages),
+            crate::common::kv_from_parquet(&lake),
+            crate::common::expected_rows(&store.messages),
             "{what}"
         );
         let ledger = std::fs::read_to_string(lake.join("_runs/t/ledger.jsonl")).unwrap();
@@ -633,7 +631,7 @@ async fn small_messages_are_checkpointed_by_count_and_by_log_bytes_not_only_by_f
             checkpoints >= 7,
             "{what}: {checkpoints} checkpoints for 300 messages"
         );
-        let parts = common::files(&lake.join("messages"), "parquet").len();
+        let parts = crate::common::files(&lake.join("messages"), "parquet").len();
         assert!(
             parts >= 7,
             "{what}: the messages table rolls too: {parts} parts"
@@ -653,8 +651,8 @@ async fn messages_settling_a_few_ms_apart_share_fsyncs_by_time() {
     let s = run_guarded(p, fast()).await;
     assert_eq!(s.status, RunStatus::Complete, "{s:?}");
     assert_eq!(
-        common::kv_from_parquet(&dir.path().join("lake")),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&dir.path().join("lake")),
+        crate::common::expected_rows(&store.messages)
     );
     // At most one group commit per COMMIT_EVERY (plus the last), however
     // the messages trickle in; one fsync per message would be ~300.

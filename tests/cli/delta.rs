@@ -4,23 +4,21 @@
 //! Delta lake for a plain run, another tool's table) is refused before any
 //! API call.
 
-mod common;
-
+use crate::common::{export_args, run_msgext, show};
 use arrow_array::Array;
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
-use common::{export_args, run_msgext, show};
 use msgext::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults};
 use msgext::model::MessageRef;
 use std::path::Path;
 
-type Setup = common::Exporting;
+type Setup = crate::common::Exporting;
 
 async fn setup(n: usize) -> Setup {
     let msgs: Vec<MessageRef> = (0..n)
         .map(|i| MessageRef::new(Some("s"), &format!("u{i}"), &format!("{i}_1_1")))
         .collect();
-    common::exporting(&msgs, 5, Faults::default()).await
+    crate::common::exporting(&msgs, 5, Faults::default()).await
 }
 
 fn args(s: &Setup, run_id: &str, extra: &[&str]) -> Vec<String> {
@@ -42,7 +40,7 @@ fn actions(table: &Path, version: u64, name: &str) -> Vec<serde_json::Value> {
 
 /// The values of a string column over a table's scan.
 fn strings(out: &Path, table: &str, column: &str) -> Vec<String> {
-    common::local_delta_batches(&out.join(table))
+    crate::common::local_delta_batches(&out.join(table))
         .iter()
         .flat_map(|b| {
             let c = b.column_by_name(column).unwrap().as_string::<i32>().clone();
@@ -54,10 +52,10 @@ fn strings(out: &Path, table: &str, column: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_run_is_one_commit_per_table_read_back_through_the_log() {
     let s = setup(60).await;
-    let want = common::expected_rows(&s.store.messages);
+    let want = crate::common::expected_rows(&s.store.messages);
     let o = run_msgext(args(&s, "first", &[]), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    common::assert_delta_exact(&s.out, "first", &want);
+    crate::common::assert_delta_exact(&s.out, "first", &want);
 
     // The commit says who wrote it, which run, and its counts.
     let kv = s.out.join("key_values");
@@ -79,7 +77,7 @@ async fn each_run_is_one_commit_per_table_read_back_through_the_log() {
     let txn = &actions(&kv, 0, "txn")[0];
     assert_eq!(txn["appId"], "msgext-run-first");
     // Every row carries its app, day and run.
-    let sdkappids: Vec<i64> = common::local_delta_batches(&kv)
+    let sdkappids: Vec<i64> = crate::common::local_delta_batches(&kv)
         .iter()
         .flat_map(|b| {
             let c = b
@@ -103,21 +101,21 @@ async fn each_run_is_one_commit_per_table_read_back_through_the_log() {
     // is the next version of each table; the first stays as it was.
     let o = run_msgext(args(&s, "second", &["--full"]), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    common::assert_run_committed_once(&s.out, "second");
+    crate::common::assert_run_committed_once(&s.out, "second");
     for table in ["key_values", "messages"] {
-        let commits = common::delta_commits(&s.out.join(table));
+        let commits = crate::common::delta_commits(&s.out.join(table));
         assert_eq!(commits.len(), 2, "{table}: {commits:?}");
         assert_eq!(commits[1].app_ids, ["msgext-run-second"]);
     }
     let mut both = want.clone();
     both.extend(want.iter().cloned());
     both.sort();
-    assert_eq!(common::kv_from_delta(&s.out), both, "each run once");
+    assert_eq!(crate::common::kv_from_delta(&s.out), both, "each run once");
 
     // The same run again is refused; the log does not move.
     let o = run_msgext(args(&s, "second", &["--full"]), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
-    assert_eq!(common::delta_commits(&kv).len(), 2);
+    assert_eq!(crate::common::delta_commits(&kv).len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,11 +147,11 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
     // A Delta lake: a plain run would write files its log does not list.
     let delta = s.out.with_file_name("delta-lake");
     let mut a = args(&s, "one", &[]);
-    common::set_arg(&mut a, "--out", &delta.to_string_lossy());
+    crate::common::set_arg(&mut a, "--out", &delta.to_string_lossy());
     let o = run_msgext(a.clone(), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let calls = s.server.stats().calls();
-    common::set_arg(&mut a, "--run-id", "two");
+    crate::common::set_arg(&mut a, "--run-id", "two");
     a.extend(["--table-format".into(), "plain".into()]);
     let o = run_msgext(a.clone(), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -164,9 +162,9 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
     );
     assert_eq!(s.server.stats().calls(), calls, "no API call");
     // CSV files inside a Delta table's folders would be in no log: refused too.
-    common::set_arg(&mut a, "--run-id", "three");
+    crate::common::set_arg(&mut a, "--run-id", "three");
     a.retain(|x| x != "--table-format" && x != "plain");
-    common::set_arg(&mut a, "--format", "csv");
+    crate::common::set_arg(&mut a, "--format", "csv");
     let o = run_msgext(a, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
@@ -178,7 +176,7 @@ async fn a_lake_that_is_not_the_run_s_is_refused_before_any_call() {
 
     // CSV has no Delta tables.
     let mut csv = args(&s, "csv", &["--table-format", "delta"]);
-    common::set_arg(&mut csv, "--format", "csv");
+    crate::common::set_arg(&mut csv, "--format", "csv");
     let o = run_msgext(csv, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(
@@ -230,7 +228,7 @@ async fn another_tool_s_table_at_the_path_is_refused_naming_the_columns() {
     );
     assert_eq!(s.server.stats().calls(), 0, "no API call");
     assert_eq!(
-        common::delta_commits(&table).len(),
+        crate::common::delta_commits(&table).len(),
         1,
         "the table untouched"
     );
@@ -239,7 +237,7 @@ async fn another_tool_s_table_at_the_path_is_refused_naming_the_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_stopped_after_its_commit_is_finished_not_dropped() {
     let s = setup(30).await;
-    let want = common::expected_rows(&s.store.messages);
+    let want = crate::common::expected_rows(&s.store.messages);
     let o = run_msgext(
         args(&s, "nightly", &[]),
         DEMO_SECRET_KEY,
@@ -249,7 +247,7 @@ async fn a_run_stopped_after_its_commit_is_finished_not_dropped() {
     assert_eq!(o.status.code(), None, "killed: {}", show(&o));
     assert!(!s.out.join("_runs/nightly/_SUCCESS").exists());
     // Readers already see the run, whole: dropping its files would break the table.
-    assert_eq!(common::kv_from_delta(&s.out), want);
+    assert_eq!(crate::common::kv_from_delta(&s.out), want);
     let drop = ["runs", "drop", "nightly", "--out", &s.out.to_string_lossy()]
         .map(String::from)
         .to_vec();
@@ -260,12 +258,16 @@ async fn a_run_stopped_after_its_commit_is_finished_not_dropped() {
         "{}",
         show(&o)
     );
-    assert_eq!(common::kv_from_delta(&s.out), want, "nothing removed");
+    assert_eq!(
+        crate::common::kv_from_delta(&s.out),
+        want,
+        "nothing removed"
+    );
     // The same command finishes it: reports and _SUCCESS, no second commit.
     let o = run_msgext(args(&s, "nightly", &[]), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert!(s.out.join("_runs/nightly/_SUCCESS").exists());
-    common::assert_delta_exact(&s.out, "nightly", &want);
+    crate::common::assert_delta_exact(&s.out, "nightly", &want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,7 @@
 //! Values that break naive writers go through both formats and come back
 //! byte for byte, read with the arrow/parquet and csv readers.
 
-mod common;
-
-use common::KvRow;
+use crate::common::KvRow;
 use msgext::api::pairs::{PairList, PairRef};
 use msgext::kind::Kind;
 use msgext::model::{MessageId, MessageRef};
@@ -103,7 +101,7 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
         if lake.part_full() {
             files.extend(publish(&dir, lake.seal().unwrap()));
         }
-        let m = common::one_to_one(msg);
+        let m = crate::common::one_to_one(msg);
         for p in pairs.iter() {
             want.push(KvRow {
                 from: m.from.clone(),
@@ -130,16 +128,17 @@ fn write_lake(out: &std::path::Path, format: Format, opts: WriteOptions) -> Vec<
 fn parquet_round_trips_every_value() {
     let dir = tempfile::tempdir().unwrap();
     let want = write_lake(dir.path(), Format::Parquet, WriteOptions::default());
-    assert_eq!(common::kv_from_parquet(dir.path()), want);
+    assert_eq!(crate::common::kv_from_parquet(dir.path()), want);
 }
 
 #[test]
 fn csv_round_trips_every_value() {
     let dir = tempfile::tempdir().unwrap();
     let want = write_lake(dir.path(), Format::Csv, WriteOptions::default());
-    assert_eq!(common::kv_from_csv(dir.path()), want);
+    assert_eq!(crate::common::kv_from_csv(dir.path()), want);
     let raw =
-        std::fs::read_to_string(&common::files(&dir.path().join("key_values"), "csv")[0]).unwrap();
+        std::fs::read_to_string(&crate::common::files(&dir.path().join("key_values"), "csv")[0])
+            .unwrap();
     assert!(raw.starts_with(
         "sdkappid,from_account,to_account,msg_key,key,value,seq,latest_seq,clear_seq,fetched_at\r\n"
     ));
@@ -159,11 +158,11 @@ fn files_roll_past_the_size_limit_and_nothing_is_left_staged() {
             ..WriteOptions::default()
         };
         let want = write_lake(dir.path(), format, opts);
-        let parts = common::files(&dir.path().join("key_values"), format.extension());
+        let parts = crate::common::files(&dir.path().join("key_values"), format.extension());
         assert!(parts.len() >= 2, "{format:?}: {} parts", parts.len());
         let got = match format {
-            Format::Parquet => common::kv_from_parquet(dir.path()),
-            Format::Csv => common::kv_from_csv(dir.path()),
+            Format::Parquet => crate::common::kv_from_parquet(dir.path()),
+            Format::Csv => crate::common::kv_from_csv(dir.path()),
         };
         assert_eq!(got, want);
         let staged: Vec<_> = walk(dir.path())
@@ -178,7 +177,7 @@ fn files_roll_past_the_size_limit_and_nothing_is_left_staged() {
 fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
     let dir = tempfile::tempdir().unwrap();
     write_lake(dir.path(), Format::Parquet, WriteOptions::default());
-    let f = &common::files(&dir.path().join("key_values"), "parquet")[0];
+    let f = &crate::common::files(&dir.path().join("key_values"), "parquet")[0];
     let rel = f
         .strip_prefix(dir.path())
         .unwrap()
@@ -188,7 +187,7 @@ fn partition_folders_are_hive_style_and_columns_are_not_repeated() {
         rel,
         "key_values/dt=2026-11-26/run_id=r1/part-00000-r1.parquet"
     );
-    let b = &common::parquet_batches(f)[0];
+    let b = &crate::common::parquet_batches(f)[0];
     let names: Vec<_> = b
         .schema()
         .fields()

@@ -4,18 +4,14 @@
 //! exports run as the real binary, configured the way users configure it
 //! (`AWS_*` variables); what they leave is read back through the S3 protocol.
 
-mod common;
-#[path = "common/s3server.rs"]
-mod s3server;
-
-use common::{export_args, run_msgext, show};
+use crate::common::{export_args, run_msgext, show};
+use crate::s3server::{KEY_ID, S3Server, SECRET, refs};
 use msgext::mock::store::Store;
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as Key;
 use object_store::{ObjectStore, ObjectStoreExt};
-use s3server::{KEY_ID, S3Server, SECRET, refs};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -51,18 +47,18 @@ impl S3 {
 
     /// The `key_values` rows of the lake at `prefix`, read by the Delta
     /// kernel's scan through the S3 protocol.
-    fn kv_through_log(&self, prefix: &str) -> Vec<common::KvRow> {
+    fn kv_through_log(&self, prefix: &str) -> Vec<crate::common::KvRow> {
         self.rows_through_log(prefix, "key_values")
     }
 
     /// The rows of a pairs table (`key_values`, `current_key_values`) of
     /// the bucket's lake, through its Delta log.
-    fn rows_through_log(&self, prefix: &str, table: &str) -> Vec<common::KvRow> {
+    fn rows_through_log(&self, prefix: &str, table: &str) -> Vec<crate::common::KvRow> {
         let url = format!("s3://{BUCKET}/{prefix}/{table}/");
-        let mut rows: Vec<common::KvRow> =
-            common::delta_batches(std::sync::Arc::new(self.client()), &url)
+        let mut rows: Vec<crate::common::KvRow> =
+            crate::common::delta_batches(std::sync::Arc::new(self.client()), &url)
                 .iter()
-                .flat_map(common::kv_rows_of)
+                .flat_map(crate::common::kv_rows_of)
                 .collect();
         rows.sort();
         rows
@@ -168,11 +164,11 @@ async fn setup(n: usize, value_bytes: usize) -> Setup {
                 .collect();
         }
     }
-    let server = common::start_mock(store.clone(), Faults::default(), 1).await;
+    let server = crate::common::start_mock(store.clone(), Faults::default(), 1).await;
     let dir = tempfile::tempdir().unwrap();
     let s3 = start_s3(&dir.path().join("s3")).await;
     let input = dir.path().join("in.csv");
-    std::fs::write(&input, common::input_csv(&msgs)).unwrap();
+    std::fs::write(&input, crate::common::input_csv(&msgs)).unwrap();
     Setup {
         max_file_mb: if value_bytes > 0 { "6" } else { "0.03" },
         store,
@@ -239,10 +235,10 @@ impl Setup {
         let local = self.dir.path().join(format!("read-back-{prefix}"));
         let _ = std::fs::remove_dir_all(&local);
         let rels = self.s3.download(prefix, &local).await;
-        let rows = common::kv_from_parquet(&local);
+        let rows = crate::common::kv_from_parquet(&local);
         assert_eq!(
             rows,
-            common::expected_rows(&self.store.messages),
+            crate::common::expected_rows(&self.store.messages),
             "exactly the simulator's data, no row twice"
         );
         // What Delta readers see: the bucket's tables through their logs.
@@ -251,8 +247,8 @@ impl Setup {
             rows, through_log,
             "the Delta log lists exactly the run's files"
         );
-        common::assert_run_committed_once(&local, RUN);
-        let msgs = common::messages_from_parquet(&local);
+        crate::common::assert_run_committed_once(&local, RUN);
+        let msgs = crate::common::messages_from_parquet(&local);
         assert_eq!(msgs.len(), self.store.messages.len());
         assert!(msgs.iter().all(|m| m.status == "ok"));
         let run = format!("_runs/{RUN}");
@@ -399,7 +395,7 @@ async fn killed_at_each_commit_stage_then_the_same_command_gives_the_exact_lake(
         let partial = s.dir.path().join(format!("partial-{i}"));
         for rel in s.s3.download(&prefix, &partial).await {
             if rel.ends_with(".parquet") {
-                common::parquet_batches(&partial.join(rel));
+                crate::common::parquet_batches(&partial.join(rel));
             }
         }
         let recorded = s.recorded_uploads(&state);
@@ -560,12 +556,12 @@ async fn gs_and_az_urls_reach_their_stores_and_a_missing_credential_is_told() {
 async fn a_real_kill_9_mid_export_then_the_same_command_gives_the_exact_lake() {
     let s = setup(240, 1000).await;
     let env = s.user_env(SECRET);
-    let cmd = common::msgext_command(
+    let cmd = crate::common::msgext_command(
         &s.args("lake", "state", "parquet"),
         DEMO_SECRET_KEY,
         &refs(&env),
     );
-    let status = common::signal_midway(cmd, s.server.stats(), 150, "-KILL").await;
+    let status = crate::common::signal_midway(cmd, s.server.stats(), 150, "-KILL").await;
     assert_eq!(status.code(), None, "killed");
     let o = s.export("lake", "state", &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
@@ -628,7 +624,7 @@ struct SilentRelay {
 impl SilentRelay {
     /// Wait until the relay has gone silent (guarded against a run that never gets there).
     async fn wait_silent(&self) {
-        tokio::time::timeout(common::RUN_GUARD, self.went_silent.notified())
+        tokio::time::timeout(crate::common::RUN_GUARD, self.went_silent.notified())
             .await
             .expect("the store never went silent");
     }
@@ -701,7 +697,7 @@ fn env_through(s: &Setup, relay: &SilentRelay) -> Vec<(&'static str, String)> {
 
 /// Start the binary in the background, its output piped.
 fn spawn(args: &[String], env: &[(&str, &str)]) -> std::process::Child {
-    common::msgext_command(args, DEMO_SECRET_KEY, env)
+    crate::common::msgext_command(args, DEMO_SECRET_KEY, env)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -711,7 +707,7 @@ fn spawn(args: &[String], env: &[(&str, &str)]) -> std::process::Child {
 /// Wait for a spawned binary, guarded against a hang.
 async fn wait(child: std::process::Child) -> std::process::Output {
     let waited = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
-    tokio::time::timeout(common::RUN_GUARD, waited)
+    tokio::time::timeout(crate::common::RUN_GUARD, waited)
         .await
         .expect("msgext still running after the guard: it hangs")
         .unwrap()
@@ -792,7 +788,7 @@ async fn sigterm_while_the_current_tables_commit_stalls_exits_130_promptly() {
     sigterm_while_stalled(&s, b"current_messages/sdkappid").await;
     assert_eq!(
         s.s3.rows_through_log("lake", "current_key_values"),
-        common::expected_rows(&s.store.messages),
+        crate::common::expected_rows(&s.store.messages),
         "the current table is a full read"
     );
 }
@@ -948,10 +944,10 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     let env = refs(&env);
     let mut first = s.args("shared", "state-a", "parquet");
     let mut second = s.args("shared", "state-b", "parquet");
-    common::set_arg(&mut first, "--run-id", "app-a");
-    common::set_arg(&mut second, "--run-id", "app-b");
-    common::set_arg(&mut second, "--sdkappid", &OTHER_APP.to_string());
-    common::set_arg(&mut second, "--endpoint", &other.url());
+    crate::common::set_arg(&mut first, "--run-id", "app-a");
+    crate::common::set_arg(&mut second, "--run-id", "app-b");
+    crate::common::set_arg(&mut second, "--sdkappid", &OTHER_APP.to_string());
+    crate::common::set_arg(&mut second, "--endpoint", &other.url());
     let (a, b) = tokio::join!(
         run_msgext(first.clone(), DEMO_SECRET_KEY, &env),
         run_msgext(second.clone(), DEMO_SECRET_KEY, &env)
@@ -962,21 +958,21 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     let local = s.dir.path().join("read-back-shared");
     s.s3.download("shared", &local).await;
     for run in ["app-a", "app-b"] {
-        common::assert_run_committed_once(&local, run);
+        crate::common::assert_run_committed_once(&local, run);
     }
     for table in ["key_values", "messages"] {
-        let versions: Vec<u64> = common::delta_commits(&local.join(table))
+        let versions: Vec<u64> = crate::common::delta_commits(&local.join(table))
             .iter()
             .map(|c| c.version)
             .collect();
         assert_eq!(versions, [0, 1], "{table}");
     }
-    let mut want = common::expected_rows(&s.store.messages);
+    let mut want = crate::common::expected_rows(&s.store.messages);
     want.extend(want.clone());
     want.sort();
     assert_eq!(s.s3.kv_through_log("shared"), want, "both apps, each once");
     let url = format!("s3://{BUCKET}/shared/key_values/");
-    let mut apps: Vec<i64> = common::delta_batches(std::sync::Arc::new(s.s3.client()), &url)
+    let mut apps: Vec<i64> = crate::common::delta_batches(std::sync::Arc::new(s.s3.client()), &url)
         .iter()
         .flat_map(|b| {
             use arrow_array::cast::AsArray;
@@ -998,27 +994,32 @@ async fn two_apps_exporting_at_once_both_land_in_the_shared_tables() {
     // add) without touching the other's.
     let check_current = || {
         let url = format!("s3://{BUCKET}/shared/current_key_values/");
-        let mut per_app: std::collections::BTreeMap<i64, Vec<common::KvRow>> = Default::default();
-        for b in common::delta_batches(std::sync::Arc::new(s.s3.client()), &url) {
+        let mut per_app: std::collections::BTreeMap<i64, Vec<crate::common::KvRow>> =
+            Default::default();
+        for b in crate::common::delta_batches(std::sync::Arc::new(s.s3.client()), &url) {
             use arrow_array::cast::AsArray;
             let apps = b
                 .column_by_name("sdkappid")
                 .unwrap()
                 .as_primitive::<arrow_array::types::Int64Type>()
                 .clone();
-            for (i, row) in common::kv_rows_of(&b).into_iter().enumerate() {
+            for (i, row) in crate::common::kv_rows_of(&b).into_iter().enumerate() {
                 per_app.entry(apps.value(i)).or_default().push(row);
             }
         }
         assert_eq!(per_app.len(), 2);
         for (app, mut rows) in per_app {
             rows.sort();
-            assert_eq!(rows, common::expected_rows(&s.store.messages), "app {app}");
+            assert_eq!(
+                rows,
+                crate::common::expected_rows(&s.store.messages),
+                "app {app}"
+            );
         }
     };
     check_current();
     for (args, run) in [(&mut first, "app-a2"), (&mut second, "app-b2")] {
-        common::set_arg(args, "--run-id", run);
+        crate::common::set_arg(args, "--run-id", run);
         args.push("--full".into());
     }
     let (a, b) = tokio::join!(

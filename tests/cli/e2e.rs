@@ -4,9 +4,7 @@
 //! errors.csv must list exactly the messages not exported and the invalid
 //! rows; the exit code must say so.
 
-mod common;
-
-use common::{KvRow, MsgRow};
+use crate::common::{KvRow, MsgRow};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::MessageRef;
@@ -64,13 +62,13 @@ fn fixture(with_trouble: bool) -> Fixture {
     let mut all: Vec<MessageRef> = store
         .messages
         .iter()
-        .map(|m| common::one_to_one(&m.id).clone())
+        .map(|m| crate::common::one_to_one(&m.id).clone())
         .collect();
     if with_trouble {
         let mut bad =
             StoredMessage::new(MessageRef::new(Some("alice"), "bob", "bad_1_1"), 0, vec![]);
         bad.always = Some("10004".into());
-        all.push(common::one_to_one(&bad.id).clone());
+        all.push(crate::common::one_to_one(&bad.id).clone());
         store.messages.push(bad);
     }
     let store = Store::new(store.messages);
@@ -87,9 +85,9 @@ fn fixture(with_trouble: bool) -> Fixture {
     for (i, m) in all.iter().enumerate() {
         let row = format!(
             "{},{},{}",
-            common::csv_field(m.from.as_deref().unwrap_or("")),
-            common::csv_field(&m.to),
-            common::csv_field(&m.msg_key)
+            crate::common::csv_field(m.from.as_deref().unwrap_or("")),
+            crate::common::csv_field(&m.to),
+            crate::common::csv_field(&m.msg_key)
         );
         push(&mut input, row.clone(), &mut line);
         if i % 50 == 3 {
@@ -118,7 +116,7 @@ fn fixture(with_trouble: bool) -> Fixture {
 }
 
 fn expected_rows(store: &Store) -> Vec<KvRow> {
-    common::expected_rows(store.messages.iter().filter(|m| m.always.is_none()))
+    crate::common::expected_rows(store.messages.iter().filter(|m| m.always.is_none()))
 }
 
 /// A simulator serving the fixture, its input written to a folder, and where the lake goes.
@@ -141,11 +139,11 @@ async fn setup_with(
 }
 
 async fn start(store: Store, faults: Faults) -> MockServer {
-    common::start_mock(store, faults, 7).await
+    crate::common::start_mock(store, faults, 7).await
 }
 
 async fn msgext(args: Vec<String>, secret: &str) -> Output {
-    common::run_msgext(args, secret, &[]).await
+    crate::common::run_msgext(args, secret, &[]).await
 }
 
 fn export_args(
@@ -155,11 +153,11 @@ fn export_args(
     format: &str,
     run_id: &str,
 ) -> Vec<String> {
-    common::export_args(&server.url(), input, out, format, run_id, 16)
+    crate::common::export_args(&server.url(), input, out, format, run_id, 16)
 }
 
 fn show(o: &Output) -> String {
-    common::show(o)
+    crate::common::show(o)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,17 +203,20 @@ async fn export_with_faults_gives_exactly_the_simulators_data_in_both_formats() 
         assert_eq!(o.status.code(), Some(3), "{}", show(&o));
         let (rows, msgs): (Vec<KvRow>, Vec<MsgRow>) = match format {
             "parquet" => (
-                common::kv_from_parquet(&out),
-                common::messages_from_parquet(&out),
+                crate::common::kv_from_parquet(&out),
+                crate::common::messages_from_parquet(&out),
             ),
-            _ => (common::kv_from_csv(&out), common::messages_from_csv(&out)),
+            _ => (
+                crate::common::kv_from_csv(&out),
+                crate::common::messages_from_csv(&out),
+            ),
         };
         assert_eq!(rows.len(), want.len(), "{format}");
         assert!(
             rows == want,
             "{format}: the lake differs from the simulator's data"
         );
-        assert_eq!(common::errors(&out, "run1"), errors_want, "{format}");
+        assert_eq!(crate::common::errors(&out, "run1"), errors_want, "{format}");
 
         assert_eq!(
             msgs.len(),
@@ -265,8 +266,11 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     )
     .await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert_eq!(common::kv_from_parquet(&out), expected_rows(&fx.store));
-    assert_eq!(common::errors(&out, "clean").len(), fx.missing.len());
+    assert_eq!(
+        crate::common::kv_from_parquet(&out),
+        expected_rows(&fx.store)
+    );
+    assert_eq!(crate::common::errors(&out, "clean").len(), fx.missing.len());
     // Off a terminal, progress is JSON lines on stderr, the last one at the end.
     let stderr = String::from_utf8_lossy(&o.stderr);
     let last: serde_json::Value = serde_json::from_str(stderr.lines().last().unwrap()).unwrap();
@@ -287,7 +291,7 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
         .store
         .messages
         .iter()
-        .position(|m| common::one_to_one(&m.id).msg_key == "flaky_1_1")
+        .position(|m| crate::common::one_to_one(&m.id).msg_key == "flaky_1_1")
         .unwrap();
     assert_eq!(server.stats().calls_for(flaky), 4);
     // --quiet: nothing at all when all is well.
@@ -301,7 +305,7 @@ async fn a_clean_export_exits_zero_even_with_messages_not_found() {
     let (server, _dir, input, out) = setup(&fx, Faults::default()).await;
     let mut args = export_args(&server, &input, &out, "parquet", "logged");
     args.push("--quiet".into());
-    let o = common::run_msgext(args, DEMO_SECRET_KEY, &[("RUST_LOG", "msgext=debug")]).await;
+    let o = crate::common::run_msgext(args, DEMO_SECRET_KEY, &[("RUST_LOG", "msgext=debug")]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let log = String::from_utf8_lossy(&o.stderr);
     for line in [
@@ -490,12 +494,12 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
         ..Faults::default()
     };
     let (server, _dir, input, out) =
-        setup_with(store.clone(), &common::input_csv(&refs), faults).await;
+        setup_with(store.clone(), &crate::common::input_csv(&refs), faults).await;
     let mut args = export_args(&server, &input, &out, "parquet", "int");
     let c = args.iter().position(|a| a == "--concurrency").unwrap();
     args[c + 1] = "4".to_owned();
-    let cmd = common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
-    let status = common::signal_midway(cmd, server.stats(), 40, "-INT").await;
+    let cmd = crate::common::msgext_command(&args, DEMO_SECRET_KEY, &[]);
+    let status = crate::common::signal_midway(cmd, server.stats(), 40, "-INT").await;
     assert_eq!(status.code(), Some(130));
 
     let summary: serde_json::Value =
@@ -503,7 +507,7 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
             .unwrap();
     assert_eq!(summary["status"], "interrupted");
     assert!(!out.join("_runs/int/_SUCCESS").exists());
-    let msgs = common::messages_from_parquet(&out);
+    let msgs = crate::common::messages_from_parquet(&out);
     let ok: Vec<&MsgRow> = msgs.iter().filter(|m| m.status == "ok").collect();
     assert!(
         !ok.is_empty() && msgs.len() < 300,
@@ -515,17 +519,17 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
         .messages
         .iter()
         .filter(|m| {
-            let id = common::one_to_one(&m.id);
+            let id = crate::common::one_to_one(&m.id);
             ok.iter().any(|o| o.to == id.to && o.msg_key == id.msg_key)
         })
         .collect();
     assert_eq!(
-        common::kv_from_parquet(&out),
-        common::expected_rows(exported)
+        crate::common::kv_from_parquet(&out),
+        crate::common::expected_rows(exported)
     );
     // errors.csv lists exactly the messages that were started and not
     // finished; they are not in the messages table (a resume fetches them).
-    let errors = common::errors(&out, "int");
+    let errors = crate::common::errors(&out, "int");
     assert!(msgs.iter().all(|m| m.status == "ok"));
     assert!(!errors.is_empty());
     assert_eq!(
@@ -543,11 +547,11 @@ async fn ctrl_c_mid_run_leaves_readable_files_and_a_correct_errors_csv() {
     let o = msgext(args, DEMO_SECRET_KEY).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_eq!(
-        common::kv_from_parquet(&out),
-        common::expected_rows(&store.messages)
+        crate::common::kv_from_parquet(&out),
+        crate::common::expected_rows(&store.messages)
     );
-    assert_eq!(common::messages_from_parquet(&out).len(), 300);
-    assert!(common::errors(&out, "int").is_empty());
+    assert_eq!(crate::common::messages_from_parquet(&out).len(), 300);
+    assert!(crate::common::errors(&out, "int").is_empty());
     assert!(out.join("_runs/int/_SUCCESS").exists());
     let o = msgext(
         export_args(&server, &input, &out, "parquet", "int"),
@@ -618,18 +622,21 @@ async fn an_https_endpoint_is_exported_over_tls_and_an_untrusted_certificate_fai
     let trusting = |ca: &str| tls.join(ca).to_string_lossy().into_owned();
     let ca = trusting("ca.pem");
     let env = [("SSL_CERT_FILE", ca.as_str()), ("SSL_CERT_DIR", "")];
-    let args = common::export_args(&front, &input, &out, "parquet", "tls", 16);
-    let o = common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    let args = crate::common::export_args(&front, &input, &out, "parquet", "tls", 16);
+    let o = crate::common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
-    assert_eq!(common::kv_from_parquet(&out), expected_rows(&fx.store));
+    assert_eq!(
+        crate::common::kv_from_parquet(&out),
+        expected_rows(&fx.store)
+    );
     assert!(out.join("_runs/tls/_SUCCESS").exists());
 
     let answered = server.stats().calls();
     let other = trusting("other-ca.pem");
     let env = [("SSL_CERT_FILE", other.as_str()), ("SSL_CERT_DIR", "")];
     let out = dir.path().join("lake-untrusted");
-    let args = common::export_args(&front, &input, &out, "parquet", "untrusted", 16);
-    let o = common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    let args = crate::common::export_args(&front, &input, &out, "parquet", "untrusted", 16);
+    let o = crate::common::run_msgext(args, DEMO_SECRET_KEY, &env).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -641,7 +648,7 @@ async fn an_https_endpoint_is_exported_over_tls_and_an_untrusted_certificate_fai
     );
     assert_eq!(server.stats().calls(), answered, "no call got through");
     assert!(!out.join("_runs/untrusted/_SUCCESS").exists());
-    assert!(common::kv_from_parquet(&out).is_empty());
+    assert!(crate::common::kv_from_parquet(&out).is_empty());
 }
 
 /// The binary users run carries no crash points, whatever build ran before:
@@ -686,7 +693,7 @@ async fn the_demo_answers_which_poll_has_the_most_votes() {
         "--out".to_owned(),
         out.to_string_lossy().into_owned(),
     ];
-    let o = common::run_msgext(args, DEMO_SECRET_KEY, &[]).await;
+    let o = crate::common::run_msgext(args, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     let store = Store::load(Path::new("sample-input/store.json")).unwrap();
     let (question, votes) = store

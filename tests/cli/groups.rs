@@ -3,9 +3,7 @@
 //! read back with the arrow/parquet and csv readers and compared with what
 //! the simulator holds; scripted faults; a crash and the same command again.
 
-mod common;
-
-use common::{run_msgext, show};
+use crate::common::{run_msgext, show};
 use msgext::mock::store::{Store, StoredMessage, StoredPair};
 use msgext::mock::{DEMO_SECRET_KEY, Faults, MockServer};
 use msgext::model::GroupMessageRef;
@@ -41,7 +39,7 @@ struct Setup {
 async fn setup(faults: Faults, extra_input: &str) -> Setup {
     let mut store = Store::generate(&refs(3), 17, 15);
     store.messages.push(big("@TGS#big", 158));
-    let server = common::start_mock(store.clone(), faults, 3).await;
+    let server = crate::common::start_mock(store.clone(), faults, 3).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("groups.csv");
     // The input lists every message of the generated groups (some missing
@@ -64,7 +62,7 @@ async fn setup(faults: Faults, extra_input: &str) -> Setup {
 }
 
 fn args(s: &Setup, format: &str, run_id: &str) -> Vec<String> {
-    let mut a = common::export_args(&s.server.url(), &s.input, &s.out, format, run_id, 8);
+    let mut a = crate::common::export_args(&s.server.url(), &s.input, &s.out, format, run_id, 8);
     a.extend(["--max-file-mb".into(), "0.02".into()]);
     a
 }
@@ -75,7 +73,7 @@ fn missing(s: &Setup) -> Vec<(String, i64)> {
         .store
         .messages
         .iter()
-        .map(|m| common::group_of(&m.id).clone())
+        .map(|m| crate::common::group_of(&m.id).clone())
         .collect();
     let mut out: Vec<_> = refs(3)
         .into_iter()
@@ -89,11 +87,11 @@ fn missing(s: &Setup) -> Vec<(String, i64)> {
 
 fn assert_exact(s: &Setup, out: &Path, ext: &str) {
     assert_eq!(
-        common::group_kv(out, ext),
-        common::expected_group_rows(&s.store.messages),
+        crate::common::group_kv(out, ext),
+        crate::common::expected_group_rows(&s.store.messages),
         "{ext}: exactly the simulator's pairs"
     );
-    let msgs = common::group_messages(out, ext);
+    let msgs = crate::common::group_messages(out, ext);
     assert_eq!(msgs.len(), s.store.messages.len() + missing(s).len());
     let not_found: Vec<(String, i64)> = msgs
         .iter()
@@ -124,7 +122,7 @@ async fn group_messages_export_exactly_in_both_formats_with_an_errors_csv_to_fee
         // Invalid rows alone: exit 0, with a warning.
         let mut a = args(&s, format, format);
         if format == "csv" {
-            common::set_arg(&mut a, "--out", &csv_lake.to_string_lossy());
+            crate::common::set_arg(&mut a, "--out", &csv_lake.to_string_lossy());
         }
         let o = run_msgext(a, DEMO_SECRET_KEY, &[]).await;
         assert_eq!(o.status.code(), Some(0), "{format}: {}", show(&o));
@@ -140,7 +138,7 @@ async fn group_messages_export_exactly_in_both_formats_with_an_errors_csv_to_fee
         !s.out.join("key_values").exists() && !s.out.join("messages").exists(),
         "a group run writes only the group tables"
     );
-    let errors = common::group_errors(&s.out, "parquet");
+    let errors = crate::common::group_errors(&s.out, "parquet");
     let lines = refs(3).len() as u64;
     let mut invalid: Vec<_> = errors
         .iter()
@@ -163,7 +161,7 @@ async fn group_messages_export_exactly_in_both_formats_with_an_errors_csv_to_fee
     // errors.csv is a valid group --input whose final answers (the missing
     // messages, the invalid lines) are skipped, not asked again.
     let o = run_msgext(
-        common::export_args(
+        crate::common::export_args(
             &s.server.url(),
             &s.out.join("_runs/parquet/errors.csv"),
             &s.out,
@@ -195,11 +193,11 @@ async fn a_group_run_killed_midway_resumes_to_exactly_the_simulators_data() {
     )
     .await;
     assert_eq!(o.status.code(), None, "killed: {}", show(&o));
-    common::assert_all_files_readable(&s.out);
+    crate::common::assert_all_files_readable(&s.out);
     let o = run_msgext(args(&s, "parquet", "nightly"), DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     assert_exact(&s, &s.out, "parquet");
-    let rows = common::group_kv(&s.out, "parquet");
+    let rows = crate::common::group_kv(&s.out, "parquet");
     let mut dedup = rows.clone();
     dedup.dedup();
     assert_eq!(dedup.len(), rows.len(), "no row twice");
@@ -228,13 +226,13 @@ async fn group_faults_are_retried_and_a_bad_request_fails_only_its_message() {
     bad.always = Some("10004".into());
     let plain = StoredMessage::new(msgs[2].clone(), 0, pair());
     let store = Store::new(vec![flaky, bad, plain]);
-    let server = common::start_mock(store.clone(), Faults::default(), 5).await;
+    let server = crate::common::start_mock(store.clone(), Faults::default(), 5).await;
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("g.csv");
     std::fs::write(&input, store.input_csv(msgext::kind::Kind::Group)).unwrap();
     let out = dir.path().join("lake");
     let o = run_msgext(
-        common::export_args(&server.url(), &input, &out, "parquet", "f", 4),
+        crate::common::export_args(&server.url(), &input, &out, "parquet", "f", 4),
         DEMO_SECRET_KEY,
         &[],
     )
@@ -246,10 +244,10 @@ async fn group_faults_are_retried_and_a_bad_request_fails_only_its_message() {
         .into_iter()
         .collect();
     assert_eq!(
-        common::group_kv(&out, "parquet"),
-        common::expected_group_rows(expected)
+        crate::common::group_kv(&out, "parquet"),
+        crate::common::expected_group_rows(expected)
     );
-    let errors = common::group_errors(&out, "f");
+    let errors = crate::common::group_errors(&out, "f");
     assert_eq!(
         errors,
         [("@TGS#f".to_owned(), "2".to_owned(), "10004".to_owned(), 3)]

@@ -4,12 +4,10 @@
 //! of every listed message returns at that moment, and a run reads only
 //! what changed.
 
-mod common;
-
+use crate::common::{KvRow, export_args, run_msgext, show};
 use arrow_array::cast::AsArray;
 use arrow_array::types::Int64Type;
 use arrow_array::{Array, RecordBatch};
-use common::{KvRow, export_args, run_msgext, show};
 use msgext::mock::store::{Change, Deletes, Op, Store, StoredMessage};
 use msgext::mock::{DEMO_SECRET_KEY, Faults};
 use msgext::model::{MessageId, MessageRef};
@@ -53,8 +51,8 @@ impl Nights {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("in.csv");
         // A message listed twice is read once.
-        let mut csv = common::input_csv(&listed);
-        let first = common::input_csv(&listed[..1]);
+        let mut csv = crate::common::input_csv(&listed);
+        let first = crate::common::input_csv(&listed[..1]);
         csv.push_str(first.lines().nth(1).unwrap());
         csv.push('\n');
         std::fs::write(&input, csv).unwrap();
@@ -78,7 +76,7 @@ impl Nights {
             .iter()
             .map(|m| MessageRef::new(m.from.as_deref().filter(|_| with_sender), &m.to, &m.msg_key))
             .collect();
-        std::fs::write(&self.input, common::input_csv(&msgs)).unwrap();
+        std::fs::write(&self.input, crate::common::input_csv(&msgs)).unwrap();
         if with_sender {
             self.sender = Some("s".into());
         }
@@ -114,7 +112,7 @@ impl Nights {
             }
         }
         if self.server.is_none() || !failing.is_empty() {
-            self.server = Some(common::start_mock(store, Faults::default(), 1).await);
+            self.server = Some(crate::common::start_mock(store, Faults::default(), 1).await);
         }
         let url = self.server.as_ref().map(|s| s.url()).unwrap_or_default();
         let mut args = export_args(&url, &self.input, &self.out, "parquet", run_id, 8);
@@ -242,9 +240,9 @@ impl Nights {
 }
 
 fn current_rows(out: &Path) -> Vec<KvRow> {
-    let mut rows: Vec<KvRow> = common::local_delta_batches(&out.join("current_key_values"))
+    let mut rows: Vec<KvRow> = crate::common::local_delta_batches(&out.join("current_key_values"))
         .iter()
-        .flat_map(common::kv_rows_of)
+        .flat_map(crate::common::kv_rows_of)
         .collect();
     rows.sort();
     rows
@@ -252,7 +250,8 @@ fn current_rows(out: &Path) -> Vec<KvRow> {
 
 /// `current_messages` through its log: (to_account, status, kv_count, latest_seq).
 fn current_messages(out: &Path) -> BTreeMap<String, (String, i64, Option<i64>)> {
-    let batches: Vec<RecordBatch> = common::local_delta_batches(&out.join("current_messages"));
+    let batches: Vec<RecordBatch> =
+        crate::common::local_delta_batches(&out.join("current_messages"));
     let mut map = BTreeMap::new();
     for b in &batches {
         let to = b.column_by_name("to_account").unwrap().as_string::<i32>();
@@ -283,7 +282,7 @@ fn current_messages(out: &Path) -> BTreeMap<String, (String, i64, Option<i64>)> 
 /// How the run read its messages: counts of the history `messages.read` values.
 fn reads(out: &Path, run_id: &str) -> BTreeMap<String, usize> {
     let mut out_map = BTreeMap::new();
-    for b in common::local_delta_batches(&out.join("messages")) {
+    for b in crate::common::local_delta_batches(&out.join("messages")) {
         let run = b.column_by_name("run_id").unwrap().as_string::<i32>();
         let read = b.column_by_name("read").unwrap().as_string::<i32>();
         for i in 0..b.num_rows() {
@@ -422,7 +421,7 @@ async fn killed_around_the_current_commits_then_the_same_command() {
         assert_eq!(n.current(), n.want(), "{failpoint}");
         check_messages(&n);
         for table in ["current_key_values", "current_messages"] {
-            let commits = common::delta_commits(&n.out.join(table));
+            let commits = crate::common::delta_commits(&n.out.join(table));
             let ours = commits
                 .iter()
                 .filter(|c| c.app_ids.contains(&"msgext-run-n1".to_owned()))
@@ -441,7 +440,7 @@ async fn a_current_table_of_another_schema_is_refused_before_any_call() {
     let current = n.out.join("current_key_values");
     std::fs::remove_dir_all(&current).unwrap();
     copy_dir(&n.out.join("messages"), &current);
-    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let server = crate::common::start_mock(n.store.clone(), Faults::default(), 1).await;
     let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -486,7 +485,7 @@ async fn group_messages_keep_current_group_tables() {
         .collect();
     std::fs::write(&input, csv).unwrap();
     for night in 0..3u64 {
-        let server = common::start_mock(store.clone(), Faults::default(), 1).await;
+        let server = crate::common::start_mock(store.clone(), Faults::default(), 1).await;
         let args = export_args(
             &server.url(),
             &input,
@@ -501,7 +500,7 @@ async fn group_messages_keep_current_group_tables() {
             .messages
             .iter()
             .flat_map(|m| {
-                let id = common::group_of(&m.id).clone();
+                let id = crate::common::group_of(&m.id).clone();
                 let latest = m.latest_seq_with(store.deletes);
                 m.live_pairs()
                     .into_iter()
@@ -510,7 +509,7 @@ async fn group_messages_keep_current_group_tables() {
             .collect();
         want.sort();
         let mut got = Vec::new();
-        for b in common::local_delta_batches(&out.join("current_group_key_values")) {
+        for b in crate::common::local_delta_batches(&out.join("current_group_key_values")) {
             let seq = |c: &str| {
                 b.column_by_name(c)
                     .unwrap()
@@ -774,7 +773,7 @@ async fn a_damaged_current_table_is_repaired_or_rebuilt_with_full() {
     // A data file gone.
     std::fs::remove_file(a_live_file(&n.out.join("current_key_values"))).unwrap();
     n.change(33, 0.5);
-    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let server = crate::common::start_mock(n.store.clone(), Faults::default(), 1).await;
     let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n3", 8);
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(1), "{}", show(&o));
@@ -795,7 +794,7 @@ async fn a_current_table_with_deletion_vectors_is_refused_by_name() {
     let mut n = Nights::new(10, Deletes::Tombstone);
     n.run("n0", &[], &[]).await;
     let table = n.out.join("current_key_values");
-    let version = common::delta_commits(&table).len();
+    let version = crate::common::delta_commits(&table).len();
     let upgrade = serde_json::json!({"protocol": {
         "minReaderVersion": 3, "minWriterVersion": 7,
         "readerFeatures": ["deletionVectors"],
@@ -805,7 +804,7 @@ async fn a_current_table_with_deletion_vectors_is_refused_by_name() {
         format!("{upgrade}\n"),
     )
     .unwrap();
-    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let server = crate::common::start_mock(n.store.clone(), Faults::default(), 1).await;
     let args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
@@ -827,7 +826,7 @@ async fn exports_of_different_inputs_run_together_into_one_lake() {
     n.run("n0", &[], &[]).await;
     for round in 0..3u64 {
         n.change(40 + round, 0.5);
-        let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+        let server = crate::common::start_mock(n.store.clone(), Faults::default(), 1).await;
         let other = n.dir.path().join("other.csv");
         n.list(40..80, true);
         std::fs::copy(&n.input, &other).unwrap();
@@ -873,7 +872,7 @@ async fn an_unreadable_current_file_fails_the_run_even_with_full() {
     std::fs::write(&file, vec![b'x'; len]).unwrap();
     // Tonight's list is a part of the messages: a rebuild would drop the rest.
     n.list(0..10, true);
-    let server = common::start_mock(n.store.clone(), Faults::default(), 1).await;
+    let server = crate::common::start_mock(n.store.clone(), Faults::default(), 1).await;
     let mut args = export_args(&server.url(), &n.input, &n.out, "parquet", "n1", 8);
     args.push("--full".into());
     let o = run_msgext(args, DEMO_SECRET_KEY, &[]).await;
@@ -885,7 +884,7 @@ async fn an_unreadable_current_file_fails_the_run_even_with_full() {
 
 /// A data file the table's newest commit that adds any added.
 fn a_live_file(table: &Path) -> PathBuf {
-    let commits = common::delta_commits(table);
+    let commits = crate::common::delta_commits(table);
     let live = commits.iter().rev().find(|c| !c.adds.is_empty()).unwrap();
     table.join(&live.adds[0])
 }
