@@ -58,8 +58,8 @@ pub fn main() -> ExitCode {
         // One thread carries the API's whole quota (200 calls/s) with CPU to
         // spare; a second only adds wake-ups between the two (measured with
         // `cargo bench --bench throughput -- quota`: 4.4 context switches a
-        // call with two, 2.8 with one). Encoding and file I/O run on the
-        // writer's own thread, uploads on the object store's own runtime.
+        // call with two, 2.8 with one). Encoding, file I/O and uploads
+        // run on blocking threads (see the export module's doc).
         builder.worker_threads(1);
     }
     let rt = match builder.enable_all().build() {
@@ -73,7 +73,8 @@ pub fn main() -> ExitCode {
         Command::Export(a) => rt.block_on(export_cmd(a)),
         Command::Discover(a) => rt.block_on(discover_cmd(a)),
         Command::Validate(a) => validate_cmd(&a),
-        Command::Runs(a) => runs_cmd(&a),
+        // Synchronous, but a bucket's requests run on the runtime.
+        Command::Runs(a) => rt.block_on(async { runs_cmd(&a) }),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
     };

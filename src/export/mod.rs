@@ -3,6 +3,19 @@
 //! the lake files, the WAL and the ledger (`writer`). Memory stays flat however
 //! long the input. A run holds the folder lock throughout; run again with the
 //! same `--run-id`, it resumes from what the earlier attempt committed.
+//!
+//! Threads and channels. The command's runtime (one worker) runs the fetch
+//! workers, the limiter, the concurrency tuner, the circuit breaker, the
+//! progress line and the writer's clock (`writer::tick`). The input is read
+//! on a thread of its own, which sends chunks of messages to the workers
+//! (`work`, bounded, `blocking_send`) and what it settles itself (invalid,
+//! duplicate, resumed rows) to the writer (`events`, bounded). The workers
+//! send each finished message to the writer on `events`. The writer runs on
+//! `spawn_blocking` and takes `events` with `blocking_recv`: it encodes,
+//! writes, fsyncs and publishes. A bucket's uploads run on blocking threads
+//! too, their requests on the runtime (`write::object`). The Delta kernel,
+//! at the start and the end of a run, keeps a runtime of its own
+//! (`table::delta`): the only other one.
 
 mod writer;
 
@@ -144,6 +157,8 @@ enum Event {
     /// Settled by an earlier attempt of this run.
     Resumed,
     InputFailed(InputError),
+    /// The writer's clock (`writer::tick`), for the WAL's group commit.
+    Tick,
 }
 
 /// Messages go from the input thread to the workers in chunks of this many,
@@ -485,6 +500,7 @@ fn launch(
         .min(crate::fetch::concurrency::DEFAULT_CONCURRENCY);
     let (work_tx, work_rx) = mpsc::channel::<Vec<InputMessage>>((queue * 2 / WORK_CHUNK).max(2));
     let (ev_tx, ev_rx) = mpsc::channel::<Event>(EVENT_QUEUE);
+    tokio::spawn(writer::tick(ev_tx.downgrade()));
     let input_thread = {
         let (ev_tx, stop) = (ev_tx.clone(), stop.clone());
         let settled = std::mem::take(&mut recovered.settled);

@@ -35,6 +35,21 @@ pub const GROUP_COMMIT: usize = 32;
 /// at most `GROUP_COMMIT` events, so a crash re-fetches no more than before.
 pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// The writer's clock: a tick four times a `COMMIT_EVERY`, for as long as
+/// anything else can send it events (it holds no sender between ticks, so
+/// the writer still ends when the last other sender goes).
+pub async fn tick(events: mpsc::WeakSender<Event>) {
+    let mut every = tokio::time::interval(COMMIT_EVERY / 4);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        let Some(tx) = events.upgrade() else { return };
+        if tx.send(Event::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
 /// What the writer leaves for the summary.
 pub struct Tally {
     pub input: InputSummary,
@@ -180,28 +195,17 @@ pub fn write_all(
     st.pending.replayed = replay;
     // Take events as they come; make them durable in one fsync once
     // GROUP_COMMIT wait or COMMIT_EVERY has passed since the last fsync
-    // (group commit by count and by time). Until then these messages count
-    // as in flight: a crash re-fetches them.
-    let runtime = tokio::runtime::Handle::current();
-    let mut last_sync = tokio::time::Instant::now();
+    // (group commit by count and by time: `tick` is the writer's clock).
+    // Until then these messages count as in flight: a crash re-fetches them.
+    let mut last_sync = std::time::Instant::now();
     let mut unsynced = 0usize;
-    loop {
-        // With nothing waiting for an fsync, wait for the next event;
-        // otherwise no longer than until the group commit is due.
-        let next = match unsynced {
-            0 => rx.blocking_recv(),
-            _ => {
-                let due = last_sync + COMMIT_EVERY;
-                match runtime.block_on(tokio::time::timeout_at(due, rx.recv())) {
-                    Ok(next) => next,
-                    Err(_due) => {
-                        st.sync_wal(&mut unsynced, &mut last_sync)?;
-                        continue;
-                    }
-                }
+    while let Some(ev) = rx.blocking_recv() {
+        if let Event::Tick = ev {
+            if unsynced > 0 && last_sync.elapsed() >= COMMIT_EVERY {
+                st.sync_wal(&mut unsynced, &mut last_sync)?;
             }
-        };
-        let Some(ev) = next else { break };
+            continue;
+        }
         st.handle(ev)?;
         unsynced += 1;
         if unsynced >= GROUP_COMMIT {
@@ -232,10 +236,10 @@ impl State<'_> {
     fn sync_wal(
         &mut self,
         unsynced: &mut usize,
-        last_sync: &mut tokio::time::Instant,
+        last_sync: &mut std::time::Instant,
     ) -> Result<(), WriterError> {
         self.w.run_files.sync().doing("WAL")?;
-        *last_sync = tokio::time::Instant::now();
+        *last_sync = std::time::Instant::now();
         *unsynced = 0;
         self.show_live();
         Ok(())
@@ -262,7 +266,7 @@ impl State<'_> {
                 self.t.input.invalid += 1;
                 self.spool()?.invalid_row(&r).doing("errors spool")?;
             }
-            Event::InputFailed(_) => {}
+            Event::InputFailed(_) | Event::Tick => {}
             Event::Done(m, outcome) => {
                 self.t.input.trimmed += u64::from(m.trimmed);
                 self.settle(m, outcome)?;

@@ -130,9 +130,8 @@ struct Bucket {
     staging: PathBuf,
     /// How long one request may take, its retries included.
     budget: Duration,
-    /// The store's own runtime, below.
+    /// The command's runtime, which the requests run on.
     handle: tokio::runtime::Handle,
-    _runtime: StoreRuntime,
     /// Set by `interrupt`: when the requests still waiting give up.
     give_up_at: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     /// A request went unanswered for `budget`: best-effort requests (the
@@ -164,37 +163,6 @@ impl CutShort {
         object_store::Error::Generic {
             store: "msgext",
             source,
-        }
-    }
-}
-
-/// The store's requests run on a runtime of their own (one thread), not on
-/// the export's single worker thread: an upload's TLS work and I/O must not
-/// hold up the fetching, and the writer's blocking thread waits on them
-/// without taking a thread from the fetch workers.
-struct StoreRuntime(Option<tokio::runtime::Runtime>);
-
-impl StoreRuntime {
-    fn start() -> std::io::Result<Self> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("msgext-store")
-            .enable_all()
-            .build()
-            .map(|rt| StoreRuntime(Some(rt)))
-    }
-
-    fn handle(&self) -> Option<tokio::runtime::Handle> {
-        self.0.as_ref().map(|rt| rt.handle().clone())
-    }
-}
-
-impl Drop for StoreRuntime {
-    fn drop(&mut self) {
-        // Dropping a runtime waits for its threads, which is not allowed
-        // on an async thread; everything was joined by `flush` before.
-        if let Some(rt) = self.0.take() {
-            rt.shutdown_background();
         }
     }
 }
@@ -291,11 +259,10 @@ impl Bucket {
                 )));
             }
         };
-        let runtime = StoreRuntime::start()
-            .map_err(|e| bad(&format!("cannot start the store's runtime: {e}")))?;
-        let handle = runtime
-            .handle()
-            .ok_or_else(|| bad(&"the store's runtime is gone"))?;
+        // The store's requests run on the command's runtime; a blocking
+        // caller waits for them in `block`.
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| bad(&"a bucket is opened from within msgext's runtime"))?;
         Ok(Bucket {
             url: url.trim_end_matches('/').to_owned(),
             store,
@@ -304,7 +271,6 @@ impl Bucket {
             staging: staging.to_owned(),
             budget,
             handle,
-            _runtime: runtime,
             give_up_at: tokio::sync::watch::channel(None).0,
             stalled: Default::default(),
         })
@@ -337,8 +303,8 @@ impl Bucket {
         f: impl std::future::Future<Output = Result<T, object_store::Error>>,
     ) -> Result<T, object_store::Error> {
         let budget = self.budget;
-        // The timer is made on the store's runtime (inside `block`), which
-        // also serves callers outside any runtime (`msgext runs`).
+        // The timer is made inside `block`, on the runtime's handle, so
+        // that blocking callers (the writer, `msgext runs`) have one too.
         match self.block(async move { tokio::time::timeout(budget, f).await }) {
             Some(Ok(answer)) => answer,
             Some(Err(_elapsed)) => {
