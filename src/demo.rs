@@ -12,7 +12,7 @@ use crate::export::ExportPlan;
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::StopSignal;
 use crate::input::{InputItem, InputReader};
-use crate::mock::store::Store;
+use crate::mock::store::{Op, Store};
 use crate::mock::{DEMO_SDKAPPID, DEMO_SECRET_KEY, Faults, MockConfig, MockServer};
 use crate::model::MessageId;
 use crate::report::Summary;
@@ -45,7 +45,7 @@ const TEAM: [&str; 12] = [
 /// `reaction:<emoji>:<user>` (some taken back); a sign-up list holds
 /// `signup:<user>` (one list was cleared and started again).
 pub fn use_case_store() -> Store {
-    use crate::mock::store::{Op, SplitMix64, StoredMessage};
+    use crate::mock::store::{SplitMix64, StoredMessage};
     let ids = crate::input::InputReader::new(Path::new("polls.csv"), POLLS_INPUT.as_bytes())
         .map(|r| {
             r.filter_map(|item| match item {
@@ -57,10 +57,31 @@ pub fn use_case_store() -> Store {
         .unwrap_or_default();
     let mut rng = SplitMix64::new(DEMO_SEED);
     let mut pick = |n: usize| rng.below(n as u64) as usize;
-    let set = |key: String, value: &str| Op::Set {
+    let mut messages = Vec::new();
+    for (i, id) in ids.into_iter().enumerate() {
+        let mut m = StoredMessage::new(id, 0, Vec::new());
+        let ops = match i % 3 {
+            0 => poll_ops(i, &mut pick),
+            1 => reaction_ops(&mut pick),
+            _ => signup_ops(i, &mut pick),
+        };
+        for op in &ops {
+            m.apply(op, crate::mock::store::Deletes::Tombstone);
+        }
+        messages.push(m);
+    }
+    Store::new(messages)
+}
+
+fn set(key: String, value: &str) -> Op {
+    Op::Set {
         key,
         value: value.to_owned(),
-    };
+    }
+}
+
+/// A poll: its question and options, then votes (some changed, some taken back).
+fn poll_ops(i: usize, pick: &mut impl FnMut(usize) -> usize) -> Vec<Op> {
     let polls = [
         (
             "Where do we eat on Friday?",
@@ -72,70 +93,65 @@ pub fn use_case_store() -> Store {
         ),
         ("Name of the new service?", ["Lark", "Heron", "Kestrel"]),
     ];
-    let emojis = ["👍", "🎉", "😂", "❤️"];
-    let mut messages = Vec::new();
-    for (i, id) in ids.into_iter().enumerate() {
-        let mut m = StoredMessage::new(id, 0, Vec::new());
-        let mut ops = Vec::new();
-        match i % 3 {
-            0 => {
-                let (question, options) = polls[(i / 3) % polls.len()];
-                ops.push(set("poll:question".into(), question));
-                ops.push(set("poll:options".into(), &options.join("|")));
-                for _ in 0..4 + pick(16) {
-                    let who = TEAM[pick(TEAM.len())];
-                    match pick(10) {
-                        // Took the vote back.
-                        0 => ops.push(Op::Delete {
-                            key: format!("vote:{who}"),
-                        }),
-                        // A vote, or a changed one (the same key again).
-                        _ => ops.push(set(format!("vote:{who}"), options[pick(options.len())])),
-                    }
-                }
-            }
-            1 => {
-                for _ in 0..3 + pick(20) {
-                    let key = format!(
-                        "reaction:{}:{}",
-                        emojis[pick(emojis.len())],
-                        TEAM[pick(TEAM.len())]
-                    );
-                    match pick(6) {
-                        0 => ops.push(Op::Delete { key }),
-                        _ => ops.push(set(key, "1")),
-                    }
-                }
-            }
-            _ => {
-                ops.push(set("signup:title".into(), "Badminton, Thursday 7 pm"));
-                for _ in 0..2 + pick(8) {
-                    let who = TEAM[pick(TEAM.len())];
-                    ops.push(set(
-                        format!("signup:{who}"),
-                        &format!("{} seat(s)", 1 + pick(3)),
-                    ));
-                }
-                // Every third list was cleared and started again.
-                if i % 9 == 2 {
-                    ops.push(Op::Clear);
-                    ops.push(set(
-                        "signup:title".into(),
-                        "Badminton, moved to Friday 7 pm",
-                    ));
-                    ops.push(set(
-                        format!("signup:{}", TEAM[pick(TEAM.len())]),
-                        "1 seat(s)",
-                    ));
-                }
-            }
+    let (question, options) = polls[(i / 3) % polls.len()];
+    let mut ops = vec![
+        set("poll:question".into(), question),
+        set("poll:options".into(), &options.join("|")),
+    ];
+    for _ in 0..4 + pick(16) {
+        let who = TEAM[pick(TEAM.len())];
+        match pick(10) {
+            // Took the vote back.
+            0 => ops.push(Op::Delete {
+                key: format!("vote:{who}"),
+            }),
+            // A vote, or a changed one (the same key again).
+            _ => ops.push(set(format!("vote:{who}"), options[pick(options.len())])),
         }
-        for op in &ops {
-            m.apply(op, crate::mock::store::Deletes::Tombstone);
-        }
-        messages.push(m);
     }
-    Store::new(messages)
+    ops
+}
+
+/// Reactions, a few taken back.
+fn reaction_ops(pick: &mut impl FnMut(usize) -> usize) -> Vec<Op> {
+    let emojis = ["👍", "🎉", "😂", "❤️"];
+    let mut ops = Vec::new();
+    for _ in 0..3 + pick(20) {
+        let key = format!(
+            "reaction:{}:{}",
+            emojis[pick(emojis.len())],
+            TEAM[pick(TEAM.len())]
+        );
+        match pick(6) {
+            0 => ops.push(Op::Delete { key }),
+            _ => ops.push(set(key, "1")),
+        }
+    }
+    ops
+}
+
+/// A sign-up list; every third one was cleared and started again.
+fn signup_ops(i: usize, pick: &mut impl FnMut(usize) -> usize) -> Vec<Op> {
+    let mut ops = vec![set("signup:title".into(), "Badminton, Thursday 7 pm")];
+    for _ in 0..2 + pick(8) {
+        let who = TEAM[pick(TEAM.len())];
+        ops.push(set(
+            format!("signup:{who}"),
+            &format!("{} seat(s)", 1 + pick(3)),
+        ));
+    }
+    if i % 9 == 2 {
+        ops.push(Op::Clear);
+        ops.push(set(
+            "signup:title".into(),
+            "Badminton, moved to Friday 7 pm",
+        ));
+        ops.push(set(
+            format!("signup:{}", TEAM[pick(TEAM.len())]),
+            "1 seat(s)",
+        ));
+    }
+    ops
 }
 
 /// The use case's store as `sample-input/store.json` holds it.

@@ -466,6 +466,33 @@ struct Stages {
 /// A look at the run in progress, for the progress reporter and its last line.
 type ProgressFn = Arc<dyn Fn() -> ProgressView + Send + Sync>;
 
+/// Messages fetched at once: `--concurrency`, or following rate × latency.
+fn concurrency(plan: &ExportPlan) -> Concurrency {
+    match plan.concurrency {
+        Some(n) => Concurrency::fixed(n),
+        None if plan.api.rate == 0 => {
+            Concurrency::fixed(crate::fetch::concurrency::DEFAULT_CONCURRENCY)
+        }
+        None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
+    }
+}
+
+/// The run in progress as the progress line shows it.
+fn progress_view(run: &Run, live: Arc<LiveCounts>) -> ProgressFn {
+    let (stats, limiter) = (run.stats.clone(), run.limiter.clone());
+    let (total, clock) = (run.rows, run.clock);
+    Arc::new(move || ProgressView {
+        settled: live.settled.load(Ordering::Relaxed),
+        total,
+        kv_rows: live.kv_rows.load(Ordering::Relaxed),
+        requests: stats.requests.load(Ordering::Relaxed),
+        errors: live.errors.load(Ordering::Relaxed),
+        not_found: live.not_found.load(Ordering::Relaxed),
+        rate_limit: limiter.as_ref().map(|l| l.rate()),
+        elapsed: clock.elapsed(),
+    })
+}
+
 /// Start the stages: the input on a thread of its own → the fetch workers
 /// (sharing the limiter) → the writer on a blocking thread, with the
 /// concurrency tuner, the circuit breaker and the progress reporter beside.
@@ -488,13 +515,7 @@ fn launch(
     let spool = ErrorsCsv::create(&spool_path, kind).map_err(|e| io_err(&spool_path, e))?;
     let (stats, limiter) = (&run.stats, &run.limiter);
     let fetcher = build_fetcher(plan, kind, tuning, (stats, limiter, &prior), stop)?;
-    let slots = Arc::new(match plan.concurrency {
-        Some(n) => Concurrency::fixed(n),
-        None if plan.api.rate == 0 => {
-            Concurrency::fixed(crate::fetch::concurrency::DEFAULT_CONCURRENCY)
-        }
-        None => Concurrency::adaptive(MIN_AUTO * 2, MAX_AUTO),
-    });
+    let slots = Arc::new(concurrency(plan));
     let queue = slots
         .max()
         .min(crate::fetch::concurrency::DEFAULT_CONCURRENCY);
@@ -536,20 +557,7 @@ fn launch(
         let (stop, live, stats) = (stop.clone(), live.clone(), stats.clone());
         tokio::task::spawn_blocking(move || writer::write_all(w, ev_rx, &stats, &live, &stop))
     };
-    let view: ProgressFn = {
-        let (live, stats, limiter) = (live, stats.clone(), limiter.clone());
-        let (total, clock) = (run.rows, run.clock);
-        Arc::new(move || ProgressView {
-            settled: live.settled.load(Ordering::Relaxed),
-            total,
-            kv_rows: live.kv_rows.load(Ordering::Relaxed),
-            requests: stats.requests.load(Ordering::Relaxed),
-            errors: live.errors.load(Ordering::Relaxed),
-            not_found: live.not_found.load(Ordering::Relaxed),
-            rate_limit: limiter.as_ref().map(|l| l.rate()),
-            elapsed: clock.elapsed(),
-        })
-    };
+    let view = progress_view(run, live);
     let (writer_done, reporter) = {
         let view = view.clone();
         spawn_reporter(move || view(), run.rows, ui.progress, &run.run_id)

@@ -300,7 +300,13 @@ async fn handle(
             internal,
         )
     };
-    let label = match &reply {
+    state.stats.count(&label(&reply));
+    respond(&state, reply, call_no, &location)
+}
+
+/// What the statistics call an answer: `ok`, its code, `http_<status>`, `drop`.
+fn label(reply: &Reply) -> String {
+    match reply {
         Reply::Page(..) => "ok".to_owned(),
         Reply::Json(r) if r.error_code == 0 => "ok".to_owned(),
         Reply::Json(r) => r.error_code.to_string(),
@@ -310,8 +316,16 @@ async fn handle(
             format!("http_{}", s.as_u16())
         }
         Reply::Drop => "drop".to_owned(),
-    };
-    state.stats.count(&label);
+    }
+}
+
+/// The HTTP answer of a reply (`location`: where a redirect sends the client).
+fn respond(
+    state: &State,
+    reply: Reply,
+    call_no: u64,
+    location: &str,
+) -> Result<Response<Full<Bytes>>, Dropped> {
     match reply {
         Reply::Drop => Err(Dropped),
         Reply::Status(s) | Reply::StatusAfter(s, _) => {
@@ -319,7 +333,7 @@ async fn handle(
                 .status(s)
                 .header("content-type", "text/html");
             if s.is_redirection() {
-                r = r.header("location", &location);
+                r = r.header("location", location);
             }
             if let Reply::StatusAfter(_, secs) = reply {
                 r = r.header("retry-after", secs.to_string());

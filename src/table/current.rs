@@ -279,52 +279,80 @@ struct Planned {
 
 fn commit_once(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
     let [kv_table, msg_table] = names(c.kind);
-    let [kv_spec, msg_spec] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
     let (msg_snap, kv_snap) = (latest(c, &msg_table)?, latest(c, &kv_table)?);
     let msg_done = holds(c, &msg_table, &msg_snap, run.run_id)?;
     if msg_done && holds(c, &kv_table, &kv_snap, run.run_id)? {
         return Ok(());
     }
-    let [hist_kv, hist_msgs] = c.kind.spec().tables();
-    let mut planned = None;
-    if !msg_done {
-        let mut reads = read_history(c, hist_msgs)?;
-        if reads.len() == 0 {
-            return Ok(());
-        }
-        let mut old = app_files(c, &msg_table, &msg_snap)?;
-        let dropped = match c.rebuild {
-            true => std::mem::take(&mut old),
-            false => Vec::new(),
-        };
-        let mut senders = stand(c, (&msg_table, &old), &mut reads, run.run_id, false)?;
-        let old_kv = match (reads.touches_pairs() || !senders.is_empty()) && !c.rebuild {
-            true => app_files(c, &kv_table, &kv_snap)?,
-            false => Vec::new(),
-        };
-        let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads, &mut senders)?;
-        let (adds, mut removes) =
-            write_messages(c, &msg_table, &old, (&reads, &senders), &plan, run.run_id)?;
-        removes.extend(dropped.into_iter().map(|f| f.path));
-        let changes = Changes {
-            adds: &adds,
-            removes: &removes,
-        };
-        let msg_version = match c
-            .delta
-            .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?
-        {
-            Committed::At(v) | Committed::Already(v) => v,
-        };
-        planned = Some(Planned {
-            msg_version,
-            kv_version: kv_snap.as_ref().map(|s| s.version()),
-            reads,
-            senders,
-            plan,
-        });
-    }
+    let planned = match msg_done {
+        true => None,
+        false => match commit_messages(c, run, msg_snap, kv_snap.as_ref())? {
+            Some(planned) => Some(planned),
+            // The run read nothing.
+            None => return Ok(()),
+        },
+    };
     crate::failpoint::hit("between_current_commits");
+    commit_pairs(c, run, planned)
+}
+
+/// The `current_messages` commit, and what it decided (`None`: no reads).
+fn commit_messages(
+    c: &CurrentCommit<'_>,
+    run: &RunCommit<'_>,
+    msg_snap: Option<SnapshotRef>,
+    kv_snap: Option<&SnapshotRef>,
+) -> Result<Option<Planned>, WriteError> {
+    let [kv_table, msg_table] = names(c.kind);
+    let [_, msg_spec] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
+    let [hist_kv, hist_msgs] = c.kind.spec().tables();
+    let mut reads = read_history(c, hist_msgs)?;
+    if reads.len() == 0 {
+        return Ok(None);
+    }
+    let mut old = app_files(c, &msg_table, &msg_snap)?;
+    let dropped = match c.rebuild {
+        true => std::mem::take(&mut old),
+        false => Vec::new(),
+    };
+    let mut senders = stand(c, (&msg_table, &old), &mut reads, run.run_id, false)?;
+    let old_kv = match (reads.touches_pairs() || !senders.is_empty()) && !c.rebuild {
+        true => app_files(c, &kv_table, &kv_snap.cloned())?,
+        false => Vec::new(),
+    };
+    let plan = plan_pairs(c, (&kv_table, &old_kv), hist_kv, &reads, &mut senders)?;
+    let (adds, mut removes) =
+        write_messages(c, &msg_table, &old, (&reads, &senders), &plan, run.run_id)?;
+    removes.extend(dropped.into_iter().map(|f| f.path));
+    let changes = Changes {
+        adds: &adds,
+        removes: &removes,
+    };
+    let msg_version = match c
+        .delta
+        .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?
+    {
+        Committed::At(v) | Committed::Already(v) => v,
+    };
+    Ok(Some(Planned {
+        msg_version,
+        kv_version: kv_snap.map(|s| s.version()),
+        reads,
+        senders,
+        plan,
+    }))
+}
+
+/// The `current_key_values` commit: with what the messages' commit
+/// planned when no other writer came between, else as the tables now say.
+fn commit_pairs(
+    c: &CurrentCommit<'_>,
+    run: &RunCommit<'_>,
+    planned: Option<Planned>,
+) -> Result<(), WriteError> {
+    let [kv_table, msg_table] = names(c.kind);
+    let [kv_spec, _] = specs(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
+    let [hist_kv, hist_msgs] = c.kind.spec().tables();
     let (msg_snap, kv_snap) = (latest(c, &msg_table)?, latest(c, &kv_table)?);
     if holds(c, &kv_table, &kv_snap, run.run_id)? {
         return Ok(());

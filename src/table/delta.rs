@@ -260,24 +260,7 @@ impl DeltaLake {
         let committer = Box::new(FileSystemCommitter::new());
         let files = changes.adds;
         let adds = add_files_batch(files, spec.partitions).map_err(&fail)?;
-        let params = [
-            ("runId", Some(run.run_id.to_owned())),
-            ("sdkappid", Some(run.sdkappid.to_string())),
-            ("status", Some(run.status.to_owned())),
-        ];
-        let metrics = [
-            ("numFiles", Some(files.len().to_string())),
-            (
-                "numOutputRows",
-                Some(files.iter().map(|f| f.rows).sum::<u64>().to_string()),
-            ),
-            (
-                "numOutputBytes",
-                Some(files.iter().map(|f| f.bytes).sum::<u64>().to_string()),
-            ),
-            ("messages", Some(run.messages.to_string())),
-            ("kvRows", Some(run.kv_rows.to_string())),
-        ];
+        let (params, metrics) = commit_info(files, run);
         let result = match snapshot {
             None => {
                 if !changes.removes.is_empty() {
@@ -463,6 +446,26 @@ impl DeltaLake {
 /// Whether `table` has a Delta log.
 pub fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
     Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
+}
+
+/// What a run's commit tells in `commitInfo`: its parameters and metrics.
+type Entries<const N: usize> = [(&'static str, Option<String>); N];
+
+fn commit_info(files: &[DataFile], run: &RunCommit<'_>) -> (Entries<3>, Entries<5>) {
+    let sum = |f: fn(&DataFile) -> u64| Some(files.iter().map(f).sum::<u64>().to_string());
+    let params = [
+        ("runId", Some(run.run_id.to_owned())),
+        ("sdkappid", Some(run.sdkappid.to_string())),
+        ("status", Some(run.status.to_owned())),
+    ];
+    let metrics = [
+        ("numFiles", Some(files.len().to_string())),
+        ("numOutputRows", sum(|f| f.rows)),
+        ("numOutputBytes", sum(|f| f.bytes)),
+        ("messages", Some(run.messages.to_string())),
+        ("kvRows", Some(run.kv_rows.to_string())),
+    ];
+    (params, metrics)
 }
 
 /// A commit's outcome: its version, or `Err(())` when another writer took
