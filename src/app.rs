@@ -408,18 +408,16 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
     }
 }
 
-async fn mock_cmd(args: MockArgs) -> u8 {
-    let store = match (&args.store, args.synthetic) {
-        (Some(path), _) => match crate::mock::store::Store::load(path)
+/// The simulator's store: a file (at its `--round`), synthetic, or the
+/// demo's; then `--deletes` and `--change`.
+fn mock_store(args: &MockArgs) -> Result<crate::mock::store::Store, String> {
+    let mut store = match (&args.store, args.synthetic) {
+        (Some(path), _) => crate::mock::store::Store::load(path)
             .and_then(|mut s| s.advance(args.round).map(|()| s))
-        {
-            Ok(s) => s,
-            Err(e) => return fail(2, e),
-        },
+            .map_err(|e| e.to_string())?,
         (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
         (None, None) => crate::demo::demo_store(),
     };
-    let mut store = store;
     if let Some(d) = args.deletes {
         store.deletes = d;
     }
@@ -427,6 +425,28 @@ async fn mock_cmd(args: MockArgs) -> u8 {
         let changes = store.random_changes(args.seed, share);
         store.apply(&changes);
     }
+    Ok(store)
+}
+
+fn mock_faults(args: &MockArgs) -> Faults {
+    Faults {
+        p_10002: args.fault_10002,
+        p_5xx: args.fault_5xx,
+        p_drop: args.fault_drop,
+        p_slow: args.fault_slow,
+        slow_ms: args.slow_ms,
+        latency_ms: args.latency_ms,
+        quota: args.quota,
+        quota_429: args.quota_429,
+        proxy_page: None,
+    }
+}
+
+async fn mock_cmd(args: MockArgs) -> u8 {
+    let store = match mock_store(&args) {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
+    };
     let kind = store
         .messages
         .first()
@@ -448,17 +468,7 @@ async fn mock_cmd(args: MockArgs) -> u8 {
         } else {
             args.admins.clone()
         },
-        faults: Faults {
-            p_10002: args.fault_10002,
-            p_5xx: args.fault_5xx,
-            p_drop: args.fault_drop,
-            p_slow: args.fault_slow,
-            slow_ms: args.slow_ms,
-            latency_ms: args.latency_ms,
-            quota: args.quota,
-            quota_429: args.quota_429,
-            proxy_page: None,
-        },
+        faults: mock_faults(&args),
         seed: args.seed,
         page_size: crate::api::PAGE_SIZE,
         paging: Default::default(),

@@ -321,6 +321,36 @@ struct Begun {
     recovered: crate::ledger::Recovered,
 }
 
+/// The lake, checked, and what stops waiting on it after a signal.
+fn open_lake(
+    plan: &ExportPlan,
+    stop: &StopSignal,
+) -> Result<(Arc<dyn LakeStore>, AbortOnDrop), ExportError> {
+    let lake = plan.out.open(&plan.state_dir, plan.write.store_timeout)?;
+    lake.check()?;
+    let interrupts_lake = interrupt_on_signal(stop, &lake);
+    if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
+        eprintln!(
+            "msgext: the run's state (lock, log, files waiting for upload) is in {}",
+            plan.state_dir.display()
+        );
+    }
+    Ok((lake, interrupts_lake))
+}
+
+/// The line a run starts with: the run it resumes, or the lake's
+/// unfinished runs it does not.
+fn tell_start(opened: &OpenedRun, run_id: &str, others: &[String], out: &crate::write::Out) {
+    match opened.resumed {
+        true => eprintln!(
+            "msgext: resuming run {run_id} (started {}; {} messages already settled)",
+            opened.meta.started_at,
+            opened.recovered.resumed()
+        ),
+        false => note_unfinished_runs(others, out),
+    }
+}
+
 /// Open the lake, take the state folder's lock, read the input through
 /// once, choose the run (resumed or new), claim it and recover what an
 /// earlier attempt left. Nothing is fetched yet.
@@ -331,15 +361,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     drop(crate::input::InputReader::open(&plan.input)?);
     // The lake, behind the one interface that knows where it lives; a bucket
     // that cannot be reached is told before anything is read or fetched.
-    let lake = plan.out.open(&plan.state_dir, plan.write.store_timeout)?;
-    lake.check()?;
-    let interrupts_lake = interrupt_on_signal(stop, &lake);
-    if matches!(plan.out, crate::write::Out::Url(_)) && !plan.quiet {
-        eprintln!(
-            "msgext: the run's state (lock, log, files waiting for upload) is in {}",
-            plan.state_dir.display()
-        );
-    }
+    let (lake, interrupts_lake) = open_lake(plan, stop)?;
     // One run of an input at a time, before the input's full pass.
     let holder = |run_id: &str| crate::ledger::Holder {
         run_id: run_id.to_owned(),
@@ -384,14 +406,7 @@ fn start(plan: &ExportPlan, stop: &StopSignal) -> Result<(Run, Begun), ExportErr
     let run_dir = plan.state_dir.join(&run_id);
     let opened = open_run(&*lake, &run_id, &run_dir, &wanted)?;
     if !plan.quiet {
-        match opened.resumed {
-            true => eprintln!(
-                "msgext: resuming run {run_id} (started {}; {} messages already settled)",
-                opened.meta.started_at,
-                opened.recovered.resumed()
-            ),
-            false => note_unfinished_runs(&others, &plan.out),
-        }
+        tell_start(&opened, &run_id, &others, &plan.out);
     }
     let run = Run {
         clock,
@@ -632,6 +647,38 @@ async fn wait(stages: Stages, stop: &StopSignal) -> Result<Ended, ExportError> {
     })
 }
 
+/// A finished run's Delta commits: the history tables, then the current ones.
+fn commit_tables(
+    plan: &ExportPlan,
+    run: &Run,
+    delta: &crate::table::history::DeltaRun,
+    summary: &Summary,
+) -> Result<(), ExportError> {
+    release_free_heap();
+    crate::failpoint::hit("before_delta_commit");
+    let commit = crate::table::delta::RunCommit {
+        run_id: &run.run_id,
+        sdkappid: plan.api.sdkappid,
+        status: summary.status.name(),
+        messages: summary.messages.ok + summary.messages.not_found + summary.messages.failed,
+        kv_rows: summary.kv_rows,
+    };
+    delta.commit(&*run.lake, &summary.files, &commit)?;
+    crate::failpoint::hit("after_delta_commits");
+    let current = crate::table::current::CurrentCommit {
+        lake: &run.lake,
+        delta: delta.lake(),
+        kind: run.kind,
+        sdkappid: plan.api.sdkappid,
+        files: &summary.files,
+        opts: plan.write,
+        rebuild: run.rebuild,
+    };
+    crate::table::current::commit(&current, &commit)?;
+    crate::failpoint::hit("after_current_commits");
+    Ok(())
+}
+
 /// The run's status and summary, its reports, and `_SUCCESS` when it
 /// reached the end of its input.
 fn summarize(
@@ -693,28 +740,7 @@ fn summarize(
         progress.finish(&view(), status);
     }
     if finished && let Some(delta) = &run.delta {
-        release_free_heap();
-        crate::failpoint::hit("before_delta_commit");
-        let commit = crate::table::delta::RunCommit {
-            run_id: &run.run_id,
-            sdkappid: plan.api.sdkappid,
-            status: summary.status.name(),
-            messages: summary.messages.ok + summary.messages.not_found + summary.messages.failed,
-            kv_rows: summary.kv_rows,
-        };
-        delta.commit(&*run.lake, &summary.files, &commit)?;
-        crate::failpoint::hit("after_delta_commits");
-        let current = crate::table::current::CurrentCommit {
-            lake: &run.lake,
-            delta: delta.lake(),
-            kind: run.kind,
-            sdkappid: plan.api.sdkappid,
-            files: &summary.files,
-            opts: plan.write,
-            rebuild: run.rebuild,
-        };
-        crate::table::current::commit(&current, &commit)?;
-        crate::failpoint::hit("after_current_commits");
+        commit_tables(plan, &run, delta, &summary)?;
     }
     write_reports(&*run.lake, &run.run_id, &summary, finished)?;
     tracing::info!(run_id = %run.run_id, status = ?summary.status, requests = summary.requests,

@@ -231,6 +231,49 @@ pub fn write_all(
     Ok(t)
 }
 
+/// What a message's row of `messages` says, from its WAL record.
+struct Facts<'a> {
+    status: &'static str,
+    kv_count: usize,
+    latest: Option<i64>,
+    clear: Option<i64>,
+    /// The code and text of a message not found or failed.
+    error: Option<(&'a str, &'a str)>,
+    read: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    fn of(status: &'a WalStatus) -> Self {
+        let (status, error) = match status {
+            WalStatus::Ok {
+                latest_seq,
+                clear_seq,
+                pairs,
+                read,
+            } => {
+                return Facts {
+                    status: "ok",
+                    kv_count: pairs.len(),
+                    latest: Some(*latest_seq),
+                    clear: Some(*clear_seq),
+                    error: None,
+                    read: Some(read.as_str()),
+                };
+            }
+            WalStatus::NotFound { code, info } => ("not_found", (code.as_str(), info.as_str())),
+            WalStatus::Failed { code, info } => ("failed", (code.as_str(), info.as_str())),
+        };
+        Facts {
+            status,
+            kv_count: 0,
+            latest: None,
+            clear: None,
+            error: Some(error),
+            read: None,
+        }
+    }
+}
+
 impl State<'_> {
     /// The group commit: one fsync for the events that waited.
     fn sync_wal(
@@ -390,57 +433,22 @@ impl State<'_> {
     /// Rows of a settled message into the open part files and the pending checkpoint.
     fn write_rows(&mut self, r: &WalRecord) -> Result<(), WriterError> {
         let msg = &r.msg;
+        let Facts {
+            status,
+            kv_count,
+            latest,
+            clear,
+            error,
+            read,
+        } = Facts::of(&r.status);
         let c = &mut self.pending.counts;
-        let mut read = None;
-        let (status, kv_count, latest, clear, code, info): (
-            &str,
-            usize,
-            _,
-            _,
-            Option<&str>,
-            Option<&str>,
-        ) = match &r.status {
-            WalStatus::Ok {
-                latest_seq,
-                clear_seq,
-                pairs,
-                read: how,
-            } => {
-                c.ok += 1;
-                c.kv_rows += pairs.len() as u64;
-                read = Some(how.as_str());
-                (
-                    "ok",
-                    pairs.len(),
-                    Some(*latest_seq),
-                    Some(*clear_seq),
-                    None,
-                    None,
-                )
-            }
-            WalStatus::NotFound { code, info } => {
-                c.not_found += 1;
-                (
-                    "not_found",
-                    0,
-                    None,
-                    None,
-                    Some(code.as_str()),
-                    Some(info.as_str()),
-                )
-            }
-            WalStatus::Failed { code, info } => {
-                c.failed += 1;
-                (
-                    "failed",
-                    0,
-                    None,
-                    None,
-                    Some(code.as_str()),
-                    Some(info.as_str()),
-                )
-            }
-        };
+        match status {
+            "ok" => c.ok += 1,
+            "not_found" => c.not_found += 1,
+            _ => c.failed += 1,
+        }
+        c.kv_rows += kv_count as u64;
+        let (code, info) = (error.map(|e| e.0), error.map(|e| e.1));
         if let (Some(latest), Some(clear)) = (latest, clear) {
             self.w
                 .tables

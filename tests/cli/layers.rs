@@ -1,6 +1,7 @@
 //! The house goes one way: every top-level module of `src/` has a layer,
 //! and imports (test modules aside) go only to its own layer or a lower
 //! one, with no cycle among the modules. README "Development" draws it.
+//! And its pieces stay short: no function of `src/` over 80 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -66,26 +67,84 @@ fn imports(code: &str) -> BTreeSet<String> {
     out
 }
 
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// Every source file of `src/`: its path there and its text.
+fn sources() -> Vec<(std::path::PathBuf, String)> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut out = Vec::new();
     let mut todo = vec![src.clone()];
     while let Some(dir) = todo.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 todo.push(path);
-                continue;
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                out.push((path.strip_prefix(&src).unwrap().to_owned(), text));
             }
-            let Some(module) = module_of(path.strip_prefix(&src).unwrap()) else {
-                continue;
-            };
-            let text = std::fs::read_to_string(&path).unwrap();
-            let edges = graph.entry(module.clone()).or_default();
-            edges.extend(imports(&code(&text)).into_iter().filter(|m| *m != module));
         }
     }
+    out
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in sources() {
+        let Some(module) = module_of(&rel) else {
+            continue;
+        };
+        let edges = graph.entry(module.clone()).or_default();
+        edges.extend(imports(&code(&text)).into_iter().filter(|m| *m != module));
+    }
     graph
+}
+
+/// The functions of rustfmt'd code longer than `max` lines: (first line, name, lines).
+fn long_functions(code: &str, max: usize) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let body = line.trim_start();
+        let indent = &line[..line.len() - body.len()];
+        let mut words = body.split_whitespace().peekable();
+        while words
+            .peek()
+            .is_some_and(|w| w.starts_with("pub") || ["async", "const", "unsafe"].contains(w))
+        {
+            words.next();
+        }
+        if words.next() != Some("fn") || body.ends_with(';') {
+            continue;
+        }
+        let name: String = words
+            .next()
+            .unwrap_or("")
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{indent}}}");
+        if let Some(end) = (i..lines.len()).find(|&j| lines[j] == close) {
+            if end - i + 1 > max {
+                out.push((i + 1, name, end - i + 1));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_over_80_lines() {
+    let mut long = Vec::new();
+    for (rel, text) in sources() {
+        for (line, name, n) in long_functions(&code(&text), 80) {
+            long.push(format!("src/{}:{line} {name}: {n} lines", rel.display()));
+        }
+    }
+    assert!(long.is_empty(), "functions over 80 lines: {long:#?}");
+    let made_up = format!(
+        "pub(crate) async fn f() {{\n{}}}\nfn g() {{}}\n",
+        "    x();\n".repeat(81)
+    );
+    assert_eq!(long_functions(&made_up, 80), [(1, "f".to_owned(), 83)]);
 }
 
 #[test]
