@@ -122,10 +122,10 @@ fn long_functions(code: &str, max: usize) -> Vec<(usize, String, usize)> {
             .take_while(|c| c.is_alphanumeric() || *c == '_')
             .collect();
         let close = format!("{indent}}}");
-        if let Some(end) = (i..lines.len()).find(|&j| lines[j] == close) {
-            if end - i + 1 > max {
-                out.push((i + 1, name, end - i + 1));
-            }
+        if let Some(end) = (i..lines.len()).find(|&j| lines[j] == close)
+            && end - i + 1 > max
+        {
+            out.push((i + 1, name, end - i + 1));
         }
     }
     out
