@@ -385,7 +385,7 @@ pub enum WalStatus {
 }
 
 fn not_found_code() -> String {
-    crate::api::codes::NOT_FOUND.to_string()
+    crate::codes::NOT_FOUND.to_string()
 }
 
 impl WalRecord {

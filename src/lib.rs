@@ -10,6 +10,7 @@
 pub mod api;
 pub mod app;
 pub mod cli;
+pub mod codes;
 pub mod columns;
 pub mod demo;
 pub mod discover;

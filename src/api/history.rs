@@ -4,7 +4,7 @@
 //! answers, shared by the client and the simulator, what each API's codes
 //! mean, and whether an OK answer is whole.
 
-use super::codes::{Action, classify_code};
+use crate::codes::{Action, classify_code};
 use serde::{Deserialize, Serialize};
 
 pub const GROUP_LIST_PATH: &str = "/v4/group_open_http_svc/get_appid_group_list";

@@ -1,10 +1,10 @@
 //! The Tencent Cloud Chat REST API as msgext uses it: regions and their
 //! domains, the wire types of `get_key_values`, UserSig signing (`sign`) and a
-//! single HTTP call (`client`, on reqwest), and what each error code means
-//! (`codes`). Nothing here retries, sleeps or decides policy.
+//! single HTTP call (`client`, on reqwest), the history APIs (`history`)
+//! and the pairs of an answer (`pairs`); what each error code means is the
+//! ground's (`crate::codes`). Nothing here retries, sleeps or decides policy.
 
 pub mod client;
-pub mod codes;
 pub mod history;
 pub mod pairs;
 pub mod sign;

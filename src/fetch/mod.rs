@@ -994,7 +994,7 @@ mod tests {
     async fn the_breaker_names_retried_failures_not_answers() {
         let not_found = || {
             Ok(GetKeyValuesResponse::error(
-                crate::api::codes::NOT_FOUND,
+                crate::codes::NOT_FOUND,
                 "no such message",
             ))
         };
@@ -1068,7 +1068,7 @@ mod tests {
     async fn an_expired_usersig_is_renewed_once_then_the_run_stops() {
         let expired = || {
             Ok(GetKeyValuesResponse::error(
-                crate::api::codes::SIG_EXPIRED,
+                crate::codes::SIG_EXPIRED,
                 "expired",
             ))
         };

@@ -3,7 +3,7 @@
 //! computes capped exponential delays with full jitter.
 
 use crate::api::client::CallError;
-pub use crate::api::codes::{Action, classify_code};
+pub use crate::codes::{Action, classify_code};
 use std::time::Duration;
 
 /// What one attempt produced, as far as policy is concerned.

@@ -3,7 +3,7 @@
 //! of the one-to-one call's; its error codes are not all documented.
 
 use super::{Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId};
-use crate::api::codes::{self, Action};
+use crate::codes::{self, Action};
 use crate::columns::{finish_int, finish_text};
 use arrow_array::ArrayRef;
 use arrow_array::builder::{Int64Builder, StringBuilder};
@@ -197,7 +197,7 @@ impl IdentityColumns for Columns {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::codes::Action;
+    use crate::codes::Action;
 
     #[test]
     fn rows_are_a_group_id_and_a_positive_seq() {

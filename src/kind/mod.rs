@@ -18,7 +18,7 @@ pub mod one_to_one;
 pub use group::GroupMessageRef;
 pub use one_to_one::MessageRef;
 
-use crate::api::codes::{self, Action};
+use crate::codes::{self, Action};
 use arrow_array::ArrayRef;
 use arrow_schema::Field;
 use std::fmt;
@@ -85,7 +85,7 @@ pub trait KindSpec: Sync {
     /// reads it (the simulator's side of `Identity::request_body`).
     fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String>;
     /// This API's own reading of an error code, where it differs from the
-    /// common table (`api::codes::classify_code`).
+    /// common table (`codes::classify_code`).
     fn classify_code(&self, _code: i64) -> Option<Action> {
         None
     }

@@ -65,7 +65,7 @@ impl KindSpec for OneToOne {
 
     fn not_found(&self, _scope_known: bool) -> (i64, &'static str) {
         (
-            crate::api::codes::NOT_FOUND,
+            crate::codes::NOT_FOUND,
             "the one-to-one message does not exist",
         )
     }

@@ -10,9 +10,9 @@
 pub mod history;
 pub mod store;
 
-use crate::api::codes;
 use crate::api::sign::{self, SigClaims, SigError};
 use crate::api::wire::GetKeyValuesResponse;
+use crate::codes;
 use crate::kind::{Kind, MessageId};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,6 +1,7 @@
 //! The API's error codes: the ones the client and the simulator both name,
 //! and what each means to an export (`Action`). A kind whose API reads some
-//! codes differently says so itself (`kind::KindSpec::classify_code`).
+//! codes differently says so itself (`kind::KindSpec::classify_code`). A
+//! pure table, in the ground: the kinds read it as the protocol does.
 
 pub const OK: i64 = 0;
 pub const INTERNAL: i64 = 10002;
