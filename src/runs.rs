@@ -6,7 +6,7 @@
 //! files by one pure function (`RunState::of`).
 
 use crate::ledger::{Holder, RunLock};
-use crate::table::RunCommits;
+use crate::table::{LakeCommits, RunCommits};
 use crate::write::{LakeStore, WriteError, all_tables};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -179,12 +179,18 @@ pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
     let (reports, data) = files_by_run(lake)?;
     let ids: HashSet<&String> = reports.keys().chain(data.keys()).collect();
     let mut runs = Vec::with_capacity(ids.len());
+    // The tables' logs, read once for every unfinished run.
+    let mut commits: Option<LakeCommits> = None;
     for run_id in ids {
         let report_files = reports.get(run_id).cloned().unwrap_or_default();
         let data_files = data.get(run_id).cloned().unwrap_or_default();
         let mut run = describe(lake, run_id, report_files, data_files)?;
         if !run.state.finished() {
-            run.commits = Some(RunCommits::of(lake, run_id)?);
+            let commits = match &mut commits {
+                Some(c) => c,
+                None => commits.insert(LakeCommits::open(lake)?),
+            };
+            run.commits = Some(commits.of(run_id)?);
         }
         runs.push(run);
     }

@@ -116,11 +116,18 @@ pub struct RunCommits {
     pub current: Vec<String>,
 }
 
-impl RunCommits {
-    /// Look the run's txn up in every table of both kinds that has a log.
-    pub fn of(lake: &dyn LakeStore, run_id: &str) -> Result<RunCommits, WriteError> {
-        let mut out = RunCommits::default();
+/// The lake's Delta tables read once (a snapshot of each one with a log),
+/// to tell the commits of any number of runs.
+pub struct LakeCommits {
+    delta: Option<DeltaLake>,
+    /// (table, whether it is a current table, its name for people, snapshot).
+    tables: Vec<(String, bool, String, SnapshotRef)>,
+}
+
+impl LakeCommits {
+    pub fn open(lake: &dyn LakeStore) -> Result<LakeCommits, WriteError> {
         let mut delta = None;
+        let mut tables = Vec::new();
         for kind in Kind::ALL {
             let history = kind.spec().tables().map(|t| (t.to_owned(), false));
             for (table, current) in history.into_iter().chain(names(kind).map(|t| (t, true))) {
@@ -133,17 +140,38 @@ impl RunCommits {
                         delta.insert(DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?)
                     }
                 };
-                if holds(d, &table, &Some(d.snapshot(&table)?), run_id)? {
-                    let tables = if current {
-                        &mut out.current
-                    } else {
-                        &mut out.history
-                    };
-                    tables.push(lake.display(&table));
-                }
+                let snapshot = d.snapshot(&table)?;
+                tables.push((lake.display(&table), current, table, snapshot));
+            }
+        }
+        Ok(LakeCommits { delta, tables })
+    }
+
+    /// The tables whose log holds the run's txn.
+    pub fn of(&self, run_id: &str) -> Result<RunCommits, WriteError> {
+        let mut out = RunCommits::default();
+        let Some(delta) = &self.delta else {
+            return Ok(out);
+        };
+        let app = delta::app_id(run_id);
+        for (name, current, table, snapshot) in &self.tables {
+            if delta.has_transaction(table, snapshot, &app)? {
+                let tables = if *current {
+                    &mut out.current
+                } else {
+                    &mut out.history
+                };
+                tables.push(name.clone());
             }
         }
         Ok(out)
+    }
+}
+
+impl RunCommits {
+    /// One run's commits (`LakeCommits` for several).
+    pub fn of(lake: &dyn LakeStore, run_id: &str) -> Result<RunCommits, WriteError> {
+        LakeCommits::open(lake)?.of(run_id)
     }
 
     /// Whether any table holds the run: its files are part of the lake.
