@@ -296,9 +296,14 @@ impl State<'_> {
     }
 
     fn handle(&mut self, ev: Event) -> Result<(), WriterError> {
-        if let Event::InputFailed(e) = ev {
-            self.t.input_error = Some(e.to_string());
-            return Ok(());
+        match ev {
+            Event::InputFailed(e) => {
+                self.t.input_error = Some(e.to_string());
+                return Ok(());
+            }
+            // The clock is no input row (`write_all` syncs on it).
+            Event::Tick => return Ok(()),
+            _ => {}
         }
         self.t.input.rows += 1;
         match ev {
@@ -582,4 +587,28 @@ impl State<'_> {
 /// The spool of this attempt's invalid rows and unfinished messages.
 pub fn spool_path(run_dir: &Path) -> PathBuf {
     run_dir.join(".errors-spool.csv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer ends when the last other sender goes: the clock holds no
+    /// sender between its ticks, so a run never waits on it.
+    #[tokio::test(start_paused = true)]
+    async fn the_clock_ticks_while_others_can_send_and_stops_with_them() {
+        let (tx, mut rx) = mpsc::channel::<Event>(4);
+        let clock = tokio::spawn(tick(tx.downgrade()));
+        for _ in 0..3 {
+            assert!(matches!(rx.recv().await, Some(Event::Tick)));
+        }
+        drop(tx);
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(ev) = rx.recv().await {
+                assert!(matches!(ev, Event::Tick));
+            }
+        });
+        assert!(drained.await.is_ok(), "the writer's events never ended");
+        clock.await.unwrap();
+    }
 }
