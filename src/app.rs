@@ -349,7 +349,7 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
     };
     let out = match crate::write::Out::parse(&out.to_string_lossy()) {
         Ok(o) => o,
-        Err(e) => return fail(2, e),
+        Err(e) => return fail(2, e.to_string()),
     };
     // A mistyped folder is no lake: told, not listed as empty.
     if let crate::write::Out::Dir(d) = &out
@@ -367,7 +367,7 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
         Some(d) => d,
         None => match out.default_state_dir(&|k| std::env::var(k).ok()) {
             Ok(d) => d,
-            Err(e) => return fail(2, e),
+            Err(e) => return fail(2, e.to_string()),
         },
     };
     let timeout = crate::write::WriteOptions::default().store_timeout;
@@ -410,11 +410,12 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
 
 /// The simulator's store: a file (at its `--round`), synthetic, or the
 /// demo's; then `--deletes` and `--change`.
-fn mock_store(args: &MockArgs) -> Result<crate::mock::store::Store, String> {
+fn mock_store(
+    args: &MockArgs,
+) -> Result<crate::mock::store::Store, crate::mock::store::StoreError> {
     let mut store = match (&args.store, args.synthetic) {
         (Some(path), _) => crate::mock::store::Store::load(path)
-            .and_then(|mut s| s.advance(args.round).map(|()| s))
-            .map_err(|e| e.to_string())?,
+            .and_then(|mut s| s.advance(args.round).map(|()| s))?,
         (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
         (None, None) => crate::demo::demo_store(),
     };

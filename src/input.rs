@@ -287,7 +287,7 @@ impl<R: Read> InputReader<R> {
             cells.push(t);
         }
         match self.cols.kind.spec().parse_cells(&cells) {
-            Err(reason) => invalid(reason),
+            Err(reason) => invalid(reason.to_string()),
             Ok(msg) => Row::Message(msg, trimmed),
         }
     }

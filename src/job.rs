@@ -319,7 +319,7 @@ fn required<T>(value: Option<T>, flag: &str) -> Result<T, JobError> {
 
 fn out(args: &ExportArgs, job: &JobFile) -> Result<Out, JobError> {
     let out = required(args.out.clone().or_else(|| job.out.clone()), "--out")?;
-    Out::parse(&out.to_string_lossy()).map_err(invalid)
+    Out::parse(&out.to_string_lossy()).map_err(|e| invalid(e.to_string()))
 }
 
 fn state_dir(args: &ExportArgs, job: &JobFile, out: &Out, env: &Env) -> Result<PathBuf, JobError> {
@@ -327,7 +327,7 @@ fn state_dir(args: &ExportArgs, job: &JobFile, out: &Out, env: &Env) -> Result<P
         Some(d) => Ok(d),
         None => out
             .default_state_dir(&|k| env.state_vars.get(k).cloned())
-            .map_err(invalid),
+            .map_err(|e| invalid(e.to_string())),
     }
 }
 

@@ -495,17 +495,6 @@ pub fn read_ledger<R: BufRead, E: From<LedgerError>>(
     Ok(good)
 }
 
-/// `read_ledger` over a text, collecting the checkpoints (for tests and small ledgers).
-pub fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), String> {
-    let mut out = Vec::new();
-    let good = read_ledger(Path::new("ledger"), text.as_bytes(), |c| {
-        out.push(c);
-        Ok(())
-    })
-    .map_err(|e: LedgerError| e.to_string())?;
-    Ok((out, good as usize))
-}
-
 /// Every record of a WAL file, in order, until its torn tail (a crash
 /// mid-append, never fsynced as settled). Streams.
 pub fn read_wal<E: From<LedgerError>>(
@@ -827,6 +816,16 @@ fn open_wal(dir: &Path, seq: u32) -> Result<BufWriter<File>, LedgerError> {
 mod tests {
     use super::*;
 
+    /// `read_ledger` over a text, collecting the checkpoints.
+    fn parse_ledger(text: &str) -> Result<(Vec<Checkpoint>, usize), LedgerError> {
+        let mut out = Vec::new();
+        let good = read_ledger(Path::new("ledger"), text.as_bytes(), |c| {
+            out.push(c);
+            Ok::<_, LedgerError>(())
+        })?;
+        Ok((out, good as usize))
+    }
+
     #[test]
     fn a_resume_names_what_differs() {
         let then = RunMeta {
@@ -945,7 +944,7 @@ mod tests {
         );
         let other_version = serde_json::to_string(&Checkpoint { v: 1, ..cp(0) }).unwrap() + "\n";
         let e = parse_ledger(&other_version).unwrap_err();
-        assert!(e.contains("format version 1"), "{e}");
+        assert!(e.to_string().contains("format version 1"), "{e}");
     }
 
     #[test]

@@ -50,6 +50,18 @@ impl CallError {
     }
 }
 
+/// Why no client could be set up; every field is shown without a password
+/// or query (`without_password`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetupError {
+    #[error("invalid endpoint {endpoint}: {reason}")]
+    Endpoint { endpoint: String, reason: String },
+    #[error("invalid proxy {proxy}: {reason}")]
+    Proxy { proxy: String, reason: String },
+    #[error("cannot set up the API client: {0}")]
+    Client(String),
+}
+
 /// Where the UserSig of each call comes from.
 pub enum Credentials {
     /// msgext signs with the secret key and renews before expiry.
@@ -171,8 +183,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 impl ApiClient {
     /// `base` is `https://{domain}` or an `--endpoint` such as
     /// `http://127.0.0.1:PORT`; `path` is the API's (`KindSpec::api_path`).
-    /// The error is text naming the setting to fix, the proxy without its
-    /// password: reqwest's own error would quote the proxy URL whole.
+    /// The error names the setting to fix, the endpoint and the proxy
+    /// without a password or query: reqwest's own error would quote them whole.
     pub fn new(
         base: &str,
         path: &str,
@@ -180,11 +192,15 @@ impl ApiClient {
         identifier: &str,
         timeout: Duration,
         proxies: &Proxies,
-    ) -> Result<Self, String> {
-        let invalid = |e: &dyn fmt::Display| format!("invalid endpoint {base:?}: {e}");
-        let mut url = reqwest::Url::parse(&super::call_url(base, path)).map_err(|e| invalid(&e))?;
+    ) -> Result<Self, SetupError> {
+        let invalid = |reason: String| SetupError::Endpoint {
+            endpoint: without_password(base),
+            reason,
+        };
+        let mut url = reqwest::Url::parse(&super::call_url(base, path))
+            .map_err(|e| invalid(e.to_string()))?;
         if !matches!(url.scheme(), "http" | "https") {
-            return Err(invalid(&"give an http:// or https:// URL"));
+            return Err(invalid("give an http:// or https:// URL".into()));
         }
         url.set_query(None);
         url.set_fragment(None);
@@ -196,15 +212,17 @@ impl ApiClient {
         let via = match proxies {
             Proxies::Environment => proxy_from_env(&url),
             Proxies::All(proxy) => {
-                let p = reqwest::Proxy::all(proxy.as_str())
-                    .map_err(|e| format!("invalid proxy {}: {e}", without_password(proxy)))?;
+                let p = reqwest::Proxy::all(proxy.as_str()).map_err(|e| SetupError::Proxy {
+                    proxy: without_password(proxy),
+                    reason: root_cause(&e),
+                })?;
                 builder = builder.proxy(p);
                 Some(without_password(proxy))
             }
         };
         let http = builder
             .build()
-            .map_err(|e| format!("cannot set up the API client: {}", root_cause(&e)))?;
+            .map_err(|e| SetupError::Client(root_cause(&e)))?;
         Ok(ApiClient {
             http,
             via: via.map(|p| Arc::from(format!("through the proxy {p}: "))),
@@ -241,8 +259,11 @@ impl ApiClient {
 
     /// The same client (connections, settings, proxy) calling another path
     /// of the same endpoint: the history APIs beside `get_key_values`.
-    pub fn at(&self, path: &str) -> Result<Self, String> {
-        let mut url = reqwest::Url::parse(&self.url).map_err(|e| e.to_string())?;
+    pub fn at(&self, path: &str) -> Result<Self, SetupError> {
+        let mut url = reqwest::Url::parse(&self.url).map_err(|e| SetupError::Endpoint {
+            endpoint: without_password(&self.url),
+            reason: e.to_string(),
+        })?;
         url.set_path(path);
         Ok(ApiClient {
             url: Arc::from(url.as_str()),
@@ -335,16 +356,19 @@ fn proxy_for(
         .map(|i| without_password(&i.uri().to_string()))
 }
 
-/// A proxy URL as it may be shown: scheme, host and port, no credentials.
-fn without_password(proxy: &str) -> String {
-    match reqwest::Url::parse(proxy) {
+/// A URL (a proxy, an endpoint) as it may be shown: scheme, host and port,
+/// never a password or a query. One that does not parse is shown whole only
+/// when it holds nothing that could be a credential (`@`, `?`, `#`).
+fn without_password(url: &str) -> String {
+    match reqwest::Url::parse(url) {
         Ok(u) => format!(
             "{}://{}{}",
             u.scheme(),
             u.host_str().unwrap_or("?"),
             u.port().map(|p| format!(":{p}")).unwrap_or_default()
         ),
-        Err(_) => "(a proxy URL that does not parse)".to_owned(),
+        Err(_) if !url.contains(['@', '?', '#']) => format!("{url:?}"),
+        Err(_) => "(a URL that does not parse)".to_owned(),
     }
 }
 
@@ -793,5 +817,71 @@ mod tests {
         for (e, code) in table {
             assert_eq!(e.code(), code);
         }
+    }
+
+    /// Every level of an error's chain as it could reach a log: `Display`
+    /// and `Debug` of the error and of each `source()`.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut cur = Some(e);
+        while let Some(e) = cur {
+            out.push(format!("{e} / {e:?}"));
+            cur = e.source();
+        }
+        out
+    }
+
+    /// A UserSig in the call's query, a proxy's password, credentials or a
+    /// query in the endpoint: no error msgext builds from them shows them,
+    /// at any level of its chain, as text or as `Debug`.
+    #[tokio::test]
+    async fn no_error_chain_shows_a_secret() {
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let path = "/v4/openim_msg_ext_http_svc/get_key_values";
+        let new = |base: &str, proxies: &Proxies| {
+            ApiClient::new(base, path, 1, "admin", Duration::from_secs(2), proxies)
+        };
+        let mut errors: Vec<Box<dyn std::error::Error>> = Vec::new();
+        for (base, proxies) in [
+            ("ftp://u:SECRET@host/", Proxies::Environment),
+            ("http://u:SECRET@host:99999/", Proxies::Environment),
+            (
+                "http://host/?usersig=SECRET",
+                Proxies::All("http://u:SECRET@[::1".into()),
+            ),
+            ("127.0.0.1:1?sig=SECRET", Proxies::Environment),
+        ] {
+            let Err(e) = new(base, &proxies) else {
+                panic!("{base}: taken");
+            };
+            errors.push(Box::new(crate::export::ExportError::from(e)));
+        }
+        let refused = new(&format!("http://{closed}"), &Proxies::Environment).unwrap();
+        let via_proxy = new(
+            "http://api.invalid",
+            &Proxies::All(format!("http://u:SECRET@{closed}")),
+        )
+        .unwrap();
+        for client in [refused, via_proxy] {
+            let e = client.call("SECRET", Bytes::from_static(b"{}")).await;
+            errors.push(Box::new(e.expect_err("nothing listens")));
+        }
+        for e in &errors {
+            for level in chain(e.as_ref()) {
+                assert!(!level.contains("SECRET"), "a secret shown: {level}");
+            }
+        }
+        let texts: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert!(
+            texts[0].contains("invalid endpoint ftp://host"),
+            "{texts:?}"
+        );
+        assert!(
+            texts[5].contains("through the proxy http://127.0.0.1"),
+            "{texts:?}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! answers, shared by the client and the simulator, what each API's codes
 //! mean, and whether an OK answer is whole.
 
+use super::BadAnswer;
 use crate::codes::{Action, classify_code};
 use serde::{Deserialize, Serialize};
 
@@ -64,10 +65,10 @@ impl Status {
     }
 
     /// An OK code under an ActionStatus that is not OK is no answer to take.
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), BadAnswer> {
         match self.action_status.as_deref() {
             Some(s) if !s.eq_ignore_ascii_case("OK") => {
-                Err("ErrorCode 0 but ActionStatus is not OK".into())
+                Err(BadAnswer("ErrorCode 0 but ActionStatus is not OK"))
             }
             _ => Ok(()),
         }
@@ -126,11 +127,11 @@ pub struct GroupListResponse {
 answer!(GroupListResponse);
 
 impl GroupListResponse {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (&self.group_id_list, self.next) {
             (Some(_), Some(_)) => Ok(()),
-            _ => Err("an OK group list without GroupIdList or Next".into()),
+            _ => Err(BadAnswer("an OK group list without GroupIdList or Next")),
         }
     }
 }
@@ -191,11 +192,11 @@ pub struct GroupHistoryResponse {
 answer!(GroupHistoryResponse);
 
 impl GroupHistoryResponse {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match self.is_finished {
             Some(_) => Ok(()),
-            None => Err("an OK group history without IsFinished".into()),
+            None => Err(BadAnswer("an OK group history without IsFinished")),
         }
     }
 }
@@ -261,12 +262,14 @@ pub struct ConversationsResponse {
 answer!(ConversationsResponse);
 
 impl ConversationsResponse {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (self.complete_flag, self.cursors) {
             (Some(1), _) | (Some(_), Some(_)) => Ok(()),
-            (None, _) => Err("an OK conversation list without CompleteFlag".into()),
-            (Some(_), None) => Err("an unfinished conversation list without its cursors".into()),
+            (None, _) => Err(BadAnswer("an OK conversation list without CompleteFlag")),
+            (Some(_), None) => Err(BadAnswer(
+                "an unfinished conversation list without its cursors",
+            )),
         }
     }
 }
@@ -347,12 +350,14 @@ pub struct RoamResponse {
 answer!(RoamResponse);
 
 impl RoamResponse {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (self.complete, &self.last_msg_time, &self.last_msg_key) {
             (Some(1), _, _) | (Some(_), Some(_), Some(_)) => Ok(()),
-            (None, _, _) => Err("an OK roaming answer without Complete".into()),
-            _ => Err("an unfinished roaming answer without LastMsgTime and LastMsgKey".into()),
+            (None, _, _) => Err(BadAnswer("an OK roaming answer without Complete")),
+            _ => Err(BadAnswer(
+                "an unfinished roaming answer without LastMsgTime and LastMsgKey",
+            )),
         }
     }
 }

@@ -19,6 +19,12 @@ pub trait Answer {
     fn into_info(self) -> String;
 }
 
+/// Why an answer with ErrorCode 0 was not taken for data: a field the API
+/// documents for an OK answer is missing, or the answer contradicts itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadAnswer(pub &'static str);
+
 /// Where the UserSig comes from.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Secret {

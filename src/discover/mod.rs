@@ -140,6 +140,9 @@ pub enum DiscoverError {
     /// A usage problem (the accounts file): exit 2.
     #[error("{0}")]
     Usage(String),
+    /// The endpoint or the proxy cannot be used: exit 2.
+    #[error(transparent)]
+    Setup(#[from] crate::api::client::SetupError),
     /// An answer every call would get (auth, region, admin): exit 1.
     #[error("{0}")]
     Fatal(String),
@@ -157,7 +160,7 @@ pub enum DiscoverError {
 impl DiscoverError {
     pub fn exit_code(&self) -> u8 {
         match self {
-            DiscoverError::Usage(_) => 2,
+            DiscoverError::Usage(_) | DiscoverError::Setup(_) => 2,
             DiscoverError::Interrupted => 130,
             _ => 1,
         }
@@ -230,10 +233,10 @@ pub async fn run(
     let walker = Arc::new(Walker {
         list_calls: calls.limited_by(Limiter::new(h::GROUP_LIST_RATE).map(Arc::new)),
         calls,
-        group_list: client(h::GROUP_LIST_PATH).map_err(DiscoverError::Usage)?,
-        group_history: client(h::GROUP_HISTORY_PATH).map_err(DiscoverError::Usage)?,
-        conversations: client(h::CONVERSATIONS_PATH).map_err(DiscoverError::Usage)?,
-        roam: client(h::ROAM_PATH).map_err(DiscoverError::Usage)?,
+        group_list: client(h::GROUP_LIST_PATH)?,
+        group_history: client(h::GROUP_HISTORY_PATH)?,
+        conversations: client(h::CONVERSATIONS_PATH)?,
+        roam: client(h::ROAM_PATH)?,
         since: plan.since,
         now: chrono::Utc::now().timestamp(),
         found: AtomicU64::new(0),

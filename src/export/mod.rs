@@ -69,6 +69,9 @@ pub enum ExportError {
     Usage(String),
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The endpoint or the proxy cannot be used: exit 2.
+    #[error(transparent)]
+    Setup(#[from] crate::api::client::SetupError),
     /// I/O on the output folder: exit 1.
     #[error("{0}")]
     Output(String),
@@ -114,6 +117,7 @@ impl ExportError {
     pub fn exit_code(&self) -> u8 {
         match self {
             ExportError::Usage(_)
+            | ExportError::Setup(_)
             | ExportError::AlreadyComplete { .. }
             | ExportError::Claimed { .. }
             | ExportError::Input(InputError::Open { .. })
@@ -862,8 +866,7 @@ fn build_fetcher(
     ),
     stop: &StopSignal,
 ) -> Result<Fetcher, ExportError> {
-    let client = crate::fetch::client(&plan.api, kind.spec().api_path(), tuning.timeout)
-        .map_err(ExportError::Usage)?;
+    let client = crate::fetch::client(&plan.api, kind.spec().api_path(), tuning.timeout)?;
     let calls = Calls::new(&plan.api, tuning.retry, stats, limiter, stop);
     Ok(Fetcher {
         client,

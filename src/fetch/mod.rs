@@ -11,7 +11,7 @@ pub mod retry;
 use crate::api::client::{ApiClient, CallError, Credentials};
 use crate::api::sign::DEFAULT_EXPIRE_SECS;
 use crate::api::wire::GetKeyValuesResponse;
-use crate::api::{Answer, Connection, Secret};
+use crate::api::{Answer, BadAnswer, Connection, Secret};
 use crate::incremental::{Prior, Read, Start, Verdict};
 use crate::model::MessageId;
 use limiter::Limiter;
@@ -310,7 +310,11 @@ impl Calls {
 
 /// The client of one API path of `conn`'s endpoint, calls through the
 /// environment's proxies; the error names the setting to fix.
-pub fn client(conn: &Connection, path: &str, timeout: Duration) -> Result<ApiClient, String> {
+pub fn client(
+    conn: &Connection,
+    path: &str,
+    timeout: Duration,
+) -> Result<ApiClient, crate::api::client::SetupError> {
     ApiClient::new(
         &conn.base_url,
         path,
@@ -364,7 +368,7 @@ impl Ended {
 /// codes, and whether an OK answer is whole.
 pub struct Rules<'a, R> {
     pub classify: &'a (dyn Fn(i64) -> Action + Sync),
-    pub check: &'a (dyn Fn(&R) -> Result<(), String> + Sync),
+    pub check: &'a (dyn Fn(&R) -> Result<(), BadAnswer> + Sync),
 }
 
 /// Fetches messages; cheap to clone, one per worker.
@@ -473,7 +477,7 @@ impl<C: Call> Fetcher<C> {
         let client = &self.client;
         let rules = Rules {
             classify: &|code| kind.classify_code(code),
-            check: &|page| pager.check(page).map_err(|bad| bad.to_string()),
+            check: &|page| pager.check(page),
         };
         let send = |sig| client.call(sig, body.clone());
         match self.calls.retried(attempts, send, rules).await {
@@ -600,7 +604,7 @@ impl Calls {
                     // An OK answer that cannot be the whole truth: a bad
                     // response, retried like an unparseable body.
                     (Action::Success, Err(bad)) => {
-                        let e = CallError::Decode(bad);
+                        let e = CallError::Decode(bad.to_string());
                         Err(Judged::of(classify(Observed::Call(&e)), &e))
                     }
                     (action, _) => {

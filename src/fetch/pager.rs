@@ -8,6 +8,7 @@
 //! (a whole page of one Seq), in which case the message is reported stuck
 //! rather than silently cut short.
 
+use crate::api::BadAnswer;
 use crate::api::pairs::{PairList, PairRef};
 use crate::api::wire::GetKeyValuesResponse;
 use std::collections::HashMap;
@@ -175,11 +176,6 @@ impl Pager {
         }
     }
 }
-
-/// Why an answer with ErrorCode 0 was not taken for data.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct BadAnswer(pub &'static str);
 
 /// The checks an OK answer must pass before its pairs are believed: the
 /// fields the API documents for an OK answer are all there, it does not also

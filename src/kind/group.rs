@@ -2,7 +2,9 @@
 //! identified by (GroupId, MsgSeq). The API's answer has exactly the shape
 //! of the one-to-one call's; its error codes are not all documented.
 
-use super::{Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId};
+use super::{
+    BadId, Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId,
+};
 use crate::codes::{self, Action};
 use crate::columns::{finish_int, finish_text};
 use arrow_array::ArrayRef;
@@ -24,18 +26,19 @@ impl KindSpec for Group {
     }
 
     /// A non-empty GroupId and a positive integer MsgSeq.
-    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String> {
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, BadId> {
         let [group_id, msg_seq] = cells else {
-            return Err("wrong number of identity cells".into());
+            return Err(BadId::Cells);
         };
         if group_id.is_empty() {
-            return Err("GroupId is empty".into());
+            return Err(BadId::Empty("GroupId"));
         }
         match msg_seq.parse::<i64>() {
             Ok(seq) if seq > 0 => Ok(GroupMessageRef::new(group_id, seq).into()),
-            _ => Err(format!(
-                "MsgSeq must be a positive integer, not {msg_seq:?}"
-            )),
+            _ => Err(BadId::NotPositive {
+                field: "MsgSeq",
+                given: Some(msg_seq.to_string()),
+            }),
         }
     }
 
@@ -44,19 +47,19 @@ impl KindSpec for Group {
     }
 
     /// GroupId a non-empty string, MsgSeq a positive integer.
-    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String> {
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, BadId> {
         let group_id = match body.get("GroupId") {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-            Some(serde_json::Value::String(_)) => return Err("GroupId is empty".into()),
-            Some(_) => return Err("GroupId must be a string".into()),
-            None => return Err("GroupId is required".into()),
+            Some(serde_json::Value::String(_)) => return Err(BadId::Empty("GroupId")),
+            Some(_) => return Err(BadId::NotString("GroupId")),
+            None => return Err(BadId::Required("GroupId")),
         };
         let msg_seq = match body.get("MsgSeq") {
-            Some(v) => v
-                .as_i64()
-                .filter(|s| *s > 0)
-                .ok_or("MsgSeq must be a positive integer")?,
-            None => return Err("MsgSeq is required".into()),
+            Some(v) => v.as_i64().filter(|s| *s > 0).ok_or(BadId::NotPositive {
+                field: "MsgSeq",
+                given: None,
+            })?,
+            None => return Err(BadId::Required("MsgSeq")),
         };
         Ok(GroupMessageRef::new(group_id, msg_seq).into())
     }
@@ -213,7 +216,7 @@ mod tests {
         for (cells, want) in table {
             match (Group.parse_cells(cells), want) {
                 (Ok(got), Ok(w)) => assert_eq!(got, w.into()),
-                (Err(got), Err(w)) => assert!(got.starts_with(w), "{got}"),
+                (Err(got), Err(w)) => assert!(got.to_string().starts_with(w), "{got}"),
                 (got, w) => panic!("{cells:?}: {got:?} vs {w:?}"),
             }
         }
@@ -261,7 +264,7 @@ mod tests {
         ];
         for (body, want) in table {
             let obj: JsonObject = serde_json::from_str(body).unwrap();
-            let got = Group.parse_request(&obj);
+            let got = Group.parse_request(&obj).map_err(|e| e.to_string());
             assert_eq!(
                 got,
                 want.map(MessageId::from).map_err(str::to_owned),

@@ -66,6 +66,27 @@ impl MessageId {
     }
 }
 
+/// Why input cells or a request body name no message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadId {
+    #[error("wrong number of identity cells")]
+    Cells,
+    #[error("{0} is required")]
+    Required(&'static str),
+    #[error("{0} is empty")]
+    Empty(&'static str),
+    #[error("{0} must be a string")]
+    NotString(&'static str),
+    #[error(
+        "{field} must be a positive integer{}",
+        .given.as_ref().map(|g| format!(", not {g:?}")).unwrap_or_default()
+    )]
+    NotPositive {
+        field: &'static str,
+        given: Option<String>,
+    },
+}
+
 /// What a kind of message is to a run; each kind implements it in its file.
 pub trait KindSpec: Sync {
     /// What the API calls a message of this kind, for messages to users.
@@ -78,12 +99,12 @@ pub trait KindSpec: Sync {
     }
     /// A message from its input cells (in `columns` order, trimmed; an
     /// absent optional column is empty), or why the row is invalid.
-    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String>;
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, BadId>;
     /// The path of the API call, relative to the region's domain or `--endpoint`.
     fn api_path(&self) -> &'static str;
     /// The message a request body names, read as strictly as the service
     /// reads it (the simulator's side of `Identity::request_body`).
-    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String>;
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, BadId>;
     /// This API's own reading of an error code, where it differs from the
     /// common table (`codes::classify_code`).
     fn classify_code(&self, _code: i64) -> Option<Action> {

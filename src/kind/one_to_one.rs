@@ -1,7 +1,9 @@
 //! One-to-one messages: `v4/openim_msg_ext_http_svc/get_key_values`,
 //! identified by (From_Account, To_Account, MsgKey), From_Account optional.
 
-use super::{Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId};
+use super::{
+    BadId, Identity, IdentityColumns, JsonObject, Kind, KindMismatch, KindSpec, MessageId,
+};
 use crate::columns::finish_text;
 use arrow_array::ArrayRef;
 use arrow_array::builder::StringBuilder;
@@ -27,15 +29,15 @@ impl KindSpec for OneToOne {
     }
 
     /// An empty sender is none; To_Account and MsgKey must not be empty.
-    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, String> {
+    fn parse_cells(&self, cells: &[&str]) -> Result<MessageId, BadId> {
         let [from, to, msg_key] = cells else {
-            return Err("wrong number of identity cells".into());
+            return Err(BadId::Cells);
         };
         if to.is_empty() {
-            return Err("To_Account is empty".into());
+            return Err(BadId::Empty("To_Account"));
         }
         if msg_key.is_empty() {
-            return Err("MsgKey is empty".into());
+            return Err(BadId::Empty("MsgKey"));
         }
         Ok(MessageRef::new(Some(from), to, msg_key).into())
     }
@@ -45,16 +47,16 @@ impl KindSpec for OneToOne {
     }
 
     /// To_Account and MsgKey non-empty strings, From_Account an optional string.
-    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, String> {
-        let string = |name: &str, required: bool| -> Result<Option<&str>, String> {
+    fn parse_request(&self, body: &JsonObject) -> Result<MessageId, BadId> {
+        let string = |name: &'static str, required: bool| -> Result<Option<&str>, BadId> {
             match body.get(name) {
-                None if required => Err(format!("{name} is required")),
+                None if required => Err(BadId::Required(name)),
                 None => Ok(None),
                 Some(serde_json::Value::String(s)) if s.is_empty() && required => {
-                    Err(format!("{name} is empty"))
+                    Err(BadId::Empty(name))
                 }
                 Some(serde_json::Value::String(s)) => Ok(Some(s)),
-                Some(_) => Err(format!("{name} must be a string")),
+                Some(_) => Err(BadId::NotString(name)),
             }
         };
         let from = string("From_Account", false)?;
@@ -271,7 +273,7 @@ mod tests {
         ];
         for (body, want) in table {
             let obj: JsonObject = serde_json::from_str(body).unwrap();
-            let got = OneToOne.parse_request(&obj);
+            let got = OneToOne.parse_request(&obj).map_err(|e| e.to_string());
             assert_eq!(
                 got,
                 want.map(MessageId::from).map_err(str::to_owned),

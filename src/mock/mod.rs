@@ -436,7 +436,7 @@ fn answer(
     };
     let (id, start_seq) = match parse_body(kind, body) {
         Ok(r) => r,
-        Err(e) => return fail(codes::INVALID_PARAM, e),
+        Err(e) => return fail(codes::INVALID_PARAM, e.to_string()),
     };
     if internal {
         return fail(codes::INTERNAL, "internal server error, try again");
@@ -644,24 +644,33 @@ fn over_quota(state: &State) -> bool {
     w.1 > limit
 }
 
+/// Why the simulator refuses a request body, as the service words it.
+#[derive(Debug, thiserror::Error)]
+enum BadBody {
+    #[error("request body is empty")]
+    Empty,
+    #[error("body is not JSON: {0}")]
+    NotJson(#[from] serde_json::Error),
+    #[error("body is not a JSON object")]
+    NotObject,
+    #[error("StartSeq must be a non-negative integer")]
+    StartSeq,
+    #[error(transparent)]
+    Id(#[from] crate::kind::BadId),
+}
+
 /// The message a body names (read by its kind, as strictly as the service
 /// reads it) and its optional StartSeq.
-fn parse_body(kind: Kind, body: &[u8]) -> Result<(MessageId, Option<i64>), String> {
+fn parse_body(kind: Kind, body: &[u8]) -> Result<(MessageId, Option<i64>), BadBody> {
     if body.is_empty() {
-        return Err("request body is empty".into());
+        return Err(BadBody::Empty);
     }
-    let v: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
-    let serde_json::Value::Object(obj) = v else {
-        return Err("body is not a JSON object".into());
+    let serde_json::Value::Object(obj) = serde_json::from_slice(body)? else {
+        return Err(BadBody::NotObject);
     };
     let start_seq = match obj.get("StartSeq") {
         None => None,
-        Some(s) => Some(
-            s.as_i64()
-                .filter(|s| *s >= 0)
-                .ok_or("StartSeq must be a non-negative integer")?,
-        ),
+        Some(s) => Some(s.as_i64().filter(|s| *s >= 0).ok_or(BadBody::StartSeq)?),
     };
     Ok((kind.spec().parse_request(&obj)?, start_seq))
 }
@@ -705,7 +714,7 @@ mod tests {
             let got = parse_body(kind, body).map(|(_, start)| start);
             match (got, want) {
                 (Ok(got), Ok(want)) => assert_eq!(got, want),
-                (Err(got), Err(want)) => assert!(got.starts_with(want), "{got}"),
+                (Err(got), Err(want)) => assert!(got.to_string().starts_with(want), "{got}"),
                 (got, want) => panic!("{}: {got:?} vs {want:?}", String::from_utf8_lossy(body)),
             }
         }

@@ -214,6 +214,18 @@ pub struct Store {
     pub history: super::history::History,
 }
 
+/// Why a store file cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {reason}", .path.display())]
+    File {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("--round {asked}: the store lists {listed} rounds of changes")]
+    Round { asked: usize, listed: usize },
+}
+
 impl Store {
     pub fn new(mut messages: Vec<StoredMessage>) -> Self {
         for m in &mut messages {
@@ -267,12 +279,12 @@ impl Store {
     }
 
     /// Apply the store's first `n` rounds of changes (`--round`).
-    pub fn advance(&mut self, n: usize) -> Result<(), String> {
+    pub fn advance(&mut self, n: usize) -> Result<(), StoreError> {
         if n > self.rounds.len() {
-            return Err(format!(
-                "--round {n}: the store lists {} rounds of changes",
-                self.rounds.len()
-            ));
+            return Err(StoreError::Round {
+                asked: n,
+                listed: self.rounds.len(),
+            });
         }
         let rounds = std::mem::take(&mut self.rounds);
         for r in &rounds[..n] {
@@ -340,10 +352,13 @@ impl Store {
         out
     }
 
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let store: Store =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &std::path::Path) -> Result<Self, StoreError> {
+        let path_err = |reason: String| StoreError::File {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| path_err(e.to_string()))?;
+        let store: Store = serde_json::from_str(&text).map_err(|e| path_err(e.to_string()))?;
         Ok(Store {
             deletes: store.deletes,
             rounds: store.rounds,

@@ -14,7 +14,7 @@ pub mod store;
 
 pub use local::LocalDir;
 pub use object::ObjectLake;
-pub use out::Out;
+pub use out::{Out, OutError};
 pub use store::{LakeStore, TableRoot};
 
 use crate::api::pairs::PairRef;

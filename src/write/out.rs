@@ -14,12 +14,70 @@ pub enum Out {
     Url(String),
 }
 
+/// Why `--out` is refused. The text is shown without a query, a fragment
+/// or user info (`shown`): a pasted signed URL must not reach a log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutError {
+    #[error("--out {text} is not a well-formed URL; did you mean {meant}?")]
+    Malformed { text: String, meant: String },
+    #[error(
+        "--out {text} looks like a URL but is not one; give s3://, gs:// or az:// for a bucket, \
+         or ./{text} for a folder of that name"
+    )]
+    UrlLike { text: String },
+    #[error(
+        "--out {scheme}://…: the URL holds credentials (user:password@); give the bucket as \
+         {scheme}://BUCKET/prefix and the credentials in the environment (AWS_*, \
+         GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*)"
+    )]
+    Credentials { scheme: String },
+    #[error("--out {text}: a file:// URL needs an absolute path (file:///path)")]
+    RelativeFile { text: String },
+    #[error(
+        "--out {text}: give the bucket as s3://BUCKET/prefix (gs://, az://); an S3-compatible \
+         endpoint goes in AWS_ENDPOINT_URL"
+    )]
+    Http { text: String },
+    #[error("--out {text}: unknown scheme {scheme:?}; give a local folder or s3://, gs://, az://")]
+    Scheme { text: String, scheme: String },
+    #[error(
+        "--out {text}: a bucket URL takes no ?query or #fragment (settings go in the environment)"
+    )]
+    Query { text: String },
+    #[error("--out {text}: no bucket (s3://BUCKET/prefix)")]
+    NoBucket { text: String },
+    #[error("--out {text}: an empty prefix segment ('//'); did you mean {meant}?")]
+    EmptySegment { text: String, meant: String },
+    #[error("--out {text}: '.' and '..' are not prefixes")]
+    DotSegment { text: String },
+    #[error("--out {url}: no HOME to keep the run's state under; give --state-dir")]
+    NoHome { url: String },
+}
+
+/// `text` as an error may show it: cut before a `?` or `#` (a query may
+/// carry a signature), and user info before an `@` replaced by `…`.
+fn shown(text: &str) -> String {
+    let cut = text.find(['?', '#']).unwrap_or(text.len());
+    let mut head = text[..cut].to_owned();
+    if let Some((scheme, rest)) = head.split_once("://") {
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            head = format!("{scheme}://…@{}", &rest[at + 1..]);
+        }
+    }
+    if cut < text.len() {
+        head.push_str("?…");
+    }
+    head
+}
+
 impl Out {
     /// A path, a `file://` URL, or an object-store URL (`s3://`, `s3a://`,
     /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything that starts like
     /// a URL (`word:`) and is not a well-formed one is refused, with what was
     /// probably meant, rather than taken for a folder called `s3:`.
-    pub fn parse(text: &str) -> Result<Out, String> {
+    pub fn parse(text: &str) -> Result<Out, OutError> {
+        let shown = || shown(text);
         let Some((scheme, rest)) = text.split_once("://") else {
             return match url_like_scheme(text) {
                 Some(scheme) => Err(not_a_url(text, scheme)),
@@ -34,25 +92,19 @@ impl Out {
         if let Some((userinfo, _)) = authority.rsplit_once('@')
             && userinfo.contains(':')
         {
-            return Err(format!(
-                "--out {scheme}://…: the URL holds credentials (user:password@); give the bucket as \
-                 {scheme}://BUCKET/prefix and the credentials in the environment (AWS_*, \
-                 GOOGLE_APPLICATION_CREDENTIALS, AZURE_STORAGE_*)"
-            ));
+            return Err(OutError::Credentials {
+                scheme: scheme.to_owned(),
+            });
         }
         match scheme.to_ascii_lowercase().as_str() {
             "file" if rest.starts_with('/') => Ok(Out::Dir(PathBuf::from(rest))),
-            "file" => Err(format!(
-                "--out {text}: a file:// URL needs an absolute path (file:///path)"
-            )),
+            "file" => Err(OutError::RelativeFile { text: shown() }),
             s if BUCKET_SCHEMES.contains(&s) => bucket_url(text, rest),
-            "http" | "https" => Err(format!(
-                "--out {text}: give the bucket as s3://BUCKET/prefix (gs://, az://); an S3-compatible \
-                 endpoint goes in AWS_ENDPOINT_URL"
-            )),
-            other => Err(format!(
-                "--out {text}: unknown scheme {other:?}; give a local folder or s3://, gs://, az://"
-            )),
+            "http" | "https" => Err(OutError::Http { text: shown() }),
+            other => Err(OutError::Scheme {
+                text: shown(),
+                scheme: other.to_owned(),
+            }),
         }
     }
     /// How the lake is shown: the folder or the URL.
@@ -69,7 +121,7 @@ impl Out {
     pub fn default_state_dir(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<PathBuf, String> {
+    ) -> Result<PathBuf, OutError> {
         match self {
             Out::Dir(d) => Ok(d.join("_runs")),
             Out::Url(u) => {
@@ -81,11 +133,7 @@ impl Out {
                             .filter(|s| !s.is_empty())
                             .map(|h| Path::new(&h).join(".local").join("state"))
                     })
-                    .ok_or_else(|| {
-                        format!(
-                            "--out {u}: no HOME to keep the run's state under; give --state-dir"
-                        )
-                    })?;
+                    .ok_or_else(|| OutError::NoHome { url: shown(u) })?;
                 Ok(base.join("msgext").join(state_key(u)))
             }
         }
@@ -127,45 +175,49 @@ fn url_like_scheme(text: &str) -> Option<&str> {
 
 /// Why `text` (`s3:/lake/x`, `s3:lake/x`, `backup:2026`) is not taken as
 /// `--out`, and what was probably meant.
-fn not_a_url(text: &str, scheme: &str) -> String {
-    let rest = text[scheme.len() + 1..].trim_start_matches('/');
+fn not_a_url(text: &str, scheme: &str) -> OutError {
+    let rest = shown(&text[scheme.len() + 1..]);
+    let rest = rest.trim_start_matches('/');
     let lower = scheme.to_ascii_lowercase();
+    let text = shown(text);
     if BUCKET_SCHEMES.contains(&lower.as_str()) {
-        format!("--out {text} is not a well-formed URL; did you mean {lower}://{rest}?")
+        OutError::Malformed {
+            text,
+            meant: format!("{lower}://{rest}"),
+        }
     } else if lower == "file" {
-        format!("--out {text} is not a well-formed URL; did you mean file:///{rest}?")
+        OutError::Malformed {
+            text,
+            meant: format!("file:///{rest}"),
+        }
     } else {
-        format!(
-            "--out {text} looks like a URL but is not one; give s3://, gs:// or az:// for a bucket, \
-             or ./{text} for a folder of that name"
-        )
+        OutError::UrlLike { text }
     }
 }
 
 /// A bucket URL (`rest` is what follows `scheme://`): a bucket, a prefix of
 /// plain segments, no query or fragment (which the store would drop or refuse).
-fn bucket_url(text: &str, rest: &str) -> Result<Out, String> {
+fn bucket_url(text: &str, rest: &str) -> Result<Out, OutError> {
+    let shown = || shown(text);
     if rest.contains(['?', '#']) {
-        return Err(format!(
-            "--out {text}: a bucket URL takes no ?query or #fragment (settings go in the environment)"
-        ));
+        return Err(OutError::Query { text: shown() });
     }
     let rest = rest.trim_end_matches('/');
     let mut segments = rest.split('/');
     if segments.next().is_none_or(str::is_empty) {
-        return Err(format!("--out {text}: no bucket (s3://BUCKET/prefix)"));
+        return Err(OutError::NoBucket { text: shown() });
     }
     let segments: Vec<&str> = segments.collect();
     if segments.iter().any(|p| p.is_empty()) {
         let scheme = &text[..text.find("://").unwrap_or(0)];
         let fixed: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
-        return Err(format!(
-            "--out {text}: an empty prefix segment ('//'); did you mean {scheme}://{}?",
-            fixed.join("/")
-        ));
+        return Err(OutError::EmptySegment {
+            text: shown(),
+            meant: format!("{scheme}://{}", fixed.join("/")),
+        });
     }
     if segments.iter().any(|p| *p == "." || *p == "..") {
-        return Err(format!("--out {text}: '.' and '..' are not prefixes"));
+        return Err(OutError::DotSegment { text: shown() });
     }
     Ok(Out::Url(text.trim_end_matches('/').to_owned()))
 }
@@ -196,7 +248,7 @@ mod tests {
 
     #[test]
     fn out_names_a_folder_or_a_bucket_and_nothing_else() {
-        let table: [(&str, Result<Out, &str>); 27] = [
+        let table: [(&str, Result<Out, &str>); 31] = [
             ("s3:/lake/nightly", Err("did you mean s3://lake/nightly?")),
             ("s3:lake/x", Err("did you mean s3://lake/x?")),
             ("gs:/b/x", Err("did you mean gs://b/x?")),
@@ -227,9 +279,13 @@ mod tests {
             ("ftp://host/x", Err("unknown scheme")),
             ("s3://user:SECRET@bucket/x", Err("holds credentials")),
             ("https://u:SECRET@host/x", Err("holds credentials")),
+            ("s3://b/p?X-Amz-Signature=SECRET", Err("takes no ?query")),
+            ("http://host/p?token=SECRET", Err("AWS_ENDPOINT_URL")),
+            ("s3:/b/p?sig=SECRET", Err("did you mean s3://b/p?…")),
+            ("ftp://u@host/x#SECRET", Err("unknown scheme")),
         ];
         for (text, want) in table {
-            match (Out::parse(text), want) {
+            match (Out::parse(text).map_err(|e| e.to_string()), want) {
                 (Ok(got), Ok(w)) => assert_eq!(got, w, "{text}"),
                 (Err(e), Err(w)) => {
                     assert!(e.contains(w), "{text}: {e}");
@@ -276,6 +332,7 @@ mod tests {
         assert!(
             out.default_state_dir(&env(None, None))
                 .unwrap_err()
+                .to_string()
                 .contains("--state-dir")
         );
         let dir = Out::Dir("/l".into());
