@@ -291,7 +291,7 @@ async fn export_cmd(args: ExportArgs) -> u8 {
 
 /// The command line that resumes run `run_id`: this one, with `--run-id`
 /// added when it was not given, quoted for a POSIX shell.
-pub fn resume_command(mut argv: Vec<String>, run_id: &str) -> String {
+pub(crate) fn resume_command(mut argv: Vec<String>, run_id: &str) -> String {
     let has_run_id = argv
         .iter()
         .any(|a| a == "--run-id" || a.starts_with("--run-id="));

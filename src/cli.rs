@@ -18,13 +18,13 @@ use std::path::PathBuf;
                   mistyped --out, a state folder of another lake, a table feature msgext does not handle) · 130 \
                   interrupted."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Export every key-value pair of every message listed in a CSV.
     Export(ExportArgs),
     /// Build an input list from the app's history: every group's messages (--groups) or the
@@ -49,94 +49,94 @@ pub enum Command {
                          file. A run id names one run, and a job file is run again and again, so it is a flag \
                          only. Secrets never go in job files."
 )]
-pub struct ExportArgs {
+pub(crate) struct ExportArgs {
     /// A job file (TOML) holding these settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
-    pub job: Option<PathBuf>,
+    pub(crate) job: Option<PathBuf>,
     /// Required: CSV of messages, From_Account, To_Account, MsgKey (one-to-one) or GroupId, MsgSeq (group).
     #[arg(long, value_name = "FILE.csv")]
-    pub input: Option<PathBuf>,
+    pub(crate) input: Option<PathBuf>,
     /// Required: the data lake to write into: a folder (a path or file:///path), or an object
     /// store: s3://BUCKET/prefix (credentials and endpoint from AWS_ACCESS_KEY_ID,
     /// AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL, AWS_ALLOW_HTTP),
     /// gs://BUCKET/prefix (GOOGLE_APPLICATION_CREDENTIALS), az://CONTAINER/prefix
     /// (AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY).
     #[arg(long, value_name = "DIR|URL")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// Where the run's control files live (lock, run.json, write-ahead log, ledger, and for an
     /// object store the files waiting for upload), one folder per run [default: OUT/_runs for a
     /// folder; for a URL, $XDG_STATE_HOME or ~/.local/state, then msgext/<the URL>-<hash>]; the
     /// reports always go to OUT/_runs/<run id>/.
     #[arg(long, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     #[command(flatten)]
-    pub api: ApiArgs,
+    pub(crate) api: ApiArgs,
     /// The files' format [default: parquet].
     #[arg(long, value_enum)]
-    pub format: Option<Format>,
+    pub(crate) format: Option<Format>,
     /// How Parquet tables are laid out: Delta tables (a `_delta_log` commits each run) or plain
     /// folders for readers without Delta [default: delta for Parquet; CSV is always plain].
     #[arg(long, value_enum)]
-    pub table_format: Option<TableFormat>,
+    pub(crate) table_format: Option<TableFormat>,
     /// Messages fetched at once [default: follows rate × latency, up to 512; 64 with --rate 0].
     #[arg(long, value_name = "N")]
-    pub concurrency: Option<usize>,
+    pub(crate) concurrency: Option<usize>,
     /// Names this run's files and its _runs/ folder [default: the newest unfinished run of the same
     /// input and settings (it is resumed), else r<start time, UTC, ms>-<random>].
     #[arg(long, value_name = "ID")]
-    pub run_id: Option<String>,
+    pub(crate) run_id: Option<String>,
     /// Print nothing but errors, and one line when the run does not complete.
     #[arg(long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
     /// Invalid input rows make the run partial (exit 3), as for an audit; without it they are
     /// counted, listed in errors.csv and warned about, and the run can still exit 0.
     #[arg(long)]
-    pub strict_input: bool,
+    pub(crate) strict_input: bool,
     /// Start a new part file past this size [default: 128].
     #[arg(long, value_name = "MB")]
-    pub max_file_mb: Option<f64>,
+    pub(crate) max_file_mb: Option<f64>,
     /// With an object-store --out: fail the run when one request to the store, its retries
     /// included, has not succeeded after this many seconds; each attempt and connection waits at
     /// most this long too, unless AWS_TIMEOUT / AWS_CONNECT_TIMEOUT (GOOGLE_…, AZURE_…) say
     /// otherwise [default: 60].
     #[arg(long, value_name = "SECONDS")]
-    pub store_timeout: Option<f64>,
+    pub(crate) store_timeout: Option<f64>,
     /// Read every message in full, not only what changed since the last run (the current tables
     /// are rebuilt from what the API holds now); the job key full_every (default 7d) does so for
     /// a message whose last full read is older.
     #[arg(long)]
-    pub full: bool,
+    pub(crate) full: bool,
 }
 
 /// Where the API is and how it is called: the same for every command that calls it.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ApiArgs {
+pub(crate) struct ApiArgs {
     /// Required unless --endpoint: the data center of the SDKAppID (china, singapore, seoul, tokyo,
     /// frankfurt, mumbai, silicon-valley, jakarta).
     #[arg(long, value_parser = parse_region, conflicts_with = "endpoint")]
-    pub region: Option<Region>,
+    pub(crate) region: Option<Region>,
     /// A base URL instead of a region (e.g. a simulator: http://127.0.0.1:PORT). Redirects are
     /// not followed (the UserSig is in the URL): give the final URL.
     #[arg(long, value_name = "URL")]
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// Required: the app's SDKAppID.
     #[arg(long, value_name = "N")]
-    pub sdkappid: Option<u64>,
+    pub(crate) sdkappid: Option<u64>,
     /// An App admin account [default: administrator].
     #[arg(long, value_name = "ADMIN")]
-    pub identifier: Option<String>,
+    pub(crate) identifier: Option<String>,
     /// Calls per second for the whole run; 0 turns the limit off [default: 200].
     #[arg(long, value_name = "REQ_PER_S")]
-    pub rate: Option<u32>,
+    pub(crate) rate: Option<u32>,
     /// Attempts per call before a message is given up [default: 8].
     #[arg(long, value_name = "N")]
-    pub max_attempts: Option<u32>,
+    pub(crate) max_attempts: Option<u32>,
     /// A file holding the secret key (else env MSGEXT_SECRET_KEY, or a ready MSGEXT_USERSIG).
     #[arg(long, value_name = "PATH")]
-    pub secret_key_file: Option<PathBuf>,
+    pub(crate) secret_key_file: Option<PathBuf>,
     /// Stop cleanly when no call has succeeded for this many minutes [default: 10].
     #[arg(long, value_name = "MINUTES")]
-    pub give_up_after: Option<f64>,
+    pub(crate) give_up_after: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -151,40 +151,40 @@ pub struct ApiArgs {
                   some groups, accounts or conversations failed (told) · 1 the run failed, nothing \
                   written · 2 usage · 130 interrupted, nothing written."
 )]
-pub struct DiscoverArgs {
+pub(crate) struct DiscoverArgs {
     /// A job file (TOML): the export's connection keys and a [discover] table.
     #[arg(long, value_name = "FILE")]
-    pub job: Option<PathBuf>,
+    pub(crate) job: Option<PathBuf>,
     /// List the messages of every group of the app (get_appid_group_list, group_msg_get_simple).
     #[arg(long)]
-    pub groups: bool,
+    pub(crate) groups: bool,
     /// Only groups of this type (Private/Work, Public, ChatRoom/Meeting, Community) [default:
     /// all four; AVChatRoom groups keep no history].
     #[arg(long, value_name = "TYPE")]
-    pub group_type: Option<String>,
+    pub(crate) group_type: Option<String>,
     /// List the one-to-one messages of the accounts of this CSV (a UserID column):
     /// recentcontact/get_list, then admin_getroammsg for each conversation.
     #[arg(long, value_name = "FILE.csv")]
-    pub accounts: Option<PathBuf>,
+    pub(crate) accounts: Option<PathBuf>,
     /// Messages sent since: 24h, 3d, 90m, or an RFC 3339 time [default: 7d, the default retention].
     #[arg(long, value_name = "WHEN")]
-    pub since: Option<String>,
+    pub(crate) since: Option<String>,
     /// Where the list goes (a valid --input for export), written whole or not at all; - for
     /// stdout [default in a job file: its input].
     #[arg(long, value_name = "FILE.csv")]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     #[command(flatten)]
-    pub api: ApiArgs,
+    pub(crate) api: ApiArgs,
     /// Print nothing but errors and what was skipped.
     #[arg(long)]
-    pub quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// The CSV of messages to check (either kind); nothing is fetched.
     #[arg(long, value_name = "FILE.csv")]
-    pub input: PathBuf,
+    pub(crate) input: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -194,20 +194,20 @@ pub struct ValidateArgs {
                   command; failed: its last attempt failed. A plain SELECT over the folder counts \
                   the rows of every run: drop the unfinished ones you will not resume."
 )]
-pub struct RunsArgs {
+pub(crate) struct RunsArgs {
     /// Required: the lake, as given to `msgext export --out` (a folder or s3://, gs://, az://).
     #[arg(long, value_name = "DIR|URL", global = true)]
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
     /// The state folder the exports of a bucket were given (--state-dir), for files waiting
     /// for upload [default: as msgext export].
     #[arg(long, value_name = "DIR", global = true)]
-    pub state_dir: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
     #[command(subcommand)]
-    pub action: Option<RunsAction>,
+    pub(crate) action: Option<RunsAction>,
 }
 
 #[derive(Debug, Clone, Subcommand)]
-pub enum RunsAction {
+pub(crate) enum RunsAction {
     /// Remove an unfinished run's files from the lake, and its state on this machine; refused
     /// for a finished run or one an export holds.
     Drop {
@@ -221,83 +221,83 @@ pub enum RunsAction {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct MockArgs {
+pub(crate) struct MockArgs {
     /// Port to listen on; 0 picks a free one.
     #[arg(long, default_value_t = 0)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// Address to listen on (loopback by default).
     #[arg(long, default_value = "127.0.0.1")]
-    pub bind: std::net::IpAddr,
+    pub(crate) bind: std::net::IpAddr,
     /// A JSON store of messages (and a "history" of groups, accounts and one-to-one messages for
     /// discover); default: data matching sample-input/ and a sample history.
     #[arg(long, value_name = "FILE")]
-    pub store: Option<PathBuf>,
+    pub(crate) store: Option<PathBuf>,
     /// Serve the store as it stands after its first N rounds of changes (its "rounds": lists of
     /// {kind, identity, op: set|delete|clear|vanish}), as the service would some nights later.
     #[arg(long, value_name = "N", default_value_t = 0, requires = "store")]
-    pub round: usize,
+    pub(crate) round: usize,
     /// Then change this share of the messages (0 to 1; new values and keys, deletes, clears,
     /// growth, vanishing; seeded by --seed): a night's changes, for trying incremental reads.
     #[arg(long, value_name = "P", value_parser = parse_share)]
-    pub change: Option<f64>,
+    pub(crate) change: Option<f64>,
     /// How the service shows a deleted key: tombstone (a pair with an empty value), hidden
     /// (gone, LatestSeq moves) or highest-held (gone, LatestSeq is the highest Seq held)
     /// [default: the store's, else tombstone].
     #[arg(long, value_enum)]
-    pub deletes: Option<crate::mock::store::Deletes>,
+    pub(crate) deletes: Option<crate::mock::store::Deletes>,
     /// The SDKAppID the simulator answers for (its secret: env MSGEXT_SECRET_KEY, else the demo key).
     #[arg(long, default_value_t = crate::mock::DEMO_SDKAPPID)]
-    pub sdkappid: u64,
+    pub(crate) sdkappid: u64,
     /// App admin identifiers accepted (repeatable) [default: administrator].
     #[arg(long = "admin", value_name = "ID")]
-    pub admins: Vec<String>,
+    pub(crate) admins: Vec<String>,
     /// Share of calls answered ErrorCode 10002.
     #[arg(long = "fault-10002", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
-    pub fault_10002: f64,
+    pub(crate) fault_10002: f64,
     /// Share of calls answered HTTP 502 (0 to 1, like every share).
     #[arg(long = "fault-5xx", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
-    pub fault_5xx: f64,
+    pub(crate) fault_5xx: f64,
     /// Share of calls whose connection is closed without an answer.
     #[arg(long = "fault-drop", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
-    pub fault_drop: f64,
+    pub(crate) fault_drop: f64,
     /// Share of calls answered --slow-ms late.
     #[arg(long = "fault-slow", default_value_t = 0.0, value_name = "P", value_parser = parse_share)]
-    pub fault_slow: f64,
+    pub(crate) fault_slow: f64,
     /// How much later the --fault-slow answers come.
     #[arg(long, default_value_t = 2500, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub slow_ms: u64,
+    pub(crate) slow_ms: u64,
     /// Latency added to every call.
     #[arg(long, default_value_t = 0, value_name = "MS", value_parser = clap::value_parser!(u64).range(0..=600_000))]
-    pub latency_ms: u64,
+    pub(crate) latency_ms: u64,
     /// Calls per second above which the quota error is answered.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub quota: Option<u32>,
+    pub(crate) quota: Option<u32>,
     /// Answer calls over --quota with HTTP 429 (as a gateway does) instead of error 60007.
     #[arg(long, requires = "quota")]
-    pub quota_429: bool,
+    pub(crate) quota_429: bool,
     /// Seed of the random faults (and of the default data).
     #[arg(long, default_value_t = 1)]
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Serve N synthetic messages instead of a store (for load tests).
     #[arg(long, value_name = "N", conflicts_with = "store")]
-    pub synthetic: Option<usize>,
+    pub(crate) synthetic: Option<usize>,
     /// Pairs per synthetic message (the API holds at most 300 a message).
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = parse_pairs)]
-    pub pairs: usize,
+    pub(crate) pairs: usize,
     /// Write the list of the served messages as an input CSV here (those of
     /// the first message's kind: one file lists one kind).
     #[arg(long, value_name = "FILE")]
-    pub write_input: Option<std::path::PathBuf>,
+    pub(crate) write_input: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Where the demo writes its data-lake folder.
     #[arg(long, default_value = "demo-lake", value_name = "DIR")]
-    pub out: PathBuf,
+    pub(crate) out: PathBuf,
     /// The files' format.
     #[arg(long, value_enum, default_value_t = Format::Parquet)]
-    pub format: Format,
+    pub(crate) format: Format,
 }
 
 fn parse_region(s: &str) -> Result<Region, String> {

@@ -3,25 +3,21 @@
 //! codes differently says so itself (`kind::KindSpec::classify_code`). A
 //! pure table, in the ground: the kinds read it as the protocol does.
 
-pub const OK: i64 = 0;
-pub const INTERNAL: i64 = 10002;
-pub const INVALID_PARAM: i64 = 10004;
-pub const FREQ_LIMIT_10006: i64 = 10006;
-pub const NOT_PREMIUM: i64 = 10008;
-pub const NOT_FOUND: i64 = 23004;
+pub(crate) const INTERNAL: i64 = 10002;
+pub(crate) const INVALID_PARAM: i64 = 10004;
+pub(crate) const NOT_FOUND: i64 = 23004;
 /// The group does not exist or was dismissed (group API).
-pub const GROUP_NOT_FOUND: i64 = 10010;
-pub const BAD_URL: i64 = 60002;
-pub const BAD_JSON: i64 = 60004;
-pub const FREQ_LIMIT: i64 = 60007;
+pub(crate) const GROUP_NOT_FOUND: i64 = 10010;
+pub(crate) const BAD_URL: i64 = 60002;
+pub(crate) const FREQ_LIMIT: i64 = 60007;
 /// The simulator's answer to a non-admin identifier (the real code is not documented).
-pub const ADMIN_REQUIRED: i64 = 60016;
-pub const SIG_EXPIRED: i64 = 70001;
-pub const SIG_EMPTY: i64 = 70002;
-pub const SIG_INVALID: i64 = 70003;
-pub const SIG_IDENTIFIER_MISMATCH: i64 = 70013;
-pub const SIG_SDKAPPID_MISMATCH: i64 = 70014;
-pub const SDKAPPID_NOT_FOUND: i64 = 70020;
+pub(crate) const ADMIN_REQUIRED: i64 = 60016;
+pub(crate) const SIG_EXPIRED: i64 = 70001;
+pub(crate) const SIG_EMPTY: i64 = 70002;
+pub(crate) const SIG_INVALID: i64 = 70003;
+pub(crate) const SIG_IDENTIFIER_MISMATCH: i64 = 70013;
+pub(crate) const SIG_SDKAPPID_MISMATCH: i64 = 70014;
+pub(crate) const SDKAPPID_NOT_FOUND: i64 = 70020;
 
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +39,7 @@ pub enum Action {
 }
 
 /// The common reading of every code of the API notes' table.
-pub fn classify_code(code: i64) -> Action {
+pub(crate) fn classify_code(code: i64) -> Action {
     match code {
         0 => Action::Success,
         10002 | 60008 | 60013 | 60014 => Action::Retry,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 /// room for as much as it held: a run's batches are alike in size, so the
 /// next one is appended without the builder growing (and copying) itself
 /// ten times over.
-pub fn finish_text(b: &mut StringBuilder) -> ArrayRef {
+pub(crate) fn finish_text(b: &mut StringBuilder) -> ArrayRef {
     let (rows, bytes) = (b.len(), b.values_slice().len());
     let array = b.finish();
     *b = StringBuilder::with_capacity(rows, bytes);
@@ -20,7 +20,7 @@ pub fn finish_text(b: &mut StringBuilder) -> ArrayRef {
 }
 
 /// `finish_text` for an integer column.
-pub fn finish_int(b: &mut Int64Builder) -> ArrayRef {
+pub(crate) fn finish_int(b: &mut Int64Builder) -> ArrayRef {
     let rows = b.len();
     let array = b.finish();
     *b = Int64Builder::with_capacity(rows);
@@ -28,7 +28,7 @@ pub fn finish_int(b: &mut Int64Builder) -> ArrayRef {
 }
 
 /// `finish_text` for a UTC timestamp column.
-pub fn finish_time(b: &mut TimestampMicrosecondBuilder) -> ArrayRef {
+pub(crate) fn finish_time(b: &mut TimestampMicrosecondBuilder) -> ArrayRef {
     let rows = b.len();
     let array = b.finish();
     *b = TimestampMicrosecondBuilder::with_capacity(rows).with_timezone(UTC);
@@ -36,4 +36,4 @@ pub fn finish_time(b: &mut TimestampMicrosecondBuilder) -> ArrayRef {
 }
 
 /// The zone of every timestamp column.
-pub const UTC: &str = "UTC";
+pub(crate) const UTC: &str = "UTC";

@@ -20,16 +20,16 @@ use crate::write::WriteOptions;
 use std::path::Path;
 
 /// The demo's inputs, as shipped in `sample-input/`.
-pub const SAMPLE_INPUT: &str = include_str!("../sample-input/messages.csv");
-pub const SAMPLE_GROUP_INPUT: &str = include_str!("../sample-input/group-messages.csv");
+pub(crate) const SAMPLE_INPUT: &str = include_str!("../sample-input/messages.csv");
+pub(crate) const SAMPLE_GROUP_INPUT: &str = include_str!("../sample-input/group-messages.csv");
 
 /// The seed of the demo data: the same data on every machine.
-pub const DEMO_SEED: u64 = 2026;
+pub(crate) const DEMO_SEED: u64 = 2026;
 
 /// The use case's messages (polls, reactions, sign-up lists), as shipped
 /// in `sample-input/polls.csv`; their store is `sample-input/store.json`
 /// (`use_case_store`), which `msgext mock --store` serves.
-pub const POLLS_INPUT: &str = include_str!("../sample-input/polls.csv");
+pub(crate) const POLLS_INPUT: &str = include_str!("../sample-input/polls.csv");
 
 /// The people of the use case's team chat.
 const TEAM: [&str; 12] = [
@@ -44,7 +44,7 @@ const TEAM: [&str; 12] = [
 /// (some changed their vote, some took it back); a message's reactions are
 /// `reaction:<emoji>:<user>` (some taken back); a sign-up list holds
 /// `signup:<user>` (one list was cleared and started again).
-pub fn use_case_store() -> Store {
+pub(crate) fn use_case_store() -> Store {
     use crate::mock::store::{SplitMix64, StoredMessage};
     let ids = crate::input::InputReader::new(Path::new("polls.csv"), POLLS_INPUT.as_bytes())
         .map(|r| {
@@ -155,7 +155,8 @@ fn signup_ops(i: usize, pick: &mut impl FnMut(usize) -> usize) -> Vec<Op> {
 }
 
 /// The use case's store as `sample-input/store.json` holds it.
-pub fn use_case_store_json() -> String {
+#[cfg(test)]
+fn use_case_store_json() -> String {
     let mut text = serde_json::to_string_pretty(&use_case_store()).unwrap_or_default();
     text.push('\n');
     text
@@ -163,7 +164,7 @@ pub fn use_case_store_json() -> String {
 
 /// The simulator's store for the sample input: about one message in 30 does
 /// not exist (23004), the rest carry 0 to 300 pairs.
-pub fn demo_store() -> Store {
+pub(crate) fn demo_store() -> Store {
     let read = |name: &str, text: &str| -> Vec<MessageId> {
         InputReader::new(Path::new(name), text.as_bytes())
             .map(|r| {
@@ -186,7 +187,7 @@ pub fn demo_store() -> Store {
     store
 }
 
-pub fn demo_mock_config() -> MockConfig {
+pub(crate) fn demo_mock_config() -> MockConfig {
     MockConfig {
         faults: Faults {
             p_10002: 0.05,
@@ -198,7 +199,7 @@ pub fn demo_mock_config() -> MockConfig {
 }
 
 /// Run the demo: one export of each kind; returns their summaries.
-pub async fn run(
+pub(crate) async fn run(
     args: &DemoArgs,
     ui: Ui,
     stop: StopSignal,
@@ -270,7 +271,7 @@ async fn discover_and_export(
 }
 
 /// The simulator at `url`, as the demo calls it.
-pub fn demo_connection(url: String) -> crate::api::Connection {
+pub(crate) fn demo_connection(url: String) -> crate::api::Connection {
     crate::api::Connection {
         base_url: url,
         sdkappid: DEMO_SDKAPPID,
@@ -308,22 +309,22 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
 
 /// A poll as the current tables hold it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Poll {
-    pub msg_key: String,
-    pub question: String,
+pub(crate) struct Poll {
+    pub(crate) msg_key: String,
+    pub(crate) question: String,
     /// Votes by option, most first.
-    pub votes: Vec<(String, u64)>,
+    pub(crate) votes: Vec<(String, u64)>,
 }
 
 impl Poll {
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.votes.iter().map(|(_, n)| n).sum()
     }
 }
 
 /// One question answered from `current_key_values`: the poll with the
 /// most votes now (a vote taken back is a pair with an empty value).
-pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteError> {
+pub(crate) fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteError> {
     use crate::table::read;
     use std::collections::BTreeMap;
     let lake = crate::write::Out::Dir(out.to_owned())
@@ -371,7 +372,7 @@ pub fn most_voted_poll(out: &Path) -> Result<Option<Poll>, crate::write::WriteEr
 
 /// What to type to look at the demo's result: the Delta tables through
 /// DuckDB's `delta_scan`, CSV through `read_csv`.
-pub fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
+pub(crate) fn duckdb_hint(out: &Path, format: crate::write::Format) -> String {
     let out = out.display();
     let from = |table: &str| match format {
         crate::write::Format::Parquet => format!("delta_scan('{out}/{table}')"),

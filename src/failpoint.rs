@@ -29,7 +29,7 @@ pub fn install(hook: Box<dyn Hook>) -> bool {
 
 /// The crash point `name`.
 #[inline]
-pub fn hit(name: &str) {
+pub(crate) fn hit(name: &str) {
     if let Some(h) = HOOK.get() {
         h.hit(name);
     }
@@ -37,7 +37,7 @@ pub fn hit(name: &str) {
 
 /// The panic point `name`.
 #[inline]
-pub fn panic_at(name: &str) {
+pub(crate) fn panic_at(name: &str) {
     if let Some(h) = HOOK.get() {
         h.panic_at(name);
     }
@@ -45,6 +45,6 @@ pub fn panic_at(name: &str) {
 
 /// `default`, unless a hook gives another size for `name`.
 #[inline]
-pub fn size(name: &str, default: usize) -> usize {
+pub(crate) fn size(name: &str, default: usize) -> usize {
     HOOK.get().and_then(|h| h.size(name)).unwrap_or(default)
 }

@@ -8,22 +8,22 @@
 use std::time::Duration;
 
 /// A fingerprint as two halves, high first (so that they sort as it does).
-pub fn halves(fp: u128) -> [u64; 2] {
+pub(crate) fn halves(fp: u128) -> [u64; 2] {
     [(fp >> 64) as u64, fp as u64]
 }
 
 /// What the current tables know of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Known {
-    pub latest_seq: i64,
-    pub clear_seq: i64,
+pub(crate) struct Known {
+    pub(crate) latest_seq: i64,
+    pub(crate) clear_seq: i64,
     /// When it was last read in full, µs since the epoch.
-    pub last_full_read_us: i64,
+    pub(crate) last_full_read_us: i64,
 }
 
 /// Where a message's read starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Start {
+pub(crate) enum Start {
     /// From the beginning (`StartSeq` absent): a message new to the table,
     /// `--full`, or a last full read older than `full_every`.
     Full,
@@ -34,7 +34,7 @@ pub enum Start {
 /// Where to start reading a message. `full_every`: the longest time
 /// between two full reads (for a service that hides deletes), none: never
 /// forced.
-pub fn start(
+pub(crate) fn start(
     known: Option<&Known>,
     now_us: i64,
     full_every: Option<Duration>,
@@ -56,7 +56,7 @@ pub fn start(
 /// What an incremental read's answer (every page of it) means for the
 /// stored state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// Same `LatestSeq` and `ClearSeq`, no pair: nothing to write.
     Unchanged,
     /// Drop the stored pairs at or below `clear_seq`, then let the returned
@@ -80,7 +80,7 @@ pub enum Verdict {
 /// answer hides (a delete that left no pair, a key set and set again): the
 /// message is read in full. "A pair at the new LatestSeq" is not enough: a
 /// delete and a later set between two reads would pass it.
-pub fn judge(
+pub(crate) fn judge(
     known: &Known,
     latest_seq: i64,
     clear_seq: i64,
@@ -115,7 +115,7 @@ pub fn judge(
 /// How a message was read in a run (the history `messages.read` column).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Read {
+pub(crate) enum Read {
     /// Every pair, from the first (`StartSeq` absent).
     #[default]
     Full,
@@ -126,7 +126,7 @@ pub enum Read {
 }
 
 impl Read {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Read::Full => "full",
             Read::Incremental => "incremental",
@@ -134,7 +134,7 @@ impl Read {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Read> {
+    pub(crate) fn parse(s: &str) -> Option<Read> {
         [Read::Full, Read::Incremental, Read::Unchanged]
             .into_iter()
             .find(|r| r.as_str() == s)
@@ -146,7 +146,7 @@ impl Read {
 /// must be full. Sorted by fingerprint: 40 bytes a message (a hash map
 /// would take twice that), looked up by binary search.
 #[derive(Debug, Default)]
-pub struct Prior {
+pub(crate) struct Prior {
     /// By fingerprint, as two halves: 40 bytes an entry (a `u128` would
     /// align it to 48).
     known: Vec<([u64; 2], Known)>,
@@ -160,7 +160,7 @@ impl Prior {
     /// current tables of an earlier msgext held once with its sender and
     /// once without) is known as neither: it is read in full, and its
     /// commit leaves one row.
-    pub fn new(
+    pub(crate) fn new(
         mut known: Vec<([u64; 2], Known)>,
         now_us: i64,
         full_every: Option<Duration>,
@@ -185,7 +185,7 @@ impl Prior {
     }
 
     /// What is known of the message with fingerprint `fp`.
-    pub fn known(&self, fp: u128) -> Option<&Known> {
+    pub(crate) fn known(&self, fp: u128) -> Option<&Known> {
         self.known
             .binary_search_by_key(&halves(fp), |(f, _)| *f)
             .ok()
@@ -193,7 +193,7 @@ impl Prior {
     }
 
     /// Where the read of message `fp` starts, and what is known of it.
-    pub fn plan(&self, fp: u128) -> (Start, Option<Known>) {
+    pub(crate) fn plan(&self, fp: u128) -> (Start, Option<Known>) {
         let known = self.known(fp).copied();
         let start = start(
             known.as_ref(),

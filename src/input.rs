@@ -13,20 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// The value `errors.csv` puts in `error_code` for an invalid input row.
-pub const INVALID_INPUT: &str = "invalid_input";
+pub(crate) const INVALID_INPUT: &str = "invalid_input";
 
 /// A row that cannot be exported, with what could be read of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidRow {
-    pub line: u64,
+pub(crate) struct InvalidRow {
+    pub(crate) line: u64,
     /// The identity cells as read (lossy UTF-8), in `Kind::columns` order.
-    pub cells: Vec<String>,
-    pub reason: String,
+    pub(crate) cells: Vec<String>,
+    pub(crate) reason: String,
 }
 
 /// One row's fate.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InputItem {
+pub(crate) enum InputItem {
     /// A message seen for the first time.
     Message(InputMessage),
     /// The same message as another row: the same identity as an earlier
@@ -109,7 +109,7 @@ impl<R: Read> Read for CrlfTracker<R> {
 }
 
 /// Streams `InputItem`s from a CSV source.
-pub struct InputReader<R: Read> {
+pub(crate) struct InputReader<R: Read> {
     path: PathBuf,
     rdr: csv::Reader<CrlfTracker<R>>,
     lf_after_cr: Arc<Mutex<VecDeque<u64>>>,
@@ -120,14 +120,14 @@ pub struct InputReader<R: Read> {
 }
 
 impl InputReader<std::fs::File> {
-    pub fn open(path: &Path) -> Result<Self, InputError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, InputError> {
         InputReader::new(path, open_input(path)?)
     }
 }
 
 /// Open an input file for reading; a folder is refused here (a usage error),
 /// not later as a read error.
-pub fn open_input(path: &Path) -> Result<std::fs::File, InputError> {
+pub(crate) fn open_input(path: &Path) -> Result<std::fs::File, InputError> {
     let open_err = |source| InputError::Open {
         path: path.to_owned(),
         source,
@@ -151,7 +151,7 @@ fn csv_reader<R: Read>(src: R) -> csv::Reader<R> {
 
 impl<R: Read> InputReader<R> {
     /// `path` names the source in messages.
-    pub fn new(path: &Path, src: R) -> Result<Self, InputError> {
+    pub(crate) fn new(path: &Path, src: R) -> Result<Self, InputError> {
         let lf_after_cr = Arc::new(Mutex::new(VecDeque::new()));
         let mut rdr = csv_reader(CrlfTracker {
             inner: src,
@@ -229,13 +229,13 @@ impl<R: Read> InputReader<R> {
     /// Messages without a sender whose (To_Account, MsgKey) also comes with
     /// one elsewhere in the input (see `Prescan::senders`): they are
     /// duplicates of that row, which is the one exported.
-    pub fn with_senders(mut self, senders: FingerprintSet) -> Self {
+    pub(crate) fn with_senders(mut self, senders: FingerprintSet) -> Self {
         self.senders = senders;
         self
     }
 
     /// The kind of message the header names.
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         self.cols.kind
     }
 
@@ -392,18 +392,18 @@ impl<R: Read> Iterator for InputReader<R> {
 /// hash (a resume checks it is the same input) and rows (the progress bar's
 /// total), and the messages listed both with and without a sender.
 #[derive(Debug, Clone, Default)]
-pub struct Prescan {
-    pub rows: u64,
-    pub bytes: u64,
+pub(crate) struct Prescan {
+    pub(crate) rows: u64,
+    pub(crate) bytes: u64,
     /// sha256 of the file's bytes, hex.
-    pub sha256: String,
+    pub(crate) sha256: String,
     /// sha256 of each `BLOCK` bytes of the file, in order: what the run's
     /// read is checked against before a row of the block is handed on.
-    pub blocks: Arc<Vec<[u8; 32]>>,
+    pub(crate) blocks: Arc<Vec<[u8; 32]>>,
     /// Fingerprints (as messages without a sender) of the (To_Account,
     /// MsgKey) pairs listed both without a sender and with one: the row
     /// without is a duplicate of the row with (`InputReader::with_senders`).
-    pub senders: FingerprintSet,
+    pub(crate) senders: FingerprintSet,
 }
 
 /// The input is checked in blocks of this many bytes: a run hands on no
@@ -488,7 +488,7 @@ impl std::error::Error for Changed {}
 /// hash to the prescan's; at the end, the file must hold no more bytes and
 /// still be as long as it was. So the rows read are exactly the rows the
 /// prescan counted and hashed, or the read fails with `Changed`.
-pub struct VerifiedRead {
+pub(crate) struct VerifiedRead {
     file: std::fs::File,
     blocks: Arc<Vec<[u8; 32]>>,
     total: u64,
@@ -687,14 +687,14 @@ impl<'a> PrescanProgress<'a> {
 
 /// Counts of a whole input, as `msgext validate` reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct InputCounts {
-    pub rows: u64,
-    pub distinct: u64,
-    pub duplicates: u64,
-    pub skipped: u64,
+pub(crate) struct InputCounts {
+    pub(crate) rows: u64,
+    pub(crate) distinct: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) skipped: u64,
     /// Messages whose IDs had stray spaces, trimmed.
-    pub trimmed: u64,
-    pub invalid: Vec<InvalidRow>,
+    pub(crate) trimmed: u64,
+    pub(crate) invalid: Vec<InvalidRow>,
 }
 
 /// Prescan `path`, then read it again from the same open file with the
@@ -703,7 +703,7 @@ pub struct InputCounts {
 /// one changed in place fails the read with `InputError::Changed` before a
 /// row of the changed block is handed on.
 /// `show`: say how far the prescan got when it takes more than 2 s.
-pub fn open_prescanned(
+pub(crate) fn open_prescanned(
     path: &Path,
     show: bool,
 ) -> Result<(InputReader<VerifiedRead>, Prescan), InputError> {
@@ -715,7 +715,7 @@ pub fn open_prescanned(
 }
 
 /// Read a whole input without keeping its messages: counts and invalid rows.
-pub fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputError> {
+pub(crate) fn validate<R: Read>(reader: InputReader<R>) -> Result<InputCounts, InputError> {
     let mut c = InputCounts::default();
     for item in reader {
         c.rows += 1;

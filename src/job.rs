@@ -10,61 +10,61 @@ use crate::write::{Format, Out, TableFormat, WriteOptions};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
-pub const DEFAULT_RATE: u32 = 200;
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
-pub const DEFAULT_IDENTIFIER: &str = "administrator";
-pub const DEFAULT_GIVE_UP_MIN: f64 = 10.0;
+pub(crate) const DEFAULT_RATE: u32 = 200;
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+pub(crate) const DEFAULT_IDENTIFIER: &str = "administrator";
+pub(crate) const DEFAULT_GIVE_UP_MIN: f64 = 10.0;
 /// The most attempts per call a run may be given.
-pub const MAX_ATTEMPTS_LIMIT: u32 = 100;
+pub(crate) const MAX_ATTEMPTS_LIMIT: u32 = 100;
 /// The highest client-side limit (calls/s); the API's quota is 200.
-pub const MAX_RATE: u32 = 100_000;
+pub(crate) const MAX_RATE: u32 = 100_000;
 /// A run id names a folder and is part of every file name: keep them short.
-pub const MAX_RUN_ID_LEN: usize = 100;
+pub(crate) const MAX_RUN_ID_LEN: usize = 100;
 /// The largest part file a run may be asked for (`--max-file-mb`).
-pub const MAX_FILE_MB: f64 = 1_048_576.0;
+pub(crate) const MAX_FILE_MB: f64 = 1_048_576.0;
 
 /// The settings a job file may hold: the flags of `msgext export`, never secrets.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct JobFile {
-    pub input: Option<PathBuf>,
-    pub out: Option<PathBuf>,
-    pub state_dir: Option<PathBuf>,
-    pub format: Option<Format>,
-    pub table_format: Option<TableFormat>,
-    pub region: Option<Region>,
-    pub endpoint: Option<String>,
-    pub sdkappid: Option<u64>,
-    pub identifier: Option<String>,
-    pub rate: Option<u32>,
-    pub concurrency: Option<usize>,
-    pub max_attempts: Option<u32>,
-    pub quiet: Option<bool>,
-    pub strict_input: Option<bool>,
-    pub secret_key_file: Option<PathBuf>,
-    pub max_file_mb: Option<f64>,
-    pub give_up_after: Option<f64>,
-    pub store_timeout: Option<f64>,
-    pub full: Option<bool>,
-    pub full_every: Option<String>,
+pub(crate) struct JobFile {
+    pub(crate) input: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) format: Option<Format>,
+    pub(crate) table_format: Option<TableFormat>,
+    pub(crate) region: Option<Region>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) sdkappid: Option<u64>,
+    pub(crate) identifier: Option<String>,
+    pub(crate) rate: Option<u32>,
+    pub(crate) concurrency: Option<usize>,
+    pub(crate) max_attempts: Option<u32>,
+    pub(crate) quiet: Option<bool>,
+    pub(crate) strict_input: Option<bool>,
+    pub(crate) secret_key_file: Option<PathBuf>,
+    pub(crate) max_file_mb: Option<f64>,
+    pub(crate) give_up_after: Option<f64>,
+    pub(crate) store_timeout: Option<f64>,
+    pub(crate) full: Option<bool>,
+    pub(crate) full_every: Option<String>,
     /// The settings of `msgext discover` (its connection is the keys above).
-    pub discover: Option<DiscoverJob>,
+    pub(crate) discover: Option<DiscoverJob>,
 }
 
 /// The `[discover]` table of a job file: the flags of `msgext discover`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DiscoverJob {
-    pub groups: Option<bool>,
-    pub group_type: Option<String>,
-    pub accounts: Option<PathBuf>,
-    pub since: Option<String>,
+pub(crate) struct DiscoverJob {
+    pub(crate) groups: Option<bool>,
+    pub(crate) group_type: Option<String>,
+    pub(crate) accounts: Option<PathBuf>,
+    pub(crate) since: Option<String>,
     /// The list written [default: the job's `input`, the file the export reads].
-    pub out: Option<PathBuf>,
+    pub(crate) out: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum JobError {
+pub(crate) enum JobError {
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
@@ -73,7 +73,7 @@ pub enum JobError {
 
 impl JobFile {
     /// Parse a job file's text; `path` names it in errors and anchors relative paths.
-    pub fn parse(path: &Path, text: &str) -> Result<JobFile, JobError> {
+    pub(crate) fn parse(path: &Path, text: &str) -> Result<JobFile, JobError> {
         refuse_secret_values(path, text, &[])?;
         let mut job: JobFile = toml::from_str(text).map_err(|e| JobError::Parse {
             path: path.to_owned(),
@@ -182,7 +182,11 @@ fn without_values(msg: &str) -> String {
 /// `secrets` (the environment's key, `secret_key_file`'s) or that looks like
 /// a secret key (64 hex characters). Told by line and key, never by value,
 /// and before any call (an identifier goes into every call's URL).
-pub fn refuse_secret_values(path: &Path, text: &str, secrets: &[&str]) -> Result<(), JobError> {
+pub(crate) fn refuse_secret_values(
+    path: &Path,
+    text: &str,
+    secrets: &[&str],
+) -> Result<(), JobError> {
     // The key a line belongs to: its own, or the last one above it (the
     // lines of a multi-line string or array carry no key of their own).
     let mut key = "";
@@ -231,18 +235,18 @@ fn has_hex_run(text: &str, n: usize) -> bool {
 
 /// What the environment supplies (read by the caller).
 #[derive(Debug, Clone, Default)]
-pub struct Env {
-    pub secret_key: Option<String>,
-    pub usersig: Option<String>,
+pub(crate) struct Env {
+    pub(crate) secret_key: Option<String>,
+    pub(crate) usersig: Option<String>,
     /// The contents of `--secret-key-file`, if one was named and read.
-    pub secret_key_file: Option<String>,
+    pub(crate) secret_key_file: Option<String>,
     /// `HOME` and `XDG_STATE_HOME`, where a bucket's default state folder lives.
-    pub state_vars: std::collections::HashMap<String, String>,
+    pub(crate) state_vars: std::collections::HashMap<String, String>,
 }
 
 impl Env {
     /// The variables a plan reads, from the process's environment.
-    pub fn state_vars_from_process() -> std::collections::HashMap<String, String> {
+    pub(crate) fn state_vars_from_process() -> std::collections::HashMap<String, String> {
         ["HOME", "XDG_STATE_HOME"]
             .into_iter()
             .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_owned(), v)))
@@ -251,14 +255,14 @@ impl Env {
 }
 
 /// The secret key file named by flags or job file, for the caller to read.
-pub fn secret_key_file(args: &ApiArgs, job: &JobFile) -> Option<PathBuf> {
+pub(crate) fn secret_key_file(args: &ApiArgs, job: &JobFile) -> Option<PathBuf> {
     args.secret_key_file
         .clone()
         .or_else(|| job.secret_key_file.clone())
 }
 
 /// The connection flags over the job file's, checked.
-pub fn connection(args: &ApiArgs, job: &JobFile, env: &Env) -> Result<Connection, JobError> {
+pub(crate) fn connection(args: &ApiArgs, job: &JobFile, env: &Env) -> Result<Connection, JobError> {
     Ok(Connection {
         sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
         base_url: base_url(args, job)?,
@@ -272,7 +276,7 @@ pub fn connection(args: &ApiArgs, job: &JobFile, env: &Env) -> Result<Connection
 
 /// Merge flags over the job file and check everything a run needs: one
 /// small validator per setting, each naming the flag in its error.
-pub fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
+pub(crate) fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
     let input = required(args.input.clone().or_else(|| job.input.clone()), "--input")?;
     let out = out(args, job)?;
     Ok(ExportPlan {
@@ -485,7 +489,7 @@ fn parse_every(text: &str) -> Result<Option<std::time::Duration>, ()> {
 /// `msgext discover`'s flags over the job file's `[discover]` table and its
 /// connection keys; the list goes to `--out`, else the table's `out`, else
 /// the job's `input` (the file the export reads).
-pub fn discover_plan(
+pub(crate) fn discover_plan(
     args: &crate::cli::DiscoverArgs,
     job: &JobFile,
     env: &Env,
@@ -532,11 +536,11 @@ pub fn discover_plan(
 }
 
 /// The history APIs keep 7 days by default: discover looks that far back.
-pub const DEFAULT_SINCE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+pub(crate) const DEFAULT_SINCE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 /// `--since`: `24h`, `3d`, `90m` back from `now`, or an RFC 3339 time, not
 /// in the future; as Unix seconds.
-pub fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, JobError> {
+pub(crate) fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64, JobError> {
     let at = match parse_every(text) {
         Ok(Some(back)) => now.timestamp().saturating_sub(back.as_secs() as i64),
         _ => match chrono::DateTime::parse_from_rfc3339(text.trim()) {
@@ -556,7 +560,7 @@ pub fn parse_since(text: &str, now: chrono::DateTime<chrono::Utc>) -> Result<i64
 
 /// The `GroupType` names to list: the one asked for (the console's names
 /// Work and Meeting too), or every type whose messages carry extensions.
-pub fn group_types(asked: Option<&str>) -> Result<Vec<String>, JobError> {
+pub(crate) fn group_types(asked: Option<&str>) -> Result<Vec<String>, JobError> {
     use crate::api::history::EXTENSION_GROUP_TYPES;
     let Some(asked) = asked else {
         return Ok(EXTENSION_GROUP_TYPES.map(String::from).to_vec());

@@ -102,7 +102,7 @@ impl RunLock {
 
     /// The lock of one input (`input`: its path), with the state folder's
     /// lock shared: exports of other inputs run beside this one.
-    pub fn acquire_input(
+    pub(crate) fn acquire_input(
         state_dir: &Path,
         input: &Path,
         me: &Holder,
@@ -142,7 +142,7 @@ impl RunLock {
 
     /// The runs holding a lock of `state_dir` now: a look that creates
     /// nothing and takes each lock only for as long as it looks.
-    pub fn holders(state_dir: &Path) -> Vec<Holder> {
+    pub(crate) fn holders(state_dir: &Path) -> Vec<Holder> {
         let Ok(entries) = std::fs::read_dir(state_dir) else {
             return Vec::new();
         };
@@ -155,7 +155,7 @@ impl RunLock {
 
     /// Say who holds the lock (shown to a run that finds it taken): the run
     /// id is known only once the input is read.
-    pub fn describe(&mut self, me: &Holder) -> Result<(), LedgerError> {
+    pub(crate) fn describe(&mut self, me: &Holder) -> Result<(), LedgerError> {
         use std::io::Seek;
         let json = serde_json::to_vec(me)?;
         let path = &self.path;
@@ -232,36 +232,36 @@ fn input_lock_name(input: &Path) -> String {
 /// whose files carry another version is not resumed (or rolled forward) by
 /// this msgext: it says so instead of guessing. Version 2: WAL and ledger
 /// records name their message's kind (`"kind": "one_to_one"`, `"group"`).
-pub const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 2;
 
 /// What stays fixed for a run across attempts (`run.json`), and what a
 /// resume checks: the same input, format, endpoint and app.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RunMeta {
+pub(crate) struct RunMeta {
     /// `FORMAT_VERSION` when written; 0 when missing (an older msgext).
     #[serde(default)]
-    pub v: u32,
-    pub run_id: String,
-    pub started_at: String,
+    pub(crate) v: u32,
+    pub(crate) run_id: String,
+    pub(crate) started_at: String,
     /// The `dt` partition, from the first attempt's start.
-    pub dt: String,
-    pub format: String,
+    pub(crate) dt: String,
+    pub(crate) format: String,
     /// The input file as it was named.
-    pub input: String,
+    pub(crate) input: String,
     #[serde(default)]
-    pub input_bytes: u64,
+    pub(crate) input_bytes: u64,
     /// sha256 of the input file's bytes.
     #[serde(default)]
-    pub input_sha256: String,
+    pub(crate) input_sha256: String,
     /// The base URL called (a region's domain or `--endpoint`).
     #[serde(default)]
-    pub endpoint: String,
+    pub(crate) endpoint: String,
     #[serde(default)]
-    pub sdkappid: u64,
+    pub(crate) sdkappid: u64,
     /// The lake the run writes into (`--out`: an absolute folder or a URL);
     /// empty when an earlier msgext wrote `run.json`.
     #[serde(default)]
-    pub out: String,
+    pub(crate) out: String,
 }
 
 impl RunMeta {
@@ -269,7 +269,7 @@ impl RunMeta {
     /// would start, in words; empty when `wanted` may resume this run.
     /// Only what decides the exported data counts (not the path the input
     /// is found at, not the run id or start time).
-    pub fn differences(&self, wanted: &RunMeta) -> Vec<String> {
+    pub(crate) fn differences(&self, wanted: &RunMeta) -> Vec<String> {
         let mut out = Vec::new();
         if self.v != FORMAT_VERSION {
             out.push(format!(
@@ -325,7 +325,7 @@ impl RunMeta {
 }
 
 impl RunMeta {
-    pub fn load(run_dir: &Path) -> Result<Option<RunMeta>, LedgerError> {
+    pub(crate) fn load(run_dir: &Path) -> Result<Option<RunMeta>, LedgerError> {
         let path = run_dir.join("run.json");
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -336,7 +336,7 @@ impl RunMeta {
         }
     }
 
-    pub fn save(&self, run_dir: &Path) -> Result<(), LedgerError> {
+    pub(crate) fn save(&self, run_dir: &Path) -> Result<(), LedgerError> {
         let json = serde_json::to_vec_pretty(self)?;
         let path = run_dir.join("run.json");
         Ok(crate::write::write_atomically(&path, &json)?)
@@ -345,25 +345,25 @@ impl RunMeta {
 
 /// A settled message as the WAL keeps it: enough to write its rows again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WalRecord {
+pub(crate) struct WalRecord {
     /// `FORMAT_VERSION`.
     #[serde(default)]
-    pub v: u32,
+    pub(crate) v: u32,
     #[serde(flatten)]
-    pub msg: MessageId,
-    pub line: u64,
-    pub status: WalStatus,
-    pub attempts: u32,
-    pub pages: u32,
+    pub(crate) msg: MessageId,
+    pub(crate) line: u64,
+    pub(crate) status: WalStatus,
+    pub(crate) attempts: u32,
+    pub(crate) pages: u32,
     /// When the message settled, µs since the epoch (0 in records of
     /// versions that did not keep it).
     #[serde(default)]
-    pub at_us: i64,
+    pub(crate) at_us: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
-pub enum WalStatus {
+pub(crate) enum WalStatus {
     Ok {
         latest_seq: i64,
         clear_seq: i64,
@@ -390,7 +390,7 @@ fn not_found_code() -> String {
 
 impl WalRecord {
     /// The pairs of an exported message, borrowed.
-    pub fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
+    pub(crate) fn pairs(&self) -> impl Iterator<Item = PairRef<'_>> {
         match &self.status {
             WalStatus::Ok { pairs, .. } => pairs,
             _ => &crate::api::pairs::NO_PAIRS,
@@ -402,29 +402,29 @@ impl WalRecord {
 /// A row of errors.csv kept in the ledger (messages only; invalid input rows
 /// are found again whenever the input is read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorRow {
+pub(crate) struct ErrorRow {
     #[serde(flatten)]
-    pub msg: MessageId,
-    pub code: String,
-    pub info: String,
-    pub attempts: u32,
-    pub line: u64,
+    pub(crate) msg: MessageId,
+    pub(crate) code: String,
+    pub(crate) info: String,
+    pub(crate) attempts: u32,
+    pub(crate) line: u64,
 }
 
 /// Counts of one checkpoint.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub ok: u64,
-    pub not_found: u64,
-    pub failed: u64,
-    pub kv_rows: u64,
-    pub requests: u64,
-    pub retries: u64,
-    pub rate_limited: u64,
+pub(crate) struct Counts {
+    pub(crate) ok: u64,
+    pub(crate) not_found: u64,
+    pub(crate) failed: u64,
+    pub(crate) kv_rows: u64,
+    pub(crate) requests: u64,
+    pub(crate) retries: u64,
+    pub(crate) rate_limited: u64,
 }
 
 impl Counts {
-    pub fn add(&mut self, o: &Counts) {
+    pub(crate) fn add(&mut self, o: &Counts) {
         self.ok += o.ok;
         self.not_found += o.not_found;
         self.failed += o.failed;
@@ -437,23 +437,23 @@ impl Counts {
 
 /// One committed checkpoint: a ledger line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     /// `FORMAT_VERSION`.
     #[serde(default)]
-    pub v: u32,
-    pub seq: u32,
-    pub files: Vec<FileInfo>,
+    pub(crate) v: u32,
+    pub(crate) seq: u32,
+    pub(crate) files: Vec<FileInfo>,
     /// Fingerprints of the messages settled in it (base64, no padding).
-    pub messages: Vec<String>,
-    pub errors: Vec<ErrorRow>,
-    pub counts: Counts,
+    pub(crate) messages: Vec<String>,
+    pub(crate) errors: Vec<ErrorRow>,
+    pub(crate) counts: Counts,
 }
 
-pub fn encode_fingerprint(fp: u128) -> String {
+pub(crate) fn encode_fingerprint(fp: u128) -> String {
     STANDARD_NO_PAD.encode(fp.to_le_bytes())
 }
 
-pub fn decode_fingerprint(s: &str) -> Option<u128> {
+pub(crate) fn decode_fingerprint(s: &str) -> Option<u128> {
     let bytes = STANDARD_NO_PAD.decode(s).ok()?;
     Some(u128::from_le_bytes(bytes.try_into().ok()?))
 }
@@ -462,7 +462,7 @@ pub fn decode_fingerprint(s: &str) -> Option<u128> {
 /// lines are checkpoints; a torn last line (a crash while appending) is not.
 /// Returns the byte length of the complete lines, so that the file can be
 /// cut back to them. Streams: a long ledger is never held whole.
-pub fn read_ledger<R: BufRead, E: From<LedgerError>>(
+pub(crate) fn read_ledger<R: BufRead, E: From<LedgerError>>(
     path: &Path,
     mut r: R,
     mut each: impl FnMut(Checkpoint) -> Result<(), E>,
@@ -497,7 +497,7 @@ pub fn read_ledger<R: BufRead, E: From<LedgerError>>(
 
 /// Every record of a WAL file, in order, until its torn tail (a crash
 /// mid-append, never fsynced as settled). Streams.
-pub fn read_wal<E: From<LedgerError>>(
+pub(crate) fn read_wal<E: From<LedgerError>>(
     path: &Path,
     mut each: impl FnMut(WalRecord) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -524,7 +524,7 @@ pub fn read_wal<E: From<LedgerError>>(
 const SCRATCH_KEPT: usize = 1 << 20;
 
 /// The append-only files of a run: `ledger.jsonl` and `wal-<k>.jsonl`.
-pub struct RunFiles {
+pub(crate) struct RunFiles {
     dir: PathBuf,
     ledger: File,
     wal: BufWriter<File>,
@@ -541,27 +541,27 @@ pub struct RunFiles {
 
 /// What an earlier attempt left, once recovered.
 #[derive(Debug, Default)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// Messages settled in committed checkpoints (counted before `settled` is handed on).
-    pub committed_messages: u64,
+    pub(crate) committed_messages: u64,
     /// Messages settled in committed checkpoints or in the WAL.
-    pub settled: crate::model::FingerprintSet,
-    pub counts: Counts,
-    pub files: Vec<FileInfo>,
+    pub(crate) settled: crate::model::FingerprintSet,
+    pub(crate) counts: Counts,
+    pub(crate) files: Vec<FileInfo>,
     /// Files of settled messages that no checkpoint committed: to write
     /// again (streamed by `replay`), committed by the next checkpoint.
-    pub replay: Vec<PathBuf>,
+    pub(crate) replay: Vec<PathBuf>,
     /// Messages in `replay`.
-    pub replay_messages: u64,
+    pub(crate) replay_messages: u64,
     /// Checkpoints committed so far.
-    pub checkpoints: u32,
+    pub(crate) checkpoints: u32,
     /// The next free part number.
-    pub next_part: u32,
+    pub(crate) next_part: u32,
 }
 
 impl Recovered {
     /// Messages an earlier attempt settled: skipped or written again, never fetched.
-    pub fn resumed(&self) -> u64 {
+    pub(crate) fn resumed(&self) -> u64 {
         self.committed_messages + self.replay_messages
     }
 }
@@ -668,7 +668,7 @@ impl RunFiles {
     /// checkpoints are done and removed. The others are set aside as replay
     /// files, read here once for their fingerprints and once more, streamed,
     /// by `replay`; they go when the next checkpoint commits.
-    pub fn open(
+    pub(crate) fn open(
         lake: &dyn LakeStore,
         run_dir: &Path,
     ) -> Result<(RunFiles, Recovered), LedgerError> {
@@ -710,7 +710,7 @@ impl RunFiles {
     }
 
     /// Append a settled message (buffered; durable after `sync`).
-    pub fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
+    pub(crate) fn append(&mut self, r: &WalRecord) -> Result<(), LedgerError> {
         self.scratch.clear();
         serde_json::to_writer(&mut self.scratch, r)?;
         self.scratch.push(b'\n');
@@ -725,12 +725,12 @@ impl RunFiles {
     }
 
     /// Bytes in the current WAL segment.
-    pub fn wal_bytes(&self) -> u64 {
+    pub(crate) fn wal_bytes(&self) -> u64 {
         self.wal_bytes
     }
 
     /// Make every appended record durable.
-    pub fn sync(&mut self) -> Result<(), LedgerError> {
+    pub(crate) fn sync(&mut self) -> Result<(), LedgerError> {
         if !self.wal_dirty {
             return Ok(());
         }
@@ -743,14 +743,14 @@ impl RunFiles {
     }
 
     /// fsyncs of the WAL so far.
-    pub fn syncs(&self) -> u64 {
+    pub(crate) fn syncs(&self) -> u64 {
         self.syncs
     }
 
     /// The commit point of a checkpoint whose files are sealed: append its
     /// ledger line and fsync it. The caller then publishes the files and
     /// calls `next_segment`.
-    pub fn commit(&mut self, c: &Checkpoint) -> Result<(), LedgerError> {
+    pub(crate) fn commit(&mut self, c: &Checkpoint) -> Result<(), LedgerError> {
         let path = self.dir.join("ledger.jsonl");
         let mut line = serde_json::to_vec(c)?;
         line.push(b'\n');
@@ -761,7 +761,7 @@ impl RunFiles {
 
     /// Start the WAL of the next checkpoint and drop what the committed one
     /// held: its WAL segment and the replay files it committed.
-    pub fn next_segment(&mut self, replayed: &[PathBuf]) -> Result<(), LedgerError> {
+    pub(crate) fn next_segment(&mut self, replayed: &[PathBuf]) -> Result<(), LedgerError> {
         let old = wal_path(&self.dir, self.wal_seq);
         self.wal_seq += 1;
         self.wal = open_wal(&self.dir, self.wal_seq)?;
@@ -775,7 +775,7 @@ impl RunFiles {
     }
 
     /// After the last checkpoint: the WAL is empty, remove it.
-    pub fn close(self) -> Result<(), LedgerError> {
+    pub(crate) fn close(self) -> Result<(), LedgerError> {
         if self.wal_dirty {
             return Err(LedgerError::Corrupt(
                 "WAL closed with unsynced records".into(),
@@ -787,7 +787,7 @@ impl RunFiles {
     }
 
     /// Every error row of the committed checkpoints, in order, streamed.
-    pub fn committed_errors<E: From<LedgerError>>(
+    pub(crate) fn committed_errors<E: From<LedgerError>>(
         &self,
         mut each: impl FnMut(&ErrorRow) -> Result<(), E>,
     ) -> Result<(), E> {

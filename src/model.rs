@@ -10,14 +10,14 @@ pub use crate::kind::{GroupMessageRef, Identity, MessageId, MessageRef};
 /// (no doubling of the whole set). 76 bits are kept: the chance that two of
 /// 10 million distinct messages collide is below 1e-9.
 #[derive(Debug, Clone)]
-pub struct FingerprintSet {
+pub(crate) struct FingerprintSet {
     shards: Vec<std::collections::HashSet<u64, FpHasher>>,
     len: usize,
 }
 
 /// The fingerprints are already uniform: hash them by taking their bits.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct FpHasher;
+pub(crate) struct FpHasher;
 
 impl std::hash::BuildHasher for FpHasher {
     type Hasher = FpHash;
@@ -27,7 +27,7 @@ impl std::hash::BuildHasher for FpHasher {
 }
 
 #[derive(Debug, Default)]
-pub struct FpHash(u64);
+pub(crate) struct FpHash(u64);
 
 impl std::hash::Hasher for FpHash {
     fn finish(&self) -> u64 {
@@ -62,34 +62,35 @@ impl FingerprintSet {
     }
 
     /// `true` when the fingerprint was not there yet.
-    pub fn insert(&mut self, fp: u128) -> bool {
+    pub(crate) fn insert(&mut self, fp: u128) -> bool {
         let (shard, rest) = Self::split(fp);
         let new = self.shards[shard].insert(rest);
         self.len += usize::from(new);
         new
     }
 
-    pub fn contains(&self, fp: u128) -> bool {
+    pub(crate) fn contains(&self, fp: u128) -> bool {
         let (shard, rest) = Self::split(fp);
         self.shards[shard].contains(&rest)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 }
 
 /// A message of the input with the line it was read from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputMessage {
-    pub msg: MessageId,
-    pub line: u64,
+pub(crate) struct InputMessage {
+    pub(crate) msg: MessageId,
+    pub(crate) line: u64,
     /// Spaces were trimmed from its IDs (counted in the summary).
-    pub trimmed: bool,
+    pub(crate) trimmed: bool,
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 /// The columns of errors.csv after the kind's identity columns
 /// (`KindSpec::columns`), which make it a valid `--input`.
-pub const ERRORS_COLUMNS: [&str; 4] = ["error_code", "error_info", "attempts", "line"];
+pub(crate) const ERRORS_COLUMNS: [&str; 4] = ["error_code", "error_info", "attempts", "line"];
 
 /// The header of errors.csv for a run of `kind`.
-pub fn errors_header(kind: Kind) -> Vec<&'static str> {
+pub(crate) fn errors_header(kind: Kind) -> Vec<&'static str> {
     let mut h = kind.spec().columns().to_vec();
     h.extend(ERRORS_COLUMNS);
     h
@@ -27,19 +27,19 @@ pub fn errors_header(kind: Kind) -> Vec<&'static str> {
 
 /// Rows of errors.csv written to `W`: the run's spool (a local file), or
 /// the final `_runs/<run_id>/errors.csv` being staged in the lake.
-pub struct ErrorsCsv<W: std::io::Write = BufWriter<File>> {
+pub(crate) struct ErrorsCsv<W: std::io::Write = BufWriter<File>> {
     w: csv::Writer<W>,
     rows: u64,
 }
 
 impl ErrorsCsv<BufWriter<File>> {
     /// A new local file at `path`.
-    pub fn create(path: &Path, kind: Kind) -> std::io::Result<Self> {
+    pub(crate) fn create(path: &Path, kind: Kind) -> std::io::Result<Self> {
         ErrorsCsv::to_writer(BufWriter::new(File::create(path)?), kind)
     }
 
     /// Flush and fsync the local file.
-    pub fn finish(self) -> std::io::Result<()> {
+    pub(crate) fn finish(self) -> std::io::Result<()> {
         self.into_inner()?
             .into_inner()
             .map_err(|e| e.into_error())?
@@ -49,7 +49,7 @@ impl ErrorsCsv<BufWriter<File>> {
 
 impl<W: std::io::Write> ErrorsCsv<W> {
     /// errors.csv into `w`, starting with the header of `kind`.
-    pub fn to_writer(w: W, kind: Kind) -> std::io::Result<Self> {
+    pub(crate) fn to_writer(w: W, kind: Kind) -> std::io::Result<Self> {
         let mut w = csv::WriterBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_writer(w);
@@ -59,21 +59,21 @@ impl<W: std::io::Write> ErrorsCsv<W> {
     }
 
     /// The writer back, every row flushed into it.
-    pub fn into_inner(self) -> std::io::Result<W> {
+    pub(crate) fn into_inner(self) -> std::io::Result<W> {
         self.w
             .into_inner()
             .map_err(|e| std::io::Error::other(e.to_string()))
     }
 
-    pub fn rows(&self) -> u64 {
+    pub(crate) fn rows(&self) -> u64 {
         self.rows
     }
 
-    pub fn invalid_row(&mut self, r: &InvalidRow) -> std::io::Result<()> {
+    pub(crate) fn invalid_row(&mut self, r: &InvalidRow) -> std::io::Result<()> {
         self.record(&r.cells, INVALID_INPUT, &r.reason, 0, r.line)
     }
 
-    pub fn message(
+    pub(crate) fn message(
         &mut self,
         m: &MessageId,
         code: &str,
@@ -84,12 +84,12 @@ impl<W: std::io::Write> ErrorsCsv<W> {
         self.record(&m.identity().cells(), code, info, attempts, line)
     }
 
-    pub fn row(&mut self, r: &crate::ledger::ErrorRow) -> std::io::Result<()> {
+    pub(crate) fn row(&mut self, r: &crate::ledger::ErrorRow) -> std::io::Result<()> {
         self.message(&r.msg, &r.code, &r.info, r.attempts, r.line)
     }
 
     /// Copy the data rows of another errors file (written by `ErrorsCsv`).
-    pub fn append_file(&mut self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn append_file(&mut self, path: &Path) -> std::io::Result<()> {
         let mut r = csv::Reader::from_path(path).map_err(std::io::Error::other)?;
         let mut rec = csv::ByteRecord::new();
         while r
@@ -127,7 +127,7 @@ impl<W: std::io::Write> ErrorsCsv<W> {
 /// case) is dropped, so that a proxy page echoing the request URL, or an
 /// error quoting it, never puts a credential in a report, a log or the lake.
 /// Applied to every text a run keeps.
-pub fn redact(text: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn redact(text: &str) -> std::borrow::Cow<'_, str> {
     const NEEDLE: &[u8] = b"usersig=";
     let at = text
         .as_bytes()
@@ -155,7 +155,7 @@ pub enum RunStatus {
 
 impl RunStatus {
     /// The status as summary.json spells it.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RunStatus::Complete => "complete",
             RunStatus::Partial => "partial",
@@ -176,14 +176,14 @@ impl RunStatus {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct InputSummary {
-    pub rows: u64,
-    pub invalid: u64,
-    pub duplicates: u64,
+pub(crate) struct InputSummary {
+    pub(crate) rows: u64,
+    pub(crate) invalid: u64,
+    pub(crate) duplicates: u64,
     /// Lines of a re-fed errors.csv with a final answer (invalid input, not found), skipped.
-    pub skipped: u64,
+    pub(crate) skipped: u64,
     /// Messages whose IDs had stray spaces around them, trimmed.
-    pub trimmed: u64,
+    pub(crate) trimmed: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -196,25 +196,25 @@ pub struct MessageSummary {
     /// the same command fetches them (it resumes the run).
     pub unfinished: u64,
     /// Settled by an earlier attempt of this run (skipped on resume).
-    pub resumed: u64,
+    pub(crate) resumed: u64,
 }
 
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    pub run_id: String,
+    pub(crate) run_id: String,
     /// The kind of message exported (`one_to_one` or `group`).
-    pub kind: Kind,
+    pub(crate) kind: Kind,
     pub status: RunStatus,
-    pub started_at: String,
-    pub finished_at: String,
+    pub(crate) started_at: String,
+    pub(crate) finished_at: String,
     pub elapsed_secs: f64,
-    pub input_file: String,
-    pub out: String,
-    pub format: String,
-    pub input: InputSummary,
+    pub(crate) input_file: String,
+    pub(crate) out: String,
+    pub(crate) format: String,
+    pub(crate) input: InputSummary,
     pub messages: MessageSummary,
-    pub kv_rows: u64,
+    pub(crate) kv_rows: u64,
     pub requests: u64,
     pub retries: u64,
     pub rate_limited: u64,
@@ -225,17 +225,17 @@ pub struct Summary {
     /// Why the run stopped early, if it did.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
-    pub errors_csv: String,
-    pub files: Vec<FileInfo>,
+    pub(crate) errors_csv: String,
+    pub(crate) files: Vec<FileInfo>,
     /// The run did not finish (no `_SUCCESS`): the same command resumes it.
     #[serde(skip)]
-    pub resumable: bool,
+    pub(crate) resumable: bool,
 }
 
 impl Summary {
     /// One line for `--quiet` runs that did not complete: status, counts,
     /// why it stopped, and where the errors are.
-    pub fn one_line(&self) -> String {
+    pub(crate) fn one_line(&self) -> String {
         let status = serde_json::to_value(self.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -257,7 +257,7 @@ impl Summary {
     }
 
     /// The human summary printed at the end of a run.
-    pub fn human(&self) -> String {
+    pub(crate) fn human(&self) -> String {
         let secs = self.elapsed_secs.max(1e-9);
         let mut s = format!(
             "msgext run {} {}\n\
@@ -333,7 +333,7 @@ impl Summary {
 }
 
 /// `manifest.json`: every file of the run with rows, bytes and sha256.
-pub fn manifest_json(summary: &Summary) -> Vec<u8> {
+pub(crate) fn manifest_json(summary: &Summary) -> Vec<u8> {
     // A map of strings and numbers always serializes.
     serde_json::to_vec_pretty(&serde_json::json!({
         "run_id": summary.run_id,
@@ -343,21 +343,21 @@ pub fn manifest_json(summary: &Summary) -> Vec<u8> {
 }
 
 /// `summary.json`.
-pub fn summary_json(summary: &Summary) -> Vec<u8> {
+pub(crate) fn summary_json(summary: &Summary) -> Vec<u8> {
     // Plain fields of strings and numbers always serialize.
     serde_json::to_vec_pretty(summary).unwrap_or_default()
 }
 
 /// Counts the writer updates as it goes, read by the progress reporter.
 #[derive(Debug, Default)]
-pub struct LiveCounts {
+pub(crate) struct LiveCounts {
     /// Input rows settled: exported, not found, failed, duplicate or invalid.
-    pub settled: AtomicU64,
-    pub kv_rows: AtomicU64,
+    pub(crate) settled: AtomicU64,
+    pub(crate) kv_rows: AtomicU64,
     /// Messages failed (what an alert should count).
-    pub errors: AtomicU64,
+    pub(crate) errors: AtomicU64,
     /// Messages the API says do not exist (a final answer, not a failure).
-    pub not_found: AtomicU64,
+    pub(crate) not_found: AtomicU64,
 }
 
 /// How progress is shown.
@@ -372,29 +372,29 @@ pub enum ProgressMode {
 }
 
 /// How often a JSON progress line is written.
-pub const JSON_EVERY: Duration = Duration::from_secs(10);
+pub(crate) const JSON_EVERY: Duration = Duration::from_secs(10);
 
 /// One look at a run in progress.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProgressView {
-    pub settled: u64,
-    pub total: u64,
-    pub kv_rows: u64,
-    pub requests: u64,
+pub(crate) struct ProgressView {
+    pub(crate) settled: u64,
+    pub(crate) total: u64,
+    pub(crate) kv_rows: u64,
+    pub(crate) requests: u64,
     /// Messages failed.
-    pub errors: u64,
-    pub not_found: u64,
-    pub rate_limit: Option<f64>,
-    pub elapsed: Duration,
+    pub(crate) errors: u64,
+    pub(crate) not_found: u64,
+    pub(crate) rate_limit: Option<f64>,
+    pub(crate) elapsed: Duration,
 }
 
 impl ProgressView {
-    pub fn calls_per_s(&self) -> f64 {
+    pub(crate) fn calls_per_s(&self) -> f64 {
         self.requests as f64 / self.elapsed.as_secs_f64().max(1e-3)
     }
 
     /// Seconds left at the pace so far; `None` before anything settled.
-    pub fn eta_secs(&self) -> Option<f64> {
+    pub(crate) fn eta_secs(&self) -> Option<f64> {
         (self.settled > 0).then(|| {
             let per_row = self.elapsed.as_secs_f64() / self.settled as f64;
             per_row * self.total.saturating_sub(self.settled) as f64
@@ -404,7 +404,7 @@ impl ProgressView {
     /// The JSON progress line (`event` is `progress` or `done`).
     /// One JSON progress line: when (`ts`, UTC), which run, the counts, and
     /// at the end how the run ended (`status`).
-    pub fn json(&self, event: &str, run_id: &str, status: Option<RunStatus>) -> String {
+    pub(crate) fn json(&self, event: &str, run_id: &str, status: Option<RunStatus>) -> String {
         let mut line = serde_json::json!({
             "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "run_id": run_id,
@@ -442,7 +442,7 @@ impl ProgressView {
 }
 
 /// Shows progress: a bar on a terminal, JSON lines elsewhere, or nothing.
-pub struct Progress {
+pub(crate) struct Progress {
     mode: ProgressMode,
     run_id: String,
     bar: Option<ProgressBar>,
@@ -450,7 +450,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: u64, mode: ProgressMode, run_id: &str) -> Self {
+    pub(crate) fn new(total: u64, mode: ProgressMode, run_id: &str) -> Self {
         let bar = (mode == ProgressMode::Bar).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
@@ -470,7 +470,7 @@ impl Progress {
     }
 
     /// Called a few times a second.
-    pub fn tick(&mut self, v: &ProgressView) {
+    pub(crate) fn tick(&mut self, v: &ProgressView) {
         match self.mode {
             ProgressMode::Bar => {
                 if let Some(bar) = &self.bar {
@@ -487,7 +487,7 @@ impl Progress {
     }
 
     /// The last look, with how the run ended.
-    pub fn finish(&mut self, v: &ProgressView, status: RunStatus) {
+    pub(crate) fn finish(&mut self, v: &ProgressView, status: RunStatus) {
         match self.mode {
             ProgressMode::Bar => {
                 if let Some(bar) = &self.bar {
@@ -503,7 +503,7 @@ impl Progress {
 }
 
 /// `s` as one word of a POSIX shell: as it is when plain, else in single quotes.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c));

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// Where a run stands, as its files in the lake (and its lock) show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RunState {
+pub(crate) enum RunState {
     /// `_SUCCESS`, every message exported or not found.
     Complete,
     /// `_SUCCESS`, some messages failed or input rows were invalid.
@@ -29,7 +29,7 @@ pub enum RunState {
 impl RunState {
     /// From whether `_SUCCESS` is there, the status `summary.json` gives
     /// (if any) and whether an export holds the run's lock now.
-    pub fn of(success: bool, summary_status: Option<&str>, running: bool) -> RunState {
+    pub(crate) fn of(success: bool, summary_status: Option<&str>, running: bool) -> RunState {
         match (success, summary_status) {
             (true, Some("partial")) => RunState::Partial,
             (true, _) => RunState::Complete,
@@ -39,7 +39,7 @@ impl RunState {
         }
     }
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             RunState::Complete => "complete",
             RunState::Partial => "partial",
@@ -50,53 +50,53 @@ impl RunState {
     }
 
     /// Whether the run reached the end of its input.
-    pub fn finished(self) -> bool {
+    pub(crate) fn finished(self) -> bool {
         matches!(self, RunState::Complete | RunState::Partial)
     }
 }
 
 /// `_runs/<run id>/_CLAIM`: which export owns the run (`export::claim_run`).
 #[derive(Debug, Clone, Default, serde::Deserialize)]
-pub struct Claim {
+pub(crate) struct Claim {
     #[serde(default)]
-    pub host: String,
+    pub(crate) host: String,
     #[serde(default)]
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The run's folder in its state folder (absolute).
     #[serde(default)]
-    pub state: String,
+    pub(crate) state: String,
     #[serde(default)]
-    pub started_at: String,
+    pub(crate) started_at: String,
 }
 
 impl Claim {
     /// The state folder that holds the run's folder and lock.
-    pub fn state_dir(&self) -> Option<PathBuf> {
+    pub(crate) fn state_dir(&self) -> Option<PathBuf> {
         Path::new(&self.state).parent().map(Path::to_owned)
     }
 }
 
 /// One run in a lake.
 #[derive(Debug, Clone)]
-pub struct RunInfo {
-    pub run_id: String,
-    pub state: RunState,
-    pub started_at: Option<String>,
+pub(crate) struct RunInfo {
+    pub(crate) run_id: String,
+    pub(crate) state: RunState,
+    pub(crate) started_at: Option<String>,
     /// Pairs exported (`summary.json`'s `kv_rows`), when a summary was written.
-    pub kv_rows: Option<u64>,
+    pub(crate) kv_rows: Option<u64>,
     /// Data files in the lake's tables.
-    pub data_files: Vec<String>,
+    pub(crate) data_files: Vec<String>,
     /// Files under `_runs/<run id>/` in the lake.
-    pub report_files: Vec<String>,
-    pub claim: Option<Claim>,
+    pub(crate) report_files: Vec<String>,
+    pub(crate) claim: Option<Claim>,
     /// Which of its Delta commits the lake holds; looked up for runs that
     /// did not finish (a finished run committed all of them).
-    pub commits: Option<RunCommits>,
+    pub(crate) commits: Option<RunCommits>,
 }
 
 impl RunInfo {
     /// Where the run's state lives, as a person finds it.
-    pub fn state_at(&self) -> String {
+    pub(crate) fn state_at(&self) -> String {
         match &self.claim {
             Some(c) if !c.state.is_empty() => format!("{}:{}", c.host, c.state),
             Some(c) => format!("{} (pid {})", c.host, c.pid),
@@ -106,7 +106,7 @@ impl RunInfo {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunsError {
+pub(crate) enum RunsError {
     #[error(transparent)]
     Lake(#[from] WriteError),
     /// What was asked cannot be done (exit 2).
@@ -117,7 +117,7 @@ pub enum RunsError {
 }
 
 impl RunsError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             RunsError::Refused(_) | RunsError::Lock(_) => 2,
             RunsError::Lake(_) => 1,
@@ -175,7 +175,7 @@ fn files_by_run(lake: &dyn LakeStore) -> Result<(FilesByRun, FilesByRun), RunsEr
 }
 
 /// Every run in the lake, oldest first.
-pub fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
+pub(crate) fn list(lake: &dyn LakeStore) -> Result<Vec<RunInfo>, RunsError> {
     let (reports, data) = files_by_run(lake)?;
     let ids: HashSet<&String> = reports.keys().chain(data.keys()).collect();
     let mut runs = Vec::with_capacity(ids.len());
@@ -257,7 +257,7 @@ fn describe(
 
 /// The runs as a table for people, then a line for each run whose Delta
 /// commits are not whole (COMMITTED: which of them the lake holds).
-pub fn render(runs: &[RunInfo]) -> String {
+pub(crate) fn render(runs: &[RunInfo]) -> String {
     let line = |cells: [&str; 7]| {
         let [run, status, started, rows, files, committed, state] = cells;
         format!(
@@ -294,7 +294,10 @@ pub fn render(runs: &[RunInfo]) -> String {
 
 /// The unfinished runs in the lake other than `this_run`, for the one line
 /// a new run says about them.
-pub fn unfinished_others(lake: &dyn LakeStore, this_run: &str) -> Result<Vec<String>, RunsError> {
+pub(crate) fn unfinished_others(
+    lake: &dyn LakeStore,
+    this_run: &str,
+) -> Result<Vec<String>, RunsError> {
     let mut seen: BTreeMap<String, bool> = BTreeMap::new();
     for rel in lake.list("_runs")? {
         if let Some((run_id, name)) = report_path(&rel)
@@ -313,11 +316,11 @@ pub fn unfinished_others(lake: &dyn LakeStore, this_run: &str) -> Result<Vec<Str
 
 /// What `drop` removed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Dropped {
-    pub data_files: usize,
-    pub report_files: usize,
+pub(crate) struct Dropped {
+    pub(crate) data_files: usize,
+    pub(crate) report_files: usize,
     /// The run's folder in a state folder on this machine, removed too.
-    pub state: Option<PathBuf>,
+    pub(crate) state: Option<PathBuf>,
 }
 
 /// Remove an unfinished run: its state on this machine first (so that no
@@ -326,7 +329,7 @@ pub struct Dropped {
 /// still lists the run and can be run again). Refused for a finished run,
 /// one whose export holds its lock, and one whose state is on another
 /// machine unless `force`.
-pub fn drop_run(
+pub(crate) fn drop_run(
     lake: &dyn LakeStore,
     run_id: &str,
     force: bool,

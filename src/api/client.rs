@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The client's own timeout per call: longer than the backend's 3 s.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What went wrong below the API level: the call got no usable `ErrorCode`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +40,7 @@ pub enum CallError {
 
 impl CallError {
     /// The short code used in errors.csv and the messages table.
-    pub fn code(&self) -> String {
+    pub(crate) fn code(&self) -> String {
         match self {
             CallError::Timeout => "timeout".into(),
             CallError::Connect(_) | CallError::Network(_) => "network".into(),
@@ -63,7 +63,7 @@ pub enum SetupError {
 }
 
 /// Where the UserSig of each call comes from.
-pub enum Credentials {
+pub(crate) enum Credentials {
     /// msgext signs with the secret key and renews before expiry.
     Secret(SecretSigner),
     /// A ready UserSig from `MSGEXT_USERSIG`; cannot be renewed.
@@ -84,7 +84,7 @@ impl fmt::Debug for Credentials {
 }
 
 /// Signs UserSigs with the secret key, caching one until half its validity is gone.
-pub struct SecretSigner {
+pub(crate) struct SecretSigner {
     key: String,
     sdkappid: u64,
     identifier: String,
@@ -93,7 +93,7 @@ pub struct SecretSigner {
 }
 
 impl Credentials {
-    pub fn from_secret(key: String, sdkappid: u64, identifier: &str, expire: i64) -> Self {
+    pub(crate) fn from_secret(key: String, sdkappid: u64, identifier: &str, expire: i64) -> Self {
         Credentials::Secret(SecretSigner {
             key,
             sdkappid,
@@ -103,17 +103,17 @@ impl Credentials {
         })
     }
 
-    pub fn ready(sig: &str) -> Self {
+    pub(crate) fn ready(sig: &str) -> Self {
         Credentials::Ready(Arc::from(sig))
     }
 
-    pub fn can_renew(&self) -> bool {
+    pub(crate) fn can_renew(&self) -> bool {
         matches!(self, Credentials::Secret(_))
     }
 
     /// The UserSig to send at `now` (Unix seconds); a new one is made once half
     /// of the current one's validity has passed.
-    pub fn usersig(&self, now: i64) -> Arc<str> {
+    pub(crate) fn usersig(&self, now: i64) -> Arc<str> {
         match self {
             Credentials::Ready(s) => s.clone(),
             Credentials::Secret(s) => {
@@ -137,7 +137,7 @@ impl Credentials {
     }
 
     /// Forget the cached UserSig so that the next call signs anew (after 70001).
-    pub fn renew(&self) {
+    pub(crate) fn renew(&self) {
         if let Credentials::Secret(s) = self {
             *s.cached.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
@@ -257,21 +257,6 @@ impl ApiClient {
         format!("{prefix}{}", rand::random::<u32>())
     }
 
-    /// The same client (connections, settings, proxy) calling another path
-    /// of the same endpoint: the history APIs beside `get_key_values`.
-    pub fn at(&self, path: &str) -> Result<Self, SetupError> {
-        let mut url = reqwest::Url::parse(&self.url).map_err(|e| SetupError::Endpoint {
-            endpoint: without_password(&self.url),
-            reason: e.to_string(),
-        })?;
-        url.set_path(path);
-        Ok(ApiClient {
-            url: Arc::from(url.as_str()),
-            signed: Arc::default(),
-            ..self.clone()
-        })
-    }
-
     /// One POST of a JSON `body` (`MessageId::request_body`, or a history
     /// API's request). `Ok` means a decodable answer, whatever its
     /// `ErrorCode`. The whole call, body included, ends within the client's
@@ -375,7 +360,7 @@ fn without_password(url: &str) -> String {
 /// The largest answer body read: 200 pairs of at most 100 + 1000 bytes,
 /// JSON-escaped, fit many times over; a bigger one is a bad response, not a
 /// reason to grow the resident set.
-pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+pub(crate) const MAX_ANSWER_BYTES: usize = 16 << 20;
 
 /// The body, or a bad response once it passes `cap` bytes (checked against
 /// Content-Length first, then as it arrives).

@@ -9,28 +9,28 @@ use crate::codes::{Action, classify_code};
 use serde::{Deserialize, Serialize};
 
 pub const GROUP_LIST_PATH: &str = "/v4/group_open_http_svc/get_appid_group_list";
-pub const GROUP_HISTORY_PATH: &str = "/v4/group_open_http_svc/group_msg_get_simple";
-pub const CONVERSATIONS_PATH: &str = "/v4/recentcontact/get_list";
+pub(crate) const GROUP_HISTORY_PATH: &str = "/v4/group_open_http_svc/group_msg_get_simple";
+pub(crate) const CONVERSATIONS_PATH: &str = "/v4/recentcontact/get_list";
 pub const ROAM_PATH: &str = "/v4/openim/admin_getroammsg";
 
 /// The group list answers at most this many IDs a call.
-pub const GROUP_LIST_LIMIT: u32 = 10_000;
+pub(crate) const GROUP_LIST_LIMIT: u32 = 10_000;
 /// The group list's own quota: calls a second.
-pub const GROUP_LIST_RATE: u32 = 1;
+pub(crate) const GROUP_LIST_RATE: u32 = 1;
 /// A group's history answers at most this many messages a call.
-pub const GROUP_HISTORY_PAGE: u32 = 20;
+pub(crate) const GROUP_HISTORY_PAGE: u32 = 20;
 /// The messages a roaming call asks for (pages are cut by size anyway).
-pub const ROAM_MAX_CNT: u32 = 100;
+pub(crate) const ROAM_MAX_CNT: u32 = 100;
 /// `IsPlaceMsg` of a deleted, expired or unstored group message.
-pub const PLACE_DELETED: i64 = 1;
+pub(crate) const PLACE_DELETED: i64 = 1;
 /// `Type` of a one-to-one conversation.
-pub const SESSION_C2C: i64 = 1;
+pub(crate) const SESSION_C2C: i64 = 1;
 /// `Type` of a group conversation.
-pub const SESSION_GROUP: i64 = 2;
+pub(crate) const SESSION_GROUP: i64 = 2;
 
 /// The group types whose messages carry extensions (Work, Public, Meeting,
 /// Community); AVChatRoom and BChatRoom keep no history and no extensions.
-pub const EXTENSION_GROUP_TYPES: [&str; 4] = ["Private", "Public", "ChatRoom", "Community"];
+pub(crate) const EXTENSION_GROUP_TYPES: [&str; 4] = ["Private", "Public", "ChatRoom", "Community"];
 
 /// The parts every answer has.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,15 +40,15 @@ pub struct Status {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub action_status: Option<String>,
+    pub(crate) action_status: Option<String>,
     #[serde(rename = "ErrorCode")]
     pub error_code: i64,
     #[serde(rename = "ErrorInfo", default)]
-    pub error_info: String,
+    pub(crate) error_info: String,
 }
 
 impl Status {
-    pub fn ok() -> Self {
+    pub(crate) fn ok() -> Self {
         Status {
             action_status: Some("OK".into()),
             error_code: 0,
@@ -56,7 +56,7 @@ impl Status {
         }
     }
 
-    pub fn error(code: i64, info: impl Into<String>) -> Self {
+    pub(crate) fn error(code: i64, info: impl Into<String>) -> Self {
         Status {
             action_status: Some("FAIL".into()),
             error_code: code,
@@ -90,19 +90,19 @@ macro_rules! answer {
 
 /// `get_appid_group_list`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupListRequest {
+pub(crate) struct GroupListRequest {
     #[serde(rename = "Limit", default, skip_serializing_if = "Option::is_none")]
-    pub limit: Option<u32>,
+    pub(crate) limit: Option<u32>,
     #[serde(rename = "Next", default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<u64>,
+    pub(crate) next: Option<u64>,
     #[serde(rename = "GroupType", default, skip_serializing_if = "Option::is_none")]
-    pub group_type: Option<String>,
+    pub(crate) group_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupIdItem {
+pub(crate) struct GroupIdItem {
     #[serde(rename = "GroupId")]
-    pub group_id: String,
+    pub(crate) group_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,20 +114,20 @@ pub struct GroupListResponse {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub total_count: Option<u64>,
+    pub(crate) total_count: Option<u64>,
     #[serde(
         rename = "GroupIdList",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub group_id_list: Option<Vec<GroupIdItem>>,
+    pub(crate) group_id_list: Option<Vec<GroupIdItem>>,
     #[serde(rename = "Next", default, skip_serializing_if = "Option::is_none")]
-    pub next: Option<u64>,
+    pub(crate) next: Option<u64>,
 }
 answer!(GroupListResponse);
 
 impl GroupListResponse {
-    pub fn check(&self) -> Result<(), BadAnswer> {
+    pub(crate) fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (&self.group_id_list, self.next) {
             (Some(_), Some(_)) => Ok(()),
@@ -138,36 +138,36 @@ impl GroupListResponse {
 
 /// `group_msg_get_simple`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupHistoryRequest {
+pub(crate) struct GroupHistoryRequest {
     #[serde(rename = "GroupId")]
-    pub group_id: String,
+    pub(crate) group_id: String,
     #[serde(rename = "ReqMsgNumber")]
-    pub req_msg_number: u32,
+    pub(crate) req_msg_number: u32,
     #[serde(rename = "ReqMsgSeq", default, skip_serializing_if = "Option::is_none")]
-    pub req_msg_seq: Option<u64>,
+    pub(crate) req_msg_seq: Option<u64>,
     #[serde(
         rename = "WithRecalledMsg",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub with_recalled_msg: Option<u8>,
+    pub(crate) with_recalled_msg: Option<u8>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupMsg {
+pub(crate) struct GroupMsg {
     #[serde(rename = "From_Account", default)]
-    pub from_account: String,
+    pub(crate) from_account: String,
     #[serde(rename = "MsgSeq")]
-    pub msg_seq: u64,
+    pub(crate) msg_seq: u64,
     #[serde(rename = "MsgRandom", default)]
-    pub msg_random: u64,
+    pub(crate) msg_random: u64,
     #[serde(rename = "MsgTimeStamp", default)]
-    pub msg_time_stamp: i64,
+    pub(crate) msg_time_stamp: i64,
     /// An array of elements, or one object for a system message; unread.
     #[serde(rename = "MsgBody", default, skip_serializing_if = "is_null")]
-    pub msg_body: serde_json::Value,
+    pub(crate) msg_body: serde_json::Value,
     #[serde(rename = "IsPlaceMsg", default)]
-    pub is_place_msg: i64,
+    pub(crate) is_place_msg: i64,
 }
 
 fn is_null(v: &serde_json::Value) -> bool {
@@ -175,24 +175,24 @@ fn is_null(v: &serde_json::Value) -> bool {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupHistoryResponse {
+pub(crate) struct GroupHistoryResponse {
     #[serde(flatten)]
-    pub status: Status,
+    pub(crate) status: Status,
     #[serde(rename = "GroupId", default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub(crate) group_id: Option<String>,
     #[serde(
         rename = "IsFinished",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub is_finished: Option<i64>,
+    pub(crate) is_finished: Option<i64>,
     #[serde(rename = "RspMsgList", default)]
-    pub rsp_msg_list: Vec<GroupMsg>,
+    pub(crate) rsp_msg_list: Vec<GroupMsg>,
 }
 answer!(GroupHistoryResponse);
 
 impl GroupHistoryResponse {
-    pub fn check(&self) -> Result<(), BadAnswer> {
+    pub(crate) fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match self.is_finished {
             Some(_) => Ok(()),
@@ -204,65 +204,65 @@ impl GroupHistoryResponse {
 /// `recentcontact/get_list`: the four cursors are copied from each answer
 /// into the next request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Cursors {
+pub(crate) struct Cursors {
     #[serde(rename = "TimeStamp")]
-    pub time_stamp: u64,
+    pub(crate) time_stamp: u64,
     #[serde(rename = "StartIndex")]
-    pub start_index: u64,
+    pub(crate) start_index: u64,
     #[serde(rename = "TopTimeStamp")]
-    pub top_time_stamp: u64,
+    pub(crate) top_time_stamp: u64,
     #[serde(rename = "TopStartIndex")]
-    pub top_start_index: u64,
+    pub(crate) top_start_index: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationsRequest {
+pub(crate) struct ConversationsRequest {
     #[serde(rename = "From_Account")]
-    pub from_account: String,
+    pub(crate) from_account: String,
     #[serde(flatten)]
-    pub cursors: Cursors,
+    pub(crate) cursors: Cursors,
     #[serde(rename = "AssistFlags")]
-    pub assist_flags: u32,
+    pub(crate) assist_flags: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Session {
+pub(crate) struct Session {
     #[serde(rename = "Type")]
-    pub kind: i64,
+    pub(crate) kind: i64,
     #[serde(
         rename = "To_Account",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub to_account: Option<String>,
+    pub(crate) to_account: Option<String>,
     #[serde(rename = "GroupId", default, skip_serializing_if = "Option::is_none")]
-    pub group_id: Option<String>,
+    pub(crate) group_id: Option<String>,
     /// The time of the conversation's last message (Unix seconds).
     #[serde(rename = "MsgTime", default)]
-    pub msg_time: i64,
+    pub(crate) msg_time: i64,
     #[serde(rename = "TopFlag", default)]
-    pub top_flag: i64,
+    pub(crate) top_flag: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConversationsResponse {
+pub(crate) struct ConversationsResponse {
     #[serde(flatten)]
-    pub status: Status,
+    pub(crate) status: Status,
     #[serde(rename = "SessionItem", default)]
-    pub session_item: Vec<Session>,
+    pub(crate) session_item: Vec<Session>,
     #[serde(
         rename = "CompleteFlag",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub complete_flag: Option<i64>,
+    pub(crate) complete_flag: Option<i64>,
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
-    pub cursors: Option<Cursors>,
+    pub(crate) cursors: Option<Cursors>,
 }
 answer!(ConversationsResponse);
 
 impl ConversationsResponse {
-    pub fn check(&self) -> Result<(), BadAnswer> {
+    pub(crate) fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (self.complete_flag, self.cursors) {
             (Some(1), _) | (Some(_), Some(_)) => Ok(()),
@@ -298,30 +298,30 @@ pub struct RoamRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoamMsg {
     #[serde(rename = "From_Account")]
-    pub from_account: String,
+    pub(crate) from_account: String,
     #[serde(rename = "To_Account")]
-    pub to_account: String,
+    pub(crate) to_account: String,
     #[serde(rename = "MsgSeq", default)]
-    pub msg_seq: u64,
+    pub(crate) msg_seq: u64,
     #[serde(rename = "MsgRandom", default)]
-    pub msg_random: u64,
+    pub(crate) msg_random: u64,
     #[serde(rename = "MsgTimeStamp", default)]
-    pub msg_time_stamp: i64,
+    pub(crate) msg_time_stamp: i64,
     /// 8: recalled (still listed).
     #[serde(rename = "MsgFlagBits", default)]
-    pub msg_flag_bits: u32,
+    pub(crate) msg_flag_bits: u32,
     #[serde(rename = "IsPeerRead", default)]
-    pub is_peer_read: i64,
+    pub(crate) is_peer_read: i64,
     #[serde(rename = "MsgKey")]
     pub msg_key: String,
     #[serde(rename = "MsgBody", default, skip_serializing_if = "is_null")]
-    pub msg_body: serde_json::Value,
+    pub(crate) msg_body: serde_json::Value,
     #[serde(
         rename = "CloudCustomData",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub cloud_custom_data: Option<String>,
+    pub(crate) cloud_custom_data: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,7 +331,7 @@ pub struct RoamResponse {
     #[serde(rename = "Complete", default, skip_serializing_if = "Option::is_none")]
     pub complete: Option<i64>,
     #[serde(rename = "MsgCnt", default)]
-    pub msg_cnt: u64,
+    pub(crate) msg_cnt: u64,
     #[serde(
         rename = "LastMsgTime",
         default,
@@ -350,7 +350,7 @@ pub struct RoamResponse {
 answer!(RoamResponse);
 
 impl RoamResponse {
-    pub fn check(&self) -> Result<(), BadAnswer> {
+    pub(crate) fn check(&self) -> Result<(), BadAnswer> {
         self.status.check()?;
         match (self.complete, &self.last_msg_time, &self.last_msg_key) {
             (Some(1), _, _) | (Some(_), Some(_), Some(_)) => Ok(()),
@@ -366,7 +366,7 @@ impl RoamResponse {
 /// second), 10007 an identifier that is not an admin, 10003/10004 a request
 /// the service will never take. 10018 (answer over 1 MB) is told to the
 /// caller, which asks again with a smaller `Limit`.
-pub fn classify_group_list(code: i64) -> Action {
+pub(crate) fn classify_group_list(code: i64) -> Action {
     match code {
         10006 => Action::RateLimited,
         10003 | 10004 | 10007 => Action::FailRun,
@@ -377,7 +377,7 @@ pub fn classify_group_list(code: i64) -> Action {
 
 /// A group's history: 10010 (dismissed) and 10015 (no such ID) mean there
 /// is nothing to list; 10007 and 10003 stop the run; 10004 fails that group.
-pub fn classify_group_history(code: i64) -> Action {
+pub(crate) fn classify_group_history(code: i64) -> Action {
     match code {
         10010 | 10015 => Action::NotFound,
         10006 => Action::RateLimited,
@@ -389,7 +389,7 @@ pub fn classify_group_history(code: i64) -> Action {
 
 /// An account's conversations: 50001 is an account never imported (told,
 /// the run goes on), 50004/50005 are transient, 50003 stops the run.
-pub fn classify_conversations(code: i64) -> Action {
+pub(crate) fn classify_conversations(code: i64) -> Action {
     match code {
         50001 => Action::NotFound,
         50002 => Action::FailMessage,
@@ -401,7 +401,7 @@ pub fn classify_conversations(code: i64) -> Action {
 
 /// A pair's roaming history: 90003/90008 name an account that is not
 /// there (nothing to list), 91000 is transient, 90001/90009 stop the run.
-pub fn classify_roam(code: i64) -> Action {
+pub(crate) fn classify_roam(code: i64) -> Action {
     match code {
         90003 | 90008 => Action::NotFound,
         91000 => Action::Retry,

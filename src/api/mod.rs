@@ -8,13 +8,13 @@ pub mod client;
 pub mod history;
 pub mod pairs;
 pub mod sign;
-pub mod wire;
+pub(crate) mod wire;
 
 use std::fmt;
 use std::str::FromStr;
 
 /// An answer of the API: every one carries an `ErrorCode` and `ErrorInfo`.
-pub trait Answer {
+pub(crate) trait Answer {
     fn error_code(&self) -> i64;
     fn into_info(self) -> String;
 }
@@ -23,7 +23,7 @@ pub trait Answer {
 /// documents for an OK answer is missing, or the answer contradicts itself.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct BadAnswer(pub &'static str);
+pub(crate) struct BadAnswer(pub &'static str);
 
 /// Where the UserSig comes from.
 #[derive(Clone, PartialEq, Eq)]
@@ -56,12 +56,12 @@ pub struct Connection {
 }
 
 /// At most this many pairs come back in one page.
-pub const PAGE_SIZE: usize = 200;
+pub(crate) const PAGE_SIZE: usize = 200;
 
 /// A data center, as named on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Region {
+pub(crate) enum Region {
     China,
     Singapore,
     Seoul,
@@ -73,7 +73,7 @@ pub enum Region {
 }
 
 impl Region {
-    pub const ALL: [Region; 8] = [
+    pub(crate) const ALL: [Region; 8] = [
         Region::China,
         Region::Singapore,
         Region::Seoul,
@@ -84,7 +84,7 @@ impl Region {
         Region::Jakarta,
     ];
 
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Region::China => "china",
             Region::Singapore => "singapore",
@@ -97,7 +97,7 @@ impl Region {
         }
     }
 
-    pub fn domain(self) -> &'static str {
+    pub(crate) fn domain(self) -> &'static str {
         match self {
             Region::China => "console.tim.qq.com",
             Region::Singapore => "adminapisgp.im.qcloud.com",
@@ -111,7 +111,7 @@ impl Region {
     }
 
     /// The region whose domain a base URL names, if any.
-    pub fn from_base_url(base: &str) -> Option<Region> {
+    pub(crate) fn from_base_url(base: &str) -> Option<Region> {
         let host = base.split("://").nth(1)?.split(['/', ':']).next()?;
         Region::ALL
             .into_iter()
@@ -119,7 +119,7 @@ impl Region {
     }
 
     /// `https://{domain}`, the base the call path is appended to.
-    pub fn base_url(self) -> String {
+    pub(crate) fn base_url(self) -> String {
         format!("https://{}", self.domain())
     }
 }
@@ -144,7 +144,7 @@ impl FromStr for Region {
 }
 
 /// The full URL of a call below a base (`https://domain` or an `--endpoint`).
-pub fn call_url(base: &str, path: &str) -> String {
+pub(crate) fn call_url(base: &str, path: &str) -> String {
     format!("{}{}", base.trim_end_matches('/'), path)
 }
 

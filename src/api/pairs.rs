@@ -33,10 +33,10 @@ struct Slot {
 }
 
 /// No pairs, for answers and records that have none.
-pub static NO_PAIRS: PairList = PairList::new();
+pub(crate) static NO_PAIRS: PairList = PairList::new();
 
 impl PairList {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         PairList {
             text: String::new(),
             slots: Vec::new(),
@@ -44,7 +44,7 @@ impl PairList {
     }
 
     /// Room for `pairs` pairs whose strings take `bytes` bytes.
-    pub fn with_capacity(pairs: usize, bytes: usize) -> Self {
+    pub(crate) fn with_capacity(pairs: usize, bytes: usize) -> Self {
         PairList {
             text: String::with_capacity(bytes),
             slots: Vec::with_capacity(pairs),
@@ -65,7 +65,7 @@ impl PairList {
         (start, self.text.len())
     }
 
-    pub fn push(&mut self, p: PairRef<'_>) {
+    pub(crate) fn push(&mut self, p: PairRef<'_>) {
         let slot = Slot {
             key: self.text_range(p.key),
             value: self.text_range(p.value),
@@ -77,7 +77,7 @@ impl PairList {
 
     /// Put `p` in place of the `i`-th pair (the old strings stay unused in
     /// the buffer until `live_in_seq_order` compacts it).
-    pub fn replace(&mut self, i: usize, p: PairRef<'_>) {
+    pub(crate) fn replace(&mut self, i: usize, p: PairRef<'_>) {
         let slot = Slot {
             key: self.text_range(p.key),
             value: self.text_range(p.value),
@@ -96,15 +96,15 @@ impl PairList {
         }
     }
 
-    pub fn get(&self, i: usize) -> Option<PairRef<'_>> {
+    pub(crate) fn get(&self, i: usize) -> Option<PairRef<'_>> {
         self.slots.get(i).map(|s| self.pair(s))
     }
 
-    pub fn first(&self) -> Option<PairRef<'_>> {
+    pub(crate) fn first(&self) -> Option<PairRef<'_>> {
         self.get(0)
     }
 
-    pub fn last(&self) -> Option<PairRef<'_>> {
+    pub(crate) fn last(&self) -> Option<PairRef<'_>> {
         self.slots.last().map(|s| self.pair(s))
     }
 
@@ -113,12 +113,12 @@ impl PairList {
     }
 
     /// The Seq of each pair, in order.
-    pub fn seqs(&self) -> impl ExactSizeIterator<Item = i64> + '_ {
+    pub(crate) fn seqs(&self) -> impl ExactSizeIterator<Item = i64> + '_ {
         self.slots.iter().map(|s| s.seq)
     }
 
     /// Every pair arrived at `fetched_at_us` (a page's pairs share its time).
-    pub fn stamp(&mut self, fetched_at_us: i64) {
+    pub(crate) fn stamp(&mut self, fetched_at_us: i64) {
         for s in &mut self.slots {
             s.fetched_at_us = fetched_at_us;
         }
@@ -127,7 +127,7 @@ impl PairList {
     /// The pairs with Seq above `clear_seq`, in Seq order (stable), their
     /// strings compacted. A list that already is that (one page, sorted,
     /// nothing cleared, nothing replaced) is returned as it is.
-    pub fn live_in_seq_order(self, clear_seq: i64) -> PairList {
+    pub(crate) fn live_in_seq_order(self, clear_seq: i64) -> PairList {
         let used: usize = self
             .slots
             .iter()

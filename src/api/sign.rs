@@ -11,11 +11,17 @@ use std::io::{Read, Write};
 type HmacSha256 = Hmac<Sha256>;
 
 /// The validity msgext asks for when it makes its own UserSig.
-pub const DEFAULT_EXPIRE_SECS: i64 = 86_400;
+pub(crate) const DEFAULT_EXPIRE_SECS: i64 = 86_400;
 
 /// `TLS.sig`: standard base64 of HMAC-SHA256 over the four `TLS.*` lines,
 /// keyed with the secret key's UTF-8 bytes (not hex-decoded).
-pub fn tls_sig(key: &str, sdkappid: u64, identifier: &str, time: i64, expire: i64) -> String {
+pub(crate) fn tls_sig(
+    key: &str,
+    sdkappid: u64,
+    identifier: &str,
+    time: i64,
+    expire: i64,
+) -> String {
     let content = format!(
         "TLS.identifier:{identifier}\nTLS.sdkappid:{sdkappid}\nTLS.time:{time}\nTLS.expire:{expire}\n"
     );
@@ -67,22 +73,22 @@ fn url_decode(s: &str) -> String {
 
 /// What a valid UserSig says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SigClaims {
-    pub identifier: String,
-    pub sdkappid: u64,
-    pub time: i64,
-    pub expire: i64,
+pub(crate) struct SigClaims {
+    pub(crate) identifier: String,
+    pub(crate) sdkappid: u64,
+    pub(crate) time: i64,
+    pub(crate) expire: i64,
 }
 
 impl SigClaims {
-    pub fn expires_at(&self) -> i64 {
+    pub(crate) fn expires_at(&self) -> i64 {
         self.time.saturating_add(self.expire)
     }
 }
 
 /// Why a UserSig was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SigError {
+pub(crate) enum SigError {
     #[error("UserSig is empty")]
     Empty,
     #[error("UserSig cannot be decoded: {0}")]
@@ -95,7 +101,7 @@ pub enum SigError {
 
 /// Decode a UserSig and check its HMAC with `key` and its expiry against `now`.
 /// The caller compares the claimed identifier and SDKAppID with the request's.
-pub fn verify(sig: &str, key: &str, now: i64) -> Result<SigClaims, SigError> {
+pub(crate) fn verify(sig: &str, key: &str, now: i64) -> Result<SigClaims, SigError> {
     if sig.is_empty() {
         return Err(SigError::Empty);
     }

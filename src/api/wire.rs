@@ -11,11 +11,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// straight into one `PairList` (no `String` per key and value). `Value` may
 /// be missing (empty); `Key` and `Seq` may not; other fields are ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExtensionList(pub PairList);
+pub(crate) struct ExtensionList(pub PairList);
 
 impl ExtensionList {
     /// A list of (key, value, seq), as the simulator and the tests build them.
-    pub fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str, i64)>) -> Self {
+    pub(crate) fn of<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str, i64)>) -> Self {
         ExtensionList(
             pairs
                 .into_iter()
@@ -130,21 +130,21 @@ pub struct GetKeyValuesResponse {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub action_status: Option<String>,
+    pub(crate) action_status: Option<String>,
     #[serde(rename = "ErrorCode")]
-    pub error_code: i64,
+    pub(crate) error_code: i64,
     #[serde(rename = "ErrorInfo", default)]
-    pub error_info: String,
+    pub(crate) error_info: String,
     #[serde(
         rename = "CompleteFlag",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub complete_flag: Option<i64>,
+    pub(crate) complete_flag: Option<i64>,
     #[serde(rename = "LatestSeq", default, skip_serializing_if = "Option::is_none")]
-    pub latest_seq: Option<i64>,
+    pub(crate) latest_seq: Option<i64>,
     #[serde(rename = "ClearSeq", default, skip_serializing_if = "Option::is_none")]
-    pub clear_seq: Option<i64>,
+    pub(crate) clear_seq: Option<i64>,
     /// `None` when the answer has no `ExtensionList` at all (which an OK
     /// answer must have: see `fetch::pager::check_answer`).
     #[serde(
@@ -152,17 +152,12 @@ pub struct GetKeyValuesResponse {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub extension_list: Option<ExtensionList>,
+    pub(crate) extension_list: Option<ExtensionList>,
 }
 
 impl GetKeyValuesResponse {
-    /// Decode an answer's body (JSON).
-    pub fn decode(body: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(body)
-    }
-
     /// An error answer as the service gives it.
-    pub fn error(code: i64, info: impl Into<String>) -> Self {
+    pub(crate) fn error(code: i64, info: impl Into<String>) -> Self {
         GetKeyValuesResponse {
             action_status: Some("FAIL".into()),
             error_code: code,

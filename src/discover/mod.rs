@@ -13,7 +13,7 @@
 //! for the same history: sources in the order listed, messages oldest first.
 
 mod output;
-pub mod walk;
+pub(crate) mod walk;
 
 use crate::api::Answer;
 use crate::api::Connection;
@@ -25,7 +25,7 @@ use crate::fetch::{Calls, Ended, FetchStats, Rules, StopReason, StopSignal};
 use crate::report::ProgressMode;
 use futures_util::StreamExt;
 use futures_util::stream;
-pub use output::ListOut;
+pub(crate) use output::ListOut;
 use output::ListWriter;
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -35,11 +35,11 @@ use walk::{RoamCursor, Stuck};
 
 /// Walks in flight at once: enough to keep 200 calls a second going at a
 /// quarter-second latency.
-pub const IN_FLIGHT: usize = 64;
+pub(crate) const IN_FLIGHT: usize = 64;
 
 /// Where the messages come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Every group of these types (`GroupType` names of the API).
     Groups { types: Vec<String> },
     /// The one-to-one conversations of the accounts of this CSV (`UserID`).
@@ -48,45 +48,45 @@ pub enum Source {
 
 /// A validated `msgext discover`.
 #[derive(Debug, Clone)]
-pub struct DiscoverPlan {
-    pub api: Connection,
-    pub source: Source,
+pub(crate) struct DiscoverPlan {
+    pub(crate) api: Connection,
+    pub(crate) source: Source,
     /// Messages sent at or after this (Unix seconds).
-    pub since: i64,
-    pub out: ListOut,
-    pub quiet: bool,
+    pub(crate) since: i64,
+    pub(crate) out: ListOut,
+    pub(crate) quiet: bool,
 }
 
 /// Something the walk could not list: told on stderr and in the summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Skipped {
+pub(crate) struct Skipped {
     /// `group @TGS#1`, `account alice`, `conversation alice/bob`.
-    pub what: String,
-    pub code: String,
-    pub info: String,
+    pub(crate) what: String,
+    pub(crate) code: String,
+    pub(crate) info: String,
 }
 
 /// How a discovery ended that wrote its list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Found {
+pub(crate) struct Found {
     /// Rows written.
-    pub messages: u64,
+    pub(crate) messages: u64,
     /// Groups, or accounts, walked.
-    pub sources: u64,
+    pub(crate) sources: u64,
     /// What the sources are: `groups` or `accounts`.
-    pub source_name: &'static str,
+    pub(crate) source_name: &'static str,
     /// One-to-one conversations read (accounts only).
-    pub conversations: u64,
+    pub(crate) conversations: u64,
     /// Not there (a dismissed group, an account never imported): nothing to list.
-    pub gone: Vec<Skipped>,
+    pub(crate) gone: Vec<Skipped>,
     /// Given up on after retries: the list misses their messages (exit 3).
-    pub failed: Vec<Skipped>,
-    pub requests: u64,
+    pub(crate) failed: Vec<Skipped>,
+    pub(crate) requests: u64,
 }
 
 impl Found {
     /// What was skipped or failed, a line each.
-    pub fn told(&self) -> Vec<String> {
+    pub(crate) fn told(&self) -> Vec<String> {
         let gone = self
             .gone
             .iter()
@@ -101,7 +101,7 @@ impl Found {
     }
 
     /// The summary: what was listed where, from what, at what cost.
-    pub fn one_line(&self, out: &str) -> String {
+    pub(crate) fn one_line(&self, out: &str) -> String {
         let conversations = match self.source_name {
             "accounts" => format!("{} conversations, ", self.conversations),
             _ => String::new(),
@@ -117,7 +117,7 @@ impl Found {
     }
 
     /// The last JSON log line (off a terminal), as export's `done`.
-    pub fn json(&self, out: &str) -> String {
+    pub(crate) fn json(&self, out: &str) -> String {
         serde_json::json!({
             "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             "event": "discover_done",
@@ -136,7 +136,7 @@ impl Found {
 
 /// Why nothing was written.
 #[derive(Debug, thiserror::Error)]
-pub enum DiscoverError {
+pub(crate) enum DiscoverError {
     /// A usage problem (the accounts file): exit 2.
     #[error("{0}")]
     Usage(String),
@@ -158,7 +158,7 @@ pub enum DiscoverError {
 }
 
 impl DiscoverError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             DiscoverError::Usage(_) | DiscoverError::Setup(_) => 2,
             DiscoverError::Interrupted => 130,
@@ -219,7 +219,7 @@ enum Walk<'a> {
 }
 
 /// Run a discovery to its end: the list written, or why not.
-pub async fn run(
+pub(crate) async fn run(
     plan: DiscoverPlan,
     progress: ProgressMode,
     retry: RetryPolicy,

@@ -8,14 +8,14 @@ use std::path::{Path, PathBuf};
 
 /// Where the list goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ListOut {
+pub(crate) enum ListOut {
     Stdout,
     File(PathBuf),
 }
 
 impl ListOut {
     /// `-` is stdout.
-    pub fn parse(p: &Path) -> Self {
+    pub(crate) fn parse(p: &Path) -> Self {
         if p.as_os_str() == "-" {
             ListOut::Stdout
         } else {
@@ -39,7 +39,7 @@ enum Sink {
     File { tmp: PathBuf, target: PathBuf },
 }
 
-pub struct ListWriter {
+pub(crate) struct ListWriter {
     csv: csv::Writer<Box<dyn Write + Send>>,
     sink: Sink,
     /// Rows kept for stdout.
@@ -69,7 +69,7 @@ fn output_error(path: &Path, e: impl std::fmt::Display) -> DiscoverError {
 
 impl ListWriter {
     /// Open the list and write its header; a file's folder must exist.
-    pub fn create(out: &ListOut, source: &Source) -> Result<Self, DiscoverError> {
+    pub(crate) fn create(out: &ListOut, source: &Source) -> Result<Self, DiscoverError> {
         let buffer = std::sync::Arc::default();
         let (inner, sink): (Box<dyn Write + Send>, Sink) = match out {
             ListOut::Stdout => (
@@ -110,13 +110,13 @@ impl ListWriter {
         }
     }
 
-    pub fn row(&mut self, fields: &[&str]) -> Result<(), DiscoverError> {
+    pub(crate) fn row(&mut self, fields: &[&str]) -> Result<(), DiscoverError> {
         self.csv.write_record(fields).map_err(|e| self.error(e))
     }
 
     /// Make the list whole: the file synced and renamed into place (its
     /// folder synced), or the rows printed.
-    pub fn finish(mut self) -> Result<(), DiscoverError> {
+    pub(crate) fn finish(mut self) -> Result<(), DiscoverError> {
         self.csv.flush().map_err(|e| self.error(e))?;
         match &self.sink {
             Sink::Memory => {

@@ -9,16 +9,16 @@ use crate::api::history::{
 
 /// The server answered the same cursor again: the walk cannot go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Stuck(pub String);
+pub(crate) struct Stuck(pub String);
 
 /// The cursors a walk has been given: one given again means the server is
 /// going round in circles (OK answers, so the breaker never trips), and the
 /// walk ends as stuck instead of for ever.
 #[derive(Debug, Default)]
-pub struct Seen<T>(std::collections::HashSet<T>);
+pub(crate) struct Seen<T>(std::collections::HashSet<T>);
 
 impl<T: std::hash::Hash + Eq + std::fmt::Debug> Seen<T> {
-    pub fn fresh(&mut self, cursor: T) -> Result<(), Stuck> {
+    pub(crate) fn fresh(&mut self, cursor: T) -> Result<(), Stuck> {
         let text = format!("{cursor:?}");
         match self.0.insert(cursor) {
             true => Ok(()),
@@ -30,9 +30,9 @@ impl<T: std::hash::Hash + Eq + std::fmt::Debug> Seen<T> {
 /// One page of a group's history: the seqs to list, and the `ReqMsgSeq` of
 /// the next page.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupStep {
-    pub keep: Vec<u64>,
-    pub next: Option<u64>,
+pub(crate) struct GroupStep {
+    pub(crate) keep: Vec<u64>,
+    pub(crate) next: Option<u64>,
 }
 
 /// `IsFinished` 2: the rest of the range has expired.
@@ -43,7 +43,7 @@ const ALL_EXPIRED: i64 = 2;
 /// smallest seq unless the page is empty, reached seq 1, holds a message
 /// older than the window or says the rest expired. A deleted message's time
 /// says nothing (its body and time may be empty), so it never ends the walk.
-pub fn group_page(
+pub(crate) fn group_page(
     page: &GroupHistoryResponse,
     asked: Option<u64>,
     since: i64,
@@ -71,7 +71,7 @@ pub fn group_page(
 /// One page of an account's conversations: the one-to-one peers whose last
 /// message is in the window (a conversation without a time is kept), and
 /// the cursors of the next page.
-pub fn conversations_page(
+pub(crate) fn conversations_page(
     page: &ConversationsResponse,
     asked: &Cursors,
     since: i64,
@@ -96,14 +96,14 @@ pub fn conversations_page(
 /// `LastMsgKey` (a page may end inside a second's burst: one second less
 /// would drop the rest of it, the same second without the key repeat it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoamCursor {
-    pub max_time: i64,
-    pub last_msg_key: Option<String>,
+pub(crate) struct RoamCursor {
+    pub(crate) max_time: i64,
+    pub(crate) last_msg_key: Option<String>,
 }
 
 /// One page of `admin_getroammsg` asked at `asked`: the messages in the
 /// window, and where the next page starts.
-pub fn roam_page<'a>(
+pub(crate) fn roam_page<'a>(
     page: &'a RoamResponse,
     asked: &RoamCursor,
     since: i64,

@@ -114,7 +114,7 @@ pub enum ExportError {
 }
 
 impl ExportError {
-    pub fn exit_code(&self) -> u8 {
+    pub(crate) fn exit_code(&self) -> u8 {
         match self {
             ExportError::Usage(_)
             | ExportError::Setup(_)
@@ -167,7 +167,7 @@ enum Event {
 
 /// Messages go from the input thread to the workers in chunks of this many,
 /// so that the input thread wakes once a chunk rather than once a message.
-pub const WORK_CHUNK: usize = 32;
+pub(crate) const WORK_CHUNK: usize = 32;
 
 /// The workers' end of the input: chunks, taken one message at a time.
 struct WorkQueue {
@@ -194,7 +194,7 @@ pub const EVENT_QUEUE: usize = 48;
 /// millisecond, with a random suffix so that two runs never share one; the
 /// leading `r` keeps readers from taking the Hive `run_id` column for a date
 /// or a number.
-pub fn default_run_id(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn default_run_id(t: chrono::DateTime<chrono::Utc>) -> String {
     format!(
         "r{}-{:04x}",
         t.format("%Y%m%dT%H%M%S%.3fZ"),
@@ -1109,7 +1109,7 @@ fn note_unfinished_runs(others: &[String], out: &crate::write::Out) {
 }
 
 /// This machine's name, for the claim.
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())

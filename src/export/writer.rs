@@ -38,7 +38,7 @@ pub const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// The writer's clock: a tick four times a `COMMIT_EVERY`, for as long as
 /// anything else can send it events (it holds no sender between ticks, so
 /// the writer still ends when the last other sender goes).
-pub async fn tick(events: mpsc::WeakSender<Event>) {
+pub(crate) async fn tick(events: mpsc::WeakSender<Event>) {
     let mut every = tokio::time::interval(COMMIT_EVERY / 4);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
@@ -51,29 +51,29 @@ pub async fn tick(events: mpsc::WeakSender<Event>) {
 }
 
 /// What the writer leaves for the summary.
-pub struct Tally {
-    pub input: InputSummary,
-    pub messages: MessageSummary,
-    pub totals: Counts,
-    pub files: Vec<FileInfo>,
+pub(crate) struct Tally {
+    pub(crate) input: InputSummary,
+    pub(crate) messages: MessageSummary,
+    pub(crate) totals: Counts,
+    pub(crate) files: Vec<FileInfo>,
     /// The answer that stopped the run, explained.
-    pub fatal: Option<String>,
-    pub input_error: Option<String>,
+    pub(crate) fatal: Option<String>,
+    pub(crate) input_error: Option<String>,
     /// fsyncs of the WAL in this attempt (group commits).
-    pub wal_syncs: u64,
+    pub(crate) wal_syncs: u64,
 }
 
 /// Everything the writer thread owns.
-pub struct Writer {
-    pub tables: RunTables,
-    pub dir: std::sync::Arc<dyn LakeStore>,
-    pub run_files: RunFiles,
-    pub recovered: Recovered,
+pub(crate) struct Writer {
+    pub(crate) tables: RunTables,
+    pub(crate) dir: std::sync::Arc<dyn LakeStore>,
+    pub(crate) run_files: RunFiles,
+    pub(crate) recovered: Recovered,
     /// Invalid input rows and unfinished messages of this attempt.
-    pub spool: Option<ErrorsCsv>,
-    pub spool_path: PathBuf,
+    pub(crate) spool: Option<ErrorsCsv>,
+    pub(crate) spool_path: PathBuf,
     /// Where errors.csv goes in the lake (`_runs/<run_id>/errors.csv`).
-    pub errors_rel: String,
+    pub(crate) errors_rel: String,
 }
 
 /// The checkpoint being gathered.
@@ -155,7 +155,7 @@ impl<T> Doing<T> for Result<T, std::io::Error> {
 }
 
 /// The writer loop: until every sender is gone; then a last checkpoint and errors.csv.
-pub fn write_all(
+pub(crate) fn write_all(
     mut w: Writer,
     mut rx: mpsc::Receiver<Event>,
     stats: &FetchStats,
@@ -585,7 +585,7 @@ impl State<'_> {
 }
 
 /// The spool of this attempt's invalid rows and unfinished messages.
-pub fn spool_path(run_dir: &Path) -> PathBuf {
+pub(crate) fn spool_path(run_dir: &Path) -> PathBuf {
     run_dir.join(".errors-spool.csv")
 }
 

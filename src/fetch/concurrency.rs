@@ -9,15 +9,15 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 
 /// Messages fetched at once at most when the concurrency follows the rate
 /// (and with `--rate 0`, where there is no rate to follow).
-pub const DEFAULT_CONCURRENCY: usize = 64;
+pub(crate) const DEFAULT_CONCURRENCY: usize = 64;
 
 /// The fewest messages in flight when adapting.
-pub const MIN_AUTO: usize = 8;
+pub(crate) const MIN_AUTO: usize = 8;
 /// The most messages in flight when adapting.
-pub const MAX_AUTO: usize = 512;
+pub(crate) const MAX_AUTO: usize = 512;
 
 /// Messages to keep in flight at `rate` calls/s and `latency` per call.
-pub fn target_in_flight(rate: f64, latency: Duration, max: usize) -> usize {
+pub(crate) fn target_in_flight(rate: f64, latency: Duration, max: usize) -> usize {
     let needed = (rate * latency.as_secs_f64() * 1.5).ceil();
     let needed = if needed.is_finite() {
         needed as usize
@@ -29,7 +29,7 @@ pub fn target_in_flight(rate: f64, latency: Duration, max: usize) -> usize {
 
 /// A resizable limit on messages in flight.
 #[derive(Debug)]
-pub struct Concurrency {
+pub(crate) struct Concurrency {
     slots: Semaphore,
     target: AtomicUsize,
     /// Permits to retire as they come back (a shrink larger than what was free).
@@ -39,7 +39,7 @@ pub struct Concurrency {
 }
 
 impl Concurrency {
-    pub fn fixed(n: usize) -> Self {
+    pub(crate) fn fixed(n: usize) -> Self {
         Concurrency {
             slots: Semaphore::new(n),
             target: AtomicUsize::new(n),
@@ -49,7 +49,7 @@ impl Concurrency {
         }
     }
 
-    pub fn adaptive(initial: usize, max: usize) -> Self {
+    pub(crate) fn adaptive(initial: usize, max: usize) -> Self {
         let initial = initial.clamp(1, max);
         Concurrency {
             adaptive: true,
@@ -58,26 +58,22 @@ impl Concurrency {
         }
     }
 
-    pub fn is_adaptive(&self) -> bool {
+    pub(crate) fn is_adaptive(&self) -> bool {
         self.adaptive
     }
 
     /// The most workers that can ever be busy.
-    pub fn max(&self) -> usize {
+    pub(crate) fn max(&self) -> usize {
         self.max
     }
 
-    pub fn target(&self) -> usize {
-        self.target.load(Ordering::Relaxed)
-    }
-
     /// Wait for a slot; `None` only if the limit was closed.
-    pub async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
+    pub(crate) async fn acquire(&self) -> Option<SemaphorePermit<'_>> {
         self.slots.acquire().await.ok()
     }
 
     /// Give a slot back (or retire it, if the limit shrank meanwhile).
-    pub fn release(&self, permit: SemaphorePermit<'_>) {
+    pub(crate) fn release(&self, permit: SemaphorePermit<'_>) {
         let retire = self
             .owed
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |o| o.checked_sub(1))
@@ -88,7 +84,7 @@ impl Concurrency {
     }
 
     /// Move the limit to `target` (adaptive only).
-    pub fn set_target(&self, target: usize) {
+    pub(crate) fn set_target(&self, target: usize) {
         if !self.adaptive {
             return;
         }

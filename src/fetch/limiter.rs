@@ -26,13 +26,13 @@ use tokio::time::Instant;
 
 /// The grid calls start on. It divides a second, so
 /// that every second holds the same number of grid instants.
-pub const TICK: Duration = Duration::from_millis(20);
+pub(crate) const TICK: Duration = Duration::from_millis(20);
 /// Below this rate there is less than one call a tick: no grid.
-pub const GRID_FROM_RATE: u32 = (1000 / TICK.as_millis()) as u32;
+pub(crate) const GRID_FROM_RATE: u32 = (1000 / TICK.as_millis()) as u32;
 /// After a quota answer, no call starts for this long.
-pub const HOLD_AFTER_QUOTA: Duration = Duration::from_millis(100);
+pub(crate) const HOLD_AFTER_QUOTA: Duration = Duration::from_millis(100);
 /// Quota answers closer together than this count as one event (one cut).
-pub const CUT_SPACING: Duration = Duration::from_millis(250);
+pub(crate) const CUT_SPACING: Duration = Duration::from_millis(250);
 /// The window over which accepted calls are counted.
 const WINDOW: Duration = Duration::from_secs(1);
 /// A quota answer at the full `--rate` while the API took at least this
@@ -47,7 +47,7 @@ const SHIFT_SPACING: Duration = Duration::from_secs(5);
 
 /// What a quota answer did to the limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The rate was cut to what the API accepted, and calls are held.
     Cut,
     /// Part of a quota event already answered by a cut: held longer.
@@ -64,7 +64,7 @@ pub enum Verdict {
 
 /// The limiter's state, without a clock.
 #[derive(Debug, Clone)]
-pub struct RateState {
+pub(crate) struct RateState {
     /// Calls start on multiples of this, if set.
     grid: Option<Duration>,
     ceiling: f64,
@@ -83,7 +83,7 @@ pub struct RateState {
 
 impl RateState {
     /// Calls at up to `ceiling` a second, each at its own time.
-    pub fn new(ceiling: u32) -> Self {
+    pub(crate) fn new(ceiling: u32) -> Self {
         let ceiling = f64::from(ceiling.max(1));
         RateState {
             grid: None,
@@ -101,27 +101,22 @@ impl RateState {
         }
     }
 
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.rate
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Calls start on multiples of `tick` (if given).
-    pub fn with_grid(mut self, tick: Option<Duration>) -> Self {
+    pub(crate) fn with_grid(mut self, tick: Option<Duration>) -> Self {
         self.grid = tick;
         self
     }
 
-    /// The grid, if calls start on one.
-    pub fn grid(&self) -> Option<Duration> {
-        self.grid
-    }
-
     /// Where on the grid's tick calls start (0 until a `Verdict::Shifted`).
-    pub fn phase(&self) -> Duration {
+    pub(crate) fn phase(&self) -> Duration {
         self.phase
     }
 
@@ -129,7 +124,7 @@ impl RateState {
     /// the generation it belongs to (a cut invalidates older slots). Slots
     /// are `1/rate` apart; on a grid, a slot starts at the grid instant at
     /// or before it (but never within a hold).
-    pub fn reserve(&mut self, now: Duration) -> (Duration, u64) {
+    pub(crate) fn reserve(&mut self, now: Duration) -> (Duration, u64) {
         let slot = self.next.max(now).max(self.hold_until);
         self.next = slot + Duration::from_secs_f64(1.0 / self.rate);
         let start = match self.grid {
@@ -140,7 +135,7 @@ impl RateState {
     }
 
     /// The API accepted a call (any answer but a quota code).
-    pub fn on_accepted(&mut self, now: Duration) {
+    pub(crate) fn on_accepted(&mut self, now: Duration) {
         self.accepted.push_back(now);
         self.forget_before(now);
         if self.rate < self.ceiling && now.saturating_sub(self.last_change) >= WINDOW {
@@ -150,7 +145,7 @@ impl RateState {
     }
 
     /// The API answered with a quota code.
-    pub fn on_quota(&mut self, now: Duration) -> Verdict {
+    pub(crate) fn on_quota(&mut self, now: Duration) -> Verdict {
         self.forget_before(now);
         let since = |t: Option<Duration>| t.map(|t| now.saturating_sub(t));
         if since(self.last_shift).is_some_and(|d| d < CUT_SPACING) {
@@ -222,14 +217,14 @@ fn grid_floor(t: Duration, tick: Duration) -> Duration {
 
 /// The shared, adaptive limiter.
 #[derive(Debug)]
-pub struct Limiter {
+pub(crate) struct Limiter {
     epoch: Instant,
     state: Mutex<RateState>,
 }
 
 impl Limiter {
     /// `None` when `rate` is 0 (no limit).
-    pub fn new(rate: u32) -> Option<Self> {
+    pub(crate) fn new(rate: u32) -> Option<Self> {
         (rate > 0).then(|| Limiter {
             epoch: Instant::now(),
             state: Mutex::new(RateState::new(rate).with_grid(grid_for(rate))),
@@ -241,7 +236,7 @@ impl Limiter {
     }
 
     /// Wait for a slot. Slots reserved before a cut are re-reserved.
-    pub async fn acquire(&self) {
+    pub(crate) async fn acquire(&self) {
         loop {
             let (slot, generation) = self.lock().reserve(self.epoch.elapsed());
             tokio::time::sleep_until(self.epoch + slot).await;
@@ -251,7 +246,7 @@ impl Limiter {
         }
     }
 
-    pub fn on_accepted(&self) {
+    pub(crate) fn on_accepted(&self) {
         let now = self.epoch.elapsed();
         let mut state = self.lock();
         let was = state.rate();
@@ -261,7 +256,7 @@ impl Limiter {
         }
     }
 
-    pub fn on_quota(&self) {
+    pub(crate) fn on_quota(&self) {
         let now = self.epoch.elapsed();
         let mut state = self.lock();
         let was = state.rate();
@@ -283,7 +278,7 @@ impl Limiter {
     }
 
     /// The rate in force, calls per second.
-    pub fn rate(&self) -> f64 {
+    pub(crate) fn rate(&self) -> f64 {
         self.lock().rate()
     }
 }

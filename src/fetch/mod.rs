@@ -3,9 +3,9 @@
 //! exported is data (`Failed`, `NotFound`), not an error; `Fatal` means the
 //! whole run must stop. Writes no files.
 
-pub mod concurrency;
-pub mod limiter;
-pub mod pager;
+pub(crate) mod concurrency;
+pub(crate) mod limiter;
+pub(crate) mod pager;
 pub mod retry;
 
 use crate::api::client::{ApiClient, CallError, Credentials};
@@ -16,14 +16,14 @@ use crate::incremental::{Prior, Read, Start, Verdict};
 use crate::model::MessageId;
 use limiter::Limiter;
 use pager::{PagedMessage, Pager, Step};
-use retry::{Action, Observed, RetryPolicy, classify};
+use retry::{Action, RetryPolicy, classify};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchOutcome {
+pub(crate) enum FetchOutcome {
     Exported {
         paged: PagedMessage,
         attempts: u32,
@@ -67,7 +67,7 @@ fn add_pages(out: &mut FetchOutcome, more: u32) {
 
 /// Why the run is stopping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// An answer that every call would get (auth, region, plan), or unreadable input.
     Fatal,
     /// Ctrl-C / SIGTERM.
@@ -92,7 +92,7 @@ impl Default for StopSignal {
 
 impl StopSignal {
     /// The first reason given wins.
-    pub fn trigger(&self, reason: StopReason) {
+    pub(crate) fn trigger(&self, reason: StopReason) {
         self.tx.send_if_modified(|r| {
             if r.is_none() {
                 *r = Some(reason);
@@ -103,11 +103,11 @@ impl StopSignal {
         });
     }
 
-    pub fn reason(&self) -> Option<StopReason> {
+    pub(crate) fn reason(&self) -> Option<StopReason> {
         *self.tx.borrow()
     }
 
-    pub async fn stopped(&self) {
+    pub(crate) async fn stopped(&self) {
         let mut rx = self.tx.subscribe();
         let _ = rx.wait_for(|r| r.is_some()).await;
     }
@@ -115,10 +115,10 @@ impl StopSignal {
 
 /// Counters shared by all workers.
 #[derive(Debug)]
-pub struct FetchStats {
-    pub requests: AtomicU64,
-    pub retries: AtomicU64,
-    pub rate_limited: AtomicU64,
+pub(crate) struct FetchStats {
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
     /// When the API last gave a definitive answer (data, not found, a
     /// message-level error), in ms since `epoch`: what the circuit breaker watches.
     last_progress_ms: AtomicU64,
@@ -150,7 +150,7 @@ impl FetchStats {
     }
 
     /// Fold one call's latency into the moving average (weight 1/8).
-    pub fn record_latency(&self, d: Duration) {
+    pub(crate) fn record_latency(&self, d: Duration) {
         let sample = d.as_micros().min(u128::from(u32::MAX)) as u64;
         let old = self.latency_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -161,24 +161,24 @@ impl FetchStats {
         self.latency_us.store(new, Ordering::Relaxed);
     }
 
-    pub fn latency(&self) -> Duration {
+    pub(crate) fn latency(&self) -> Duration {
         Duration::from_micros(self.latency_us.load(Ordering::Relaxed))
     }
 
     /// Remember the last failed attempt (code, info), secrets removed.
-    pub fn record_failure(&self, code: &str, info: &str) {
+    pub(crate) fn record_failure(&self, code: &str, info: &str) {
         let mut last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
         *last = Some((code.to_owned(), crate::report::redact(info).into_owned()));
     }
 
     /// The last failed attempt, as `code: info`.
-    pub fn last_failure(&self) -> Option<String> {
+    pub(crate) fn last_failure(&self) -> Option<String> {
         let last = self.last_failure.lock().unwrap_or_else(|p| p.into_inner());
         last.as_ref().map(|(c, i)| format!("{c}: {i}"))
     }
 
     /// How long since the API last gave a definitive answer (or since the start).
-    pub fn since_progress(&self) -> Duration {
+    pub(crate) fn since_progress(&self) -> Duration {
         let last = Duration::from_millis(self.last_progress_ms.load(Ordering::Relaxed));
         self.epoch.elapsed().saturating_sub(last)
     }
@@ -188,7 +188,7 @@ impl FetchStats {
 /// time: a wrong secret, SDKAppID, region or plan then costs one call, not
 /// one per worker. Once open, the gate costs an atomic load per call.
 #[derive(Debug)]
-pub struct ProbeGate {
+pub(crate) struct ProbeGate {
     open: tokio::sync::watch::Sender<bool>,
     one: tokio::sync::Semaphore,
 }
@@ -205,7 +205,7 @@ impl Default for ProbeGate {
 impl ProbeGate {
     /// Wait for the right to call: `Some(permit)` for the one probing call,
     /// `None` once the gate is open.
-    pub async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+    pub(crate) async fn enter(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
         if *self.open.borrow() {
             return None;
         }
@@ -216,11 +216,11 @@ impl ProbeGate {
         }
     }
 
-    pub fn open(&self) {
+    pub(crate) fn open(&self) {
         self.open.send_replace(true);
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         *self.open.borrow()
     }
 }
@@ -228,7 +228,7 @@ impl ProbeGate {
 /// One call of the API, as the fetcher needs it: a trait, so that the
 /// retry, renewal, probe and stop logic can be tested against a scripted
 /// fake under paused time. `ApiClient` is the real one.
-pub trait Call: Clone + Send + Sync + 'static {
+pub(crate) trait Call: Clone + Send + Sync + 'static {
     fn call(
         &self,
         usersig: Arc<str>,
@@ -250,20 +250,20 @@ impl Call for ApiClient {
 /// the shared limiter, the probe gate, the retry policy, the counters and the
 /// stop switch. Cheap to clone.
 #[derive(Clone)]
-pub struct Calls {
-    pub credentials: Arc<Credentials>,
-    pub limiter: Option<Arc<Limiter>>,
-    pub gate: Arc<ProbeGate>,
-    pub policy: RetryPolicy,
-    pub stats: Arc<FetchStats>,
-    pub stop: StopSignal,
-    pub target: Target,
+pub(crate) struct Calls {
+    pub(crate) credentials: Arc<Credentials>,
+    pub(crate) limiter: Option<Arc<Limiter>>,
+    pub(crate) gate: Arc<ProbeGate>,
+    pub(crate) policy: RetryPolicy,
+    pub(crate) stats: Arc<FetchStats>,
+    pub(crate) stop: StopSignal,
+    pub(crate) target: Target,
 }
 
 impl Calls {
     /// A run's calls to `conn`: credentials from its secret, the retry
     /// policy capped by its attempts and circuit breaker, one probe gate.
-    pub fn new(
+    pub(crate) fn new(
         conn: &Connection,
         retry: RetryPolicy,
         stats: &Arc<FetchStats>,
@@ -300,7 +300,7 @@ impl Calls {
     }
 
     /// The same calls under another limiter (an API with a quota of its own).
-    pub fn limited_by(&self, limiter: Option<Arc<Limiter>>) -> Self {
+    pub(crate) fn limited_by(&self, limiter: Option<Arc<Limiter>>) -> Self {
         Calls {
             limiter,
             ..self.clone()
@@ -310,7 +310,7 @@ impl Calls {
 
 /// The client of one API path of `conn`'s endpoint, calls through the
 /// environment's proxies; the error names the setting to fix.
-pub fn client(
+pub(crate) fn client(
     conn: &Connection,
     path: &str,
     timeout: Duration,
@@ -327,7 +327,7 @@ pub fn client(
 
 /// How a call ended without an answer to take.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ended {
+pub(crate) enum Ended {
     /// What was asked for does not exist (a final answer).
     NotFound { code: String, info: String },
     /// Given up on; the run goes on.
@@ -366,18 +366,18 @@ impl Ended {
 
 /// What a caller of `Calls::retried` says about its API: how it reads the
 /// codes, and whether an OK answer is whole.
-pub struct Rules<'a, R> {
-    pub classify: &'a (dyn Fn(i64) -> Action + Sync),
-    pub check: &'a (dyn Fn(&R) -> Result<(), BadAnswer> + Sync),
+pub(crate) struct Rules<'a, R> {
+    pub(crate) classify: &'a (dyn Fn(i64) -> Action + Sync),
+    pub(crate) check: &'a (dyn Fn(&R) -> Result<(), BadAnswer> + Sync),
 }
 
 /// Fetches messages; cheap to clone, one per worker.
 #[derive(Clone)]
-pub struct Fetcher<C: Call = ApiClient> {
-    pub client: C,
-    pub calls: Calls,
+pub(crate) struct Fetcher<C: Call = ApiClient> {
+    pub(crate) client: C,
+    pub(crate) calls: Calls,
     /// What the current tables knew when the run began (empty: every read is full).
-    pub prior: Arc<Prior>,
+    pub(crate) prior: Arc<Prior>,
 }
 
 fn now_us() -> i64 {
@@ -393,7 +393,7 @@ impl<C: Call> Fetcher<C> {
     /// Read `msg`: from after what the current tables know of it (DESIGN
     /// §7), or in full when they know nothing, a full read is due, or the
     /// answer shows a change it cannot tell.
-    pub async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
+    pub(crate) async fn fetch(&self, msg: &MessageId) -> FetchOutcome {
         let (start, known) = self.prior.plan(msg.state_fingerprint());
         let mut attempts = 0u32;
         let (Start::From(seq), Some(known)) = (start, known) else {
@@ -490,7 +490,7 @@ impl<C: Call> Fetcher<C> {
 impl Calls {
     /// One call (`send`, given the UserSig), retried per policy: the answer
     /// to take, or how the call ended. `attempts` counts every try.
-    pub async fn retried<R, F, Fut>(
+    pub(crate) async fn retried<R, F, Fut>(
         &self,
         attempts: &mut u32,
         send: F,
@@ -605,7 +605,7 @@ impl Calls {
                     // response, retried like an unparseable body.
                     (Action::Success, Err(bad)) => {
                         let e = CallError::Decode(bad.to_string());
-                        Err(Judged::of(classify(Observed::Call(&e)), &e))
+                        Err(Judged::of(classify(&e), &e))
                     }
                     (action, _) => {
                         self.observe(action);
@@ -619,7 +619,7 @@ impl Calls {
                 }
             }
             Err(e) => {
-                let action = classify(Observed::Call(&e));
+                let action = classify(&e);
                 if action == Action::RateLimited {
                     // HTTP 429 from a gateway slows the run like the quota codes.
                     self.observe(action);
@@ -701,7 +701,7 @@ impl Judged {
 
 /// The circuit breaker: stop when no call has had a definitive answer for
 /// `give_up_after` while calls were being made.
-pub fn spawn_breaker(
+pub(crate) fn spawn_breaker(
     stats: &Arc<FetchStats>,
     stop: &StopSignal,
     give_up_after: std::time::Duration,
@@ -726,16 +726,16 @@ pub fn spawn_breaker(
 
 /// The app a run calls, as named in messages that stop it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub sdkappid: u64,
+pub(crate) struct Target {
+    pub(crate) sdkappid: u64,
     /// The data center, when the endpoint is one of Tencent's.
-    pub region: Option<crate::api::Region>,
+    pub(crate) region: Option<crate::api::Region>,
     /// The base URL called (a region's or `--endpoint`).
-    pub endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 /// What a user should do about an answer that stops the run.
-pub fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
+pub(crate) fn explain_fatal(code: &str, info: &str, target: &Target) -> String {
     let sdkappid = target.sdkappid;
     let center = match target.region {
         Some(r) => format!("the {r} data center"),

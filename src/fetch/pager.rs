@@ -14,21 +14,21 @@ use crate::api::wire::GetKeyValuesResponse;
 use std::collections::HashMap;
 
 /// Hard limit on pages per message; the API's 300 keys need at most a few.
-pub const MAX_PAGES: u32 = 10_000;
+pub(crate) const MAX_PAGES: u32 = 10_000;
 
 /// The result of draining a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PagedMessage {
+pub(crate) struct PagedMessage {
     /// Live pairs (Seq > ClearSeq), one per key, in Seq order.
-    pub pairs: PairList,
-    pub latest_seq: i64,
-    pub clear_seq: i64,
-    pub pages: u32,
+    pub(crate) pairs: PairList,
+    pub(crate) latest_seq: i64,
+    pub(crate) clear_seq: i64,
+    pub(crate) pages: u32,
 }
 
 /// What to do after a page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Ask again with this `StartSeq`.
     Next(i64),
     /// Everything has been returned.
@@ -38,7 +38,7 @@ pub enum Step {
 }
 
 #[derive(Debug, Default)]
-pub struct Pager {
+pub(crate) struct Pager {
     start_seq: Option<i64>,
     /// Key → position in `pairs`; built only when a second page comes (most
     /// messages fit one page, and the index costs a key copy per pair).
@@ -50,13 +50,9 @@ pub struct Pager {
 }
 
 impl Pager {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// A pager whose first request asks from `start_seq` (an incremental
     /// read: only pairs with a Seq at or above it).
-    pub fn starting_at(start_seq: Option<i64>) -> Self {
+    pub(crate) fn starting_at(start_seq: Option<i64>) -> Self {
         Pager {
             start_seq,
             ..Self::default()
@@ -64,23 +60,23 @@ impl Pager {
     }
 
     /// The `StartSeq` of the next request (`None` for the first).
-    pub fn start_seq(&self) -> Option<i64> {
+    pub(crate) fn start_seq(&self) -> Option<i64> {
         self.start_seq
     }
 
-    pub fn pages(&self) -> u32 {
+    pub(crate) fn pages(&self) -> u32 {
         self.pages
     }
 
     /// Whether an answer with ErrorCode 0 can be the whole truth about this
     /// page. An answer that cannot (see `check_answer`) is a bad response: it
     /// is retried, never taken for data.
-    pub fn check(&self, page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
+    pub(crate) fn check(&self, page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
         check_answer(page)
     }
 
     /// Take in a successful page (ErrorCode 0) that passed `check`.
-    pub fn accept(&mut self, page: GetKeyValuesResponse, fetched_at_us: i64) -> Step {
+    pub(crate) fn accept(&mut self, page: GetKeyValuesResponse, fetched_at_us: i64) -> Step {
         self.pages += 1;
         if let Some(l) = page.latest_seq {
             self.latest_seq = l;
@@ -162,7 +158,7 @@ impl Pager {
     }
 
     /// The live pairs: those with Seq <= ClearSeq are dead and dropped.
-    pub fn finish(mut self) -> PagedMessage {
+    pub(crate) fn finish(mut self) -> PagedMessage {
         if self.index.is_none() && has_duplicate_keys(&self.pairs) {
             // One page that repeats a key: keep one pair per key all the same.
             self.build_index();
@@ -182,7 +178,7 @@ impl Pager {
 /// say FAIL, its pairs are sorted by Seq and none is newer than LatestSeq,
 /// and a page with no pairs does not claim that more are to come (page 2
 /// empty with CompleteFlag 0 once cut 450 pairs to 200 without a word).
-pub fn check_answer(page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
+pub(crate) fn check_answer(page: &GetKeyValuesResponse) -> Result<(), BadAnswer> {
     if page
         .action_status
         .as_deref()
@@ -248,7 +244,7 @@ mod tests {
 
     /// Drain a stored message through the simulator's own paging rule.
     fn drain(m: &StoredMessage) -> (PagedMessage, Vec<Option<i64>>) {
-        let mut pager = Pager::new();
+        let mut pager = Pager::default();
         let mut asked = Vec::new();
         loop {
             asked.push(pager.start_seq());
@@ -411,7 +407,7 @@ mod tests {
             ),
         ];
         for (i, (pages, steps)) in cases.into_iter().enumerate() {
-            let mut pager = Pager::new();
+            let mut pager = Pager::default();
             let got: Vec<Step> = pages.into_iter().map(|p| pager.accept(p, 0)).collect();
             assert_eq!(got, steps, "case {i}");
         }
@@ -423,7 +419,7 @@ mod tests {
 
     #[test]
     fn a_single_page_repeating_a_key_still_gives_one_pair_per_key() {
-        let mut pager = Pager::new();
+        let mut pager = Pager::default();
         assert_eq!(
             pager.accept(page(&[("a", 1), ("b", 2), ("a", 3)], Some(1)), 0),
             Step::Done
@@ -433,7 +429,7 @@ mod tests {
 
     #[test]
     fn a_key_seen_again_with_a_higher_seq_replaces_the_old_pair() {
-        let mut pager = Pager::new();
+        let mut pager = Pager::default();
         assert_eq!(
             pager.accept(page(&[("a", 1), ("b", 2)], Some(0)), 0),
             Step::Next(2)

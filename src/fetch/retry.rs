@@ -3,23 +3,14 @@
 //! computes capped exponential delays with full jitter.
 
 use crate::api::client::CallError;
-pub use crate::codes::{Action, classify_code};
+pub(crate) use crate::codes::Action;
 use std::time::Duration;
 
-/// What one attempt produced, as far as policy is concerned.
-#[derive(Debug, Clone, Copy)]
-pub enum Observed<'a> {
-    /// A decoded answer with this `ErrorCode`.
-    Api(i64),
-    /// No usable answer.
-    Call(&'a CallError),
-}
-
-/// The one place that maps every code of the API notes' table to an action.
-pub fn classify(o: Observed<'_>) -> Action {
-    match o {
-        Observed::Api(code) => classify_code(code),
-        Observed::Call(e) => match e {
+/// What to do after an attempt that got no usable answer; an answer's
+/// `ErrorCode` is read by `classify_code` (and its kind's own reading).
+pub(crate) fn classify(e: &CallError) -> Action {
+    {
+        match e {
             CallError::Timeout
             | CallError::Connect(_)
             | CallError::Network(_)
@@ -31,7 +22,7 @@ pub fn classify(o: Observed<'_>) -> Action {
             // The API answers 200 for every outcome: any other status means the
             // endpoint is not the API (wrong --endpoint, a proxy refusing us).
             CallError::Http { .. } => Action::FailRun,
-        },
+        }
     }
 }
 
@@ -45,27 +36,28 @@ pub struct Backoff {
 
 impl Backoff {
     /// `retry` counts from 1; `unit` is a uniform random number in `[0, 1)`.
-    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+    pub(crate) fn delay(&self, retry: u32, unit: f64) -> Duration {
         let exp = retry.saturating_sub(1).min(30);
         let ceiling = self.base.saturating_mul(1u32 << exp).min(self.cap);
         ceiling.mul_f64(unit.clamp(0.0, 1.0))
     }
 
     /// The largest delay the n-th retry can get.
-    pub fn ceiling(&self, retry: u32) -> Duration {
+    #[cfg(test)]
+    pub(crate) fn ceiling(&self, retry: u32) -> Duration {
         self.delay(retry, 1.0)
     }
 }
 
 /// The longest a server's `Retry-After` is honoured: a proxy asking for an
 /// hour must not stall a run for an hour.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The wait before the n-th retry: the backoff's jittered delay, but never
 /// less than what the server asked for in `Retry-After`; and never more than
 /// `max_wait` (at most `MAX_RETRY_AFTER`, and no longer than the circuit
 /// breaker's patience: see `RetryPolicy::max_wait`).
-pub fn retry_delay(
+pub(crate) fn retry_delay(
     backoff: &Backoff,
     retry: u32,
     unit: f64,
@@ -142,7 +134,7 @@ mod tests {
         table.extend((60015..=60017).map(|c| (c, FailRun)));
         table.extend((70002..=70020).map(|c| (c, FailRun)));
         for (code, want) in table {
-            assert_eq!(classify(Observed::Api(code)), want, "code {code}");
+            assert_eq!(crate::codes::classify_code(code), want, "code {code}");
         }
     }
 
@@ -168,7 +160,7 @@ mod tests {
             (http(403), FailRun),
         ];
         for (e, want) in table {
-            assert_eq!(classify(Observed::Call(&e)), want, "{e:?}");
+            assert_eq!(classify(&e), want, "{e:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use serde::Serialize;
 use std::fmt;
 
 /// The group kind (`KindSpec`).
-pub struct Group;
+pub(crate) struct Group;
 
 impl KindSpec for Group {
     fn name(&self) -> &'static str {

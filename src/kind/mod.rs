@@ -12,8 +12,8 @@
 //! file plus one line in each of the three tables below (`Kind`,
 //! `Kind::spec`, `MessageId` with `MessageId::identity`).
 
-pub mod group;
-pub mod one_to_one;
+pub(crate) mod group;
+pub(crate) mod one_to_one;
 
 pub use group::GroupMessageRef;
 pub use one_to_one::MessageRef;
@@ -24,7 +24,7 @@ use arrow_schema::Field;
 use std::fmt;
 
 /// A JSON object, as a request body is read by the simulator.
-pub type JsonObject = serde_json::Map<String, serde_json::Value>;
+pub(crate) type JsonObject = serde_json::Map<String, serde_json::Value>;
 
 /// Which API a run exports, decided by the input's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -45,7 +45,7 @@ pub enum MessageId {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 2] = [Kind::OneToOne, Kind::Group];
+    pub(crate) const ALL: [Kind; 2] = [Kind::OneToOne, Kind::Group];
 
     /// What this kind is to a run: the dispatch table of kinds.
     pub fn spec(self) -> &'static dyn KindSpec {
@@ -58,7 +58,7 @@ impl Kind {
 
 impl MessageId {
     /// What this message offers: the dispatch table of identities.
-    pub fn identity(&self) -> &dyn Identity {
+    pub(crate) fn identity(&self) -> &dyn Identity {
         match self {
             MessageId::OneToOne(m) => m,
             MessageId::Group(m) => m,
@@ -183,7 +183,7 @@ pub struct KindMismatch(pub Kind);
 
 impl Kind {
     /// The kind whose required input columns the header (lower-cased names) holds.
-    pub fn from_header(names: &[String]) -> Option<Kind> {
+    pub(crate) fn from_header(names: &[String]) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| {
             k.required_columns()
                 .all(|c| names.iter().any(|n| n.eq_ignore_ascii_case(c)))
@@ -191,12 +191,12 @@ impl Kind {
     }
 
     /// The kind whose API answers at `path`.
-    pub fn from_api_path(path: &str) -> Option<Kind> {
+    pub(crate) fn from_api_path(path: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.spec().api_path() == path)
     }
 
     /// The input columns no input of this kind may leave out.
-    pub fn required_columns(self) -> impl Iterator<Item = &'static str> {
+    pub(crate) fn required_columns(self) -> impl Iterator<Item = &'static str> {
         let spec = self.spec();
         spec.columns()
             .iter()
@@ -206,12 +206,12 @@ impl Kind {
 
     /// Whether the API's `code` says the message does not exist (a final
     /// answer: asking again gives the same).
-    pub fn is_not_found(self, code: i64) -> bool {
+    pub(crate) fn is_not_found(self, code: i64) -> bool {
         self.classify_code(code) == Action::NotFound
     }
 
     /// What `code` means to a call of this kind: its own reading, else the common one.
-    pub fn classify_code(self, code: i64) -> Action {
+    pub(crate) fn classify_code(self, code: i64) -> Action {
         self.spec()
             .classify_code(code)
             .unwrap_or_else(|| codes::classify_code(code))
@@ -219,18 +219,18 @@ impl Kind {
 }
 
 impl MessageId {
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         self.identity().kind()
     }
 
-    pub fn fingerprint(&self) -> u128 {
+    pub(crate) fn fingerprint(&self) -> u128 {
         self.identity().fingerprint()
     }
 
     /// The fingerprint of the message as the current tables know it: the
     /// same message with or without its optional sender is one message
     /// (DESIGN §2, §7), so the sender is left out.
-    pub fn state_fingerprint(&self) -> u128 {
+    pub(crate) fn state_fingerprint(&self) -> u128 {
         self.identity().state_fingerprint()
     }
 

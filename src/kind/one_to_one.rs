@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::fmt;
 
 /// The one-to-one kind (`KindSpec`).
-pub struct OneToOne;
+pub(crate) struct OneToOne;
 
 impl KindSpec for OneToOne {
     fn name(&self) -> &'static str {

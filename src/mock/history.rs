@@ -67,7 +67,7 @@ pub struct ChatMsg {
 }
 
 impl History {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.accounts.is_empty() && self.groups.is_empty() && self.chats.is_empty()
     }
 
@@ -161,7 +161,7 @@ impl Default for HistoryPaging {
 
 /// Which history API a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HistoryApi {
+pub(crate) enum HistoryApi {
     GroupList,
     GroupHistory,
     Conversations,
@@ -169,7 +169,7 @@ pub enum HistoryApi {
 }
 
 impl HistoryApi {
-    pub fn from_path(path: &str) -> Option<Self> {
+    pub(crate) fn from_path(path: &str) -> Option<Self> {
         Some(match path {
             h::GROUP_LIST_PATH => HistoryApi::GroupList,
             h::GROUP_HISTORY_PATH => HistoryApi::GroupHistory,
@@ -180,7 +180,7 @@ impl HistoryApi {
     }
 
     /// The API's code for a transient internal error.
-    pub fn internal_code(self) -> i64 {
+    pub(crate) fn internal_code(self) -> i64 {
         match self {
             HistoryApi::GroupList | HistoryApi::GroupHistory => 10002,
             HistoryApi::Conversations => 50004,
@@ -481,7 +481,7 @@ fn roam_msg(m: &ChatMsg) -> RoamMsg {
 /// (one an AVChatRoom, which discover leaves out) and a few accounts'
 /// conversations over ten days, a burst of messages in one second,
 /// deleted and recalled messages. Times count back from `now`.
-pub fn sample(now: i64, seed: u64) -> History {
+pub(crate) fn sample(now: i64, seed: u64) -> History {
     let mut rng = super::store::SplitMix64::new(seed);
     let accounts: Vec<String> = ["alice", "bob", "carol", "dave", "erin"]
         .map(String::from)

@@ -223,7 +223,7 @@ impl MockServer {
     }
 
     /// Run until the task is aborted (for `msgext mock`).
-    pub async fn serve_forever(self) {
+    pub(crate) async fn serve_forever(self) {
         let _ = (&mut { self }.task).await;
     }
 }

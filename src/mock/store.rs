@@ -33,7 +33,7 @@ pub struct StoredMessage {
     pub always: Option<String>,
     /// The Seq of the last operation (a delete leaves no pair at it).
     #[serde(default, skip_serializing_if = "is_zero")]
-    pub op_seq: i64,
+    pub(crate) op_seq: i64,
 }
 
 fn is_zero(n: &i64) -> bool {
@@ -119,7 +119,7 @@ impl StoredMessage {
     }
 
     /// Apply one operation at the next Seq; `false`: the message is gone.
-    pub fn apply(&mut self, op: &Op, deletes: Deletes) -> bool {
+    pub(crate) fn apply(&mut self, op: &Op, deletes: Deletes) -> bool {
         let seq = self.latest_seq() + 1;
         match op {
             Op::Vanish => return false,
@@ -167,12 +167,12 @@ impl StoredMessage {
     /// The service's answer to a pull from `start_seq`: the first `page_size`
     /// pairs with Seq >= StartSeq, cut wherever the count ends. Pairs at or
     /// below ClearSeq are returned as they are: dropping them is the client's job.
-    pub fn page(&self, start_seq: Option<i64>, page_size: usize) -> GetKeyValuesResponse {
+    pub(crate) fn page(&self, start_seq: Option<i64>, page_size: usize) -> GetKeyValuesResponse {
         self.page_with(start_seq, page_size, Deletes::default())
     }
 
     /// `page`, from a service with its own way with deletes.
-    pub fn page_with(
+    pub(crate) fn page_with(
         &self,
         start_seq: Option<i64>,
         page_size: usize,
@@ -208,7 +208,7 @@ pub struct Store {
     #[serde(default)]
     pub deletes: Deletes,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub rounds: Vec<Vec<Change>>,
+    pub(crate) rounds: Vec<Vec<Change>>,
     /// The app's history (groups, accounts, one-to-one messages) the history APIs serve.
     #[serde(default, skip_serializing_if = "super::history::History::is_empty")]
     pub history: super::history::History,
@@ -279,7 +279,7 @@ impl Store {
     }
 
     /// Apply the store's first `n` rounds of changes (`--round`).
-    pub fn advance(&mut self, n: usize) -> Result<(), StoreError> {
+    pub(crate) fn advance(&mut self, n: usize) -> Result<(), StoreError> {
         if n > self.rounds.len() {
             return Err(StoreError::Round {
                 asked: n,
@@ -370,7 +370,7 @@ impl Store {
     /// An index from every identity a request may name a message by to its
     /// position: the full one, and the looser one without the sender (the
     /// first message of that form wins).
-    pub fn index(&self) -> StoreIndex {
+    pub(crate) fn index(&self) -> StoreIndex {
         let mut idx = StoreIndex::default();
         for (i, m) in self.messages.iter().enumerate() {
             let id = m.id.identity();
@@ -446,7 +446,7 @@ impl Store {
 impl Store {
     /// `n` messages of `pairs` pairs each (values of `value_len` bytes, Seq
     /// runs of 20): uniform data for benchmarks.
-    pub fn synthetic(n: usize, pairs: usize, value_len: usize) -> Store {
+    pub(crate) fn synthetic(n: usize, pairs: usize, value_len: usize) -> Store {
         const ALPHABET: &[u8] =
             b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 _-";
         let messages = (0..n)
@@ -495,7 +495,7 @@ impl Store {
 }
 
 /// Values that break naive writers, mixed into generated data.
-pub const TRICKY_VALUES: [&str; 10] = [
+pub(crate) const TRICKY_VALUES: [&str; 10] = [
     "",
     "a,b,c",
     "say \"hi\"",
@@ -518,7 +518,7 @@ fn tricky_value(rng: &mut SplitMix64, k: usize) -> String {
 
 /// Lookup from a request's identity to a stored message.
 #[derive(Debug, Default)]
-pub struct StoreIndex {
+pub(crate) struct StoreIndex {
     by_id: HashMap<MessageId, usize>,
     scopes: HashSet<(Kind, String)>,
 }
@@ -526,7 +526,7 @@ pub struct StoreIndex {
 impl StoreIndex {
     /// The stored message a request names, or the API's answer (code,
     /// text) for one it does not have.
-    pub fn lookup(&self, id: &MessageId) -> Result<usize, (i64, &'static str)> {
+    pub(crate) fn lookup(&self, id: &MessageId) -> Result<usize, (i64, &'static str)> {
         if let Some(&i) = self.by_id.get(id) {
             return Ok(i);
         }
@@ -542,14 +542,14 @@ impl StoreIndex {
 /// A tiny deterministic generator (SplitMix64), stable across crate versions,
 /// so that seeded data and seeded faults are reproducible.
 #[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
+pub(crate) struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -557,12 +557,12 @@ impl SplitMix64 {
         z ^ (z >> 31)
     }
 
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         if n == 0 { 0 } else { self.next_u64() % n }
     }
 
     /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
+    pub(crate) fn unit(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }

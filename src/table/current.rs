@@ -29,11 +29,11 @@ use std::sync::Arc;
 
 /// The current tables' files are closed past this size: a bucket's file is
 /// read back whole, so it bounds the memory of the next run's rewrite.
-pub const FILE_BYTES: u64 = 16 << 20;
+pub(crate) const FILE_BYTES: u64 = 16 << 20;
 
 /// How a message's read ended, as its history row says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum How {
+pub(crate) enum How {
     Read(Read),
     NotFound,
 }
@@ -42,23 +42,23 @@ pub enum How {
 /// as two halves (`incremental::halves`): a `u128` would align the row to
 /// 16 bytes, 64 a row instead of 56, a million full reads 8 MB more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadRow {
-    pub fp: [u64; 2],
-    pub how: How,
-    pub latest_seq: i64,
-    pub clear_seq: i64,
+pub(crate) struct ReadRow {
+    pub(crate) fp: [u64; 2],
+    pub(crate) how: How,
+    pub(crate) latest_seq: i64,
+    pub(crate) clear_seq: i64,
     /// Pairs the run received (at most a few hundred).
-    pub kv_count: u32,
-    pub at_us: i64,
+    pub(crate) kv_count: u32,
+    pub(crate) at_us: i64,
     /// The hash of the sender its rows carry (`sender_hash`): the one the
     /// run's input gave, or, once `stand` has looked, the stored one when
     /// the input gave none.
-    pub sender: u64,
+    pub(crate) sender: u64,
 }
 
 impl ReadRow {
     /// The message's state fingerprint.
-    pub fn fp(&self) -> u128 {
+    pub(crate) fn fp(&self) -> u128 {
         (u128::from(self.fp[0]) << 64) | u128::from(self.fp[1])
     }
 }
@@ -107,7 +107,7 @@ fn adds_pairs(read: Option<&ReadRow>) -> bool {
 /// fingerprint, time and sender alone, 32 bytes rather than 56. A read
 /// older than the stored one (`stand`) is stale: the table keeps what it has.
 #[derive(Debug, Default)]
-pub struct Reads {
+pub(crate) struct Reads {
     changed: Vec<ReadRow>,
     unchanged: Vec<(u128, i64, u64)>,
     stale: Vec<bool>,
@@ -190,7 +190,7 @@ impl Reads {
     }
 
     /// The run's read of `fp`, unless the table holds a newer one.
-    pub fn get(&self, fp: u128) -> Option<ReadRow> {
+    pub(crate) fn get(&self, fp: u128) -> Option<ReadRow> {
         self.slot(fp)
             .filter(|i| !self.stale[*i])
             .map(|i| self.at(i))
@@ -202,17 +202,17 @@ impl Reads {
 }
 
 /// What a run's commit to the current tables needs.
-pub struct CurrentCommit<'a> {
-    pub lake: &'a Arc<dyn LakeStore>,
-    pub delta: &'a DeltaLake,
-    pub kind: Kind,
-    pub sdkappid: u64,
+pub(crate) struct CurrentCommit<'a> {
+    pub(crate) lake: &'a Arc<dyn LakeStore>,
+    pub(crate) delta: &'a DeltaLake,
+    pub(crate) kind: Kind,
+    pub(crate) sdkappid: u64,
     /// Every data file of the run (its history tables).
-    pub files: &'a [FileInfo],
-    pub opts: WriteOptions,
+    pub(crate) files: &'a [FileInfo],
+    pub(crate) opts: WriteOptions,
     /// Replace the app's rows without reading them (`--full` over damaged
     /// tables): what the run read becomes all the tables hold of the app.
-    pub rebuild: bool,
+    pub(crate) rebuild: bool,
 }
 
 /// Commits another writer overtook (it changed the app's rows between this
@@ -224,7 +224,7 @@ const MAX_MOVES: usize = 8;
 /// `current_messages` first, then `current_key_values` (always a commit,
 /// so that its log names every run the first one does). A message's row
 /// is replaced only by a read at least as new as the one it holds.
-pub fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
+pub(crate) fn commit(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<(), WriteError> {
     let mut tries = 0;
     loop {
         match commit_once(c, run) {

@@ -34,10 +34,10 @@ pub const PARTITION_COLUMNS: [&str; 2] = ["dt", "run_id"];
 
 /// The kernel logs the errors it returns; msgext tells them once, with
 /// what to do: its log target is off unless `RUST_LOG` names it.
-pub const QUIET_LOG: &str = "delta_kernel";
+pub(crate) const QUIET_LOG: &str = "delta_kernel";
 
 /// A checkpoint every this many versions, as Spark and delta-rs do.
-pub const CHECKPOINT_EVERY: u64 = 100;
+pub(crate) const CHECKPOINT_EVERY: u64 = 100;
 
 /// Conflicting commits in a row before the run gives up (each one means
 /// another writer committed in between; 50 is far beyond any real fleet).
@@ -56,11 +56,11 @@ pub struct DataFile {
 
 /// A file in a table's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LiveFile {
+pub(crate) struct LiveFile {
     /// Relative to the table, decoded.
-    pub path: String,
+    pub(crate) path: String,
     /// From the log's stats, when it has them.
-    pub rows: Option<u64>,
+    pub(crate) rows: Option<u64>,
 }
 
 /// A table as the log knows it: its schema and partition columns.
@@ -143,7 +143,7 @@ impl DeltaLake {
     }
 
     /// The URL of a table, `<root>/<table>/`.
-    pub fn table_url(&self, table: &str) -> Url {
+    pub(crate) fn table_url(&self, table: &str) -> Url {
         // A table name is one plain path segment (`key_values`).
         let mut url = self.root.clone();
         url.set_path(&format!("{}{table}/", self.root.path()));
@@ -175,7 +175,7 @@ impl DeltaLake {
     }
 
     /// Whether the table's log holds transaction `app_id` (a run committed).
-    pub fn has_transaction(
+    pub(crate) fn has_transaction(
         &self,
         table: &str,
         snapshot: &Snapshot,
@@ -190,7 +190,7 @@ impl DeltaLake {
     /// Refuse a table whose log holds another schema than `want`, or that
     /// uses a reader feature msgext's reads by file do not follow
     /// (deletion vectors, column mapping: its rows would be misread).
-    pub fn check_schema(
+    pub(crate) fn check_schema(
         &self,
         table: &str,
         snapshot: &Snapshot,
@@ -367,7 +367,7 @@ impl DeltaLake {
 
     /// The live files whose paths (as the log holds them) start with
     /// `prefix`: path decoded, rows (as the log's stats say).
-    pub fn files_under(
+    pub(crate) fn files_under(
         &self,
         table: &str,
         snapshot: &SnapshotRef,
@@ -387,7 +387,7 @@ impl DeltaLake {
     }
 
     /// The live files of run `run_id` in a history table (`dt=…/run_id=<run_id>/…`).
-    pub fn run_files(
+    pub(crate) fn run_files(
         &self,
         table: &str,
         snapshot: &SnapshotRef,
@@ -444,7 +444,7 @@ impl DeltaLake {
 }
 
 /// Whether `table` has a Delta log.
-pub fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
+pub(crate) fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
     Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
 }
 
@@ -511,7 +511,7 @@ fn unsupported_feature(snapshot: &Snapshot) -> Option<String> {
 }
 
 /// The application id of a run's `txn` action.
-pub fn app_id(run_id: &str) -> String {
+pub(crate) fn app_id(run_id: &str) -> String {
     format!("msgext-run-{run_id}")
 }
 
@@ -532,7 +532,7 @@ pub fn table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelErr
 
 /// A table partitioned by `sdkappid` (the current tables): that column
 /// (int64) first, then the data files' columns.
-pub fn app_table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelError> {
+pub(crate) fn app_table_schema(data: &Schema) -> Result<StructType, delta_kernel::KernelError> {
     let columns = StructType::try_from_arrow(data)?;
     let app = StructField::not_null("sdkappid", KernelType::LONG);
     StructType::try_new(std::iter::once(app).chain(columns.fields().cloned()))
@@ -540,7 +540,7 @@ pub fn app_table_schema(data: &Schema) -> Result<StructType, delta_kernel::Kerne
 
 /// The columns that differ between a table's schema and msgext's: missing,
 /// extra, or of another type. `None` when they match.
-pub fn schema_differences(have: &StructType, want: &StructType) -> Option<String> {
+pub(crate) fn schema_differences(have: &StructType, want: &StructType) -> Option<String> {
     let mut out = Vec::new();
     for w in want.fields() {
         match have.field(w.name()) {
@@ -626,7 +626,7 @@ fn add_files_batch(
 }
 
 /// A path as `encode_path` wrote it, decoded (`None`: not UTF-8 or a bad escape).
-pub fn decode_path(path: &str) -> Option<String> {
+pub(crate) fn decode_path(path: &str) -> Option<String> {
     let mut out = Vec::with_capacity(path.len());
     let mut bytes = path.bytes();
     while let Some(b) = bytes.next() {
@@ -642,7 +642,7 @@ pub fn decode_path(path: &str) -> Option<String> {
 
 /// A relative path as the log records it: percent-encoded but for the
 /// characters that need none, `/` included.
-pub fn encode_path(path: &str) -> String {
+pub(crate) fn encode_path(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     for b in path.bytes() {
         match b {

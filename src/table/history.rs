@@ -15,7 +15,7 @@ use crate::write::{DeltaError, FileInfo, Format, LakeStore, TableFormat, WriteEr
 
 /// The Delta side of a run: its kind's two tables in the lake, checked
 /// before any API call and committed at the end.
-pub struct DeltaRun {
+pub(crate) struct DeltaRun {
     delta: DeltaLake,
     tables: Vec<(&'static str, TableSpec)>,
 }
@@ -25,7 +25,7 @@ pub struct DeltaRun {
 /// log must not hold other runs' files (a plain lake is not silently half
 /// converted). Plain Parquet: no table may be a Delta table (its readers
 /// would miss the files), and no more may CSV: CSV sits beside plain tables only.
-pub fn prepare(
+pub(crate) fn prepare(
     lake: &dyn LakeStore,
     kind: Kind,
     run_id: &str,
@@ -99,13 +99,13 @@ fn finished_plain_runs(
 
 impl DeltaRun {
     /// The lake's Delta tables.
-    pub fn lake(&self) -> &DeltaLake {
+    pub(crate) fn lake(&self) -> &DeltaLake {
         &self.delta
     }
 
     /// Commit the run's files (`files`: every data file of the run, paths
     /// relative to the lake) to each table, in one commit per table.
-    pub fn commit(
+    pub(crate) fn commit(
         &self,
         lake: &dyn LakeStore,
         files: &[FileInfo],

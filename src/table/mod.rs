@@ -15,11 +15,11 @@
 //! the same run as the history tables' commit. Nothing of the state lives
 //! on the machine.
 
-pub mod current;
+pub(crate) mod current;
 pub mod delta;
-pub mod history;
-pub mod read;
-pub mod settle;
+pub(crate) mod history;
+pub(crate) mod read;
+pub(crate) mod settle;
 
 use crate::incremental::{Known, Prior};
 use crate::kind::Kind;
@@ -33,15 +33,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The partition column of the current tables.
-pub const APP_PARTITION: [&str; 1] = ["sdkappid"];
+pub(crate) const APP_PARTITION: [&str; 1] = ["sdkappid"];
 
 /// The current tables of a kind: (pairs, messages).
-pub fn names(kind: Kind) -> [String; 2] {
+pub(crate) fn names(kind: Kind) -> [String; 2] {
     kind.spec().tables().map(|t| format!("current_{t}"))
 }
 
 /// The folder of an app's rows in a current table: `sdkappid=<app>`.
-pub fn app_dir(sdkappid: u64) -> String {
+pub(crate) fn app_dir(sdkappid: u64) -> String {
     format!("sdkappid={sdkappid}")
 }
 
@@ -55,7 +55,7 @@ fn time(name: &str, nullable: bool) -> Field {
 
 /// The data files' columns of `current_key_values`: the history table's
 /// (but `sdkappid`, a partition column here) and the run that fetched the pair.
-pub fn kv_schema(kind: Kind) -> SchemaRef {
+pub(crate) fn kv_schema(kind: Kind) -> SchemaRef {
     let history = crate::write::schema::key_values_schema(kind);
     let mut fields: Vec<Field> = history
         .fields()
@@ -68,7 +68,7 @@ pub fn kv_schema(kind: Kind) -> SchemaRef {
 }
 
 /// The data files' columns of `current_messages`.
-pub fn messages_schema(kind: Kind) -> SchemaRef {
+pub(crate) fn messages_schema(kind: Kind) -> SchemaRef {
     let mut fields = kind.spec().identity_fields();
     fields.extend([
         Field::new("status", DataType::Utf8, false),
@@ -85,7 +85,7 @@ pub fn messages_schema(kind: Kind) -> SchemaRef {
 }
 
 /// The two current tables of a kind as the log knows them.
-pub fn specs(kind: Kind) -> Result<[TableSpec; 2], delta_kernel::KernelError> {
+pub(crate) fn specs(kind: Kind) -> Result<[TableSpec; 2], delta_kernel::KernelError> {
     let spec = |data: SchemaRef| -> Result<TableSpec, delta_kernel::KernelError> {
         Ok(TableSpec {
             schema: app_table_schema(&data)?,
@@ -97,7 +97,7 @@ pub fn specs(kind: Kind) -> Result<[TableSpec; 2], delta_kernel::KernelError> {
 
 /// Refuse current tables of another schema (another kind's, another
 /// version's) before any call: exit 2, naming the table.
-pub fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), WriteError> {
+pub(crate) fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), WriteError> {
     let specs = specs(kind).map_err(|e| WriteError::Store(e.to_string()))?;
     for (name, spec) in names(kind).iter().zip(&specs) {
         if has_log(lake, name)? {
@@ -111,21 +111,21 @@ pub fn check(lake: &dyn LakeStore, delta: &DeltaLake, kind: Kind) -> Result<(), 
 /// the current tables whose log has its `txn` (a run writes one kind, so
 /// at most two of each), as people find them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RunCommits {
-    pub history: Vec<String>,
-    pub current: Vec<String>,
+pub(crate) struct RunCommits {
+    pub(crate) history: Vec<String>,
+    pub(crate) current: Vec<String>,
 }
 
 /// The lake's Delta tables read once (a snapshot of each one with a log),
 /// to tell the commits of any number of runs.
-pub struct LakeCommits {
+pub(crate) struct LakeCommits {
     delta: Option<DeltaLake>,
     /// (table, whether it is a current table, its name for people, snapshot).
     tables: Vec<(String, bool, String, SnapshotRef)>,
 }
 
 impl LakeCommits {
-    pub fn open(lake: &dyn LakeStore) -> Result<LakeCommits, WriteError> {
+    pub(crate) fn open(lake: &dyn LakeStore) -> Result<LakeCommits, WriteError> {
         let mut delta = None;
         let mut tables = Vec::new();
         for kind in Kind::ALL {
@@ -148,7 +148,7 @@ impl LakeCommits {
     }
 
     /// The tables whose log holds the run's txn.
-    pub fn of(&self, run_id: &str) -> Result<RunCommits, WriteError> {
+    pub(crate) fn of(&self, run_id: &str) -> Result<RunCommits, WriteError> {
         let mut out = RunCommits::default();
         let Some(delta) = &self.delta else {
             return Ok(out);
@@ -170,17 +170,17 @@ impl LakeCommits {
 
 impl RunCommits {
     /// One run's commits (`LakeCommits` for several).
-    pub fn of(lake: &dyn LakeStore, run_id: &str) -> Result<RunCommits, WriteError> {
+    pub(crate) fn of(lake: &dyn LakeStore, run_id: &str) -> Result<RunCommits, WriteError> {
         LakeCommits::open(lake)?.of(run_id)
     }
 
     /// Whether any table holds the run: its files are part of the lake.
-    pub fn any(&self) -> bool {
+    pub(crate) fn any(&self) -> bool {
         !(self.history.is_empty() && self.current.is_empty())
     }
 
     /// For `msgext runs`: what is committed, and what a person should know.
-    pub fn describe(&self) -> (&'static str, Option<&'static str>) {
+    pub(crate) fn describe(&self) -> (&'static str, Option<&'static str>) {
         match (self.history.len(), self.current.len()) {
             (0, 0) => ("none", None),
             (2, 2) => ("all", None),
@@ -223,13 +223,13 @@ pub struct FullReads {
 
 /// What a run starts from: what the current tables know, once every run
 /// in them is whole (`settle`).
-pub struct State {
-    pub prior: Prior,
+pub(crate) struct State {
+    pub(crate) prior: Prior,
     /// `--full` over damaged current tables: the run's commit replaces the
     /// app's rows without reading them.
-    pub rebuild: Option<String>,
+    pub(crate) rebuild: Option<String>,
     /// Earlier runs whose current commits this run completed first.
-    pub completed: Vec<settle::Completed>,
+    pub(crate) completed: Vec<settle::Completed>,
 }
 
 /// Bring the app's current tables of `kind` to whole runs (completing
@@ -239,7 +239,7 @@ pub struct State {
 /// app's rows instead. Any other failure (a store that does not answer, a
 /// file it cannot read) fails the run with its cause: it is no licence to
 /// replace what the tables hold.
-pub fn state(
+pub(crate) fn state(
     s: &settle::Settle<'_>,
     sdkappid: u64,
     full: FullReads,
@@ -284,16 +284,16 @@ pub fn state(
 
 /// The runs the app's rows of `current_messages` name.
 #[derive(Debug, Default)]
-pub struct RowRuns {
-    pub named: BTreeSet<String>,
+pub(crate) struct RowRuns {
+    pub(crate) named: BTreeSet<String>,
     /// The run of the newest read.
-    pub newest: Option<String>,
+    pub(crate) newest: Option<String>,
 }
 
 /// What the current tables know of the app's messages of `kind`: its rows
 /// of `current_messages` with status ok (a message not found is read in
 /// full if it is listed again), and the runs those rows name.
-pub fn prior(
+pub(crate) fn prior(
     lake: &dyn LakeStore,
     delta: &DeltaLake,
     kind: Kind,
@@ -363,7 +363,7 @@ pub(crate) fn holds(
 
 /// Every batch of the app's rows of `current_key_values` (of `kind`), as
 /// its latest version holds them.
-pub fn current_pairs(
+pub(crate) fn current_pairs(
     lake: &dyn LakeStore,
     delta: &DeltaLake,
     kind: Kind,

@@ -13,7 +13,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 const BATCH_ROWS: usize = 8192;
 
 /// The batches of the Parquet file at `rel` (relative to the lake).
-pub fn batches(
+pub(crate) fn batches(
     lake: &dyn LakeStore,
     rel: &str,
 ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, WriteError>>>, WriteError> {
@@ -44,23 +44,29 @@ pub fn batches(
 }
 
 /// A column of a batch read back, by name and type.
-pub fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, WriteError> {
+pub(crate) fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a T, WriteError> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<T>())
         .ok_or_else(|| WriteError::Store(format!("a file without the column {name} of its table")))
 }
 
-pub fn strings<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a StringArray, WriteError> {
+pub(crate) fn strings<'a>(
+    batch: &'a RecordBatch,
+    name: &str,
+) -> Result<&'a StringArray, WriteError> {
     column::<StringArray>(batch, name)
 }
 
-pub fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, WriteError> {
+pub(crate) fn ints<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a Int64Array, WriteError> {
     column::<Int64Array>(batch, name)
 }
 
 /// The kind's sender column of a batch (none for a kind without one).
-pub fn sender(kind: Kind, batch: &RecordBatch) -> Result<Option<&StringArray>, WriteError> {
+pub(crate) fn sender(kind: Kind, batch: &RecordBatch) -> Result<Option<&StringArray>, WriteError> {
     kind.spec()
         .sender_column()
         .map(|name| strings(batch, name))
@@ -72,7 +78,7 @@ pub fn sender(kind: Kind, batch: &RecordBatch) -> Result<Option<&StringArray>, W
 /// identity columns (the kind's `identity_fields`), read back through the
 /// kind's own input rules so that it is the fingerprint the run computes. Rows of one
 /// message come together, so a row like the one before reuses its print.
-pub fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>, WriteError> {
+pub(crate) fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>, WriteError> {
     let spec = kind.spec();
     let columns: Vec<&ArrayRef> = spec
         .identity_fields()

@@ -24,18 +24,18 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 /// The lake and the kind whose current tables are settled.
-pub struct Settle<'a> {
-    pub lake: &'a Arc<dyn LakeStore>,
-    pub delta: &'a DeltaLake,
-    pub kind: Kind,
-    pub opts: WriteOptions,
+pub(crate) struct Settle<'a> {
+    pub(crate) lake: &'a Arc<dyn LakeStore>,
+    pub(crate) delta: &'a DeltaLake,
+    pub(crate) kind: Kind,
+    pub(crate) opts: WriteOptions,
 }
 
 /// A run the current tables hold in part, completed (or found whole by then).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completed {
-    pub run_id: String,
-    pub sdkappid: u64,
+pub(crate) struct Completed {
+    pub(crate) run_id: String,
+    pub(crate) sdkappid: u64,
 }
 
 impl Settle<'_> {
@@ -43,7 +43,7 @@ impl Settle<'_> {
     /// `current_messages` rows name that may lack their pairs' commit)
     /// and the unfinished runs of the lake (`unfinished`, no `_SUCCESS`)
     /// whose history is committed.
-    pub fn complete(
+    pub(crate) fn complete(
         &self,
         named: &BTreeSet<String>,
         unfinished: &[String],
@@ -83,7 +83,7 @@ impl Settle<'_> {
     /// Every data file the app's rows of the current tables are in is
     /// there (one listing a table): a file another tool removed is damage
     /// found before any call, not halfway through the commit.
-    pub fn check_files(&self, sdkappid: u64) -> Result<(), WriteError> {
+    pub(crate) fn check_files(&self, sdkappid: u64) -> Result<(), WriteError> {
         let lake = self.lake.as_ref();
         let folder = super::app_dir(sdkappid);
         for table in names(self.kind) {
@@ -193,6 +193,6 @@ impl Settle<'_> {
 
 /// The current tables cannot be brought to one state: exit 1, saying how
 /// `--full` rebuilds them.
-pub fn damaged(what: String) -> WriteError {
+pub(crate) fn damaged(what: String) -> WriteError {
     WriteError::Damaged(what)
 }

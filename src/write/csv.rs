@@ -12,7 +12,7 @@ use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, SchemaRef};
 use std::io::Write;
 
-pub struct CsvWriter {
+pub(crate) struct CsvWriter {
     file: HashingFile,
     schema: SchemaRef,
     buf: Vec<u8>,
@@ -21,7 +21,7 @@ pub struct CsvWriter {
 }
 
 impl CsvWriter {
-    pub fn new(mut file: HashingFile, schema: SchemaRef) -> Result<Self, WriteError> {
+    pub(crate) fn new(mut file: HashingFile, schema: SchemaRef) -> Result<Self, WriteError> {
         let mut buf = Vec::new();
         for (i, f) in schema.fields().iter().enumerate() {
             if i > 0 {
@@ -42,7 +42,7 @@ impl CsvWriter {
 }
 
 /// RFC 3339 with microseconds, e.g. `2026-11-26T03:05:12.123456Z`.
-pub fn format_timestamp_us(us: i64) -> String {
+pub(crate) fn format_timestamp_us(us: i64) -> String {
     match chrono::DateTime::from_timestamp_micros(us) {
         Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
         None => us.to_string(),
@@ -50,7 +50,7 @@ pub fn format_timestamp_us(us: i64) -> String {
 }
 
 /// A non-null text field: quoted when empty or when it needs quoting.
-pub fn push_text(buf: &mut Vec<u8>, s: &str) {
+pub(crate) fn push_text(buf: &mut Vec<u8>, s: &str) {
     let needs_quotes = s.is_empty()
         || s.starts_with(' ')
         || s.ends_with(' ')

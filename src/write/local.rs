@@ -25,11 +25,11 @@ impl LocalDir {
     }
 
     /// Where the file for `rel` is staged while it is written.
-    pub fn staging_path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn staging_path(&self, rel: &str) -> PathBuf {
         staging_path(&self.root.join(rel))
     }
 
-    pub fn final_path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn final_path(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
     }
 }

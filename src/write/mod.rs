@@ -4,16 +4,16 @@
 //! (`LakeStore`: a local folder or an object store), so that readers never
 //! see a half-written file. Knows nothing about the chat API.
 
-pub mod csv;
-pub mod local;
-pub mod object;
-pub mod out;
-pub mod parquet;
+pub(crate) mod csv;
+pub(crate) mod local;
+pub(crate) mod object;
+pub(crate) mod out;
+pub(crate) mod parquet;
 pub mod schema;
-pub mod store;
+pub(crate) mod store;
 
 pub use local::LocalDir;
-pub use object::ObjectLake;
+pub(crate) use object::ObjectLake;
 pub use out::{Out, OutError};
 pub use store::{LakeStore, TableRoot};
 
@@ -143,13 +143,13 @@ pub enum DeltaError {
 
 impl DeltaError {
     /// Another writer changed the files this commit meant to replace.
-    pub fn is_moved(&self) -> bool {
+    pub(crate) fn is_moved(&self) -> bool {
         matches!(self, DeltaError::Moved { .. })
     }
 
     /// A lake that is not the one this run should write (exit 2), rather
     /// than a failure to read or write it (exit 1).
-    pub fn is_wrong_lake(&self) -> bool {
+    pub(crate) fn is_wrong_lake(&self) -> bool {
         matches!(
             self,
             DeltaError::OtherSchema { .. }
@@ -171,7 +171,7 @@ impl From<DeltaError> for WriteError {
 /// store's brief throttling (object_store backs off up to 15 s between
 /// tries), short enough that a cron run against a store that stopped
 /// answering ends within a minute, with the cause.
-pub const DEFAULT_STORE_TIMEOUT_S: u64 = 60;
+pub(crate) const DEFAULT_STORE_TIMEOUT_S: u64 = 60;
 
 /// Knobs of the writers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,10 +215,10 @@ impl Default for WriteOptions {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FileInfo {
     /// Relative to the output folder, with `/` separators.
-    pub path: String,
+    pub(crate) path: String,
     pub rows: u64,
-    pub bytes: u64,
-    pub sha256: String,
+    pub(crate) bytes: u64,
+    pub(crate) sha256: String,
 }
 
 /// A buffered file that counts and hashes what goes through it.
@@ -229,7 +229,7 @@ pub struct HashingFile {
 }
 
 impl HashingFile {
-    pub fn new(file: File) -> Self {
+    pub(crate) fn new(file: File) -> Self {
         HashingFile {
             inner: BufWriter::with_capacity(256 * 1024, file),
             hasher: Sha256::new(),
@@ -237,7 +237,7 @@ impl HashingFile {
         }
     }
 
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.bytes
     }
 
@@ -268,7 +268,7 @@ impl Write for HashingFile {
 }
 
 /// Writes batches of one schema into one file.
-pub trait RecordWriter: Send {
+pub(crate) trait RecordWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError>;
     /// Bytes written so far (including what is buffered for the file).
     fn bytes_written(&self) -> u64;
@@ -325,17 +325,17 @@ pub(crate) fn begin_staged(tmp: PathBuf, rel: &str) -> Result<(Staged, HashingFi
 }
 
 /// The temporary name of a file being written.
-pub fn staging_name(final_name: &str) -> String {
+pub(crate) fn staging_name(final_name: &str) -> String {
     format!(".{final_name}.inprogress")
 }
 
 /// The final name of a temporary one (`None` if `name` is not one).
-pub fn final_name(staging: &str) -> Option<&str> {
+pub(crate) fn final_name(staging: &str) -> Option<&str> {
     staging.strip_prefix('.')?.strip_suffix(".inprogress")
 }
 
 /// Where the file that will be at `final_path` is written meanwhile.
-pub fn staging_path(final_path: &Path) -> PathBuf {
+pub(crate) fn staging_path(final_path: &Path) -> PathBuf {
     let name = final_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -345,7 +345,7 @@ pub fn staging_path(final_path: &Path) -> PathBuf {
 
 /// Write a small file (a report, a marker) the same way as the data files:
 /// under its temporary name, fsynced, then renamed into place.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let tmp = staging_path(path);
     let io = |source| WriteError::Path {
         path: tmp.clone(),
@@ -358,12 +358,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
 }
 
 /// Every table of every kind of message.
-pub fn all_tables() -> impl Iterator<Item = &'static str> {
+pub(crate) fn all_tables() -> impl Iterator<Item = &'static str> {
     Kind::ALL.into_iter().flat_map(|k| k.spec().tables())
 }
 
 /// Rename a staged file to its final name and fsync the folder.
-pub fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
+pub(crate) fn publish_staged(tmp: &Path, final_path: &Path) -> Result<(), WriteError> {
     std::fs::rename(tmp, final_path).map_err(|source| WriteError::Path {
         path: final_path.to_owned(),
         source,
@@ -383,7 +383,7 @@ pub struct Sealed {
 }
 
 /// fsync a folder so that a rename in it survives a crash.
-pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|source| WriteError::Path {
@@ -393,7 +393,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), WriteError> {
 }
 
 /// The Hive-style partition of a run: `dt=YYYY-MM-DD/run_id=RUN`.
-pub fn partition_dir(dt: &str, run_id: &str) -> String {
+pub(crate) fn partition_dir(dt: &str, run_id: &str) -> String {
     format!("dt={dt}/run_id={run_id}")
 }
 
@@ -407,7 +407,7 @@ struct OpenFile {
 }
 
 /// One table of one run: part files under `TABLE/dt=…/run_id=…/`.
-pub struct TableSink {
+pub(crate) struct TableSink {
     dir: std::sync::Arc<dyn LakeStore>,
     rel_dir: String,
     run_id: String,
@@ -420,7 +420,7 @@ pub struct TableSink {
 
 impl TableSink {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         dir: std::sync::Arc<dyn LakeStore>,
         table: &str,
         partition: &str,
@@ -442,7 +442,7 @@ impl TableSink {
         }
     }
 
-    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
         if batch.num_rows() == 0 {
             return Ok(());
         }
@@ -458,7 +458,7 @@ impl TableSink {
     }
 
     /// Bytes in the open part file so far.
-    pub fn open_bytes(&self) -> u64 {
+    pub(crate) fn open_bytes(&self) -> u64 {
         self.open.as_ref().map_or(0, |o| o.bytes)
     }
 
@@ -477,7 +477,7 @@ impl TableSink {
 
     /// Complete the open part file, if one is open
     /// and make it durable under its temporary name.
-    pub fn seal(&mut self) -> Result<Option<Sealed>, WriteError> {
+    pub(crate) fn seal(&mut self) -> Result<Option<Sealed>, WriteError> {
         match self.open.take() {
             None => Ok(None),
             Some(open) => {
@@ -489,12 +489,12 @@ impl TableSink {
 }
 
 /// `TABLE/dt=…/run_id=…/part-00007-RUN.parquet`
-pub fn part_path(rel_dir: &str, part: u32, run_id: &str, format: Format) -> String {
+pub(crate) fn part_path(rel_dir: &str, part: u32, run_id: &str, format: Format) -> String {
     format!("{rel_dir}/part-{part:05}-{run_id}.{}", format.extension())
 }
 
 /// The part number of a file name made by `part_path`.
-pub fn part_number(file_name: &str) -> Option<u32> {
+pub(crate) fn part_number(file_name: &str) -> Option<u32> {
     file_name.strip_prefix("part-")?.get(..5)?.parse().ok()
 }
 
@@ -601,11 +601,11 @@ impl RunTables {
             || self.messages.open_bytes() >= self.opts.max_file_bytes
     }
 
-    pub fn kind(&self) -> Kind {
+    pub(crate) fn kind(&self) -> Kind {
         self.kind
     }
 
-    pub fn options(&self) -> &WriteOptions {
+    pub(crate) fn options(&self) -> &WriteOptions {
         &self.opts
     }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 /// Files up to this size go up in one PUT; larger ones in parts of this
 /// size, one at a time (the memory an upload takes).
-pub const PART_BYTES: usize = 8 << 20;
+pub(crate) const PART_BYTES: usize = 8 << 20;
 
 /// object_store's own limits on one attempt of a request and on opening a
 /// connection (`ClientOptions::default`).
@@ -143,7 +143,7 @@ struct Bucket {
 /// After Ctrl-C / SIGTERM, how long a request may still take: a store that
 /// answers finishes the run's reports in that time; one that does not
 /// answer does not keep an interrupted run waiting for `--store-timeout`.
-pub const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
+pub(crate) const INTERRUPT_GRACE: Duration = Duration::from_secs(3);
 
 /// Why a request to the store was cut short by msgext itself.
 #[derive(Debug, thiserror::Error)]
@@ -169,11 +169,11 @@ impl CutShort {
 
 /// Uploads run beside the writer, at most this many at a time; publishing
 /// one more waits for the oldest. Each reads its file one part at a time.
-pub const UPLOADS_IN_FLIGHT: usize = 2;
+pub(crate) const UPLOADS_IN_FLIGHT: usize = 2;
 
 type Upload = tokio::task::JoinHandle<Result<(), WriteError>>;
 
-pub struct ObjectLake {
+pub(crate) struct ObjectLake {
     bucket: Arc<Bucket>,
     /// Uploads in flight, oldest first.
     uploads: std::sync::Mutex<std::collections::VecDeque<Upload>>,
@@ -193,7 +193,7 @@ impl ObjectLake {
     /// environment the way the cloud's own tools are (`AWS_*`,
     /// `GOOGLE_*`, `AZURE_*`), with a runtime of its own for its requests.
     /// `budget` bounds each request, its retries included (`--store-timeout`).
-    pub fn open(url: &str, staging: &Path, budget: Duration) -> Result<Self, WriteError> {
+    pub(crate) fn open(url: &str, staging: &Path, budget: Duration) -> Result<Self, WriteError> {
         Ok(ObjectLake {
             bucket: Arc::new(Bucket::open(url, staging, budget)?),
             uploads: Default::default(),

@@ -76,7 +76,7 @@ impl Out {
     /// `gs://`, `az://`, `abfs(s)://`, `azure://`). Anything that starts like
     /// a URL (`word:`) and is not a well-formed one is refused, with what was
     /// probably meant, rather than taken for a folder called `s3:`.
-    pub fn parse(text: &str) -> Result<Out, OutError> {
+    pub(crate) fn parse(text: &str) -> Result<Out, OutError> {
         let shown = || shown(text);
         let Some((scheme, rest)) = text.split_once("://") else {
             return match url_like_scheme(text) {
@@ -108,7 +108,7 @@ impl Out {
         }
     }
     /// How the lake is shown: the folder or the URL.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Out::Dir(d) => d.display().to_string(),
             Out::Url(u) => u.clone(),
@@ -118,7 +118,7 @@ impl Out {
     /// The state folder when none is given: `OUT/_runs` for a folder; for a
     /// URL, one under the user's state folder (`$XDG_STATE_HOME`, or
     /// `~/.local/state`) named after the URL, so the same command finds it.
-    pub fn default_state_dir(
+    pub(crate) fn default_state_dir(
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<PathBuf, OutError> {
@@ -142,7 +142,7 @@ impl Out {
     /// The lake behind this location; an object store's files are staged
     /// under `state_dir` until they are uploaded, and each of its requests,
     /// retries included, takes at most `store_timeout`.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         state_dir: &Path,
         store_timeout: std::time::Duration,

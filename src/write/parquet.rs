@@ -10,12 +10,12 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
-pub struct ParquetWriter {
+pub(crate) struct ParquetWriter {
     inner: ArrowWriter<HashingFile>,
 }
 
 impl ParquetWriter {
-    pub fn new(
+    pub(crate) fn new(
         file: HashingFile,
         schema: SchemaRef,
         opts: &WriteOptions,

@@ -54,7 +54,7 @@ pub fn key_values_schema(kind: Kind) -> SchemaRef {
 }
 
 /// `messages` (`group_messages`): one row per distinct input message.
-pub fn messages_schema(kind: Kind) -> SchemaRef {
+pub(crate) fn messages_schema(kind: Kind) -> SchemaRef {
     with_identity(
         kind,
         vec![
@@ -77,7 +77,7 @@ pub fn messages_schema(kind: Kind) -> SchemaRef {
 }
 
 /// Rows of `key_values` being gathered into a batch.
-pub struct KvRows {
+pub(crate) struct KvRows {
     schema: SchemaRef,
     sdkappid: i64,
     id: Box<dyn IdentityColumns>,
@@ -92,7 +92,7 @@ pub struct KvRows {
 }
 
 impl KvRows {
-    pub fn new(kind: Kind, sdkappid: u64) -> Self {
+    pub(crate) fn new(kind: Kind, sdkappid: u64) -> Self {
         KvRows {
             schema: key_values_schema(kind),
             sdkappid: sdkappid as i64,
@@ -108,15 +108,15 @@ impl KvRows {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn append(
+    pub(crate) fn append(
         &mut self,
         msg: &MessageId,
         p: PairRef<'_>,
@@ -136,12 +136,12 @@ impl KvRows {
     }
 
     /// Raw bytes gathered (strings plus fixed-width columns).
-    pub fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// The gathered rows as a batch; the builders start empty again.
-    pub fn take(&mut self) -> RecordBatch {
+    pub(crate) fn take(&mut self) -> RecordBatch {
         let mut cols: Vec<ArrayRef> = vec![sdkappid_column(self.sdkappid, self.len)];
         cols.extend(self.id.finish());
         cols.extend([
@@ -177,7 +177,7 @@ pub struct MessageRow<'a> {
 }
 
 /// Rows of `messages` being gathered into a batch.
-pub struct MessageRows {
+pub(crate) struct MessageRows {
     schema: SchemaRef,
     sdkappid: i64,
     id: Box<dyn IdentityColumns>,
@@ -195,7 +195,7 @@ pub struct MessageRows {
 }
 
 impl MessageRows {
-    pub fn new(kind: Kind, sdkappid: u64) -> Self {
+    pub(crate) fn new(kind: Kind, sdkappid: u64) -> Self {
         MessageRows {
             schema: messages_schema(kind),
             sdkappid: sdkappid as i64,
@@ -214,15 +214,15 @@ impl MessageRows {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0
     }
 
-    pub fn append(&mut self, r: &MessageRow<'_>) -> Result<(), KindMismatch> {
+    pub(crate) fn append(&mut self, r: &MessageRow<'_>) -> Result<(), KindMismatch> {
         self.id.append(r.msg)?;
         self.status.append_value(r.status);
         self.kv_count.append_value(r.kv_count);
@@ -238,7 +238,7 @@ impl MessageRows {
         Ok(())
     }
 
-    pub fn take(&mut self) -> RecordBatch {
+    pub(crate) fn take(&mut self) -> RecordBatch {
         let mut cols: Vec<ArrayRef> = vec![sdkappid_column(self.sdkappid, self.len)];
         cols.extend(self.id.finish());
         cols.extend([
