@@ -576,7 +576,11 @@ impl State<'_> {
         out.append_file(&spool_path).doing("errors.csv")?;
         let rows = out.rows();
         let file = out.into_inner().doing("errors.csv")?;
-        let sealed = self.w.dir.seal(staged, file, rows).doing("errors.csv")?;
+        let sealed = self
+            .w
+            .dir
+            .seal(staged, file, rows, Vec::new())
+            .doing("errors.csv")?;
         self.w.dir.publish(&sealed).doing("errors.csv")?;
         self.w.dir.flush().doing("errors.csv")?;
         let _ = std::fs::remove_file(&spool_path);

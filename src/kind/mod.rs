@@ -195,6 +195,12 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.spec().api_path() == path)
     }
 
+    /// The names of the identity columns that open both tables.
+    pub(crate) fn identity_names(self) -> Vec<String> {
+        let fields = self.spec().identity_fields();
+        fields.iter().map(|f| f.name().clone()).collect()
+    }
+
     /// The input columns no input of this kind may leave out.
     pub(crate) fn required_columns(self) -> impl Iterator<Item = &'static str> {
         let spec = self.spec();

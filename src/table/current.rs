@@ -761,6 +761,7 @@ impl NewFiles {
                 partition: vec![self.sdkappid.to_string()],
                 bytes: sealed.info.bytes,
                 rows: sealed.info.rows,
+                stats: sealed.info.stats.clone(),
             });
         }
         Ok(())

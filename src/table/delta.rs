@@ -13,9 +13,10 @@
 //! conflict the run reads the table again and commits at the next version.
 //! Every `CHECKPOINT_EVERY` versions a checkpoint keeps reads fast.
 
+use crate::write::stats::FileStats;
 use crate::write::{DeltaError, LakeStore, TableRoot, WriteError};
 use arrow_array::builder::{MapBuilder, MapFieldNames, StringBuilder};
-use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray, StructArray};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use delta_kernel::Engine;
 use delta_kernel::FilteredEngineData;
@@ -52,6 +53,8 @@ pub struct DataFile {
     pub partition: Vec<String>,
     pub bytes: u64,
     pub rows: u64,
+    /// Its columns' statistics (those of `TableSpec::stats_columns` go to the log).
+    pub stats: FileStats,
 }
 
 /// A file in a table's log.
@@ -68,6 +71,9 @@ pub(crate) struct LiveFile {
 pub struct TableSpec {
     pub schema: StructType,
     pub partitions: &'static [&'static str],
+    /// The columns whose bounds and null counts the log carries per file
+    /// (the identity columns: engines skip the files a filter on them misses).
+    pub stats_columns: Vec<String>,
 }
 
 /// What one commit does to a table: files added, and files (their paths
@@ -168,6 +174,12 @@ impl DeltaLake {
     }
 
     /// The table's latest snapshot (it has a log: `has_log`).
+    /// The kernel's engine, for a test that scans as a reader would.
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &dyn Engine {
+        self.engine.as_ref()
+    }
+
     pub fn snapshot(&self, table: &str) -> Result<SnapshotRef, DeltaError> {
         Snapshot::builder_for(self.table_url(table).as_str())
             .build(self.engine.as_ref())
@@ -259,7 +271,7 @@ impl DeltaLake {
         let info = engine_info();
         let committer = Box::new(FileSystemCommitter::new());
         let files = changes.adds;
-        let adds = add_files_batch(files, spec.partitions).map_err(&fail)?;
+        let adds = add_files_batch(files, spec).map_err(&fail)?;
         let (params, metrics) = commit_info(files, run);
         let result = match snapshot {
             None => {
@@ -325,41 +337,36 @@ impl DeltaLake {
         Ok(result)
     }
 
-    /// The live files of a table: `each` is called with each one's path
-    /// as the log holds it (percent-encoded) and its stats (JSON), and says
+    /// The live files of a table, as the kernel's scan-file visitor gives
+    /// them: `each` is called with each one's path as the log holds it
+    /// (percent-encoded) and its row count (from the log's stats), and says
     /// whether to keep it selected. The scan's batches with a file selected
     /// come back, for `remove_files`.
     fn scan_files(
         &self,
         table: &str,
         snapshot: &SnapshotRef,
-        mut each: impl FnMut(&str, Option<&str>) -> bool,
+        mut each: impl FnMut(&str, Option<u64>) -> bool,
     ) -> Result<Vec<FilteredEngineData>, DeltaError> {
         let fail = self.kernel(table, "cannot list the table's files");
         let scan = snapshot.clone().scan_builder().build().map_err(&fail)?;
         let mut out = Vec::new();
         for meta in scan.scan_metadata(self.engine.as_ref()).map_err(&fail)? {
-            let (data, mut selected) = meta.map_err(&fail)?.scan_files.into_parts();
-            let arrow = ArrowEngineData::try_from_engine_data(data).map_err(&fail)?;
-            let batch = arrow.record_batch();
-            let string = |name: &str| {
-                batch
-                    .column_by_name(name)
-                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
-            };
-            let Some(paths) = string("path") else {
-                return Err(fail(delta_kernel::KernelError::generic(
-                    "the scan's files have no path",
-                )));
-            };
-            let stats = string("stats");
-            selected.resize(batch.num_rows(), true);
-            for (i, sel) in selected.iter_mut().enumerate() {
-                let stat = stats.filter(|s| s.is_valid(i)).map(|s| s.value(i));
-                *sel = *sel && paths.is_valid(i) && each(paths.value(i), stat);
+            let meta = meta.map_err(&fail)?;
+            let visited: Vec<(String, Option<u64>)> = meta
+                .visit_scan_files(Vec::new(), |files, f| {
+                    files.push((f.path, f.stats.map(|s| s.num_records)))
+                })
+                .map_err(&fail)?;
+            let (data, mut selected) = meta.scan_files.into_parts();
+            selected.resize(data.len(), true);
+            // The visitor calls back for the selected rows, in order.
+            let mut visited = visited.into_iter();
+            for sel in selected.iter_mut().filter(|s| **s) {
+                *sel = visited.next().is_some_and(|(path, rows)| each(&path, rows));
             }
             if selected.contains(&true) {
-                out.push(FilteredEngineData::try_new(arrow, selected).map_err(&fail)?);
+                out.push(FilteredEngineData::try_new(data, selected).map_err(&fail)?);
             }
         }
         Ok(out)
@@ -374,11 +381,8 @@ impl DeltaLake {
         prefix: &str,
     ) -> Result<Vec<LiveFile>, DeltaError> {
         let mut out = Vec::new();
-        self.scan_files(table, snapshot, |path, stats| {
+        self.scan_files(table, snapshot, |path, rows| {
             if let Some(p) = decode_path(path).filter(|p| p.starts_with(prefix)) {
-                let rows = stats
-                    .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-                    .and_then(|v| v["numRecords"].as_u64());
                 out.push(LiveFile { path: p, rows });
             }
             false
@@ -565,10 +569,10 @@ pub(crate) fn schema_differences(have: &StructType, want: &StructType) -> Option
 }
 
 /// The `add_files` batch of a run's files: path (percent-encoded),
-/// partition values, size, modification time, and the row count as stats.
+/// partition values, size, modification time, and their stats.
 fn add_files_batch(
     files: &[DataFile],
-    columns: &[&str],
+    spec: &TableSpec,
 ) -> Result<Box<ArrowEngineData>, delta_kernel::KernelError> {
     let now = chrono::Utc::now().timestamp_millis();
     let names = MapFieldNames {
@@ -578,20 +582,14 @@ fn add_files_batch(
     };
     let mut partitions = MapBuilder::new(Some(names), StringBuilder::new(), StringBuilder::new());
     for f in files {
-        for (k, v) in columns.iter().zip(&f.partition) {
+        for (k, v) in spec.partitions.iter().zip(&f.partition) {
             partitions.keys().append_value(k);
             partitions.values().append_value(v);
         }
         partitions.append(true)?;
     }
     let partitions = Arc::new(partitions.finish());
-    let num_records: ArrayRef = Arc::new(Int64Array::from_iter_values(
-        files.iter().map(|f| f.rows as i64),
-    ));
-    let stats = StructArray::from(vec![(
-        Arc::new(Field::new("numRecords", DataType::Int64, true)),
-        num_records,
-    )]);
+    let stats = super::stats::stats_array(files, spec)?;
     let entry = DataType::Struct(
         vec![
             Field::new("key", DataType::Utf8, false),
@@ -671,6 +669,7 @@ mod tests {
         TableSpec {
             schema: table_schema(&crate::write::schema::key_values_schema(Kind::OneToOne)).unwrap(),
             partitions: &PARTITION_COLUMNS,
+            stats_columns: Kind::OneToOne.identity_names(),
         }
     }
 
@@ -680,6 +679,7 @@ mod tests {
             partition: vec!["2026-12-02".into(), id.into()],
             bytes: 10,
             rows: 1,
+            stats: Vec::new(),
         };
         let commit = RunCommit {
             run_id: id,
@@ -776,12 +776,14 @@ mod tests {
         let spec = TableSpec {
             schema: app_table_schema(&crate::table::kv_schema(Kind::Group)).unwrap(),
             partitions: &crate::table::APP_PARTITION,
+            stats_columns: Vec::new(),
         };
         let file = |app: &str, n: u32| DataFile {
             path: format!("sdkappid={app}/part-{n:05}-r.parquet"),
             partition: vec![app.into()],
             bytes: 10,
             rows: 1,
+            stats: Vec::new(),
         };
         let run = |id: &'static str| RunCommit {
             run_id: id,

@@ -58,6 +58,7 @@ pub(crate) fn prepare(
         let spec = TableSpec {
             schema,
             partitions: &PARTITION_COLUMNS,
+            stats_columns: kind.identity_names(),
         };
         if has_log(lake, t)? {
             delta.check_schema(t, &*delta.snapshot(t)?, &spec.schema)?;
@@ -146,5 +147,6 @@ fn data_file(table: &str, f: &FileInfo) -> Option<DataFile> {
         partition: vec![dt.to_owned(), run_id.to_owned()],
         bytes: f.bytes,
         rows: f.rows,
+        stats: f.stats.clone(),
     })
 }

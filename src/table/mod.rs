@@ -20,6 +20,7 @@ pub mod delta;
 pub(crate) mod history;
 pub(crate) mod read;
 pub(crate) mod settle;
+pub(crate) mod stats;
 
 use crate::incremental::{Known, Prior};
 use crate::kind::Kind;
@@ -90,6 +91,7 @@ pub(crate) fn specs(kind: Kind) -> Result<[TableSpec; 2], delta_kernel::KernelEr
         Ok(TableSpec {
             schema: app_table_schema(&data)?,
             partitions: &APP_PARTITION,
+            stats_columns: kind.identity_names(),
         })
     };
     Ok([spec(kv_schema(kind))?, spec(messages_schema(kind))?])

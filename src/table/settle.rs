@@ -134,6 +134,7 @@ impl Settle<'_> {
                     rows: f.rows.unwrap_or(0),
                     bytes: 0,
                     sha256: String::new(),
+                    stats: Vec::new(),
                 });
             }
         }

@@ -137,8 +137,8 @@ impl RecordWriter for CsvWriter {
         self.file.bytes()
     }
 
-    fn finish(self: Box<Self>) -> Result<HashingFile, WriteError> {
-        Ok(self.file)
+    fn finish(self: Box<Self>) -> Result<(HashingFile, super::stats::FileStats), WriteError> {
+        Ok((self.file, Vec::new()))
     }
 }
 
@@ -189,7 +189,7 @@ mod tests {
             vec![None, Some(t1 + 1)],
         ))
         .unwrap();
-        w.finish().unwrap().sync().unwrap();
+        w.finish().unwrap().0.sync().unwrap();
         let want = "k,n,t\r\n\
                     a,1,2025-11-26T03:05:12.123456Z\r\n\
                     \"\",,2025-11-26T03:05:12.123456Z\r\n\

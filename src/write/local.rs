@@ -250,7 +250,7 @@ mod tests {
         for n in 0..3 {
             let (staged, mut file) = lake.stage(&rel(n)).unwrap();
             std::io::Write::write_all(&mut file, b"a\r\n").unwrap();
-            let sealed = lake.seal(staged, file, 1).unwrap();
+            let sealed = lake.seal(staged, file, 1, Vec::new()).unwrap();
             if n == 0 {
                 lake.publish(&sealed).unwrap();
             }

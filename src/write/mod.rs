@@ -10,6 +10,7 @@ pub(crate) mod object;
 pub(crate) mod out;
 pub(crate) mod parquet;
 pub mod schema;
+pub mod stats;
 pub(crate) mod store;
 
 pub use local::LocalDir;
@@ -219,6 +220,10 @@ pub struct FileInfo {
     pub rows: u64,
     pub(crate) bytes: u64,
     pub(crate) sha256: String,
+    /// Its columns' statistics, for the Delta log (not in summary.json; a
+    /// file listed again after a restart has none, which readers allow).
+    #[serde(skip)]
+    pub(crate) stats: stats::FileStats,
 }
 
 /// A buffered file that counts and hashes what goes through it.
@@ -272,8 +277,9 @@ pub(crate) trait RecordWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError>;
     /// Bytes written so far (including what is buffered for the file).
     fn bytes_written(&self) -> u64;
-    /// Complete the file (footer, buffers) and hand back the file to commit.
-    fn finish(self: Box<Self>) -> Result<HashingFile, WriteError>;
+    /// Complete the file (footer, buffers) and hand back the file to
+    /// commit, with what its format knows of its columns.
+    fn finish(self: Box<Self>) -> Result<(HashingFile, stats::FileStats), WriteError>;
 }
 
 fn new_writer(
@@ -481,8 +487,8 @@ impl TableSink {
         match self.open.take() {
             None => Ok(None),
             Some(open) => {
-                let file = open.writer.finish()?;
-                Ok(Some(self.dir.seal(open.staged, file, open.rows)?))
+                let (file, stats) = open.writer.finish()?;
+                Ok(Some(self.dir.seal(open.staged, file, open.rows, stats)?))
             }
         }
     }

@@ -2,6 +2,7 @@
 //! plain/dictionary encodings only (what Spark 3, DuckDB and pyarrow all read),
 //! row groups closed by size.
 
+use super::stats::{FileStats, file_stats};
 use super::{HashingFile, RecordWriter, WriteError, WriteOptions};
 use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
@@ -46,7 +47,9 @@ impl RecordWriter for ParquetWriter {
         (self.inner.bytes_written() + self.inner.in_progress_size()) as u64
     }
 
-    fn finish(self: Box<Self>) -> Result<HashingFile, WriteError> {
-        Ok(self.inner.into_inner()?)
+    fn finish(mut self: Box<Self>) -> Result<(HashingFile, FileStats), WriteError> {
+        self.inner.flush()?;
+        let stats = file_stats(self.inner.flushed_row_groups());
+        Ok((self.inner.into_inner()?, stats))
     }
 }

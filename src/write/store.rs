@@ -20,13 +20,20 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     /// Begin the file that will be at `rel`.
     fn stage(&self, rel: &str) -> Result<(Staged, HashingFile), WriteError>;
     /// Make a staged file durable, not yet visible.
-    fn seal(&self, staged: Staged, file: HashingFile, rows: u64) -> Result<Sealed, WriteError> {
+    fn seal(
+        &self,
+        staged: Staged,
+        file: HashingFile,
+        rows: u64,
+        stats: super::stats::FileStats,
+    ) -> Result<Sealed, WriteError> {
         let (bytes, sha256) = file.sync()?;
         let info = FileInfo {
             path: staged.rel.clone(),
             rows,
             bytes,
             sha256,
+            stats,
         };
         Ok(Sealed { staged, info })
     }

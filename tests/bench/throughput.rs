@@ -634,10 +634,12 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
         Changes, DataFile, DeltaLake, PARTITION_COLUMNS, RunCommit, TableSpec, table_schema,
     };
     use msgext::write::TableRoot;
+    use msgext::write::stats::{Bound, ColumnStats};
     let spec = TableSpec {
         schema: table_schema(&msgext::write::schema::key_values_schema(Kind::OneToOne))
             .expect("schema"),
         partitions: &PARTITION_COLUMNS,
+        stats_columns: vec!["from_account".into(), "to_account".into(), "msg_key".into()],
     };
     let lake = dir.join("delta");
     std::fs::create_dir_all(lake.join("kv")).expect("table folder");
@@ -655,6 +657,16 @@ fn delta(dir: &Path, rows: &mut Vec<(String, String)>) {
                 partition: vec!["2026-12-02".into(), id.clone()],
                 bytes: 128 << 20,
                 rows: 1_000_000,
+                stats: ["from_account", "to_account", "msg_key"]
+                    .map(|c| ColumnStats {
+                        name: c.into(),
+                        nulls: 0,
+                        bounds: Some((
+                            Bound::Text(format!("{c}-0")),
+                            Bound::Text(format!("{c}-9")),
+                        )),
+                    })
+                    .into(),
             })
             .collect();
         let run = RunCommit {
