@@ -478,79 +478,54 @@ impl Walker {
 
     /// The seqs of one group's messages in the window, not deleted.
     async fn group_messages(&self, group_id: &str) -> Walked<Vec<u64>> {
-        let what = || format!("group {group_id}");
-        let mut request = h::GroupHistoryRequest {
-            group_id: group_id.to_owned(),
-            req_msg_number: h::GROUP_HISTORY_PAGE,
-            req_msg_seq: None,
-            with_recalled_msg: Some(1),
-        };
-        let mut seqs = Vec::new();
-        let walked = loop {
-            let rules = Rules {
-                classify: &h::classify_group_history,
-                check: &h::GroupHistoryResponse::check,
+        let fetch = |seq: &Option<u64>| {
+            let request = h::GroupHistoryRequest {
+                group_id: group_id.to_owned(),
+                req_msg_number: h::GROUP_HISTORY_PAGE,
+                req_msg_seq: *seq,
+                with_recalled_msg: Some(1),
             };
-            let page = match self
-                .call(&self.calls, &self.group_history, &request, rules)
-                .await
-            {
-                Ok(page) => page,
-                Err(end) => break Walked::ended(what(), end),
-            };
-            match walk::group_page(&page, request.req_msg_seq, self.since) {
-                Ok(step) => {
-                    self.found
-                        .fetch_add(step.keep.len() as u64, Ordering::Relaxed);
-                    seqs.extend(step.keep);
-                    match step.next {
-                        Some(next) => request.req_msg_seq = Some(next),
-                        None => break Walked::Found(std::mem::take(&mut seqs)),
-                    }
-                }
-                Err(stuck) => break Walked::stuck(what(), stuck),
+            async move {
+                let rules = Rules {
+                    classify: &h::classify_group_history,
+                    check: &h::GroupHistoryResponse::check,
+                };
+                (self.call(&self.calls, &self.group_history, &request, rules)).await
             }
         };
+        let step = |page: h::GroupHistoryResponse, seq: &Option<u64>| {
+            let step = walk::group_page(&page, *seq, self.since)?;
+            let found = step.keep.len() as u64;
+            self.found.fetch_add(found, Ordering::Relaxed);
+            Ok((step.keep, step.next.map(Some)))
+        };
+        let what = || format!("group {group_id}");
+        let walked = walk(what, None, fetch, step).await;
         self.walked.fetch_add(1, Ordering::Relaxed);
         walked
     }
 
     /// The one-to-one peers of an account with messages in the window.
     async fn peers(&self, account: &str) -> Walked<Vec<String>> {
-        let what = || format!("account {account}");
-        let mut request = h::ConversationsRequest {
-            from_account: account.to_owned(),
-            cursors: Cursors::default(),
-            assist_flags: 7,
-        };
-        let mut seen = walk::Seen::default();
-        let mut peers = Vec::new();
-        let walked = loop {
-            let rules = Rules {
-                classify: &h::classify_conversations,
-                check: &h::ConversationsResponse::check,
+        let fetch = |cursors: &Cursors| {
+            let request = h::ConversationsRequest {
+                from_account: account.to_owned(),
+                cursors: *cursors,
+                assist_flags: 7,
             };
-            let page = match self
-                .call(&self.calls, &self.conversations, &request, rules)
-                .await
-            {
-                Ok(page) => page,
-                Err(end) => break Walked::ended(what(), end),
-            };
-            match walk::conversations_page(&page, &request.cursors, self.since) {
-                Ok((more, next)) => {
-                    peers.extend(more);
-                    match next {
-                        Some(c) => match seen.fresh(c) {
-                            Ok(()) => request.cursors = c,
-                            Err(stuck) => break Walked::stuck(what(), stuck),
-                        },
-                        None => break Walked::Found(std::mem::take(&mut peers)),
-                    }
-                }
-                Err(stuck) => break Walked::stuck(what(), stuck),
+            async move {
+                let rules = Rules {
+                    classify: &h::classify_conversations,
+                    check: &h::ConversationsResponse::check,
+                };
+                (self.call(&self.calls, &self.conversations, &request, rules)).await
             }
         };
+        let step = |page: h::ConversationsResponse, cursors: &Cursors| {
+            walk::conversations_page(&page, cursors, self.since)
+        };
+        let what = || format!("account {account}");
+        let walked = walk(what, Cursors::default(), fetch, step).await;
         self.walked.fetch_add(1, Ordering::Relaxed);
         walked
     }
@@ -561,15 +536,7 @@ impl Walker {
         operator: &str,
         peer: &str,
     ) -> Walked<Vec<(String, String, String)>> {
-        let what = || format!("conversation {operator}/{peer}");
-        let mut cursor = RoamCursor {
-            max_time: self.now,
-            last_msg_key: None,
-        };
-        let mut keys = HashSet::new();
-        let mut rows = Vec::new();
-        let mut seen = walk::Seen::default();
-        loop {
+        let fetch = |cursor: &RoamCursor| {
             let request = h::RoamRequest {
                 operator_account: operator.to_owned(),
                 peer_account: peer.to_owned(),
@@ -578,37 +545,74 @@ impl Walker {
                 max_time: cursor.max_time,
                 last_msg_key: cursor.last_msg_key.clone(),
             };
-            let rules = Rules {
-                classify: &h::classify_roam,
-                check: &h::RoamResponse::check,
-            };
-            let page = match self.call(&self.calls, &self.roam, &request, rules).await {
-                Ok(page) => page,
-                Err(end) => return Walked::ended(what(), end),
-            };
-            let next = match walk::roam_page(&page, &cursor, self.since) {
-                Ok((keep, next)) => {
-                    for m in keep {
-                        if keys.insert(m.msg_key.clone()) {
-                            rows.push((
-                                m.from_account.clone(),
-                                m.to_account.clone(),
-                                m.msg_key.clone(),
-                            ));
-                            self.found.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    next
-                }
-                Err(stuck) => return Walked::stuck(what(), stuck),
-            };
-            match next {
-                Some(next) => match seen.fresh((next.max_time, next.last_msg_key.clone())) {
-                    Ok(()) => cursor = next,
-                    Err(stuck) => return Walked::stuck(what(), stuck),
-                },
-                None => return Walked::Found(rows),
+            async move {
+                let rules = Rules {
+                    classify: &h::classify_roam,
+                    check: &h::RoamResponse::check,
+                };
+                (self.call(&self.calls, &self.roam, &request, rules)).await
             }
+        };
+        let mut keys = HashSet::new();
+        let step = |page: h::RoamResponse, cursor: &RoamCursor| {
+            let (keep, next) = walk::roam_page(&page, cursor, self.since)?;
+            let new: Vec<_> = keep
+                .into_iter()
+                .filter(|m| keys.insert(m.msg_key.clone()))
+                .map(|m| {
+                    (
+                        m.from_account.clone(),
+                        m.to_account.clone(),
+                        m.msg_key.clone(),
+                    )
+                })
+                .collect();
+            self.found.fetch_add(new.len() as u64, Ordering::Relaxed);
+            Ok((new, next))
+        };
+        let first = RoamCursor {
+            max_time: self.now,
+            last_msg_key: None,
+        };
+        let what = || format!("conversation {operator}/{peer}");
+        walk(what, first, fetch, step).await
+    }
+}
+
+/// Every page of one walk, the one skeleton of the three cursored
+/// history walks: `fetch` asks for the page at a cursor, `step` reads it
+/// (what to keep, and the next cursor or the end). A failed call ends
+/// the walk as it ended; a cursor given twice, or a page `step` finds
+/// stuck, ends it as `paging_stuck`.
+async fn walk<C, R, T, F>(
+    what: impl Fn() -> String,
+    first: C,
+    fetch: impl Fn(&C) -> F,
+    mut step: impl FnMut(R, &C) -> Result<(Vec<T>, Option<C>), Stuck>,
+) -> Walked<Vec<T>>
+where
+    C: std::hash::Hash + Eq + Clone + std::fmt::Debug,
+    F: std::future::Future<Output = Result<R, Ended>>,
+{
+    let mut seen = walk::Seen::default();
+    let mut cursor = first;
+    let mut out = Vec::new();
+    loop {
+        let page = match fetch(&cursor).await {
+            Ok(page) => page,
+            Err(end) => return Walked::ended(what(), end),
+        };
+        let next = match step(page, &cursor) {
+            Ok((keep, next)) => {
+                out.extend(keep);
+                next
+            }
+            Err(stuck) => return Walked::stuck(what(), stuck),
+        };
+        match next.map(|n| seen.fresh(n.clone()).map(|()| n)) {
+            None => return Walked::Found(out),
+            Some(Ok(n)) => cursor = n,
+            Some(Err(stuck)) => return Walked::stuck(what(), stuck),
         }
     }
 }
@@ -736,5 +740,41 @@ mod tests {
         std::fs::write(&path, "UserID\nalice\n\"\"\n").unwrap();
         let e = read_accounts(&path).unwrap_err().to_string();
         assert!(e.contains("line 3") && e.contains("a.csv"), "{e}");
+    }
+
+    /// The walk's skeleton: pages until the end, a failed call ends it as
+    /// the call ended, a cursor given twice (OK answers going round) or a
+    /// page found stuck ends it as `paging_stuck`, never for ever.
+    #[tokio::test]
+    async fn a_walk_ends_at_the_end_a_failure_or_a_cursor_seen_before() {
+        // Pages by cursor: (what it lists, the next cursor); 9 fails, 7 is stuck.
+        let pages = |c: &u32| {
+            let page = match *c {
+                9 => Err(Ended::Failed {
+                    code: "10002".into(),
+                    info: "busy".into(),
+                }),
+                c => Ok(c),
+            };
+            async move { page }
+        };
+        let cases: [(&[Option<u32>], u32, Result<Vec<u32>, &str>); 4] = [
+            (&[Some(1), Some(2), None], 0, Ok(vec![0, 1, 2])),
+            (&[Some(1), Some(0)], 0, Err("paging_stuck")),
+            (&[Some(9)], 0, Err("10002")),
+            (&[Some(7)], 0, Err("paging_stuck")),
+        ];
+        for (nexts, first, want) in cases {
+            let step = |page: u32, _: &u32| match page {
+                7 => Err(Stuck("no progress".into())),
+                p => Ok((vec![p], nexts[p as usize])),
+            };
+            let got = match walk(|| "it".into(), first, pages, step).await {
+                Walked::Found(v) => Ok(v),
+                Walked::Failed(s) | Walked::Gone(s) => Err(s.code),
+                Walked::Stopped(_) => Err("stopped".into()),
+            };
+            assert_eq!(got, want.map_err(str::to_owned), "{nexts:?}");
+        }
     }
 }

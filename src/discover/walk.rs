@@ -14,8 +14,14 @@ pub(crate) struct Stuck(pub String);
 /// The cursors a walk has been given: one given again means the server is
 /// going round in circles (OK answers, so the breaker never trips), and the
 /// walk ends as stuck instead of for ever.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Seen<T>(std::collections::HashSet<T>);
+
+impl<T> Default for Seen<T> {
+    fn default() -> Self {
+        Seen(std::collections::HashSet::new())
+    }
+}
 
 impl<T: std::hash::Hash + Eq + std::fmt::Debug> Seen<T> {
     pub(crate) fn fresh(&mut self, cursor: T) -> Result<(), Stuck> {
@@ -95,7 +101,7 @@ pub(crate) fn conversations_page(
 /// Where the next roaming page starts: `MaxTime` = `LastMsgTime` with
 /// `LastMsgKey` (a page may end inside a second's burst: one second less
 /// would drop the rest of it, the same second without the key repeat it).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct RoamCursor {
     pub(crate) max_time: i64,
     pub(crate) last_msg_key: Option<String>,
