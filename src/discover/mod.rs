@@ -758,18 +758,20 @@ mod tests {
             };
             async move { page }
         };
-        let cases: [(&[Option<u32>], u32, Result<Vec<u32>, &str>); 4] = [
-            (&[Some(1), Some(2), None], 0, Ok(vec![0, 1, 2])),
-            (&[Some(1), Some(0)], 0, Err("paging_stuck")),
-            (&[Some(9)], 0, Err("10002")),
-            (&[Some(7)], 0, Err("paging_stuck")),
+        // (the next cursor of each page, what the walk comes to); it starts at 0.
+        type Case = (&'static [Option<u32>], Result<Vec<u32>, &'static str>);
+        let cases: [Case; 4] = [
+            (&[Some(1), Some(2), None], Ok(vec![0, 1, 2])),
+            (&[Some(1), Some(0)], Err("paging_stuck")),
+            (&[Some(9)], Err("10002")),
+            (&[Some(7)], Err("paging_stuck")),
         ];
-        for (nexts, first, want) in cases {
+        for (nexts, want) in cases {
             let step = |page: u32, _: &u32| match page {
                 7 => Err(Stuck("no progress".into())),
                 p => Ok((vec![p], nexts[p as usize])),
             };
-            let got = match walk(|| "it".into(), first, pages, step).await {
+            let got = match walk(|| "it".into(), 0, pages, step).await {
                 Walked::Found(v) => Ok(v),
                 Walked::Failed(s) | Walked::Gone(s) => Err(s.code),
                 Walked::Stopped(_) => Err("stopped".into()),
