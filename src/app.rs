@@ -58,8 +58,9 @@ pub fn main() -> ExitCode {
         // One thread carries the API's whole quota (200 calls/s) with CPU to
         // spare; a second only adds wake-ups between the two (measured with
         // `cargo bench --bench throughput -- quota`: 4.4 context switches a
-        // call with two, 2.8 with one). Encoding, file I/O and uploads
-        // run on blocking threads (see the export module's doc).
+        // call with two, 2.8 with one). Encoding and file I/O run on
+        // blocking threads, a bucket's uploads are tasks beside the calls
+        // (see the export module's doc).
         builder.worker_threads(1);
     }
     let rt = match builder.enable_all().build() {

@@ -12,8 +12,8 @@
 //! duplicate, resumed rows) to the writer (`events`, bounded). The workers
 //! send each finished message to the writer on `events`. The writer runs on
 //! `spawn_blocking` and takes `events` with `blocking_recv`: it encodes,
-//! writes, fsyncs and publishes. A bucket's uploads run on blocking threads
-//! too, their requests on the runtime (`write::object`). The Delta kernel,
+//! writes, fsyncs and publishes. A bucket's uploads are tasks on the
+//! runtime, their file reads on tokio's blocking pool (`write::object`). The Delta kernel,
 //! at the start and the end of a run, keeps a runtime of its own
 //! (`table::delta`): the only other one.
 

@@ -10,7 +10,8 @@
 //!
 //! The interface is synchronous (the writer runs on a blocking thread);
 //! requests run on the process's runtime, with `block_in_place` when called
-//! from one of its worker threads.
+//! from one of its worker threads. An upload is a task on that runtime:
+//! `publish` starts it and returns, `flush` waits for them all.
 
 mod refusal;
 
@@ -24,11 +25,10 @@ use refusal::{
     redact, timed_out,
 };
 use std::collections::HashSet;
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 
 /// Files up to this size go up in one PUT; larger ones in parts of this
 /// size, one at a time (the memory an upload takes).
@@ -221,9 +221,9 @@ impl Bucket {
         })
     }
 
-    /// Run `f` on the store's runtime until it ends or the run is
-    /// interrupted and `INTERRUPT_GRACE` has passed (then `None`).
-    fn block<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+    /// `f` until it ends, or until the run is interrupted and
+    /// `INTERRUPT_GRACE` has passed (then `None`).
+    async fn until_interrupted<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
         let mut give_up_at = self.give_up_at.subscribe();
         let interrupted = async move {
             let Ok(at) = give_up_at.wait_for(Option::is_some).await.map(|at| *at) else {
@@ -231,26 +231,28 @@ impl Bucket {
             };
             tokio::time::sleep_until(at.unwrap_or_else(tokio::time::Instant::now)).await
         };
-        tokio::task::block_in_place(|| {
-            self.handle.block_on(async {
-                tokio::select! {
-                    out = f => Some(out),
-                    () = interrupted => None,
-                }
-            })
-        })
+        tokio::select! {
+            out = f => Some(out),
+            () = interrupted => None,
+        }
+    }
+
+    /// Run `f` on the store's runtime, from a blocking caller, until it
+    /// ends or the run is interrupted (`until_interrupted`).
+    fn block<F: std::future::Future>(&self, f: F) -> Option<F::Output> {
+        tokio::task::block_in_place(|| self.handle.block_on(self.until_interrupted(f)))
     }
 
     /// One request, to its answer or at most `budget` (`--store-timeout`,
     /// whatever its attempts and retries do), or until the run is interrupted.
-    fn request<T>(
+    async fn request_async<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, object_store::Error>>,
     ) -> Result<T, object_store::Error> {
-        let budget = self.budget;
-        // The timer is made inside `block`, on the runtime's handle, so
-        // that blocking callers (the writer, `msgext runs`) have one too.
-        match self.block(async move { tokio::time::timeout(budget, f).await }) {
+        match self
+            .until_interrupted(tokio::time::timeout(self.budget, f))
+            .await
+        {
             Some(Ok(answer)) => answer,
             Some(Err(_elapsed)) => {
                 self.stalled
@@ -259,6 +261,24 @@ impl Bucket {
             }
             None => Err(CutShort::Interrupted.into_store_error()),
         }
+    }
+
+    /// `request_async` for a blocking caller (the writer, `msgext runs`).
+    fn request<T>(
+        &self,
+        f: impl std::future::Future<Output = Result<T, object_store::Error>>,
+    ) -> Result<T, object_store::Error> {
+        self.block(self.request_async(f))
+            .unwrap_or_else(|| Err(CutShort::Interrupted.into_store_error()))
+    }
+
+    /// An async piece of work (an upload's abort) for a blocking caller.
+    fn wait(
+        &self,
+        f: impl std::future::Future<Output = Result<(), WriteError>>,
+    ) -> Result<(), WriteError> {
+        self.block(f)
+            .unwrap_or_else(|| Err(self.err("", CutShort::Interrupted.into_store_error())))
     }
 
     /// Stop waiting on the store `INTERRUPT_GRACE` from now.
@@ -319,9 +339,9 @@ impl Bucket {
     }
 
     /// Abort the multipart upload recorded for the staged file `local`, if any.
-    fn abort_recorded(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
+    async fn abort_recorded(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
         let record = Self::upload_record(local);
-        let id = match std::fs::read_to_string(&record) {
+        let id = match tokio::fs::read_to_string(&record).await {
             Ok(id) => id,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(source) => {
@@ -333,7 +353,8 @@ impl Bucket {
         };
         let key = self.key(rel)?;
         let id = id.trim().to_owned();
-        if let Err(e) = self.request(self.multipart.abort_multipart(&key, &id)) {
+        let aborted = self.multipart.abort_multipart(&key, &id);
+        if let Err(e) = self.request_async(aborted).await {
             // Gone already: the crash came after the upload completed (S3
             // answers 404 NoSuchUpload). Anything else leaves at worst an
             // incomplete upload, which costs storage, not correctness: say
@@ -349,61 +370,74 @@ impl Bucket {
                 );
             }
         }
-        std::fs::remove_file(&record).map_err(|source| WriteError::Path {
-            path: record,
-            source,
-        })
+        tokio::fs::remove_file(&record)
+            .await
+            .map_err(|source| WriteError::Path {
+                path: record,
+                source,
+            })
     }
 
-    /// Upload the staged file `local` to `rel`, then remove it.
-    fn upload(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
+    /// Upload a staged file to its final key (one PUT, or a multipart
+    /// upload recorded beside it), then remove it: a task on the runtime,
+    /// its file I/O on tokio's blocking pool.
+    async fn upload(&self, local: &Path, rel: &str) -> Result<(), WriteError> {
         let key = self.key(rel)?;
         let io = |source| WriteError::Path {
             path: local.to_owned(),
             source,
         };
-        let mut file = File::open(local).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
+        let mut file = tokio::fs::File::open(local).await.map_err(io)?;
+        let len = file.metadata().await.map_err(io)?.len();
         let part_bytes = crate::failpoint::size("PART_BYTES", PART_BYTES);
         if len <= part_bytes as u64 {
             let mut bytes = Vec::with_capacity(len as usize);
-            file.read_to_end(&mut bytes).map_err(io)?;
-            self.request(self.store.put(&key, bytes.into()))
+            file.read_to_end(&mut bytes).await.map_err(io)?;
+            self.request_async(self.store.put(&key, bytes.into()))
+                .await
                 .map_err(|e| self.err(rel, e))?;
         } else {
             let id = self
-                .request(self.multipart.create_multipart(&key))
+                .request_async(self.multipart.create_multipart(&key))
+                .await
                 .map_err(|e| self.err(rel, e))?;
             // Recorded before any part goes up, so that a crash from here on
             // leaves an upload the resume knows to abort.
-            super::write_atomically(&Self::upload_record(local), id.as_bytes())?;
-            let parts = self.put_parts(&mut file, &key, &id, rel, part_bytes);
-            let done = parts.and_then(|parts| {
-                self.request(self.multipart.complete_multipart(&key, &id, parts))
-                    .map_err(|e| self.err(rel, e))
-            });
+            let record = Self::upload_record(local);
+            let (at, text) = (record.clone(), id.clone());
+            tokio::task::spawn_blocking(move || super::write_atomically(&at, text.as_bytes()))
+                .await
+                .map_err(|e| WriteError::Store(format!("{}: {e}", record.display())))??;
+            let done = match self.put_parts(&mut file, &key, &id, rel, part_bytes).await {
+                Ok(parts) => self
+                    .request_async(self.multipart.complete_multipart(&key, &id, parts))
+                    .await
+                    .map_err(|e| self.err(rel, e)),
+                Err(e) => Err(e),
+            };
             crate::failpoint::hit("completed_upload");
             if let Err(e) = done {
                 // Best effort, and not at a store that stopped answering:
                 // the resume aborts it otherwise.
                 if !self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
-                    let _ = self.abort_recorded(local, rel);
+                    let _ = self.abort_recorded(local, rel).await;
                 }
                 return Err(e);
             }
-            let record = Self::upload_record(local);
-            std::fs::remove_file(&record).map_err(|source| WriteError::Path {
-                path: record,
-                source,
-            })?;
+            tokio::fs::remove_file(&record)
+                .await
+                .map_err(|source| WriteError::Path {
+                    path: record,
+                    source,
+                })?;
         }
         tracing::debug!(file = %self.display(rel), bytes = len, "uploaded");
-        std::fs::remove_file(local).map_err(io)
+        tokio::fs::remove_file(local).await.map_err(io)
     }
 
-    fn put_parts(
+    async fn put_parts(
         &self,
-        file: &mut File,
+        file: &mut tokio::fs::File,
         key: &Key,
         id: &str,
         rel: &str,
@@ -416,6 +450,7 @@ impl Bucket {
             (&mut *file)
                 .take(part_bytes as u64)
                 .read_to_end(&mut buf)
+                .await
                 .map_err(|source| WriteError::Path {
                     path: self.staged_path(rel),
                     source,
@@ -423,10 +458,9 @@ impl Bucket {
             if buf.is_empty() {
                 return Ok(parts);
             }
-            let part = self
-                .request(self.multipart.put_part(key, &id, parts.len(), buf.into()))
-                .map_err(|e| self.err(rel, e))?;
-            parts.push(part);
+            let part = self.multipart.put_part(key, &id, parts.len(), buf.into());
+            let part = self.request_async(part).await;
+            parts.push(part.map_err(|e| self.err(rel, e))?);
             crate::failpoint::hit("uploaded_part");
         }
     }
@@ -472,11 +506,8 @@ impl LakeStore for ObjectLake {
             sealed.staged.tmp.clone(),
             sealed.staged.rel.clone(),
         );
-        uploads.push_back(
-            self.bucket
-                .handle
-                .spawn_blocking(move || bucket.upload(&tmp, &rel)),
-        );
+        let upload = async move { bucket.upload(&tmp, &rel).await };
+        uploads.push_back(self.bucket.handle.spawn(upload));
         Ok(())
     }
 
@@ -567,8 +598,10 @@ impl Bucket {
     fn roll_forward(&self, rel: &str) -> Result<(), WriteError> {
         let local = self.staged_path(rel);
         if local.exists() {
-            self.abort_recorded(&local, rel)?;
-            return self.upload(&local, rel);
+            return self.wait(async {
+                self.abort_recorded(&local, rel).await?;
+                self.upload(&local, rel).await
+            });
         }
         if self.exists(rel)? {
             return Ok(());
@@ -592,7 +625,7 @@ impl Bucket {
         for (path, rel) in files.iter().filter(|(_, rel)| ours(rel)) {
             if let Some(file_rel) = rel.strip_suffix(UPLOAD_SUFFIX) {
                 let staged = self.staged_path(file_rel);
-                self.abort_recorded(&staged, file_rel)?;
+                self.wait(self.abort_recorded(&staged, file_rel))?;
             } else if !committed.contains(rel) && !rel.starts_with(&reports) {
                 std::fs::remove_file(path).map_err(|source| WriteError::Path {
                     path: path.clone(),
