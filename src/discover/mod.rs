@@ -490,7 +490,8 @@ impl Walker {
                     classify: &h::classify_group_history,
                     check: &h::GroupHistoryResponse::check,
                 };
-                (self.call(&self.calls, &self.group_history, &request, rules)).await
+                self.call(&self.calls, &self.group_history, &request, rules)
+                    .await
             }
         };
         let step = |page: h::GroupHistoryResponse, seq: &Option<u64>| {
@@ -518,7 +519,8 @@ impl Walker {
                     classify: &h::classify_conversations,
                     check: &h::ConversationsResponse::check,
                 };
-                (self.call(&self.calls, &self.conversations, &request, rules)).await
+                self.call(&self.calls, &self.conversations, &request, rules)
+                    .await
             }
         };
         let step = |page: h::ConversationsResponse, cursors: &Cursors| {
@@ -550,7 +552,7 @@ impl Walker {
                     classify: &h::classify_roam,
                     check: &h::RoamResponse::check,
                 };
-                (self.call(&self.calls, &self.roam, &request, rules)).await
+                self.call(&self.calls, &self.roam, &request, rules).await
             }
         };
         let mut keys = HashSet::new();
