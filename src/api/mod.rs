@@ -4,6 +4,7 @@
 //! and the pairs of an answer (`pairs`); what each error code means is the
 //! ground's (`crate::codes`). Nothing here retries, sleeps or decides policy.
 
+pub mod callback;
 pub mod client;
 pub mod history;
 pub mod pairs;
