@@ -360,11 +360,8 @@ impl DeltaLake {
                 .map_err(&fail)?;
             let (data, mut selected) = meta.scan_files.into_parts();
             selected.resize(data.len(), true);
-            // The visitor calls back for the selected rows, in order.
-            let mut visited = visited.into_iter();
-            for sel in selected.iter_mut().filter(|s| **s) {
-                *sel = visited.next().is_some_and(|(path, rows)| each(&path, rows));
-            }
+            reselect(&mut selected, visited, &mut each)
+                .map_err(|why| fail(delta_kernel::KernelError::generic(why)))?;
             if selected.contains(&true) {
                 out.push(FilteredEngineData::try_new(data, selected).map_err(&fail)?);
             }
@@ -568,6 +565,29 @@ pub(crate) fn schema_differences(have: &StructType, want: &StructType) -> Option
     (!out.is_empty()).then(|| out.join(", "))
 }
 
+/// The scan-file visitor calls back for the selected rows, in order: each
+/// selected row keeps its place if `each` says so. A count that differs
+/// (a selected row the visitor skipped) is an error, never a shifted
+/// selection: `remove_files` would then drop another file than the one meant.
+fn reselect(
+    selected: &mut [bool],
+    visited: Vec<(String, Option<u64>)>,
+    each: &mut impl FnMut(&str, Option<u64>) -> bool,
+) -> Result<(), String> {
+    let rows = selected.iter().filter(|s| **s).count();
+    if rows != visited.len() {
+        return Err(format!(
+            "the scan selected {rows} rows but visited {} files",
+            visited.len()
+        ));
+    }
+    let mut visited = visited.into_iter();
+    for sel in selected.iter_mut().filter(|s| **s) {
+        *sel = visited.next().is_some_and(|(path, rows)| each(&path, rows));
+    }
+    Ok(())
+}
+
 /// The `add_files` batch of a run's files: path (percent-encoded),
 /// partition values, size, modification time, and their stats.
 fn add_files_batch(
@@ -656,6 +676,22 @@ pub(crate) fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Each selected row gets the verdict on its own file; a visitor that
+    /// skipped a selected row is an error, not a selection one row off.
+    #[test]
+    fn a_scan_selection_follows_its_files_or_fails() {
+        let files = |names: &[&str]| -> Vec<(String, Option<u64>)> {
+            names.iter().map(|n| (n.to_string(), Some(1))).collect()
+        };
+        let mut keep_b = |path: &str, _: Option<u64>| path == "b";
+        let mut selected = vec![true, false, true, true];
+        reselect(&mut selected, files(&["a", "b", "c"]), &mut keep_b).unwrap();
+        assert_eq!(selected, [false, false, true, false]);
+        let mut selected = vec![true, false, true, true];
+        let short = reselect(&mut selected, files(&["a", "b"]), &mut keep_b);
+        assert!(short.unwrap_err().contains("selected 3 rows but visited 2"));
+    }
     use crate::kind::Kind;
 
     /// A local lake's Delta side, for a test, with its table's folder
