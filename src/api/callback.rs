@@ -104,7 +104,7 @@ pub fn verify(
         return Err(Refused::BadSign);
     }
     match time.parse::<i64>() {
-        Ok(t) if (t - now).abs() <= MAX_SKEW_SECS => Ok(()),
+        Ok(t) if t.abs_diff(now) <= MAX_SKEW_SECS.unsigned_abs() => Ok(()),
         _ => Err(Refused::Stale),
     }
 }
@@ -266,7 +266,17 @@ mod tests {
         let upper = known.to_ascii_uppercase();
         // (query, the listener's token, its clock, the verdict)
         type Case<'a> = (CallbackQuery, Option<&'a str>, i64, Result<(), Refused>);
-        let table: [Case; 9] = [
+        let far = i64::MAX.to_string();
+        let far_sign = sign("xxxxyyyy", &far);
+        let table: [Case; 10] = [
+            // A signed time whose distance overflows an i64 (`t - now` wraps to
+            // i64::MIN, whose `abs()` stays negative): refused.
+            (
+                q("1400000000", Some(&far), Some(&far_sign)),
+                Some("xxxxyyyy"),
+                -1,
+                Err(Refused::Stale),
+            ),
             (good.clone(), Some("xxxxyyyy"), now, Ok(())),
             (good.clone(), Some("xxxxyyyy"), now + 300, Ok(())),
             (
