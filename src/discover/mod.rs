@@ -758,7 +758,11 @@ mod tests {
                 }),
                 c => Ok(c),
             };
-            async move { page }
+            // A real call yields; so does this one, so that the timeout below can fire.
+            async move {
+                tokio::task::yield_now().await;
+                page
+            }
         };
         // (the next cursor of each page, what the walk comes to); it starts at 0.
         type Case = (&'static [Option<u32>], Result<Vec<u32>, &'static str>);
@@ -773,7 +777,10 @@ mod tests {
                 7 => Err(Stuck("no progress".into())),
                 p => Ok((vec![p], nexts[p as usize])),
             };
-            let got = match walk(|| "it".into(), 0, pages, step).await {
+            // A walk going round for ever fails here, not by hanging the suite.
+            let walked = walk(|| "it".into(), 0, pages, step);
+            let walked = tokio::time::timeout(std::time::Duration::from_secs(10), walked);
+            let got = match walked.await.expect("the walk ended") {
                 Walked::Found(v) => Ok(v),
                 Walked::Failed(s) | Walked::Gone(s) => Err(s.code),
                 Walked::Stopped(_) => Err("stopped".into()),

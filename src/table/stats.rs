@@ -13,15 +13,18 @@ use delta_kernel::schema::DataType as KernelType;
 use std::sync::Arc;
 
 /// The `stats` column of the add actions of `files`.
-pub(crate) fn stats_array(files: &[DataFile], spec: &TableSpec) -> Result<StructArray, ArrowError> {
+pub(crate) fn stats_array<'a>(
+    files: &'a [DataFile],
+    spec: &TableSpec,
+) -> Result<StructArray, ArrowError> {
     let records: ArrayRef = Arc::new(Int64Array::from_iter_values(
         files.iter().map(|f| f.rows as i64),
     ));
     let mut fields = vec![(field("numRecords", DataType::Int64), records)];
     let columns = stats_columns(spec);
     if !columns.is_empty() {
-        let stat = |f: &DataFile, c: &str| -> Option<ColumnStats> {
-            f.stats.iter().find(|s| s.name == c).cloned()
+        let stat = |f: &'a DataFile, c: &str| -> Option<&'a ColumnStats> {
+            f.stats.iter().find(|s| s.name == c)
         };
         let nulls = columns.iter().map(|(c, _)| {
             let counts = files.iter().map(|f| stat(f, c).map(|s| s.nulls as i64));
@@ -30,9 +33,9 @@ pub(crate) fn stats_array(files: &[DataFile], spec: &TableSpec) -> Result<Struct
         });
         let bound = |upper: bool| {
             columns.iter().map(move |(c, t)| {
-                let of = |f: &DataFile| {
+                let of = |f: &'a DataFile| {
                     stat(f, c)
-                        .and_then(|s| s.bounds)
+                        .and_then(|s| s.bounds.as_ref())
                         .map(|(lo, hi)| if upper { hi } else { lo })
                 };
                 (field(c, t.clone()), bound_array(t, files.iter().map(of)))
@@ -72,10 +75,10 @@ fn stats_columns(spec: &TableSpec) -> Vec<(String, DataType)> {
         .collect()
 }
 
-fn bound_array(t: &DataType, bounds: impl Iterator<Item = Option<Bound>>) -> ArrayRef {
+fn bound_array<'a>(t: &DataType, bounds: impl Iterator<Item = Option<&'a Bound>>) -> ArrayRef {
     match t {
         DataType::Int64 => Arc::new(Int64Array::from_iter(bounds.map(|b| match b {
-            Some(Bound::Int(i)) => Some(i),
+            Some(Bound::Int(i)) => Some(*i),
             _ => None,
         }))),
         _ => Arc::new(StringArray::from_iter(bounds.map(|b| match b {

@@ -138,4 +138,25 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(file_stats(&[]), Vec::new());
     }
+
+    /// Values longer than the writer keeps in statistics: the bounds still
+    /// hold every value (a lower bound at or below the least, an upper at
+    /// or above the greatest), so a reader never skips a file it needs.
+    #[test]
+    fn long_values_keep_bounds_that_hold_them() {
+        let long = |c: char, last: char| format!("{}{last}", c.to_string().repeat(99));
+        let values = [long('m', 'a'), long('m', 'z'), long('b', 'q')];
+        let array: ArrayRef = Arc::new(StringArray::from_iter_values(values.iter()));
+        let batch = RecordBatch::try_from_iter([("msg_key", array)]).unwrap();
+        let mut w = ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        w.write(&batch).unwrap();
+        w.flush().unwrap();
+        let got = file_stats(w.flushed_row_groups());
+        let Some((Bound::Text(lo), Bound::Text(hi))) = &got[0].bounds else {
+            panic!("{got:?}");
+        };
+        let (least, greatest) = (values.iter().min().unwrap(), values.iter().max().unwrap());
+        assert!(lo.as_str() <= least.as_str(), "{lo} > {least}");
+        assert!(hi.as_str() >= greatest.as_str(), "{hi} < {greatest}");
+    }
 }
