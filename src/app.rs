@@ -3,8 +3,8 @@
 //! runtime, handles Ctrl-C / SIGTERM, prints, and maps results to exit codes.
 
 use crate::cli::{
-    ApiArgs, Cli, Command, DemoArgs, DiscoverArgs, ExportArgs, MockArgs, RunsAction, RunsArgs,
-    ValidateArgs,
+    ApiArgs, Cli, Command, DemoArgs, DiscoverArgs, ExportArgs, ListenArgs, MockArgs, RunsAction,
+    RunsArgs, ValidateArgs,
 };
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
@@ -76,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Validate(a) => validate_cmd(&a),
         // Synchronous, but a bucket's requests run on the runtime.
         Command::Runs(a) => rt.block_on(async { runs_cmd(&a) }),
+        Command::Listen(a) => rt.block_on(listen_cmd(a)),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
     };
@@ -409,25 +410,116 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
     }
 }
 
+/// The job file named by `--job`, if any (exit 2, told, when unreadable).
+fn read_job(path: Option<&std::path::Path>) -> Result<JobFile, u8> {
+    let Some(path) = path else {
+        return Ok(JobFile::default());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| fail(2, format!("{}: {e}", path.display())))?;
+    JobFile::parse(path, &text).map_err(|e| fail(2, e))
+}
+
+/// The webhook token: `--token-file` (or the job's), else MSGEXT_CALLBACK_TOKEN.
+fn callback_token(args: &ListenArgs, job: &JobFile) -> Result<Option<String>, u8> {
+    let file = args
+        .token_file
+        .clone()
+        .or_else(|| job.listen.as_ref().and_then(|l| l.token_file.clone()));
+    match file {
+        Some(p) => match std::fs::read_to_string(&p) {
+            Ok(t) if !t.trim().is_empty() => Ok(Some(t.trim().to_owned())),
+            Ok(_) => Err(fail(2, format!("{}: the token file is empty", p.display()))),
+            Err(e) => Err(fail(2, format!("{}: {e}", p.display()))),
+        },
+        None => Ok(std::env::var("MSGEXT_CALLBACK_TOKEN")
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())),
+    }
+}
+
+/// `msgext listen`: serve until SIGTERM or Ctrl-C, then commit and exit 0.
+async fn listen_cmd(args: ListenArgs) -> u8 {
+    let job = match read_job(args.job.as_deref()) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let token = match callback_token(&args, &job) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let plan = match job::listen_plan(&args, &job, token, &|k| std::env::var(k).ok()) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    if plan.token.is_none() {
+        eprintln!(
+            "msgext: warning: --unsigned: callbacks are checked for the app only; anyone who finds the URL can add hints"
+        );
+    }
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), plan.quiet);
+    let (out, state, every) = (
+        plan.out.display(),
+        plan.state_dir.clone(),
+        plan.commit_every,
+    );
+    let quiet = plan.quiet;
+    let ready = move |addr: std::net::SocketAddr| {
+        println!("http://{addr}");
+        if !quiet {
+            eprintln!(
+                "msgext: listening on http://{addr} (journal in {}, committed to {out} every {}s)",
+                state.display(),
+                every.as_secs()
+            );
+        }
+    };
+    match crate::listen::run(plan, stop, ready).await {
+        Ok(counters) => {
+            if !quiet {
+                eprintln!("{}", counters.json());
+            }
+            0
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
 /// The simulator's store: a file (at its `--round`), synthetic, or the
-/// demo's; then `--deletes` and `--change`.
+/// demo's; then `--deletes` and `--change`. With it, the callbacks of the
+/// changes applied last (the round served, and `--change`).
 fn mock_store(
     args: &MockArgs,
-) -> Result<crate::mock::store::Store, crate::mock::store::StoreError> {
-    let mut store = match (&args.store, args.synthetic) {
-        (Some(path), _) => crate::mock::store::Store::load(path)
-            .and_then(|mut s| s.advance(args.round).map(|()| s))?,
-        (None, Some(n)) => crate::mock::store::Store::synthetic(n, args.pairs, 40),
-        (None, None) => crate::demo::demo_store(),
+) -> Result<
+    (
+        crate::mock::store::Store,
+        Vec<crate::api::callback::ExtensionEvent>,
+    ),
+    crate::mock::store::StoreError,
+> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let (mut store, mut events) = match (&args.store, args.synthetic) {
+        (Some(path), _) => {
+            let mut s = crate::mock::store::Store::load(path)?;
+            let events = s.advance(args.round, now_ms)?;
+            (s, events)
+        }
+        (None, Some(n)) => (
+            crate::mock::store::Store::synthetic(n, args.pairs, 40),
+            Vec::new(),
+        ),
+        (None, None) => (crate::demo::demo_store(), Vec::new()),
     };
     if let Some(d) = args.deletes {
         store.deletes = d;
     }
     if let Some(share) = args.change {
         let changes = store.random_changes(args.seed, share);
-        store.apply(&changes);
+        events.extend(store.apply_with_events(&changes, now_ms));
     }
-    Ok(store)
+    Ok((store, events))
 }
 
 fn mock_faults(args: &MockArgs) -> Faults {
@@ -445,7 +537,7 @@ fn mock_faults(args: &MockArgs) -> Faults {
 }
 
 async fn mock_cmd(args: MockArgs) -> u8 {
-    let store = match mock_store(&args) {
+    let (store, events) = match mock_store(&args) {
         Ok(s) => s,
         Err(e) => return fail(2, e),
     };
@@ -498,6 +590,18 @@ async fn mock_cmd(args: MockArgs) -> u8 {
             "from MSGEXT_SECRET_KEY".to_owned()
         }
     );
+    if let Some(url) = &args.callback_url {
+        let delivery = crate::mock::callbacks::Delivery {
+            url: url.clone(),
+            token: args.callback_token.clone(),
+            sdkappid: args.sdkappid,
+            loss: args.callback_loss,
+            twice: args.callback_twice,
+            seed: args.seed,
+        };
+        let d = crate::mock::callbacks::deliver(&delivery, &events).await;
+        eprintln!("msgext mock: callbacks to {url}: {}", d.one_line());
+    }
     tokio::select! {
         _ = server.serve_forever() => 1,
         _ = tokio::signal::ctrl_c() => 0,

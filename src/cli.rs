@@ -35,6 +35,9 @@ pub(crate) enum Command {
     /// List the runs in a lake (id, status, start, rows, where the state lives), or drop an
     /// unfinished one.
     Runs(RunsArgs),
+    /// Receive the app's extension callbacks (its webhook URL), keep them in a journal and
+    /// commit them to the lake's events tables, for `export --changed`.
+    Listen(ListenArgs),
     /// Serve the simulated API (the extension calls and the history APIs discover walks) and
     /// print its URL.
     Mock(MockArgs),
@@ -220,6 +223,54 @@ pub(crate) enum RunsAction {
     },
 }
 
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    after_help = "Every request is answered: an extension callback with OK once it is in the \
+                  journal on disk (fsynced), any other callback with OK unstored, a forged, unsigned, \
+                  stale or other app's one with 401/403 and nothing stored, a body that is no callback \
+                  with 400, one over 1 MiB with 413, and 503 when the journal cannot be written. The \
+                  journal is committed to extension_events / group_extension_events every \
+                  --commit-every and on SIGTERM (then exit 0); events wait in it while the lake is \
+                  unreachable. In a job file these settings sit in a [listen] table (out, sdkappid \
+                  are the export's keys). Exit codes: 0 stopped by SIGTERM or Ctrl-C, everything \
+                  committed or told · 1 the journal or the lake failed for good · 2 usage (no token, \
+                  a state folder of another lake or app, an events table of another schema, the \
+                  address taken)."
+)]
+pub(crate) struct ListenArgs {
+    /// A job file (TOML): `out`, `sdkappid` and a [listen] table.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) job: Option<PathBuf>,
+    /// Required: the lake the events tables are committed to (as for export --out).
+    #[arg(long, value_name = "DIR|URL")]
+    pub(crate) out: Option<PathBuf>,
+    /// Required: the app whose callbacks are accepted (others get 403).
+    #[arg(long, value_name = "N")]
+    pub(crate) sdkappid: Option<u64>,
+    /// Address and port to serve on; port 0 picks a free one (printed on stdout)
+    /// [default: 127.0.0.1:8080, behind a TLS-terminating proxy].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub(crate) bind: Option<std::net::SocketAddr>,
+    /// The listener's own folder (its id, lock and journal; one per listener, on a local disk)
+    /// [default: OUT/_listen for a folder; for a URL, under $XDG_STATE_HOME or ~/.local/state].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// How often the journal is committed to the lake: 30s, 10m, 1h [default: 10s].
+    #[arg(long, value_name = "EVERY")]
+    pub(crate) commit_every: Option<String>,
+    /// A file holding the console's webhook authentication token [else env
+    /// MSGEXT_CALLBACK_TOKEN].
+    #[arg(long, value_name = "PATH")]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The app signs nothing (no token set in the console): accept unsigned callbacks of the
+    /// app. Anyone who finds the URL can then add hints (they only cause reads).
+    #[arg(long)]
+    pub(crate) unsigned: bool,
+    /// Print nothing but errors and warnings (no status lines).
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
 #[derive(Debug, Clone, Args)]
 pub(crate) struct MockArgs {
     /// Port to listen on; 0 picks a free one.
@@ -284,6 +335,19 @@ pub(crate) struct MockArgs {
     /// Pairs per synthetic message (the API holds at most 300 a message).
     #[arg(long, default_value_t = 200, value_name = "N", value_parser = parse_pairs)]
     pub(crate) pairs: usize,
+    /// Post the extension callbacks of the changes applied (the last --round and --change) to
+    /// this URL, as the service would after each change, before serving.
+    #[arg(long, value_name = "URL")]
+    pub(crate) callback_url: Option<String>,
+    /// Sign the callbacks with this webhook token (RequestTime and Sign in the query).
+    #[arg(long, value_name = "TOKEN", requires = "callback_url")]
+    pub(crate) callback_token: Option<String>,
+    /// Share of the callbacks never sent (the service does not retry them).
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_share, requires = "callback_url")]
+    pub(crate) callback_loss: f64,
+    /// Share of the callbacks sent twice.
+    #[arg(long, default_value_t = 0.0, value_name = "P", value_parser = parse_share, requires = "callback_url")]
+    pub(crate) callback_twice: f64,
     /// Write the list of the served messages as an input CSV here (those of
     /// the first message's kind: one file lists one kind).
     #[arg(long, value_name = "FILE")]

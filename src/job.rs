@@ -49,6 +49,20 @@ pub(crate) struct JobFile {
     pub(crate) full_every: Option<String>,
     /// The settings of `msgext discover` (its connection is the keys above).
     pub(crate) discover: Option<DiscoverJob>,
+    /// The settings of `msgext listen` (its lake and app are the keys above).
+    pub(crate) listen: Option<ListenJob>,
+}
+
+/// The `[listen]` table of a job file: the flags of `msgext listen`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ListenJob {
+    pub(crate) bind: Option<String>,
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) commit_every: Option<String>,
+    pub(crate) token_file: Option<PathBuf>,
+    pub(crate) unsigned: Option<bool>,
+    pub(crate) quiet: Option<bool>,
 }
 
 /// The `[discover]` table of a job file: the flags of `msgext discover`.
@@ -467,7 +481,7 @@ fn full_every(job: &JobFile) -> Result<Option<std::time::Duration>, JobError> {
     })
 }
 
-/// `7d`, `36h`, `90m` (a positive whole number), or `never`.
+/// `7d`, `36h`, `90m`, `30s` (a positive whole number), or `never`.
 fn parse_every(text: &str) -> Result<Option<std::time::Duration>, ()> {
     let t = text.trim();
     if t.eq_ignore_ascii_case("never") {
@@ -477,6 +491,7 @@ fn parse_every(text: &str) -> Result<Option<std::time::Duration>, ()> {
         Some('d') => 86_400,
         Some('h') => 3_600,
         Some('m') => 60,
+        Some('s') => 1,
         _ => return Err(()),
     };
     let n: u64 = t[..t.len() - 1].parse().map_err(|_| ())?;
@@ -532,6 +547,76 @@ pub(crate) fn discover_plan(
         since,
         out: ListOut::parse(&required(out, "--out")?),
         quiet: args.quiet || job.quiet.unwrap_or(false),
+    })
+}
+
+/// `msgext listen`'s flags over the job file's `[listen]` table and its
+/// `out` and `sdkappid`. `token` is the webhook token already read (from
+/// `--token-file`, the table's `token_file`, or MSGEXT_CALLBACK_TOKEN).
+pub(crate) fn listen_plan(
+    args: &crate::cli::ListenArgs,
+    job: &JobFile,
+    token: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::listen::ListenPlan, JobError> {
+    let table = job.listen.clone().unwrap_or_default();
+    let out = required(args.out.clone().or_else(|| job.out.clone()), "--out")?;
+    let out = Out::parse(&out.to_string_lossy()).map_err(|e| invalid(e.to_string()))?;
+    let unsigned = args.unsigned || table.unsigned.unwrap_or(false);
+    let token = match (token, unsigned) {
+        (Some(_), true) => {
+            return Err(invalid(
+                "a webhook token is set and --unsigned is given: give one (an app that signs its callbacks needs the token)".into(),
+            ));
+        }
+        (None, false) => {
+            return Err(invalid(
+                "no webhook token: set MSGEXT_CALLBACK_TOKEN or --token-file to the console's webhook authentication token, or give --unsigned if the app signs nothing".into(),
+            ));
+        }
+        (t, _) => t,
+    };
+    let bind = match args.bind {
+        Some(b) => b,
+        None => {
+            let text = table.bind.as_deref().unwrap_or("127.0.0.1:8080");
+            text.parse().map_err(|_| {
+                invalid(format!(
+                    "[listen] bind = {text:?}: give ADDR:PORT, such as 0.0.0.0:8080"
+                ))
+            })?
+        }
+    };
+    let every = args
+        .commit_every
+        .as_deref()
+        .or(table.commit_every.as_deref());
+    let commit_every = match every.map(|t| (t, parse_every(t))) {
+        None => std::time::Duration::from_secs(10),
+        Some((_, Ok(Some(d)))) => d,
+        Some((t, _)) => {
+            return Err(invalid(format!("--commit-every {t:?}: give 10s, 5m or 1h")));
+        }
+    };
+    let state_dir = match args.state_dir.clone().or(table.state_dir) {
+        Some(d) => d,
+        None => match &out {
+            Out::Dir(d) => d.join("_listen"),
+            Out::Url(_) => out
+                .default_state_dir(env)
+                .map_err(|e| invalid(e.to_string()))?
+                .join("listen"),
+        },
+    };
+    Ok(crate::listen::ListenPlan {
+        out,
+        sdkappid: required(args.sdkappid.or(job.sdkappid), "--sdkappid")?,
+        bind,
+        state_dir,
+        commit_every,
+        token,
+        quiet: args.quiet || table.quiet.unwrap_or(false),
+        store_timeout: crate::write::WriteOptions::default().store_timeout,
     })
 }
 

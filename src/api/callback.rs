@@ -9,7 +9,7 @@
 //! API confirms.
 
 use crate::kind::{GroupMessageRef, MessageId, MessageRef};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// How far `RequestTime` may be from the listener's clock.
@@ -115,7 +115,8 @@ fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// What an extension change did (`OperateType`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Operation {
     Set,
     Delete,
@@ -134,7 +135,7 @@ impl Operation {
 }
 
 /// One pair of a callback's `ExtensionList` (a delete: Value empty).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallbackPair {
     #[serde(rename = "Key")]
     pub key: String,
@@ -144,9 +145,11 @@ pub struct CallbackPair {
     pub seq: i64,
 }
 
-/// An extension callback: which message changed, how, and when.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An extension callback: which message changed, how, and when (in the
+/// listener's journal as JSON, the message tagged with its kind).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtensionEvent {
+    #[serde(flatten)]
     pub message: MessageId,
     pub operation: Operation,
     pub pairs: Vec<CallbackPair>,
@@ -243,6 +246,52 @@ pub fn parse_event(body: &[u8]) -> Result<Option<ExtensionEvent>, BadCallback> {
         seq: b.seq,
         event_time_ms: b.event_time,
     }))
+}
+
+impl Operation {
+    /// `OperateType` as the service sends it.
+    pub fn code(self) -> i64 {
+        match self {
+            Operation::Set => 1,
+            Operation::Delete => 2,
+            Operation::Clear => 3,
+        }
+    }
+}
+
+impl ExtensionEvent {
+    /// The callback's command.
+    pub fn command(&self) -> &'static str {
+        match self.message {
+            MessageId::OneToOne(_) => C2C_COMMAND,
+            MessageId::Group(_) => GROUP_COMMAND,
+        }
+    }
+
+    /// The body the service POSTs for this event (`parse_event` reads it back).
+    pub fn body(&self) -> Vec<u8> {
+        let mut b = serde_json::json!({
+            "CallbackCommand": self.command(),
+            "OperateType": self.operation.code(),
+            "ExtensionList": self.pairs,
+            "Seq": self.seq,
+            "EventTime": self.event_time_ms,
+        });
+        match &self.message {
+            MessageId::OneToOne(m) => {
+                if let Some(from) = &m.from {
+                    b["From_Account"] = from.as_str().into();
+                }
+                b["To_Account"] = m.to.as_str().into();
+                b["MsgKey"] = m.msg_key.as_str().into();
+            }
+            MessageId::Group(g) => {
+                b["GroupId"] = g.group_id.as_str().into();
+                b["MsgSeq"] = g.msg_seq.into();
+            }
+        }
+        b.to_string().into_bytes()
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +412,49 @@ mod tests {
         for (body, want) in bad {
             let e = parse_event(body).unwrap_err().to_string();
             assert!(e.contains(want), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_rendered_body_reads_back_as_the_same_event() {
+        for event in [
+            ExtensionEvent {
+                message: MessageRef::new(Some("a"), "b", "1_2_3").into(),
+                operation: Operation::Set,
+                pairs: vec![CallbackPair {
+                    key: "k\"1".into(),
+                    value: "v\n1".into(),
+                    seq: 4,
+                }],
+                seq: 4,
+                event_time_ms: 1_764_688_415_123,
+            },
+            ExtensionEvent {
+                message: MessageRef::new(None, "b", "1_2_3").into(),
+                operation: Operation::Delete,
+                pairs: vec![CallbackPair {
+                    key: "k".into(),
+                    value: String::new(),
+                    seq: 5,
+                }],
+                seq: 5,
+                event_time_ms: 1,
+            },
+            ExtensionEvent {
+                message: GroupMessageRef::new("@TGS#1", 7).into(),
+                operation: Operation::Clear,
+                pairs: vec![],
+                seq: 6,
+                event_time_ms: 2,
+            },
+        ] {
+            let body = event.body();
+            assert_eq!(
+                parse_event(&body).unwrap(),
+                Some(event.clone()),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
 }

@@ -90,6 +90,10 @@ impl KindSpec for Group {
         ["group_key_values", "group_messages"]
     }
 
+    fn events_table(&self) -> &'static str {
+        "group_extension_events"
+    }
+
     fn identity_fields(&self) -> Vec<Field> {
         vec![
             Field::new("group_id", DataType::Utf8, false),

@@ -76,6 +76,10 @@ impl KindSpec for OneToOne {
         ["key_values", "messages"]
     }
 
+    fn events_table(&self) -> &'static str {
+        "extension_events"
+    }
+
     fn identity_fields(&self) -> Vec<Field> {
         vec![
             Field::new("from_account", DataType::Utf8, true),

@@ -7,6 +7,7 @@
 //! random (seeded per call, so reproducible) and scripted per message.
 //! Served by `msgext mock`, used by `msgext demo` and by the tests.
 
+pub mod callbacks;
 pub mod history;
 pub mod store;
 

@@ -2,6 +2,7 @@
 //! service (pages of at most 200 cut wherever they fall, inside runs of equal
 //! Seq too), and a deterministic generator for the demo and the tests.
 
+use crate::api::callback::{CallbackPair, ExtensionEvent, Operation};
 use crate::api::wire::{ExtensionList, GetKeyValuesResponse};
 use crate::kind::{Kind, MessageId, MessageRef};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,17 @@ pub enum Op {
     Vanish,
 }
 
+/// What applying an operation did to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Applied {
+    /// The message is gone.
+    Gone,
+    /// Nothing changed (a delete of a key it does not hold).
+    Nothing,
+    /// Changed at this Seq; the pair written (a delete's with an empty value; a clear: none).
+    Changed(i64, Option<StoredPair>),
+}
+
 /// An operation on one message, as a store file lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
@@ -118,37 +130,39 @@ impl StoredMessage {
         }
     }
 
-    /// Apply one operation at the next Seq; `false`: the message is gone.
-    pub(crate) fn apply(&mut self, op: &Op, deletes: Deletes) -> bool {
+    /// Apply one operation at the next Seq: what it did.
+    pub(crate) fn apply(&mut self, op: &Op, deletes: Deletes) -> Applied {
         let seq = self.latest_seq() + 1;
-        match op {
-            Op::Vanish => return false,
+        let pair = |key: &String, value: &str| StoredPair {
+            key: key.clone(),
+            value: value.to_owned(),
+            seq,
+        };
+        let written = match op {
+            Op::Vanish => return Applied::Gone,
             Op::Set { key, value } => {
                 self.pairs.retain(|p| &p.key != key);
-                self.pairs.push(StoredPair {
-                    key: key.clone(),
-                    value: value.clone(),
-                    seq,
-                });
+                self.pairs.push(pair(key, value));
+                Some(pair(key, value))
             }
             Op::Delete { key } => {
                 let clear = self.clear_seq;
                 if !self.pairs.iter().any(|p| &p.key == key && p.seq > clear) {
-                    return true;
+                    return Applied::Nothing;
                 }
                 self.pairs.retain(|p| &p.key != key);
                 if deletes == Deletes::Tombstone {
-                    self.pairs.push(StoredPair {
-                        key: key.clone(),
-                        value: String::new(),
-                        seq,
-                    });
+                    self.pairs.push(pair(key, ""));
                 }
+                Some(pair(key, ""))
             }
-            Op::Clear => self.clear_seq = seq,
-        }
+            Op::Clear => {
+                self.clear_seq = seq;
+                None
+            }
+        };
         self.op_seq = seq;
-        true
+        Applied::Changed(seq, written)
     }
 
     fn live_pairs_ref(&self) -> impl Iterator<Item = &StoredPair> {
@@ -196,6 +210,35 @@ impl StoredMessage {
                     .map(|p| (p.key.as_str(), p.value.as_str(), p.seq)),
             )),
         }
+    }
+}
+
+/// The callback of a change at `seq`.
+fn event(
+    id: &MessageId,
+    op: &Op,
+    seq: i64,
+    pair: Option<StoredPair>,
+    at_ms: i64,
+) -> ExtensionEvent {
+    let operation = match op {
+        Op::Set { .. } => Operation::Set,
+        Op::Delete { .. } => Operation::Delete,
+        Op::Clear | Op::Vanish => Operation::Clear,
+    };
+    ExtensionEvent {
+        message: id.clone(),
+        operation,
+        pairs: pair
+            .map(|p| CallbackPair {
+                key: p.key,
+                value: p.value,
+                seq: p.seq,
+            })
+            .into_iter()
+            .collect(),
+        seq,
+        event_time_ms: at_ms,
     }
 }
 
@@ -257,6 +300,12 @@ impl Store {
     /// Apply changes in order; a change to a message the store does not
     /// have (any more) is ignored, as the service would refuse it.
     pub fn apply(&mut self, changes: &[Change]) {
+        self.apply_with_events(changes, 0);
+    }
+
+    /// `apply`, with the extension callback the service sends after each
+    /// change that changed something (at `at_ms`, `EventTime`).
+    pub fn apply_with_events(&mut self, changes: &[Change], at_ms: i64) -> Vec<ExtensionEvent> {
         let mut at: HashMap<MessageId, usize> = self
             .messages
             .iter()
@@ -264,11 +313,16 @@ impl Store {
             .map(|(i, m)| (m.id.clone(), i))
             .collect();
         let mut gone = HashSet::new();
+        let mut events = Vec::new();
         for c in changes {
             let Some(&i) = at.get(&c.id) else { continue };
-            if !self.messages[i].apply(&c.op, self.deletes) {
-                gone.insert(i);
-                at.remove(&c.id);
+            match self.messages[i].apply(&c.op, self.deletes) {
+                Applied::Gone => {
+                    gone.insert(i);
+                    at.remove(&c.id);
+                }
+                Applied::Nothing => {}
+                Applied::Changed(seq, pair) => events.push(event(&c.id, &c.op, seq, pair, at_ms)),
             }
         }
         let mut i = 0;
@@ -276,10 +330,16 @@ impl Store {
             i += 1;
             !gone.contains(&(i - 1))
         });
+        events
     }
 
-    /// Apply the store's first `n` rounds of changes (`--round`).
-    pub(crate) fn advance(&mut self, n: usize) -> Result<(), StoreError> {
+    /// Apply the store's first `n` rounds of changes (`--round`); the
+    /// callbacks of the last of them (tonight's changes), at `at_ms`.
+    pub(crate) fn advance(
+        &mut self,
+        n: usize,
+        at_ms: i64,
+    ) -> Result<Vec<ExtensionEvent>, StoreError> {
         if n > self.rounds.len() {
             return Err(StoreError::Round {
                 asked: n,
@@ -287,11 +347,12 @@ impl Store {
             });
         }
         let rounds = std::mem::take(&mut self.rounds);
+        let mut events = Vec::new();
         for r in &rounds[..n] {
-            self.apply(r);
+            events = self.apply_with_events(r, at_ms);
         }
         self.rounds = rounds;
-        Ok(())
+        Ok(events)
     }
 
     /// A round of changes to about `share` of the messages (seeded): new

@@ -84,6 +84,14 @@ pub struct Changes<'a> {
     pub removes: &'a [String],
 }
 
+/// A writer's `txn` action: a commit carries it, and a commit whose
+/// application the log holds at this version or later is not made again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Txn {
+    pub(crate) app_id: String,
+    pub(crate) version: i64,
+}
+
 /// What a run's commit says of it (in `commitInfo`).
 #[derive(Debug, Clone)]
 pub struct RunCommit<'a> {
@@ -193,10 +201,19 @@ impl DeltaLake {
         snapshot: &Snapshot,
         app_id: &str,
     ) -> Result<bool, DeltaError> {
-        let found = snapshot
+        Ok(self.txn_version(table, snapshot, app_id)?.is_some())
+    }
+
+    /// The version of transaction `app_id` the table's log holds, if any.
+    pub(crate) fn txn_version(
+        &self,
+        table: &str,
+        snapshot: &Snapshot,
+        app_id: &str,
+    ) -> Result<Option<i64>, DeltaError> {
+        snapshot
             .get_app_id_version(app_id, self.engine.as_ref())
-            .map_err(self.kernel(table, "cannot read the table's transactions"))?;
-        Ok(found.is_some())
+            .map_err(self.kernel(table, "cannot read the table's transactions"))
     }
 
     /// Refuse a table whose log holds another schema than `want`, or that
@@ -231,16 +248,32 @@ impl DeltaLake {
         spec: &TableSpec,
         changes: Changes<'_>,
         run: &RunCommit<'_>,
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Committed, DeltaError> {
+        let txn = Txn {
+            app_id: app_id(run.run_id),
+            version: 1,
+        };
+        self.commit_txn(table, spec, changes, (run, &txn), snapshot)
+    }
+
+    /// Commit `changes` with transaction `txn`, unless the table's log
+    /// already holds that application at `txn.version` or later.
+    pub(crate) fn commit_txn(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        changes: Changes<'_>,
+        (run, txn): (&RunCommit<'_>, &Txn),
         mut snapshot: Option<SnapshotRef>,
     ) -> Result<Committed, DeltaError> {
-        let app_id = app_id(run.run_id);
         for _ in 0..MAX_CONFLICTS {
             if let Some(s) = &snapshot
-                && self.has_transaction(table, s, &app_id)?
+                && self.txn_version(table, s, &txn.app_id)? >= Some(txn.version)
             {
                 return Ok(Committed::Already(s.version()));
             }
-            match self.try_commit(table, spec, changes, run, snapshot.clone())? {
+            match self.try_commit(table, spec, changes, (run, txn), snapshot.clone())? {
                 Ok(version) => {
                     self.checkpoint_if_due(table, version);
                     return Ok(Committed::At(version));
@@ -263,7 +296,7 @@ impl DeltaLake {
         table: &str,
         spec: &TableSpec,
         changes: Changes<'_>,
-        run: &RunCommit<'_>,
+        (run, txn): (&RunCommit<'_>, &Txn),
         snapshot: Option<SnapshotRef>,
     ) -> Result<Result<u64, ()>, DeltaError> {
         let engine = self.engine.as_ref();
@@ -287,7 +320,7 @@ impl DeltaLake {
                     true,
                 )
                 .with_data_layout(DataLayout::partitioned(spec.partitions.iter().copied()))
-                .with_transaction_id(app_id(run.run_id), 1)
+                .with_transaction_id(txn.app_id.clone(), txn.version)
                 .with_operation_parameters(params)
                 .with_operation_metrics(metrics)
                 .build(engine, committer);
@@ -322,7 +355,7 @@ impl DeltaLake {
                     false => builder,
                 };
                 let mut txn = builder
-                    .with_transaction_id(app_id(run.run_id), 1)
+                    .with_transaction_id(txn.app_id.clone(), txn.version)
                     .with_operation_parameters(params)
                     .with_operation_metrics(metrics)
                     .build(engine, committer)

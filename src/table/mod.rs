@@ -17,6 +17,7 @@
 
 pub(crate) mod current;
 pub mod delta;
+pub(crate) mod events;
 pub(crate) mod history;
 pub(crate) mod read;
 pub(crate) mod settle;

@@ -22,9 +22,14 @@ const LAYERS: [(&str, &[&str]); 5] = [
     ("protocols", &["api"]),
     (
         "engines",
-        &["input", "write", "table", "ledger", "report", "fetch"],
+        &[
+            "input", "write", "table", "ledger", "report", "fetch", "journal",
+        ],
     ),
-    ("commands", &["export", "discover", "runs", "mock"]),
+    (
+        "commands",
+        &["export", "discover", "runs", "mock", "listen"],
+    ),
     ("shell", &["cli", "job", "demo", "app"]),
 ];
 
