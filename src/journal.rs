@@ -127,6 +127,15 @@ impl Journal {
         Ok(self.end)
     }
 
+    /// From now on every write fails as on a full disk (for tests).
+    #[cfg(test)]
+    pub(crate) fn fill_disk(&mut self) {
+        self.file = OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .expect("/dev/full");
+    }
+
     fn rotate(&mut self) -> Result<(), JournalError> {
         let path = segment_path(&self.dir, self.end);
         let file = OpenOptions::new()
@@ -203,8 +212,7 @@ pub fn read(
     let mut out = Vec::new();
     for (first, path) in &segments[start..] {
         let f = File::open(path).map_err(io(path))?;
-        let mut offset = *first;
-        for line in BufReader::new(f).split(b'\n') {
+        for (offset, line) in (*first..).zip(BufReader::new(f).split(b'\n')) {
             if offset >= to || out.len() >= max {
                 return Ok((from, out));
             }
@@ -212,7 +220,6 @@ pub fn read(
             if offset >= from {
                 out.push(line);
             }
-            offset += 1;
         }
     }
     Ok((from, out))

@@ -647,3 +647,93 @@ async fn with_a_state_dir_the_control_files_stay_there_and_the_reports_go_to_the
     assert!(state.join(".lock").exists());
     assert!(s.out.join("_runs/nightly/errors.csv").exists());
 }
+
+/// A night of callbacks of both kinds (sets, deletes, clears, growth).
+fn callbacks() -> Vec<msgext::api::callback::ExtensionEvent> {
+    use msgext::kind::{GroupMessageRef, MessageId};
+    let mut ids: Vec<MessageId> = refs(30, "cb").into_iter().map(Into::into).collect();
+    ids.extend((1..=30).map(|i| MessageId::from(GroupMessageRef::new("@TGS#crash", i))));
+    let mut store = Store::generate(&ids, 5, 0);
+    let changes = store.random_changes(9, 1.0);
+    let events = store.apply_with_events(&changes, 1);
+    assert!(events.len() > 100, "{}", events.len());
+    events
+}
+
+/// Killed at `failpoint` while committing on SIGTERM, started again on the
+/// same state folder: every acknowledged callback is in the tables once.
+async fn listener_killed_at(failpoint: &str) {
+    use common::listener::{self, event_rows, rows_of};
+    let events = callbacks();
+    // Both halves hold both kinds.
+    let half = |from: usize| -> Vec<_> { events.iter().skip(from).step_by(2).cloned().collect() };
+    let (first, second) = (&half(0)[..], &half(1)[..]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lake");
+    let state = listener::state(dir.path(), 0);
+    let l = listener::start(
+        &out,
+        &state,
+        &["--commit-every", "1h"],
+        &[("MSGEXT_FAILPOINT", failpoint)],
+    );
+    let d = l.deliver(first).await;
+    assert_eq!(d.ok, first.len() as u64);
+    let (code, err) = l.signal("-TERM").await;
+    assert_eq!(code, None, "killed at {failpoint}: {err}");
+    let l = listener::start(&out, &state, &[], &[]);
+    let d = l.deliver(second).await;
+    assert_eq!(d.ok, second.len() as u64);
+    l.stop().await;
+    let of = |group: bool| -> Vec<_> {
+        let v: Vec<_> = events
+            .iter()
+            .filter(|e| matches!(e.message, msgext::kind::MessageId::Group(_)) == group)
+            .collect();
+        rows_of(&v)
+    };
+    assert_eq!(event_rows(&out, false), of(false), "killed at {failpoint}");
+    assert_eq!(event_rows(&out, true), of(true), "killed at {failpoint}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_before_its_commit_commits_each_event_once() {
+    listener_killed_at("listen_before_commit").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_between_its_two_tables_commits_each_event_once() {
+    listener_killed_at("listen_committed").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_after_its_commits_before_forgetting_commits_each_event_once() {
+    listener_killed_at("listen_committed:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_with_sigkill_keeps_every_acknowledged_event() {
+    use common::listener::{self, event_rows, rows_of};
+    let events = callbacks();
+    let (first, second) = events.split_at(events.len() / 3);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lake");
+    let state = listener::state(dir.path(), 0);
+    let l = listener::start(&out, &state, &["--commit-every", "1h"], &[]);
+    assert_eq!(l.deliver(first).await.ok, first.len() as u64);
+    let (code, _) = l.signal("-KILL").await;
+    assert_eq!(code, None);
+    let l = listener::start(&out, &state, &[], &[]);
+    assert_eq!(l.deliver(second).await.ok, second.len() as u64);
+    l.stop().await;
+    let all: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.message, msgext::kind::MessageId::OneToOne(_)))
+        .collect();
+    assert_eq!(event_rows(&out, false), rows_of(&all));
+    let all: Vec<_> = events
+        .iter()
+        .filter(|e| matches!(e.message, msgext::kind::MessageId::Group(_)))
+        .collect();
+    assert_eq!(event_rows(&out, true), rows_of(&all));
+}

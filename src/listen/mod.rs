@@ -307,3 +307,62 @@ async fn status_lines(counters: Arc<Counters>, quiet: bool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::callback::{ExtensionEvent, Operation};
+    use crate::kind::MessageRef;
+
+    /// The server and the writer on a journal whose disk is full.
+    async fn serving_on_a_full_disk(dir: &Path) -> (String, StopSignal, Arc<Counters>) {
+        let mut journal = Journal::open(dir, &is_record).unwrap();
+        journal.fill_disk();
+        let counters = Arc::new(Counters::default());
+        let (appender, durable, _writer) = writer::spawn(journal, counters.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = server::Server {
+            sdkappid: 7,
+            token: None,
+            appender,
+            counters: counters.clone(),
+            healthy: durable,
+            last_log: std::sync::Mutex::new(None),
+        };
+        let stop = StopSignal::default();
+        tokio::spawn(server::serve(listener, Arc::new(server), stop.clone()));
+        (url, stop, counters)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_is_answered_503_and_nothing_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, stop, counters) = serving_on_a_full_disk(dir.path()).await;
+        let event = ExtensionEvent {
+            message: MessageRef::new(None, "b", "1_1_1").into(),
+            operation: Operation::Clear,
+            pairs: vec![],
+            seq: 1,
+            event_time_ms: 1,
+        };
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let post = client
+            .post(format!("{url}/?SdkAppid=7"))
+            .body(event.body())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(post.status().as_u16(), 503);
+        let body = post.text().await.unwrap();
+        assert!(body.contains("FAIL"), "{body}");
+        let health = client.get(format!("{url}/healthz")).send().await.unwrap();
+        assert_eq!(health.status().as_u16(), 503);
+        assert_eq!(counters.accepted.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.unstored.load(Ordering::Relaxed), 1);
+        stop.trigger(crate::fetch::StopReason::Interrupted);
+        // Nothing reached the journal.
+        let (_, lines) = crate::journal::read(dir.path(), 0, u64::MAX, 10).unwrap();
+        assert!(lines.is_empty());
+    }
+}

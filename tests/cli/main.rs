@@ -16,5 +16,6 @@ mod groups;
 mod guards;
 mod incremental;
 mod layers;
+mod listen;
 mod s3;
 mod writers;

@@ -2,6 +2,8 @@
 //! arrow/parquet and csv readers, independently of msgext's writers.
 #![allow(dead_code)]
 
+pub mod listener;
+
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, TimestampMicrosecondType};
 use arrow_array::{Array, RecordBatch};
