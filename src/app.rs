@@ -241,6 +241,9 @@ async fn export_cmd(args: ExportArgs) -> u8 {
         Ok(j) => j,
         Err(code) => return code,
     };
+    if args.changed || job.changed.unwrap_or(false) {
+        return changed_cmd(&args, &job, &env).await;
+    }
     let plan = match job::plan(&args, &job, &env) {
         Ok(p) => p,
         Err(e) => return fail(2, e),
@@ -288,6 +291,47 @@ async fn export_cmd(args: ExportArgs) -> u8 {
             summary.status.exit_code()
         }
         Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+/// `export --changed`: a run per kind with something to read, each
+/// shown as any run is; the exit code of the worst.
+async fn changed_cmd(args: &ExportArgs, job: &JobFile, env: &Env) -> u8 {
+    let plan = match job::changed_plan(args, job, env) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let quiet = plan.base.quiet;
+    let ui = ui(quiet, ProgressMode::JsonLines);
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), quiet);
+    match export::changed::run(plan, ui, Tuning::default(), stop).await {
+        Ok(summaries) => {
+            let mut code = 0;
+            for summary in &summaries {
+                if !quiet {
+                    print!("{}", summary.human());
+                } else if summary.status != crate::report::RunStatus::Complete {
+                    eprintln!("msgext: {}", summary.one_line());
+                }
+                let c = summary.status.exit_code();
+                if severity(c) > severity(code) {
+                    code = c;
+                }
+            }
+            code
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+/// How bad an exit code is: 0 < 3 < 1 < 130.
+fn severity(code: u8) -> u8 {
+    match code {
+        0 => 0,
+        3 => 1,
+        1 => 2,
+        _ => 3,
     }
 }
 

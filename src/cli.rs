@@ -109,6 +109,26 @@ pub(crate) struct ExportArgs {
     /// a message whose last full read is older.
     #[arg(long)]
     pub(crate) full: bool,
+    /// Make the list from the lake instead of --input: the messages named by the extension
+    /// callbacks `msgext listen` committed since the last --changed run, plus the sweep's share
+    /// of the known messages (--input adds its rows). Both kinds, one run each.
+    #[arg(long)]
+    pub(crate) changed: bool,
+    /// With --changed: every known message is read at least once every K runs, about 1/K of
+    /// them a run (0: no sweep, only what the callbacks name) [default: 7].
+    #[arg(long, value_name = "K")]
+    pub(crate) sweep_runs: Option<u32>,
+    /// With --changed: only this kind of message [default: both].
+    #[arg(long, value_enum)]
+    pub(crate) kind: Option<KindArg>,
+}
+
+/// A kind of message on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum KindArg {
+    OneToOne,
+    Group,
 }
 
 /// Where the API is and how it is called: the same for every command that calls it.

@@ -304,6 +304,7 @@ fn demo_plan(args: &DemoArgs, input: std::path::PathBuf, url: String) -> ExportP
             always: false,
             every: Some(crate::job::DEFAULT_FULL_EVERY),
         },
+        changed: None,
     }
 }
 

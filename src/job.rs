@@ -47,6 +47,9 @@ pub(crate) struct JobFile {
     pub(crate) store_timeout: Option<f64>,
     pub(crate) full: Option<bool>,
     pub(crate) full_every: Option<String>,
+    pub(crate) changed: Option<bool>,
+    pub(crate) sweep_runs: Option<u32>,
+    pub(crate) kind: Option<crate::cli::KindArg>,
     /// The settings of `msgext discover` (its connection is the keys above).
     pub(crate) discover: Option<DiscoverJob>,
     /// The settings of `msgext listen` (its lake and app are the keys above).
@@ -292,6 +295,53 @@ pub(crate) fn connection(args: &ApiArgs, job: &JobFile, env: &Env) -> Result<Con
 /// small validator per setting, each naming the flag in its error.
 pub(crate) fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<ExportPlan, JobError> {
     let input = required(args.input.clone().or_else(|| job.input.clone()), "--input")?;
+    plan_with(args, job, env, input)
+}
+
+/// `export --changed`: the export's settings (its lists made from the
+/// lake), the sweep and the kinds; `--input`, when given, adds its rows.
+pub(crate) fn changed_plan(
+    args: &ExportArgs,
+    job: &JobFile,
+    env: &Env,
+) -> Result<crate::export::changed::ChangedPlan, JobError> {
+    if args.run_id.is_some() {
+        return Err(invalid(
+            "--run-id does not go with --changed: its runs are named, and resumed, from the state folder".into(),
+        ));
+    }
+    let input = args.input.clone().or_else(|| job.input.clone());
+    let base = plan_with(args, job, env, PathBuf::new())?;
+    if base.table_format == TableFormat::Plain || base.format == Format::Csv {
+        return Err(invalid(
+            "--changed reads the lake's Delta tables (events, current): it needs Parquet in Delta tables".into(),
+        ));
+    }
+    let kinds = match args.kind.or(job.kind) {
+        None => crate::kind::Kind::ALL.to_vec(),
+        Some(crate::cli::KindArg::OneToOne) => vec![crate::kind::Kind::OneToOne],
+        Some(crate::cli::KindArg::Group) => vec![crate::kind::Kind::Group],
+    };
+    Ok(crate::export::changed::ChangedPlan {
+        base,
+        sweep_runs: args
+            .sweep_runs
+            .or(job.sweep_runs)
+            .unwrap_or(DEFAULT_SWEEP_RUNS),
+        kinds,
+        input,
+    })
+}
+
+/// `--sweep-runs` by default: every known message read once a week of nightly runs.
+pub(crate) const DEFAULT_SWEEP_RUNS: u32 = 7;
+
+fn plan_with(
+    args: &ExportArgs,
+    job: &JobFile,
+    env: &Env,
+    input: PathBuf,
+) -> Result<ExportPlan, JobError> {
     let out = out(args, job)?;
     Ok(ExportPlan {
         input,
@@ -309,6 +359,7 @@ pub(crate) fn plan(args: &ExportArgs, job: &JobFile, env: &Env) -> Result<Export
             always: args.full || job.full.unwrap_or(false),
             every: full_every(job)?,
         },
+        changed: None,
     })
 }
 

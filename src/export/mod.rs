@@ -17,6 +17,7 @@
 //! at the start and the end of a run, keeps a runtime of its own
 //! (`table::delta`): the only other one.
 
+pub mod changed;
 mod claim;
 mod stages;
 mod writer;
@@ -60,6 +61,9 @@ pub struct ExportPlan {
     pub write: crate::write::WriteOptions,
     /// When a message the current tables know is read in full anyway.
     pub full: crate::table::FullReads,
+    /// A `--changed` run: the events table version its list was made up
+    /// to, committed with the current tables as the app's position.
+    pub changed: Option<u64>,
 }
 
 /// Why a run could not start or could not finish writing.
@@ -392,6 +396,9 @@ fn commit_tables(
         files: &summary.files,
         opts: plan.write,
         rebuild: run.rebuild,
+        position: plan
+            .changed
+            .map(|v| crate::table::changed::position_txn(plan.api.sdkappid, v)),
     };
     crate::table::current::commit(&current, &commit)?;
     crate::failpoint::hit("after_current_commits");

@@ -114,6 +114,8 @@ pub(crate) struct CurrentCommit<'a> {
     /// Replace the app's rows without reading them (`--full` over damaged
     /// tables): what the run read becomes all the tables hold of the app.
     pub(crate) rebuild: bool,
+    /// A `--changed` run's position, committed with `current_messages`.
+    pub(crate) position: Option<crate::table::delta::Txn>,
 }
 
 /// Commits another writer overtook (it changed the app's rows between this
@@ -229,12 +231,14 @@ fn commit_messages(
         adds: &adds,
         removes: &removes,
     };
-    let msg_version = match c
-        .delta
-        .commit_run(&msg_table, &msg_spec, changes, run, msg_snap)?
-    {
-        Committed::At(v) | Committed::Already(v) => v,
-    };
+    let also = c.position.as_slice();
+    let msg_version =
+        match c
+            .delta
+            .commit_run_with(&msg_table, &msg_spec, changes, (run, also), msg_snap)?
+        {
+            Committed::At(v) | Committed::Already(v) => v,
+        };
     Ok(Some(Planned {
         msg_version,
         kv_version: kv_snap.map(|s| s.version()),

@@ -194,6 +194,14 @@ impl DeltaLake {
             .map_err(self.kernel(table, "cannot read the table's log"))
     }
 
+    /// The table as it stood at `version`.
+    pub(crate) fn snapshot_at(&self, table: &str, version: u64) -> Result<SnapshotRef, DeltaError> {
+        Snapshot::builder_for(self.table_url(table).as_str())
+            .at_version(version)
+            .build(self.engine.as_ref())
+            .map_err(self.kernel(table, "cannot read an earlier version of the table's log"))
+    }
+
     /// Whether the table's log holds transaction `app_id` (a run committed).
     pub(crate) fn has_transaction(
         &self,
@@ -250,11 +258,26 @@ impl DeltaLake {
         run: &RunCommit<'_>,
         snapshot: Option<SnapshotRef>,
     ) -> Result<Committed, DeltaError> {
-        let txn = Txn {
+        self.commit_run_with(table, spec, changes, (run, &[]), snapshot)
+    }
+
+    /// `commit_run`, the commit also carrying the `txn`s of `also` (each
+    /// at its version, or the log's when that is higher: a position never
+    /// goes back).
+    pub(crate) fn commit_run_with(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        changes: Changes<'_>,
+        (run, also): (&RunCommit<'_>, &[Txn]),
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Committed, DeltaError> {
+        let mut txns = vec![Txn {
             app_id: app_id(run.run_id),
             version: 1,
-        };
-        self.commit_txn(table, spec, changes, (run, &txn), snapshot)
+        }];
+        txns.extend(also.iter().cloned());
+        self.commit_txns(table, spec, changes, (run, &txns), snapshot)
     }
 
     /// Commit `changes` with transaction `txn`, unless the table's log
@@ -265,15 +288,39 @@ impl DeltaLake {
         spec: &TableSpec,
         changes: Changes<'_>,
         (run, txn): (&RunCommit<'_>, &Txn),
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Committed, DeltaError> {
+        self.commit_txns(
+            table,
+            spec,
+            changes,
+            (run, std::slice::from_ref(txn)),
+            snapshot,
+        )
+    }
+
+    /// Commit with the `txns` (the first decides whether the commit is
+    /// already in the log; the others move to their version at least).
+    fn commit_txns(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        changes: Changes<'_>,
+        (run, txns): (&RunCommit<'_>, &[Txn]),
         mut snapshot: Option<SnapshotRef>,
     ) -> Result<Committed, DeltaError> {
         for _ in 0..MAX_CONFLICTS {
-            if let Some(s) = &snapshot
-                && self.txn_version(table, s, &txn.app_id)? >= Some(txn.version)
-            {
-                return Ok(Committed::Already(s.version()));
+            let mut txns = txns.to_vec();
+            if let Some(s) = &snapshot {
+                if self.txn_version(table, s, &txns[0].app_id)? >= Some(txns[0].version) {
+                    return Ok(Committed::Already(s.version()));
+                }
+                for t in &mut txns[1..] {
+                    let held = self.txn_version(table, s, &t.app_id)?;
+                    t.version = t.version.max(held.unwrap_or(i64::MIN));
+                }
             }
-            match self.try_commit(table, spec, changes, (run, txn), snapshot.clone())? {
+            match self.try_commit(table, spec, changes, (run, &txns), snapshot.clone())? {
                 Ok(version) => {
                     self.checkpoint_if_due(table, version);
                     return Ok(Committed::At(version));
@@ -296,7 +343,7 @@ impl DeltaLake {
         table: &str,
         spec: &TableSpec,
         changes: Changes<'_>,
-        (run, txn): (&RunCommit<'_>, &Txn),
+        (run, txns): (&RunCommit<'_>, &[Txn]),
         snapshot: Option<SnapshotRef>,
     ) -> Result<Result<u64, ()>, DeltaError> {
         let engine = self.engine.as_ref();
@@ -313,17 +360,20 @@ impl DeltaLake {
                         table: self.name(table),
                     });
                 }
-                let built = create_table(
+                let mut builder = create_table(
                     self.table_url(table).as_str(),
                     Arc::new(spec.schema.clone()),
                     info,
                     true,
                 )
-                .with_data_layout(DataLayout::partitioned(spec.partitions.iter().copied()))
-                .with_transaction_id(txn.app_id.clone(), txn.version)
-                .with_operation_parameters(params)
-                .with_operation_metrics(metrics)
-                .build(engine, committer);
+                .with_data_layout(DataLayout::partitioned(spec.partitions.iter().copied()));
+                for t in txns {
+                    builder = builder.with_transaction_id(t.app_id.clone(), t.version);
+                }
+                let built = builder
+                    .with_operation_parameters(params)
+                    .with_operation_metrics(metrics)
+                    .build(engine, committer);
                 let mut txn = match built {
                     // Another writer created it since this one looked.
                     Err(delta_kernel::KernelError::TableAlreadyExistsAtPath(_)) => {
@@ -354,8 +404,11 @@ impl DeltaLake {
                     true => builder.with_blind_append(),
                     false => builder,
                 };
+                let mut builder = builder;
+                for t in txns {
+                    builder = builder.with_transaction_id(t.app_id.clone(), t.version);
+                }
                 let mut txn = builder
-                    .with_transaction_id(txn.app_id.clone(), txn.version)
                     .with_operation_parameters(params)
                     .with_operation_metrics(metrics)
                     .build(engine, committer)

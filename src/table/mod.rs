@@ -15,6 +15,7 @@
 //! the same run as the history tables' commit. Nothing of the state lives
 //! on the machine.
 
+pub(crate) mod changed;
 pub(crate) mod current;
 pub mod delta;
 pub(crate) mod events;

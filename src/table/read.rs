@@ -76,9 +76,37 @@ pub(crate) fn sender(kind: Kind, batch: &RecordBatch) -> Result<Option<&StringAr
 /// The state fingerprint of each row's message (`MessageId::state_fingerprint`:
 /// a one-to-one message with or without its sender is one), from a batch's
 /// identity columns (the kind's `identity_fields`), read back through the
-/// kind's own input rules so that it is the fingerprint the run computes. Rows of one
-/// message come together, so a row like the one before reuses its print.
+/// kind's own input rules so that it is the fingerprint the run computes.
 pub(crate) fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>, WriteError> {
+    let mut out: Vec<u128> = Vec::with_capacity(batch.num_rows());
+    each_id(kind, batch, |id| {
+        let fp = match id {
+            Some(id) => id.state_fingerprint(),
+            None => out.last().copied().unwrap_or_default(),
+        };
+        out.push(fp);
+    })?;
+    Ok(out)
+}
+
+/// The message of each row, from the batch's identity columns.
+pub(crate) fn ids(kind: Kind, batch: &RecordBatch) -> Result<Vec<MessageId>, WriteError> {
+    let mut out: Vec<MessageId> = Vec::with_capacity(batch.num_rows());
+    each_id(kind, batch, |id| {
+        if let Some(id) = id.or_else(|| out.last().cloned()) {
+            out.push(id);
+        }
+    })?;
+    Ok(out)
+}
+
+/// Each row's message read from its identity cells, `None` for a row like
+/// the one before it (rows of one message come together: read once).
+fn each_id(
+    kind: Kind,
+    batch: &RecordBatch,
+    mut each: impl FnMut(Option<MessageId>),
+) -> Result<(), WriteError> {
     let spec = kind.spec();
     let columns: Vec<&ArrayRef> = spec
         .identity_fields()
@@ -89,12 +117,10 @@ pub(crate) fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>,
                 .ok_or_else(|| WriteError::Store(format!("a file without the column {}", f.name())))
         })
         .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(batch.num_rows());
     let mut cells: Vec<String> = vec![String::new(); columns.len()];
     for row in 0..batch.num_rows() {
-        let same = row > 0 && columns.iter().all(|c| same_cell(c, row - 1, row));
-        if same && let Some(&fp) = out.last() {
-            out.push(fp);
+        if row > 0 && columns.iter().all(|c| same_cell(c, row - 1, row)) {
+            each(None);
             continue;
         }
         for (cell, c) in cells.iter_mut().zip(&columns) {
@@ -105,9 +131,9 @@ pub(crate) fn fingerprints(kind: Kind, batch: &RecordBatch) -> Result<Vec<u128>,
         let id: MessageId = spec.parse_cells(&refs).map_err(|e| {
             WriteError::Store(format!("a row whose identity msgext cannot read: {e}"))
         })?;
-        out.push(id.state_fingerprint());
+        each(Some(id));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A cell as the input gives it: text, a number in decimal, empty for null.

@@ -161,6 +161,7 @@ impl Settle<'_> {
             files: &files,
             opts: self.opts,
             rebuild: false,
+            position: None,
         };
         current::commit(&current, &commit)?;
         tracing::info!(

@@ -58,6 +58,7 @@ fn plan(server: &MockServer, dir: &Path, input: &[MessageRef], rate: u32) -> Exp
             always: false,
             every: Some(msgext::job::DEFAULT_FULL_EVERY),
         },
+        changed: None,
     }
 }
 

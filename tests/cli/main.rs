@@ -8,6 +8,7 @@ mod common;
 #[path = "../common/s3server.rs"]
 mod s3server;
 
+mod changed;
 mod delta;
 mod discover;
 mod e2e;
