@@ -737,3 +737,44 @@ async fn a_listener_killed_with_sigkill_keeps_every_acknowledged_event() {
         .collect();
     assert_eq!(event_rows(&out, true), rows_of(&all));
 }
+
+/// `export --changed` killed at `failpoint` of its first kind's run, then
+/// the same command: it resumes that run with the same list, the events
+/// are consumed once (a third run finds nothing), and what they named
+/// equals a full read.
+async fn changed_killed_at(failpoint: &str) {
+    use common::listener;
+    let mut n = common::changed::Nights::backfill().await;
+    let events = n.change(7, 0.5).await;
+    let l = listener::start(&n.out, &listener::state(n.dir.path(), 0), &[], &[]);
+    assert_eq!(l.deliver(&events).await.failed, 0);
+    l.stop().await;
+    let quiet = ["--sweep-runs", "0"];
+    n.changed_env(&quiet, &[("MSGEXT_FAILPOINT", failpoint)], None)
+        .await;
+    let err = n.changed(&quiet).await;
+    assert!(err.contains("resuming run"), "killed at {failpoint}: {err}");
+    let named = events.iter().map(|e| e.message.clone()).collect();
+    n.assert_full_read(Some(&named), failpoint);
+    let err = n.changed(&quiet).await;
+    assert_eq!(
+        err.matches("nothing to read").count(),
+        2,
+        "killed at {failpoint}: {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_killed_before_its_current_commits_resumes_its_list() {
+    changed_killed_at("after_delta_commits").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_killed_between_its_current_commits_consumes_its_events_once() {
+    changed_killed_at("between_current_commits").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_killed_after_its_current_commits_consumes_its_events_once() {
+    changed_killed_at("after_current_commits").await;
+}

@@ -349,11 +349,15 @@ fn current_state(
     crate::table::check(&**lake, delta, kind)?;
     // This run too, resumed after a kill between its own commits.
     let unfinished: Vec<String> = others.iter().cloned().chain([run_id.to_owned()]).collect();
+    let position = plan
+        .changed
+        .map(|v| crate::table::changed::position_txn(plan.api.sdkappid, v));
     let settle = crate::table::settle::Settle {
         lake,
         delta,
         kind,
         opts: plan.write,
+        own: position.map(|p| (run_id, p)),
     };
     let state = crate::table::state(&settle, plan.api.sdkappid, plan.full, &unfinished)?;
     if !plan.quiet {

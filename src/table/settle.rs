@@ -29,6 +29,11 @@ pub(crate) struct Settle<'a> {
     pub(crate) delta: &'a DeltaLake,
     pub(crate) kind: Kind,
     pub(crate) opts: WriteOptions,
+    /// The run settling, and the `--changed` position its commit carries
+    /// when it completes its own commits. Another run completing a killed
+    /// `--changed` run does not know that run's position: the position
+    /// then stays, and the next `--changed` run reads those events again.
+    pub(crate) own: Option<(&'a str, crate::table::delta::Txn)>,
 }
 
 /// A run the current tables hold in part, completed (or found whole by then).
@@ -161,7 +166,11 @@ impl Settle<'_> {
             files: &files,
             opts: self.opts,
             rebuild: false,
-            position: None,
+            position: self
+                .own
+                .as_ref()
+                .filter(|(own, _)| *own == run)
+                .map(|(_, txn)| txn.clone()),
         };
         current::commit(&current, &commit)?;
         tracing::info!(

@@ -2,6 +2,7 @@
 //! arrow/parquet and csv readers, independently of msgext's writers.
 #![allow(dead_code)]
 
+pub mod changed;
 pub mod listener;
 
 use arrow_array::cast::AsArray;
