@@ -94,6 +94,10 @@ impl KindSpec for Group {
         "group_extension_events"
     }
 
+    fn changes_table(&self) -> &'static str {
+        "group_key_value_changes"
+    }
+
     fn identity_fields(&self) -> Vec<Field> {
         vec![
             Field::new("group_id", DataType::Utf8, false),

@@ -120,6 +120,8 @@ pub trait KindSpec: Sync {
     fn tables(&self) -> [&'static str; 2];
     /// The lake's table of this kind's extension callbacks (`msgext listen`).
     fn events_table(&self) -> &'static str;
+    /// The lake's table of what each run changed in the current tables.
+    fn changes_table(&self) -> &'static str;
     /// The identity columns that open both tables.
     fn identity_fields(&self) -> Vec<Field>;
     /// The identity column an input may leave empty (a one-to-one

@@ -80,6 +80,10 @@ impl KindSpec for OneToOne {
         "extension_events"
     }
 
+    fn changes_table(&self) -> &'static str {
+        "key_value_changes"
+    }
+
     fn identity_fields(&self) -> Vec<Field> {
         vec![
             Field::new("from_account", DataType::Utf8, true),

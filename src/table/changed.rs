@@ -12,10 +12,13 @@
 //! not (an events table only ever gains files).
 //!
 //! The sweep: each run reads the `ceil(N / K)` known messages (status ok)
-//! whose last good read is the oldest. Every run's reads make their
-//! messages the newest, so a message moves up by at least that many
-//! places a run it is not read, and is read within K runs; no counter is
-//! kept, and a run that reads nothing costs nothing.
+//! whose last good read is the oldest, N counting every message of the
+//! app's `current_messages` (those not found too). Every run's reads make
+//! their messages the newest, so a message moves up by at least that many
+//! places a run it is not read, and is read within K runs: N never
+//! shrinks (a message found gone stays, as not found), so K runs move a
+//! message up at least N places. No counter is kept, and a run that reads
+//! nothing costs nothing.
 
 use super::delta::{DeltaLake, LiveFile, Txn};
 use super::{app_dir, latest, names, read};
@@ -128,14 +131,14 @@ fn files(
 /// fingerprint's high half (ties in a fixed order).
 type Age = (i64, u64);
 
-/// The sweep's pick of `known` ages: how many of the oldest a run reads
-/// (`ceil(N / K)`, none with `K` = 0), and the age at or below which a
-/// message is picked.
-pub(crate) fn sweep_cut(ages: &mut [Age], runs: u32) -> Option<Age> {
+/// The sweep's pick of `ages` (the known messages found, of `all` the
+/// app's messages): how many of the oldest a run reads (`ceil(all / K)`,
+/// none with `K` = 0), as the age at or below which a message is picked.
+pub(crate) fn sweep_cut(ages: &mut [Age], all: usize, runs: u32) -> Option<Age> {
     if runs == 0 || ages.is_empty() {
         return None;
     }
-    let n = ages.len().div_ceil(runs as usize);
+    let n = all.max(ages.len()).div_ceil(runs as usize).min(ages.len());
     let (_, cut, _) = ages.select_nth_unstable(n - 1);
     Some(*cut)
 }
@@ -158,12 +161,12 @@ pub(crate) fn sweep(
     let files = delta.files_under(&table, &snapshot, &format!("{}/", app_dir(sdkappid)))?;
     // Two passes: the ages alone (16 bytes a message), then the picked messages.
     let mut ages = Vec::new();
-    known_ages(lake, kind, &table, &files, |_, age| {
+    let all = known_ages(lake, kind, &table, &files, |_, age| {
         ages.push(age);
         Ok(())
     })?;
     let known = ages.len();
-    let Some(cut) = sweep_cut(&mut ages, runs) else {
+    let Some(cut) = sweep_cut(&mut ages, all, runs) else {
         return Ok(known);
     };
     drop(ages);
@@ -174,17 +177,20 @@ pub(crate) fn sweep(
     Ok(known)
 }
 
-/// Each known message (status ok) of the files, with its age.
+/// Each known message (status ok) of the files, with its age; how many
+/// messages the files hold (any status).
 fn known_ages(
     lake: &dyn LakeStore,
     kind: Kind,
     table: &str,
     files: &[LiveFile],
     mut each: impl FnMut(MessageId, Age) -> Result<(), WriteError>,
-) -> Result<(), WriteError> {
+) -> Result<usize, WriteError> {
+    let mut all = 0;
     for f in files {
         for batch in read::batches(lake, &format!("{table}/{}", f.path))? {
             let batch = batch?;
+            all += batch.num_rows();
             let status = read::strings(&batch, "status")?;
             let read_at: &TimestampMicrosecondArray = read::column(&batch, "read_at")?;
             for (i, id) in read::ids(kind, &batch)?.into_iter().enumerate() {
@@ -201,7 +207,7 @@ fn known_ages(
             }
         }
     }
-    Ok(())
+    Ok(all)
 }
 
 #[cfg(test)]
@@ -210,12 +216,12 @@ mod tests {
 
     #[test]
     fn the_sweep_cuts_at_the_oldest_share() {
-        // (read_at, fingerprint) ages; K runs.
-        let cases: [(&[Age], u32, Option<Age>); 6] = [
-            (&[], 7, None),
-            (&[(5, 1), (1, 1)], 0, None),
+        // (read_at, fingerprint) ages of the messages found; all messages; K runs.
+        let cases: [(&[Age], usize, u32, Option<Age>); 7] = [
+            (&[], 0, 7, None),
+            (&[(5, 1), (1, 1)], 2, 0, None),
             // One message: read every run.
-            (&[(5, 1)], 7, Some((5, 1))),
+            (&[(5, 1)], 1, 7, Some((5, 1))),
             // 10 known, K = 3: the 4 oldest.
             (
                 &[
@@ -230,53 +236,86 @@ mod tests {
                     (5, 0),
                     (10, 0),
                 ],
+                10,
                 3,
                 Some((4, 0)),
             ),
             // Ties of read_at are cut by fingerprint.
-            (&[(1, 9), (1, 3), (1, 7), (2, 0)], 2, Some((1, 7))),
+            (&[(1, 9), (1, 3), (1, 7), (2, 0)], 4, 2, Some((1, 7))),
             // K above N: one a run.
-            (&[(3, 0), (2, 0)], 7, Some((2, 0))),
+            (&[(3, 0), (2, 0)], 2, 7, Some((2, 0))),
+            // Messages not found count: 3 found of 9, K = 3: 3 a run (all of them).
+            (&[(3, 0), (2, 0), (1, 0)], 9, 3, Some((3, 0))),
         ];
-        for (ages, runs, want) in cases {
+        for (ages, all, runs, want) in cases {
             let mut ages = ages.to_vec();
-            assert_eq!(sweep_cut(&mut ages, runs), want, "{ages:?} K={runs}");
+            assert_eq!(
+                sweep_cut(&mut ages, all, runs),
+                want,
+                "{ages:?} of {all}, K={runs}"
+            );
         }
     }
 
-    /// Run after run, each run reads the oldest share (and some messages
-    /// by their events, which makes them newest): every message is read
-    /// within K runs, about N/K a run.
-    #[test]
-    fn every_known_message_is_swept_within_k_runs() {
-        let (n, k) = (1000usize, 7u32);
-        let mut read_at: Vec<i64> = (0..n).map(|i| (i % 13) as i64).collect();
-        let mut last_read: Vec<i64> = vec![0; n];
+    /// Runs of the sweep over `n0` messages, K = `k`: each run reads the
+    /// oldest share, `events` messages by their events (they become
+    /// newest), finds one read in `gone_one_in` gone for good, and learns
+    /// `new` messages. Every message found is read within K runs, at most
+    /// ceil(N / K) a run by the sweep.
+    fn simulate(k: u32, n0: usize, events: usize, new: usize, gone_one_in: u64) {
+        let mut read_at: Vec<i64> = (0..n0).map(|i| (i % 13) as i64).collect();
+        let mut gone: Vec<bool> = vec![false; n0];
+        let mut last_read: Vec<i64> = vec![0; n0];
         let mut rng = crate::mock::store::SplitMix64::new(3);
-        for run in 1..=50i64 {
-            let mut ages: Vec<Age> = (0..n).map(|i| (read_at[i], i as u64)).collect();
-            let cut = sweep_cut(&mut ages, k).unwrap();
-            let picked: Vec<usize> = (0..n).filter(|&i| (read_at[i], i as u64) <= cut).collect();
+        for run in 1..=60i64 {
+            let n = read_at.len();
+            let found: Vec<usize> = (0..n).filter(|&i| !gone[i]).collect();
+            let mut ages: Vec<Age> = found.iter().map(|&i| (read_at[i], i as u64)).collect();
+            let Some(cut) = sweep_cut(&mut ages, n, k) else {
+                return;
+            };
+            let picked: Vec<usize> = found
+                .into_iter()
+                .filter(|&i| (read_at[i], i as u64) <= cut)
+                .collect();
             assert!(
-                picked.len() <= n.div_ceil(k as usize) + 1,
+                picked.len() <= n.div_ceil(k as usize),
                 "run {run}: {}",
                 picked.len()
             );
-            let now = 100 + run;
-            for i in picked {
-                read_at[i] = now;
+            let changed: Vec<usize> = (0..events)
+                .map(|_| rng.below(n as u64) as usize)
+                .filter(|&i| !gone[i])
+                .collect();
+            for i in picked.into_iter().chain(changed) {
+                read_at[i] = 100 + run;
                 last_read[i] = run;
+                gone[i] = rng.below(gone_one_in) == 0;
             }
-            // Some messages changed: read by their events.
-            for _ in 0..10 {
-                let i = rng.below(n as u64) as usize;
-                read_at[i] = now;
-                last_read[i] = run;
-            }
-            if run >= k as i64 {
-                let stale = (0..n).filter(|&i| run - last_read[i] >= k as i64).count();
-                assert_eq!(stale, 0, "run {run}: messages not read for K runs");
-            }
+            read_at.extend(std::iter::repeat_n(100 + run, new));
+            last_read.extend(std::iter::repeat_n(run, new));
+            gone.extend(std::iter::repeat_n(false, new));
+            let stale = (0..read_at.len())
+                .filter(|&i| !gone[i] && run - last_read[i] >= k as i64)
+                .count();
+            assert_eq!(
+                stale, 0,
+                "run {run} (K={k}, N={n0}): found but not read for K runs"
+            );
+        }
+    }
+
+    #[test]
+    fn every_known_message_is_swept_within_k_runs() {
+        // (K, N, events a run, new a run, one read in _ finds its message gone)
+        for (k, n, events, new, gone) in [
+            (7, 1000, 10, 5, 20),
+            (3, 20, 0, 0, 4),
+            (3, 20, 2, 0, 3),
+            (5, 7, 0, 1, 2),
+            (1, 50, 0, 0, 10),
+        ] {
+            simulate(k, n, events, new, gone);
         }
     }
 }

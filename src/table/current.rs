@@ -16,6 +16,7 @@
 //! (`Replaced`). Files of `current_key_values` without a pair of a message
 //! read anew stay as they are.
 
+mod changes;
 mod reads;
 mod rewrite;
 
@@ -284,13 +285,15 @@ fn commit_pairs(
             (reads, senders, plan)
         }
     };
+    let mut diff = changes::Diff::default();
     let (adds, mut removes) = write_pairs(
         c,
         (&kv_table, hist_kv),
         &plan,
         (&reads, &senders),
-        run.run_id,
+        (run.run_id, &mut diff),
     )?;
+    changes::commit(c, run, diff, &reads)?;
     if c.rebuild {
         removes = app_files(c, &kv_table, &kv_snap)?
             .into_iter()

@@ -360,29 +360,7 @@ impl DeltaLake {
                         table: self.name(table),
                     });
                 }
-                let mut builder = create_table(
-                    self.table_url(table).as_str(),
-                    Arc::new(spec.schema.clone()),
-                    info,
-                    true,
-                )
-                .with_data_layout(DataLayout::partitioned(spec.partitions.iter().copied()));
-                for t in txns {
-                    builder = builder.with_transaction_id(t.app_id.clone(), t.version);
-                }
-                let built = builder
-                    .with_operation_parameters(params)
-                    .with_operation_metrics(metrics)
-                    .build(engine, committer);
-                let mut txn = match built {
-                    // Another writer created it since this one looked.
-                    Err(delta_kernel::KernelError::TableAlreadyExistsAtPath(_)) => {
-                        return Ok(Err(()));
-                    }
-                    other => other.map_err(&fail)?,
-                };
-                txn.add_files(adds);
-                committed(txn.commit(engine)).map_err(&fail)?
+                return self.try_create(table, spec, adds, txns, (params, metrics));
             }
             Some(s) => {
                 let removes = self.selected_files(table, &s, changes.removes)?;
@@ -404,11 +382,10 @@ impl DeltaLake {
                     true => builder.with_blind_append(),
                     false => builder,
                 };
-                let mut builder = builder;
-                for t in txns {
-                    builder = builder.with_transaction_id(t.app_id.clone(), t.version);
-                }
-                let mut txn = builder
+                let mut txn = (txns.iter())
+                    .fold(builder, |b, t| {
+                        b.with_transaction_id(t.app_id.clone(), t.version)
+                    })
                     .with_operation_parameters(params)
                     .with_operation_metrics(metrics)
                     .build(engine, committer)
@@ -421,6 +398,37 @@ impl DeltaLake {
             }
         };
         Ok(result)
+    }
+
+    /// The first commit of a table: `Ok(Err(()))` when another writer created it first.
+    fn try_create(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        adds: Box<ArrowEngineData>,
+        txns: &[Txn],
+        (params, metrics): (Entries<3>, Entries<5>),
+    ) -> Result<Result<u64, ()>, DeltaError> {
+        let engine = self.engine.as_ref();
+        let fail = self.kernel(table, "cannot commit the run");
+        let layout = DataLayout::partitioned(spec.partitions.iter().copied());
+        let schema = Arc::new(spec.schema.clone());
+        let builder = create_table(self.table_url(table).as_str(), schema, engine_info(), true)
+            .with_data_layout(layout);
+        let built = (txns.iter())
+            .fold(builder, |b, t| {
+                b.with_transaction_id(t.app_id.clone(), t.version)
+            })
+            .with_operation_parameters(params)
+            .with_operation_metrics(metrics)
+            .build(engine, Box::new(FileSystemCommitter::new()));
+        let mut txn = match built {
+            // Another writer created it since this one looked.
+            Err(delta_kernel::KernelError::TableAlreadyExistsAtPath(_)) => return Ok(Err(())),
+            other => other.map_err(&fail)?,
+        };
+        txn.add_files(adds);
+        committed(txn.commit(engine)).map_err(&fail)
     }
 
     /// The live files of a table, as the kernel's scan-file visitor gives

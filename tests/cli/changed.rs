@@ -4,7 +4,7 @@
 //! only those and the sweep's share, and after K quiet runs every known
 //! message equals a full read. Both kinds.
 
-use crate::common::changed::Nights;
+use crate::common::changed::{Nights, PairMap, difference};
 use crate::common::listener;
 use crate::common::start_mock;
 use msgext::kind::MessageId;
@@ -21,6 +21,13 @@ fn state(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nights_of_callbacks_keep_what_they_name_a_full_read_and_the_sweep_the_rest() {
     let mut n = Nights::backfill().await;
+    // The backfill inserted every pair.
+    let mut seen = HashSet::new();
+    assert_eq!(
+        n.new_changes(&mut seen),
+        difference(&PairMap::new(), &n.pairs())
+    );
+    let mut changes_seen: HashSet<String> = HashSet::new();
     // Already exported: nothing new, no sweep: nothing is called.
     let err = n.changed(&["--sweep-runs", "0"]).await;
     assert!(err.contains("nothing to read"), "{err}");
@@ -49,8 +56,24 @@ async fn nights_of_callbacks_keep_what_they_name_a_full_read_and_the_sweep_the_r
             .iter()
             .map(|&i| events[i].message.clone())
             .collect();
+        let before = n.pairs();
         let err = n.changed(&["--sweep-runs", &K.to_string()]).await;
         n.assert_full_read(Some(&named), &format!("night {night}"));
+        // key_value_changes tells the night's difference, row for row.
+        let told = n.new_changes(&mut seen);
+        let want = difference(&before, &n.pairs());
+        if told != want {
+            let differ: Vec<_> = want
+                .keys()
+                .chain(told.keys())
+                .filter(|k| told.get(*k) != want.get(*k))
+                .take(3)
+                .collect();
+            panic!(
+                "night {night}: key_value_changes differs from the tables' difference at {differ:?}"
+            );
+        }
+        changes_seen.extend(told.into_values().map(|c| c.0));
         // Calls went to the named messages and the sweep's share of each kind only.
         let called = n.called();
         let sweep = 40usize.div_ceil(K as usize) + 20usize.div_ceil(K as usize);
@@ -68,6 +91,11 @@ async fn nights_of_callbacks_keep_what_they_name_a_full_read_and_the_sweep_the_r
             );
         }
     }
+    assert_eq!(
+        changes_seen.len(),
+        3,
+        "inserts, updates and deletes: {changes_seen:?}"
+    );
     // K quiet runs: every known message is read once more, and equals a full read.
     n.server = start_mock(n.store.clone(), Faults::default(), 1).await;
     for _ in 0..K {

@@ -150,3 +150,126 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
 }
+
+/// The current pairs of both kinds by (message, key): (value, Seq). A
+/// message is named without its sender (`c2c:to/msg_key`, `group:id/seq`).
+pub type PairMap = std::collections::BTreeMap<(String, String), (String, i64)>;
+
+/// A row of a changes table: (change, old value, old Seq, new value, new Seq).
+pub type ChangeMap = std::collections::BTreeMap<
+    (String, String),
+    (
+        String,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    ),
+>;
+
+impl Nights {
+    pub fn pairs(&self) -> PairMap {
+        let (c2c, group) = self.current();
+        let mut m = PairMap::new();
+        for r in c2c {
+            m.insert(
+                (format!("c2c:{}/{}", r.to, r.msg_key), r.key),
+                (r.value, r.seq),
+            );
+        }
+        for r in group {
+            m.insert(
+                (format!("group:{}/{}", r.group_id, r.msg_seq), r.key),
+                (r.value, r.seq),
+            );
+        }
+        m
+    }
+
+    /// The rows of both changes tables of the runs not in `seen` (then added to it).
+    pub fn new_changes(&self, seen: &mut HashSet<String>) -> ChangeMap {
+        use arrow_array::Array;
+        use arrow_array::cast::AsArray;
+        use arrow_array::types::Int64Type;
+        let mut out = ChangeMap::new();
+        let mut runs = HashSet::new();
+        for (table, group) in [
+            ("key_value_changes", false),
+            ("group_key_value_changes", true),
+        ] {
+            let path = self.out.join(table);
+            if !path.join("_delta_log").exists() {
+                continue;
+            }
+            for b in super::local_delta_batches(&path) {
+                let text = |n: &str, i: usize| {
+                    let a = b.column_by_name(n).unwrap().as_string::<i32>();
+                    a.is_valid(i).then(|| a.value(i).to_owned())
+                };
+                let int = |n: &str, i: usize| {
+                    let a = b.column_by_name(n).unwrap().as_primitive::<Int64Type>();
+                    a.is_valid(i).then(|| a.value(i))
+                };
+                for i in 0..b.num_rows() {
+                    let run = text("run_id", i).unwrap();
+                    if seen.contains(&run) {
+                        continue;
+                    }
+                    runs.insert(run);
+                    let id = match group {
+                        false => format!(
+                            "c2c:{}/{}",
+                            text("to_account", i).unwrap(),
+                            text("msg_key", i).unwrap()
+                        ),
+                        true => format!(
+                            "group:{}/{}",
+                            text("group_id", i).unwrap(),
+                            int("msg_seq", i).unwrap()
+                        ),
+                    };
+                    let row = (
+                        text("change", i).unwrap(),
+                        text("old_value", i),
+                        int("old_seq", i),
+                        text("new_value", i),
+                        int("new_seq", i),
+                    );
+                    let key = (id, text("key", i).unwrap());
+                    assert!(
+                        out.insert(key.clone(), row).is_none(),
+                        "{key:?} changed twice by one night's runs"
+                    );
+                }
+            }
+        }
+        seen.extend(runs);
+        out
+    }
+}
+
+/// What changed between two states of the current pairs, as the changes
+/// table should tell it.
+pub fn difference(before: &PairMap, after: &PairMap) -> ChangeMap {
+    let mut out = ChangeMap::new();
+    for k in before.keys().chain(after.keys()) {
+        let (old, new) = (before.get(k), after.get(k));
+        let change = match (old, new) {
+            (None, Some(_)) => "insert",
+            (Some(_), None) => "delete",
+            (Some(o), Some(n)) if o != n => "update",
+            _ => continue,
+        };
+        out.insert(
+            k.clone(),
+            (
+                change.to_owned(),
+                old.map(|o| o.0.clone()),
+                old.map(|o| o.1),
+                new.map(|n| n.0.clone()),
+                new.map(|n| n.1),
+            ),
+        );
+    }
+    out
+}

@@ -2,6 +2,7 @@
 //! run did not read, kept; those of the messages it read, merged with what
 //! came back (`merge`) and written anew, `FILE_BYTES` a file.
 
+use super::changes::Diff;
 use super::reads::{Reads, Senders, run_files, senders_from_history, with_senders};
 use super::{CurrentCommit, FILE_BYTES, How, ReadRow, adds_pairs, keeps, sender_hash};
 use crate::incremental::Read;
@@ -431,7 +432,7 @@ pub(super) fn write_pairs(
     (table, hist_kv): (&str, &str),
     plan: &PairPlan,
     (reads, senders): (&Reads, &Senders),
-    run_id: &str,
+    (run_id, diff): (&str, &mut Diff),
 ) -> Result<(Vec<DataFile>, Vec<String>), WriteError> {
     let schema = kv_schema(c.kind);
     let mut out = NewFiles::new(c, table, schema.clone(), run_id);
@@ -439,6 +440,8 @@ pub(super) fn write_pairs(
         for batch in read::batches(c.lake.as_ref(), &format!("{table}/{path}"))? {
             let batch = batch?;
             let (fps, keep) = kept_rows(c.kind, &batch, reads, &plan.replaced)?;
+            let dropped: Vec<bool> = keep.iter().map(|k| !k).collect();
+            diff.note(c.kind, &batch, &dropped, false)?;
             let batch = with_new_seqs(&batch, &fps, reads)?;
             let batch = with_senders(c.kind, batch, &fps, senders)?;
             let kept = arrow_select::filter::filter_record_batch(&batch, &BooleanArray::from(keep))
@@ -450,10 +453,12 @@ pub(super) fn write_pairs(
         for batch in read::batches(c.lake.as_ref(), rel)? {
             let batch = batch?;
             let fps = read::fingerprints(c.kind, &batch)?;
-            let mask: BooleanArray = fps
+            let added: Vec<bool> = fps
                 .iter()
-                .map(|fp| Some(adds_pairs(reads.get(*fp).as_ref())))
+                .map(|fp| adds_pairs(reads.get(*fp).as_ref()))
                 .collect();
+            diff.note(c.kind, &batch, &added, true)?;
+            let mask = BooleanArray::from(added);
             let batch = with_senders(c.kind, batch, &fps, senders)?;
             let rows = arrow_select::filter::filter_record_batch(&batch, &mask)
                 .map_err(|e| WriteError::Store(e.to_string()))?;
