@@ -228,7 +228,89 @@ pub(crate) async fn run(
     if stop.reason().is_none() {
         summaries.push(discover_and_export(args, ui, &server.url(), &stop).await?);
     }
+    if stop.reason().is_none() && args.format == crate::write::Format::Parquet {
+        let (night, server) = a_night_of_callbacks(args, ui, &stop).await?;
+        summaries.extend(night);
+        return Ok((summaries, server.url()));
+    }
     Ok((summaries, server.url()))
+}
+
+/// The demo's webhook token (the listener's and the simulator's).
+const DEMO_CALLBACK_TOKEN: &str = "msgext-demo-webhook-token";
+
+/// Change capture: a tenth of the messages change (the use case's polls
+/// left as shipped); their callbacks go to a listener, a tenth of them
+/// lost; `export --changed` reads what they name and the sweep's share.
+async fn a_night_of_callbacks(
+    args: &DemoArgs,
+    ui: Ui,
+    stop: &StopSignal,
+) -> Result<(Vec<Summary>, MockServer), export::ExportError> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| export::ExportError::Output(format!("{what}: {e}"));
+    let mut store = demo_store();
+    let kept: std::collections::HashSet<MessageId> = use_case_store()
+        .messages
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    let changes: Vec<_> = (store.random_changes(DEMO_SEED + 1, 0.1).into_iter())
+        .filter(|c| !kept.contains(&c.id))
+        .collect();
+    let events = store.apply_with_events(&changes, chrono::Utc::now().timestamp_millis());
+    let server = MockServer::start(store, demo_mock_config(), ([127, 0, 0, 1], 0).into())
+        .await
+        .map_err(|e| fail("cannot start the simulator", &e))?;
+    let listening = StopSignal::default();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let plan = crate::listen::ListenPlan {
+        out: crate::write::Out::Dir(args.out.clone()),
+        sdkappid: DEMO_SDKAPPID,
+        bind: ([127, 0, 0, 1], 0).into(),
+        state_dir: args.out.join("_listen"),
+        commit_every: std::time::Duration::from_secs(3600),
+        token: Some(DEMO_CALLBACK_TOKEN.into()),
+        quiet: true,
+        store_timeout: crate::write::WriteOptions::default().store_timeout,
+    };
+    let listener = tokio::spawn(crate::listen::run(plan, listening.clone(), move |a| {
+        let _ = tx.send(a);
+    }));
+    let addr = rx
+        .await
+        .map_err(|e| fail("the listener did not start", &e))?;
+    let delivery = crate::mock::callbacks::Delivery {
+        url: format!("http://{addr}/im/callback"),
+        token: Some(DEMO_CALLBACK_TOKEN.into()),
+        sdkappid: DEMO_SDKAPPID,
+        loss: 0.1,
+        twice: 0.0,
+        seed: DEMO_SEED,
+    };
+    let delivered = crate::mock::callbacks::deliver(&delivery, &events).await;
+    listening.trigger(crate::fetch::StopReason::Interrupted);
+    let counters = match listener.await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(fail("the listener", &e)),
+        Err(e) => return Err(fail("the listener", &e)),
+    };
+    eprintln!(
+        "msgext demo: a night later: {} changes, their callbacks to `msgext listen` ({}; {} committed to extension_events); now `export --changed`",
+        events.len(),
+        delivered.one_line(),
+        counters
+            .committed
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
+    let plan = export::changed::ChangedPlan {
+        base: demo_plan(args, std::path::PathBuf::new(), server.url()),
+        sweep_runs: crate::job::DEFAULT_SWEEP_RUNS,
+        kinds: crate::kind::Kind::ALL.to_vec(),
+        input: None,
+    };
+    let summaries = export::changed::run(plan, ui, Tuning::default(), stop.clone()).await?;
+    Ok((summaries, server))
 }
 
 /// The nightly pair: discover the groups' messages of the last 7 days,

@@ -880,7 +880,7 @@ mod tests {
     #[test]
     fn every_example_job_file_loads_and_plans() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
-        let (mut n, mut discovering) = (0, 0);
+        let (mut n, mut discovering, mut listening) = (0, 0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -888,8 +888,19 @@ mod tests {
             }
             let text = std::fs::read_to_string(&path).unwrap();
             let job = JobFile::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-            plan(&ExportArgs::default(), &job, &env())
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let args = ExportArgs::default();
+            match job.changed {
+                Some(true) => changed_plan(&args, &job, &env()).map(drop),
+                _ => plan(&args, &job, &env()).map(drop),
+            }
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if job.listen.is_some() {
+                let args = crate::cli::ListenArgs::default();
+                let p = listen_plan(&args, &job, Some("token".into()), &|_| None)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert_eq!(p.bind.port(), 8080);
+                listening += 1;
+            }
             if job.discover.is_some() {
                 let args = crate::cli::DiscoverArgs::default();
                 discover_plan(&args, &job, &env(), chrono::Utc::now())
@@ -900,6 +911,7 @@ mod tests {
         }
         assert!(n >= 2, "jobs/ holds example job files");
         assert!(discovering >= 1, "and one of the nightly pair");
+        assert!(listening >= 1, "and one of change capture");
     }
 
     #[test]

@@ -86,9 +86,15 @@ impl Committer {
         }
     }
 
-    /// The last commit, as the listener stops.
+    /// The last commit, as the listener stops (tried again at once when it
+    /// fails, as when another listener created a table meanwhile).
     pub(super) async fn last(&mut self, end: u64) {
-        self.tick(end).await;
+        for _ in 0..3 {
+            self.tick(end).await;
+            if !self.failing {
+                break;
+            }
+        }
         let left = end.saturating_sub(self.counters.committed_to.load(Ordering::Relaxed));
         if left > 0 {
             eprintln!(

@@ -540,7 +540,13 @@ impl DeltaLake {
 
 /// Whether `table` has a Delta log.
 pub(crate) fn has_log(lake: &dyn LakeStore, table: &str) -> Result<bool, WriteError> {
-    Ok(!lake.list(&format!("{table}/_delta_log"))?.is_empty())
+    // A commit or checkpoint, not a writer's staging file of its first
+    // commit (`00000000000000000000.json#1` while it is put-if-absent).
+    let entry = |p: &String| {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        name.ends_with(".json") || name.ends_with(".parquet") || name == "_last_checkpoint"
+    };
+    Ok(lake.list(&format!("{table}/_delta_log"))?.iter().any(entry))
 }
 
 /// What a run's commit tells in `commitInfo`: its parameters and metrics.
@@ -854,6 +860,48 @@ mod tests {
                 Some(1)
             );
         }
+    }
+
+    #[test]
+    fn a_first_commit_being_written_is_no_log_yet() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake = crate::write::LocalDir::new(dir.path());
+        let log = dir.path().join("kv/_delta_log");
+        std::fs::create_dir_all(&log).unwrap();
+        assert!(!has_log(&lake, "kv").unwrap());
+        // Another writer's put-if-absent of version 0, under way.
+        std::fs::write(log.join("00000000000000000000.json#1"), b"{").unwrap();
+        assert!(!has_log(&lake, "kv").unwrap());
+        std::fs::write(log.join("00000000000000000000.json"), b"{}").unwrap();
+        assert!(has_log(&lake, "kv").unwrap());
+    }
+
+    #[test]
+    fn writers_creating_a_table_at_the_same_moment_all_commit_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = std::sync::Arc::new(local(dir.path()));
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let writers: Vec<_> = ["p", "q", "r", "s"]
+            .into_iter()
+            .map(|id| {
+                let (d, start) = (d.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let (files, c) = run(id);
+                    let changes = Changes {
+                        adds: &files,
+                        removes: &[],
+                    };
+                    d.commit_run("kv", &spec(), changes, &c, None)
+                })
+            })
+            .collect();
+        for w in writers {
+            let done = w.join().unwrap();
+            assert!(matches!(done, Ok(Committed::At(_))), "{done:?}");
+        }
+        let s = d.snapshot("kv").unwrap();
+        assert_eq!(s.version(), 3);
     }
 
     #[test]

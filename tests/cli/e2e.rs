@@ -723,4 +723,24 @@ async fn the_demo_answers_which_poll_has_the_most_votes() {
         line.contains(&format!("{question:?} ({votes} votes:")),
         "{line}"
     );
+    // A night of callbacks: a listener committed them, and `export --changed` read what they named.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("now `export --changed`"), "{err}");
+    let named = |kind: &str| {
+        let line = err
+            .lines()
+            .find(|l| l.contains(&format!("--changed, {kind}:")))
+            .unwrap_or_else(|| panic!("{err}"));
+        // "msgext: --changed, one-to-one: 147 messages: 69 named by …"
+        let n: usize = line
+            .split(": ")
+            .nth(2)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        n
+    };
+    assert!(named("one-to-one") > 0 && named("group") > 0, "{err}");
+    assert!(!crate::common::listener::event_rows(&out, false).is_empty());
+    assert!(!crate::common::listener::event_rows(&out, true).is_empty());
 }
