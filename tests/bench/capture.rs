@@ -35,11 +35,8 @@ fn listen(dir: &Path, lake: &Path, state: &str) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("start msgext listen");
-    let mut url = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut url)
-        .expect("listen prints its URL");
-    (child, url.trim().to_owned())
+    let url = super::first_line(&mut child);
+    (child, url)
 }
 
 fn stop(child: Child, started: Instant) -> Usage {
@@ -246,10 +243,7 @@ fn mock_with_callbacks(dir: &Path, args: &[&str]) -> (super::Mock, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start msgext mock");
-    let mut url = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut url)
-        .expect("the mock prints its URL");
+    let url = super::first_line(&mut child);
     let told = BufReader::new(child.stderr.take().expect("stderr"))
         .lines()
         .map_while(Result::ok)

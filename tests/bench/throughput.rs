@@ -112,14 +112,17 @@ fn mock(dir: &Path, args: &[&str]) -> Mock {
         .stderr(Stdio::null())
         .spawn()
         .expect("start msgext mock");
-    let mut url = String::new();
+    let url = first_line(&mut child);
+    Mock { child, url }
+}
+
+/// The first line a child prints on stdout (a server's URL).
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
     BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut url)
-        .expect("the mock prints its URL");
-    Mock {
-        child,
-        url: url.trim().to_owned(),
-    }
+        .read_line(&mut line)
+        .expect("the server prints its URL");
+    line.trim().to_owned()
 }
 
 impl Drop for Mock {

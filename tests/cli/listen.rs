@@ -262,20 +262,7 @@ async fn without_a_token_it_refuses_to_start_unless_told_the_app_signs_nothing()
 }
 
 fn listen_args(out: &std::path::Path, state: &std::path::Path, app: u64) -> Vec<String> {
-    [
-        "listen",
-        "--out",
-        &out.to_string_lossy(),
-        "--sdkappid",
-        &app.to_string(),
-        "--bind",
-        "127.0.0.1:0",
-        "--state-dir",
-        &state.to_string_lossy(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    listener::args(out, state, app)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

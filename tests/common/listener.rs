@@ -21,15 +21,14 @@ pub struct Listener {
     stderr: std::thread::JoinHandle<String>,
 }
 
-/// `msgext listen --out OUT --sdkappid APP --bind 127.0.0.1:0 --state-dir STATE` plus `extra`,
-/// with the token in the environment and `env`.
-pub fn start(out: &Path, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Listener {
-    let mut args: Vec<String> = [
+/// The arguments of `msgext listen --out OUT --sdkappid APP --bind 127.0.0.1:0 --state-dir STATE`.
+pub fn args(out: &Path, state: &Path, app: u64) -> Vec<String> {
+    [
         "listen",
         "--out",
         &out.to_string_lossy(),
         "--sdkappid",
-        &APP.to_string(),
+        &app.to_string(),
         "--bind",
         "127.0.0.1:0",
         "--state-dir",
@@ -37,7 +36,13 @@ pub fn start(out: &Path, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> 
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
+    .collect()
+}
+
+/// `msgext listen` (`args`) plus `extra`, with the token in the
+/// environment and `env`.
+pub fn start(out: &Path, state: &Path, extra: &[&str], env: &[(&str, &str)]) -> Listener {
+    let mut args = args(out, state, APP);
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut cmd = super::msgext_command(&args, "unused", env);
     if !env.iter().any(|(k, _)| *k == "MSGEXT_CALLBACK_TOKEN") {
