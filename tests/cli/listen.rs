@@ -391,3 +391,81 @@ async fn the_simulator_posts_the_callbacks_of_the_round_it_serves() {
     assert_eq!(event_rows(&out, false), rows(&events, false));
     assert_eq!(event_rows(&out, true), rows(&events, true));
 }
+
+/// Lines of a child's stderr, each sent on as it comes.
+fn stderr_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+/// Wait (on the lines themselves, within RUN_GUARD) for a line holding `what`.
+fn wait_for(lines: &std::sync::mpsc::Receiver<String>, what: &str) {
+    let deadline = std::time::Instant::now() + crate::common::RUN_GUARD;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(l) if l.contains(what) => return,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {what:?}: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callbacks_wait_in_the_journal_while_the_lake_cannot_take_them() {
+    use std::io::BufRead;
+    let (_, events) = night();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("lake");
+    std::fs::create_dir_all(&out).unwrap();
+    // A file where the one-to-one events table's folder must go: no commit can land.
+    let blocker = out.join("extension_events");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let mut args = listen_args(&out, &listener::state(dir.path(), 0), APP);
+    args.extend(["--commit-every", "1s"].map(String::from));
+    let mut child =
+        crate::common::msgext_command(&args, "unused", &[("MSGEXT_CALLBACK_TOKEN", TOKEN)])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    let lines = stderr_lines(&mut child);
+    let mut url = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut url)
+        .unwrap();
+    let delivery = msgext::mock::callbacks::Delivery {
+        url: url.trim().to_owned(),
+        token: Some(TOKEN.into()),
+        sdkappid: APP,
+        loss: 0.0,
+        twice: 0.0,
+        seed: 1,
+    };
+    // The listener keeps answering: every callback is acknowledged.
+    let d = msgext::mock::callbacks::deliver(&delivery, &events).await;
+    assert_eq!((d.ok, d.failed), (events.len() as u64, 0));
+    wait_for(&lines, "callbacks are kept in the journal");
+    std::fs::remove_file(&blocker).unwrap();
+    wait_for(&lines, "the lake takes commits again");
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(event_rows(&out, false), rows(&events, false));
+    assert_eq!(event_rows(&out, true), rows(&events, true));
+}
