@@ -16,7 +16,7 @@
 //! (`Replaced`). Files of `current_key_values` without a pair of a message
 //! read anew stay as they are.
 
-mod changes;
+pub(crate) mod changes;
 mod reads;
 mod rewrite;
 
@@ -285,7 +285,7 @@ fn commit_pairs(
             (reads, senders, plan)
         }
     };
-    let mut diff = changes::Diff::default();
+    let mut diff = changes::Diff::new(c, run)?;
     let (adds, mut removes) = write_pairs(
         c,
         (&kv_table, hist_kv),

@@ -23,7 +23,7 @@ use crate::write::{Format, TableSink, WriteError, WriteOptions, partition_dir};
 use arrow_array::builder::{Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// What a run did to one stored pair.
@@ -67,17 +67,66 @@ struct Side {
     fetched_at: i64,
 }
 
-/// The pairs a rewrite drops and adds, by (message, key).
-#[derive(Default)]
+/// Change rows gathered before a batch goes to the file.
+const BATCH_ROWS: usize = 8192;
+
+/// The run's changes as the rewrite goes: the pairs it drops are held (the
+/// old side: only pairs of messages read anew), each pair it adds is
+/// matched against them and its change written at once; what is left of
+/// the old side at the end are deletes. Memory holds the dropped pairs and
+/// one batch, never the run's new pairs.
 pub(super) struct Diff {
     old: HashMap<(u128, String), Side>,
-    new: HashMap<(u128, String), Side>,
     ids: HashMap<u128, MessageId>,
+    rows: Vec<ChangeRow>,
+    /// The file being written (none yet); `None` for the whole Diff when
+    /// the run writes no changes (`off`).
+    sink: Option<TableSink>,
+    target: Option<Target>,
+}
+
+/// Where a run's changes go.
+struct Target {
+    kind: Kind,
+    sdkappid: u64,
+    table: &'static str,
+    dt: String,
+    run_id: String,
+    name: String,
+    lake: Arc<dyn crate::write::LakeStore>,
 }
 
 impl Diff {
-    /// The rows of a batch of pairs where `pick` holds: to the old side
-    /// (`new` false: dropped) or the new (added).
+    /// The changes of `run`, or none when the table holds them already (a
+    /// run resumed between its commits) or the run rebuilds damaged tables.
+    pub(super) fn new(c: &CurrentCommit<'_>, run: &RunCommit<'_>) -> Result<Diff, WriteError> {
+        let table = c.kind.spec().changes_table();
+        let snapshot = crate::table::latest(c.lake.as_ref(), c.delta, table)?;
+        let held = crate::table::holds(c.delta, table, &snapshot, run.run_id)?;
+        let target = match (c.rebuild || held, run_day(c)) {
+            (false, Some(dt)) => Some(Target {
+                kind: c.kind,
+                sdkappid: c.sdkappid,
+                table,
+                dt,
+                run_id: run.run_id.to_owned(),
+                // Each attempt names its file anew: one in no log is never written over.
+                name: format!("{}-{:08x}", run.run_id, rand::random::<u32>()),
+                lake: c.lake.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Diff {
+            old: HashMap::new(),
+            ids: HashMap::new(),
+            rows: Vec::new(),
+            sink: None,
+            target,
+        })
+    }
+
+    /// The rows of a batch of pairs where `pick` holds: dropped (`new`
+    /// false: held as the old side), or added (matched and written).
     pub(super) fn note(
         &mut self,
         kind: Kind,
@@ -85,7 +134,7 @@ impl Diff {
         pick: &[bool],
         new: bool,
     ) -> Result<(), WriteError> {
-        if !pick.contains(&true) {
+        if self.target.is_none() || !pick.contains(&true) {
             return Ok(());
         }
         let ids = read::ids(kind, batch)?;
@@ -100,44 +149,87 @@ impl Diff {
                 seq: seq.value(i),
                 fetched_at: if at.is_null(i) { 0 } else { at.value(i) },
             };
-            let sides = if new { &mut self.new } else { &mut self.old };
-            sides.insert((fp, key.value(i).to_owned()), side);
-            self.ids.entry(fp).or_insert(id);
+            let k = (fp, key.value(i).to_owned());
+            if !new {
+                self.ids.entry(fp).or_insert(id);
+                self.old.insert(k, side);
+                continue;
+            }
+            let old = self.old.remove(&k);
+            if let Some(change) = classify(pair(old.as_ref()), pair(Some(&side))) {
+                let fetched_at = side.fetched_at;
+                self.push(ChangeRow {
+                    id,
+                    key: k.1,
+                    change,
+                    old,
+                    new: Some(side),
+                    fetched_at,
+                })?;
+            }
         }
         Ok(())
     }
 
-    /// The changes, by message and key; a delete is dated by the run's
-    /// read of its message.
-    fn rows(self, read_at: impl Fn(u128) -> Option<ReadRow>) -> Vec<ChangeRow> {
-        let mut keys: BTreeMap<(u128, &str), ()> = BTreeMap::new();
-        for (fp, key) in self.old.keys().chain(self.new.keys()) {
-            keys.insert((*fp, key.as_str()), ());
+    fn push(&mut self, row: ChangeRow) -> Result<(), WriteError> {
+        self.rows.push(row);
+        if self.rows.len() >= BATCH_ROWS {
+            self.flush()?;
         }
-        let mut out = Vec::new();
-        for (fp, key) in keys.into_keys() {
-            let k = (fp, key.to_owned());
-            let (old, new) = (self.old.get(&k), self.new.get(&k));
-            let Some(change) = classify(pair(old), pair(new)) else {
+        Ok(())
+    }
+
+    /// Write the gathered rows to the file (begun on the first).
+    fn flush(&mut self) -> Result<(), WriteError> {
+        let Some(t) = &self.target else {
+            return Ok(());
+        };
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let batch = batch(t.kind, t.sdkappid, &std::mem::take(&mut self.rows))?;
+        let sink = self.sink.get_or_insert_with(|| {
+            TableSink::new(
+                t.lake.clone(),
+                t.table,
+                &partition_dir(&t.dt, &t.run_id),
+                &t.name,
+                Format::Parquet,
+                data_schema(t.kind),
+                WriteOptions::default(),
+                0,
+            )
+        });
+        sink.write(&batch)
+    }
+
+    /// The deletes (the old side no added pair matched; dated by the
+    /// run's read of the message), then the file, published.
+    fn finish(
+        mut self,
+        read_at: impl Fn(u128) -> Option<ReadRow>,
+    ) -> Result<Option<(Target, crate::write::Sealed)>, WriteError> {
+        let mut left: Vec<((u128, String), Side)> =
+            std::mem::take(&mut self.old).into_iter().collect();
+        left.sort_by(|a, b| a.0.cmp(&b.0));
+        for ((fp, key), side) in left {
+            let Some(id) = self.ids.get(&fp).cloned() else {
                 continue;
             };
-            let Some(id) = self.ids.get(&fp) else {
-                continue;
-            };
-            let fetched_at = match new {
-                Some(n) => n.fetched_at,
-                None => read_at(fp).map_or(0, |r| r.at_us),
-            };
-            out.push(ChangeRow {
-                id: id.clone(),
-                key: key.to_owned(),
-                change,
-                old: old.cloned(),
-                new: new.cloned(),
-                fetched_at,
-            });
+            self.push(ChangeRow {
+                id,
+                key,
+                change: Change::Delete,
+                old: Some(side),
+                new: None,
+                fetched_at: read_at(fp).map_or(0, |r| r.at_us),
+            })?;
         }
-        out
+        self.flush()?;
+        let (Some(t), Some(mut sink)) = (self.target, self.sink) else {
+            return Ok(None);
+        };
+        Ok(sink.seal()?.map(|sealed| (t, sealed)))
     }
 }
 
@@ -153,6 +245,15 @@ struct ChangeRow {
     old: Option<Side>,
     new: Option<Side>,
     fetched_at: i64,
+}
+
+/// The table as the log knows it.
+pub(crate) fn spec(kind: Kind) -> Result<TableSpec, delta_kernel::KernelError> {
+    Ok(TableSpec {
+        schema: table_schema(&data_schema(kind))?,
+        partitions: &PARTITION_COLUMNS,
+        stats_columns: kind.identity_names(),
+    })
 }
 
 /// The data files' columns (the run's `dt` and `run_id` are in the paths).
@@ -218,42 +319,19 @@ fn run_day(c: &CurrentCommit<'_>) -> Option<String> {
     })
 }
 
-/// Commit the run's changes to the kind's changes table (none: no commit),
-/// unless the table holds the run already.
+/// Commit the run's changes to the kind's changes table (none: no commit).
 pub(super) fn commit(
     c: &CurrentCommit<'_>,
     run: &RunCommit<'_>,
     diff: Diff,
     reads: &super::Reads,
 ) -> Result<(), WriteError> {
-    let table = c.kind.spec().changes_table();
-    let snapshot = crate::table::latest(c.lake.as_ref(), c.delta, table)?;
-    if c.rebuild || crate::table::holds(c.delta, table, &snapshot, run.run_id)? {
-        return Ok(());
-    }
-    let rows = diff.rows(|fp| reads.get(fp));
-    let Some(dt) = run_day(c).filter(|_| !rows.is_empty()) else {
-        return Ok(());
-    };
-    let batch = batch(c.kind, c.sdkappid, &rows)?;
-    // Each attempt names its file anew: one in no log is never written over.
-    let name = format!("{}-{:08x}", run.run_id, rand::random::<u32>());
-    let mut sink = TableSink::new(
-        c.lake.clone(),
-        table,
-        &partition_dir(&dt, run.run_id),
-        &name,
-        Format::Parquet,
-        batch.schema(),
-        WriteOptions::default(),
-        0,
-    );
-    sink.write(&batch)?;
-    let Some(sealed) = sink.seal()? else {
+    let Some((t, sealed)) = diff.finish(|fp| reads.get(fp))? else {
         return Ok(());
     };
     c.lake.publish(&sealed)?;
     c.lake.flush()?;
+    let table = t.table;
     let file = DataFile {
         path: sealed
             .info
@@ -261,20 +339,17 @@ pub(super) fn commit(
             .strip_prefix(&format!("{table}/"))
             .unwrap_or(&sealed.info.path)
             .to_owned(),
-        partition: vec![dt, run.run_id.to_owned()],
+        partition: vec![t.dt, run.run_id.to_owned()],
         bytes: sealed.info.bytes,
         rows: sealed.info.rows,
         stats: sealed.info.stats.clone(),
     };
-    let spec = TableSpec {
-        schema: table_schema(&data_schema(c.kind)).map_err(|e| WriteError::Store(e.to_string()))?,
-        partitions: &PARTITION_COLUMNS,
-        stats_columns: c.kind.identity_names(),
-    };
+    let spec = spec(c.kind).map_err(|e| WriteError::Store(e.to_string()))?;
     let changes = Changes {
         adds: std::slice::from_ref(&file),
         removes: &[],
     };
+    let snapshot = crate::table::latest(c.lake.as_ref(), c.delta, table)?;
     c.delta.commit_run(table, &spec, changes, run, snapshot)?;
     Ok(())
 }
