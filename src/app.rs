@@ -4,7 +4,7 @@
 
 use crate::cli::{
     ApiArgs, Cli, Command, DemoArgs, DiscoverArgs, ExportArgs, ListenArgs, MockArgs, RunsAction,
-    RunsArgs, ValidateArgs,
+    RunsArgs, VacuumArgs, ValidateArgs,
 };
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
@@ -77,6 +77,7 @@ pub fn main() -> ExitCode {
         // Synchronous, but a bucket's requests run on the runtime.
         Command::Runs(a) => rt.block_on(async { runs_cmd(&a) }),
         Command::Listen(a) => rt.block_on(listen_cmd(a)),
+        Command::Vacuum(a) => vacuum_cmd(&a),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
     };
@@ -397,29 +398,9 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
         Ok(o) => o,
         Err(e) => return fail(2, e.to_string()),
     };
-    // A mistyped folder is no lake: told, not listed as empty.
-    if let crate::write::Out::Dir(d) = &out
-        && !d.is_dir()
-    {
-        return fail(
-            2,
-            format!(
-                "{}: no such folder; give the lake as msgext export wrote it (--out)",
-                d.display()
-            ),
-        );
-    }
-    let state_dir = match args.state_dir.clone() {
-        Some(d) => d,
-        None => match out.default_state_dir(&|k| std::env::var(k).ok()) {
-            Ok(d) => d,
-            Err(e) => return fail(2, e.to_string()),
-        },
-    };
-    let timeout = crate::write::WriteOptions::default().store_timeout;
-    let lake = match out.open(&state_dir, timeout) {
+    let lake = match open_lake(&out, args.state_dir.clone()) {
         Ok(l) => l,
-        Err(e) => return fail(1, e),
+        Err(code) => return code,
     };
     match &args.action {
         None => match crate::runs::list(&*lake) {
@@ -451,6 +432,69 @@ fn runs_cmd(args: &RunsArgs) -> u8 {
                 Err(e) => fail(e.exit_code(), e),
             }
         }
+    }
+}
+
+/// An existing lake, to read or clean: a mistyped folder is told (exit 2),
+/// not taken for an empty lake.
+fn open_lake(
+    out: &crate::write::Out,
+    state_dir: Option<std::path::PathBuf>,
+) -> Result<std::sync::Arc<dyn crate::write::LakeStore>, u8> {
+    if let crate::write::Out::Dir(d) = out
+        && !d.is_dir()
+    {
+        return Err(fail(
+            2,
+            format!(
+                "{}: no such folder; give the lake as msgext export wrote it (--out)",
+                d.display()
+            ),
+        ));
+    }
+    let state_dir = match state_dir {
+        Some(d) => d,
+        None => out
+            .default_state_dir(&|k| std::env::var(k).ok())
+            .map_err(|e| fail(2, e.to_string()))?,
+    };
+    let timeout = crate::write::WriteOptions::default().store_timeout;
+    out.open(&state_dir, timeout).map_err(|e| fail(1, e))
+}
+
+/// `msgext vacuum --out LAKE`: a line per table on stderr, the JSON
+/// summary on stdout.
+fn vacuum_cmd(args: &VacuumArgs) -> u8 {
+    let job = match read_job(args.job.as_deref()) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let (out, plan) = match job::vacuum_plan(args, &job) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let state_dir = args.state_dir.clone().or_else(|| job.state_dir.clone());
+    let lake = match open_lake(&out, state_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let quiet = plan.quiet;
+    let tell = |line: String| {
+        if !quiet {
+            eprintln!("msgext: vacuum: {line}");
+        }
+    };
+    match crate::vacuum::run(&*lake, &plan, &tell) {
+        Ok(outcome) => {
+            println!("{}", outcome.json(plan.dry_run));
+            for (table, e) in &outcome.failed {
+                eprintln!(
+                    "msgext: error: {table}: {e}; the table was left as it stood, the same command finishes the work"
+                );
+            }
+            u8::from(!outcome.failed.is_empty())
+        }
+        Err(e) => fail(e.exit_code(), e),
     }
 }
 

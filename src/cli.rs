@@ -38,6 +38,9 @@ pub(crate) enum Command {
     /// Receive the app's extension callbacks (its webhook URL), keep them in a journal and
     /// commit them to the lake's events tables, for `export --changed`.
     Listen(ListenArgs),
+    /// Keep a lake bounded: delete the data files no table version within --retain needs, clean
+    /// each Delta log down to a checkpoint, and with --keep-history drop old runs.
+    Vacuum(VacuumArgs),
     /// Serve the simulated API (the extension calls and the history APIs discover walks) and
     /// print its URL.
     Mock(MockArgs),
@@ -287,6 +290,46 @@ pub(crate) struct ListenArgs {
     #[arg(long)]
     pub(crate) unsigned: bool,
     /// Print nothing but errors and warnings (no status lines).
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    after_help = "Safe beside running exports and listeners: they only add files younger than \
+                  the retention. Files of a run without _SUCCESS are kept for its resume (msgext \
+                  runs drop removes them). A JSON summary line goes to stdout. In a job file these \
+                  settings sit in a [vacuum] table (retain, keep_history, quiet). Exit codes: 0 done \
+                  (or a dry run) · 1 a table's log could not be read or the lake refused a delete \
+                  (that table is told and left; the same command finishes the work) · 2 usage (a \
+                  retention under 24h without --force, a folder that is no lake, a table of another \
+                  schema: nothing deleted)."
+)]
+pub(crate) struct VacuumArgs {
+    /// A job file (TOML): `out`, `state_dir` and a [vacuum] table.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) job: Option<PathBuf>,
+    /// Required: the lake (as given to msgext export --out).
+    #[arg(long, value_name = "DIR|URL")]
+    pub(crate) out: Option<PathBuf>,
+    /// Keep every file a table version of this last span needs (readers on an older version,
+    /// exports still uploading): 36h, 7d [default: 7d; under 24h only with --force].
+    #[arg(long, value_name = "SPAN")]
+    pub(crate) retain: Option<String>,
+    /// Drop the runs of days older than this from the history and change tables (90d), or
+    /// keep them all [default: all].
+    #[arg(long, value_name = "SPAN|all")]
+    pub(crate) keep_history: Option<String>,
+    /// Print what would be deleted (files, bytes, log entries, per table); delete nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    /// Allow a --retain under 24h (no export or listener may be running on the lake).
+    #[arg(long)]
+    pub(crate) force: bool,
+    /// The state folder the exports of a bucket were given [default: as msgext export].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    /// Print nothing but errors, warnings and the summary line.
     #[arg(long)]
     pub(crate) quiet: bool,
 }

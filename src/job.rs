@@ -54,6 +54,17 @@ pub(crate) struct JobFile {
     pub(crate) discover: Option<DiscoverJob>,
     /// The settings of `msgext listen` (its lake and app are the keys above).
     pub(crate) listen: Option<ListenJob>,
+    /// The settings of `msgext vacuum` (its lake is `out` above).
+    pub(crate) vacuum: Option<VacuumJob>,
+}
+
+/// The `[vacuum]` table of a job file: the flags of `msgext vacuum`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct VacuumJob {
+    pub(crate) retain: Option<String>,
+    pub(crate) keep_history: Option<String>,
+    pub(crate) quiet: Option<bool>,
 }
 
 /// The `[listen]` table of a job file: the flags of `msgext listen`.
@@ -671,6 +682,61 @@ pub(crate) fn listen_plan(
     })
 }
 
+/// `msgext vacuum`'s flags over the job file's `[vacuum]` table: the plan,
+/// and the lake (`out`).
+pub(crate) fn vacuum_plan(
+    args: &crate::cli::VacuumArgs,
+    job: &JobFile,
+) -> Result<(Out, crate::vacuum::VacuumPlan), JobError> {
+    use crate::vacuum::{DEFAULT_RETAIN, MIN_RETAIN};
+    let table = job.vacuum.clone().unwrap_or_default();
+    let out = required(args.out.clone().or_else(|| job.out.clone()), "--out")?;
+    let out = Out::parse(&out.to_string_lossy()).map_err(|e| invalid(e.to_string()))?;
+    let retain = match args.retain.as_deref().or(table.retain.as_deref()) {
+        None => DEFAULT_RETAIN,
+        Some(t) => parse_span(t)
+            .ok_or_else(|| invalid(format!("--retain {t:?}: give a span such as 36h or 7d")))?,
+    };
+    if retain < MIN_RETAIN && !args.force {
+        return Err(invalid(format!(
+            "--retain {}h is under 24h: a running export's uploaded files and readers on a recent version need them; give --force if nothing writes to or reads the lake now (nothing deleted)",
+            retain.as_secs() / 3600
+        )));
+    }
+    let keep_history = match args
+        .keep_history
+        .as_deref()
+        .or(table.keep_history.as_deref())
+    {
+        None => None,
+        Some(t) if t.trim().eq_ignore_ascii_case("all") => None,
+        Some(t) => Some(parse_span(t).filter(|d| !d.is_zero()).ok_or_else(|| {
+            invalid(format!(
+                "--keep-history {t:?}: give a span such as 90d, or all"
+            ))
+        })?),
+    };
+    Ok((
+        out,
+        crate::vacuum::VacuumPlan {
+            retain,
+            keep_history,
+            dry_run: args.dry_run,
+            quiet: args.quiet || table.quiet.unwrap_or(false),
+        },
+    ))
+}
+
+/// A span such as `36h` or `7d` (`0h` allowed), in whole units.
+fn parse_span(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    if t.starts_with('0') && t[..t.len().saturating_sub(1)].bytes().all(|b| b == b'0') {
+        return matches!(t.chars().last(), Some('d' | 'h' | 'm' | 's'))
+            .then_some(std::time::Duration::ZERO);
+    }
+    parse_every(t).ok().flatten()
+}
+
 /// The history APIs keep 7 days by default: discover looks that far back.
 pub(crate) const DEFAULT_SINCE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
@@ -880,7 +946,7 @@ mod tests {
     #[test]
     fn every_example_job_file_loads_and_plans() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs");
-        let (mut n, mut discovering, mut listening) = (0, 0, 0);
+        let (mut n, mut discovering, mut listening, mut vacuuming) = (0, 0, 0, 0);
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             if path.extension().and_then(|e| e.to_str()) != Some("toml") {
@@ -901,6 +967,13 @@ mod tests {
                 assert_eq!(p.bind.port(), 8080);
                 listening += 1;
             }
+            if job.vacuum.is_some() {
+                let args = crate::cli::VacuumArgs::default();
+                let (_, p) =
+                    vacuum_plan(&args, &job).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(p.retain >= crate::vacuum::MIN_RETAIN);
+                vacuuming += 1;
+            }
             if job.discover.is_some() {
                 let args = crate::cli::DiscoverArgs::default();
                 discover_plan(&args, &job, &env(), chrono::Utc::now())
@@ -912,6 +985,63 @@ mod tests {
         assert!(n >= 2, "jobs/ holds example job files");
         assert!(discovering >= 1, "and one of the nightly pair");
         assert!(listening >= 1, "and one of change capture");
+        assert!(vacuuming >= 1, "and one that vacuums");
+    }
+
+    #[test]
+    fn vacuum_flags_over_the_job_table() {
+        let day = 86_400;
+        let job = JobFile::parse(
+            Path::new("j.toml"),
+            "out = \"/lake\"\n[vacuum]\nretain = \"3d\"\nkeep_history = \"90d\"\n",
+        )
+        .unwrap();
+        // (flags, force, retain in seconds or the error's flag, keep_history)
+        type Case<'a> = (&'a [&'a str], bool, Result<u64, &'a str>, Option<u64>);
+        let cases: [Case; 9] = [
+            (&[], false, Ok(3 * day), Some(90 * day)),
+            (&["36h"], false, Ok(36 * 3600), Some(90 * day)),
+            (&["24h"], false, Ok(day), Some(90 * day)),
+            (&["23h"], false, Err("--retain 23h is under 24h"), None),
+            (&["0h"], false, Err("--force"), None),
+            (&["0h"], true, Ok(0), Some(90 * day)),
+            (&["00d"], true, Ok(0), Some(90 * day)),
+            (&["soon"], true, Err("--retain \"soon\""), None),
+            (&["-1h"], true, Err("--retain \"-1h\""), None),
+        ];
+        for (flags, force, want, keep) in cases {
+            let args = crate::cli::VacuumArgs {
+                retain: flags.first().map(|s| s.to_string()),
+                force,
+                ..Default::default()
+            };
+            match (vacuum_plan(&args, &job), want) {
+                (Ok((_, p)), Ok(secs)) => {
+                    assert_eq!(p.retain.as_secs(), secs, "{flags:?}");
+                    assert_eq!(p.keep_history.map(|d| d.as_secs()), keep, "{flags:?}");
+                }
+                (Err(e), Err(text)) => assert!(e.to_string().contains(text), "{flags:?}: {e}"),
+                (got, want) => panic!("{flags:?}: {got:?}, want {want:?}"),
+            }
+        }
+        for (text, want) in [("all", None), ("ALL", None), ("30d", Some(30 * day))] {
+            let args = crate::cli::VacuumArgs {
+                keep_history: Some(text.into()),
+                ..Default::default()
+            };
+            let (_, p) = vacuum_plan(&args, &job).unwrap();
+            assert_eq!(p.keep_history.map(|d| d.as_secs()), want, "{text}");
+        }
+        for bad in ["0d", "never", "90"] {
+            let args = crate::cli::VacuumArgs {
+                keep_history: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(vacuum_plan(&args, &job).is_err(), "{bad}");
+        }
+        let none = crate::cli::VacuumArgs::default();
+        let e = vacuum_plan(&none, &JobFile::default()).unwrap_err();
+        assert!(e.to_string().contains("--out"), "{e}");
     }
 
     #[test]

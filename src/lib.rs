@@ -29,4 +29,5 @@ pub mod model;
 pub mod report;
 pub(crate) mod runs;
 pub mod table;
+pub(crate) mod vacuum;
 pub mod write;

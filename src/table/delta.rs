@@ -64,6 +64,8 @@ pub(crate) struct LiveFile {
     pub(crate) path: String,
     /// From the log's stats, when it has them.
     pub(crate) rows: Option<u64>,
+    /// The file's size, as the log gives it.
+    pub(crate) bytes: u64,
 }
 
 /// A table as the log knows it: its schema and partition columns.
@@ -280,6 +282,74 @@ impl DeltaLake {
         self.commit_txns(table, spec, changes, (run, &txns), snapshot)
     }
 
+    /// Commit `changes` with the `txns`, each at its version or the log's
+    /// when that is higher; made whatever the log holds (vacuum's drop of
+    /// old runs: what it removes is read again after a conflict).
+    pub(crate) fn commit_moving(
+        &self,
+        table: &str,
+        spec: &TableSpec,
+        changes: Changes<'_>,
+        (run, txns): (&RunCommit<'_>, &[Txn]),
+        snapshot: Option<SnapshotRef>,
+    ) -> Result<Committed, DeltaError> {
+        let mut txns = txns.to_vec();
+        if let Some(s) = &snapshot {
+            for t in &mut txns {
+                let held = self.txn_version(table, s, &t.app_id)?;
+                t.version = t.version.max(held.unwrap_or(i64::MIN));
+            }
+        }
+        match self.try_commit(table, spec, changes, (run, &txns), snapshot)? {
+            Ok(version) => {
+                self.checkpoint_if_due(table, version);
+                Ok(Committed::At(version))
+            }
+            Err(()) => Err(DeltaError::Moved {
+                table: self.name(table),
+            }),
+        }
+    }
+
+    /// The paths (decoded, relative to the table) the commits `from..=to`
+    /// remove, read through the kernel's commit range.
+    pub(crate) fn removed_paths(
+        &self,
+        table: &str,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<String>, DeltaError> {
+        use delta_kernel::commit_range::{CommitRange, DeltaAction};
+        let fail = self.kernel(table, "cannot read the table's commits");
+        let range = CommitRange::builder_for(self.table_url(table).as_str(), from)
+            .with_end_version(to)
+            .build(self.engine.as_ref())
+            .map_err(&fail)?;
+        let mut out = Vec::new();
+        let commits = range
+            .commits(self.engine.clone(), None, &[DeltaAction::Remove])
+            .map_err(&fail)?;
+        for commit in commits {
+            let commit = commit.map_err(&fail)?;
+            for data in commit.get_actions(self.engine.as_ref()).map_err(&fail)? {
+                let data =
+                    ArrowEngineData::try_from_engine_data(data.map_err(&fail)?).map_err(&fail)?;
+                out.extend(remove_paths(data.record_batch()).map_err(&fail)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A checkpoint at the table's latest version (none is written when
+    /// one is there); the version.
+    pub(crate) fn checkpoint_latest(&self, table: &str) -> Result<u64, DeltaError> {
+        let snapshot = self.snapshot(table)?;
+        snapshot
+            .checkpoint(self.engine.as_ref(), None)
+            .map_err(self.kernel(table, "cannot write a checkpoint"))?;
+        Ok(snapshot.version())
+    }
+
     /// Commit `changes` with transaction `txn`, unless the table's log
     /// already holds that application at `txn.version` or later.
     pub(crate) fn commit_txn(
@@ -440,16 +510,17 @@ impl DeltaLake {
         &self,
         table: &str,
         snapshot: &SnapshotRef,
-        mut each: impl FnMut(&str, Option<u64>) -> bool,
+        mut each: impl FnMut(&str, Option<u64>, u64) -> bool,
     ) -> Result<Vec<FilteredEngineData>, DeltaError> {
         let fail = self.kernel(table, "cannot list the table's files");
         let scan = snapshot.clone().scan_builder().build().map_err(&fail)?;
         let mut out = Vec::new();
         for meta in scan.scan_metadata(self.engine.as_ref()).map_err(&fail)? {
             let meta = meta.map_err(&fail)?;
-            let visited: Vec<(String, Option<u64>)> = meta
+            let visited: Vec<(String, Option<u64>, u64)> = meta
                 .visit_scan_files(Vec::new(), |files, f| {
-                    files.push((f.path, f.stats.map(|s| s.num_records)))
+                    let size = u64::try_from(f.size).unwrap_or(0);
+                    files.push((f.path, f.stats.map(|s| s.num_records), size))
                 })
                 .map_err(&fail)?;
             let (data, mut selected) = meta.scan_files.into_parts();
@@ -472,9 +543,13 @@ impl DeltaLake {
         prefix: &str,
     ) -> Result<Vec<LiveFile>, DeltaError> {
         let mut out = Vec::new();
-        self.scan_files(table, snapshot, |path, rows| {
+        self.scan_files(table, snapshot, |path, rows, bytes| {
             if let Some(p) = decode_path(path).filter(|p| p.starts_with(prefix)) {
-                out.push(LiveFile { path: p, rows });
+                out.push(LiveFile {
+                    path: p,
+                    rows,
+                    bytes,
+                });
             }
             false
         })?;
@@ -509,7 +584,7 @@ impl DeltaLake {
         }
         let wanted: std::collections::HashSet<&str> = paths.iter().map(String::as_str).collect();
         let mut found = 0usize;
-        let out = self.scan_files(table, snapshot, |path, _| {
+        let out = self.scan_files(table, snapshot, |path, _, _| {
             let hit = decode_path(path).is_some_and(|p| wanted.contains(p.as_str()));
             found += usize::from(hit);
             hit
@@ -536,6 +611,27 @@ impl DeltaLake {
             tracing::warn!(table, version, error = %e, "could not write a checkpoint");
         }
     }
+}
+
+/// The decoded `remove.path`s of a batch of a commit's actions.
+fn remove_paths(batch: &RecordBatch) -> Result<Vec<String>, delta_kernel::KernelError> {
+    let bad = |why: &str| delta_kernel::KernelError::generic(format!("a remove action {why}"));
+    let Some(removes) = batch.column_by_name("remove") else {
+        return Ok(Vec::new());
+    };
+    let removes = (removes.as_any())
+        .downcast_ref::<arrow_array::StructArray>()
+        .ok_or_else(|| bad("is not a struct"))?;
+    let paths = (removes.column_by_name("path"))
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| bad("has no path"))?;
+    let mut out = Vec::new();
+    for i in (0..removes.len()).filter(|i| removes.is_valid(*i)) {
+        let path =
+            decode_path(paths.value(i)).ok_or_else(|| bad("has a path msgext cannot decode"))?;
+        out.push(path);
+    }
+    Ok(out)
 }
 
 /// Whether `table` has a Delta log.
@@ -671,8 +767,8 @@ pub(crate) fn schema_differences(have: &StructType, want: &StructType) -> Option
 /// selection: `remove_files` would then drop another file than the one meant.
 fn reselect(
     selected: &mut [bool],
-    visited: Vec<(String, Option<u64>)>,
-    each: &mut impl FnMut(&str, Option<u64>) -> bool,
+    visited: Vec<(String, Option<u64>, u64)>,
+    each: &mut impl FnMut(&str, Option<u64>, u64) -> bool,
 ) -> Result<(), String> {
     let rows = selected.iter().filter(|s| **s).count();
     if rows != visited.len() {
@@ -683,7 +779,7 @@ fn reselect(
     }
     let mut visited = visited.into_iter();
     for sel in selected.iter_mut().filter(|s| **s) {
-        *sel = visited.next().is_some_and(|(path, rows)| each(&path, rows));
+        *sel = (visited.next()).is_some_and(|(path, rows, bytes)| each(&path, rows, bytes));
     }
     Ok(())
 }
@@ -781,10 +877,10 @@ mod tests {
     /// skipped a selected row is an error, not a selection one row off.
     #[test]
     fn a_scan_selection_follows_its_files_or_fails() {
-        let files = |names: &[&str]| -> Vec<(String, Option<u64>)> {
-            names.iter().map(|n| (n.to_string(), Some(1))).collect()
+        let files = |names: &[&str]| -> Vec<(String, Option<u64>, u64)> {
+            names.iter().map(|n| (n.to_string(), Some(1), 10)).collect()
         };
-        let mut keep_b = |path: &str, _: Option<u64>| path == "b";
+        let mut keep_b = |path: &str, _: Option<u64>, _: u64| path == "b";
         let mut selected = vec![true, false, true, true];
         reselect(&mut selected, files(&["a", "b", "c"]), &mut keep_b).unwrap();
         assert_eq!(selected, [false, false, true, false]);

@@ -48,18 +48,9 @@ pub(crate) fn prepare(
         return Ok(None);
     }
     let delta = DeltaLake::open(lake.table_root()?).map_err(WriteError::Io)?;
-    let schemas = [
-        crate::write::schema::key_values_schema(kind),
-        crate::write::schema::messages_schema(kind),
-    ];
+    let specs = specs(kind).map_err(delta.kernel(names[0], "msgext's schema"))?;
     let mut tables = Vec::new();
-    for (t, arrow) in names.into_iter().zip(schemas) {
-        let schema = table_schema(&arrow).map_err(delta.kernel(t, "msgext's schema"))?;
-        let spec = TableSpec {
-            schema,
-            partitions: &PARTITION_COLUMNS,
-            stats_columns: kind.identity_names(),
-        };
+    for (t, spec) in specs {
         if has_log(lake, t)? {
             delta.check_schema(t, &*delta.snapshot(t)?, &spec.schema)?;
         } else if finished_plain_runs(lake, t, run_id)? {
@@ -71,6 +62,24 @@ pub(crate) fn prepare(
         tables.push((t, spec));
     }
     Ok(Some(DeltaRun { delta, tables }))
+}
+
+/// The two history tables of a kind as the log knows them.
+pub(crate) fn specs(
+    kind: Kind,
+) -> Result<[(&'static str, TableSpec); 2], delta_kernel::KernelError> {
+    let [kv, messages] = kind.spec().tables();
+    let spec = |arrow: arrow_schema::SchemaRef| -> Result<TableSpec, delta_kernel::KernelError> {
+        Ok(TableSpec {
+            schema: table_schema(&arrow)?,
+            partitions: &PARTITION_COLUMNS,
+            stats_columns: kind.identity_names(),
+        })
+    };
+    Ok([
+        (kv, spec(crate::write::schema::key_values_schema(kind))?),
+        (messages, spec(crate::write::schema::messages_schema(kind))?),
+    ])
 }
 
 /// Whether the table folder holds Parquet files of finished runs (their

@@ -15,6 +15,7 @@
 //! the same run as the history tables' commit. Nothing of the state lives
 //! on the machine.
 
+pub(crate) mod catalog;
 pub(crate) mod changed;
 pub(crate) mod current;
 pub mod delta;
@@ -23,6 +24,7 @@ pub(crate) mod history;
 pub(crate) mod read;
 pub(crate) mod settle;
 pub(crate) mod stats;
+pub(crate) mod vacuum;
 
 use crate::incremental::{Known, Prior};
 use crate::kind::Kind;

@@ -34,6 +34,20 @@ impl LocalDir {
     }
 }
 
+/// A listed file's size and modification time.
+fn listed(path: String, meta: &std::fs::Metadata) -> super::Listed {
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    super::Listed {
+        path,
+        bytes: meta.len(),
+        modified_ms,
+    }
+}
+
 impl LakeStore for LocalDir {
     fn local_path(&self, rel: &str) -> Option<PathBuf> {
         Some(self.final_path(rel))
@@ -160,7 +174,7 @@ impl LakeStore for LocalDir {
         }
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+    fn list_meta(&self, prefix: &str) -> Result<Vec<super::Listed>, WriteError> {
         let mut out = Vec::new();
         let mut folders = vec![prefix.to_owned()];
         while let Some(rel) = folders.pop() {
@@ -178,7 +192,15 @@ impl LakeStore for LocalDir {
                 let child = format!("{rel}/{}", e.file_name().to_string_lossy());
                 match e.file_type() {
                     Ok(t) if t.is_dir() => folders.push(child),
-                    _ => out.push(child),
+                    _ => match e.metadata() {
+                        Ok(m) => out.push(listed(child, &m)),
+                        // Removed since the folder was read.
+                        Err(gone) if gone.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(source) => {
+                            let path = e.path();
+                            return Err(WriteError::Path { path, source });
+                        }
+                    },
                 }
             }
         }

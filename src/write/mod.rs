@@ -16,7 +16,7 @@ pub(crate) mod store;
 pub use local::LocalDir;
 pub(crate) use object::ObjectLake;
 pub use out::{Out, OutError};
-pub use store::{LakeStore, TableRoot};
+pub use store::{LakeStore, Listed, TableRoot};
 
 use crate::api::pairs::PairRef;
 use crate::kind::{Kind, MessageId};

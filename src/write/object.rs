@@ -547,8 +547,8 @@ impl LakeStore for ObjectLake {
         self.bucket.get(rel)
     }
 
-    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
-        self.bucket.list(prefix)
+    fn list_meta(&self, prefix: &str) -> Result<Vec<super::Listed>, WriteError> {
+        self.bucket.list_meta(prefix)
     }
 
     fn delete(&self, rel: &str) -> Result<(), WriteError> {
@@ -675,7 +675,7 @@ impl Bucket {
     /// One flat listing of everything below `prefix` (the store pages it,
     /// 1,000 keys a request on S3), not a request a folder: a lake of years
     /// of nightly runs is listed in a few requests at each run's start.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+    fn list_meta(&self, prefix: &str) -> Result<Vec<super::Listed>, WriteError> {
         let root = self.prefix.as_ref();
         let strip = |key: &Key| {
             let k = key.as_ref();
@@ -693,7 +693,14 @@ impl Bucket {
         let listed: Vec<object_store::ObjectMeta> = self
             .request(self.store.list(Some(&folder)).try_collect())
             .map_err(|e| self.err(prefix, e))?;
-        Ok(listed.iter().map(|o| strip(&o.location)).collect())
+        Ok(listed
+            .iter()
+            .map(|o| super::Listed {
+                path: strip(&o.location),
+                bytes: o.size,
+                modified_ms: o.last_modified.timestamp_millis(),
+            })
+            .collect())
     }
 
     fn delete(&self, rel: &str) -> Result<(), WriteError> {

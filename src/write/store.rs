@@ -15,6 +15,16 @@ pub struct TableRoot {
     pub url: reqwest::Url,
 }
 
+/// A file of the lake as a listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Relative to the lake.
+    pub path: String,
+    pub bytes: u64,
+    /// When it was last written, milliseconds since the epoch.
+    pub modified_ms: i64,
+}
+
 /// A lake: paths are `/`-separated and relative to its root.
 pub trait LakeStore: std::fmt::Debug + Send + Sync {
     /// Begin the file that will be at `rel`.
@@ -67,7 +77,15 @@ pub trait LakeStore: std::fmt::Debug + Send + Sync {
     /// Every file below the folder `prefix` (without a trailing `/`), as
     /// paths relative to the lake, in no particular order; none if there is
     /// no such folder.
-    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError>;
+    fn list(&self, prefix: &str) -> Result<Vec<String>, WriteError> {
+        Ok(self
+            .list_meta(prefix)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect())
+    }
+    /// `list`, with each file's size and modification time.
+    fn list_meta(&self, prefix: &str) -> Result<Vec<Listed>, WriteError>;
     /// Remove the file at `rel`; one already gone is no error.
     fn delete(&self, rel: &str) -> Result<(), WriteError>;
     /// `rel` as people know it: a path, or a URL.

@@ -28,7 +28,9 @@ const LAYERS: [(&str, &[&str]); 5] = [
     ),
     (
         "commands",
-        &["export", "discover", "runs", "mock", "listen"],
+        &[
+            "export", "discover", "runs", "mock", "listen", "vacuum", "verify",
+        ],
     ),
     ("shell", &["cli", "job", "demo", "app"]),
 ];

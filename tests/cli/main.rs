@@ -19,4 +19,5 @@ mod incremental;
 mod layers;
 mod listen;
 mod s3;
+mod vacuum;
 mod writers;

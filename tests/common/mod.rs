@@ -782,3 +782,111 @@ pub fn group_errors(out: &Path, run_id: &str) -> Vec<(String, String, String, u6
     ];
     error_tuples(out, run_id, &header, 0)
 }
+
+/// Every row of a local Delta table read through its log, each as text
+/// (columns joined by `|`, null `∅`), sorted: two reads compare whole.
+pub fn delta_rows(table: &Path) -> Vec<String> {
+    delta_rows_at(table, None)
+}
+
+/// `delta_rows` of the table as it stood at `version` (none: the latest).
+pub fn delta_rows_at(table: &Path, version: Option<u64>) -> Vec<String> {
+    use delta_kernel::arrow::util::display::{ArrayFormatter, FormatOptions};
+    use delta_kernel::engine::arrow_data::ArrowEngineData;
+    let opts = FormatOptions::default().with_null("∅");
+    let url = reqwest::Url::from_directory_path(table).unwrap();
+    let store = std::sync::Arc::new(object_store::local::LocalFileSystem::new());
+    let engine: std::sync::Arc<dyn delta_kernel::Engine> =
+        std::sync::Arc::new(delta_kernel_default_engine::DefaultEngineBuilder::new(store).build());
+    let mut builder = delta_kernel::Snapshot::builder_for(url.as_str());
+    if let Some(v) = version {
+        builder = builder.at_version(v);
+    }
+    let snapshot = builder
+        .build(engine.as_ref())
+        .unwrap_or_else(|e| panic!("{} at {version:?}: {e}", table.display()));
+    let batches = snapshot
+        .scan_builder()
+        .build()
+        .unwrap()
+        .execute(engine)
+        .unwrap();
+    let mut out = Vec::new();
+    for b in batches {
+        let b = ArrowEngineData::try_from_engine_data(b.unwrap()).unwrap();
+        let b = b.record_batch();
+        let columns: Vec<ArrayFormatter> = (b.columns().iter())
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            let row: Vec<String> = columns.iter().map(|c| c.value(i).to_string()).collect();
+            out.push(row.join("|"));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Every Delta table of a local lake (a folder with `_delta_log`), read
+/// through its log: table name → `delta_rows`.
+pub fn lake_rows(out: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut tables = BTreeMap::new();
+    for e in std::fs::read_dir(out).unwrap() {
+        let path = e.unwrap().path();
+        if path.join("_delta_log").is_dir() {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            tables.insert(name, delta_rows(&path));
+        }
+    }
+    tables
+}
+
+/// The data files a local table's latest version references, read by the
+/// kernel: path (relative to the table, as the log encodes it) → size.
+pub fn live_files(table: &Path) -> BTreeMap<String, u64> {
+    let url = reqwest::Url::from_directory_path(table).unwrap();
+    let store = std::sync::Arc::new(object_store::local::LocalFileSystem::new());
+    let engine = delta_kernel_default_engine::DefaultEngineBuilder::new(store).build();
+    let snapshot = delta_kernel::Snapshot::builder_for(url.as_str())
+        .build(&engine)
+        .unwrap_or_else(|e| panic!("{}: {e}", table.display()));
+    let scan = snapshot.scan_builder().build().unwrap();
+    let mut out = BTreeMap::new();
+    for meta in scan.scan_metadata(&engine).unwrap() {
+        let files = meta
+            .unwrap()
+            .visit_scan_files(Vec::new(), |v: &mut Vec<(String, i64)>, f| {
+                v.push((f.path, f.size))
+            })
+            .unwrap();
+        out.extend(files.into_iter().map(|(p, s)| (p, s as u64)));
+    }
+    out
+}
+
+/// The data files in a local table's folders (not its log): path → size.
+pub fn files_on_disk(table: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut dirs = vec![table.to_owned()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let rel = e
+                .path()
+                .strip_prefix(table)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            if rel.starts_with("_delta_log") {
+                continue;
+            }
+            match e.file_type().unwrap().is_dir() {
+                true => dirs.push(e.path()),
+                false => {
+                    out.insert(rel, e.metadata().unwrap().len());
+                }
+            }
+        }
+    }
+    out
+}
