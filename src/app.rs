@@ -4,7 +4,7 @@
 
 use crate::cli::{
     ApiArgs, Cli, Command, DemoArgs, DiscoverArgs, ExportArgs, ListenArgs, MockArgs, RunsAction,
-    RunsArgs, VacuumArgs, ValidateArgs,
+    RunsArgs, VacuumArgs, ValidateArgs, VerifyArgs,
 };
 use crate::export::{self, Tuning, Ui};
 use crate::fetch::{StopReason, StopSignal};
@@ -77,7 +77,8 @@ pub fn main() -> ExitCode {
         // Synchronous, but a bucket's requests run on the runtime.
         Command::Runs(a) => rt.block_on(async { runs_cmd(&a) }),
         Command::Listen(a) => rt.block_on(listen_cmd(a)),
-        Command::Vacuum(a) => vacuum_cmd(&a),
+        Command::Vacuum(a) => rt.block_on(async { vacuum_cmd(&a) }),
+        Command::Verify(a) => rt.block_on(verify_cmd(a)),
         Command::Mock(a) => rt.block_on(mock_cmd(a)),
         Command::Demo(a) => rt.block_on(demo_cmd(a)),
     };
@@ -493,6 +494,40 @@ fn vacuum_cmd(args: &VacuumArgs) -> u8 {
                 );
             }
             u8::from(!outcome.failed.is_empty())
+        }
+        Err(e) => fail(e.exit_code(), e),
+    }
+}
+
+/// `msgext verify --out LAKE [--sample …]`: the report and a JSON line on
+/// stdout, progress on stderr.
+async fn verify_cmd(args: VerifyArgs) -> u8 {
+    let (job, env) = match job_and_env(args.job.as_deref(), &args.api) {
+        Ok(j) => j,
+        Err(code) => return code,
+    };
+    let (out, plan) = match job::verify_plan(&args, &job, &env) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    let state_dir = args.state_dir.clone().or_else(|| job.state_dir.clone());
+    let lake = match open_lake(&out, state_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let quiet = plan.quiet;
+    let tell = move |line: String| {
+        if !quiet {
+            eprintln!("msgext: verify: {line}");
+        }
+    };
+    let stop = StopSignal::default();
+    watch_signals(stop.clone(), quiet);
+    match crate::verify::run(lake, &plan, stop, &tell).await {
+        Ok(verdict) => {
+            print!("{}", verdict.report());
+            println!("{}", verdict.json());
+            verdict.exit_code()
         }
         Err(e) => fail(e.exit_code(), e),
     }

@@ -41,6 +41,9 @@ pub(crate) enum Command {
     /// Keep a lake bounded: delete the data files no table version within --retain needs, clean
     /// each Delta log down to a checkpoint, and with --keep-history drop old runs.
     Vacuum(VacuumArgs),
+    /// Check a lake for audits, read-only: logs, files, manifests (sha256), runs, current tables;
+    /// with --sample, known messages against the API now.
+    Verify(VerifyArgs),
     /// Serve the simulated API (the extension calls and the history APIs discover walks) and
     /// print its URL.
     Mock(MockArgs),
@@ -330,6 +333,43 @@ pub(crate) struct VacuumArgs {
     #[arg(long, value_name = "DIR")]
     pub(crate) state_dir: Option<PathBuf>,
     /// Print nothing but errors, warnings and the summary line.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(
+    after_help = "Checks, without writing to the lake: every msgext table's log reads at its latest \
+                  version and every file it references is there with its size; every finished run's \
+                  manifest matches its files (sha256) and the run is in each of its tables once with \
+                  the rows its summary counts; the current tables hold one row per (message, key) and \
+                  per message, with kv_count matching. --sample re-reads known messages of --sdkappid \
+                  in full from the API (as export: rate, retries, UserSig) and compares them with \
+                  current_key_values; those that differ are written to DRIFT_DIR/drift-<kind>.csv, a \
+                  valid --input. A report on stdout, then a JSON summary line. Exit codes: 0 sound · \
+                  3 the lake is whole, some messages differ from the API (or could not be read) · 1 \
+                  damage (a missing or changed file, an unreadable log, a count that does not add up) \
+                  · 2 usage, a folder that is no lake, a table of another schema."
+)]
+pub(crate) struct VerifyArgs {
+    /// A job file (TOML): `out`, the connection keys.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) job: Option<PathBuf>,
+    /// Required: the lake (as given to msgext export --out).
+    #[arg(long, value_name = "DIR|URL")]
+    pub(crate) out: Option<PathBuf>,
+    /// Read this many known messages again (N, P% or all) and compare them with the current tables.
+    #[arg(long, value_name = "N|P%|all")]
+    pub(crate) sample: Option<String>,
+    /// Where the drift lists go [default: the current folder].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) drift_dir: Option<PathBuf>,
+    /// The state folder the exports of a bucket were given [default: as msgext export].
+    #[arg(long, value_name = "DIR")]
+    pub(crate) state_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+    /// Print nothing but the report and errors.
     #[arg(long)]
     pub(crate) quiet: bool,
 }

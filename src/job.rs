@@ -727,6 +727,40 @@ pub(crate) fn vacuum_plan(
     ))
 }
 
+/// `msgext verify`'s flags over the job file: the lake and the plan (the
+/// connection only with `--sample`).
+pub(crate) fn verify_plan(
+    args: &crate::cli::VerifyArgs,
+    job: &JobFile,
+    env: &Env,
+) -> Result<(Out, crate::verify::VerifyPlan), JobError> {
+    use crate::verify::{Sample, SamplePlan, VerifyPlan};
+    let out = required(args.out.clone().or_else(|| job.out.clone()), "--out")?;
+    let out = Out::parse(&out.to_string_lossy()).map_err(|e| invalid(e.to_string()))?;
+    let sample = match args.sample.as_deref() {
+        None => None,
+        Some(t) => {
+            let sample = Sample::parse(t).ok_or_else(|| {
+                invalid(format!(
+                    "--sample {t:?}: give a count (100), a share (5%) or all"
+                ))
+            })?;
+            Some(SamplePlan {
+                sample,
+                api: connection(&args.api, job, env)?,
+                drift_dir: args.drift_dir.clone().unwrap_or_else(|| PathBuf::from(".")),
+            })
+        }
+    };
+    Ok((
+        out,
+        VerifyPlan {
+            sample,
+            quiet: args.quiet || job.quiet.unwrap_or(false),
+        },
+    ))
+}
+
 /// A span such as `36h` or `7d` (`0h` allowed), in whole units.
 fn parse_span(text: &str) -> Option<std::time::Duration> {
     let t = text.trim();

@@ -30,4 +30,5 @@ pub mod report;
 pub(crate) mod runs;
 pub mod table;
 pub(crate) mod vacuum;
+pub(crate) mod verify;
 pub mod write;

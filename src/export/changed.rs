@@ -126,7 +126,7 @@ fn list(
         events_version,
         told,
     };
-    write_list(&csv, kind, &ids)?;
+    crate::write::write_input_list(&csv, kind, &ids)?;
     let text = serde_json::to_vec_pretty(&meta).unwrap_or_default();
     crate::write::write_atomically(&json, &text)?;
     Ok(Some((meta, csv)))
@@ -237,20 +237,4 @@ fn messages<R: std::io::Read>(
         }
     }
     Ok(out)
-}
-
-/// Write the list as an input CSV, whole or not at all.
-fn write_list(path: &Path, kind: Kind, ids: &[MessageId]) -> Result<(), ExportError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let fail = |e: &dyn std::fmt::Display| ExportError::Output(format!("{}: {e}", path.display()));
-    w.write_record(kind.spec().columns())
-        .map_err(|e| fail(&e))?;
-    for id in ids {
-        w.write_record(id.identity().cells())
-            .map_err(|e| fail(&e))?;
-    }
-    let bytes = w.into_inner().map_err(|e| fail(&e))?;
-    crate::write::make_parent(path)?;
-    crate::write::write_atomically(path, &bytes)?;
-    Ok(())
 }

@@ -295,10 +295,7 @@ impl DeltaLake {
     ) -> Result<Committed, DeltaError> {
         let mut txns = txns.to_vec();
         if let Some(s) = &snapshot {
-            for t in &mut txns {
-                let held = self.txn_version(table, s, &t.app_id)?;
-                t.version = t.version.max(held.unwrap_or(i64::MIN));
-            }
+            self.raise(table, s, &mut txns)?;
         }
         match self.try_commit(table, spec, changes, (run, &txns), snapshot)? {
             Ok(version) => {
@@ -309,6 +306,16 @@ impl DeltaLake {
                 table: self.name(table),
             }),
         }
+    }
+
+    /// Each `txn` at its version, or the log's when that is higher: a
+    /// position never goes back.
+    fn raise(&self, table: &str, snapshot: &Snapshot, txns: &mut [Txn]) -> Result<(), DeltaError> {
+        for t in txns {
+            let held = self.txn_version(table, snapshot, &t.app_id)?;
+            t.version = t.version.max(held.unwrap_or(i64::MIN));
+        }
+        Ok(())
     }
 
     /// The paths (decoded, relative to the table) the commits `from..=to`
@@ -385,10 +392,7 @@ impl DeltaLake {
                 if self.txn_version(table, s, &txns[0].app_id)? >= Some(txns[0].version) {
                     return Ok(Committed::Already(s.version()));
                 }
-                for t in &mut txns[1..] {
-                    let held = self.txn_version(table, s, &t.app_id)?;
-                    t.version = t.version.max(held.unwrap_or(i64::MIN));
-                }
+                self.raise(table, s, &mut txns[1..])?;
             }
             match self.try_commit(table, spec, changes, (run, &txns), snapshot.clone())? {
                 Ok(version) => {

@@ -15,6 +15,7 @@
 //! the same run as the history tables' commit. Nothing of the state lives
 //! on the machine.
 
+pub(crate) mod audit;
 pub(crate) mod catalog;
 pub(crate) mod changed;
 pub(crate) mod current;

@@ -363,6 +363,26 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WriteErr
     publish_staged(&tmp, path)
 }
 
+/// Messages as an input CSV (the kind's header, then each one's cells),
+/// written whole or not at all: a list an export takes as `--input`.
+pub(crate) fn write_input_list(
+    path: &Path,
+    kind: Kind,
+    ids: &[crate::kind::MessageId],
+) -> Result<(), WriteError> {
+    let mut w = ::csv::Writer::from_writer(Vec::new());
+    let fail = |e: &dyn std::fmt::Display| WriteError::Store(format!("{}: {e}", path.display()));
+    w.write_record(kind.spec().columns())
+        .map_err(|e| fail(&e))?;
+    for id in ids {
+        w.write_record(id.identity().cells())
+            .map_err(|e| fail(&e))?;
+    }
+    let bytes = w.into_inner().map_err(|e| fail(&e))?;
+    make_parent(path)?;
+    write_atomically(path, &bytes)
+}
+
 /// Every table of every kind of message.
 pub(crate) fn all_tables() -> impl Iterator<Item = &'static str> {
     Kind::ALL.into_iter().flat_map(|k| k.spec().tables())

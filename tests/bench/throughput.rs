@@ -780,6 +780,51 @@ fn incremental(dir: &Path, rows: &mut Vec<(String, String)>) {
         "current_key_values on disk".into(),
         format!("{:.1} MB", bytes as f64 / 1e6),
     ));
+    maintenance(&out, n, rows);
+}
+
+/// After the nights: `msgext verify` of the lake, then `msgext vacuum
+/// --retain 0h --force`: time, peak RSS, the lake's bytes before and after.
+fn maintenance(out: &Path, n: usize, rows: &mut Vec<(String, String)>) {
+    let lake = out.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let started = Instant::now();
+        let child = Command::new(bin())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("msgext");
+        wait_usage(child, started)
+    };
+    let show = |u: &Usage| {
+        format!(
+            "{:.1} s, peak RSS {:.1} MB, CPU {:.1} s (ok={})",
+            u.wall.as_secs_f64(),
+            mb(u.max_rss_kb),
+            u.cpu.as_secs_f64(),
+            u.ok
+        )
+    };
+    let u = run(&["verify", "--out", &lake, "--quiet"]);
+    rows.push((
+        format!("verify of the lake after 3 nights: {n} messages"),
+        show(&u),
+    ));
+    let before = walk_bytes(out);
+    let u = run(&[
+        "vacuum", "--out", &lake, "--retain", "0h", "--force", "--quiet",
+    ]);
+    let after = walk_bytes(out);
+    rows.push((
+        format!("vacuum --retain 0h after 3 nights: {n} messages"),
+        format!(
+            "{}; lake {:.1} MB → {:.1} MB",
+            show(&u),
+            before as f64 / 1e6,
+            after as f64 / 1e6
+        ),
+    ));
 }
 
 fn walk_bytes(p: &Path) -> u64 {

@@ -20,4 +20,5 @@ mod layers;
 mod listen;
 mod s3;
 mod vacuum;
+mod verify;
 mod writers;

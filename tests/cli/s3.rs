@@ -1056,3 +1056,90 @@ async fn a_store_refusing_the_log_s_conditional_writes_fails_the_run_and_it_resu
     assert_eq!(o.status.code(), Some(0), "{}", show(&o));
     s.assert_exact("lake").await;
 }
+
+/// Vacuum and verify on a bucket: after three nights (the current tables'
+/// files replaced twice), `vacuum --retain 0h` removes the replaced objects
+/// and old log entries, the tables read the same through their logs,
+/// `verify` finds the bucket sound, and the next night works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_and_verify_a_bucket_lake() {
+    let s = setup(60, 0).await;
+    let env = s.user_env(SECRET);
+    let env = refs(&env);
+    for night in ["n1", "n2", "n3"] {
+        let mut args = s.args("lake", "state", "parquet");
+        crate::common::set_arg(&mut args, "--run-id", night);
+        let o = run_msgext(args, DEMO_SECRET_KEY, &env).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    }
+    let before = bucket_keys(&s.s3).await;
+    let current = s.s3.rows_through_log("lake", "current_key_values");
+    let history = s.s3.kv_through_log("lake");
+    let lake = format!("s3://{BUCKET}/lake");
+    let state = s.dir.path().join("state").to_string_lossy().into_owned();
+    let cmd = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--out", lake.as_str(), "--state-dir", state.as_str()]
+            .iter()
+            .map(|x| x.to_string())
+            .collect();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        a
+    };
+    let o = run_msgext(
+        [vec!["verify".to_owned()], cmd(&[])].concat(),
+        DEMO_SECRET_KEY,
+        &env,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let vacuum = [
+        vec!["vacuum".to_owned()],
+        cmd(&["--retain", "0h", "--force"]),
+    ]
+    .concat();
+    let o = run_msgext(vacuum, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let line = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .unwrap()
+        .to_owned();
+    let summary: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(summary["files"].as_u64().unwrap() > 0, "{summary}");
+    let data = |keys: &BTreeSet<String>| -> BTreeSet<String> {
+        keys.iter()
+            .filter(|k| !k.contains("/_delta_log/"))
+            .cloned()
+            .collect()
+    };
+    let (data_before, data_after) = (data(&before), data(&bucket_keys(&s.s3).await));
+    let gone = data_before.difference(&data_after).count() as u64;
+    assert!(data_after.is_subset(&data_before), "{data_after:?}");
+    assert_eq!(gone, summary["files"].as_u64().unwrap(), "{summary}");
+    assert_eq!(s.s3.rows_through_log("lake", "current_key_values"), current);
+    assert_eq!(s.s3.kv_through_log("lake"), history);
+    let o = run_msgext(
+        [vec!["verify".to_owned()], cmd(&[])].concat(),
+        DEMO_SECRET_KEY,
+        &env,
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let mut args = s.args("lake", "state", "parquet");
+    crate::common::set_arg(&mut args, "--run-id", "n4");
+    let o = run_msgext(args, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert_eq!(s.s3.rows_through_log("lake", "current_key_values"), current);
+}
+
+/// Every key below `lake` in the bucket.
+async fn bucket_keys(s3: &S3) -> BTreeSet<String> {
+    use futures_util::TryStreamExt;
+    let listed: Vec<object_store::ObjectMeta> = s3
+        .client()
+        .list(Some(&Key::from("lake")))
+        .try_collect()
+        .await
+        .unwrap();
+    listed.into_iter().map(|o| o.location.to_string()).collect()
+}

@@ -38,14 +38,20 @@ async fn vacuum(
 async fn nights() -> Nights {
     let mut n = Nights::backfill().await;
     for night in 1..=3u64 {
-        let events = n.change(200 + night, 0.3).await;
-        let state = listener::state(n.dir.path(), 0);
-        let l = listener::start(&n.out, &state, &["--commit-every", "1h"], &[]);
-        l.deliver(&events).await;
-        l.stop().await;
-        n.changed(&["--sweep-runs", "3"]).await;
+        night_of(&mut n, 200 + night, 0.3, "3").await;
     }
     n
+}
+
+/// One night: `share` of the messages changed (seeded), their callbacks
+/// to a listener, then `export --changed --sweep-runs K`.
+async fn night_of(n: &mut Nights, seed: u64, share: f64, sweep_runs: &str) {
+    let events = n.change(seed, share).await;
+    let state = listener::state(n.dir.path(), 0);
+    let l = listener::start(&n.out, &state, &["--commit-every", "1h"], &[]);
+    l.deliver(&events).await;
+    l.stop().await;
+    n.changed(&["--sweep-runs", sweep_runs]).await;
 }
 
 /// Every table folder of the lake (those with a log).
@@ -147,16 +153,7 @@ async fn nights_then_vacuum_at_zero_retention_killed_once_leave_what_the_tables_
     assert!(kept * 4 <= live * 5, "{kept} bytes kept, {live} live");
 
     // The next night: exports and callbacks go on, exact.
-    let events = n.change(300, 0.3).await;
-    let l = listener::start(
-        &n.out,
-        &listener::state(n.dir.path(), 0),
-        &["--commit-every", "1h"],
-        &[],
-    );
-    l.deliver(&events).await;
-    l.stop().await;
-    n.changed(&["--sweep-runs", "1"]).await;
+    night_of(&mut n, 300, 0.3, "1").await;
     n.assert_full_read(None, "the night after");
 }
 
@@ -188,16 +185,7 @@ async fn a_reader_on_the_version_at_the_cutoff_keeps_its_files() {
     let table = n.out.join("current_key_values");
     let then_version = live_version(&table);
     let then = crate::common::delta_rows_at(&table, Some(then_version));
-    let events = n.change(400, 0.5).await;
-    let l = listener::start(
-        &n.out,
-        &listener::state(n.dir.path(), 0),
-        &["--commit-every", "1h"],
-        &[],
-    );
-    l.deliver(&events).await;
-    l.stop().await;
-    n.changed(&["--sweep-runs", "1"]).await;
+    night_of(&mut n, 400, 0.5, "1").await;
     let now = lake_rows(&n.out);
     let disk_before = files_on_disk(&table);
     let (stdout, _) = vacuum(&n.out, &["--retain", "7d"], &[], Some(0)).await;
