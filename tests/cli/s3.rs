@@ -1143,3 +1143,61 @@ async fn bucket_keys(s3: &S3) -> BTreeSet<String> {
         .unwrap();
     listed.into_iter().map(|o| o.location.to_string()).collect()
 }
+
+/// A bucket whose policy refuses deletes in one table: vacuum fails that
+/// table (exit 1, naming the object), finishes the others, and every table
+/// still reads as before; with the refusal lifted the same command finishes
+/// the work and the table holds only its live files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bucket_refusing_a_delete_fails_that_table_and_the_next_vacuum_finishes() {
+    let s = setup(40, 0).await;
+    let env = s.user_env(SECRET);
+    let env = refs(&env);
+    // The second night reads in full: the current tables' files are replaced.
+    for night in ["n1", "n2"] {
+        let mut args = s.args("lake", "state", "parquet");
+        crate::common::set_arg(&mut args, "--run-id", night);
+        if night == "n2" {
+            args.push("--full".into());
+        }
+        let o = run_msgext(args, DEMO_SECRET_KEY, &env).await;
+        assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    }
+    let current = s.s3.rows_through_log("lake", "current_key_values");
+    let history = s.s3.kv_through_log("lake");
+    let table = s.s3.root.join(BUCKET).join("lake/current_key_values");
+    let data_keys = |keys: BTreeSet<String>| -> BTreeSet<String> {
+        keys.into_iter()
+            .filter(|k| k.starts_with("lake/current_key_values/") && !k.contains("/_delta_log/"))
+            .collect()
+    };
+    let before = data_keys(bucket_keys(&s.s3).await);
+    assert!(before.len() > crate::common::live_files(&table).len());
+    let vacuum = vec![
+        "vacuum".to_owned(),
+        "--out".to_owned(),
+        format!("s3://{BUCKET}/lake"),
+        "--retain".to_owned(),
+        "0h".to_owned(),
+        "--force".to_owned(),
+    ];
+    *s.s3.refuse_delete.lock().unwrap() = Some("lake/current_key_values/".into());
+    let o = run_msgext(vacuum.clone(), DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let named = format!("s3://{BUCKET}/lake/current_key_values/");
+    assert!(show(&o).contains(&named), "{}", show(&o));
+    assert!(show(&o).contains("access denied"), "{}", show(&o));
+    assert_eq!(data_keys(bucket_keys(&s.s3).await), before);
+    assert_eq!(s.s3.rows_through_log("lake", "current_key_values"), current);
+    assert_eq!(s.s3.kv_through_log("lake"), history);
+    *s.s3.refuse_delete.lock().unwrap() = None;
+    let o = run_msgext(vacuum, DEMO_SECRET_KEY, &env).await;
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    let live: BTreeSet<String> = crate::common::live_files(&table)
+        .into_keys()
+        .map(|f| format!("lake/current_key_values/{f}"))
+        .collect();
+    assert_eq!(data_keys(bucket_keys(&s.s3).await), live);
+    assert_eq!(s.s3.rows_through_log("lake", "current_key_values"), current);
+    assert_eq!(s.s3.kv_through_log("lake"), history);
+}

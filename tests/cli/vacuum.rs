@@ -233,7 +233,12 @@ async fn an_unfinished_runs_files_wait_for_its_resume() {
     let ours = rows.iter().filter(|r| r.ends_with("|killed")).count();
     let listed = std::fs::read_to_string(&input).unwrap().lines().count() - 1;
     assert_eq!(ours, listed, "every message of the run once");
-    n.assert_full_read(None, "after the resume");
+    // The run read the messages the API still has. One that vanished on a
+    // night the sweep has not reached yet keeps its rows (no call told the
+    // lake), and which ones the sweep reached depends on read_at ties.
+    let read: std::collections::HashSet<_> =
+        n.store.messages.iter().map(|m| m.id.clone()).collect();
+    n.assert_full_read(Some(&read), "after the resume");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,9 @@ pub struct S3Server {
     /// While set, conditional PUTs of keys holding this text are answered
     /// 501 NotImplemented, as by a store without conditional writes.
     pub refuse_conditional: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    /// While set, DELETEs of keys holding this text are answered 403
+    /// AccessDenied, as by a bucket whose policy denies s3:DeleteObject.
+    pub refuse_delete: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl S3Server {
@@ -41,32 +44,52 @@ impl S3Server {
         let conditional = std::sync::Arc::new(tokio::sync::Mutex::new(()));
         let refuse_conditional = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
         let refused = refuse_conditional.clone();
+        let refuse_delete = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let delete_refused = refuse_delete.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let is_conditional = req.method() == hyper::Method::PUT
                     && req.headers().contains_key(hyper::header::IF_NONE_MATCH);
-                let refuse = is_conditional
-                    && refused
-                        .lock()
-                        .unwrap()
-                        .as_deref()
-                        .is_some_and(|k| req.uri().path().contains(k));
+                let refuse = is_conditional && holds(&refused, req.uri().path());
+                // object_store deletes through DeleteObjects (POST ?delete),
+                // the keys in its body; a plain DELETE names the key in its path.
+                let deleting = req.method() == hyper::Method::DELETE
+                    || (req.method() == hyper::Method::POST
+                        && req.uri().query().is_some_and(|q| q.contains("delete")));
+                let deny = deleting.then(|| delete_refused.clone());
                 let one_at_a_time = is_conditional.then(|| conditional.clone());
-                let call = hyper::service::Service::call(&s3, req);
+                let s3 = s3.clone();
                 let handled = tokio::spawn(async move {
                     if refuse {
-                        let body = "<Error><Code>NotImplemented</Code><Message>A header you \
-                                    provided implies functionality that is not implemented\
-                                    </Message></Error>";
-                        let mut answer = hyper::Response::new(s3s::Body::from(body.to_owned()));
-                        *answer.status_mut() = hyper::StatusCode::NOT_IMPLEMENTED;
-                        return Ok(answer);
+                        return Ok(refusal(
+                            hyper::StatusCode::NOT_IMPLEMENTED,
+                            "NotImplemented",
+                            "A header you provided implies functionality that is not implemented",
+                        ));
                     }
+                    let (parts, body) = req.into_parts();
+                    let body = match deny {
+                        Some(text) => {
+                            use http_body_util::BodyExt;
+                            let bytes = body.collect().await.expect("a request body").to_bytes();
+                            let said =
+                                format!("{}{}", parts.uri.path(), String::from_utf8_lossy(&bytes));
+                            if holds(&text, &said) {
+                                return Ok(refusal(
+                                    hyper::StatusCode::FORBIDDEN,
+                                    "AccessDenied",
+                                    "Access Denied",
+                                ));
+                            }
+                            s3s::Body::from(bytes)
+                        }
+                        None => s3s::Body::from(body),
+                    };
                     let _turn = match &one_at_a_time {
                         Some(m) => Some(m.lock().await),
                         None => None,
                     };
-                    call.await
+                    s3.call(hyper::Request::from_parts(parts, body)).await
                 });
                 async move { handled.await.expect("the S3 handler panicked") }
             });
@@ -91,6 +114,7 @@ impl S3Server {
             url: format!("http://{addr}"),
             root: root.to_owned(),
             refuse_conditional,
+            refuse_delete,
         }
     }
 
@@ -109,4 +133,18 @@ impl S3Server {
 /// An environment as `Command::envs` and the test helpers take it.
 pub fn refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
     env.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Whether the refusal's text is set and found in `said`.
+fn holds(text: &std::sync::Mutex<Option<String>>, said: &str) -> bool {
+    let text = text.lock().unwrap();
+    text.as_deref().is_some_and(|k| said.contains(k))
+}
+
+/// An S3 error answer.
+fn refusal(status: hyper::StatusCode, code: &str, message: &str) -> hyper::Response<s3s::Body> {
+    let body = format!("<Error><Code>{code}</Code><Message>{message}</Message></Error>");
+    let mut answer = hyper::Response::new(s3s::Body::from(body));
+    *answer.status_mut() = status;
+    answer
 }
