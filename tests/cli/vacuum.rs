@@ -37,8 +37,13 @@ async fn vacuum(
 /// Three nights: changes, their callbacks to a listener, `export --changed`.
 async fn nights() -> Nights {
     let mut n = Nights::backfill().await;
+    // A vanished message sends no callback: only the sweep finds it, and
+    // which third a night sweeps depends on the read_at order of the runs
+    // before. The last night sweeps every message, so the lake the tests
+    // start from equals a full read whatever the timing.
     for night in 1..=3u64 {
-        night_of(&mut n, 200 + night, 0.3, "3").await;
+        let sweep_runs = if night == 3 { "1" } else { "3" };
+        night_of(&mut n, 200 + night, 0.3, sweep_runs).await;
     }
     n
 }
@@ -233,12 +238,7 @@ async fn an_unfinished_runs_files_wait_for_its_resume() {
     let ours = rows.iter().filter(|r| r.ends_with("|killed")).count();
     let listed = std::fs::read_to_string(&input).unwrap().lines().count() - 1;
     assert_eq!(ours, listed, "every message of the run once");
-    // The run read the messages the API still has. One that vanished on a
-    // night the sweep has not reached yet keeps its rows (no call told the
-    // lake), and which ones the sweep reached depends on read_at ties.
-    let read: std::collections::HashSet<_> =
-        n.store.messages.iter().map(|m| m.id.clone()).collect();
-    n.assert_full_read(Some(&read), "after the resume");
+    n.assert_full_read(None, "after the resume");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
