@@ -15,8 +15,11 @@ pub struct S3Server {
     /// While set, conditional PUTs of keys holding this text are answered
     /// 501 NotImplemented, as by a store without conditional writes.
     pub refuse_conditional: std::sync::Arc<std::sync::Mutex<Option<String>>>,
-    /// While set, DELETEs of keys holding this text are answered 403
-    /// AccessDenied, as by a bucket whose policy denies s3:DeleteObject.
+    /// While set, a delete naming a key that holds this text (a DELETE, or a
+    /// DeleteObjects whose body names one) is answered 403 AccessDenied, as
+    /// by a bucket whose policy denies s3:DeleteObject. A DeleteObjects of
+    /// several keys is refused whole (S3 would answer per key; msgext
+    /// deletes one key a request).
     pub refuse_delete: std::sync::Arc<std::sync::Mutex<Option<String>>>,
 }
 
@@ -55,7 +58,9 @@ impl S3Server {
                 // the keys in its body; a plain DELETE names the key in its path.
                 let deleting = req.method() == hyper::Method::DELETE
                     || (req.method() == hyper::Method::POST
-                        && req.uri().query().is_some_and(|q| q.contains("delete")));
+                        && req.uri().query().is_some_and(|q| {
+                            q.split('&').any(|p| p == "delete" || p == "delete=")
+                        }));
                 let deny = deleting.then(|| delete_refused.clone());
                 let one_at_a_time = is_conditional.then(|| conditional.clone());
                 let s3 = s3.clone();
@@ -71,7 +76,13 @@ impl S3Server {
                     let body = match deny {
                         Some(text) => {
                             use http_body_util::BodyExt;
-                            let bytes = body.collect().await.expect("a request body").to_bytes();
+                            let Ok(bytes) = body.collect().await.map(|b| b.to_bytes()) else {
+                                return Ok(refusal(
+                                    hyper::StatusCode::BAD_REQUEST,
+                                    "IncompleteBody",
+                                    "The request body ended early",
+                                ));
+                            };
                             let said =
                                 format!("{}{}", parts.uri.path(), String::from_utf8_lossy(&bytes));
                             if holds(&text, &said) {
